@@ -1,0 +1,550 @@
+//! Thin N-API conversions over `remora-core`. Calls are coarse (batches of objects); anything
+//! that may wait (control-channel round trips, long loops) runs on the libuv pool and returns
+//! a Promise. Inputs are checked here or in the core, and every failure becomes a JS `Error`
+//! with the core's message.
+
+use napi::bindgen_prelude::{AsyncTask, BigInt, BigUint64Array, Buffer, Uint8Array};
+use napi::{Env, Error, Result, Status, Task};
+use napi_derive::napi;
+use remora_core::stress;
+use remora_core::{
+    ControlServer, Lookup, RemoteStore, ShmPeer, ShmTransport, Store, StoreConfig, Transport,
+};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+mod bench;
+
+fn js_err(e: remora_core::Error) -> Error {
+    Error::new(Status::GenericFailure, e.to_string())
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(Status::InvalidArg, msg.into())
+}
+
+/// One object as a read found it. `status` is `value`, `deleted`, `absent` or `lagging`.
+#[napi(object)]
+pub struct ReadResult {
+    pub status: String,
+    /// Timestamp of the version found (for `value` and `deleted`).
+    pub version: Option<BigInt>,
+    pub value: Option<Buffer>,
+}
+
+fn to_js(l: Lookup) -> ReadResult {
+    let (status, version, value) = match l {
+        Lookup::Value { ts, value } => ("value", Some(ts), Some(Buffer::from(value))),
+        Lookup::Deleted { ts } => ("deleted", Some(ts), None),
+        Lookup::Absent => ("absent", None, None),
+        Lookup::Lagging => ("lagging", None, None),
+    };
+    ReadResult {
+        status: status.into(),
+        version: version.map(BigInt::from),
+        value,
+    }
+}
+
+fn same_len(what: &str, a: usize, b: usize) -> Result<()> {
+    if a != b {
+        return Err(invalid(format!("{what}: {a} ids but {b} entries")));
+    }
+    Ok(())
+}
+
+#[napi(object)]
+pub struct StoreOptions {
+    /// The cluster directory on this host (created private to the user: 0700).
+    pub dir: String,
+    /// The store's name; peers attach to it by this name.
+    pub name: String,
+    /// At least 16 bytes, shared by the cluster; guards the control channel.
+    pub secret: Buffer,
+    /// Size of each registered region (default 4 MiB).
+    pub region_bytes: Option<u32>,
+}
+
+#[napi(object)]
+pub struct ObjectAddress {
+    pub region: u32,
+    pub offset: f64,
+}
+
+#[napi(object)]
+pub struct StoreStatsJs {
+    pub objects: u32,
+    pub regions: u32,
+    pub region_bytes: f64,
+    pub free_slots: u32,
+}
+
+struct Owned {
+    store: Arc<Store>,
+    _control: ControlServer,
+}
+
+/// A store owned by this process, serving its control channel from native threads.
+#[napi]
+pub struct NativeStore {
+    name: String,
+    owned: Mutex<Option<Owned>>,
+}
+
+#[napi]
+impl NativeStore {
+    #[napi(factory)]
+    pub fn create(opts: StoreOptions) -> Result<Self> {
+        let mut cfg = StoreConfig::new(&opts.dir, &opts.name);
+        if let Some(b) = opts.region_bytes {
+            cfg.region_bytes = b as usize;
+        }
+        let store = Arc::new(Store::create(&cfg).map_err(js_err)?);
+        let control = ControlServer::start(&store, &opts.secret).map_err(js_err)?;
+        Ok(NativeStore {
+            name: opts.name,
+            owned: Mutex::new(Some(Owned {
+                store,
+                _control: control,
+            })),
+        })
+    }
+
+    fn store(&self) -> Result<Arc<Store>> {
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        owned
+            .as_ref()
+            .map(|o| o.store.clone())
+            .ok_or_else(|| invalid(format!("store '{}' is closed", self.name)))
+    }
+
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Sets `values[i]` as the version `ts[i]` of `ids[i]`, in order; all or nothing.
+    #[napi]
+    pub fn set_many(
+        &self,
+        ids: Vec<Uint8Array>,
+        values: Vec<Uint8Array>,
+        ts: BigUint64Array,
+    ) -> Result<()> {
+        same_len("setMany values", ids.len(), values.len())?;
+        same_len("setMany timestamps", ids.len(), ts.len())?;
+        let puts: Vec<_> = ids
+            .iter()
+            .zip(&values)
+            .zip(ts.iter())
+            .map(|((id, v), ts)| (&id[..], Some(&v[..]), *ts))
+            .collect();
+        self.store()?.set_many(&puts).map_err(js_err)
+    }
+
+    /// Deletes each id at its timestamp (a tombstone version); all or nothing.
+    #[napi]
+    pub fn delete_many(&self, ids: Vec<Uint8Array>, ts: BigUint64Array) -> Result<()> {
+        same_len("deleteMany timestamps", ids.len(), ts.len())?;
+        let store = self.store()?;
+        let present: Vec<bool> = store
+            .addresses(&ids.iter().map(|i| &i[..]).collect::<Vec<_>>())
+            .iter()
+            .map(Option::is_some)
+            .collect();
+        let puts: Vec<_> = ids
+            .iter()
+            .zip(ts.iter())
+            .zip(present)
+            .filter(|(_, p)| *p)
+            .map(|((id, ts), _)| (&id[..], None, *ts))
+            .collect();
+        store.set_many(&puts).map_err(js_err)
+    }
+
+    #[napi]
+    pub fn get_many(&self, ids: Vec<Uint8Array>) -> Result<Vec<ReadResult>> {
+        let ids: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
+        let found = self.store()?.get_many(&ids).map_err(js_err)?;
+        Ok(found.into_iter().map(to_js).collect())
+    }
+
+    #[napi]
+    pub fn get_before_many(
+        &self,
+        ids: Vec<Uint8Array>,
+        bounds: BigUint64Array,
+    ) -> Result<Vec<ReadResult>> {
+        same_len("getBeforeMany bounds", ids.len(), bounds.len())?;
+        let reqs: Vec<(&[u8], u64)> = ids
+            .iter()
+            .map(|i| &i[..])
+            .zip(bounds.iter().copied())
+            .collect();
+        let found = self.store()?.get_before_many(&reqs).map_err(js_err)?;
+        Ok(found.into_iter().map(to_js).collect())
+    }
+
+    /// Timestamps of the kept versions of `id`, newest first.
+    #[napi]
+    pub fn versions(&self, id: Uint8Array) -> Result<Vec<BigInt>> {
+        Ok(self
+            .store()?
+            .versions(&id)
+            .into_iter()
+            .map(BigInt::from)
+            .collect())
+    }
+
+    #[napi]
+    pub fn addresses(&self, ids: Vec<Uint8Array>) -> Result<Vec<Option<ObjectAddress>>> {
+        let ids: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
+        Ok(self
+            .store()?
+            .addresses(&ids)
+            .into_iter()
+            .map(|a| {
+                a.map(|a| ObjectAddress {
+                    region: a.region,
+                    offset: a.offset as f64,
+                })
+            })
+            .collect())
+    }
+
+    #[napi]
+    pub fn purge_deleted(&self, horizon: BigInt) -> Result<u32> {
+        let (_, h, lossless) = horizon.get_u64();
+        if !lossless {
+            return Err(invalid("purgeDeleted: horizon must fit in 64 bits"));
+        }
+        Ok(self.store()?.purge_deleted(h) as u32)
+    }
+
+    #[napi]
+    pub fn add_shared_region(&self, bytes: u32) -> Result<u32> {
+        self.store()?
+            .add_shared_region(bytes as usize)
+            .map_err(js_err)
+    }
+
+    #[napi]
+    pub fn read_region(&self, region: u32, offset: f64, len: u32) -> Result<Buffer> {
+        let mut buf = vec![0u8; len as usize];
+        self.store()?
+            .read_region(region, offset_u64(offset)?, &mut buf)
+            .map_err(js_err)?;
+        Ok(buf.into())
+    }
+
+    #[napi]
+    pub fn stats(&self) -> Result<StoreStatsJs> {
+        let s = self.store()?.stats();
+        Ok(StoreStatsJs {
+            objects: s.objects as u32,
+            regions: s.regions as u32,
+            region_bytes: s.region_bytes as f64,
+            free_slots: s.free_slots as u32,
+        })
+    }
+
+    /// Torn-read stress, owner side: writes `objects` self-checking values, then rewrites them
+    /// from a native thread for `millis` ms. Resolves to the number of writes.
+    #[napi]
+    pub fn stress_write(
+        &self,
+        objects: u32,
+        seed: BigInt,
+        millis: u32,
+    ) -> Result<AsyncTask<StressWrite>> {
+        Ok(AsyncTask::new(StressWrite {
+            store: self.store()?,
+            objects: objects.max(1),
+            seed: seed.get_u64().1,
+            millis,
+        }))
+    }
+
+    /// Stops serving: removes the regions and the control socket. Idempotent.
+    #[napi]
+    pub fn close(&self) {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+fn offset_u64(offset: f64) -> Result<u64> {
+    if !(offset >= 0.0 && offset.fract() == 0.0 && offset <= 2f64.powi(53)) {
+        return Err(invalid(format!(
+            "offset must be a non-negative integer, got {offset}"
+        )));
+    }
+    Ok(offset as u64)
+}
+
+pub struct StressWrite {
+    store: Arc<Store>,
+    objects: u32,
+    seed: u64,
+    millis: u32,
+}
+
+impl Task for StressWrite {
+    type Output = f64;
+    type JsValue = f64;
+    fn compute(&mut self) -> Result<f64> {
+        let start = stress::populate(&self.store, self.objects).map_err(js_err)?;
+        let stop = AtomicBool::new(false);
+        let limit = Duration::from_millis(u64::from(self.millis));
+        let (writes, _) =
+            stress::run_writer(&self.store, self.objects, self.seed, start, &stop, limit)
+                .map_err(js_err)?;
+        Ok(writes as f64)
+    }
+    fn resolve(&mut self, _: Env, out: f64) -> Result<f64> {
+        Ok(out)
+    }
+}
+
+#[napi(object)]
+pub struct RemoteOptions {
+    pub dir: String,
+    /// Name of the store to attach to.
+    pub store: String,
+    pub secret: Buffer,
+}
+
+#[napi(object)]
+pub struct RemoteStatsJs {
+    pub reads: f64,
+    pub rejected_busy: f64,
+    pub rejected_checksum: f64,
+    pub rejected_skew: f64,
+    pub rejected_malformed: f64,
+    pub lookups: f64,
+    pub forwards: f64,
+}
+
+type Remote = Arc<RemoteStore<ShmPeer>>;
+
+/// Another process's store, read one-sidedly through shared memory.
+#[napi]
+pub struct NativeRemote {
+    remote: Remote,
+}
+
+pub struct Connect {
+    opts: Option<(String, String, Vec<u8>)>,
+}
+
+impl Task for Connect {
+    type Output = Remote;
+    type JsValue = NativeRemote;
+    fn compute(&mut self) -> Result<Remote> {
+        let (dir, store, secret) = self
+            .opts
+            .take()
+            .ok_or_else(|| invalid("connect ran twice"))?;
+        let peer = ShmTransport::new(dir, &secret)
+            .and_then(|t| t.attach(&store))
+            .map_err(js_err)?;
+        Ok(Arc::new(RemoteStore::new(peer)))
+    }
+    fn resolve(&mut self, _: Env, remote: Remote) -> Result<NativeRemote> {
+        Ok(NativeRemote { remote })
+    }
+}
+
+/// Which read a `Read` task performs.
+enum ReadKind {
+    Resolve,
+    Newest,
+    Before(Vec<u64>),
+}
+
+pub struct Read {
+    remote: Remote,
+    ids: Vec<Vec<u8>>,
+    kind: ReadKind,
+}
+
+impl Task for Read {
+    type Output = Vec<Lookup>;
+    type JsValue = Vec<ReadResult>;
+    fn compute(&mut self) -> Result<Vec<Lookup>> {
+        let ids: Vec<&[u8]> = self.ids.iter().map(Vec::as_slice).collect();
+        match &self.kind {
+            ReadKind::Resolve => self.remote.resolve(&ids).map(|_| Vec::new()),
+            ReadKind::Newest => self.remote.get_many(&ids),
+            ReadKind::Before(bounds) => {
+                let reqs: Vec<(&[u8], u64)> =
+                    ids.iter().copied().zip(bounds.iter().copied()).collect();
+                self.remote.get_before_many(&reqs)
+            }
+        }
+        .map_err(js_err)
+    }
+    fn resolve(&mut self, _: Env, out: Vec<Lookup>) -> Result<Vec<ReadResult>> {
+        Ok(out.into_iter().map(to_js).collect())
+    }
+}
+
+#[napi(object)]
+pub struct StressReport {
+    pub reads: f64,
+    pub verified: f64,
+    pub deleted: f64,
+    pub absent: f64,
+    pub lagging: f64,
+    pub violations: Vec<String>,
+}
+
+pub struct StressRead {
+    remote: Remote,
+    objects: u32,
+    seed: u64,
+    reads: u64,
+}
+
+impl Task for StressRead {
+    type Output = stress::ReadReport;
+    type JsValue = StressReport;
+    fn compute(&mut self) -> Result<stress::ReadReport> {
+        stress::run_reader(&self.remote, self.objects, self.seed, self.reads).map_err(js_err)
+    }
+    fn resolve(&mut self, _: Env, r: stress::ReadReport) -> Result<StressReport> {
+        Ok(StressReport {
+            reads: r.reads as f64,
+            verified: r.verified as f64,
+            deleted: r.deleted as f64,
+            absent: r.absent as f64,
+            lagging: r.lagging as f64,
+            violations: r.violations,
+        })
+    }
+}
+
+fn owned_ids(ids: &[Uint8Array]) -> Vec<Vec<u8>> {
+    ids.iter().map(|i| i.to_vec()).collect()
+}
+
+#[napi]
+impl NativeRemote {
+    /// Attaches to a store of this host: connects to its control channel (authenticated by
+    /// the cluster secret) and maps its regions as they are needed.
+    #[napi]
+    pub fn connect(opts: RemoteOptions) -> AsyncTask<Connect> {
+        AsyncTask::new(Connect {
+            opts: Some((opts.dir, opts.store, opts.secret.to_vec())),
+        })
+    }
+
+    /// Asks the owner once where `ids` live; later reads of them need no round trip.
+    #[napi]
+    pub fn resolve(&self, ids: Vec<Uint8Array>) -> AsyncTask<Read> {
+        self.task(&ids, ReadKind::Resolve)
+    }
+
+    /// The newest version of each id, read one-sidedly.
+    #[napi]
+    pub fn read(&self, ids: Vec<Uint8Array>) -> AsyncTask<Read> {
+        self.task(&ids, ReadKind::Newest)
+    }
+
+    /// For each id, the newest version with timestamp < its bound, or `lagging`.
+    #[napi]
+    pub fn read_before(
+        &self,
+        ids: Vec<Uint8Array>,
+        bounds: BigUint64Array,
+    ) -> Result<AsyncTask<Read>> {
+        same_len("readBefore bounds", ids.len(), bounds.len())?;
+        Ok(self.task(&ids, ReadKind::Before(bounds.to_vec())))
+    }
+
+    fn task(&self, ids: &[Uint8Array], kind: ReadKind) -> AsyncTask<Read> {
+        AsyncTask::new(Read {
+            remote: self.remote.clone(),
+            ids: owned_ids(ids),
+            kind,
+        })
+    }
+
+    /// `read` without leaving the JS thread, for ids already resolved: a shared-memory copy
+    /// and its validation, no I/O. An unresolved id is an error.
+    #[napi]
+    pub fn read_sync(&self, ids: Vec<Uint8Array>) -> Result<Vec<ReadResult>> {
+        if let Some(id) = ids.iter().find(|id| !self.remote.is_resolved(id)) {
+            return Err(invalid(format!(
+                "the address of object {} is not resolved yet: await resolve() or read() first",
+                remora_core::error::show_id(id)
+            )));
+        }
+        let ids: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
+        let found = self.remote.get_many(&ids).map_err(js_err)?;
+        Ok(found.into_iter().map(to_js).collect())
+    }
+
+    /// Raw one-sided read of a peer region (e.g. coordination memory).
+    #[napi]
+    pub fn read_region(&self, region: u32, offset: f64, len: u32) -> Result<Buffer> {
+        let mut buf = vec![0u8; len as usize];
+        use remora_core::RemoteMemory;
+        self.remote
+            .memory()
+            .read(region, offset_u64(offset)?, &mut buf)
+            .map_err(js_err)?;
+        Ok(buf.into())
+    }
+
+    /// Raw one-sided write into a region the peer made remote-writable.
+    #[napi]
+    pub fn write_region(&self, region: u32, offset: f64, data: Uint8Array) -> Result<()> {
+        use remora_core::RemoteMemory;
+        self.remote
+            .memory()
+            .write(region, offset_u64(offset)?, &data)
+            .map_err(js_err)
+    }
+
+    #[napi]
+    pub fn stats(&self) -> RemoteStatsJs {
+        let s = self.remote.stats();
+        RemoteStatsJs {
+            reads: s.reads as f64,
+            rejected_busy: s.rejected_busy as f64,
+            rejected_checksum: s.rejected_checksum as f64,
+            rejected_skew: s.rejected_skew as f64,
+            rejected_malformed: s.rejected_malformed as f64,
+            lookups: s.lookups as f64,
+            forwards: s.forwards as f64,
+        }
+    }
+
+    /// Torn-read stress, reader side: `reads` verified one-sided reads of the stress objects.
+    #[napi]
+    pub fn stress_read(&self, objects: u32, seed: BigInt, reads: f64) -> AsyncTask<StressRead> {
+        AsyncTask::new(StressRead {
+            remote: self.remote.clone(),
+            objects: objects.max(1),
+            seed: seed.get_u64().1,
+            reads: reads.max(0.0) as u64,
+        })
+    }
+
+    /// Native read latency of `ids` (resolved first), `iterations` reads timed one by one.
+    #[napi]
+    pub fn bench_reads(
+        &self,
+        ids: Vec<Uint8Array>,
+        iterations: u32,
+    ) -> AsyncTask<bench::ReadBench> {
+        AsyncTask::new(bench::ReadBench {
+            remote: self.remote.clone(),
+            ids: owned_ids(&ids),
+            iterations,
+        })
+    }
+}
+
+pub use bench::{bench_memcpy, bench_timer, Latency};

@@ -1,0 +1,20 @@
+//! Remora's native core: registered memory regions, the dual-versioned object store that lives
+//! in them, the control channel peers use to find objects, and the transports that read a
+//! peer's memory one-sidedly. No Node here: `bindings/node` wraps this crate.
+
+pub mod control;
+pub mod error;
+pub mod region;
+pub mod remote;
+pub mod slot;
+pub mod store;
+pub mod stress;
+pub mod transport;
+
+pub use control::{ControlClient, ControlServer};
+pub use error::{Error, Result};
+pub use remote::{RemoteStats, RemoteStore};
+pub use slot::Lookup;
+pub use store::{Addr, Store, StoreConfig, StoreStats};
+pub use transport::shm::{ShmPeer, ShmTransport};
+pub use transport::{RemoteMemory, Transport};

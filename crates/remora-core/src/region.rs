@@ -1,0 +1,293 @@
+//! Registered memory regions: page-aligned, fixed-size files that the owner maps read-write and
+//! peers map by name. Each region holds slots of one size class (or, when `class` is `None`,
+//! raw bytes that peers may write, for coordination memory).
+//!
+//! A region is a file `region-NNNNNN` in the store's directory, which is private to the
+//! cluster (directory 0700, files 0600): being able to open it is being a cluster member on
+//! this host.
+
+use crate::error::{Error, IoContext, Result};
+use memmap2::{MmapOptions, MmapRaw};
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+
+pub const PAGE: usize = 4096;
+/// The first page of every region describes it.
+pub const REGION_HEADER_BYTES: usize = PAGE;
+const MAGIC: u64 = u64::from_le_bytes(*b"REMORARG");
+const FORMAT: u64 = 1;
+const NO_CLASS: u64 = u64::MAX;
+
+/// What a region's header says about it; readers learn it by reading the first page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionInfo {
+    pub id: u32,
+    /// Size class of its slots, `None` for a raw (remote-writable) region.
+    pub class: Option<usize>,
+    pub slot_bytes: usize,
+    pub slot_count: usize,
+    pub bytes: usize,
+    pub writable: bool,
+}
+
+impl RegionInfo {
+    fn encode(&self) -> [u8; 64] {
+        let words = [
+            MAGIC,
+            FORMAT,
+            u64::from(self.id),
+            self.class.map_or(NO_CLASS, |c| c as u64),
+            self.slot_bytes as u64,
+            self.slot_count as u64,
+            self.bytes as u64,
+            u64::from(self.writable),
+        ];
+        let mut out = [0u8; 64];
+        for (chunk, w) in out.chunks_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// Parses a region header; `what` names the region in errors.
+    pub fn decode(bytes: &[u8], what: &Path) -> Result<Self> {
+        let bad = |why: &str| Error::BadRegion {
+            path: what.to_path_buf(),
+            why: why.to_string(),
+        };
+        if bytes.len() < 64 {
+            return Err(bad("header too short"));
+        }
+        let w = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        if w(0) != MAGIC {
+            return Err(bad("bad magic"));
+        }
+        if w(1) != FORMAT {
+            return Err(bad("unknown format version"));
+        }
+        let class = match w(3) {
+            NO_CLASS => None,
+            c if (c as usize) < crate::slot::SIZE_CLASSES => Some(c as usize),
+            _ => return Err(bad("size class out of range")),
+        };
+        let info = RegionInfo {
+            id: u32::try_from(w(2)).map_err(|_| bad("region id out of range"))?,
+            class,
+            slot_bytes: w(4) as usize,
+            slot_count: w(5) as usize,
+            bytes: w(6) as usize,
+            writable: w(7) == 1,
+        };
+        let slots_end = info
+            .slot_bytes
+            .checked_mul(info.slot_count)
+            .and_then(|n| n.checked_add(REGION_HEADER_BYTES));
+        if slots_end.is_none_or(|end| end > info.bytes) {
+            return Err(bad("slots overrun the region"));
+        }
+        Ok(info)
+    }
+
+    /// Byte offset of slot `index`.
+    pub fn slot_offset(&self, index: usize) -> u64 {
+        (REGION_HEADER_BYTES + index * self.slot_bytes) as u64
+    }
+}
+
+pub fn region_path(store_dir: &Path, id: u32) -> PathBuf {
+    store_dir.join(format!("region-{id:06}"))
+}
+
+/// Creates `dir` (and parents) private to the owner: 0700.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .ctx(|| format!("creating {}", dir.display()))
+}
+
+/// A mapped region, owner's or peer's.
+pub struct Region {
+    pub info: RegionInfo,
+    map: MmapRaw,
+    /// Mapped writable: the owner's regions, and a peer's view of remote-writable ones.
+    writable_here: bool,
+}
+
+impl Region {
+    /// Creates and maps a new region file (owner side).
+    pub fn create(store_dir: &Path, info: RegionInfo) -> Result<Self> {
+        let path = region_path(store_dir, info.id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .ctx(|| format!("creating region {}", path.display()))?;
+        file.set_len(info.bytes as u64)
+            .ctx(|| format!("sizing region {}", path.display()))?;
+        let map = MmapOptions::new()
+            .len(info.bytes)
+            .map_raw(&file)
+            .ctx(|| format!("mapping region {}", path.display()))?;
+        let region = Region {
+            info,
+            map,
+            writable_here: true,
+        };
+        // SAFETY: the mapping is `info.bytes` long (> 64) and page-aligned; nobody else has the
+        // file yet, so this plain write races with nothing.
+        unsafe {
+            std::ptr::copy_nonoverlapping(info.encode().as_ptr(), region.map.as_mut_ptr(), 64);
+        }
+        Ok(region)
+    }
+
+    /// Maps an existing region of another process (peer side): read-only unless the region
+    /// says it is remote-writable.
+    pub fn attach(store_dir: &Path, id: u32) -> Result<Self> {
+        let path = region_path(store_dir, id);
+        let file = match OpenOptions::new().read(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoRegion {
+                    store: store_dir.display().to_string(),
+                    region: id,
+                })
+            }
+            Err(e) => return Err(e).ctx(|| format!("opening region {}", path.display())),
+        };
+        let len = file
+            .metadata()
+            .ctx(|| format!("reading {}", path.display()))?
+            .len() as usize;
+        if len < REGION_HEADER_BYTES {
+            return Err(Error::BadRegion {
+                path,
+                why: "shorter than its header".into(),
+            });
+        }
+        let ro = MmapOptions::new()
+            .len(len)
+            .map_raw_read_only(&file)
+            .ctx(|| format!("mapping region {}", path.display()))?;
+        // SAFETY: the header page is written once before the file is published and never again.
+        let header = unsafe { std::slice::from_raw_parts(ro.as_ptr(), 64) };
+        let info = RegionInfo::decode(header, &path)?;
+        if info.bytes != len || info.id != id {
+            return Err(Error::BadRegion {
+                path,
+                why: "header disagrees with the file".into(),
+            });
+        }
+        let map = if info.writable {
+            drop(ro);
+            let rw = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .ctx(|| format!("opening region {}", path.display()))?;
+            MmapOptions::new()
+                .len(len)
+                .map_raw(&rw)
+                .ctx(|| format!("mapping region {}", path.display()))?
+        } else {
+            ro
+        };
+        Ok(Region {
+            info,
+            map,
+            writable_here: info.writable,
+        })
+    }
+
+    /// The region as 64-bit words, for the slot protocol.
+    pub fn words(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is page-aligned and `bytes` long (a multiple of 8), stays mapped
+        // while `self` lives, and is only ever accessed through atomics by this process.
+        // `AtomicU64` has the layout of `u64`; atomic loads are valid on read-only pages.
+        unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU64, self.info.bytes / 8)
+        }
+    }
+
+    /// The words of slot `index`.
+    pub fn slot_words(&self, index: usize) -> &[AtomicU64] {
+        let start = self.info.slot_offset(index) as usize / 8;
+        &self.words()[start..start + self.info.slot_bytes / 8]
+    }
+
+    fn check(&self, offset: u64, len: usize) -> Result<usize> {
+        let out = || Error::OutOfBounds {
+            region: self.info.id,
+            offset,
+            len,
+            size: self.info.bytes,
+        };
+        let start = usize::try_from(offset).map_err(|_| out())?;
+        match start.checked_add(len) {
+            Some(end) if end <= self.info.bytes => Ok(start),
+            _ => Err(out()),
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `offset`, with word-sized atomic loads where aligned. The
+    /// copy may mix writes; callers validate it (see `slot`).
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let start = self.check(offset, buf.len())?;
+        let (words, bytes) = (self.words(), self.bytes());
+        let mut i = 0;
+        while i < buf.len() {
+            let at = start + i;
+            if at % 8 == 0 && i + 8 <= buf.len() {
+                buf[i..i + 8].copy_from_slice(&words[at / 8].load(Ordering::Relaxed).to_le_bytes());
+                i += 8;
+            } else {
+                buf[i] = bytes[at].load(Ordering::Relaxed);
+                i += 1;
+            }
+        }
+        fence(Ordering::Acquire);
+        Ok(())
+    }
+
+    /// Writes bytes at `offset`, with word-sized atomic stores where aligned (so an aligned
+    /// 8-byte entry is never seen half-written). Callers check that they may write here.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let start = self.check(offset, data.len())?;
+        if !self.writable_here {
+            return Err(Error::NotWritable {
+                region: self.info.id,
+            });
+        }
+        let (words, bytes) = (self.words(), self.bytes());
+        fence(Ordering::Release);
+        let mut i = 0;
+        while i < data.len() {
+            let at = start + i;
+            if at % 8 == 0 && i + 8 <= data.len() {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&data[i..i + 8]);
+                words[at / 8].store(u64::from_le_bytes(w), Ordering::Relaxed);
+                i += 8;
+            } else {
+                bytes[at].store(data[i], Ordering::Relaxed);
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> &[AtomicU8] {
+        // SAFETY: as for `words`; `AtomicU8` has the layout of `u8`.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU8, self.info.bytes) }
+    }
+}

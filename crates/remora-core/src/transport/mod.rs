@@ -1,0 +1,31 @@
+//! One interface for "attach to a peer, read or write its registered memory at
+//! (region, offset, length)", whatever carries the bytes.
+
+use crate::error::Result;
+use crate::region::RegionInfo;
+use crate::store::Addr;
+
+pub mod shm;
+
+/// A peer's registered memory, as seen from this process.
+pub trait RemoteMemory: Send + Sync {
+    /// The peer, for messages.
+    fn peer(&self) -> &str;
+    /// The header of one of the peer's regions (fetched once, then cached by callers).
+    fn region_info(&self, region: u32) -> Result<RegionInfo>;
+    /// Copies bytes of a region. The copy may interleave with the owner's writes: callers
+    /// validate what they read (see `slot`).
+    fn read(&self, region: u32, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Writes bytes into a region the peer made remote-writable.
+    fn write(&self, region: u32, offset: u64, data: &[u8]) -> Result<()>;
+    /// Asks the peer, over its control channel, where objects live (`query_obj_addr`).
+    fn lookup(&self, ids: &[&[u8]]) -> Result<Vec<Option<Addr>>>;
+}
+
+/// A way to reach peers' memory: `shm` on one host, later `tcp` and `verbs`.
+pub trait Transport: Send + Sync {
+    type Peer: RemoteMemory;
+    fn name(&self) -> &'static str;
+    /// Attaches to the peer named `peer` (for `shm`, a store name in the cluster directory).
+    fn attach(&self, peer: &str) -> Result<Self::Peer>;
+}

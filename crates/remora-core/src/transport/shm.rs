@@ -1,0 +1,96 @@
+//! Shared memory on one host: a peer's regions are files in the cluster's private directory,
+//! mapped into this process. A read is a load from the mapping: the owner's CPU does nothing.
+
+use super::{RemoteMemory, Transport};
+use crate::control::{check_secret, ControlClient, SOCKET_NAME};
+use crate::error::Result;
+use crate::region::{Region, RegionInfo};
+use crate::store::{check_name, Addr};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+pub struct ShmTransport {
+    dir: PathBuf,
+    secret: Vec<u8>,
+}
+
+impl ShmTransport {
+    /// `dir` is the cluster directory; `secret` authenticates us to peers' control channels.
+    pub fn new(dir: impl Into<PathBuf>, secret: &[u8]) -> Result<Self> {
+        check_secret(secret)?;
+        Ok(ShmTransport {
+            dir: dir.into(),
+            secret: secret.to_vec(),
+        })
+    }
+}
+
+impl Transport for ShmTransport {
+    type Peer = ShmPeer;
+
+    fn name(&self) -> &'static str {
+        "shm"
+    }
+
+    fn attach(&self, peer: &str) -> Result<ShmPeer> {
+        check_name(peer)?;
+        let dir = self.dir.join(peer);
+        let control = ControlClient::connect(&dir.join(SOCKET_NAME), &self.secret)?;
+        Ok(ShmPeer {
+            name: format!("shm peer '{peer}'"),
+            dir,
+            regions: RwLock::default(),
+            control: Mutex::new(control),
+        })
+    }
+}
+
+pub struct ShmPeer {
+    name: String,
+    dir: PathBuf,
+    /// Regions mapped so far; a region file never changes size while its owner lives.
+    regions: RwLock<HashMap<u32, Arc<Region>>>,
+    control: Mutex<ControlClient>,
+}
+
+impl ShmPeer {
+    fn region(&self, id: u32) -> Result<Arc<Region>> {
+        if let Some(r) = self
+            .regions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Ok(r.clone());
+        }
+        let region = Arc::new(Region::attach(&self.dir, id)?);
+        let mut map = self.regions.write().unwrap_or_else(|e| e.into_inner());
+        Ok(map.entry(id).or_insert(region).clone())
+    }
+}
+
+impl RemoteMemory for ShmPeer {
+    fn peer(&self) -> &str {
+        &self.name
+    }
+
+    fn region_info(&self, region: u32) -> Result<RegionInfo> {
+        Ok(self.region(region)?.info)
+    }
+
+    fn read(&self, region: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.region(region)?.read(offset, buf)
+    }
+
+    fn write(&self, region: u32, offset: u64, data: &[u8]) -> Result<()> {
+        self.region(region)?.write(offset, data)
+    }
+
+    fn lookup(&self, ids: &[&[u8]]) -> Result<Vec<Option<Addr>>> {
+        self.control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(ids)
+    }
+}
