@@ -106,7 +106,7 @@ impl Task for MemcpyBench {
 }
 
 /// The baseline: a local memcpy of `size` bytes, timed like a one-sided read.
-#[napi]
+#[napi(ts_return_type = "Promise<Latency>")]
 pub fn bench_memcpy(size: u32, iterations: u32) -> AsyncTask<MemcpyBench> {
     AsyncTask::new(MemcpyBench {
         size: size as usize,

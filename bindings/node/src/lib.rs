@@ -80,9 +80,10 @@ pub struct StoreStatsJs {
     pub free_slots: u32,
 }
 
+/// Fields drop in order: the control server must stop while its socket still exists.
 struct Owned {
-    store: Arc<Store>,
     _control: ControlServer,
+    store: Arc<Store>,
 }
 
 /// A store owned by this process, serving its control channel from native threads.
@@ -90,6 +91,8 @@ struct Owned {
 pub struct NativeStore {
     name: String,
     owned: Mutex<Option<Owned>>,
+    /// Set by `close`: native loops still running for this store (stress writers) end.
+    closing: Arc<AtomicBool>,
 }
 
 #[napi]
@@ -104,9 +107,10 @@ impl NativeStore {
         let control = ControlServer::start(&store, &opts.secret).map_err(js_err)?;
         Ok(NativeStore {
             name: opts.name,
+            closing: Arc::default(),
             owned: Mutex::new(Some(Owned {
-                store,
                 _control: control,
+                store,
             })),
         })
     }
@@ -251,7 +255,7 @@ impl NativeStore {
 
     /// Torn-read stress, owner side: writes `objects` self-checking values, then rewrites them
     /// from a native thread for `millis` ms. Resolves to the number of writes.
-    #[napi]
+    #[napi(ts_return_type = "Promise<number>")]
     pub fn stress_write(
         &self,
         objects: u32,
@@ -263,12 +267,15 @@ impl NativeStore {
             objects: objects.max(1),
             seed: seed.get_u64().1,
             millis,
+            stop: self.closing.clone(),
         }))
     }
 
-    /// Stops serving: removes the regions and the control socket. Idempotent.
+    /// Stops serving: ends native loops on this store, removes the regions and the control
+    /// socket. Idempotent.
     #[napi]
     pub fn close(&self) {
+        self.closing.store(true, std::sync::atomic::Ordering::Release);
         self.owned.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
@@ -287,6 +294,7 @@ pub struct StressWrite {
     objects: u32,
     seed: u64,
     millis: u32,
+    stop: Arc<AtomicBool>,
 }
 
 impl Task for StressWrite {
@@ -294,10 +302,9 @@ impl Task for StressWrite {
     type JsValue = f64;
     fn compute(&mut self) -> Result<f64> {
         let start = stress::populate(&self.store, self.objects).map_err(js_err)?;
-        let stop = AtomicBool::new(false);
         let limit = Duration::from_millis(u64::from(self.millis));
         let (writes, _) =
-            stress::run_writer(&self.store, self.objects, self.seed, start, &stop, limit)
+            stress::run_writer(&self.store, self.objects, self.seed, start, &self.stop, limit)
                 .map_err(js_err)?;
         Ok(writes as f64)
     }
@@ -432,7 +439,7 @@ fn owned_ids(ids: &[Uint8Array]) -> Vec<Vec<u8>> {
 impl NativeRemote {
     /// Attaches to a store of this host: connects to its control channel (authenticated by
     /// the cluster secret) and maps its regions as they are needed.
-    #[napi]
+    #[napi(ts_return_type = "Promise<NativeRemote>")]
     pub fn connect(opts: RemoteOptions) -> AsyncTask<Connect> {
         AsyncTask::new(Connect {
             opts: Some((opts.dir, opts.store, opts.secret.to_vec())),
@@ -440,19 +447,19 @@ impl NativeRemote {
     }
 
     /// Asks the owner once where `ids` live; later reads of them need no round trip.
-    #[napi]
+    #[napi(ts_return_type = "Promise<void>")]
     pub fn resolve(&self, ids: Vec<Uint8Array>) -> AsyncTask<Read> {
         self.task(&ids, ReadKind::Resolve)
     }
 
     /// The newest version of each id, read one-sidedly.
-    #[napi]
+    #[napi(ts_return_type = "Promise<Array<ReadResult>>")]
     pub fn read(&self, ids: Vec<Uint8Array>) -> AsyncTask<Read> {
         self.task(&ids, ReadKind::Newest)
     }
 
     /// For each id, the newest version with timestamp < its bound, or `lagging`.
-    #[napi]
+    #[napi(ts_return_type = "Promise<Array<ReadResult>>")]
     pub fn read_before(
         &self,
         ids: Vec<Uint8Array>,
@@ -522,7 +529,7 @@ impl NativeRemote {
     }
 
     /// Torn-read stress, reader side: `reads` verified one-sided reads of the stress objects.
-    #[napi]
+    #[napi(ts_return_type = "Promise<StressReport>")]
     pub fn stress_read(&self, objects: u32, seed: BigInt, reads: f64) -> AsyncTask<StressRead> {
         AsyncTask::new(StressRead {
             remote: self.remote.clone(),
@@ -533,7 +540,7 @@ impl NativeRemote {
     }
 
     /// Native read latency of `ids` (resolved first), `iterations` reads timed one by one.
-    #[napi]
+    #[napi(ts_return_type = "Promise<Latency>")]
     pub fn bench_reads(
         &self,
         ids: Vec<Uint8Array>,

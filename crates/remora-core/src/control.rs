@@ -337,11 +337,13 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         // Wake the accept loop, then end every open connection.
-        let _ = UnixStream::connect(&self.path);
+        let woken = UnixStream::connect(&self.path).is_ok();
         for (_, c) in lock(&self.conns).drain() {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
-        if let Some(t) = self.thread.take() {
+        // If the socket is already gone (its store was dropped first), the accept loop cannot
+        // be woken: leave it detached rather than hang; it exits on its next connection.
+        if let Some(t) = self.thread.take().filter(|_| woken) {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);

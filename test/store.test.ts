@@ -1,0 +1,85 @@
+// The owner's store through the TypeScript API: versions, deletes, and bad input.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { NativeStore } from '../ts/binding.js';
+import { RemoteStore, Store } from '../ts/index.js';
+import { tempCluster } from './helpers.js';
+
+describe('Store', () => {
+  let cluster: ReturnType<typeof tempCluster>;
+  let store: Store;
+
+  beforeEach(() => {
+    cluster = tempCluster();
+    store = Store.create({ dir: cluster.dir, name: 'own', secret: cluster.secret });
+  });
+  afterEach(() => {
+    store.close();
+    cluster.cleanup();
+  });
+
+  it('keeps the two newest versions and answers getBefore by timestamp', () => {
+    store.set([
+      { id: 'a', value: Buffer.from('1'), version: 1n },
+      { id: 'a', value: Buffer.from('2'), version: 2n },
+      { id: new Uint8Array([0, 255]), value: Buffer.alloc(5000, 9), version: 3n },
+    ]);
+    expect(store.versions('a')).toEqual([2n, 1n]);
+    expect(store.get(['a', 'missing'])).toEqual([
+      { status: 'value', version: 2n, value: Buffer.from('2') },
+      { status: 'absent' },
+    ]);
+    expect(store.getBefore([{ id: 'a', before: 2n }, { id: 'a', before: 1n }])).toEqual([
+      { status: 'value', version: 1n, value: Buffer.from('1') },
+      { status: 'lagging' },
+    ]);
+    expect(store.get([new Uint8Array([0, 255])])[0]).toMatchObject({ status: 'value', version: 3n });
+    store.delete([{ id: 'a', version: 4n }]);
+    expect(store.get(['a'])).toEqual([{ status: 'deleted', version: 4n }]);
+    expect(store.purgeDeleted(5n)).toBe(1);
+    expect(store.stats().objects).toBe(1);
+  });
+
+  it('rejects bad input with a clear error and leaves the store intact', () => {
+    store.set([{ id: 'keep', value: Buffer.from('v'), version: 5n }]);
+    const bad: [() => unknown, RegExp][] = [
+      [() => store.set([{ id: 'x', value: Buffer.alloc((1 << 20) + 1), version: 6n }]), /exceeds the maximum of 1048576 bytes/],
+      [() => store.set([{ id: 'x'.repeat(89), value: Buffer.from('v'), version: 6n }]), /object id must be 1 to 88 bytes, got 89/],
+      [() => store.set([{ id: 'keep', value: Buffer.from('old'), version: 4n }]), /timestamp 4 for object 'keep' is not after its current version 5/],
+      [() => store.set([{ id: 'x', value: 'text' as unknown as Uint8Array, version: 6n }]), /value must be a Uint8Array, got string/],
+      [() => store.set([{ id: 42 as unknown as string, value: Buffer.from('v'), version: 6n }]), /object id must be a string or Uint8Array, got number/],
+      [() => store.set([{ id: 'x', value: Buffer.from('v'), version: -1n }]), /version must be a non-negative 64-bit integer/],
+      [() => store.get('keep' as unknown as string[]), /get\(ids\) must be an array/],
+      [() => Store.create({ dir: cluster.dir, name: 'own', secret: cluster.secret }), /store 'own' is owned by a live process/],
+      [() => Store.create({ dir: cluster.dir, name: 'x/../y', secret: cluster.secret }), /invalid store name/],
+      [() => Store.create({ dir: cluster.dir, name: 'weak', secret: Buffer.from('short') }), /at least 16 bytes/],
+    ];
+    for (const [call, message] of bad) {
+      expect(call).toThrow(message);
+      expect(store.get(['keep', 'x'])).toEqual([
+        { status: 'value', version: 5n, value: Buffer.from('v') },
+        { status: 'absent' },
+      ]);
+    }
+  });
+
+  it('reports wrong types and unknown regions from the raw binding as errors', () => {
+    const raw = NativeStore.create({ dir: cluster.dir, name: 'raw', secret: cluster.secret });
+    expect(() => raw.setMany([Buffer.from('a')], [], new BigUint64Array(1))).toThrow(/1 ids but 0 entries/);
+    expect(() => raw.setMany(['a' as unknown as Uint8Array], [Buffer.from('v')], new BigUint64Array([1n]))).toThrow();
+    expect(() => raw.readRegion(7, 0, 8)).toThrow(/region 7 does not exist in store 'raw'/);
+    expect(() => raw.readRegion(0, -1, 8)).toThrow(/offset must be a non-negative integer/);
+    raw.close();
+    expect(() => raw.getMany([Buffer.from('a')])).toThrow(/store 'raw' is closed/);
+  });
+
+  it('serves readers in this process too, and readSync refuses unresolved ids', async () => {
+    store.set([{ id: 'k', value: Buffer.from('v'), version: 1n }]);
+    const remote = await RemoteStore.connect({ dir: cluster.dir, store: 'own', secret: cluster.secret });
+    expect(() => remote.readSync(['k'])).toThrow(/not resolved yet/);
+    await remote.resolve(['k']);
+    expect(remote.readSync(['k'])).toEqual([{ status: 'value', version: 1n, value: Buffer.from('v') }]);
+    await expect(RemoteStore.connect({ dir: cluster.dir, store: 'nobody', secret: cluster.secret })).rejects.toThrow(
+      /unreachable/,
+    );
+  });
+});

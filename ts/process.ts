@@ -1,0 +1,244 @@
+// Both ends of the role protocol the CLI uses to run a store owner in a second process.
+//
+// A role child prints `ready` on stdout once it serves, and treats the end of its stdin as the
+// request to stop: it then prints `result <json>` and exits. Using stdin rather than only
+// signals means a parent that dies in any way (even SIGKILL) still ends its children, because
+// the kernel closes the pipe. Readiness and exit are events, never guessed with sleeps.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+// The compiled CLI sits next to this module (dist/ts/cli.js), wherever the package lives.
+const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
+
+/** Keep this much of a child's stderr: enough to explain a failure, bounded for chatty ones. */
+const STDERR_TAIL = 16 * 1024;
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface StartOptions {
+  /** How long the child may take to print `ready` (default 30 s). */
+  readyTimeoutMs?: number;
+}
+
+export interface Stopped extends Exit {
+  /** The child's `result` line, parsed; undefined if it printed none. */
+  result: unknown;
+  stderr: string;
+}
+
+// Children still running, and cleanups to run however this process ends.
+const live = new Set<RoleProcess>();
+const cleanups = new Set<() => void>();
+let hooked = false;
+
+function hookProcessExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.on('exit', () => {
+    for (const child of live) child.kill('SIGKILL');
+    for (const cleanup of cleanups) {
+      try {
+        cleanup();
+      } catch {
+        // Best effort: one failing cleanup must not keep the others from running.
+      }
+    }
+  });
+  // A handler replaces Node's default of dying without running 'exit' handlers, so the
+  // children and temporary directories go with us; exit codes follow the shell convention.
+  const signals: [NodeJS.Signals, number][] = [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+    ['SIGHUP', 129],
+  ];
+  for (const [signal, code] of signals) {
+    process.on(signal, () => {
+      process.stderr.write(`\nremora: ${signal}, stopping\n`);
+      process.exit(code);
+    });
+  }
+}
+
+/** Runs `cleanup` when this process exits, even on SIGINT; returns a function to cancel it. */
+export function atExit(cleanup: () => void): () => void {
+  hookProcessExit();
+  cleanups.add(cleanup);
+  return () => cleanups.delete(cleanup);
+}
+
+function describeExit(e: Exit): string {
+  return e.signal === null ? `exit code ${String(e.code)}` : `signal ${e.signal}`;
+}
+
+/** A child Node process running one CLI role (`node cli.js <role> ...args`). */
+export class RoleProcess {
+  /** stdout lines after `ready`. */
+  readonly lines: string[] = [];
+  /** Settles when the child has exited and its output is drained. */
+  readonly exited: Promise<Exit>;
+  private exit: Exit | null = null;
+  private stderrTail = '';
+
+  private constructor(
+    readonly role: string,
+    private readonly child: ChildProcessWithoutNullStreams,
+  ) {
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk: string) => {
+      this.stderrTail = (this.stderrTail + chunk).slice(-STDERR_TAIL);
+    });
+    // A child that exits first makes our writes (or end) fail with EPIPE; its exit is what
+    // matters, and that is reported through `exited`.
+    child.stdin.on('error', () => undefined);
+    this.exited = new Promise((resolve) => {
+      const done = (e: Exit) => {
+        if (this.exit !== null) return;
+        this.exit = e;
+        live.delete(this);
+        resolve(e);
+      };
+      // 'close' rather than 'exit': it waits for stdout/stderr to be drained.
+      child.once('close', (code, signal) => done({ code, signal }));
+      child.once('error', (err) => {
+        this.stderrTail += `\n${err.message}`;
+        if (child.pid === undefined) done({ code: null, signal: null });
+      });
+    });
+  }
+
+  /** Starts `role` and resolves once it printed `ready`; rejects (child killed) otherwise. */
+  static async start(role: string, args: readonly string[], opts: StartOptions = {}): Promise<RoleProcess> {
+    hookProcessExit();
+    const child = spawn(process.execPath, [CLI, role, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const proc = new RoleProcess(role, child);
+    live.add(proc);
+    try {
+      await proc.waitReady(opts.readyTimeoutMs ?? 30_000);
+    } catch (e) {
+      proc.kill('SIGKILL');
+      await proc.exited;
+      throw e;
+    }
+    return proc;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Null while the child runs. */
+  get exitStatus(): Exit | null {
+    return this.exit;
+  }
+
+  get stderr(): string {
+    return this.stderrTail;
+  }
+
+  private waitReady(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      const fail = (why: string) => {
+        clearTimeout(timer);
+        const err = this.stderrTail.trim();
+        reject(new Error(`${this.role} child ${why}${err ? `; its stderr:\n${err}` : ' (no stderr)'}`));
+      };
+      const timer = setTimeout(() => fail(`did not print 'ready' within ${timeoutMs} ms`), timeoutMs);
+      createInterface({ input: this.child.stdout }).on('line', (line) => {
+        if (!ready && line.trim() === 'ready') {
+          ready = true;
+          clearTimeout(timer);
+          resolve();
+        } else if (ready) {
+          this.lines.push(line);
+        }
+      });
+      void this.exited.then((e) => {
+        if (!ready) fail(`exited (${describeExit(e)}) before it was ready`);
+      });
+    });
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.exit === null) this.child.kill(signal);
+  }
+
+  /** The parsed `result <json>` line the child printed, if any. */
+  result(): unknown {
+    for (let i = this.lines.length - 1; i >= 0; i--) {
+      const line = this.lines[i];
+      if (line?.startsWith('result ')) return JSON.parse(line.slice('result '.length)) as unknown;
+    }
+    return undefined;
+  }
+
+  /**
+   * Asks the child to stop by closing its stdin; SIGTERM after `graceMs`, SIGKILL after twice
+   * that, so a stuck child cannot hold its parent forever.
+   */
+  async stop(graceMs = 5_000): Promise<Stopped> {
+    if (this.exit === null) {
+      this.child.stdin.end();
+      const term = setTimeout(() => this.kill('SIGTERM'), graceMs);
+      const kill = setTimeout(() => this.kill('SIGKILL'), 2 * graceMs);
+      await this.exited;
+      clearTimeout(term);
+      clearTimeout(kill);
+    }
+    const e = await this.exited;
+    return { ...e, result: this.result(), stderr: this.stderrTail };
+  }
+
+  /** Stops the child and insists that it exited cleanly with a result. */
+  async finish(graceMs?: number): Promise<unknown> {
+    const s = await this.stop(graceMs);
+    if (s.code !== 0 || s.result === undefined) {
+      const err = s.stderr.trim();
+      throw new Error(
+        `${this.role} child ended badly (${describeExit(s)}${s.result === undefined ? ', no result' : ''})` +
+          (err ? `; its stderr:\n${err}` : ''),
+      );
+    }
+    return s.result;
+  }
+}
+
+/** What a running role offers its parent. */
+export interface Role {
+  /** Stops the work; the value becomes the `result` line (JSON). */
+  stop(): unknown;
+  /** Rejects if the role fails on its own while serving. */
+  failed?: Promise<never>;
+}
+
+/**
+ * Runs this process as a role child: `start`, print `ready`, serve until stdin ends (or
+ * SIGTERM/SIGINT), print `result <json>` and exit. Exits non-zero with the error on stderr if
+ * the role fails. Exits explicitly because a native worker (e.g. the stress writer) may still
+ * be running and has no other way to be stopped.
+ */
+export async function serveRole(start: () => Promise<Role> | Role): Promise<never> {
+  const stopRequested = new Promise<void>((resolve) => {
+    process.stdin.on('end', resolve);
+    process.stdin.on('error', () => resolve());
+    process.stdin.resume();
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+  });
+  try {
+    const role = await start();
+    process.stdout.write('ready\n');
+    await Promise.race([stopRequested, role.failed ?? stopRequested]);
+    const result = await role.stop();
+    // Pipes to the parent are written synchronously on Linux, so exiting right after is safe.
+    process.stdout.write(`result ${JSON.stringify(result)}\n`);
+    process.exit(0);
+  } catch (e) {
+    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  }
+}

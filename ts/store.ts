@@ -1,0 +1,187 @@
+// The TypeScript face of the native object store: an owner's store, and a peer's one-sided
+// view of another process's store.
+import { NativeRemote, NativeStore } from './binding.js';
+import type { NativeReadResult, RemoteStats, StoreStats, StressReport, Latency } from './binding.js';
+import { idBytes, timestamp, valueBytes, type ObjectId } from './ids.js';
+
+export type { RemoteStats, StoreStats, StressReport, Latency };
+
+/** What a read of one object found. `version` is the timestamp of the write that made it. */
+export type ReadResult =
+  | { status: 'value'; version: bigint; value: Buffer }
+  | { status: 'deleted'; version: bigint }
+  | { status: 'absent' }
+  | { status: 'lagging' };
+
+function narrow(r: NativeReadResult): ReadResult {
+  switch (r.status) {
+    case 'value':
+      if (r.version !== undefined && r.value !== undefined) {
+        return { status: 'value', version: r.version, value: r.value };
+      }
+      break;
+    case 'deleted':
+      if (r.version !== undefined) return { status: 'deleted', version: r.version };
+      break;
+    case 'absent':
+    case 'lagging':
+      return { status: r.status };
+  }
+  throw new Error(`native read returned an unknown result: ${r.status}`);
+}
+
+function list<T>(items: readonly T[], what: string): readonly T[] {
+  if (!Array.isArray(items)) throw new TypeError(`${what} must be an array`);
+  return items;
+}
+
+export interface StoreOptions {
+  /** The cluster directory on this host; created private to this user (0700). */
+  dir: string;
+  /** This store's name: peers attach to it by name. */
+  name: string;
+  /** The cluster secret (at least 16 bytes), required of peers on the control channel. */
+  secret: Uint8Array;
+  /** Bytes per registered region (default 4 MiB). */
+  regionBytes?: number;
+}
+
+export interface Put {
+  id: ObjectId;
+  value: Uint8Array;
+  /** Timestamp of the writing transaction; must be after the object's current version. */
+  version: bigint | number;
+}
+
+/** A dual-versioned object store owned by this process. */
+export class Store {
+  private constructor(private readonly native: NativeStore) {}
+
+  static create(opts: StoreOptions): Store {
+    return new Store(
+      NativeStore.create({
+        dir: opts.dir,
+        name: opts.name,
+        secret: Buffer.from(opts.secret),
+        ...(opts.regionBytes === undefined ? {} : { regionBytes: opts.regionBytes }),
+      }),
+    );
+  }
+
+  get name(): string {
+    return this.native.name;
+  }
+
+  /** Writes each entry as a new version, overwriting the object's older one. All or nothing. */
+  set(puts: readonly Put[]): void {
+    list(puts, 'set(puts)');
+    this.native.setMany(
+      puts.map((p) => idBytes(p.id)),
+      puts.map((p) => valueBytes(p.value)),
+      BigUint64Array.from(puts.map((p) => timestamp(p.version))),
+    );
+  }
+
+  /** Deletes objects at the given versions (tombstones: older versions stay readable). */
+  delete(dels: readonly { id: ObjectId; version: bigint | number }[]): void {
+    list(dels, 'delete(entries)');
+    this.native.deleteMany(
+      dels.map((d) => idBytes(d.id)),
+      BigUint64Array.from(dels.map((d) => timestamp(d.version))),
+    );
+  }
+
+  /** The newest version of each object. */
+  get(ids: readonly ObjectId[]): ReadResult[] {
+    return this.native.getMany(list(ids, 'get(ids)').map(idBytes)).map(narrow);
+  }
+
+  /** For each object, the newest version older than `before` (Heron's remote-read rule). */
+  getBefore(reqs: readonly { id: ObjectId; before: bigint | number }[]): ReadResult[] {
+    list(reqs, 'getBefore(requests)');
+    return this.native
+      .getBeforeMany(
+        reqs.map((r) => idBytes(r.id)),
+        BigUint64Array.from(reqs.map((r) => timestamp(r.before, 'before'))),
+      )
+      .map(narrow);
+  }
+
+  /** Timestamps of the versions kept for `id`, newest first. */
+  versions(id: ObjectId): bigint[] {
+    return this.native.versions(idBytes(id));
+  }
+
+  /** Frees objects deleted before `horizon`, a timestamp every reader has passed. */
+  purgeDeleted(horizon: bigint | number): number {
+    return this.native.purgeDeleted(timestamp(horizon, 'horizon'));
+  }
+
+  stats(): StoreStats {
+    return this.native.stats();
+  }
+
+  /** Torn-read stress, owner side (native thread): rewrites self-checking values. */
+  stressWrite(objects: number, seed: bigint, millis: number): Promise<number> {
+    return this.native.stressWrite(objects, seed, millis);
+  }
+
+  close(): void {
+    this.native.close();
+  }
+}
+
+export interface RemoteOptions {
+  dir: string;
+  /** The name of the store to read. */
+  store: string;
+  secret: Uint8Array;
+}
+
+/** Another process's store on this host, read one-sidedly (the owner's CPU does nothing). */
+export class RemoteStore {
+  private constructor(private readonly native: NativeRemote) {}
+
+  static async connect(opts: RemoteOptions): Promise<RemoteStore> {
+    return new RemoteStore(
+      await NativeRemote.connect({ dir: opts.dir, store: opts.store, secret: Buffer.from(opts.secret) }),
+    );
+  }
+
+  /** Learns where objects live (one control round trip); later reads need none. */
+  async resolve(ids: readonly ObjectId[]): Promise<void> {
+    await this.native.resolve(list(ids, 'resolve(ids)').map(idBytes));
+  }
+
+  async read(ids: readonly ObjectId[]): Promise<ReadResult[]> {
+    return (await this.native.read(list(ids, 'read(ids)').map(idBytes))).map(narrow);
+  }
+
+  async readBefore(reqs: readonly { id: ObjectId; before: bigint | number }[]): Promise<ReadResult[]> {
+    list(reqs, 'readBefore(requests)');
+    const found = await this.native.readBefore(
+      reqs.map((r) => idBytes(r.id)),
+      BigUint64Array.from(reqs.map((r) => timestamp(r.before, 'before'))),
+    );
+    return found.map(narrow);
+  }
+
+  /** `read` on the calling thread, for resolved ids only: a memory copy, never I/O. */
+  readSync(ids: readonly ObjectId[]): ReadResult[] {
+    return this.native.readSync(list(ids, 'readSync(ids)').map(idBytes)).map(narrow);
+  }
+
+  stats(): RemoteStats {
+    return this.native.stats();
+  }
+
+  /** Torn-read stress, reader side: verified reads of the stress objects (native loop). */
+  stressRead(objects: number, seed: bigint, reads: number): Promise<StressReport> {
+    return this.native.stressRead(objects, seed, reads);
+  }
+
+  /** Native latency of one-sided reads of `ids`, timed one by one. */
+  benchReads(ids: readonly ObjectId[], iterations: number): Promise<Latency> {
+    return this.native.benchReads(ids.map(idBytes), iterations);
+  }
+}
