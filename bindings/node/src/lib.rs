@@ -275,7 +275,8 @@ impl NativeStore {
     /// socket. Idempotent.
     #[napi]
     pub fn close(&self) {
-        self.closing.store(true, std::sync::atomic::Ordering::Release);
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         self.owned.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
@@ -303,9 +304,15 @@ impl Task for StressWrite {
     fn compute(&mut self) -> Result<f64> {
         let start = stress::populate(&self.store, self.objects).map_err(js_err)?;
         let limit = Duration::from_millis(u64::from(self.millis));
-        let (writes, _) =
-            stress::run_writer(&self.store, self.objects, self.seed, start, &self.stop, limit)
-                .map_err(js_err)?;
+        let (writes, _) = stress::run_writer(
+            &self.store,
+            self.objects,
+            self.seed,
+            start,
+            &self.stop,
+            limit,
+        )
+        .map_err(js_err)?;
         Ok(writes as f64)
     }
     fn resolve(&mut self, _: Env, out: f64) -> Result<f64> {

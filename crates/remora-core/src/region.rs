@@ -219,6 +219,20 @@ impl Region {
         }
     }
 
+    /// The words of `len` bytes at `offset`, which must be word-aligned and in bounds.
+    pub fn words_at(&self, offset: u64, len: usize) -> Result<&[AtomicU64]> {
+        let start = self.check(offset, len)?;
+        if !start.is_multiple_of(8) || !len.is_multiple_of(8) {
+            return Err(Error::OutOfBounds {
+                region: self.info.id,
+                offset,
+                len,
+                size: self.info.bytes,
+            });
+        }
+        Ok(&self.words()[start / 8..(start + len) / 8])
+    }
+
     /// The words of slot `index`.
     pub fn slot_words(&self, index: usize) -> &[AtomicU64] {
         let start = self.info.slot_offset(index) as usize / 8;

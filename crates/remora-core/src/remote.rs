@@ -147,9 +147,10 @@ impl<M: RemoteMemory> RemoteStore<M> {
                     ),
                 });
             };
-            buf.resize(info.slot_bytes, 0);
-            self.mem.read(addr.region, addr.offset, &mut buf)?;
-            match slot::decode_slot(&buf, class) {
+            match self
+                .mem
+                .read_slot(addr.region, addr.offset, class, &mut buf)?
+            {
                 Ok(snap) if snap.id == id && snap.state == slot::STATE_LIVE => {
                     return Ok(Some(snap))
                 }

@@ -102,7 +102,8 @@ pub fn populate(store: &Store, objects: u32) -> Result<u64> {
 }
 
 /// Owner side: rewrites random objects with fresh timestamps (after `start_ts`) until `stop`
-/// is set or `limit` passes; one write in 64 is a delete. Returns (writes, last timestamp).
+/// is set or `limit` passes; one write in 64 is a delete, and long-deleted objects are purged.
+/// Returns (writes, last timestamp).
 pub fn run_writer(
     store: &Store,
     objects: u32,
@@ -125,6 +126,9 @@ pub fn run_writer(
             }
             writes += 1;
         }
+        // Free long-deleted objects so their slots get reused and recreated objects grow and
+        // move again: readers then race slot reuse and forwarding, not only rewrites.
+        store.purge_deleted(ts.saturating_sub(64));
     }
     Ok((writes, ts))
 }

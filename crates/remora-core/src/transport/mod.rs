@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::region::RegionInfo;
+use crate::slot::{self, Reject, Snapshot};
 use crate::store::Addr;
 
 pub mod shm;
@@ -20,6 +21,21 @@ pub trait RemoteMemory: Send + Sync {
     fn write(&self, region: u32, offset: u64, data: &[u8]) -> Result<()>;
     /// Asks the peer, over its control channel, where objects live (`query_obj_addr`).
     fn lookup(&self, ids: &[&[u8]]) -> Result<Vec<Option<Addr>>>;
+
+    /// Copies and validates one slot of size class `class`. The outer error is the transport
+    /// failing; the inner one a copy to retry. Transports that move bytes copy them and rely
+    /// on the checksums; `shm` overrides this to also re-check sequence words in place.
+    fn read_slot(
+        &self,
+        region: u32,
+        offset: u64,
+        class: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<Result<Snapshot, Reject>> {
+        buf.resize(slot::slot_bytes(class), 0);
+        self.read(region, offset, buf)?;
+        Ok(slot::decode_slot(buf, class))
+    }
 }
 
 /// A way to reach peers' memory: `shm` on one host, later `tcp` and `verbs`.

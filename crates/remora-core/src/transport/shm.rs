@@ -5,6 +5,7 @@ use super::{RemoteMemory, Transport};
 use crate::control::{check_secret, ControlClient, SOCKET_NAME};
 use crate::error::Result;
 use crate::region::{Region, RegionInfo};
+use crate::slot::{self, Reject, Snapshot};
 use crate::store::{check_name, Addr};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -85,6 +86,18 @@ impl RemoteMemory for ShmPeer {
 
     fn write(&self, region: u32, offset: u64, data: &[u8]) -> Result<()> {
         self.region(region)?.write(offset, data)
+    }
+
+    fn read_slot(
+        &self,
+        region: u32,
+        offset: u64,
+        class: usize,
+        _buf: &mut Vec<u8>,
+    ) -> Result<Result<Snapshot, Reject>> {
+        let r = self.region(region)?;
+        let words = r.words_at(offset, slot::slot_bytes(class))?;
+        Ok(slot::read_slot(words, class))
     }
 
     fn lookup(&self, ids: &[&[u8]]) -> Result<Vec<Option<Addr>>> {
