@@ -339,7 +339,7 @@ function report(m: Metrics, s: Settings, wallSeconds: number): string {
   const torn = m['stress_torn_values_accepted'] ?? NaN;
   return [
     '',
-    `timer overhead: native p50 ${pair('timer_overhead')}; JS hrtime.bigint() p50 ${pair('js_timer_overhead')}`,
+    `timer overhead p50/p99: native ${pair('timer_overhead')}; JS hrtime.bigint() ${pair('js_timer_overhead')}`,
     `bench writer: ${formatCount(m['bench_writer_writes_per_s'] ?? NaN)} writes/s while reading`,
     '',
     table(rows),

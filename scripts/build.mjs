@@ -12,8 +12,11 @@ const run = (cmd, args) => {
 };
 const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
 
+// `npm install` rather than `npm ci`: npm omits other platforms' optional packages from the
+// lock file and `npm ci` then rejects the lock as out of sync (npm/cli#9846). With a lock that
+// satisfies package.json, `npm install` installs exactly the locked versions.
 if (mtime(join(root, 'package-lock.json')) > mtime(join(root, 'node_modules', '.package-lock.json'))) {
-  run('npm', ['ci', '--no-audit', '--no-fund']);
+  run('npm', ['install', '--no-audit', '--no-fund']);
 }
 
 run('npx', [

@@ -236,7 +236,16 @@ function stressWriterRole(argv: string[]) {
       if (performance.now() > deadline) throw new Error('stress writer did not populate its objects within 10 s');
       await yieldToLoop();
     }
-    return { failed, stop: () => ({ finished: writes !== null, writes }) };
+    return {
+      failed,
+      // Closing ends the native writer loop, so the writes it made can be reported exactly.
+      stop: async () => {
+        const finished = writes !== null;
+        store.close();
+        await running;
+        return { finished, writes };
+      },
+    };
   });
 }
 

@@ -371,7 +371,16 @@ fn read_with(
             value: (kind == KIND_VALUE).then_some(data),
         });
     }
-    if versions.len() == 2 && versions[0].gen.abs_diff(versions[1].gen) != 1 {
+    // The owner writes generations 1, 2, 3, ... alternating blocks, so the two blocks always
+    // hold consecutive generations, or generation 1 beside an empty block. Anything else is a
+    // copy that saw one block after a write and the other before it: with no ordering between
+    // the words of a copy (RDMA, or relaxed loads), checksums alone cannot catch that.
+    let consistent = match versions.as_slice() {
+        [a, b] => a.gen.abs_diff(b.gen) == 1,
+        [a] => a.gen == 1,
+        _ => true,
+    };
+    if !consistent {
         return Err(Reject::Skew);
     }
     versions.sort_by_key(|v| std::cmp::Reverse(v.gen));
@@ -500,6 +509,25 @@ mod tests {
         write_version(block(&s, class, 1), 1, 4, 8, Some(b"d"));
         // A reader that copied block 0 before the second write and block 1 after the fourth.
         for (w, v) in block(&s, class, 0).iter().zip(old_a) {
+            w.store(v, Ordering::Relaxed);
+        }
+        assert_eq!(read_slot(&s, class), Err(Reject::Skew));
+    }
+
+    #[test]
+    fn a_lone_version_after_the_first_is_skew() {
+        let class = 0;
+        let s = fresh(class, b"k", 1);
+        let empty: Vec<u64> = block(&s, class, 1)
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect();
+        write_version(block(&s, class, 0), 1, 1, 5, Some(b"a"));
+        assert_eq!(read_slot(&s, class).map(|s| s.versions.len()), Ok(1));
+        write_version(block(&s, class, 1), 1, 2, 6, Some(b"b"));
+        write_version(block(&s, class, 0), 1, 3, 7, Some(b"c"));
+        // A copy that saw block 0 after the third write and block 1 before the second.
+        for (w, v) in block(&s, class, 1).iter().zip(empty) {
             w.store(v, Ordering::Relaxed);
         }
         assert_eq!(read_slot(&s, class), Err(Reject::Skew));

@@ -277,11 +277,11 @@ impl Store {
                 return Err(e);
             }
         };
+        // Generations restart in the new slot: a lone version always has generation 1, which
+        // is what lets a reader of an unordered copy tell a lone version from a stale partner.
         match carried {
-            Lookup::Value { ts, value } => {
-                self.write_at(inner, &mut moved, obj.newest_gen(), ts, Some(&value))
-            }
-            Lookup::Deleted { ts } => self.write_at(inner, &mut moved, obj.newest_gen(), ts, None),
+            Lookup::Value { ts, value } => self.write_at(inner, &mut moved, 1, ts, Some(&value)),
+            Lookup::Deleted { ts } => self.write_at(inner, &mut moved, 1, ts, None),
             Lookup::Absent | Lookup::Lagging => {}
         }
         self.write_next(inner, &mut moved, ts, value);

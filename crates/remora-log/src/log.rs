@@ -1,0 +1,484 @@
+//! The log: open with recovery, group-committed append, replay.
+
+use std::collections::HashMap;
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::dedup::Dedup;
+use crate::error::{corrupt, io_err, Error, Result};
+use crate::format::{
+    encode_record, encode_segment_header, parse_segment_file_name, record_len, segment_file_name,
+    MAX_BODY_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
+use crate::reader::{Entry, Reader};
+use crate::segment::{scan, valid_record_after, Segment};
+use crate::{Digest, Options};
+
+const LOCK_FILE: &str = "LOCK";
+/// A write buffer grown past this by one huge batch is released rather than kept.
+const KEEP_BUFFER: usize = 16 << 20;
+
+/// What `append` did with one transaction of the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The transaction's timestamp: new, or the one it first got if it is a duplicate.
+    pub ts: u64,
+    /// The digest was already in the dedup window (or earlier in the batch): nothing was
+    /// written for it and it must not be delivered again.
+    pub duplicate: bool,
+}
+
+/// What `Log::open` found and repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Segments kept.
+    pub segments: usize,
+    /// Records (appends) kept, all verified.
+    pub records: u64,
+    /// Transactions kept; equal to the last timestamp.
+    pub transactions: u64,
+    /// Bytes cut off the end of the log (0 after a clean close).
+    pub bytes_truncated: u64,
+    /// The torn tail that was cut, if any.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// A torn or damaged end of the last segment, removed on open because nothing valid
+/// followed it: the remains of an append that never returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    pub file: PathBuf,
+    /// Where the damage starts; the file was cut here.
+    pub offset: u64,
+    pub reason: String,
+    /// The segment held no complete record and was deleted.
+    pub file_removed: bool,
+}
+
+/// A durable, append-only, deduplicating log of timestamped transactions. See the crate docs.
+pub struct Log {
+    dir: PathBuf,
+    options: Options,
+    segments: Vec<Segment>,
+    /// Append handle of the last segment; `None` while the log is empty.
+    active: Option<File>,
+    last_ts: u64,
+    dedup: Dedup,
+    recovery: Recovery,
+    buf: Vec<u8>,
+    poisoned: bool,
+    // Holds the directory's flock for as long as the Log lives.
+    _lock: File,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, verifying every record, cutting a torn
+    /// tail off the last segment and rebuilding the dedup window.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Log> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        create_dir(&dir)?;
+        let lock = lock_dir(&dir)?;
+        let files = list_segments(&dir)?;
+        let mut dedup = Dedup::new(options.dedup_window);
+        let mut segments = Vec::with_capacity(files.len());
+        let mut recovery = Recovery::default();
+        let mut next_ts = 1;
+        let count = files.len();
+        for (i, (name_ts, path)) in files.into_iter().enumerate() {
+            let scanned = scan(&path, name_ts, next_ts, |digest, ts| dedup.push(digest, ts))?;
+            let segment = scanned.segment;
+            let is_last = i + 1 == count;
+            if let Some((offset, reason)) = scanned.bad {
+                if !is_last {
+                    return Err(corrupt(
+                        &path,
+                        offset,
+                        format!("{reason} (in a segment followed by others, so not a torn tail)"),
+                    ));
+                }
+                if let Some(at) = valid_record_after(&path, offset, segment.next_ts)? {
+                    return Err(corrupt(
+                        &path,
+                        offset,
+                        format!(
+                            "{reason}; a valid record follows at offset {at}, so this is \
+                             damage inside the log, not a torn tail"
+                        ),
+                    ));
+                }
+                let (bytes, file_removed) = cut_tail(&dir, &segment, offset)?;
+                recovery.bytes_truncated = bytes;
+                recovery.torn_tail = Some(TornTail {
+                    file: path,
+                    offset,
+                    reason,
+                    file_removed,
+                });
+            } else if is_last && segment.is_empty() {
+                // A header without records (a repair cut short): nothing in it was
+                // acknowledged.
+                let (bytes, file_removed) = cut_tail(&dir, &segment, SEGMENT_HEADER_LEN)?;
+                recovery.bytes_truncated = bytes;
+                recovery.torn_tail = Some(TornTail {
+                    file: path,
+                    offset: SEGMENT_HEADER_LEN,
+                    reason: "segment holds no record".into(),
+                    file_removed,
+                });
+            }
+            next_ts = segment.next_ts;
+            if !segment.is_empty() {
+                recovery.records += segment.records;
+                segments.push(segment);
+            }
+        }
+        let last_ts = next_ts - 1;
+        recovery.segments = segments.len();
+        recovery.transactions = last_ts;
+        let active = match segments.last() {
+            Some(seg) => Some(
+                OpenOptions::new()
+                    .append(true)
+                    .open(&seg.path)
+                    .map_err(io_err("open", &seg.path))?,
+            ),
+            None => None,
+        };
+        Ok(Log {
+            dir,
+            options,
+            segments,
+            active,
+            last_ts,
+            dedup,
+            recovery,
+            buf: Vec::new(),
+            poisoned: false,
+            _lock: lock,
+        })
+    }
+
+    /// Appends a batch as one record with one write and one fsync, returning once it is
+    /// durable. Duplicates (a digest in the dedup window, or earlier in the batch) are not
+    /// written; they report the timestamp the digest already has. A batch of nothing but
+    /// duplicates writes nothing. On error nothing is acknowledged; after a failed write or
+    /// fsync the log refuses further appends (`Error::Poisoned`) until reopened.
+    pub fn append(&mut self, txs: &[(Digest, &[u8])]) -> Result<Vec<Appended>> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if txs.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        let max = self.options.max_tx_size;
+        if let Some((index, (_, bytes))) = txs.iter().enumerate().find(|(_, t)| t.1.len() > max) {
+            return Err(Error::TxTooLarge {
+                index,
+                len: bytes.len(),
+                max,
+            });
+        }
+        // Checked on the whole batch, duplicates included, so that whether a batch fits
+        // does not depend on what the log already holds.
+        let whole = record_len(txs.iter().map(|t| t.1.len()));
+        if whole - RECORD_HEADER_LEN > MAX_BODY_LEN {
+            return Err(Error::BatchTooLarge {
+                bytes: whole,
+                max: MAX_BODY_LEN + RECORD_HEADER_LEN,
+            });
+        }
+
+        let mut result = Vec::with_capacity(txs.len());
+        let mut fresh = Vec::with_capacity(txs.len());
+        let mut in_batch: HashMap<&Digest, u64> = HashMap::new();
+        let mut ts = self.last_ts;
+        for tx in txs {
+            let digest = &tx.0;
+            if let Some(first) = self
+                .dedup
+                .get(digest)
+                .or_else(|| in_batch.get(digest).copied())
+            {
+                result.push(Appended {
+                    ts: first,
+                    duplicate: true,
+                });
+                continue;
+            }
+            ts += 1;
+            in_batch.insert(digest, ts);
+            fresh.push(tx);
+            result.push(Appended {
+                ts,
+                duplicate: false,
+            });
+        }
+        if fresh.is_empty() {
+            return Ok(result);
+        }
+
+        let first_ts = self.last_ts + 1;
+        let total = record_len(fresh.iter().map(|t| t.1.len()));
+        if let Err(e) = self.write(first_ts, &fresh, total) {
+            self.poisoned = true;
+            return Err(e);
+        }
+        for (digest, _) in &fresh {
+            self.last_ts += 1;
+            self.dedup.push(*digest, self.last_ts);
+        }
+        if let Some(seg) = self.segments.last_mut() {
+            seg.push_record(first_ts, self.last_ts + 1, total);
+        }
+        Ok(result)
+    }
+
+    /// Writes and syncs one record, in a new segment if the active one would pass the size
+    /// limit (a record bigger than the limit gets a segment of its own).
+    fn write(&mut self, first_ts: u64, fresh: &[&(Digest, &[u8])], total: u64) -> Result<()> {
+        let roll = match self.segments.last() {
+            None => true,
+            Some(seg) => seg.len.saturating_add(total) > self.options.segment_size,
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if roll {
+            buf.extend_from_slice(&encode_segment_header(first_ts));
+        }
+        encode_record(&mut buf, first_ts, fresh.iter().map(|t| (&t.0, t.1)));
+        let written = if roll {
+            self.create_segment(first_ts, &buf)
+        } else {
+            self.write_active(&buf)
+        };
+        if buf.capacity() <= KEEP_BUFFER {
+            self.buf = buf;
+        }
+        written
+    }
+
+    fn write_active(&mut self, buf: &[u8]) -> Result<()> {
+        let (Some(file), Some(seg)) = (&mut self.active, self.segments.last()) else {
+            return Err(Error::Poisoned);
+        };
+        file.write_all(buf).map_err(io_err("write", &seg.path))?;
+        file.sync_data().map_err(io_err("fsync", &seg.path))
+    }
+
+    fn create_segment(&mut self, first_ts: u64, buf: &[u8]) -> Result<()> {
+        let path = self.dir.join(segment_file_name(first_ts));
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        file.write_all(buf).map_err(io_err("write", &path))?;
+        file.sync_data().map_err(io_err("fsync", &path))?;
+        // The new name must be durable too, or a crash could lose the whole file.
+        sync_dir(&self.dir)?;
+        self.active = Some(file);
+        self.segments.push(Segment::new(path, first_ts));
+        Ok(())
+    }
+
+    /// Timestamp of the last durable transaction; 0 for an empty log.
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
+    }
+
+    /// What open found and repaired.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Entries with timestamp >= `ts` (from the start for 0), in order, up to `last_ts()` as
+    /// of this call.
+    pub fn read_from(&self, ts: u64) -> Result<Reader> {
+        let from = ts.max(1);
+        let mut plan = Vec::new();
+        if from <= self.last_ts {
+            let first = self
+                .segments
+                .partition_point(|s| s.first_ts <= from)
+                .saturating_sub(1);
+            for (i, seg) in self.segments.iter().enumerate().skip(first) {
+                let (offset, at_ts) = if i == first {
+                    seg.seek_point(from)
+                } else {
+                    (SEGMENT_HEADER_LEN, seg.first_ts)
+                };
+                plan.push((seg.path.clone(), offset, at_ts));
+            }
+        }
+        Ok(Reader::new(self.dir.clone(), plan, from, self.last_ts))
+    }
+
+    /// Up to `max` entries from timestamp `from_ts` on: the chunked form of `read_from`.
+    pub fn read_batch(&self, from_ts: u64, max: usize) -> Result<Vec<Entry>> {
+        self.read_from(from_ts)?.take(max).collect()
+    }
+}
+
+/// Cuts the last segment at `offset`, or deletes it when no record would remain. Returns the
+/// bytes removed and whether the file went.
+fn cut_tail(dir: &Path, segment: &Segment, offset: u64) -> Result<(u64, bool)> {
+    let path = &segment.path;
+    let file_len = fs::metadata(path).map_err(io_err("stat", path))?.len();
+    if segment.is_empty() {
+        fs::remove_file(path).map_err(io_err("remove", path))?;
+        sync_dir(dir)?;
+        return Ok((file_len, true));
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    file.set_len(offset).map_err(io_err("truncate", path))?;
+    file.sync_all().map_err(io_err("fsync", path))?;
+    Ok((file_len.saturating_sub(offset), false))
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Io {
+            op: "open log directory",
+            path: dir.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err("create directory", dir))?;
+            match dir.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+                _ => sync_dir(Path::new(".")),
+            }
+        }
+        Err(e) => Err(io_err("stat", dir)(e)),
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
+        Err(TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
+    }
+}
+
+/// Segment files in timestamp order; other files are left alone.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        if let Some(ts) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            found.push((ts, entry.path()));
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(name: &str) -> Dir {
+        let path =
+            std::env::temp_dir().join(format!("remora-log-unit-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        Dir(path)
+    }
+
+    #[test]
+    fn a_failed_write_poisons_until_reopen_and_acknowledges_nothing() {
+        let d = dir("poison");
+        let mut log = Log::open(&d.0, Options::default()).unwrap();
+        log.append(&[([1; 32], b"one")]).unwrap();
+        // Swap in a read-only handle so the next write fails the way a full disk would.
+        let path = log.segments[0].path.clone();
+        log.active = Some(File::open(&path).unwrap());
+        let err = log.append(&[([2; 32], b"two")]).unwrap_err();
+        assert!(matches!(err, Error::Io { op: "write", .. }), "{err}");
+        assert!(matches!(
+            log.append(&[([3; 32], b"three")]),
+            Err(Error::Poisoned)
+        ));
+        assert_eq!(log.last_ts(), 1);
+        drop(log);
+        let mut log = Log::open(&d.0, Options::default()).unwrap();
+        assert_eq!(log.last_ts(), 1);
+        let again = log.append(&[([2; 32], b"two")]).unwrap();
+        assert_eq!(
+            again,
+            vec![Appended {
+                ts: 2,
+                duplicate: false
+            }]
+        );
+    }
+
+    #[test]
+    fn replay_seeks_through_the_sparse_index() {
+        let d = dir("seek");
+        let mut log = Log::open(&d.0, Options::default()).unwrap();
+        let big = vec![9u8; 300 << 10];
+        for i in 0..14u8 {
+            log.append(&[([i; 32], &big), ([i + 100; 32], b"small")])
+                .unwrap();
+        }
+        assert_eq!(log.segments.len(), 1);
+        assert!(
+            log.segments[0].index_len() >= 3,
+            "the index should be sparse, not empty"
+        );
+        for from in [1, 2, 9, 10, 17, 26, 27] {
+            let entries = log.read_batch(from, 2).unwrap();
+            let ts: Vec<u64> = entries.iter().map(|e| e.ts).collect();
+            assert_eq!(ts, vec![from, from + 1]);
+            let i = ((from - 1) / 2) as u8;
+            assert_eq!(
+                entries[0].digest[0],
+                if from % 2 == 1 { i } else { i + 100 }
+            );
+        }
+    }
+}
