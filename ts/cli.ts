@@ -17,12 +17,27 @@ import {
   stressIds,
   summarise,
 } from '../bench/oneside.js';
+import { nativeFunctions } from './app/natives.js';
+import { loadApp } from './apps/index.js';
+import { EmbeddedCluster, NODE_SOCKET } from './cluster.js';
+import { runDemo as runBankDemo } from './demo.js';
+import { runPreExecutor } from './pipeline/preexecutor-main.js';
+import { runMerge } from '../bench/merge.js';
 import { atExit, RoleProcess, serveRole, type Role } from './process.js';
 import { loadOrCreateSecret } from './secret.js';
 import { RemoteStore, Store, type ReadResult } from './store.js';
 
 const USAGE = `Usage:
-  remora demo [options]           a writer process updates objects; this one reads them one-sidedly
+  remora demo [options]           an embedded cluster runs the bank app, then checks itself
+      --seconds N                 how long to run the load (default 10)
+      --accounts N                bank accounts (default 1000)
+      --alpha A                   Zipf skew of the accounts chosen (default 0.8; 0 = uniform)
+      --clients N                 closed-loop clients (default 256)
+      --pre-executors N           pre-executor processes (default 2)
+      --deadline-ms N             primary's wait for a pre-execution result (default 50)
+      --seed N                    workload seed (default random; printed)
+      --dir DIR                   cluster directory (default: a temporary one, removed after)
+  remora demo-oneside [options]   a writer process updates objects; this one reads them one-sidedly
       --seconds N                 how long to read (default 10)
       --rate N                    writer's writes per second (default 20000)
       --objects N                 objects written (default 1000)
@@ -32,6 +47,10 @@ const USAGE = `Usage:
       --quick                     short run (under a minute on 2 cores)
       --out FILE                  JSON results (default bench/results/oneside.json)
       --seed N                    stress writer seed (default random; printed)
+  remora bench merge [options]    primary throughput merging vs executing; end to end by pool size
+      --quick                     short run
+      --out FILE                  JSON results (default bench/results/merge.json)
+      --seed N                    workload seed (default random; printed)
   remora help                     this text
 `;
 
@@ -249,6 +268,59 @@ function stressWriterRole(argv: string[]) {
   });
 }
 
+/** A pre-executor of an embedded cluster (see cluster.ts). */
+function preExecutorRole(argv: string[]) {
+  const { values } = parseArgs({
+    args: argv,
+    options: { dir: { type: 'string' }, app: { type: 'string' }, name: { type: 'string' } },
+  });
+  const dir = required(values.dir, 'dir');
+  return serveRole(async () => {
+    const p = await runPreExecutor({
+      path: join(dir, NODE_SOCKET),
+      secret: loadOrCreateSecret(dir),
+      name: required(values.name, 'name'),
+      app: loadApp(required(values.app, 'app')),
+      natives: nativeFunctions,
+    });
+    return {
+      failed: p.closed.then(() => Promise.reject(new Error('the node closed the connection'))),
+      stop: () => {
+        p.close();
+        return { executed: p.pre.executed };
+      },
+    };
+  });
+}
+
+/** An embedded node with its pre-executors, as a process a test can kill and restart. */
+function nodeRole(argv: string[]) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      dir: { type: 'string' },
+      app: { type: 'string' },
+      'pre-executors': { type: 'string' },
+      'deadline-ms': { type: 'string' },
+    },
+  });
+  return serveRole(async () => {
+    const cluster = await EmbeddedCluster.start({
+      dir: required(values.dir, 'dir'),
+      app: required(values.app, 'app'),
+      preExecutors: intOption(values['pre-executors'], 'pre-executors', 2, 0, 64),
+      deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
+    });
+    return {
+      stop: async () => {
+        const result = { digest: cluster.store.digest(), lastApplied: String(cluster.node.lastApplied), stats: cluster.node.stats };
+        await cluster.close();
+        return result;
+      },
+    };
+  });
+}
+
 // ---- the demo ----
 
 interface Batch {
@@ -432,10 +504,51 @@ async function demo(argv: string[]): Promise<number> {
   }
 }
 
+async function pipelineDemo(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      seconds: { type: 'string' },
+      accounts: { type: 'string' },
+      alpha: { type: 'string' },
+      clients: { type: 'string' },
+      'pre-executors': { type: 'string' },
+      'deadline-ms': { type: 'string' },
+      seed: { type: 'string' },
+      dir: { type: 'string' },
+    },
+  });
+  const alpha = values.alpha === undefined ? 0.8 : Number(values.alpha);
+  if (!(alpha >= 0 && alpha <= 5)) throw new UsageError(`--alpha must be a number from 0 to 5, got '${values.alpha}'`);
+  return runBankDemo({
+    seconds: intOption(values.seconds, 'seconds', 10, 1, 86_400),
+    accounts: intOption(values.accounts, 'accounts', 1000, 2, 1_000_000),
+    alpha,
+    concurrency: intOption(values.clients, 'clients', 256, 1, 100_000),
+    preExecutors: intOption(values['pre-executors'], 'pre-executors', 2, 0, 64),
+    deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
+    seed: intOption(values.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1),
+    ...(values.dir === undefined ? {} : { dir: values.dir }),
+  });
+}
+
+function benchMerge(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, seed: { type: 'string' } },
+  });
+  return runMerge({
+    quick: values.quick ?? false,
+    out: values.out ?? join('bench', 'results', 'merge.json'),
+    seed: intOption(values.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1),
+  });
+}
+
 async function bench(argv: string[]): Promise<number> {
   const [suite, ...rest] = argv;
+  if (suite === 'merge') return benchMerge(rest);
   if (suite !== 'oneside') {
-    throw new UsageError(suite === undefined ? 'bench needs a suite: oneside' : `unknown bench suite '${suite}'`);
+    throw new UsageError(suite === undefined ? 'bench needs a suite: oneside, merge' : `unknown bench suite '${suite}'`);
   }
   const { values } = parseArgs({
     args: rest,
@@ -450,7 +563,8 @@ async function bench(argv: string[]): Promise<number> {
 }
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
-  demo,
+  demo: pipelineDemo,
+  'demo-oneside': demo,
   bench,
   help: async () => {
     process.stdout.write(USAGE);
@@ -460,6 +574,8 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   'demo-writer': demoWriterRole,
   'bench-writer': benchWriterRole,
   'stress-writer': stressWriterRole,
+  'pre-executor': preExecutorRole,
+  node: nodeRole,
 };
 
 async function main(argv: string[]): Promise<number> {

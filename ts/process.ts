@@ -9,7 +9,10 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 // The compiled CLI sits next to this module (dist/ts/cli.js), wherever the package lives.
-const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
+// Tests import the TypeScript sources (ts/process.ts); their children run the compiled CLI.
+const CLI = fileURLToPath(
+  import.meta.url.endsWith('.ts') ? new URL('../dist/ts/cli.js', import.meta.url) : new URL('./cli.js', import.meta.url),
+);
 
 /** Keep this much of a child's stderr: enough to explain a failure, bounded for chatty ones. */
 const STDERR_TAIL = 16 * 1024;

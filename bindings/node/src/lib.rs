@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod bench;
+pub mod log;
+pub mod precompile;
 
 fn js_err(e: remora_core::Error) -> Error {
     Error::new(Status::GenericFailure, e.to_string())

@@ -1,0 +1,128 @@
+// The embedded cluster as processes: clients over the node's socket, pre-executor processes,
+// bad input, and a node killed mid-run and restarted (DESIGN invariant 4, no loss).
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { nativeFunctions } from '../ts/app/natives.js';
+import { executeSequentially } from '../ts/app/reference.js';
+import { encodeBody, type Transaction } from '../ts/app/tx.js';
+import { loadApp } from '../ts/apps/index.js';
+import { RemoraClient } from '../ts/client.js';
+import { NODE_SOCKET } from '../ts/cluster.js';
+import type { Reply } from '../ts/pipeline/node.js';
+import { readSequence } from '../ts/pipeline/sequencer.js';
+import { RoleProcess } from '../ts/process.js';
+import { loadOrCreateSecret } from '../ts/secret.js';
+import { connect } from '../ts/wire.js';
+import { kvWorkload } from '../ts/workload.js';
+import { tempCluster } from './helpers.js';
+
+const startNode = (dir: string) => RoleProcess.start('node', ['--dir', dir, '--app', 'kv', '--pre-executors', '2']);
+
+/** Submits `txs` keeping `window` outstanding; resolves with the replies that came back. */
+async function submitAll(client: RemoraClient, txs: readonly Transaction[], window: number, onReply?: (n: number) => void) {
+  const replies = new Map<number, Reply>();
+  const errors: Error[] = [];
+  const inFlight = new Set<Promise<void>>();
+  for (const [i, tx] of txs.entries()) {
+    const p: Promise<void> = client.submit(tx).then(
+      (r) => {
+        replies.set(i, r);
+        onReply?.(replies.size);
+      },
+      (e: unknown) => {
+        errors.push(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+    const tracked = p.finally(() => inFlight.delete(tracked));
+    inFlight.add(tracked);
+    if (inFlight.size >= window) await Promise.race(inFlight);
+    if (errors.length > 0) break;
+  }
+  await Promise.all(inFlight);
+  return { replies, errors };
+}
+
+describe('embedded cluster processes', () => {
+  let cluster: ReturnType<typeof tempCluster>;
+  const children: RoleProcess[] = [];
+  beforeEach(() => {
+    cluster = tempCluster();
+  });
+  afterEach(async () => {
+    await Promise.all(children.splice(0).map((c) => c.stop(2000)));
+    cluster.cleanup();
+  });
+
+  it('rejects bad input with clear errors, applies nothing, and keeps serving', async () => {
+    const node = await startNode(cluster.dir);
+    children.push(node);
+    const secret = loadOrCreateSecret(cluster.dir);
+    const path = join(cluster.dir, NODE_SOCKET);
+    await expect(connect({ path, secret: randomBytes(32), role: 'client' })).rejects.toThrow(/handshake .* failed/);
+    const client = await RemoraClient.connect({ path, secret });
+    const put = (key: string, value: string): Transaction => ({ body: encodeBody('put', { key, value }, [`kv/${key}`]), auth: [] });
+    const cases: [Transaction | Record<string, unknown>, RegExp][] = [
+      [{ body: Buffer.from([0x94, 0xac]), auth: [] }, /not valid msgpack/],
+      [{ body: encodeBody('launch', {}, []), auth: [] }, /unknown command "launch" for app kv/],
+      [{ body: encodeBody('put', { key: 'a', value: 'x'.repeat(70_000) }, ['kv/a']), auth: [] }, /over the limit/],
+      [{ ...put('a', '1'), auth: [{ scheme: 'ed25519', publicKey: Buffer.alloc(31), signature: Buffer.alloc(64) }] }, /public key must be 32 bytes/],
+      [{ body: 'hello', auth: [] }, /body must be bytes/],
+    ];
+    for (const [tx, message] of cases) await expect(client.submit(tx as Transaction)).rejects.toThrow(message);
+    const ok = await client.submit(put('a', '1'));
+    expect(ok.outcome).toEqual({ status: 'ok', result: null });
+    expect(ok.ts).toBe(1n); // nothing before it was sequenced
+    const read = await client.submit({ body: encodeBody('get', { key: 'a' }, ['kv/a']), auth: [] });
+    expect(read.outcome).toEqual({ status: 'ok', result: '1' });
+    client.close();
+  });
+
+  it('applies every sequenced transaction exactly once across SIGKILLs of a pre-executor and of the node', async () => {
+    const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
+    console.log(`restart test: seed ${seed}`);
+    const gen = kvWorkload({ keys: 200, hotKeys: 4, conflictRate: 0.3, dynamicRate: 0.1, seed });
+    const txs: Transaction[] = Array.from({ length: 3000 }, () => {
+      const n = gen.next();
+      if (n.done) throw new Error('workload ended');
+      return n.value;
+    });
+    const path = join(cluster.dir, NODE_SOCKET);
+
+    const first = await startNode(cluster.dir);
+    // A third pre-executor joins the running node; it is killed mid-run, before the node is.
+    const joiner = await RoleProcess.start('pre-executor', ['--dir', cluster.dir, '--app', 'kv', '--name', 'joiner']);
+    children.push(joiner);
+    const secret = loadOrCreateSecret(cluster.dir);
+    let client = await RemoraClient.connect({ path, secret });
+    // Kill the node once a third of the replies are in, with many transactions in flight.
+    const before = await submitAll(client, txs, 128, (n) => {
+      if (n === 500) joiner.kill('SIGKILL');
+      if (n === 1000) first.kill('SIGKILL');
+    });
+    await first.exited;
+    expect((await joiner.exited).signal).toBe('SIGKILL');
+    expect(before.replies.size).toBeGreaterThanOrEqual(1000);
+    expect(before.errors.length).toBeGreaterThan(0);
+
+    const second = await startNode(cluster.dir);
+    children.push(second);
+    client = await RemoraClient.connect({ path, secret });
+    // Resubmitting everything is safe: the sequencer answers known digests with their first ts.
+    const after = await submitAll(client, txs, 128);
+    expect(after.errors).toEqual([]);
+    for (const [i, r] of before.replies) expect(after.replies.get(i)?.ts, `tx ${i}`).toBe(r.ts);
+    client.close();
+    const result = (await second.finish()) as { digest: string; lastApplied: string };
+    children.pop();
+
+    const entries = await readSequence(join(cluster.dir, 'log'));
+    const digests = new Set(entries.map((e) => e.tx.digest));
+    expect(digests.size).toBe(entries.length); // no transaction sequenced twice
+    const unique = new Set(txs.map((t) => Buffer.from(t.body).toString('hex'))).size;
+    expect(entries.length).toBe(unique); // none lost
+    expect(result.lastApplied).toBe(String(entries.length));
+    const reference = executeSequentially(loadApp('kv'), entries, nativeFunctions);
+    expect(result.digest).toBe(reference.state.digest());
+  });
+});

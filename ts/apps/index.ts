@@ -1,0 +1,32 @@
+// The built-in applications, by the names the CLI and cluster options use.
+import { createHash } from 'node:crypto';
+import type { App } from '../app/app.js';
+import { bankApp, keyPairFromSeed, type KeyPair } from './bank.js';
+import { kvApp } from './kv.js';
+
+export { accountId, bankApp, keyPairFromSeed, stampId, type Account, type BankApp, type BankConfig, type KeyPair } from './bank.js';
+export { kvApp, kvId, MAX_KEY_BYTES, type KvApp } from './kv.js';
+
+/**
+ * The mint authority of the built-in `bank`: derived from a fixed, public seed so a cluster's
+ * processes and its load generators agree on it without configuration. FOR DEMOS AND BENCHES
+ * ONLY: anyone can compute this private key and mint at will.
+ */
+export const DEMO_MINT_AUTHORITY: KeyPair = keyPairFromSeed(
+  createHash('sha256').update('remora demo mint authority: public, never use for real money').digest(),
+);
+
+export const builtinApps = {
+  bank: bankApp({ mintAuthority: DEMO_MINT_AUTHORITY.publicKey }),
+  kv: kvApp,
+} as const satisfies Record<string, App>;
+
+export type BuiltinAppName = keyof typeof builtinApps;
+
+/** The built-in application called `name`; throws naming the known ones otherwise. */
+export function loadApp(name: string): App {
+  if (!Object.hasOwn(builtinApps, name)) {
+    throw new Error(`unknown app ${JSON.stringify(name)}: the built-in apps are ${Object.keys(builtinApps).join(', ')}`);
+  }
+  return builtinApps[name as BuiltinAppName];
+}

@@ -1,0 +1,94 @@
+// The embedded cluster on one host: this process runs admission, the sequencer and the
+// primary; each pre-executor is a child process attached over the node's socket.
+import { join } from 'node:path';
+import type { App } from './app/app.js';
+import { nativeFunctions } from './app/natives.js';
+import { loadApp } from './apps/index.js';
+import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
+import { EmbeddedSequencer } from './pipeline/sequencer.js';
+import { serveNode } from './pipeline/server.js';
+import { NativePrimaryStore } from './pipeline/store-adapter.js';
+import { RoleProcess } from './process.js';
+import { loadOrCreateSecret } from './secret.js';
+import { Store } from './store.js';
+import type { Server } from './wire.js';
+
+export interface ClusterOptions {
+  /** Cluster directory: the log, the primary's regions, the socket and the secret live here. */
+  dir: string;
+  /** A built-in application name (`bank`, `kv`). */
+  app: string;
+  preExecutors: number;
+  /** Deadline for a pre-execution result, from delivery (default 50 ms). */
+  deadlineMs?: number;
+  onApplied?: NodeOptions['onApplied'];
+  log?: (m: string) => void;
+}
+
+export const NODE_SOCKET = 'node.sock';
+
+export class EmbeddedCluster {
+  private closed = false;
+
+  private constructor(
+    readonly app: App,
+    readonly node: EmbeddedNode,
+    readonly store: NativePrimaryStore,
+    private readonly sequencer: EmbeddedSequencer,
+    private readonly server: Server,
+    readonly children: RoleProcess[],
+  ) {}
+
+  /**
+   * Starts the node (replaying the whole log into a fresh primary store, so a restart after a
+   * crash applies every sequenced transaction exactly once) and the pre-executor processes.
+   */
+  static async start(opts: ClusterOptions): Promise<EmbeddedCluster> {
+    const app = loadApp(opts.app);
+    const secret = loadOrCreateSecret(opts.dir);
+    const sequencer = new EmbeddedSequencer(join(opts.dir, 'log'));
+    const store = new NativePrimaryStore(Store.create({ dir: opts.dir, name: 'primary', secret }));
+    const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, {
+      deadlineMs: opts.deadlineMs ?? 50,
+      ...(opts.onApplied ? { onApplied: opts.onApplied } : {}),
+    });
+    const joined = new Set<string>();
+    let onJoin: (() => void) | null = null;
+    const server = await serveNode(node, {
+      path: join(opts.dir, NODE_SOCKET),
+      secret,
+      ...(opts.log ? { log: opts.log } : {}),
+      onPool: (event, name) => {
+        if (event === 'join') joined.add(name);
+        onJoin?.();
+      },
+    });
+    node.start(0n);
+    const children: RoleProcess[] = [];
+    try {
+      for (let i = 1; i <= opts.preExecutors; i++) {
+        children.push(await RoleProcess.start('pre-executor', ['--dir', opts.dir, '--app', opts.app, '--name', `pre-${i}`]));
+      }
+      // A child is ready once connected; its link is attached once the node saw the handshake.
+      await new Promise<void>((resolve) => {
+        onJoin = () => joined.size >= opts.preExecutors && resolve();
+        onJoin();
+      });
+    } catch (e) {
+      await Promise.all(children.map((c) => c.stop(1000)));
+      await server.close();
+      throw e;
+    }
+    return new EmbeddedCluster(app, node, store, sequencer, server, children);
+  }
+
+  /** Stops the pre-executors, then the node; the log stays on disk for the next start. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.children.map((c) => c.stop(2000)));
+    await this.server.close();
+    await this.sequencer.close();
+    this.store.store.close();
+  }
+}

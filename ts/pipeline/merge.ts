@@ -1,0 +1,33 @@
+// The primary's merge rule (seed 000, "Merge Operation"; DESIGN "Core concepts").
+import type { App } from '../app/app.js';
+import { execute, hintsFrom, type ExecCounts, type LookupTable, type Natives, type StateSource } from '../app/exec.js';
+import type { DecodedTx } from '../app/tx.js';
+
+/** adopted: the table's effects applied as they are; reexecuted: with the table's hints; executed: no table. */
+export type Decision = 'adopted' | 'reexecuted' | 'executed';
+
+export interface Merged {
+  table: LookupTable;
+  decision: Decision;
+  counts: ExecCounts | null;
+}
+
+/** True when every versioned input the pre-executor saw is still the current version. */
+export function stillCurrent(table: LookupTable, state: StateSource): boolean {
+  return table.reads.every(([id, version]) => state.read(id).version === version);
+}
+
+/**
+ * Merges one transaction, in sequence order, against the primary's current state. Adopting is
+ * safe exactly when `stillCurrent` holds: execution is a deterministic function of the
+ * transaction and the values it reads, and equal versions mean equal values.
+ */
+export function merge(app: App, tx: DecodedTx, table: LookupTable | undefined, state: StateSource, natives: Natives): Merged {
+  if (!table) {
+    const r = execute(app, tx, state, natives);
+    return { table: r.table, decision: 'executed', counts: r.counts };
+  }
+  if (stillCurrent(table, state)) return { table, decision: 'adopted', counts: null };
+  const r = execute(app, tx, state, natives, hintsFrom(table));
+  return { table: r.table, decision: 'reexecuted', counts: r.counts };
+}

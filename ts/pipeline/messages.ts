@@ -1,0 +1,82 @@
+// Messages between cluster members, and the checks that turn a peer's bytes into them. A
+// message that fails a check is a protocol error: the connection that sent it is closed.
+import type { LookupTable, Outcome } from '../app/exec.js';
+import type { Transaction } from '../app/tx.js';
+import type { Decision } from './merge.js';
+import type { Effect, Result } from './preexecutor.js';
+
+export type ClientToNode = { t: 'submit'; id: number; tx: Transaction };
+export type NodeToClient =
+  | { t: 'reply'; id: number; ts: bigint; duplicate: boolean; outcome: Outcome | null; decision: Decision | null }
+  | { t: 'rejected'; id: number; error: string };
+export type NodeToPre = { t: 'exec'; txs: Transaction[] } | { t: 'effects'; effects: Effect[] };
+export type PreToNode = { t: 'results'; results: Result[] };
+
+export class ProtocolError extends Error {
+  override name = 'ProtocolError';
+}
+
+function fail(what: string): never {
+  throw new ProtocolError(what);
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isBytes = (v: unknown): v is Uint8Array => v instanceof Uint8Array;
+const isTs = (v: unknown): v is bigint => typeof v === 'bigint' && v >= 0n;
+
+export function parseClientMessage(m: unknown): ClientToNode {
+  if (!isObj(m) || m['t'] !== 'submit') fail(`expected a submit message, got ${describe(m)}`);
+  if (typeof m['id'] !== 'number' || !Number.isSafeInteger(m['id'])) fail('submit id must be an integer');
+  return { t: 'submit', id: m['id'], tx: m['tx'] as Transaction }; // the transaction is checked by admission
+}
+
+export function parseNodeToPre(m: unknown): NodeToPre {
+  if (isObj(m) && m['t'] === 'exec' && Array.isArray(m['txs'])) return { t: 'exec', txs: m['txs'] as Transaction[] };
+  if (isObj(m) && m['t'] === 'effects' && Array.isArray(m['effects'])) {
+    for (const e of m['effects']) {
+      if (!Array.isArray(e) || !isTs(e[0]) || !Array.isArray(e[1]) || !e[1].every(isWrite)) fail('malformed effect');
+    }
+    return { t: 'effects', effects: m['effects'] as Effect[] };
+  }
+  fail(`expected exec or effects, got ${describe(m)}`);
+}
+
+export function parsePreMessage(m: unknown): PreToNode {
+  if (!isObj(m) || m['t'] !== 'results' || !Array.isArray(m['results'])) fail(`expected results, got ${describe(m)}`);
+  for (const r of m['results']) {
+    if (!Array.isArray(r) || typeof r[0] !== 'string') fail('malformed result');
+    checkTable(r[1]);
+  }
+  return { t: 'results', results: m['results'] as Result[] };
+}
+
+const isWrite = (w: unknown): boolean =>
+  Array.isArray(w) && typeof w[0] === 'string' && (w[1] === null || isBytes(w[1]));
+
+function checkTable(t: unknown): asserts t is LookupTable {
+  if (!isObj(t)) fail('lookup table must be a map');
+  const { reads, dynamic, writes, auth, precompiles, outcome } = t;
+  if (!Array.isArray(reads) || !reads.every((r) => Array.isArray(r) && typeof r[0] === 'string' && isTs(r[1]))) {
+    fail('lookup table reads malformed');
+  }
+  if (
+    !Array.isArray(dynamic) ||
+    !dynamic.every((d) => Array.isArray(d) && typeof d[0] === 'string' && isTs(d[1]) && (d[2] === null || isBytes(d[2])))
+  ) {
+    fail('lookup table dynamic reads malformed');
+  }
+  if (!Array.isArray(writes) || !writes.every(isWrite)) fail('lookup table writes malformed');
+  if (!Array.isArray(auth) || !auth.every((a) => a === null || typeof a === 'boolean')) fail('lookup table auth malformed');
+  if (!Array.isArray(precompiles) || !precompiles.every((p) => Array.isArray(p) && typeof p[0] === 'string' && isBytes(p[1]))) {
+    fail('lookup table precompiles malformed');
+  }
+  if (!isObj(outcome)) fail('lookup table outcome malformed');
+  if (!(outcome['status'] === 'ok' && 'result' in outcome) && !(outcome['status'] === 'aborted' && typeof outcome['reason'] === 'string')) {
+    fail('lookup table outcome malformed');
+  }
+}
+
+function describe(m: unknown): string {
+  if (isObj(m)) return `a message of type ${JSON.stringify(m['t'])}`;
+  return Array.isArray(m) ? 'an array' : typeof m;
+}

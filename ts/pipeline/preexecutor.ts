@@ -1,0 +1,42 @@
+// A pre-executor: executes transactions on its own copy of the state as soon as admission
+// hands them over, and returns each one's lookup table. Its copy follows the primary's
+// applied writes; it never applies its own guesses, so every version it records is real.
+import type { App } from '../app/app.js';
+import { execute, verifyAll, type LookupTable, type Natives } from '../app/exec.js';
+import { MemoryState, type Write } from '../app/state.js';
+import type { DecodedTx } from '../app/tx.js';
+
+export type Result = [digest: string, table: LookupTable];
+/** Writes the primary applied at `ts`. */
+export type Effect = [ts: bigint, writes: Write[]];
+
+export class PreExecutor {
+  readonly state = new MemoryState();
+  executed = 0;
+  /** Newest timestamp whose effects this copy holds. */
+  appliedTs = 0n;
+
+  constructor(
+    readonly app: App,
+    private readonly natives: Natives,
+  ) {}
+
+  /** Executes a batch: its authenticators are verified in one native call first. */
+  run(txs: readonly DecodedTx[]): Result[] {
+    const auth = verifyAll(this.natives, txs);
+    return txs.map((tx, i) => {
+      const { table } = execute(this.app, tx, this.state, this.natives, { auth: auth[i] ?? [] });
+      this.executed++;
+      return [tx.digest, table];
+    });
+  }
+
+  /** Applies the primary's effects, skipping any already held (effects may be resent). */
+  install(effects: readonly Effect[]): void {
+    for (const [ts, writes] of effects) {
+      if (ts <= this.appliedTs) continue;
+      this.state.apply(writes, ts);
+      this.appliedTs = ts;
+    }
+  }
+}

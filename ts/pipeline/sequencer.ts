@@ -1,0 +1,158 @@
+// The embedded sequencer: the durable log, group-committed, delivering in timestamp order.
+import { decode, encode } from '../app/codec.js';
+import { decodeTx, type DecodedTx, type Transaction } from '../app/tx.js';
+import { SequencerLog } from '../log.js';
+
+/** A transaction with its place in the order. */
+export interface Sequenced {
+  ts: bigint;
+  tx: DecodedTx;
+}
+
+export interface Accepted {
+  ts: bigint;
+  /** The digest was sequenced before: `ts` is the first one, and it is not delivered again. */
+  duplicate: boolean;
+}
+
+/**
+ * Orders transactions. `submit` resolves once the transaction is durable; `subscribe` delivers
+ * every transaction after `afterTs` exactly once, in timestamp order, one batch at a time (the
+ * next batch waits for `deliver` to finish).
+ */
+export interface Sequencer {
+  submit(tx: DecodedTx): Promise<Accepted>;
+  subscribe(afterTs: bigint, deliver: (batch: Sequenced[]) => Promise<void> | void): void;
+  close(): Promise<void>;
+}
+
+interface Pending {
+  tx: DecodedTx;
+  resolve: (a: Accepted) => void;
+  reject: (e: unknown) => void;
+}
+
+const READ_BATCH = 1024;
+
+export class EmbeddedSequencer implements Sequencer {
+  private readonly log: SequencerLog;
+  private pending: Pending[] = [];
+  private appending: Promise<void> | null = null;
+  /** Appended entries not yet delivered, in order; anything older is re-read from the log. */
+  private live: Sequenced[] = [];
+  private delivered = 0n;
+  private deliver: ((batch: Sequenced[]) => Promise<void> | void) | null = null;
+  private pumping: Promise<void> | null = null;
+  private failure: unknown = null;
+  private closed = false;
+
+  constructor(dir: string, opts: { dedupWindow?: number } = {}) {
+    this.log = SequencerLog.open(dir, opts.dedupWindow === undefined ? {} : { dedupWindow: opts.dedupWindow });
+  }
+
+  get lastTs(): bigint {
+    return this.log.lastTs();
+  }
+
+  /** Resolves when this transaction and every one submitted with it is durable. */
+  submit(tx: DecodedTx): Promise<Accepted> {
+    if (this.closed) return Promise.reject(new Error('sequencer is closed'));
+    if (this.failure !== null) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.pending.push({ tx, resolve, reject });
+      // Everything submitted while an append runs goes into the next one: group commit.
+      this.appending ??= this.appendLoop();
+    });
+  }
+
+  private async appendLoop(): Promise<void> {
+    while (this.pending.length > 0) {
+      const batch = this.pending;
+      this.pending = [];
+      try {
+        const results = await this.log.append(
+          batch.map((p) => ({ digest: Buffer.from(p.tx.digest, 'hex'), bytes: encode({ body: p.tx.body, auth: p.tx.auth }) })),
+        );
+        batch.forEach((p, i) => {
+          const r = results[i];
+          if (!r) throw new Error('sequencer log returned fewer results than transactions');
+          if (!r.duplicate) this.live.push({ ts: r.ts, tx: p.tx });
+          p.resolve({ ts: r.ts, duplicate: r.duplicate });
+        });
+        this.pump();
+      } catch (e) {
+        // The log refuses appends after a failed write or sync; so do we, loudly.
+        this.failure = e;
+        for (const p of [...batch, ...this.pending]) p.reject(e);
+        this.pending = [];
+      }
+    }
+    this.appending = null;
+  }
+
+  subscribe(afterTs: bigint, deliver: (batch: Sequenced[]) => Promise<void> | void): void {
+    if (this.deliver) throw new Error('sequencer already has a subscriber');
+    this.deliver = deliver;
+    this.delivered = afterTs;
+    this.pump();
+  }
+
+  private pump(): void {
+    if (!this.deliver || this.pumping) return;
+    this.pumping = this.pumpLoop().finally(() => {
+      this.pumping = null;
+      if (!this.closed && this.delivered < this.log.lastTs()) this.pump();
+    });
+  }
+
+  private async pumpLoop(): Promise<void> {
+    const deliver = this.deliver;
+    if (!deliver) return;
+    while (!this.closed && this.delivered < this.log.lastTs()) {
+      while (this.live.length > 0 && (this.live[0]?.ts ?? 0n) <= this.delivered) this.live.shift();
+      let batch: Sequenced[];
+      if (this.live[0]?.ts === this.delivered + 1n) {
+        batch = this.live;
+        this.live = [];
+      } else {
+        // Replay after a restart, or a subscriber that started behind: read the log.
+        const entries = await this.log.readBatch(this.delivered + 1n, READ_BATCH);
+        batch = entries.map((e) => ({ ts: e.ts, tx: decodeLogged(e.bytes, e.ts) }));
+      }
+      if (batch.length === 0) return;
+      await deliver(batch);
+      this.delivered = batch[batch.length - 1]?.ts ?? this.delivered;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.appending;
+    await this.pumping;
+    this.log.close();
+  }
+}
+
+function decodeLogged(bytes: Uint8Array, ts: bigint): DecodedTx {
+  try {
+    return decodeTx(decode(bytes) as Transaction);
+  } catch (e) {
+    // Only admitted transactions are logged, so this is damage or a version mismatch.
+    throw new Error(`sequencer log entry ${ts} does not decode: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** Every transaction a (closed) log holds, in order: for audits and the reference executor. */
+export async function readSequence(dir: string): Promise<Sequenced[]> {
+  const log = SequencerLog.open(dir);
+  try {
+    const out: Sequenced[] = [];
+    for (;;) {
+      const batch = await log.readBatch(BigInt(out.length + 1), READ_BATCH);
+      if (batch.length === 0) return out;
+      for (const e of batch) out.push({ ts: e.ts, tx: decodeLogged(e.bytes, e.ts) });
+    }
+  } finally {
+    log.close();
+  }
+}

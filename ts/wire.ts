@@ -1,0 +1,379 @@
+// The message layer between cluster members: length-prefixed msgpack frames over Unix sockets or
+// TCP, opened by a mutual HMAC-SHA256 challenge–response on the cluster secret.
+//
+// Handshake (every frame a msgpack map; nonces are 32 random bytes, MACs HMAC-SHA256(secret, …)):
+//   client → server  { t: 'hello', proto: 'remora-wire/1', role, nonce: nonceC }
+//   server → client  { t: 'challenge', nonce: nonceS, mac: MAC("remora-server" ‖ nonceC ‖ nonceS ‖ role) }
+//   client → server  { t: 'auth', mac: MAC("remora-client" ‖ nonceC ‖ nonceS ‖ role) }
+//   server → client  { t: 'ok' }
+// The client sends its MAC before checking the server's, so either side holding the wrong secret
+// is seen (and logged) by the other. Until the handshake ends, frames are limited to 1 KiB.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { Packr } from 'msgpackr';
+import { FrameDecoder, encodeFrame } from './frames.js';
+
+export interface Conn {
+  /** The other end: its address (server side) or the address dialled (client side). */
+  readonly peer: string;
+  /** The role the client announced in the handshake. */
+  readonly role: string;
+  /** Queues a message; returns false once the socket's buffer is over its high-water mark. */
+  send(msg: unknown): boolean;
+  /** Messages in order; those that arrive before the first handler is set wait for it. */
+  onMessage(handler: (msg: unknown) => void): void;
+  /** Called once when the connection is gone, with the error that ended it, if any. */
+  onClose(handler: (err?: Error) => void): void;
+  /** Flushes what was sent, then closes; later `send`s throw. */
+  close(): void;
+}
+
+export interface Server {
+  /** The socket path, or host:port. */
+  readonly address: string;
+  /** Stops accepting and closes every live connection. */
+  close(): Promise<void>;
+}
+
+export interface WireOptions {
+  path?: string;
+  host?: string;
+  port?: number;
+  /** The cluster secret, at least 16 bytes. */
+  secret: Buffer;
+  /** Largest frame body accepted or sent (default 4 MiB). */
+  maxFrameBytes?: number;
+  /** Default 5000. */
+  handshakeTimeoutMs?: number;
+  /** Where protocol errors are reported (default console.error). */
+  log?: (msg: string) => void;
+}
+
+export interface ListenOptions extends WireOptions {
+  onConnection: (conn: Conn) => void;
+}
+
+export interface ConnectOptions extends WireOptions {
+  role: string;
+}
+
+const PROTO = 'remora-wire/1';
+const NONCE_BYTES = 32;
+const HANDSHAKE_FRAME_BYTES = 1024;
+const MAX_ROLE_BYTES = 255;
+const CLOSE_GRACE_MS = 2000;
+const packr = new Packr({ useRecords: false, int64AsType: 'bigint', copyBuffers: true });
+
+interface Settings {
+  maxFrameBytes: number;
+  handshakeTimeoutMs: number;
+  log: (msg: string) => void;
+}
+
+function settings(o: WireOptions): Settings {
+  if (!Buffer.isBuffer(o.secret) || o.secret.length < 16) throw new Error('wire: the secret must be a Buffer of at least 16 bytes');
+  const maxFrameBytes = o.maxFrameBytes ?? 4 * 1024 * 1024;
+  if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < HANDSHAKE_FRAME_BYTES || maxFrameBytes > 0xffffffff) {
+    throw new Error(`wire: maxFrameBytes must be an integer in [${HANDSHAKE_FRAME_BYTES}, 2^32 - 1]`);
+  }
+  const handshakeTimeoutMs = o.handshakeTimeoutMs ?? 5000;
+  if (!(handshakeTimeoutMs > 0)) throw new Error('wire: handshakeTimeoutMs must be positive');
+  return { maxFrameBytes, handshakeTimeoutMs, log: o.log ?? ((m) => console.error(m)) };
+}
+
+function endpoint(o: WireOptions): { path: string } | { host: string; port: number } {
+  if (o.path !== undefined) {
+    if (o.host !== undefined || o.port !== undefined) throw new Error('wire: give either path or host/port, not both');
+    return { path: o.path };
+  }
+  if (o.port === undefined) throw new Error('wire: give a socket path or a TCP port');
+  return { host: o.host ?? '127.0.0.1', port: o.port };
+}
+
+const hostPort = (host: string, port: number | undefined): string =>
+  `${host.includes(':') ? `[${host}]` : host}:${port ?? '?'}`;
+const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+function mac(secret: Buffer, label: string, nonceC: Uint8Array, nonceS: Uint8Array, role: string): Buffer {
+  return createHmac('sha256', secret).update(label).update(nonceC).update(nonceS).update(role, 'utf8').digest();
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
+const isBytes = (v: unknown, n: number): v is Uint8Array => v instanceof Uint8Array && v.length === n;
+const isRole = (v: unknown): v is string =>
+  typeof v === 'string' && v.length > 0 && Buffer.byteLength(v) <= MAX_ROLE_BYTES;
+
+class Channel implements Conn {
+  role = '';
+  established = false;
+  // Undelivered messages stay as bytes here; the socket is paused while nobody takes them.
+  private readonly decoder = new FrameDecoder(HANDSHAKE_FRAME_BYTES);
+  private readonly handlers: ((msg: unknown) => void)[] = [];
+  private readonly closeHandlers: ((err?: Error) => void)[] = [];
+  private waiter: { resolve: (m: unknown) => void; reject: (e: Error) => void } | undefined;
+  private ending = false; // closed or failed here: nothing more is delivered
+  private peerEnded = false;
+  private closed = false;
+  private failure: Error | undefined;
+  private graceTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly socket: net.Socket,
+    readonly peer: string,
+    private readonly o: Settings,
+  ) {
+    socket.on('data', (chunk: Buffer) => {
+      if (this.ending) return;
+      this.decoder.push(chunk);
+      this.pump();
+    });
+    socket.on('end', () => (this.peerEnded = true));
+    socket.on('error', (err) => (this.failure ??= err));
+    socket.on('close', () => this.onSocketClose());
+  }
+
+  send(msg: unknown): boolean {
+    if (this.ending || this.peerEnded || this.closed) throw new Error(`wire: send on closed connection to ${this.peer}`);
+    const body = packr.pack(msg);
+    if (body.length > this.o.maxFrameBytes) {
+      throw new Error(`wire: message of ${body.length} bytes exceeds maxFrameBytes (${this.o.maxFrameBytes})`);
+    }
+    return this.socket.write(encodeFrame(body));
+  }
+
+  onMessage(handler: (msg: unknown) => void): void {
+    this.handlers.push(handler);
+    queueMicrotask(() => this.pump());
+  }
+
+  onClose(handler: (err?: Error) => void): void {
+    if (this.closed) queueMicrotask(() => handler(this.failure));
+    else this.closeHandlers.push(handler);
+  }
+
+  close(): void {
+    if (this.ending || this.closed) return;
+    this.ending = true;
+    this.socket.end();
+    this.graceTimer = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS);
+  }
+
+  /** Ends the connection at once because of `err` (logged if past the handshake). */
+  fail(err: Error): void {
+    if (this.closed) return;
+    if (this.established) this.o.log(`remora wire: connection with ${this.peer} (${this.role}) closed: ${err.message}`);
+    this.failure ??= err;
+    this.ending = true;
+    this.socket.destroy();
+  }
+
+  /** The next message, for the handshake. */
+  read(): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(this.failure ?? new Error('connection closed by peer'));
+      this.waiter = { resolve, reject };
+      this.pump();
+    });
+  }
+
+  /** Past the handshake: frames may now be as large as configured. */
+  establish(role: string): void {
+    this.role = role;
+    this.established = true;
+    this.decoder.maxBytes = this.o.maxFrameBytes;
+  }
+
+  /** Decodes and hands on buffered frames while someone takes them. */
+  private pump(): void {
+    while (!this.ending) {
+      if (this.waiter === undefined && !(this.established && this.handlers.length > 0)) {
+        this.socket.pause();
+        return;
+      }
+      let msg: unknown;
+      try {
+        const body = this.decoder.next();
+        if (body === undefined) {
+          this.socket.resume();
+          return;
+        }
+        msg = packr.unpack(body);
+      } catch (e) {
+        this.fail(new Error(`protocol error: ${describe(e)}`));
+        return;
+      }
+      const waiter = this.waiter;
+      this.waiter = undefined;
+      if (waiter !== undefined) waiter.resolve(msg);
+      else this.dispatch(msg);
+    }
+  }
+
+  private dispatch(msg: unknown): void {
+    for (const handler of this.handlers) {
+      try {
+        handler(msg);
+      } catch (e) {
+        this.fail(new Error(`message handler threw: ${describe(e)}`));
+        return;
+      }
+    }
+  }
+
+  private onSocketClose(): void {
+    this.closed = true;
+    this.ending = true;
+    clearTimeout(this.graceTimer);
+    this.waiter?.reject(this.failure ?? new Error('connection closed by peer'));
+    this.waiter = undefined;
+    for (const handler of this.closeHandlers.splice(0)) handler(this.failure);
+  }
+}
+
+/** Rejects with "timed out" unless `work` settles within `ms`. */
+async function within<T>(ms: number, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function serverHandshake(ch: Channel, secret: Buffer): Promise<void> {
+  const hello = await ch.read();
+  if (!isRecord(hello) || hello.t !== 'hello') throw new Error('the first message is not a hello');
+  if (hello.proto !== PROTO) throw new Error(`unsupported protocol ${JSON.stringify(hello.proto)}`);
+  const { role, nonce: nonceC } = hello;
+  if (!isRole(role) || !isBytes(nonceC, NONCE_BYTES)) throw new Error('malformed hello');
+  const nonceS = randomBytes(NONCE_BYTES);
+  ch.send({ t: 'challenge', nonce: nonceS, mac: mac(secret, 'remora-server', nonceC, nonceS, role) });
+  const auth = await ch.read();
+  if (!isRecord(auth) || auth.t !== 'auth' || !isBytes(auth.mac, 32)) throw new Error('expected an auth message');
+  if (!timingSafeEqual(auth.mac, mac(secret, 'remora-client', nonceC, nonceS, role))) {
+    throw new Error('peer does not hold the cluster secret');
+  }
+  ch.establish(role);
+  ch.send({ t: 'ok' });
+}
+
+async function clientHandshake(ch: Channel, secret: Buffer, role: string): Promise<void> {
+  const nonceC = randomBytes(NONCE_BYTES);
+  ch.send({ t: 'hello', proto: PROTO, role, nonce: nonceC });
+  const challenge = await ch.read();
+  if (!isRecord(challenge) || challenge.t !== 'challenge') throw new Error('unexpected reply to hello');
+  const { nonce: nonceS, mac: macS } = challenge;
+  if (!isBytes(nonceS, NONCE_BYTES) || !isBytes(macS, 32)) throw new Error('malformed challenge');
+  ch.send({ t: 'auth', mac: mac(secret, 'remora-client', nonceC, nonceS, role) });
+  if (!timingSafeEqual(macS, mac(secret, 'remora-server', nonceC, nonceS, role))) {
+    throw new Error('peer does not hold the cluster secret');
+  }
+  const ok = await ch.read();
+  if (!isRecord(ok) || ok.t !== 'ok') throw new Error('server did not accept the handshake');
+  ch.establish(role);
+}
+
+/** Removes a leftover socket file, refusing if a server still answers on it. */
+async function clearStaleSocket(path: string): Promise<void> {
+  try {
+    if (!lstatSync(path).isSocket()) throw new Error(`wire: ${path} exists and is not a socket`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.createConnection({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw new Error(`wire: ${path} is in use by a running server`);
+  unlinkSync(path);
+}
+
+export async function listen(opts: ListenOptions): Promise<Server> {
+  const o = settings(opts);
+  const where = endpoint(opts);
+  const channels = new Set<Channel>();
+  let stopping = false;
+  let seq = 0;
+  let address = 'path' in where ? where.path : '';
+  const server = net.createServer((socket) => {
+    const peer = socket.remoteAddress ? hostPort(socket.remoteAddress, socket.remotePort) : `${address}#${++seq}`;
+    const ch = new Channel(socket, peer, o);
+    channels.add(ch);
+    ch.onClose(() => channels.delete(ch));
+    within(o.handshakeTimeoutMs, serverHandshake(ch, opts.secret)).then(
+      () => {
+        try {
+          opts.onConnection(ch);
+        } catch (e) {
+          ch.fail(new Error(`onConnection threw: ${describe(e)}`));
+        }
+      },
+      (e: unknown) => {
+        if (!stopping) o.log(`remora wire: handshake with ${peer} failed: ${describe(e)}`);
+        ch.fail(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+  if ('path' in where) await clearStaleSocket(where.path);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(where, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (e) => o.log(`remora wire: server ${address}: ${e.message}`));
+  if ('path' in where) {
+    // The cluster directory is the first fence; this closes the socket itself to other users.
+    try {
+      chmodSync(where.path, 0o600);
+    } catch (e) {
+      server.close();
+      throw e;
+    }
+  } else {
+    const a = server.address() as net.AddressInfo;
+    address = hostPort(a.address, a.port);
+  }
+  return {
+    address,
+    close: () => {
+      stopping = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const ch of channels) {
+        if (ch.established) ch.close();
+        else ch.fail(new Error('server closing'));
+      }
+      return closed;
+    },
+  };
+}
+
+export async function connect(opts: ConnectOptions): Promise<Conn> {
+  const o = settings(opts);
+  const where = endpoint(opts);
+  if (!isRole(opts.role)) throw new Error(`wire: role must be a non-empty string of at most ${MAX_ROLE_BYTES} bytes`);
+  const peer = 'path' in where ? where.path : hostPort(where.host, where.port);
+  const socket = net.createConnection(where);
+  let connected = false;
+  socket.once('connect', () => (connected = true));
+  const ch = new Channel(socket, peer, o);
+  try {
+    await within(o.handshakeTimeoutMs, clientHandshake(ch, opts.secret, opts.role));
+  } catch (e) {
+    const reason = describe(e);
+    if (!connected && socket.destroyed) throw new Error(`wire: cannot connect to ${peer}: ${reason}`);
+    ch.close();
+    throw new Error(`handshake with ${peer} failed: ${reason}`);
+  }
+  return ch;
+}
