@@ -77,6 +77,8 @@ export class EmbeddedCluster {
     } catch (e) {
       await Promise.all(children.map((c) => c.stop(1000)));
       await server.close();
+      await sequencer.close();
+      store.store.close();
       throw e;
     }
     return new EmbeddedCluster(app, node, store, sequencer, server, children);

@@ -124,6 +124,7 @@ export class EmbeddedNode {
       accepted = await this.sequencer.submit(tx);
     } catch (e) {
       this.dropWaiters(tx.digest);
+      this.primary.forget(tx.digest);
       throw e;
     }
     if (accepted.duplicate) {
