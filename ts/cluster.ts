@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { App } from './app/app.js';
 import { nativeFunctions } from './app/natives.js';
 import { loadApp } from './apps/index.js';
+import { createRegistry, NodeMetrics, serveMetrics, type MetricsServer } from './metrics.js';
 import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
 import { EmbeddedSequencer } from './pipeline/sequencer.js';
 import { serveNode } from './pipeline/server.js';
@@ -22,6 +23,8 @@ export interface ClusterOptions {
   /** Deadline for a pre-execution result, from delivery (default 50 ms). */
   deadlineMs?: number;
   onApplied?: NodeOptions['onApplied'];
+  /** Serve Prometheus metrics of the node on this port of 127.0.0.1 (0: any free one); none if undefined. */
+  metricsPort?: number;
   log?: (m: string) => void;
 }
 
@@ -37,7 +40,13 @@ export class EmbeddedCluster {
     private readonly sequencer: EmbeddedSequencer,
     private readonly server: Server,
     readonly children: RoleProcess[],
+    private readonly metrics: MetricsServer | null,
   ) {}
+
+  /** The port serving `GET /metrics`, or null when `metricsPort` was not given. */
+  get metricsPort(): number | null {
+    return this.metrics?.port ?? null;
+  }
 
   /**
    * Starts the node (replaying the whole log into a fresh primary store, so a restart after a
@@ -48,10 +57,22 @@ export class EmbeddedCluster {
     const secret = loadOrCreateSecret(opts.dir);
     const sequencer = new EmbeddedSequencer(join(opts.dir, 'log'));
     const store = new NativePrimaryStore(Store.create({ dir: opts.dir, name: 'primary', secret }));
+    const registry = opts.metricsPort === undefined ? null : createRegistry();
+    const metrics = registry && new NodeMetrics(registry);
+    const [hooks, onApplied] = [metrics?.hooks, opts.onApplied];
     const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, {
       deadlineMs: opts.deadlineMs ?? 50,
-      ...(opts.onApplied ? { onApplied: opts.onApplied } : {}),
+      ...hooks,
+      ...(onApplied && {
+        onApplied: hooks
+          ? (batch) => {
+              hooks.onApplied(batch);
+              onApplied(batch);
+            }
+          : onApplied,
+      }),
     });
+    metrics?.attach(node, () => sequencer.lastTs);
     const joined = new Set<string>();
     let onJoin: (() => void) | null = null;
     const server = await serveNode(node, {
@@ -65,7 +86,9 @@ export class EmbeddedCluster {
     });
     node.start(0n);
     const children: RoleProcess[] = [];
+    let metricsServer: MetricsServer | null = null;
     try {
+      if (registry && opts.metricsPort !== undefined) metricsServer = await serveMetrics(registry, { port: opts.metricsPort });
       for (let i = 1; i <= opts.preExecutors; i++) {
         children.push(await RoleProcess.start('pre-executor', ['--dir', opts.dir, '--app', opts.app, '--name', `pre-${i}`]));
       }
@@ -75,19 +98,21 @@ export class EmbeddedCluster {
         onJoin();
       });
     } catch (e) {
+      await metricsServer?.close();
       await Promise.all(children.map((c) => c.stop(1000)));
       await server.close();
       await sequencer.close();
       store.store.close();
       throw e;
     }
-    return new EmbeddedCluster(app, node, store, sequencer, server, children);
+    return new EmbeddedCluster(app, node, store, sequencer, server, children, metricsServer);
   }
 
   /** Stops the pre-executors, then the node; the log stays on disk for the next start. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.metrics?.close();
     await Promise.all(this.children.map((c) => c.stop(2000)));
     await this.server.close();
     await this.sequencer.close();

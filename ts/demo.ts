@@ -21,6 +21,8 @@ export interface DemoOptions {
   deadlineMs: number;
   seed: number;
   dir?: string;
+  /** Serve Prometheus metrics on this port (0: any free one); none if undefined. */
+  metricsPort?: number;
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -42,7 +44,14 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     `demo: bank, ${fmt(o.accounts)} accounts (Zipf α ${o.alpha}), ${o.preExecutors} pre-executor processes, ` +
       `${o.concurrency} clients in closed loop for ${o.seconds} s; seed ${o.seed}`,
   );
-  const cluster = await EmbeddedCluster.start({ dir, app: 'bank', preExecutors: o.preExecutors, deadlineMs: o.deadlineMs });
+  const cluster = await EmbeddedCluster.start({
+    dir,
+    app: 'bank',
+    preExecutors: o.preExecutors,
+    deadlineMs: o.deadlineMs,
+    ...(o.metricsPort !== undefined && { metricsPort: o.metricsPort }),
+  });
+  if (cluster.metricsPort !== null) say(`demo: metrics at http://127.0.0.1:${cluster.metricsPort}/metrics`);
   let ok = false;
   try {
     const work = bankWorkload({ accounts: o.accounts, alpha: o.alpha, seed: o.seed });

@@ -5,7 +5,7 @@ import type { LookupTable, Natives, Outcome } from '../app/exec.js';
 import { decodeTx, TxError, type DecodedTx } from '../app/tx.js';
 import type { Decision } from './merge.js';
 import type { Effect } from './preexecutor.js';
-import { Primary, type Applied, type PrimaryStats, type PrimaryStore } from './primary.js';
+import { Primary, type Applied, type PrimaryOptions, type PrimaryStats, type PrimaryStore } from './primary.js';
 import type { Sequencer } from './sequencer.js';
 
 /** How the node reaches one pre-executor. */
@@ -31,6 +31,10 @@ export interface NodeOptions {
   rememberOutcomes?: number;
   /** Called after each applied batch, e.g. for metrics. */
   onApplied?: (batch: readonly Applied[]) => void;
+  /** Passed to the primary: time spent merging each batch, e.g. for metrics. */
+  onMerged?: PrimaryOptions['onMerged'];
+  /** Called when `submit` resolves, with the time from the call to the final reply (ms). */
+  onReplied?: (ms: number, reply: Reply) => void;
 }
 
 interface PoolEntry {
@@ -59,6 +63,7 @@ export class EmbeddedNode {
     this.primary = new Primary(app, store, natives, {
       deadlineMs: opts.deadlineMs,
       onApplied: (batch) => this.applied(batch),
+      ...(opts.onMerged ? { onMerged: opts.onMerged } : {}),
     });
   }
 
@@ -108,6 +113,15 @@ export class EmbeddedNode {
    * resolves with the primary's final outcome. Bad input throws a `TxError` and changes nothing.
    */
   async submit(raw: unknown): Promise<Reply> {
+    const onReplied = this.opts.onReplied;
+    if (!onReplied) return this.admit(raw);
+    const t0 = performance.now();
+    const reply = await this.admit(raw);
+    onReplied(performance.now() - t0, reply);
+    return reply;
+  }
+
+  private async admit(raw: unknown): Promise<Reply> {
     const tx = decodeTx(raw);
     if (!Object.hasOwn(this.app.commands, tx.command)) {
       throw new TxError(`unknown command ${JSON.stringify(tx.command)} for app ${this.app.name}`);

@@ -21,6 +21,8 @@ export async function runPreExecutor(opts: {
   app: App;
   natives: Natives;
   log?: (m: string) => void;
+  /** Called after each batch is executed, with its size and the time it took (ms), e.g. for metrics. */
+  onBatch?: (txs: number, ms: number) => void;
 }): Promise<PreExecutorProcess> {
   const log = opts.log ?? ((m: string) => console.error(m));
   const conn: Conn = await connect({ path: opts.path, secret: opts.secret, role: PRE_EXECUTOR_ROLE + opts.name, log });
@@ -43,7 +45,9 @@ export async function runPreExecutor(opts: {
           log(`pre-executor ${opts.name}: skipping a transaction: ${e instanceof Error ? e.message : String(e)}`);
         }
       }
+      const t0 = performance.now();
       const msg: PreToNode = { t: 'results', results: pre.run(txs) };
+      opts.onBatch?.(txs.length, performance.now() - t0);
       conn.send(msg);
     } catch (e) {
       log(`pre-executor ${opts.name}: ${e instanceof Error ? e.message : String(e)}; closing`);

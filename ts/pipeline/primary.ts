@@ -28,6 +28,8 @@ export interface PrimaryOptions {
   deadlineMs: number;
   /** Called once per transaction, in timestamp order, after its writes are in the store. */
   onApplied(batch: readonly Applied[]): void;
+  /** Called per batch with the time spent merging and storing it (ms; waiting for results excluded). */
+  onMerged?(ms: number, size: number): void;
 }
 
 export interface PrimaryStats {
@@ -95,6 +97,7 @@ export class Primary {
   async deliver(batch: readonly Sequenced[]): Promise<void> {
     if (batch.length === 0) return;
     await this.awaitResults(batch);
+    const t0 = this.opts.onMerged ? performance.now() : 0;
     const overlay = new Overlay(this.store, batch, this.offers);
     const applied: Applied[] = [];
     const writes: [string, bigint, Uint8Array | null][] = [];
@@ -116,6 +119,7 @@ export class Primary {
       this.expected.delete(tx.digest);
     }
     this.store.write(writes);
+    this.opts.onMerged?.(performance.now() - t0, batch.length);
     this.opts.onApplied(applied);
   }
 

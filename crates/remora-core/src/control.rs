@@ -29,9 +29,9 @@ const MAC: usize = 32;
 /// A peer that does not finish the handshake in this time is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-const OP_LOOKUP: u8 = 1;
-const REPLY_OK: u8 = 0;
-const REPLY_ERR: u8 = 1;
+pub(crate) const OP_LOOKUP: u8 = 1;
+pub(crate) const REPLY_OK: u8 = 0;
+pub(crate) const REPLY_ERR: u8 = 1;
 
 pub fn check_secret(secret: &[u8]) -> Result<()> {
     if secret.len() < MIN_SECRET {
@@ -212,7 +212,10 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn answer(store: &Store, req: &[u8], peer: &str) -> Result<Vec<u8>> {
+/// Answers one control request (`[op] body`) with `[REPLY_OK] body`. Shared with the `tcp`
+/// transport, which carries the same lookup request inside its own frames. An
+/// `Error::Frame` means the request was malformed; other errors are well-formed bad requests.
+pub(crate) fn answer(store: &Store, req: &[u8], peer: &str) -> Result<Vec<u8>> {
     let mut c = Cursor::new(req, peer);
     match c.u8()? {
         OP_LOOKUP => {
@@ -398,37 +401,48 @@ impl ControlClient {
     /// Addresses of `ids` at the owner (`None`: the owner has no such object).
     pub fn lookup(&mut self, ids: &[&[u8]]) -> Result<Vec<Option<Addr>>> {
         let mut req = vec![OP_LOOKUP];
-        req.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-        for id in ids {
-            check_id(id)?;
-            req.extend_from_slice(&(id.len() as u16).to_le_bytes());
-            req.extend_from_slice(id);
-        }
+        encode_lookup(&mut req, ids)?;
         let body = self.call(&req)?;
-        let mut c = Cursor::new(&body, &self.peer);
-        let n = c.u32()? as usize;
-        if n != ids.len() {
-            return Err(Error::Frame {
-                peer: self.peer.clone(),
-                why: format!("asked for {} addresses, got {n}", ids.len()),
-            });
-        }
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            out.push(match c.u8()? {
-                0 => None,
-                _ => Some(Addr {
-                    region: c.u32()?,
-                    offset: c.u64()?,
-                }),
-            });
-        }
-        c.end()?;
-        Ok(out)
+        decode_lookup(&body, ids.len(), &self.peer)
     }
 
     /// Sends raw bytes as one frame and returns the raw reply: for tests of bad input.
     pub fn call_raw(&mut self, req: &[u8]) -> Result<Vec<u8>> {
         self.call(req)
     }
+}
+
+/// Appends the body of a lookup request for `ids` (after its op byte).
+pub(crate) fn encode_lookup(req: &mut Vec<u8>, ids: &[&[u8]]) -> Result<()> {
+    req.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        check_id(id)?;
+        req.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        req.extend_from_slice(id);
+    }
+    Ok(())
+}
+
+/// Parses the body of a lookup reply (after its status byte) that must hold `wanted` answers.
+pub(crate) fn decode_lookup(body: &[u8], wanted: usize, peer: &str) -> Result<Vec<Option<Addr>>> {
+    let mut c = Cursor::new(body, peer);
+    let n = c.u32()? as usize;
+    if n != wanted {
+        return Err(Error::Frame {
+            peer: peer.to_string(),
+            why: format!("asked for {wanted} addresses, got {n}"),
+        });
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(match c.u8()? {
+            0 => None,
+            _ => Some(Addr {
+                region: c.u32()?,
+                offset: c.u64()?,
+            }),
+        });
+    }
+    c.end()?;
+    Ok(out)
 }

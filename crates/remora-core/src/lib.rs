@@ -17,4 +17,5 @@ pub use remote::{RemoteStats, RemoteStore};
 pub use slot::Lookup;
 pub use store::{Addr, Store, StoreConfig, StoreStats};
 pub use transport::shm::{ShmPeer, ShmTransport};
+pub use transport::tcp::{TcpPeer, TcpServer, TcpTransport};
 pub use transport::{RemoteMemory, Transport};

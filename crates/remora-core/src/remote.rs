@@ -9,9 +9,12 @@ use crate::transport::RemoteMemory;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
-/// Copies of one slot tried before giving up (the owner may be stopped mid-write).
+/// Copies of one slot tried before giving up (the owner may be stopped mid-write) ...
 pub const MAX_ATTEMPTS: u32 = 100_000;
+/// ... and for at least this long.
+pub const MIN_UNSTABLE_TIME: Duration = Duration::from_secs(2);
 
 /// Counters of what remote reads met; torn copies are counted, never returned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -135,7 +138,12 @@ impl<M: RemoteMemory> RemoteStore<M> {
         };
         bump(&self.counters.reads);
         let mut buf = Vec::new();
-        for attempt in 0..MAX_ATTEMPTS {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        // Give up only after many attempts *and* some wall time: a reader starved of CPU (more
+        // runnable threads than cores) must not mistake its own stalls for an unstable object.
+        while attempt < MAX_ATTEMPTS || started.elapsed() < MIN_UNSTABLE_TIME {
+            attempt = attempt.saturating_add(1);
             let info = self.info(addr.region)?;
             let Some(class) = info.class else {
                 return Err(Error::Remote {
@@ -177,7 +185,7 @@ impl<M: RemoteMemory> RemoteStore<M> {
                         Reject::Skew => &self.counters.skew,
                         Reject::Malformed => &self.counters.malformed,
                     });
-                    if attempt < 64 {
+                    if attempt <= 64 {
                         std::hint::spin_loop();
                     } else {
                         std::thread::yield_now();
@@ -187,7 +195,7 @@ impl<M: RemoteMemory> RemoteStore<M> {
         }
         Err(Error::Unstable {
             id: show_id(id),
-            attempts: MAX_ATTEMPTS,
+            attempts: attempt,
         })
     }
 

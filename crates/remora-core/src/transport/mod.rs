@@ -7,6 +7,7 @@ use crate::slot::{self, Reject, Snapshot};
 use crate::store::Addr;
 
 pub mod shm;
+pub mod tcp;
 
 /// A peer's registered memory, as seen from this process.
 pub trait RemoteMemory: Send + Sync {

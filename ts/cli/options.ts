@@ -1,0 +1,33 @@
+// Command-line option parsing shared by the commands and the roles.
+
+/** A mistake in how the command was called: usage goes with it, and exit code 2. */
+export class UsageError extends Error {}
+
+export function intOption(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${name} must be an integer from ${min} to ${max}, got '${raw}'`);
+  }
+  return n;
+}
+
+export function seedOption(raw: string | undefined): bigint | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const n = BigInt(raw);
+    if (n >= 0n && n < 1n << 64n) return n;
+  } catch {
+    // Not an integer: reported below.
+  }
+  throw new UsageError(`--seed must be an unsigned 64-bit integer, got '${raw}'`);
+}
+
+/** `--metrics-port`: undefined when absent (no endpoint), 0 for any free port. */
+export const metricsPortOption = (raw: string | undefined): number | undefined =>
+  raw === undefined ? undefined : intOption(raw, 'metrics-port', 0, 0, 65_535);
+
+export function required(raw: string | undefined, name: string): string {
+  if (raw === undefined) throw new UsageError(`--${name} is required`);
+  return raw;
+}

@@ -1,0 +1,283 @@
+// Prometheus metrics (prom-client): a registry per process, the node's and a pre-executor's
+// metrics fed from the pipeline's callbacks, and a small HTTP endpoint serving them.
+// The pipeline itself knows nothing of Prometheus: it calls hooks, and this module listens.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { NodeOptions } from './pipeline/node.js';
+import type { Applied, PrimaryStats } from './pipeline/primary.js';
+
+export { Registry } from 'prom-client';
+
+/**
+ * A fresh registry holding the default process metrics (CPU, memory, event loop, GC). Not the
+ * global one, so several (a node and in-process pre-executors, tests) can live in one process.
+ */
+export function createRegistry(): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return registry;
+}
+
+/** 0.1 ms … 5 s: from a lone transaction on an idle node to one stuck behind deadlines. */
+const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+/** 10 µs … 1 s: the CPU time of one batch. */
+const BATCH_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+
+/** What the node metrics read when scraped (an `EmbeddedNode` is one). */
+export interface NodeSource {
+  readonly stats: PrimaryStats;
+  poolStats(): readonly { name: string; executed: number; outstanding: number }[];
+}
+
+export interface NodeMetricsOptions {
+  /** Applied transactions the adoption ratio is computed over (default 1000). */
+  adoptionWindow?: number;
+}
+
+/** The hooks of `EmbeddedNode` the metrics are fed from. */
+export type NodeMetricsHooks = Required<Pick<NodeOptions, 'onApplied' | 'onMerged' | 'onReplied'>>;
+
+/**
+ * The node's metrics. Counters and histograms are fed by `hooks` (pass them to the
+ * `EmbeddedNode` constructor); gauges and the counters mirrored from `PrimaryStats` are read
+ * from the `attach`ed node only when scraped.
+ */
+export class NodeMetrics {
+  readonly hooks: NodeMetricsHooks;
+  private source: NodeSource | null = null;
+  private sequencerTs: (() => bigint) | null = null;
+  /** Decisions of the last `window.length` applied transactions: 1 adopted, 0 not. */
+  private readonly window: Uint8Array;
+  private windowNext = 0;
+  private windowFilled = 0;
+  private windowAdopted = 0;
+
+  constructor(registry: Registry, opts: NodeMetricsOptions = {}) {
+    const size = opts.adoptionWindow ?? 1000;
+    if (!Number.isSafeInteger(size) || size < 1) throw new RangeError(`adoptionWindow must be a positive integer, got ${size}`);
+    this.window = new Uint8Array(size);
+    const registers = [registry];
+    const applied = new Counter({
+      name: 'remora_transactions_applied_total',
+      help: 'Transactions applied by the primary, by merge decision.',
+      labelNames: ['decision'] as const,
+      registers,
+    });
+    for (const decision of ['adopted', 'reexecuted', 'executed']) applied.labels(decision).inc(0);
+    const aborted = new Counter({
+      name: 'remora_transactions_aborted_total',
+      help: 'Applied transactions whose outcome is an abort.',
+      registers,
+    });
+    const submitLatency = new Histogram({
+      name: 'remora_submit_latency_seconds',
+      help: 'Time from submit to the final reply (resolved submits only).',
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    const mergeBatch = new Histogram({
+      name: 'remora_merge_batch_seconds',
+      help: 'Time the primary spends merging and storing one delivered batch (waiting for results excluded).',
+      buckets: BATCH_BUCKETS,
+      registers,
+    });
+    const pool = () => this.source?.poolStats() ?? [];
+    const adoption = () => (this.windowFilled === 0 ? NaN : this.windowAdopted / this.windowFilled);
+    const sequencerTs = () => this.sequencerTs?.();
+    new Gauge({
+      name: 'remora_adoption_ratio',
+      help: `Share of the last ${size} applied transactions whose pre-executed result was adopted (NaN before any).`,
+      registers,
+      collect() {
+        this.set(adoption());
+      },
+    });
+    new Gauge({
+      name: 'remora_preexecutor_pool_size',
+      help: 'Pre-executors attached to the node.',
+      registers,
+      collect() {
+        this.set(pool().length);
+      },
+    });
+    new Gauge({
+      name: 'remora_preexecutor_outstanding',
+      help: 'Transactions handed to a pre-executor whose results have not come back.',
+      labelNames: ['preexecutor'] as const,
+      registers,
+      collect() {
+        // Detached pre-executors disappear rather than report a stale value.
+        this.reset();
+        for (const p of pool()) this.labels(p.name).set(p.outstanding);
+      },
+    });
+    const seenExecuted = new Map<string, number>();
+    new Counter({
+      name: 'remora_preexecutor_executed_total',
+      help: 'Results a pre-executor returned to the node.',
+      labelNames: ['preexecutor'] as const,
+      registers,
+      collect() {
+        for (const p of pool()) {
+          const before = seenExecuted.get(p.name) ?? 0;
+          // A name attached again starts from zero: count all of its new results.
+          const delta = p.executed >= before ? p.executed - before : p.executed;
+          seenExecuted.set(p.name, p.executed);
+          this.labels(p.name).inc(delta);
+        }
+      },
+    });
+    new Counter({
+      name: 'remora_native_signature_verifies_total',
+      help: 'Signatures the primary verified itself (native calls).',
+      registers,
+      collect: mirror(() => this.source?.stats.nativeVerifies),
+    });
+    new Counter({
+      name: 'remora_signatures_from_tables_total',
+      help: "Signature checks the primary took from pre-executors' lookup tables instead of verifying.",
+      registers,
+      collect: mirror(() => this.source?.stats.authFromTables),
+    });
+    new Gauge({
+      name: 'remora_sequencer_last_ts',
+      help: 'Newest timestamp the sequencer assigned.',
+      registers,
+      collect() {
+        const ts = sequencerTs();
+        if (ts !== undefined) this.set(Number(ts));
+      },
+    });
+
+    this.hooks = {
+      onApplied: (batch: readonly Applied[]) => {
+        let adopted = 0;
+        let reexecuted = 0;
+        let abortedCount = 0;
+        const w = this.window;
+        for (const a of batch) {
+          const isAdopted = a.decision === 'adopted' ? 1 : 0;
+          if (isAdopted) adopted++;
+          else if (a.decision === 'reexecuted') reexecuted++;
+          if (a.outcome.status === 'aborted') abortedCount++;
+          this.windowAdopted += isAdopted - (w[this.windowNext] ?? 0);
+          w[this.windowNext] = isAdopted;
+          this.windowNext = (this.windowNext + 1) % w.length;
+        }
+        this.windowFilled = Math.min(w.length, this.windowFilled + batch.length);
+        const executed = batch.length - adopted - reexecuted;
+        if (adopted > 0) applied.labels('adopted').inc(adopted);
+        if (reexecuted > 0) applied.labels('reexecuted').inc(reexecuted);
+        if (executed > 0) applied.labels('executed').inc(executed);
+        if (abortedCount > 0) aborted.inc(abortedCount);
+      },
+      onMerged: (ms: number) => mergeBatch.observe(ms / 1000),
+      onReplied: (ms: number) => submitLatency.observe(ms / 1000),
+    };
+  }
+
+  /** The node (and optionally the sequencer's newest timestamp) scrapes read from. */
+  attach(source: NodeSource, sequencerTs?: () => bigint): void {
+    this.source = source;
+    this.sequencerTs = sequencerTs ?? null;
+  }
+}
+
+/** A counter's `collect` that follows a monotonic number kept elsewhere. */
+function mirror(read: () => number | undefined): (this: Counter) => void {
+  let seen = 0;
+  return function (this: Counter) {
+    const now = read();
+    if (now === undefined || now <= seen) return;
+    this.inc(now - seen);
+    seen = now;
+  };
+}
+
+/** What the pre-executor metrics read when scraped (a `PreExecutor` is one). */
+export interface PreExecutorSource {
+  readonly appliedTs: bigint;
+}
+
+/** A pre-executor process's metrics; `onBatch` goes to `runPreExecutor`. */
+export class PreExecutorMetrics {
+  readonly onBatch: (txs: number, ms: number) => void;
+  private source: PreExecutorSource | null = null;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    const transactions = new Counter({
+      name: 'remora_preexec_transactions_total',
+      help: 'Transactions this pre-executor executed.',
+      registers,
+    });
+    const batchSeconds = new Histogram({
+      name: 'remora_preexec_batch_seconds',
+      help: 'Time to execute one batch handed over by the node (signature checks included).',
+      buckets: BATCH_BUCKETS,
+      registers,
+    });
+    const appliedTs = () => this.source?.appliedTs;
+    new Gauge({
+      name: 'remora_preexec_applied_ts',
+      help: "Newest timestamp of the primary's effects this pre-executor's state holds.",
+      registers,
+      collect() {
+        const ts = appliedTs();
+        if (ts !== undefined) this.set(Number(ts));
+      },
+    });
+    this.onBatch = (txs, ms) => {
+      transactions.inc(txs);
+      batchSeconds.observe(ms / 1000);
+    };
+  }
+
+  attach(source: PreExecutorSource): void {
+    this.source = source;
+  }
+}
+
+export interface MetricsServer {
+  /** The port bound (the one asked for, or the one the system chose for 0). */
+  readonly port: number;
+  /** Stops listening and drops open connections. */
+  close(): Promise<void>;
+}
+
+/** Serves `registry` at `GET /metrics` over HTTP; every other request gets a 404. */
+export async function serveMetrics(registry: Registry, opts: { port: number; host?: string }): Promise<MetricsServer> {
+  const server = createServer((req, res) => void respond(registry, req, res));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('metrics server has no TCP address');
+  let closing: Promise<void> | null = null;
+  return {
+    port: address.port,
+    close: () =>
+      (closing ??= new Promise<void>((resolve, reject) => {
+        server.close((e) => (e ? reject(e) : resolve()));
+        server.closeAllConnections();
+      })),
+  };
+}
+
+async function respond(registry: Registry, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = (req.url ?? '').split('?', 1)[0];
+  if (req.method !== 'GET' || path !== '/metrics') {
+    res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end('not found; metrics are at GET /metrics\n');
+    return;
+  }
+  try {
+    const body = await registry.metrics();
+    res.writeHead(200, { 'Content-Type': registry.contentType }).end(body);
+  } catch (e) {
+    res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`${e instanceof Error ? e.message : String(e)}\n`);
+  }
+}
