@@ -8,10 +8,12 @@
 
 use crate::error::{Error, IoContext, Result};
 use memmap2::{MmapOptions, MmapRaw};
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
 
 pub const PAGE: usize = 4096;
 /// The first page of every region describes it.
@@ -303,5 +305,35 @@ impl Region {
     fn bytes(&self) -> &[AtomicU8] {
         // SAFETY: as for `words`; `AtomicU8` has the layout of `u8`.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU8, self.info.bytes) }
+    }
+}
+
+/// A peer's regions, attached on first use and kept: a region file never changes size while
+/// its owner lives, so a mapping stays valid.
+pub(crate) struct AttachedRegions {
+    dir: PathBuf,
+    regions: RwLock<HashMap<u32, Arc<Region>>>,
+}
+
+impl AttachedRegions {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            regions: RwLock::default(),
+        }
+    }
+
+    pub(crate) fn get(&self, id: u32) -> Result<Arc<Region>> {
+        if let Some(r) = self
+            .regions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Ok(r.clone());
+        }
+        let region = Arc::new(Region::attach(&self.dir, id)?);
+        let mut map = self.regions.write().unwrap_or_else(|e| e.into_inner());
+        Ok(map.entry(id).or_insert(region).clone())
     }
 }

@@ -4,12 +4,11 @@
 use super::{RemoteMemory, Transport};
 use crate::control::{check_secret, ControlClient, SOCKET_NAME};
 use crate::error::Result;
-use crate::region::{Region, RegionInfo};
+use crate::region::{AttachedRegions, Region, RegionInfo};
 use crate::slot::{self, Reject, Snapshot};
 use crate::store::{check_name, Addr};
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 pub struct ShmTransport {
     dir: PathBuf,
@@ -40,8 +39,7 @@ impl Transport for ShmTransport {
         let control = ControlClient::connect(&dir.join(SOCKET_NAME), &self.secret)?;
         Ok(ShmPeer {
             name: format!("shm peer '{peer}'"),
-            dir,
-            regions: RwLock::default(),
+            regions: AttachedRegions::new(dir),
             control: Mutex::new(control),
         })
     }
@@ -49,25 +47,13 @@ impl Transport for ShmTransport {
 
 pub struct ShmPeer {
     name: String,
-    dir: PathBuf,
-    /// Regions mapped so far; a region file never changes size while its owner lives.
-    regions: RwLock<HashMap<u32, Arc<Region>>>,
+    regions: AttachedRegions,
     control: Mutex<ControlClient>,
 }
 
 impl ShmPeer {
     fn region(&self, id: u32) -> Result<Arc<Region>> {
-        if let Some(r) = self
-            .regions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-        {
-            return Ok(r.clone());
-        }
-        let region = Arc::new(Region::attach(&self.dir, id)?);
-        let mut map = self.regions.write().unwrap_or_else(|e| e.into_inner());
-        Ok(map.entry(id).or_insert(region).clone())
+        self.regions.get(id)
     }
 }
 

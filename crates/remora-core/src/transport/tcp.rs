@@ -25,7 +25,7 @@ use crate::control::{
     read_frame, Cursor, MAX_FRAME, OP_LOOKUP, REPLY_ERR, REPLY_OK,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::region::{Region, RegionInfo};
+use crate::region::{AttachedRegions, Region, RegionInfo};
 use crate::store::{Addr, Store};
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
@@ -33,7 +33,7 @@ use std::net::ToSocketAddrs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -109,34 +109,23 @@ impl From<Error> for Fault {
 struct Shared {
     store: Weak<Store>,
     name: String,
-    dir: PathBuf,
     secret: Vec<u8>,
     /// The store's regions, mapped the way an `shm` peer maps them: read-only unless the
     /// region's header says remote-writable, so `Region::write` enforces writability here
     /// exactly as it does for `shm` peers. A region never changes size while its owner lives.
-    regions: RwLock<HashMap<u32, Arc<Region>>>,
+    regions: AttachedRegions,
 }
 
 impl Shared {
     fn region(&self, id: u32) -> Result<Arc<Region>> {
-        if let Some(r) = self
-            .regions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-        {
-            return Ok(r.clone());
-        }
-        let region = Region::attach(&self.dir, id).map_err(|e| match e {
+        self.regions.get(id).map_err(|e| match e {
             // Name the store, not this host's directory layout.
             Error::NoRegion { region, .. } => Error::NoRegion {
                 store: self.name.clone(),
                 region,
             },
             e => e,
-        })?;
-        let mut map = self.regions.write().unwrap_or_else(|e| e.into_inner());
-        Ok(map.entry(id).or_insert(Arc::new(region)).clone())
+        })
     }
 
     /// Appends the reply body (status byte first) for `req` (`[op] body`) to `out`.
@@ -271,9 +260,8 @@ impl TcpServer {
         let shared = Arc::new(Shared {
             store: Arc::downgrade(store),
             name: store.name().to_string(),
-            dir: store.dir().to_path_buf(),
             secret: secret.to_vec(),
-            regions: RwLock::default(),
+            regions: AttachedRegions::new(store.dir().to_path_buf()),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<HashMap<usize, TcpStream>>> = Arc::default();
