@@ -9,8 +9,9 @@ import { nativeFunctions } from '../ts/app/natives.js';
 import { executeSequentially } from '../ts/app/reference.js';
 import type { DecodedTx } from '../ts/app/tx.js';
 import { loadApp } from '../ts/apps/index.js';
-import { EmbeddedNode, type PreExecutorLink, type Reply } from '../ts/pipeline/node.js';
+import { EmbeddedNode, type NodeOptions, type PreExecutorLink, type Reply } from '../ts/pipeline/node.js';
 import { PreExecutor, type Effect } from '../ts/pipeline/preexecutor.js';
+import type { Policy } from '../ts/pipeline/scheduler.js';
 import { EmbeddedSequencer, readSequence } from '../ts/pipeline/sequencer.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import { Store } from '../ts/store.js';
@@ -83,16 +84,17 @@ describe('pipeline on one host', () => {
   });
   afterEach(() => cluster.cleanup());
 
-  it('equals sequential execution with slow, stale, silent and crashing pre-executors', async () => {
+  /** Runs `total` transactions through a node scheduling with `scheduling` and checks them. */
+  async function property(total: number, scheduling: Pick<NodeOptions, 'policy' | 'scheduling'>): Promise<void> {
     const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
-    const total = Number(process.env['REMORA_PIPELINE_TXS'] ?? 100_000);
-    console.log(`pipeline property test: seed ${seed}, ${total} transactions (REMORA_SEED to replay)`);
+    const policy = `${scheduling.policy ?? 'load (default)'}${scheduling.scheduling?.hotToPrimary ? ', hotToPrimary' : ''}`;
+    console.log(`pipeline property test: seed ${seed}, ${total} transactions, ${policy} (REMORA_SEED to replay)`);
     const rand = rng(seed);
     const app = loadApp('kv');
     const logDir = join(cluster.dir, 'log');
     const sequencer = new EmbeddedSequencer(logDir);
     const store = new NativePrimaryStore(Store.create({ dir: cluster.dir, name: 'primary', secret: cluster.secret }));
-    const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, { deadlineMs: 2 });
+    const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, { deadlineMs: 2, ...scheduling });
     const behaviours: Behaviour[] = ['prompt', 'slow', 'stale', 'silent', 'crashes'];
     for (const b of behaviours) node.addPreExecutor(new FaultyLink(b, app, b, node, rand));
     node.start();
@@ -116,7 +118,7 @@ describe('pipeline on one host', () => {
     const stats = { ...node.stats };
     await sequencer.close();
     store.store.close();
-    console.log(JSON.stringify({ stats, pool: node.poolStats() }));
+    console.log(JSON.stringify({ stats, pool: node.poolStats(), hot: [...node.scheduler.hot] }));
 
     const entries = await readSequence(logDir);
     expect(entries.length).toBe(total - replies.filter((r) => r.duplicate).length);
@@ -132,5 +134,21 @@ describe('pipeline on one host', () => {
     expect(stats.reexecuted).toBeGreaterThan(0);
     expect(stats.executed).toBeGreaterThan(0);
     expect(stats.applied).toBe(entries.length);
+  }
+
+  it('equals sequential execution with slow, stale, silent and crashing pre-executors', async () => {
+    await property(Number(process.env['REMORA_PIPELINE_TXS'] ?? 100_000), {});
+  });
+
+  // The other policies on a smaller run each (the default one above is today's behaviour).
+  const extra: { policy: Policy; hotToPrimary: boolean }[] = [
+    { policy: 'round-robin', hotToPrimary: false },
+    { policy: 'load+affinity', hotToPrimary: false },
+    { policy: 'load+affinity+hot', hotToPrimary: false },
+    { policy: 'load+affinity+hot', hotToPrimary: true },
+  ];
+  it.each(extra)('equals sequential execution scheduling with $policy (hotToPrimary: $hotToPrimary)', async (c) => {
+    const total = Math.min(20_000, Number(process.env['REMORA_PIPELINE_TXS'] ?? 20_000));
+    await property(total, { policy: c.policy, scheduling: { hotToPrimary: c.hotToPrimary } });
   });
 });

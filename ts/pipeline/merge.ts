@@ -10,24 +10,28 @@ export interface Merged {
   table: LookupTable;
   decision: Decision;
   counts: ExecCounts | null;
+  /** Re-executed only: the recorded reads whose version was no longer current (the conflicts). */
+  conflicts: string[];
 }
 
-/** True when every versioned input the pre-executor saw is still the current version. */
-export function stillCurrent(table: LookupTable, state: StateSource): boolean {
-  return table.reads.every(([id, version]) => state.read(id).version === version);
+/** The recorded reads whose version is no longer the current one: the conflicts. */
+export function staleReads(table: LookupTable, state: StateSource): string[] {
+  return table.reads.filter(([id, version]) => state.read(id).version !== version).map(([id]) => id);
 }
 
 /**
  * Merges one transaction, in sequence order, against the primary's current state. Adopting is
- * safe exactly when `stillCurrent` holds: execution is a deterministic function of the
+ * safe exactly when no read is stale: execution is a deterministic function of the
  * transaction and the values it reads, and equal versions mean equal values.
  */
 export function merge(app: App, tx: DecodedTx, table: LookupTable | undefined, state: StateSource, natives: Natives): Merged {
   if (!table) {
     const r = execute(app, tx, state, natives);
-    return { table: r.table, decision: 'executed', counts: r.counts };
+    return { table: r.table, decision: 'executed', counts: r.counts, conflicts: [] };
   }
-  if (stillCurrent(table, state)) return { table, decision: 'adopted', counts: null };
+  // Judged before executing, against the state the table is checked on.
+  const conflicts = staleReads(table, state);
+  if (conflicts.length === 0) return { table, decision: 'adopted', counts: null, conflicts };
   const r = execute(app, tx, state, natives, hintsFrom(table));
-  return { table: r.table, decision: 'reexecuted', counts: r.counts };
+  return { table: r.table, decision: 'reexecuted', counts: r.counts, conflicts };
 }

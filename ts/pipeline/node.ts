@@ -4,8 +4,10 @@ import type { App } from '../app/app.js';
 import type { LookupTable, Natives, Outcome } from '../app/exec.js';
 import { decodeTx, TxError, type DecodedTx } from '../app/tx.js';
 import type { Decision } from './merge.js';
+import { ConflictFeedback, type FeedbackOptions } from './feedback.js';
 import type { Effect } from './preexecutor.js';
 import { Primary, type Applied, type PrimaryOptions, type PrimaryStats, type PrimaryStore } from './primary.js';
+import { Scheduler, type Policy, type SchedulerOptions } from './scheduler.js';
 import type { Sequencer } from './sequencer.js';
 
 /** How the node reaches one pre-executor. */
@@ -35,17 +37,28 @@ export interface NodeOptions {
   onMerged?: PrimaryOptions['onMerged'];
   /** Called when `submit` resolves, with the time from the call to the final reply (ms). */
   onReplied?: (ms: number, reply: Reply) => void;
+  /**
+   * Which pre-executor admission hands a transaction (default `load`, the behaviour before
+   * policies existed; the default will be the one the scheduling benchmark picks).
+   */
+  policy?: Policy;
+  /** Tuning of the policy: affinity slack and capacity, `hotToPrimary`. */
+  scheduling?: Omit<SchedulerOptions, 'policy'>;
+  /** When an object counts as hot, and how fast conflict counts decay. */
+  feedback?: FeedbackOptions;
 }
 
 interface PoolEntry {
   link: PreExecutorLink;
-  outstanding: number;
   executed: number;
   queued: DecodedTx[];
 }
 
 export class EmbeddedNode {
   readonly primary: Primary;
+  readonly scheduler: Scheduler;
+  /** Conflicts per object and misses per pre-executor, fed by every applied batch. */
+  readonly feedback: ConflictFeedback;
   private readonly pool = new Map<string, PoolEntry>();
   private readonly waiters = new Map<string, ((a: Applied) => void)[]>();
   private readonly recent = new Map<string, Applied>();
@@ -60,6 +73,8 @@ export class EmbeddedNode {
     store: PrimaryStore,
     private readonly opts: NodeOptions,
   ) {
+    this.scheduler = new Scheduler({ ...opts.scheduling, policy: opts.policy ?? 'load' });
+    this.feedback = new ConflictFeedback(opts.feedback);
     this.primary = new Primary(app, store, natives, {
       deadlineMs: opts.deadlineMs,
       onApplied: (batch) => this.applied(batch),
@@ -81,19 +96,21 @@ export class EmbeddedNode {
 
   addPreExecutor(link: PreExecutorLink): void {
     if (this.pool.has(link.name)) throw new Error(`pre-executor ${link.name} is already attached`);
-    this.pool.set(link.name, { link, outstanding: 0, executed: 0, queued: [] });
+    this.pool.set(link.name, { link, executed: 0, queued: [] });
+    this.scheduler.add(link.name);
   }
 
   /** Detaches a pre-executor (left or crashed): its outstanding work falls to the deadline. */
   removePreExecutor(name: string): void {
     this.pool.delete(name);
+    this.scheduler.remove(name);
   }
 
   /** A pre-executor's result for `digest`. */
   result(from: string, digest: string, table: LookupTable): void {
     const p = this.pool.get(from);
     if (p) {
-      p.outstanding = Math.max(0, p.outstanding - 1);
+      this.scheduler.completed(from);
       p.executed++;
     }
     this.primary.offer(digest, table, from);
@@ -101,7 +118,11 @@ export class EmbeddedNode {
 
   /** Work per pre-executor: results returned and results still owed. */
   poolStats(): { name: string; executed: number; outstanding: number }[] {
-    return [...this.pool.values()].map((p) => ({ name: p.link.name, executed: p.executed, outstanding: p.outstanding }));
+    return [...this.pool.values()].map((p) => ({
+      name: p.link.name,
+      executed: p.executed,
+      outstanding: this.scheduler.outstanding(p.link.name),
+    }));
   }
 
   get stats(): PrimaryStats {
@@ -162,12 +183,11 @@ export class EmbeddedNode {
     this.waiters.delete(digest);
   }
 
-  /** Least outstanding work first; sent in one message per pre-executor per tick. */
+  /** The scheduler picks the pre-executor; sent in one message per pre-executor per tick. */
   private dispatch(tx: DecodedTx): boolean {
-    let best: PoolEntry | undefined;
-    for (const p of this.pool.values()) if (!best || p.outstanding < best.outstanding) best = p;
+    const name = this.scheduler.choose(tx.objects);
+    const best = name === null ? undefined : this.pool.get(name);
     if (!best) return false;
-    best.outstanding++;
     best.queued.push(tx);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -204,6 +224,8 @@ export class EmbeddedNode {
     }
     const effects: Effect[] = batch.filter((a) => a.writes.length > 0).map((a) => [a.ts, a.writes]);
     if (effects.length > 0) for (const p of this.pool.values()) p.link.sendEffects(effects);
+    this.feedback.record(batch);
+    if (this.scheduler.policy === 'load+affinity+hot') this.scheduler.setHot(this.feedback.hot());
     this.opts.onApplied?.(batch);
   }
 }

@@ -21,6 +21,8 @@ export interface Applied {
   /** Which pre-executor's result was used (adopted or as hints), if any. */
   preExecutor: string | null;
   writes: Write[];
+  /** Re-executed only: objects whose version the pre-executor saw was no longer current. */
+  conflicts: string[];
 }
 
 export interface PrimaryOptions {
@@ -114,6 +116,7 @@ export class Primary {
         decision: m.decision,
         preExecutor: offer?.from ?? null,
         writes: m.table.writes,
+        conflicts: m.conflicts,
       });
       this.offers.delete(tx.digest);
       this.expected.delete(tx.digest);

@@ -1,0 +1,188 @@
+// Admission scheduling: which pre-executor is handed a transaction. The node tells the
+// scheduler who is in the pool, when work is sent and when results come back; the primary's
+// conflict feedback tells it which objects are hot.
+
+/**
+ * - `round-robin`: members in turn, whatever their load.
+ * - `load`: fewest outstanding results (ties in turn, so work spreads).
+ * - `load+affinity`: the member last handed most of the transaction's declared objects, unless
+ *   its outstanding count exceeds the least-loaded member's by more than `slack`.
+ * - `load+affinity+hot`: as `load+affinity`, but each hot object is pinned to one member, which
+ *   is handed every transaction on it (or, with `hotToPrimary`, nobody is: the primary executes).
+ */
+export type Policy = 'round-robin' | 'load' | 'load+affinity' | 'load+affinity+hot';
+
+export const POLICIES: readonly Policy[] = ['round-robin', 'load', 'load+affinity', 'load+affinity+hot'];
+
+export interface SchedulerOptions {
+  /** Default `load`. */
+  policy?: Policy;
+  /** How much busier than the least-loaded member an affine member may be (default 32). */
+  slack?: number;
+  /** Object ids whose last member is remembered; the oldest are forgotten first (default 100,000). */
+  affinityCapacity?: number;
+  /** `load+affinity+hot` only: transactions touching a hot object are not pre-executed. */
+  hotToPrimary?: boolean;
+}
+
+export class Scheduler {
+  readonly policy: Policy;
+  readonly slack: number;
+  readonly affinityCapacity: number;
+  readonly hotToPrimary: boolean;
+  /** Members in joining order, with their outstanding results. */
+  private readonly members: string[] = [];
+  private readonly load = new Map<string, number>();
+  private cursor = 0;
+  /** Object id → member last handed a transaction declaring it; insertion order = age. */
+  private readonly affinity = new Map<string, string>();
+  private hotSet: ReadonlySet<string> = new Set();
+  /** Hot object id → the member every transaction on it goes to. */
+  private readonly pins = new Map<string, string>();
+
+  constructor(opts: SchedulerOptions = {}) {
+    this.policy = opts.policy ?? 'load';
+    this.slack = opts.slack ?? 32;
+    this.affinityCapacity = opts.affinityCapacity ?? 100_000;
+    this.hotToPrimary = opts.hotToPrimary ?? false;
+    if (!POLICIES.includes(this.policy)) throw new RangeError(`unknown scheduling policy ${JSON.stringify(this.policy)}`);
+    if (!(this.slack >= 0)) throw new RangeError(`slack must be non-negative, got ${this.slack}`);
+    if (!Number.isSafeInteger(this.affinityCapacity) || this.affinityCapacity < 0) {
+      throw new RangeError(`affinityCapacity must be a non-negative integer, got ${this.affinityCapacity}`);
+    }
+  }
+
+  add(name: string): void {
+    if (this.load.has(name)) throw new Error(`scheduler member ${name} already present`);
+    this.members.push(name);
+    this.load.set(name, 0);
+  }
+
+  /** A member left: its pins go (re-pinned on next use); stale affinity entries are ignored. */
+  remove(name: string): void {
+    const i = this.members.indexOf(name);
+    if (i < 0) return;
+    this.members.splice(i, 1);
+    this.load.delete(name);
+    if (i < this.cursor) this.cursor--;
+    for (const [id, m] of this.pins) if (m === name) this.pins.delete(id);
+  }
+
+  has(name: string): boolean {
+    return this.load.has(name);
+  }
+
+  /** Results `name` still owes. */
+  outstanding(name: string): number {
+    return this.load.get(name) ?? 0;
+  }
+
+  /** A result came back from `name`. */
+  completed(name: string): void {
+    const n = this.load.get(name);
+    if (n !== undefined) this.load.set(name, Math.max(0, n - 1));
+  }
+
+  /** Replaces the hot set (from `ConflictFeedback.hot()`); objects no longer hot lose their pins. */
+  setHot(hot: ReadonlySet<string>): void {
+    this.hotSet = hot;
+    for (const id of this.pins.keys()) if (!hot.has(id)) this.pins.delete(id);
+  }
+
+  get hot(): ReadonlySet<string> {
+    return this.hotSet;
+  }
+
+  /** The member pinned to a hot object, if any. */
+  pinnedTo(id: string): string | undefined {
+    return this.pins.get(id);
+  }
+
+  /**
+   * Chooses the member to hand a transaction declaring `objects`, counts it as outstanding
+   * there and remembers the affinity; null when nobody should pre-execute it.
+   */
+  choose(objects: readonly string[]): string | null {
+    if (this.members.length === 0) return null;
+    let chosen: string;
+    switch (this.policy) {
+      case 'round-robin':
+        chosen = this.next();
+        break;
+      case 'load':
+        chosen = this.leastLoaded();
+        break;
+      case 'load+affinity':
+        chosen = this.affine(objects);
+        break;
+      case 'load+affinity+hot': {
+        const hot = this.hotSet.size === 0 ? [] : objects.filter((id) => this.hotSet.has(id));
+        if (hot.length > 0 && this.hotToPrimary) return null;
+        let pinned: string | undefined;
+        for (const id of hot) if ((pinned = this.pins.get(id)) !== undefined) break;
+        chosen = pinned ?? this.affine(objects);
+        for (const id of hot) if (!this.pins.has(id)) this.pins.set(id, chosen);
+        break;
+      }
+    }
+    this.load.set(chosen, this.outstanding(chosen) + 1);
+    if (this.policy === 'load+affinity' || this.policy === 'load+affinity+hot') this.remember(objects, chosen);
+    return chosen;
+  }
+
+  /** The member at the cursor; advances it. Requires a non-empty pool. */
+  private next(): string {
+    if (this.cursor >= this.members.length) this.cursor = 0;
+    const m = this.members[this.cursor] as string;
+    this.cursor = (this.cursor + 1) % this.members.length;
+    return m;
+  }
+
+  /** Fewest outstanding, scanning from the cursor so ties take turns; advances past the pick. */
+  private leastLoaded(): string {
+    const n = this.members.length;
+    if (this.cursor >= n) this.cursor = 0;
+    let best = this.cursor;
+    let bestLoad = Infinity;
+    for (let k = 0; k < n; k++) {
+      const i = (this.cursor + k) % n;
+      const l = this.outstanding(this.members[i] as string);
+      if (l < bestLoad) [best, bestLoad] = [i, l];
+    }
+    this.cursor = (best + 1) % n;
+    return this.members[best] as string;
+  }
+
+  /** The member holding most of `objects`, if within `slack` of the least loaded; else the least loaded. */
+  private affine(objects: readonly string[]): string {
+    const held = new Map<string, number>();
+    for (const id of objects) {
+      const m = this.affinity.get(id);
+      if (m !== undefined && this.load.has(m)) held.set(m, (held.get(m) ?? 0) + 1);
+    }
+    let affine: string | undefined;
+    let most = 0;
+    for (const [m, c] of held) {
+      if (c > most || (c === most && affine !== undefined && this.outstanding(m) < this.outstanding(affine))) {
+        [affine, most] = [m, c];
+      }
+    }
+    if (affine === undefined) return this.leastLoaded();
+    let least = Infinity;
+    for (const m of this.members) least = Math.min(least, this.outstanding(m));
+    return this.outstanding(affine) - least > this.slack ? this.leastLoaded() : affine;
+  }
+
+  private remember(objects: readonly string[], member: string): void {
+    if (this.affinityCapacity === 0) return;
+    for (const id of objects) {
+      // Re-inserting moves the id to the newest end, so eviction drops the least recently used.
+      this.affinity.delete(id);
+      this.affinity.set(id, member);
+    }
+    for (const id of this.affinity.keys()) {
+      if (this.affinity.size <= this.affinityCapacity) break;
+      this.affinity.delete(id);
+    }
+  }
+}
