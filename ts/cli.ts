@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
 import { demoOneside } from './cli/demo-oneside.js';
-import { intOption, metricsPortOption, seedOption, UsageError } from './cli/options.js';
+import { intOption, metricsPortOption, policyOption, seedOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole } from './cli/pipeline-roles.js';
 import { benchWriterRole, demoWriterRole, stressWriterRole } from './cli/writers.js';
 import { runDemo as runBankDemo } from './demo.js';
@@ -19,6 +19,7 @@ const USAGE = `Usage:
       --clients N                 closed-loop clients (default 256)
       --pre-executors N           pre-executor processes (default 2)
       --deadline-ms N             primary's wait for a pre-execution result (default 50)
+      --policy P                  scheduling: round-robin, load, load+affinity, load+affinity+hot (default load)
       --seed N                    workload seed (default random; printed)
       --dir DIR                   cluster directory (default: a temporary one, removed after)
       --metrics-port N            serve Prometheus metrics at http://127.0.0.1:N/metrics (0: any free port)
@@ -49,6 +50,7 @@ async function pipelineDemo(argv: string[]): Promise<number> {
       clients: { type: 'string' },
       'pre-executors': { type: 'string' },
       'deadline-ms': { type: 'string' },
+      policy: { type: 'string' },
       seed: { type: 'string' },
       dir: { type: 'string' },
       'metrics-port': { type: 'string' },
@@ -64,6 +66,7 @@ async function pipelineDemo(argv: string[]): Promise<number> {
     concurrency: intOption(values.clients, 'clients', 256, 1, 100_000),
     preExecutors: intOption(values['pre-executors'], 'pre-executors', 2, 0, 64),
     deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
+    policy: policyOption(values.policy),
     seed: intOption(values.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1),
     ...(values.dir === undefined ? {} : { dir: values.dir }),
     ...(metricsPort !== undefined && { metricsPort }),

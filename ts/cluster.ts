@@ -6,6 +6,7 @@ import { nativeFunctions } from './app/natives.js';
 import { loadApp } from './apps/index.js';
 import { createRegistry, NodeMetrics, serveMetrics, type MetricsServer } from './metrics.js';
 import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
+import type { Policy } from './pipeline/scheduler.js';
 import { EmbeddedSequencer } from './pipeline/sequencer.js';
 import { serveNode } from './pipeline/server.js';
 import { NativePrimaryStore } from './pipeline/store-adapter.js';
@@ -22,6 +23,8 @@ export interface ClusterOptions {
   preExecutors: number;
   /** Deadline for a pre-execution result, from delivery (default 50 ms). */
   deadlineMs?: number;
+  /** How admission picks a pre-executor (default `load`). */
+  policy?: Policy;
   onApplied?: NodeOptions['onApplied'];
   /** Serve Prometheus metrics of the node on this port of 127.0.0.1 (0: any free one); none if undefined. */
   metricsPort?: number;
@@ -62,6 +65,7 @@ export class EmbeddedCluster {
     const [hooks, onApplied] = [metrics?.hooks, opts.onApplied];
     const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, {
       deadlineMs: opts.deadlineMs ?? 50,
+      policy: opts.policy ?? 'load',
       ...hooks,
       ...(onApplied && {
         onApplied: hooks

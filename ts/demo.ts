@@ -8,6 +8,7 @@ import { executeSequentially } from './app/reference.js';
 import type { Transaction } from './app/tx.js';
 import { EmbeddedCluster } from './cluster.js';
 import type { PrimaryStats } from './pipeline/primary.js';
+import type { Policy } from './pipeline/scheduler.js';
 import { readSequence } from './pipeline/sequencer.js';
 import { atExit } from './process.js';
 import { bankWorkload } from './workload.js';
@@ -19,6 +20,7 @@ export interface DemoOptions {
   concurrency: number;
   preExecutors: number;
   deadlineMs: number;
+  policy: Policy;
   seed: number;
   dir?: string;
   /** Serve Prometheus metrics on this port (0: any free one); none if undefined. */
@@ -42,13 +44,14 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const say = (m: string) => process.stderr.write(`${m}\n`);
   say(
     `demo: bank, ${fmt(o.accounts)} accounts (Zipf α ${o.alpha}), ${o.preExecutors} pre-executor processes, ` +
-      `${o.concurrency} clients in closed loop for ${o.seconds} s; seed ${o.seed}`,
+      `${o.concurrency} clients in closed loop for ${o.seconds} s, policy ${o.policy}; seed ${o.seed}`,
   );
   const cluster = await EmbeddedCluster.start({
     dir,
     app: 'bank',
     preExecutors: o.preExecutors,
     deadlineMs: o.deadlineMs,
+    policy: o.policy,
     ...(o.metricsPort !== undefined && { metricsPort: o.metricsPort }),
   });
   if (cluster.metricsPort !== null) say(`demo: metrics at http://127.0.0.1:${cluster.metricsPort}/metrics`);

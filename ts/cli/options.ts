@@ -1,4 +1,5 @@
 // Command-line option parsing shared by the commands and the roles.
+import { POLICIES, type Policy } from '../pipeline/scheduler.js';
 
 /** A mistake in how the command was called: usage goes with it, and exit code 2. */
 export class UsageError extends Error {}
@@ -30,4 +31,12 @@ export const metricsPortOption = (raw: string | undefined): number | undefined =
 export function required(raw: string | undefined, name: string): string {
   if (raw === undefined) throw new UsageError(`--${name} is required`);
   return raw;
+}
+
+/** `--policy`: one of the scheduler's policies (default `load`). */
+export function policyOption(raw: string | undefined): Policy {
+  if (raw === undefined) return 'load';
+  const policy = POLICIES.find((p) => p === raw);
+  if (!policy) throw new UsageError(`--policy must be one of ${POLICIES.join(', ')}, got '${raw}'`);
+  return policy;
 }
