@@ -8,7 +8,9 @@ import { executeSequentially } from '../ts/app/reference.js';
 import { encodeBody, type Transaction } from '../ts/app/tx.js';
 import { loadApp } from '../ts/apps/index.js';
 import { RemoraClient } from '../ts/client.js';
-import { NODE_SOCKET } from '../ts/cluster.js';
+import { makeTx } from '../ts/app/app.js';
+import { kvApp } from '../ts/apps/index.js';
+import { EmbeddedCluster, NODE_SOCKET } from '../ts/cluster.js';
 import type { Reply } from '../ts/pipeline/node.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import { RoleProcess } from '../ts/process.js';
@@ -91,7 +93,7 @@ describe('embedded cluster processes', () => {
 
     const first = await startNode(cluster.dir);
     // A third pre-executor joins the running node; it is killed mid-run, before the node is.
-    const joiner = await RoleProcess.start('pre-executor', ['--dir', cluster.dir, '--app', 'kv', '--name', 'joiner']);
+    const joiner = await RoleProcess.start('start', ['pre-executor', '--join', cluster.dir, '--app', 'kv', '--name', 'joiner']);
     children.push(joiner);
     const secret = loadOrCreateSecret(cluster.dir);
     let client = await RemoraClient.connect({ path, secret });
@@ -124,5 +126,71 @@ describe('embedded cluster processes', () => {
     expect(result.lastApplied).toBe(String(entries.length));
     const reference = executeSequentially(loadApp('kv'), entries, nativeFunctions);
     expect(result.digest).toBe(reference.state.digest());
+  });
+
+  it('autoscales the pool from measured load and sends optimistic replies over the wire', async () => {
+    const scaled: string[] = [];
+    let onScale: (() => void) | null = null;
+    // Push with an unreachable threshold keeps pre-executors' copies stale on purpose, so an
+    // optimistic read after a write is wrong for sure. A long deadline: results always count.
+    const node = await EmbeddedCluster.start({
+      dir: cluster.dir,
+      app: 'kv',
+      preExecutors: 1,
+      deadlineMs: 10_000,
+      stateUpdate: 'push',
+      push: { threshold: 1_000_000 },
+      autoscale: { min: 1, max: 2, intervalMs: 100, patience: 2, highQueue: 2, lowQueue: 1 },
+      onScale: (d, pool) => {
+        scaled.push(`${d}:${pool}`);
+        onScale?.();
+      },
+    });
+    let digest = '';
+    const waitScale = (n: number, what: string) =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no autoscale ${what} within 60 s: ${scaled.join(', ')}`)), 60_000);
+        onScale = () => {
+          if (scaled.length < n) return;
+          clearTimeout(timer);
+          resolve();
+        };
+        onScale();
+      });
+    try {
+      const client = await RemoraClient.connect({ path: join(cluster.dir, NODE_SOCKET), secret: loadOrCreateSecret(cluster.dir) });
+      const wrote = client.submitOptimistic(makeTx(kvApp, 'put', { key: 'a', value: 'one' }));
+      expect(await wrote.optimistic).toEqual({ outcome: { status: 'ok', result: null }, from: 'pre-1' });
+      expect((await wrote.final).optimistic).toBe('confirmed');
+      const read = client.submitOptimistic(makeTx(kvApp, 'copy', { from: 'a', to: 'b' }));
+      expect((await read.optimistic)?.outcome).toEqual({ status: 'ok', result: null });
+      const final = await read.final;
+      expect(final.outcome).toEqual({ status: 'ok', result: 'one' });
+      expect(final.optimistic).toBe('wrong');
+
+      // Load: 256 puts in flight until the pool grew; then none, until it shrank back.
+      let stop = false;
+      let n = 0;
+      const load = Promise.all(
+        Array.from({ length: 256 }, async () => {
+          while (!stop) await client.submit(makeTx(kvApp, 'put', { key: `k${n % 1000}`, value: n++ }));
+        }),
+      );
+      await waitScale(1, 'up');
+      stop = true;
+      await load;
+      expect(scaled[0]).toBe('up:2');
+      await waitScale(2, 'down');
+      expect(scaled[1]).toBe('down:1');
+      expect(node.poolSize).toBe(1);
+      client.close();
+    } finally {
+      digest = node.store.digest();
+      await node.close();
+    }
+    // Nothing was lost while the pool changed: the state equals sequential execution of the log.
+    const entries = await readSequence(join(cluster.dir, 'log'));
+    expect(node.node.lastApplied).toBe(BigInt(entries.length));
+    expect(digest).toBe(executeSequentially(kvApp, entries, nativeFunctions).state.digest());
   });
 });

@@ -8,7 +8,8 @@ import { kvApp } from '../ts/apps/index.js';
 import { EmbeddedCluster } from '../ts/cluster.js';
 import { createRegistry, NodeMetrics, PreExecutorMetrics, serveMetrics, type MetricsServer } from '../ts/metrics.js';
 import { EmbeddedNode, type PreExecutorLink, type Reply } from '../ts/pipeline/node.js';
-import { PreExecutor, type Effect } from '../ts/pipeline/preexecutor.js';
+import { PreExecutor, type Effect, type Feedback } from '../ts/pipeline/preexecutor.js';
+import type { PushedObject } from '../ts/pipeline/state-update.js';
 import { EmbeddedSequencer } from '../ts/pipeline/sequencer.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import { Store } from '../ts/store.js';
@@ -35,6 +36,14 @@ class PromptLink implements PreExecutorLink {
 
   sendEffects(effects: readonly Effect[]): void {
     this.pre.install(effects);
+  }
+
+  sendObjects(objects: readonly PushedObject[]): void {
+    this.pre.installObjects(objects);
+  }
+
+  sendFeedback(feedback: Feedback): void {
+    this.pre.feedback = feedback;
   }
 }
 
@@ -128,6 +137,9 @@ describe('metrics', () => {
     expect(sample(samples, 'remora_preexecutor_pool_size')).toBe(1);
     expect(sample(samples, 'remora_preexecutor_outstanding{preexecutor="p1"}')).toBe(0);
     expect(sample(samples, 'remora_preexecutor_executed_total{preexecutor="p1"}')).toBe(submits);
+    expect(sample(samples, 'remora_preexecutor_misses_total{preexecutor="p1"}')).toBe(stats.reexecuted);
+    expect(sample(samples, 'remora_hot_objects')).toBe(node.feedback.hot().size);
+    expect(sample(samples, 'remora_optimistic_replies_total{verdict="sent"}')).toBe(0);
     expect(sample(samples, 'remora_native_signature_verifies_total')).toBe(stats.nativeVerifies);
     expect(sample(samples, 'remora_signatures_from_tables_total')).toBe(stats.authFromTables);
     expect(sample(samples, 'remora_sequencer_last_ts')).toBe(applied);

@@ -10,11 +10,13 @@ import { executeSequentially } from '../ts/app/reference.js';
 import type { DecodedTx } from '../ts/app/tx.js';
 import { loadApp } from '../ts/apps/index.js';
 import { EmbeddedNode, type NodeOptions, type PreExecutorLink, type Reply } from '../ts/pipeline/node.js';
-import { PreExecutor, type Effect } from '../ts/pipeline/preexecutor.js';
+import { PreExecutor, type Effect, type Feedback } from '../ts/pipeline/preexecutor.js';
+import { Puller, type VersionSource } from '../ts/pipeline/pull.js';
 import type { Policy } from '../ts/pipeline/scheduler.js';
 import { EmbeddedSequencer, readSequence } from '../ts/pipeline/sequencer.js';
+import type { PushedObject, StateUpdate } from '../ts/pipeline/state-update.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
-import { Store } from '../ts/store.js';
+import { RemoteStore, Store } from '../ts/store.js';
 import { kvWorkload } from '../ts/workload.js';
 import { tempCluster } from './helpers.js';
 
@@ -22,12 +24,14 @@ type Behaviour = 'prompt' | 'slow' | 'stale' | 'silent' | 'crashes';
 
 /**
  * Test double around a real `PreExecutor`: delivers its results late, drops the primary's
- * updates, never answers, or stops answering for good part-way through.
+ * updates, never answers, or stops answering for good part-way through. With a `source`, it
+ * pulls its inputs one-sidedly from the primary's store before executing (state update `pull`).
  */
 class FaultyLink implements PreExecutorLink {
   readonly pre: PreExecutor;
+  private readonly puller: Puller | null;
   private handled = 0;
-  private crashed = false;
+  crashed = false;
 
   constructor(
     readonly name: string,
@@ -35,18 +39,32 @@ class FaultyLink implements PreExecutorLink {
     private readonly behaviour: Behaviour,
     private readonly node: EmbeddedNode,
     private readonly rand: () => number,
+    source: VersionSource | null,
     private readonly crashAfter = 2_000,
   ) {
     this.pre = new PreExecutor(app, nativeFunctions);
+    this.puller = source && new Puller(source, this.pre.state);
   }
 
   send(txs: readonly DecodedTx[]): void {
     if (this.behaviour === 'silent' || this.crashed) return;
+    if (this.puller && !(this.behaviour === 'stale' && this.rand() < 0.7)) {
+      void this.puller.refresh(txs).then(() => this.execute(txs));
+    } else this.execute(txs);
+  }
+
+  /** Stops answering for good, as a killed process would. */
+  crash(): void {
+    this.crashed = true;
+    this.node.removePreExecutor(this.name);
+  }
+
+  private execute(txs: readonly DecodedTx[]): void {
+    if (this.crashed) return;
     const results = this.pre.run(txs);
     this.handled += txs.length;
     if (this.behaviour === 'crashes' && this.handled > this.crashAfter) {
-      this.crashed = true;
-      this.node.removePreExecutor(this.name);
+      this.crash();
       return;
     }
     const deliver = () => {
@@ -62,6 +80,20 @@ class FaultyLink implements PreExecutorLink {
     if (this.behaviour === 'stale' && this.rand() < 0.7) return;
     this.pre.install(effects);
   }
+
+  sendObjects(objects: readonly PushedObject[]): void {
+    if (this.behaviour === 'stale' && this.rand() < 0.7) return;
+    this.pre.installObjects(objects);
+  }
+
+  sendFeedback(feedback: Feedback): void {
+    this.pre.feedback = feedback;
+  }
+}
+
+interface Variant extends Pick<NodeOptions, 'policy' | 'scheduling' | 'stateUpdate'> {
+  /** Pre-executors join, retire gracefully and crash while transactions flow. */
+  churn?: boolean;
 }
 
 /** xorshift32: the test's own choices, reproducible from the printed seed. */
@@ -84,20 +116,52 @@ describe('pipeline on one host', () => {
   });
   afterEach(() => cluster.cleanup());
 
-  /** Runs `total` transactions through a node scheduling with `scheduling` and checks them. */
-  async function property(total: number, scheduling: Pick<NodeOptions, 'policy' | 'scheduling'>): Promise<void> {
+  /** Runs `total` transactions through a node configured as `variant` and checks them. */
+  async function property(total: number, variant: Variant): Promise<void> {
     const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
-    const policy = `${scheduling.policy ?? 'load (default)'}${scheduling.scheduling?.hotToPrimary ? ', hotToPrimary' : ''}`;
-    console.log(`pipeline property test: seed ${seed}, ${total} transactions, ${policy} (REMORA_SEED to replay)`);
+    const { churn, ...options } = variant;
+    const described = [
+      variant.policy ?? 'load (default)',
+      variant.scheduling?.hotToPrimary ? 'hotToPrimary' : null,
+      `state update ${variant.stateUpdate ?? 'broadcast'}`,
+      churn ? 'joins, retirements and crashes' : null,
+    ].filter((x) => x !== null);
+    console.log(`pipeline property test: seed ${seed}, ${total} transactions, ${described.join(', ')} (REMORA_SEED to replay)`);
     const rand = rng(seed);
     const app = loadApp('kv');
     const logDir = join(cluster.dir, 'log');
     const sequencer = new EmbeddedSequencer(logDir);
     const store = new NativePrimaryStore(Store.create({ dir: cluster.dir, name: 'primary', secret: cluster.secret }));
-    const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, { deadlineMs: 2, ...scheduling });
+    const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, { deadlineMs: 2, ...options });
+    const source =
+      variant.stateUpdate === 'pull' ? await RemoteStore.connect({ dir: cluster.dir, store: 'primary', secret: cluster.secret }) : null;
+    const links = new Map<string, FaultyLink>();
+    const attach = (name: string, b: Behaviour) => {
+      const link = new FaultyLink(name, app, b, node, rand, source);
+      links.set(name, link);
+      node.addPreExecutor(link);
+    };
     const behaviours: Behaviour[] = ['prompt', 'slow', 'stale', 'silent', 'crashes'];
-    for (const b of behaviours) node.addPreExecutor(new FaultyLink(b, app, b, node, rand));
+    for (const b of behaviours) attach(b, b);
     node.start();
+    const pool = { joined: 0, retired: 0, crashed: 0 };
+    const retirements: Promise<void>[] = [];
+    /** Churn event k: in turn, a prompt or slow newcomer joins, a member retires, one crashes. */
+    const churnOnce = (k: number) => {
+      const members = node.members;
+      if (k % 3 === 0 || members.length < 2) {
+        attach(`joiner-${++pool.joined}`, rand() < 0.5 ? 'prompt' : 'slow');
+        return;
+      }
+      const victim = members[Math.floor(rand() * members.length)] ?? '';
+      if (k % 3 === 1) {
+        pool.retired++;
+        retirements.push(node.retire(victim).then(() => node.removePreExecutor(victim)));
+      } else {
+        pool.crashed++;
+        links.get(victim)?.crash();
+      }
+    };
 
     const txs = kvWorkload({ keys: 5_000, hotKeys: 8, conflictRate: 0.3, dynamicRate: 0.1, seed });
     const replies: Reply[] = [];
@@ -110,15 +174,18 @@ describe('pipeline on one host', () => {
         inFlight.delete(p);
       });
       inFlight.add(p);
+      if (churn && i % 1000 === 999) churnOnce(Math.floor(i / 1000));
       // A window of outstanding transactions, as many clients would keep.
       if (inFlight.size >= 512) await Promise.race(inFlight);
     }
     await Promise.all(inFlight);
+    // Every graceful retirement completes: what a retiring member owed came back or was applied.
+    await Promise.all(retirements);
     const digest = store.digest();
     const stats = { ...node.stats };
     await sequencer.close();
     store.store.close();
-    console.log(JSON.stringify({ stats, pool: node.poolStats(), hot: [...node.scheduler.hot] }));
+    console.log(JSON.stringify({ stats, pool: node.poolStats(), churn: pool, hot: node.scheduler.hot.size }));
 
     const entries = await readSequence(logDir);
     expect(entries.length).toBe(total - replies.filter((r) => r.duplicate).length);
@@ -134,21 +201,31 @@ describe('pipeline on one host', () => {
     expect(stats.reexecuted).toBeGreaterThan(0);
     expect(stats.executed).toBeGreaterThan(0);
     expect(stats.applied).toBe(entries.length);
+    if (churn) expect(Math.min(pool.joined, pool.retired, pool.crashed)).toBeGreaterThan(0);
   }
 
   it('equals sequential execution with slow, stale, silent and crashing pre-executors', async () => {
     await property(Number(process.env['REMORA_PIPELINE_TXS'] ?? 100_000), {});
   });
 
-  // The other policies on a smaller run each (the default one above is today's behaviour).
-  const extra: { policy: Policy; hotToPrimary: boolean }[] = [
-    { policy: 'round-robin', hotToPrimary: false },
-    { policy: 'load+affinity', hotToPrimary: false },
-    { policy: 'load+affinity+hot', hotToPrimary: false },
-    { policy: 'load+affinity+hot', hotToPrimary: true },
+  // Every policy with every state update, pre-executors joining, retiring and crashing
+  // throughout; a smaller run each.
+  const variants: { policy: Policy; hotToPrimary: boolean; stateUpdate: StateUpdate }[] = [];
+  const policies: [Policy, boolean][] = [
+    ['round-robin', false],
+    ['load', false],
+    ['load+affinity', false],
+    ['load+affinity+hot', false],
+    ['load+affinity+hot', true],
   ];
-  it.each(extra)('equals sequential execution scheduling with $policy (hotToPrimary: $hotToPrimary)', async (c) => {
-    const total = Math.min(20_000, Number(process.env['REMORA_PIPELINE_TXS'] ?? 20_000));
-    await property(total, { policy: c.policy, scheduling: { hotToPrimary: c.hotToPrimary } });
-  });
+  for (const [policy, hotToPrimary] of policies) {
+    for (const stateUpdate of ['broadcast', 'push', 'pull'] as const) variants.push({ policy, hotToPrimary, stateUpdate });
+  }
+  it.each(variants)(
+    'equals sequential execution with churn, $policy (hotToPrimary: $hotToPrimary), state update $stateUpdate',
+    async (c) => {
+      const total = Math.min(10_000, Number(process.env['REMORA_PIPELINE_TXS'] ?? 10_000));
+      await property(total, { policy: c.policy, scheduling: { hotToPrimary: c.hotToPrimary }, stateUpdate: c.stateUpdate, churn: true });
+    },
+  );
 });

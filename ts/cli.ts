@@ -3,11 +3,12 @@
 // processes run. Each command lives in its own module; this one parses and dispatches.
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { runElastic } from '../bench/elastic.js';
 import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
 import { demoOneside } from './cli/demo-oneside.js';
-import { intOption, metricsPortOption, policyOption, seedOption, UsageError } from './cli/options.js';
-import { nodeRole, preExecutorRole } from './cli/pipeline-roles.js';
+import { intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
+import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
 import { benchWriterRole, demoWriterRole, stressWriterRole } from './cli/writers.js';
 import { runDemo as runBankDemo } from './demo.js';
 
@@ -20,9 +21,18 @@ const USAGE = `Usage:
       --pre-executors N           pre-executor processes (default 2)
       --deadline-ms N             primary's wait for a pre-execution result (default 50)
       --policy P                  scheduling: round-robin, load, load+affinity, load+affinity+hot (default load)
+      --state-update S            how pre-executors stay fresh: broadcast, push, pull (default broadcast)
       --seed N                    workload seed (default random; printed)
       --dir DIR                   cluster directory (default: a temporary one, removed after)
       --metrics-port N            serve Prometheus metrics at http://127.0.0.1:N/metrics (0: any free port)
+  remora start node --dir DIR --app APP [options]
+                                  a node (admission, sequencer, primary) and its pre-executors; runs until
+                                  stdin ends or SIGINT/SIGTERM
+      --pre-executors N           pre-executor processes to start (default 2)
+      --autoscale MIN..MAX        grow and shrink the pool from measured load
+      --policy P, --state-update S, --deadline-ms N, --metrics-port N   as for demo
+  remora start pre-executor --join DIR --app APP --name NAME [--metrics-port N]
+                                  one more pre-executor for the node running in cluster directory DIR
   remora demo-oneside [options]   a writer process updates objects; this one reads them one-sidedly
       --seconds N                 how long to read (default 10)
       --rate N                    writer's writes per second (default 20000)
@@ -36,6 +46,11 @@ const USAGE = `Usage:
   remora bench merge [options]    primary throughput merging vs executing; end to end by pool size
       --quick                     short run
       --out FILE                  JSON results (default bench/results/merge.json)
+      --seed N                    workload seed (default random; printed)
+  remora bench elastic [options]  scheduling policies and state updates by adoption, primary CPU and
+                                  throughput (bank, Zipf α 0, 0.8, 1.2); the pool following a load step
+      --quick                     short run
+      --out FILE                  JSON results (default bench/results/elastic.json; plots next to it)
       --seed N                    workload seed (default random; printed)
   remora help                     this text
 `;
@@ -51,6 +66,7 @@ async function pipelineDemo(argv: string[]): Promise<number> {
       'pre-executors': { type: 'string' },
       'deadline-ms': { type: 'string' },
       policy: { type: 'string' },
+      'state-update': { type: 'string' },
       seed: { type: 'string' },
       dir: { type: 'string' },
       'metrics-port': { type: 'string' },
@@ -67,6 +83,7 @@ async function pipelineDemo(argv: string[]): Promise<number> {
     preExecutors: intOption(values['pre-executors'], 'pre-executors', 2, 0, 64),
     deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
     policy: policyOption(values.policy),
+    stateUpdate: stateUpdateOption(values['state-update']),
     seed: intOption(values.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1),
     ...(values.dir === undefined ? {} : { dir: values.dir }),
     ...(metricsPort !== undefined && { metricsPort }),
@@ -85,11 +102,24 @@ function benchMerge(argv: string[]): Promise<number> {
   });
 }
 
+function benchElastic(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, seed: { type: 'string' } },
+  });
+  return runElastic({
+    quick: values.quick ?? false,
+    out: values.out ?? join('bench', 'results', 'elastic.json'),
+    seed: intOption(values.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1),
+  });
+}
+
 async function bench(argv: string[]): Promise<number> {
   const [suite, ...rest] = argv;
   if (suite === 'merge') return benchMerge(rest);
+  if (suite === 'elastic') return benchElastic(rest);
   if (suite !== 'oneside') {
-    throw new UsageError(suite === undefined ? 'bench needs a suite: oneside, merge' : `unknown bench suite '${suite}'`);
+    throw new UsageError(suite === undefined ? 'bench needs a suite: oneside, merge, elastic' : `unknown bench suite '${suite}'`);
   }
   const { values } = parseArgs({
     args: rest,
@@ -107,6 +137,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   demo: pipelineDemo,
   'demo-oneside': demoOneside,
   bench,
+  start: startCommand,
   help: async () => {
     process.stdout.write(USAGE);
     return 0;

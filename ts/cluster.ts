@@ -5,10 +5,12 @@ import type { App } from './app/app.js';
 import { nativeFunctions } from './app/natives.js';
 import { loadApp } from './apps/index.js';
 import { createRegistry, NodeMetrics, serveMetrics, type MetricsServer } from './metrics.js';
+import { Autoscaler, type AutoscaleOptions, type ScaleDecision } from './pipeline/autoscaler.js';
 import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
 import type { Policy } from './pipeline/scheduler.js';
 import { EmbeddedSequencer } from './pipeline/sequencer.js';
 import { serveNode } from './pipeline/server.js';
+import type { PushOptions, StateUpdate } from './pipeline/state-update.js';
 import { NativePrimaryStore } from './pipeline/store-adapter.js';
 import { RoleProcess } from './process.js';
 import { loadOrCreateSecret } from './secret.js';
@@ -25,7 +27,17 @@ export interface ClusterOptions {
   deadlineMs?: number;
   /** How admission picks a pre-executor (default `load`). */
   policy?: Policy;
+  /** How pre-executors' copies follow the primary (default `broadcast`). */
+  stateUpdate?: StateUpdate;
+  /** `push` only: when an object is pushed. */
+  push?: PushOptions;
+  /** Grow and shrink the pool from measured load, starting from `preExecutors`; off if undefined. */
+  autoscale?: AutoscaleOptions;
+  /** Called after each autoscaling step, with the new pool size. */
+  onScale?: (decision: Exclude<ScaleDecision, 'hold'>, pool: number) => void;
   onApplied?: NodeOptions['onApplied'];
+  /** Time the primary spent merging each batch, e.g. to measure its CPU per transaction. */
+  onMerged?: NodeOptions['onMerged'];
   /** Serve Prometheus metrics of the node on this port of 127.0.0.1 (0: any free one); none if undefined. */
   metricsPort?: number;
   log?: (m: string) => void;
@@ -35,6 +47,12 @@ export const NODE_SOCKET = 'node.sock';
 
 export class EmbeddedCluster {
   private closed = false;
+  private nextName: number;
+  private scaling: Promise<void> | null = null;
+  private scaleTimer: NodeJS.Timeout | null = null;
+  /** Waiters for a pre-executor's handshake, by name. */
+  private readonly joining = new Map<string, () => void>();
+  private metrics: MetricsServer | null = null;
 
   private constructor(
     readonly app: App,
@@ -42,9 +60,11 @@ export class EmbeddedCluster {
     readonly store: NativePrimaryStore,
     private readonly sequencer: EmbeddedSequencer,
     private readonly server: Server,
-    readonly children: RoleProcess[],
-    private readonly metrics: MetricsServer | null,
-  ) {}
+    readonly children: Map<string, RoleProcess>,
+    private readonly opts: ClusterOptions,
+  ) {
+    this.nextName = children.size + 1;
+  }
 
   /** The port serving `GET /metrics`, or null when `metricsPort` was not given. */
   get metricsPort(): number | null {
@@ -66,60 +86,119 @@ export class EmbeddedCluster {
     const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, {
       deadlineMs: opts.deadlineMs ?? 50,
       policy: opts.policy ?? 'load',
+      stateUpdate: opts.stateUpdate ?? 'broadcast',
+      ...(opts.push && { push: opts.push }),
       ...hooks,
-      ...(onApplied && {
-        onApplied: hooks
-          ? (batch) => {
-              hooks.onApplied(batch);
-              onApplied(batch);
-            }
-          : onApplied,
-      }),
+      ...(onApplied && { onApplied: both(hooks?.onApplied, onApplied) }),
+      ...(opts.onMerged && { onMerged: both(hooks?.onMerged, opts.onMerged) }),
     });
     metrics?.attach(node, () => sequencer.lastTs);
-    const joined = new Set<string>();
-    let onJoin: (() => void) | null = null;
+    let cluster: EmbeddedCluster | null = null;
     const server = await serveNode(node, {
       path: join(opts.dir, NODE_SOCKET),
       secret,
+      store: store.store.name,
       ...(opts.log ? { log: opts.log } : {}),
       onPool: (event, name) => {
-        if (event === 'join') joined.add(name);
-        onJoin?.();
+        if (event === 'join') cluster?.joined(name);
       },
     });
     node.start(0n);
-    const children: RoleProcess[] = [];
-    let metricsServer: MetricsServer | null = null;
+    cluster = new EmbeddedCluster(app, node, store, sequencer, server, new Map(), opts);
     try {
-      if (registry && opts.metricsPort !== undefined) metricsServer = await serveMetrics(registry, { port: opts.metricsPort });
-      for (let i = 1; i <= opts.preExecutors; i++) {
-        children.push(await RoleProcess.start('pre-executor', ['--dir', opts.dir, '--app', opts.app, '--name', `pre-${i}`]));
-      }
-      // A child is ready once connected; its link is attached once the node saw the handshake.
-      await new Promise<void>((resolve) => {
-        onJoin = () => joined.size >= opts.preExecutors && resolve();
-        onJoin();
-      });
+      if (registry && opts.metricsPort !== undefined) cluster.metrics = await serveMetrics(registry, { port: opts.metricsPort });
+      for (let i = 0; i < opts.preExecutors; i++) await cluster.addPreExecutor();
     } catch (e) {
-      await metricsServer?.close();
-      await Promise.all(children.map((c) => c.stop(1000)));
-      await server.close();
-      await sequencer.close();
-      store.store.close();
+      await cluster.close();
       throw e;
     }
-    return new EmbeddedCluster(app, node, store, sequencer, server, children, metricsServer);
+    if (opts.autoscale) cluster.autoscale(new Autoscaler(opts.autoscale));
+    return cluster;
+  }
+
+  /** Pre-executor processes running (retiring ones included until they are gone). */
+  get poolSize(): number {
+    return this.children.size;
+  }
+
+  /** Starts one more pre-executor process; resolves once the node has attached it. */
+  async addPreExecutor(): Promise<string> {
+    const name = `pre-${this.nextName++}`;
+    const attached = new Promise<void>((resolve) => this.joining.set(name, resolve));
+    const child = await RoleProcess.start('pre-executor', ['--dir', this.opts.dir, '--app', this.opts.app, '--name', name]);
+    this.children.set(name, child);
+    // The child is ready once connected; its link is attached once the node saw the handshake.
+    await Promise.race([
+      attached,
+      child.exited.then((e) => Promise.reject(new Error(`pre-executor ${name} exited before joining (${JSON.stringify(e)})`))),
+    ]);
+    return name;
+  }
+
+  /**
+   * Retires a pre-executor (the newest if none is named): the node stops handing it work,
+   * waits for what it owes, then the process is stopped. No transaction waits for a deadline.
+   */
+  async retirePreExecutor(name?: string): Promise<string | null> {
+    const victim = name ?? [...this.children.keys()].filter((n) => this.node.members.includes(n)).at(-1);
+    const child = victim === undefined ? undefined : this.children.get(victim);
+    if (victim === undefined || !child) return null;
+    await this.node.retire(victim);
+    this.children.delete(victim);
+    await child.stop(2000);
+    return victim;
+  }
+
+  private joined(name: string): void {
+    this.joining.get(name)?.();
+    this.joining.delete(name);
+  }
+
+  /** Samples load every interval and lets `scaler` grow or shrink the pool, one step at a time. */
+  private autoscale(scaler: Autoscaler): void {
+    let last = { ...this.node.stats };
+    this.scaleTimer = setInterval(() => {
+      const now = { ...this.node.stats };
+      const members = this.node.members;
+      const outstanding = this.node.poolStats().reduce((n, p) => n + (p.retiring ? 0 : p.outstanding), 0);
+      const decision = scaler.decide({
+        pool: members.length,
+        outstanding,
+        applied: now.applied - last.applied,
+        executedAlone: now.executed - last.executed,
+        reexecuted: now.reexecuted - last.reexecuted,
+      });
+      last = now;
+      if (decision === 'hold' || this.scaling || this.closed) return;
+      const step = decision === 'up' ? this.addPreExecutor() : this.retirePreExecutor();
+      this.scaling = step.then(
+        () => this.opts.onScale?.(decision, this.node.members.length),
+        (e: unknown) => (this.opts.log ?? console.error)(`autoscale ${decision} failed: ${e instanceof Error ? e.message : String(e)}`),
+      ).finally(() => (this.scaling = null));
+    }, scaler.intervalMs);
+    this.scaleTimer.unref();
   }
 
   /** Stops the pre-executors, then the node; the log stays on disk for the next start. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.scaleTimer) clearInterval(this.scaleTimer);
+    await this.scaling;
     await this.metrics?.close();
-    await Promise.all(this.children.map((c) => c.stop(2000)));
+    await Promise.all([...this.children.values()].map((c) => c.stop(2000)));
     await this.server.close();
     await this.sequencer.close();
     this.store.store.close();
   }
+}
+
+/** Calls `a` (if any), then `b`. */
+function both<A extends unknown[]>(a: ((...args: A) => void) | undefined, b: (...args: A) => void): (...args: A) => void {
+  return a
+    ? (...args) => {
+        a(...args);
+        b(...args);
+      }
+    : b;
 }

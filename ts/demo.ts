@@ -9,6 +9,7 @@ import type { Transaction } from './app/tx.js';
 import { EmbeddedCluster } from './cluster.js';
 import type { PrimaryStats } from './pipeline/primary.js';
 import type { Policy } from './pipeline/scheduler.js';
+import type { StateUpdate } from './pipeline/state-update.js';
 import { readSequence } from './pipeline/sequencer.js';
 import { atExit } from './process.js';
 import { bankWorkload } from './workload.js';
@@ -21,6 +22,7 @@ export interface DemoOptions {
   preExecutors: number;
   deadlineMs: number;
   policy: Policy;
+  stateUpdate: StateUpdate;
   seed: number;
   dir?: string;
   /** Serve Prometheus metrics on this port (0: any free one); none if undefined. */
@@ -44,7 +46,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const say = (m: string) => process.stderr.write(`${m}\n`);
   say(
     `demo: bank, ${fmt(o.accounts)} accounts (Zipf α ${o.alpha}), ${o.preExecutors} pre-executor processes, ` +
-      `${o.concurrency} clients in closed loop for ${o.seconds} s, policy ${o.policy}; seed ${o.seed}`,
+      `${o.concurrency} clients in closed loop for ${o.seconds} s, policy ${o.policy}, state update ${o.stateUpdate}; seed ${o.seed}`,
   );
   const cluster = await EmbeddedCluster.start({
     dir,
@@ -52,6 +54,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     preExecutors: o.preExecutors,
     deadlineMs: o.deadlineMs,
     policy: o.policy,
+    stateUpdate: o.stateUpdate,
     ...(o.metricsPort !== undefined && { metricsPort: o.metricsPort }),
   });
   if (cluster.metricsPort !== null) say(`demo: metrics at http://127.0.0.1:${cluster.metricsPort}/metrics`);

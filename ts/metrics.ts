@@ -3,7 +3,7 @@
 // The pipeline itself knows nothing of Prometheus: it calls hooks, and this module listens.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { NodeOptions } from './pipeline/node.js';
+import type { NodeOptions, OptimisticStats } from './pipeline/node.js';
 import type { Applied, PrimaryStats } from './pipeline/primary.js';
 
 export { Registry } from 'prom-client';
@@ -27,6 +27,10 @@ const BATCH_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00
 export interface NodeSource {
   readonly stats: PrimaryStats;
   poolStats(): readonly { name: string; executed: number; outstanding: number }[];
+  readonly feedback: { misses(): ReadonlyMap<string, number>; hot(): ReadonlySet<string> };
+  /** Null unless the state update is `push`. */
+  readonly push: { pushes(name: string): number } | null;
+  readonly optimisticStats: OptimisticStats;
 }
 
 export interface NodeMetricsOptions {
@@ -111,19 +115,55 @@ export class NodeMetrics {
         for (const p of pool()) this.labels(p.name).set(p.outstanding);
       },
     });
-    const seenExecuted = new Map<string, number>();
     new Counter({
       name: 'remora_preexecutor_executed_total',
       help: 'Results a pre-executor returned to the node.',
       labelNames: ['preexecutor'] as const,
       registers,
+      collect: perMember(() => pool().map((p) => [p.name, p.executed])),
+    });
+    new Counter({
+      name: 'remora_preexecutor_misses_total',
+      help: "A pre-executor's results the primary had to re-execute (an input was stale).",
+      labelNames: ['preexecutor'] as const,
+      registers,
+      collect: perMember(() => {
+        const misses = this.source?.feedback.misses();
+        return misses ? pool().map((p) => [p.name, misses.get(p.name) ?? 0]) : [];
+      }),
+    });
+    new Counter({
+      name: 'remora_preexecutor_pushed_objects_total',
+      help: 'Objects the primary pushed to a pre-executor after repeated misses (state update push).',
+      labelNames: ['preexecutor'] as const,
+      registers,
+      collect: perMember(() => {
+        const push = this.source?.push;
+        return push ? pool().map((p) => [p.name, push.pushes(p.name)]) : [];
+      }),
+    });
+    const source = () => this.source;
+    new Gauge({
+      name: 'remora_hot_objects',
+      help: 'Objects whose decayed conflict count currently makes them hot.',
+      registers,
       collect() {
-        for (const p of pool()) {
-          const before = seenExecuted.get(p.name) ?? 0;
-          // A name attached again starts from zero: count all of its new results.
-          const delta = p.executed >= before ? p.executed - before : p.executed;
-          seenExecuted.set(p.name, p.executed);
-          this.labels(p.name).inc(delta);
+        const s = source();
+        if (s) this.set(s.feedback.hot().size);
+      },
+    });
+    const seenOptimistic: OptimisticStats = { sent: 0, confirmed: 0, wrong: 0 };
+    new Counter({
+      name: 'remora_optimistic_replies_total',
+      help: 'Optimistic replies sent to clients (sent), and how final outcomes judged them (confirmed, wrong).',
+      labelNames: ['verdict'] as const,
+      registers,
+      collect() {
+        const now = source()?.optimisticStats;
+        if (!now) return;
+        for (const verdict of ['sent', 'confirmed', 'wrong'] as const) {
+          this.labels(verdict).inc(now[verdict] - seenOptimistic[verdict]);
+          seenOptimistic[verdict] = now[verdict];
         }
       },
     });
@@ -181,6 +221,19 @@ export class NodeMetrics {
     this.source = source;
     this.sequencerTs = sequencerTs ?? null;
   }
+}
+
+/** A labelled counter's `collect` following monotonic numbers per pre-executor kept elsewhere. */
+function perMember(read: () => readonly (readonly [string, number])[]): (this: Counter<'preexecutor'>) => void {
+  const seen = new Map<string, number>();
+  return function (this: Counter<'preexecutor'>) {
+    for (const [name, now] of read()) {
+      const before = seen.get(name) ?? 0;
+      // A name attached again starts from zero: count all of its new events.
+      seen.set(name, now);
+      this.labels(name).inc(now >= before ? now - before : now);
+    }
+  };
 }
 
 /** A counter's `collect` that follows a monotonic number kept elsewhere. */

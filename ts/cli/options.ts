@@ -1,5 +1,6 @@
 // Command-line option parsing shared by the commands and the roles.
 import { POLICIES, type Policy } from '../pipeline/scheduler.js';
+import { STATE_UPDATES, type StateUpdate } from '../pipeline/state-update.js';
 
 /** A mistake in how the command was called: usage goes with it, and exit code 2. */
 export class UsageError extends Error {}
@@ -39,4 +40,12 @@ export function policyOption(raw: string | undefined): Policy {
   const policy = POLICIES.find((p) => p === raw);
   if (!policy) throw new UsageError(`--policy must be one of ${POLICIES.join(', ')}, got '${raw}'`);
   return policy;
+}
+
+/** `--state-update`: how pre-executors' copies follow the primary (default `broadcast`). */
+export function stateUpdateOption(raw: string | undefined): StateUpdate {
+  if (raw === undefined) return 'broadcast';
+  const mode = STATE_UPDATES.find((m) => m === raw);
+  if (!mode) throw new UsageError(`--state-update must be one of ${STATE_UPDATES.join(', ')}, got '${raw}'`);
+  return mode;
 }

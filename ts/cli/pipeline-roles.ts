@@ -8,15 +8,26 @@ import { createRegistry, PreExecutorMetrics, serveMetrics } from '../metrics.js'
 import { runPreExecutor } from '../pipeline/preexecutor-main.js';
 import { serveRole } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
-import { intOption, metricsPortOption, required } from './options.js';
+import { intOption, metricsPortOption, policyOption, required, stateUpdateOption, UsageError } from './options.js';
 
-/** A pre-executor of an embedded cluster (see cluster.ts). */
+/**
+ * A pre-executor joining a running node (`remora start pre-executor --join DIR`); the embedded
+ * launcher starts its own the same way. It leaves when stdin ends, on SIGINT/SIGTERM, or when
+ * the node lets it go.
+ */
 export function preExecutorRole(argv: string[]) {
   const { values } = parseArgs({
     args: argv,
-    options: { dir: { type: 'string' }, app: { type: 'string' }, name: { type: 'string' }, 'metrics-port': { type: 'string' } },
+    options: {
+      join: { type: 'string' },
+      dir: { type: 'string' },
+      app: { type: 'string' },
+      name: { type: 'string' },
+      'metrics-port': { type: 'string' },
+    },
   });
-  const dir = required(values.dir, 'dir');
+  // `--join` names the running cluster's directory; `--dir` is its older spelling.
+  const dir = required(values.join ?? values.dir, 'join');
   const metricsPort = metricsPortOption(values['metrics-port']);
   return serveRole(async () => {
     const registry = metricsPort === undefined ? null : createRegistry();
@@ -25,6 +36,7 @@ export function preExecutorRole(argv: string[]) {
     if (server) process.stderr.write(`pre-executor: metrics at http://127.0.0.1:${server.port}/metrics\n`);
     const p = await runPreExecutor({
       path: join(dir, NODE_SOCKET),
+      dir,
       secret: loadOrCreateSecret(dir),
       name: required(values.name, 'name'),
       app: loadApp(required(values.app, 'app')),
@@ -43,7 +55,7 @@ export function preExecutorRole(argv: string[]) {
   });
 }
 
-/** An embedded node with its pre-executors, as a process a test can kill and restart. */
+/** An embedded node with its pre-executors (`remora start node`); tests kill and restart it. */
 export function nodeRole(argv: string[]) {
   const { values } = parseArgs({
     args: argv,
@@ -52,9 +64,13 @@ export function nodeRole(argv: string[]) {
       app: { type: 'string' },
       'pre-executors': { type: 'string' },
       'deadline-ms': { type: 'string' },
+      policy: { type: 'string' },
+      'state-update': { type: 'string' },
+      autoscale: { type: 'string' },
       'metrics-port': { type: 'string' },
     },
   });
+  const autoscale = autoscaleOption(values.autoscale);
   const metricsPort = metricsPortOption(values['metrics-port']);
   return serveRole(async () => {
     const cluster = await EmbeddedCluster.start({
@@ -62,6 +78,9 @@ export function nodeRole(argv: string[]) {
       app: required(values.app, 'app'),
       preExecutors: intOption(values['pre-executors'], 'pre-executors', 2, 0, 64),
       deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
+      policy: policyOption(values.policy),
+      stateUpdate: stateUpdateOption(values['state-update']),
+      ...(autoscale && { autoscale }),
       ...(metricsPort !== undefined && { metricsPort }),
     });
     if (cluster.metricsPort !== null) process.stderr.write(`node: metrics at http://127.0.0.1:${cluster.metricsPort}/metrics\n`);
@@ -73,4 +92,21 @@ export function nodeRole(argv: string[]) {
       },
     };
   });
+}
+
+/** `--autoscale MIN..MAX`: grow and shrink the pool between these sizes. */
+function autoscaleOption(raw: string | undefined): { min: number; max: number } | undefined {
+  if (raw === undefined) return undefined;
+  const m = /^(\d+)\.\.(\d+)$/.exec(raw);
+  const [min, max] = [Number(m?.[1]), Number(m?.[2])];
+  if (!m || min > max || max > 64) throw new UsageError(`--autoscale must be MIN..MAX with 0 <= MIN <= MAX <= 64, got '${raw}'`);
+  return { min, max };
+}
+
+/** `remora start node ...` or `remora start pre-executor --join DIR ...`. */
+export function startCommand(argv: string[]): Promise<number> {
+  const [what, ...rest] = argv;
+  if (what === 'node') return nodeRole(rest);
+  if (what === 'pre-executor') return preExecutorRole(rest);
+  throw new UsageError(`start what? expected 'node' or 'pre-executor', got ${what === undefined ? 'nothing' : `'${what}'`}`);
 }

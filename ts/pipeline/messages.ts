@@ -3,13 +3,33 @@
 import type { LookupTable, Outcome } from '../app/exec.js';
 import type { Transaction } from '../app/tx.js';
 import type { Decision } from './merge.js';
-import type { Effect, Result } from './preexecutor.js';
+import type { Effect, Feedback, Result } from './preexecutor.js';
+import { STATE_UPDATES, type PushedObject, type StateUpdate } from './state-update.js';
 
-export type ClientToNode = { t: 'submit'; id: number; tx: Transaction };
+/** `optimistic`: also send the pre-executor's outcome as soon as it is known. */
+export type ClientToNode = { t: 'submit'; id: number; tx: Transaction; optimistic?: boolean };
 export type NodeToClient =
-  | { t: 'reply'; id: number; ts: bigint; duplicate: boolean; outcome: Outcome | null; decision: Decision | null }
+  | {
+      t: 'reply';
+      id: number;
+      ts: bigint;
+      duplicate: boolean;
+      outcome: Outcome | null;
+      decision: Decision | null;
+      optimistic?: OptimisticCheck;
+    }
+  | { t: 'optimistic'; id: number; outcome: Outcome; from: string }
   | { t: 'rejected'; id: number; error: string };
-export type NodeToPre = { t: 'exec'; txs: Transaction[] } | { t: 'effects'; effects: Effect[] };
+
+/** How the final outcome compares with the optimistic one the client was sent, if any. */
+export type OptimisticCheck = 'confirmed' | 'wrong' | 'none';
+
+export type NodeToPre =
+  | { t: 'config'; stateUpdate: StateUpdate; store: string | null }
+  | { t: 'exec'; txs: Transaction[] }
+  | { t: 'effects'; effects: Effect[] }
+  | { t: 'objects'; objects: PushedObject[] }
+  | { t: 'feedback'; feedback: Feedback };
 export type PreToNode = { t: 'results'; results: Result[] };
 
 export class ProtocolError extends Error {
@@ -27,7 +47,9 @@ const isTs = (v: unknown): v is bigint => typeof v === 'bigint' && v >= 0n;
 export function parseClientMessage(m: unknown): ClientToNode {
   if (!isObj(m) || m['t'] !== 'submit') fail(`expected a submit message, got ${describe(m)}`);
   if (typeof m['id'] !== 'number' || !Number.isSafeInteger(m['id'])) fail('submit id must be an integer');
-  return { t: 'submit', id: m['id'], tx: m['tx'] as Transaction }; // the transaction is checked by admission
+  if (m['optimistic'] !== undefined && typeof m['optimistic'] !== 'boolean') fail('submit optimistic must be a boolean');
+  // The transaction is checked by admission.
+  return { t: 'submit', id: m['id'], tx: m['tx'] as Transaction, optimistic: m['optimistic'] === true };
 }
 
 export function parseNodeToPre(m: unknown): NodeToPre {
@@ -38,7 +60,28 @@ export function parseNodeToPre(m: unknown): NodeToPre {
     }
     return { t: 'effects', effects: m['effects'] as Effect[] };
   }
-  fail(`expected exec or effects, got ${describe(m)}`);
+  if (isObj(m) && m['t'] === 'objects' && Array.isArray(m['objects'])) {
+    for (const o of m['objects']) {
+      if (!Array.isArray(o) || typeof o[0] !== 'string' || !isTs(o[1]) || !(o[2] === null || isBytes(o[2]))) {
+        fail('malformed pushed object');
+      }
+    }
+    return { t: 'objects', objects: m['objects'] as PushedObject[] };
+  }
+  if (isObj(m) && m['t'] === 'config') {
+    const stateUpdate = STATE_UPDATES.find((s) => s === m['stateUpdate']);
+    if (!stateUpdate || !(m['store'] === null || typeof m['store'] === 'string')) fail('malformed config');
+    return { t: 'config', stateUpdate, store: m['store'] };
+  }
+  if (isObj(m) && m['t'] === 'feedback' && isObj(m['feedback'])) {
+    const f = m['feedback'];
+    const count = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+    if (!count(f['misses']) || !count(f['pushes']) || !Array.isArray(f['hot']) || !f['hot'].every((h) => typeof h === 'string')) {
+      fail('malformed feedback');
+    }
+    return { t: 'feedback', feedback: { misses: f['misses'] as number, pushes: f['pushes'] as number, hot: f['hot'] as string[] } };
+  }
+  fail(`expected config, exec, effects, objects or feedback, got ${describe(m)}`);
 }
 
 export function parsePreMessage(m: unknown): PreToNode {

@@ -3,18 +3,23 @@
 import type { App } from '../app/app.js';
 import type { LookupTable, Natives, Outcome } from '../app/exec.js';
 import { decodeTx, TxError, type DecodedTx } from '../app/tx.js';
+import { encode } from '../app/codec.js';
 import type { Decision } from './merge.js';
 import { ConflictFeedback, type FeedbackOptions } from './feedback.js';
-import type { Effect } from './preexecutor.js';
+import type { OptimisticCheck } from './messages.js';
+import type { Effect, Feedback } from './preexecutor.js';
 import { Primary, type Applied, type PrimaryOptions, type PrimaryStats, type PrimaryStore } from './primary.js';
 import { Scheduler, type Policy, type SchedulerOptions } from './scheduler.js';
 import type { Sequencer } from './sequencer.js';
+import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from './state-update.js';
 
 /** How the node reaches one pre-executor. */
 export interface PreExecutorLink {
   readonly name: string;
   send(txs: readonly DecodedTx[]): void;
   sendEffects(effects: readonly Effect[]): void;
+  sendObjects(objects: readonly PushedObject[]): void;
+  sendFeedback(feedback: Feedback): void;
 }
 
 /** The final answer to a client. */
@@ -25,6 +30,24 @@ export interface Reply {
   /** Null only for a duplicate applied too long ago to remember its outcome. */
   outcome: Outcome | null;
   decision: Decision | null;
+  /** Only when an optimistic reply was asked for: whether the one sent (if any) held. */
+  optimistic?: OptimisticCheck;
+}
+
+/** A pre-executor's outcome, sent before the final one: it may still turn out wrong. */
+export interface OptimisticReply {
+  outcome: Outcome;
+  /** The pre-executor that computed it. */
+  from: string;
+}
+
+export interface OptimisticStats {
+  /** Optimistic replies sent. */
+  sent: number;
+  /** Final outcomes equal to the optimistic one. */
+  confirmed: number;
+  /** Final outcomes that differ: the client was told. */
+  wrong: number;
 }
 
 export interface NodeOptions {
@@ -46,12 +69,27 @@ export interface NodeOptions {
   scheduling?: Omit<SchedulerOptions, 'policy'>;
   /** When an object counts as hot, and how fast conflict counts decay. */
   feedback?: FeedbackOptions;
+  /** How pre-executors' copies follow the primary (default `broadcast`). */
+  stateUpdate?: StateUpdate;
+  /** `push` only: when an object is pushed. */
+  push?: PushOptions;
+  /** Applied transactions between feedback messages to the pre-executors (default 1024). */
+  feedbackEvery?: number;
 }
 
 interface PoolEntry {
   link: PreExecutorLink;
   executed: number;
   queued: DecodedTx[];
+  /** Digests handed to it whose results are still useful (not returned, not yet applied). */
+  owed: Set<string>;
+  /** Set while retiring: called once nothing is owed. */
+  drained: (() => void)[] | null;
+}
+
+interface OptimisticWait {
+  first: OptimisticReply | null;
+  listeners: ((o: OptimisticReply) => void)[];
 }
 
 export class EmbeddedNode {
@@ -59,8 +97,16 @@ export class EmbeddedNode {
   readonly scheduler: Scheduler;
   /** Conflicts per object and misses per pre-executor, fed by every applied batch. */
   readonly feedback: ConflictFeedback;
+  readonly stateUpdate: StateUpdate;
+  /** `push` only: misses per pre-executor and object, and what each follows. */
+  readonly push: MissPush | null;
+  readonly optimisticStats: OptimisticStats = { sent: 0, confirmed: 0, wrong: 0 };
   private readonly pool = new Map<string, PoolEntry>();
-  private readonly waiters = new Map<string, ((a: Applied) => void)[]>();
+  /** Digest → the pre-executor that owes its result. */
+  private readonly owedBy = new Map<string, string>();
+  private readonly optimistic = new Map<string, OptimisticWait>();
+  private sinceFeedback = 0;
+  private readonly waiters = new Map<string, ((a: Applied & { optimistic: OptimisticCheck }) => void)[]>();
   private readonly recent = new Map<string, Applied>();
   private appliedTs = 0n;
   private flushScheduled = false;
@@ -75,6 +121,8 @@ export class EmbeddedNode {
   ) {
     this.scheduler = new Scheduler({ ...opts.scheduling, policy: opts.policy ?? 'load' });
     this.feedback = new ConflictFeedback(opts.feedback);
+    this.stateUpdate = opts.stateUpdate ?? 'broadcast';
+    this.push = this.stateUpdate === 'push' ? new MissPush(opts.push) : null;
     this.primary = new Primary(app, store, natives, {
       deadlineMs: opts.deadlineMs,
       onApplied: (batch) => this.applied(batch),
@@ -96,14 +144,43 @@ export class EmbeddedNode {
 
   addPreExecutor(link: PreExecutorLink): void {
     if (this.pool.has(link.name)) throw new Error(`pre-executor ${link.name} is already attached`);
-    this.pool.set(link.name, { link, executed: 0, queued: [] });
+    this.pool.set(link.name, { link, executed: 0, queued: [], owed: new Set(), drained: null });
     this.scheduler.add(link.name);
+    this.push?.add(link.name);
   }
 
   /** Detaches a pre-executor (left or crashed): its outstanding work falls to the deadline. */
   removePreExecutor(name: string): void {
+    const p = this.pool.get(name);
+    if (!p) return;
     this.pool.delete(name);
     this.scheduler.remove(name);
+    this.push?.remove(name);
+    for (const digest of p.owed) this.owedBy.delete(digest);
+    for (const d of p.drained ?? []) d();
+  }
+
+  /**
+   * Retires a pre-executor gracefully: it is handed nothing more, and the promise resolves once
+   * every result it owes has come back (or its transaction was applied without it). The caller
+   * then closes it; nothing it was handed waits for the deadline.
+   */
+  retire(name: string): Promise<void> {
+    const p = this.pool.get(name);
+    if (!p) return Promise.resolve();
+    this.scheduler.remove(name);
+    // Queued but not yet sent: the primary must not wait for those.
+    for (const tx of p.queued) this.settle(tx.digest, name, false);
+    p.queued = [];
+    return new Promise((resolve) => {
+      if (p.owed.size === 0) return resolve();
+      (p.drained ??= []).push(resolve);
+    });
+  }
+
+  /** Names of the pre-executors being handed work (retiring ones excluded). */
+  get members(): string[] {
+    return [...this.pool.keys()].filter((n) => this.scheduler.has(n));
   }
 
   /** A pre-executor's result for `digest`. */
@@ -112,16 +189,24 @@ export class EmbeddedNode {
     if (p) {
       this.scheduler.completed(from);
       p.executed++;
+      this.settle(digest, from, true);
+    }
+    const wait = this.optimistic.get(digest);
+    if (wait && wait.first === null) {
+      wait.first = { outcome: table.outcome, from };
+      this.optimisticStats.sent++;
+      for (const l of wait.listeners) l(wait.first);
     }
     this.primary.offer(digest, table, from);
   }
 
   /** Work per pre-executor: results returned and results still owed. */
-  poolStats(): { name: string; executed: number; outstanding: number }[] {
+  poolStats(): { name: string; executed: number; outstanding: number; retiring: boolean }[] {
     return [...this.pool.values()].map((p) => ({
       name: p.link.name,
       executed: p.executed,
-      outstanding: this.scheduler.outstanding(p.link.name),
+      outstanding: p.owed.size,
+      retiring: !this.scheduler.has(p.link.name),
     }));
   }
 
@@ -133,25 +218,30 @@ export class EmbeddedNode {
    * Admits a transaction: checks it, hands it to a pre-executor and to the sequencer, and
    * resolves with the primary's final outcome. Bad input throws a `TxError` and changes nothing.
    */
-  async submit(raw: unknown): Promise<Reply> {
+  async submit(raw: unknown, onOptimistic?: (o: OptimisticReply) => void): Promise<Reply> {
     const onReplied = this.opts.onReplied;
-    if (!onReplied) return this.admit(raw);
+    if (!onReplied) return this.admit(raw, onOptimistic);
     const t0 = performance.now();
-    const reply = await this.admit(raw);
+    const reply = await this.admit(raw, onOptimistic);
     onReplied(performance.now() - t0, reply);
     return reply;
   }
 
-  private async admit(raw: unknown): Promise<Reply> {
+  private async admit(raw: unknown, onOptimistic?: (o: OptimisticReply) => void): Promise<Reply> {
     const tx = decodeTx(raw);
     if (!Object.hasOwn(this.app.commands, tx.command)) {
       throw new TxError(`unknown command ${JSON.stringify(tx.command)} for app ${this.app.name}`);
     }
-    const applied = new Promise<Applied>((resolve) => {
+    const applied = new Promise<Applied & { optimistic: OptimisticCheck }>((resolve) => {
       const list = this.waiters.get(tx.digest) ?? [];
       list.push(resolve);
       this.waiters.set(tx.digest, list);
     });
+    if (onOptimistic) {
+      const wait = this.optimistic.get(tx.digest) ?? { first: null, listeners: [] };
+      wait.listeners.push(onOptimistic);
+      this.optimistic.set(tx.digest, wait);
+    }
     // The primary waits for a result only if some pre-executor was handed the transaction.
     if (this.dispatch(tx)) this.primary.expect(tx.digest);
     let accepted;
@@ -160,6 +250,7 @@ export class EmbeddedNode {
     } catch (e) {
       this.dropWaiters(tx.digest);
       this.primary.forget(tx.digest);
+      this.optimistic.delete(tx.digest);
       throw e;
     }
     if (accepted.duplicate) {
@@ -167,16 +258,21 @@ export class EmbeddedNode {
       if (accepted.ts <= this.appliedTs) {
         this.dropWaiters(tx.digest);
         this.primary.forget(tx.digest);
+        this.optimistic.delete(tx.digest);
+        this.settle(tx.digest, this.owedBy.get(tx.digest), false);
         return {
           ts: accepted.ts,
           duplicate: true,
           outcome: first?.ts === accepted.ts ? first.outcome : null,
           decision: first?.ts === accepted.ts ? first.decision : null,
+          ...(onOptimistic && { optimistic: 'none' as const }),
         };
       }
     }
     const a = await applied;
-    return { ts: a.ts, duplicate: accepted.duplicate, outcome: a.outcome, decision: a.decision };
+    const reply: Reply = { ts: a.ts, duplicate: accepted.duplicate, outcome: a.outcome, decision: a.decision };
+    if (onOptimistic) reply.optimistic = a.optimistic;
+    return reply;
   }
 
   private dropWaiters(digest: string): void {
@@ -185,10 +281,14 @@ export class EmbeddedNode {
 
   /** The scheduler picks the pre-executor; sent in one message per pre-executor per tick. */
   private dispatch(tx: DecodedTx): boolean {
+    // A resubmission while a pre-executor still owes the result: that result will do.
+    if (this.owedBy.has(tx.digest)) return true;
     const name = this.scheduler.choose(tx.objects);
     const best = name === null ? undefined : this.pool.get(name);
-    if (!best) return false;
+    if (!best || name === null) return false;
     best.queued.push(tx);
+    best.owed.add(tx.digest);
+    this.owedBy.set(tx.digest, name);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -206,15 +306,39 @@ export class EmbeddedNode {
     }
   }
 
+  /** `digest`'s result is no longer owed by `name` (returned, or its transaction applied). */
+  private settle(digest: string, name: string | undefined, returned: boolean): void {
+    if (name === undefined || this.owedBy.get(digest) !== name) return;
+    this.owedBy.delete(digest);
+    const p = this.pool.get(name);
+    if (!p) return;
+    p.owed.delete(digest);
+    if (!returned && !this.scheduler.has(name)) this.primary.forget(digest);
+    if (p.drained && p.owed.size === 0) for (const d of p.drained.splice(0)) d();
+  }
+
+  /** Whether the optimistic reply sent for `a` (if any) was the final outcome. */
+  private checkOptimistic(a: Applied): OptimisticCheck {
+    const wait = this.optimistic.get(a.digest);
+    if (!wait) return 'none';
+    this.optimistic.delete(a.digest);
+    if (wait.first === null) return 'none';
+    const same = encode(wait.first.outcome).equals(encode(a.outcome));
+    this.optimisticStats[same ? 'confirmed' : 'wrong']++;
+    return same ? 'confirmed' : 'wrong';
+  }
+
   private applied(batch: readonly Applied[]): void {
     const remember = this.opts.rememberOutcomes ?? 100_000;
     for (const a of batch) {
       this.appliedTs = a.ts;
       this.recent.set(a.digest, a);
+      this.settle(a.digest, this.owedBy.get(a.digest), false);
+      const optimistic = this.checkOptimistic(a);
       const list = this.waiters.get(a.digest);
       if (list) {
         this.waiters.delete(a.digest);
-        for (const w of list) w(a);
+        for (const w of list) w({ ...a, optimistic });
       }
     }
     // Maps iterate in insertion order, so the first keys are the oldest outcomes.
@@ -222,10 +346,42 @@ export class EmbeddedNode {
       if (this.recent.size <= remember) break;
       this.recent.delete(k);
     }
-    const effects: Effect[] = batch.filter((a) => a.writes.length > 0).map((a) => [a.ts, a.writes]);
-    if (effects.length > 0) for (const p of this.pool.values()) p.link.sendEffects(effects);
+    this.updatePreExecutors(batch);
     this.feedback.record(batch);
     if (this.scheduler.policy === 'load+affinity+hot') this.scheduler.setHot(this.feedback.hot());
+    this.sinceFeedback += batch.length;
+    if (this.sinceFeedback >= (this.opts.feedbackEvery ?? 1024)) {
+      this.sinceFeedback = 0;
+      this.sendFeedback();
+    }
     this.opts.onApplied?.(batch);
+  }
+
+  /** Brings pre-executors' copies forward as the state-update strategy says. */
+  private updatePreExecutors(batch: readonly Applied[]): void {
+    if (this.stateUpdate === 'pull') return;
+    const effects: Effect[] = batch.filter((a) => a.writes.length > 0).map((a) => [a.ts, a.writes]);
+    if (!this.push) {
+      if (effects.length > 0) for (const p of this.pool.values()) p.link.sendEffects(effects);
+      return;
+    }
+    // Effects first: the pushed versions read from the store below are at least as new.
+    for (const p of this.pool.values()) {
+      const mine = this.push.filter(p.link.name, effects);
+      if (mine.length > 0) p.link.sendEffects(mine);
+    }
+    for (const [name, ids] of this.push.record(batch)) {
+      const values = this.primary.current(ids);
+      this.pool.get(name)?.link.sendObjects(ids.map((id, i) => [id, values[i]?.version ?? 0n, values[i]?.value ?? null]));
+    }
+  }
+
+  private sendFeedback(): void {
+    const hot = [...this.feedback.hot()];
+    const misses = this.feedback.misses();
+    for (const p of this.pool.values()) {
+      const name = p.link.name;
+      p.link.sendFeedback({ misses: misses.get(name) ?? 0, pushes: this.push?.pushes(name) ?? 0, hot });
+    }
   }
 }

@@ -2,13 +2,17 @@
 import type { App } from '../app/app.js';
 import type { Natives } from '../app/exec.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
+import { RemoteStore } from '../store.js';
 import { connect, type Conn } from '../wire.js';
 import { parseNodeToPre, type PreToNode } from './messages.js';
 import { PreExecutor } from './preexecutor.js';
+import { Puller } from './pull.js';
 import { PRE_EXECUTOR_ROLE } from './server.js';
 
 export interface PreExecutorProcess {
   readonly pre: PreExecutor;
+  /** Set once the node asked for the `pull` state update. */
+  readonly puller: () => Puller | null;
   /** Resolves when the node closes the connection (or it breaks). */
   readonly closed: Promise<void>;
   close(): void;
@@ -16,6 +20,8 @@ export interface PreExecutorProcess {
 
 export async function runPreExecutor(opts: {
   path: string;
+  /** The cluster directory, where the primary's store lives (needed to pull). */
+  dir: string;
   secret: Buffer;
   name: string;
   app: App;
@@ -28,31 +34,65 @@ export async function runPreExecutor(opts: {
   const conn: Conn = await connect({ path: opts.path, secret: opts.secret, role: PRE_EXECUTOR_ROLE + opts.name, log });
   const pre = new PreExecutor(opts.app, opts.natives);
   const closed = new Promise<void>((resolve) => conn.onClose(() => resolve()));
+  let puller: Puller | null = null;
+  // With `pull`, a batch waits for its reads, and later batches queue behind it.
+  let pulling = false;
+  let queue: Promise<void> = Promise.resolve();
+  const fail = (e: unknown) => {
+    log(`pre-executor ${opts.name}: ${e instanceof Error ? e.message : String(e)}; closing`);
+    conn.close();
+  };
+
+  const execute = async (txs: DecodedTx[]) => {
+    const t0 = performance.now();
+    if (puller) await puller.refresh(txs);
+    const msg: PreToNode = { t: 'results', results: pre.run(txs) };
+    opts.onBatch?.(txs.length, performance.now() - t0);
+    conn.send(msg);
+  };
+
   conn.onMessage((raw) => {
     try {
       const m = parseNodeToPre(raw);
-      if (m.t === 'effects') {
-        pre.install(m.effects);
-        return;
-      }
-      const txs: DecodedTx[] = [];
-      for (const t of m.txs) {
-        try {
-          txs.push(decodeTx(t));
-        } catch (e) {
-          // Admission checked it; a transaction we cannot decode is simply not pre-executed
-          // (the primary executes it at its deadline).
-          log(`pre-executor ${opts.name}: skipping a transaction: ${e instanceof Error ? e.message : String(e)}`);
+      switch (m.t) {
+        case 'config':
+          if (m.stateUpdate === 'pull' && !pulling) {
+            const store = m.store;
+            if (store === null) throw new Error('the node asked to pull but named no store');
+            pulling = true;
+            queue = queue.then(async () => {
+              puller = new Puller(await RemoteStore.connect({ dir: opts.dir, store, secret: opts.secret }), pre.state);
+            });
+          }
+          return;
+        case 'effects':
+          pre.install(m.effects);
+          return;
+        case 'objects':
+          pre.installObjects(m.objects);
+          return;
+        case 'feedback':
+          pre.feedback = m.feedback;
+          return;
+        case 'exec': {
+          const txs: DecodedTx[] = [];
+          for (const t of m.txs) {
+            try {
+              txs.push(decodeTx(t));
+            } catch (e) {
+              // Admission checked it; a transaction we cannot decode is simply not pre-executed
+              // (the primary executes it at its deadline).
+              log(`pre-executor ${opts.name}: skipping a transaction: ${e instanceof Error ? e.message : String(e)}`);
+            }
+          }
+          if (pulling) queue = queue.then(() => execute(txs)).catch(fail);
+          else void execute(txs).catch(fail);
+          return;
         }
       }
-      const t0 = performance.now();
-      const msg: PreToNode = { t: 'results', results: pre.run(txs) };
-      opts.onBatch?.(txs.length, performance.now() - t0);
-      conn.send(msg);
     } catch (e) {
-      log(`pre-executor ${opts.name}: ${e instanceof Error ? e.message : String(e)}; closing`);
-      conn.close();
+      fail(e);
     }
   });
-  return { pre, closed, close: () => conn.close() };
+  return { pre, puller: () => puller, closed, close: () => conn.close() };
 }

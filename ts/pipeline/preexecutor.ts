@@ -5,16 +5,30 @@ import type { App } from '../app/app.js';
 import { execute, verifyAll, type LookupTable, type Natives } from '../app/exec.js';
 import { MemoryState, type Write } from '../app/state.js';
 import type { DecodedTx } from '../app/tx.js';
+import type { PushedObject } from './state-update.js';
 
 export type Result = [digest: string, table: LookupTable];
 /** Writes the primary applied at `ts`. */
 export type Effect = [ts: bigint, writes: Write[]];
+
+/** What the primary last told this pre-executor about conflicts (see feedback.ts). */
+export interface Feedback {
+  /** Its results the primary re-executed, since it joined. */
+  misses: number;
+  /** Objects pushed to it (state update `push`). */
+  pushes: number;
+  /** Objects conflicting often lately. */
+  hot: string[];
+}
 
 export class PreExecutor {
   readonly state = new MemoryState();
   executed = 0;
   /** Newest timestamp whose effects this copy holds. */
   appliedTs = 0n;
+  /** Objects the primary pushed (state update `push`). */
+  pushed = 0;
+  feedback: Feedback = { misses: 0, pushes: 0, hot: [] };
 
   constructor(
     readonly app: App,
@@ -29,6 +43,12 @@ export class PreExecutor {
       this.executed++;
       return [tx.digest, table];
     });
+  }
+
+  /** Installs objects the primary pushed, each only if newer than the copy's. */
+  installObjects(objects: readonly PushedObject[]): void {
+    for (const [id, version, value] of objects) this.state.install(id, version, value);
+    this.pushed += objects.length;
   }
 
   /** Applies the primary's effects, skipping any already held (effects may be resent). */

@@ -79,6 +79,11 @@ export class Primary {
     this.expected.add(digest);
   }
 
+  /** The current version and value of `ids` in the primary's store. */
+  current(ids: readonly string[]): Versioned[] {
+    return this.store.get(ids);
+  }
+
   /** Stops keeping results for `digest` (a duplicate of a transaction applied long ago). */
   forget(digest: string): void {
     this.expected.delete(digest);

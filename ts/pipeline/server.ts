@@ -2,7 +2,7 @@
 import { TxError } from '../app/tx.js';
 import { listen, type Conn, type Server } from '../wire.js';
 import { parseClientMessage, parsePreMessage, ProtocolError, type NodeToClient, type NodeToPre } from './messages.js';
-import type { EmbeddedNode, PreExecutorLink } from './node.js';
+import type { EmbeddedNode, OptimisticReply, PreExecutorLink } from './node.js';
 
 export const PRE_EXECUTOR_ROLE = 'pre-executor:';
 export const CLIENT_ROLE = 'client';
@@ -13,6 +13,8 @@ export interface ServeOptions {
   log?: (msg: string) => void;
   /** Called when a pre-executor attaches or leaves. */
   onPool?: (event: 'join' | 'leave', name: string) => void;
+  /** The name of the primary's store in the cluster directory, for pre-executors that pull. */
+  store?: string;
 }
 
 export function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise<Server> {
@@ -23,7 +25,7 @@ export function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise<Serve
     log,
     onConnection: (conn) => {
       if (conn.role === CLIENT_ROLE) serveClient(node, conn, log);
-      else if (conn.role.startsWith(PRE_EXECUTOR_ROLE)) attachPreExecutor(node, conn, log, opts.onPool);
+      else if (conn.role.startsWith(PRE_EXECUTOR_ROLE)) attachPreExecutor(node, conn, log, opts);
       else {
         log(`${conn.peer}: unknown role ${JSON.stringify(conn.role)}, closing`);
         conn.close();
@@ -55,7 +57,10 @@ function serveClient(node: EmbeddedNode, conn: Conn, log: (m: string) => void): 
   conn.onMessage(
     guard(conn, log, (raw) => {
       const m = parseClientMessage(raw);
-      node.submit(m.tx).then(
+      const onOptimistic = m.optimistic
+        ? (o: OptimisticReply) => reply({ t: 'optimistic', id: m.id, outcome: o.outcome, from: o.from })
+        : undefined;
+      node.submit(m.tx, onOptimistic).then(
         (r) => reply({ t: 'reply', id: m.id, ...r }),
         (e: unknown) => {
           if (!(e instanceof TxError)) log(`submit from ${conn.peer} failed: ${e instanceof Error ? e.message : String(e)}`);
@@ -70,8 +75,13 @@ function attachPreExecutor(
   node: EmbeddedNode,
   conn: Conn,
   log: (m: string) => void,
-  onPool?: (event: 'join' | 'leave', name: string) => void,
+  opts: ServeOptions,
 ): void {
+  if (node.stateUpdate === 'pull' && opts.store === undefined) {
+    log(`${conn.peer}: this node cannot serve pulling pre-executors (no store name); closing`);
+    conn.close();
+    return;
+  }
   const name = conn.role.slice(PRE_EXECUTOR_ROLE.length) || conn.peer;
   const send = (m: NodeToPre) => {
     try {
@@ -84,6 +94,8 @@ function attachPreExecutor(
     name,
     send: (txs) => send({ t: 'exec', txs: txs.map((tx) => ({ body: tx.body, auth: tx.auth })) }),
     sendEffects: (effects) => send({ t: 'effects', effects: [...effects] }),
+    sendObjects: (objects) => send({ t: 'objects', objects: [...objects] }),
+    sendFeedback: (feedback) => send({ t: 'feedback', feedback }),
   };
   try {
     node.addPreExecutor(link);
@@ -92,7 +104,8 @@ function attachPreExecutor(
     conn.close();
     return;
   }
-  onPool?.('join', name);
+  send({ t: 'config', stateUpdate: node.stateUpdate, store: node.stateUpdate === 'pull' ? (opts.store ?? null) : null });
+  opts.onPool?.('join', name);
   conn.onMessage(
     guard(conn, log, (raw) => {
       const m = parsePreMessage(raw);
@@ -101,7 +114,7 @@ function attachPreExecutor(
   );
   conn.onClose(() => {
     node.removePreExecutor(name);
-    onPool?.('leave', name);
+    opts.onPool?.('leave', name);
   });
 }
 

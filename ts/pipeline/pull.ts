@@ -1,0 +1,56 @@
+// The pre-executor's side of the `pull` state update: before a batch executes, the current
+// versions of its declared objects are read one-sidedly from the primary's store, and only the
+// objects whose version differs from the copy's are installed.
+import type { MemoryState } from '../app/state.js';
+import type { DecodedTx } from '../app/tx.js';
+import type { ReadResult } from '../store.js';
+
+/** Where current versions come from: the primary's store, read one-sidedly (`RemoteStore`). */
+export interface VersionSource {
+  read(ids: readonly string[]): Promise<ReadResult[]>;
+}
+
+export class Puller {
+  /** Objects read from the primary. */
+  pulled = 0;
+  /** Of those, objects whose version differed from the copy's and were installed. */
+  refreshed = 0;
+
+  constructor(
+    private readonly source: VersionSource,
+    private readonly state: MemoryState,
+  ) {}
+
+  /** Refreshes the declared objects of `txs`; returns how many changed. */
+  async refresh(txs: readonly DecodedTx[]): Promise<number> {
+    const ids = [...new Set(txs.flatMap((tx) => tx.objects))];
+    if (ids.length === 0) return 0;
+    const found = await this.source.read(ids);
+    let changed = 0;
+    found.forEach((r, i) => {
+      const id = ids[i];
+      if (id === undefined) return;
+      const [version, value] = current(r);
+      // A read of the object's newest version never finds one older than ours: the copy only
+      // holds versions the primary wrote. Lagging cannot happen for `get`; treat it as absent.
+      if (this.state.read(id).version === version) return;
+      if (version === 0n) this.state.objects.delete(id);
+      else this.state.objects.set(id, { version, value: value ?? undefined });
+      changed++;
+    });
+    this.pulled += ids.length;
+    this.refreshed += changed;
+    return changed;
+  }
+}
+
+function current(r: ReadResult): [bigint, Uint8Array | null] {
+  switch (r.status) {
+    case 'value':
+      return [r.version, r.value];
+    case 'deleted':
+      return [r.version, null];
+    default:
+      return [0n, null];
+  }
+}
