@@ -302,6 +302,17 @@ impl Region {
         Ok(())
     }
 
+    /// Start of the mapping, for registering it with an RDMA device (which then reads and
+    /// writes it as the owner's peers would).
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// Whether this process mapped it writable (the owner's regions, remote-writable ones).
+    pub(crate) fn writable_here(&self) -> bool {
+        self.writable_here
+    }
+
     fn bytes(&self) -> &[AtomicU8] {
         // SAFETY: as for `words`; `AtomicU8` has the layout of `u8`.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU8, self.info.bytes) }
