@@ -601,6 +601,24 @@ impl TcpPeer {
         r
     }
 
+    /// Whether the server has closed this connection (checked without blocking). An owner
+    /// that stops serving closes its connections, which a transport layered on this one can
+    /// notice sooner than its own timeouts.
+    pub(crate) fn closed_by_peer(&self) -> bool {
+        let guard = lock(&self.conn);
+        let Some(conn) = &*guard else {
+            return true;
+        };
+        let s = &conn.writer;
+        if s.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let closed =
+            matches!(s.peek(&mut [0u8; 1]), Ok(0)) || matches!(s.take_error(), Ok(Some(_)));
+        let _ = s.set_nonblocking(false);
+        closed
+    }
+
     /// Sends one request (`[op] body`) and returns the body of its OK reply.
     pub(crate) fn call(&self, req: &[u8]) -> Result<Vec<u8>> {
         let mut reply = Vec::new();

@@ -42,6 +42,8 @@ const DEPTH: u32 = 16;
 /// A peer's registered staging buffer: RDMA moves bytes between registered memory only, and
 /// registering each caller's buffer would cost more than the copy. Holds the largest slot.
 const BOUNCE_BYTES: usize = 4 << 20;
+/// How often a peer waiting on a completion checks that the owner still serves it.
+const LIVENESS_CHECK: Duration = Duration::from_millis(50);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -77,13 +79,13 @@ impl OwnerInner {
             },
             e => e,
         })?;
-        let access = if region.info.writable && region.writable_here() {
+        let access = if region.info.writable {
             ffi::ACCESS_REMOTE_READ | ffi::ACCESS_REMOTE_WRITE | ffi::ACCESS_LOCAL_WRITE
         } else {
             ffi::ACCESS_REMOTE_READ
         };
-        // SAFETY: the mapping is `info.bytes` long, mapped writable exactly when write access
-        // is asked for, and `Registered` drops the registration before the mapping.
+        // SAFETY: the mapping is `info.bytes` long and read-write (`AttachedRegions::owner`);
+        // `Registered` drops the registration before the mapping.
         let mr =
             unsafe { Mr::register(&self.dev, region.as_mut_ptr(), region.info.bytes, access) }?;
         let r = Arc::new(Registered { mr, region });
@@ -155,7 +157,7 @@ impl VerbsServer {
         let owner = Owner(Arc::new(OwnerInner {
             dev,
             name: store.name().to_string(),
-            regions: AttachedRegions::new(store.dir().to_path_buf()),
+            regions: AttachedRegions::owner(store.dir().to_path_buf()),
             registered: Mutex::default(),
         }));
         let tcp = TcpServer::start_with(store, secret, addr, Some(Arc::new(owner)))?;
@@ -400,6 +402,7 @@ impl Link {
         let deadline = Instant::now() + peer.timeout;
         let mut wc = [Wc::default(); 4];
         let mut spins = 0u32;
+        let mut next_liveness_check = Instant::now() + LIVENESS_CHECK;
         loop {
             let n = self.qp.poll(&mut wc)?;
             for c in &wc[..n] {
@@ -417,13 +420,27 @@ impl Link {
             spins = spins.wrapping_add(1);
             if spins < 256 {
                 std::hint::spin_loop();
-            } else {
-                // Poll without hogging the core: software RDMA (rxe) needs it to make progress.
-                std::thread::yield_now();
-                if spins.is_multiple_of(64) && Instant::now() > deadline {
+                continue;
+            }
+            // Poll without hogging the core: software RDMA (rxe) needs it to make progress.
+            std::thread::yield_now();
+            if !spins.is_multiple_of(64) {
+                continue;
+            }
+            let now = Instant::now();
+            if now > deadline {
+                return Err(peer.gone(format!(
+                    "no completion of an RDMA {what} within {:?}",
+                    peer.timeout
+                )));
+            }
+            // An owner that stops serving closes the side channel and destroys our queue
+            // pair's partner; the device would only notice after its retries run out.
+            if now >= next_liveness_check {
+                next_liveness_check = now + LIVENESS_CHECK;
+                if self.side.closed_by_peer() {
                     return Err(peer.gone(format!(
-                        "no completion of an RDMA {what} within {:?}",
-                        peer.timeout
+                        "the owner closed the connection during an RDMA {what}"
                     )));
                 }
             }
