@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
+import { runTransports } from '../bench/transports.js';
 import { demoOneside } from './cli/demo-oneside.js';
 import { intOption, metricsPortOption, policyOption, seedOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole } from './cli/pipeline-roles.js';
@@ -37,6 +38,10 @@ const USAGE = `Usage:
       --quick                     short run
       --out FILE                  JSON results (default bench/results/merge.json)
       --seed N                    workload seed (default random; printed)
+  remora bench transports [options]  read latency/throughput over shm, tcp, verbs; rig's perftest
+      --quick                     short run
+      --out FILE                  JSON results (default bench/results/transports.json)
+      --rig FILE                  soft-RoCE rig results to include (default target/rig/results.json)
   remora help                     this text
 `;
 
@@ -85,11 +90,26 @@ function benchMerge(argv: string[]): Promise<number> {
   });
 }
 
+function benchTransports(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, rig: { type: 'string' } },
+  });
+  return runTransports({
+    quick: values.quick ?? false,
+    out: values.out ?? join('bench', 'results', 'transports.json'),
+    rig: values.rig ?? join('target', 'rig', 'results.json'),
+  });
+}
+
 async function bench(argv: string[]): Promise<number> {
   const [suite, ...rest] = argv;
   if (suite === 'merge') return benchMerge(rest);
+  if (suite === 'transports') return benchTransports(rest);
   if (suite !== 'oneside') {
-    throw new UsageError(suite === undefined ? 'bench needs a suite: oneside, merge' : `unknown bench suite '${suite}'`);
+    throw new UsageError(
+      suite === undefined ? 'bench needs a suite: oneside, merge, transports' : `unknown bench suite '${suite}'`,
+    );
   }
   const { values } = parseArgs({
     args: rest,
