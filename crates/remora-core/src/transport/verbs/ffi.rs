@@ -370,8 +370,14 @@ impl Device {
         for i in 0..usize::try_from(n).unwrap_or(0) {
             // SAFETY: the list holds `n` device pointers.
             let dev = unsafe { *list.add(i) };
-            // SAFETY: `dev` is a listed device; its name is a NUL-terminated string it owns.
-            let name = unsafe { CStr::from_ptr((lib.get_device_name)(dev)) }
+            // SAFETY: `dev` is a listed device.
+            let raw = unsafe { (lib.get_device_name)(dev) };
+            if raw.is_null() {
+                continue;
+            }
+            // SAFETY: non-null: a NUL-terminated string the device owns, read before the
+            // list is freed.
+            let name = unsafe { CStr::from_ptr(raw) }
                 .to_string_lossy()
                 .into_owned();
             if chosen.is_none() && wanted.as_deref().is_none_or(|w| w == name) {

@@ -375,7 +375,14 @@ impl Link {
         if write && !r.writable {
             return Err(Error::NotWritable { region: id });
         }
-        Ok((r, r.addr + offset))
+        // The owner's address plus an in-bounds end must not wrap (a sane owner never says so).
+        match r.addr.checked_add(end) {
+            Some(_) => Ok((r, r.addr + offset)),
+            None => Err(Error::Frame {
+                peer: peer.name.clone(),
+                why: format!("region {id} registered at an impossible address"),
+            }),
+        }
     }
 
     /// One signaled RDMA op of `len` bytes between the start of the staging buffer and
