@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { runElastic } from '../bench/elastic.js';
 import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
+import { runTransports } from '../bench/transports.js';
 import { demoOneside } from './cli/demo-oneside.js';
 import { intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
@@ -52,6 +53,10 @@ const USAGE = `Usage:
       --quick                     short run
       --out FILE                  JSON results (default bench/results/elastic.json; plots next to it)
       --seed N                    workload seed (default random; printed)
+  remora bench transports [options]  read latency/throughput over shm, tcp, verbs; rig's perftest
+      --quick                     short run
+      --out FILE                  JSON results (default bench/results/transports.json)
+      --rig FILE                  soft-RoCE rig results to include (default target/rig/results.json)
   remora help                     this text
 `;
 
@@ -114,12 +119,27 @@ function benchElastic(argv: string[]): Promise<number> {
   });
 }
 
+function benchTransports(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { quick: { type: 'boolean' }, out: { type: 'string' }, rig: { type: 'string' } },
+  });
+  return runTransports({
+    quick: values.quick ?? false,
+    out: values.out ?? join('bench', 'results', 'transports.json'),
+    rig: values.rig ?? join('target', 'rig', 'results.json'),
+  });
+}
+
 async function bench(argv: string[]): Promise<number> {
   const [suite, ...rest] = argv;
   if (suite === 'merge') return benchMerge(rest);
   if (suite === 'elastic') return benchElastic(rest);
+  if (suite === 'transports') return benchTransports(rest);
   if (suite !== 'oneside') {
-    throw new UsageError(suite === undefined ? 'bench needs a suite: oneside, merge, elastic' : `unknown bench suite '${suite}'`);
+    throw new UsageError(
+      suite === undefined ? 'bench needs a suite: oneside, merge, elastic, transports' : `unknown bench suite '${suite}'`,
+    );
   }
   const { values } = parseArgs({
     args: rest,

@@ -17,6 +17,7 @@ use std::time::Duration;
 mod bench;
 pub mod log;
 pub mod precompile;
+pub mod transports;
 
 fn js_err(e: remora_core::Error) -> Error {
     Error::new(Status::GenericFailure, e.to_string())

@@ -42,6 +42,10 @@ pub enum Error {
         "slot of object {id} failed validation ({why}): its region was changed outside its owner"
     )]
     Corrupt { id: String, why: String },
+    #[error("verbs transport: no RDMA device available ({0})")]
+    NoRdma(String),
+    #[error("verbs transport: {0}")]
+    Verbs(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -18,4 +18,5 @@ pub use slot::Lookup;
 pub use store::{Addr, Store, StoreConfig, StoreStats};
 pub use transport::shm::{ShmPeer, ShmTransport};
 pub use transport::tcp::{TcpPeer, TcpServer, TcpTransport};
+pub use transport::verbs::{VerbsPeer, VerbsServer, VerbsTransport};
 pub use transport::{RemoteMemory, Transport};

@@ -156,6 +156,14 @@ impl Region {
     /// Maps an existing region of another process (peer side): read-only unless the region
     /// says it is remote-writable.
     pub fn attach(store_dir: &Path, id: u32) -> Result<Self> {
+        Self::attach_as(store_dir, id, false)
+    }
+
+    /// As [`Region::attach`]; `owner` maps every region read-write, as its owner may. RDMA
+    /// needs that: kernels before 6.2 pin even read-only registrations for writing, which
+    /// a read-only shared mapping refuses. Writes through `Region::write` stay limited to
+    /// remote-writable regions either way.
+    pub(crate) fn attach_as(store_dir: &Path, id: u32, owner: bool) -> Result<Self> {
         let path = region_path(store_dir, id);
         let file = match OpenOptions::new().read(true).open(&path) {
             Ok(f) => f,
@@ -190,7 +198,7 @@ impl Region {
                 why: "header disagrees with the file".into(),
             });
         }
-        let map = if info.writable {
+        let map = if info.writable || owner {
             drop(ro);
             let rw = OpenOptions::new()
                 .read(true)
@@ -302,6 +310,12 @@ impl Region {
         Ok(())
     }
 
+    /// Start of the mapping, for registering it with an RDMA device (which then reads and
+    /// writes it as the owner's peers would).
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
     fn bytes(&self) -> &[AtomicU8] {
         // SAFETY: as for `words`; `AtomicU8` has the layout of `u8`.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU8, self.info.bytes) }
@@ -312,6 +326,7 @@ impl Region {
 /// its owner lives, so a mapping stays valid.
 pub(crate) struct AttachedRegions {
     dir: PathBuf,
+    owner: bool,
     regions: RwLock<HashMap<u32, Arc<Region>>>,
 }
 
@@ -319,7 +334,16 @@ impl AttachedRegions {
     pub(crate) fn new(dir: PathBuf) -> Self {
         Self {
             dir,
+            owner: false,
             regions: RwLock::default(),
+        }
+    }
+
+    /// The owner's own regions, all mapped read-write (see [`Region::attach_as`]).
+    pub(crate) fn owner(dir: PathBuf) -> Self {
+        Self {
+            owner: true,
+            ..Self::new(dir)
         }
     }
 
@@ -332,7 +356,7 @@ impl AttachedRegions {
         {
             return Ok(r.clone());
         }
-        let region = Arc::new(Region::attach(&self.dir, id)?);
+        let region = Arc::new(Region::attach_as(&self.dir, id, self.owner)?);
         let mut map = self.regions.write().unwrap_or_else(|e| e.into_inner());
         Ok(map.entry(id).or_insert(region).clone())
     }

@@ -1,6 +1,10 @@
-//! Transport conformance: the same checks against every transport (`shm`, `tcp`), so a new
+//! Transport conformance: the same checks against every transport (`shm`, `tcp`, `verbs`), so a new
 //! transport is held to what the others already promise. Each check is instantiated once per
 //! transport by `suite!` below; a transport plugs in through the `Kind` trait.
+//!
+//! `verbs` needs an RDMA device (rdma-core and, without hardware, soft-RoCE): without one its
+//! checks print why and pass, unless `REMORA_REQUIRE_RDMA=1` (set by the soft-RoCE rig) makes
+//! the absence a failure.
 
 use remora_core::control::{handshake_client, write_frame, SOCKET_NAME};
 use remora_core::slot::{class_capacity, slot_bytes, Lookup, SIZE_CLASSES};
@@ -8,7 +12,7 @@ use remora_core::store::Put;
 use remora_core::stress::{populate, run_reader, run_writer};
 use remora_core::{
     ControlServer, Error, RemoteMemory, RemoteStore, ShmTransport, Store, StoreConfig, TcpServer,
-    TcpTransport, Transport,
+    TcpTransport, Transport, VerbsServer, VerbsTransport,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,6 +34,7 @@ impl<S: Read + Write> Raw for S {}
 enum Server {
     Shm(ControlServer),
     Tcp(TcpServer),
+    Verbs(VerbsServer),
 }
 
 /// How a transport is set up for the checks.
@@ -38,6 +43,12 @@ trait Kind {
     /// Whether the peer must be alive for a byte read to succeed (`shm` keeps its mapping of
     /// a dead owner's regions by design; a network transport cannot).
     const READS_NEED_PEER: bool;
+    /// Reads per stress reader: software RDMA under emulation manages a few thousand a second.
+    const STRESS_READS: u64 = 100_000;
+    /// Why this transport cannot run here, if it cannot.
+    fn unavailable() -> Option<String> {
+        None
+    }
     /// Starts serving `store`; returns the server and the name `attach` takes.
     fn serve(store: &Arc<Store>) -> (Server, String);
     fn transport(dir: &Path, secret: &[u8]) -> Self::T;
@@ -47,6 +58,7 @@ trait Kind {
 
 struct Shm;
 struct Tcp;
+struct Verbs;
 
 impl Kind for Shm {
     type T = ShmTransport;
@@ -83,6 +95,40 @@ impl Kind for Tcp {
         s.set_write_timeout(Some(BOUND)).unwrap();
         Box::new(s)
     }
+}
+
+impl Kind for Verbs {
+    type T = VerbsTransport;
+    const READS_NEED_PEER: bool = true;
+    const STRESS_READS: u64 = 3_000;
+    fn unavailable() -> Option<String> {
+        remora_core::transport::verbs::probe()
+            .err()
+            .map(|e| e.to_string())
+    }
+    fn serve(store: &Arc<Store>) -> (Server, String) {
+        let server = VerbsServer::start(store, SECRET, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr().to_string();
+        (Server::Verbs(server), addr)
+    }
+    fn transport(_: &Path, secret: &[u8]) -> VerbsTransport {
+        VerbsTransport::new(secret).unwrap()
+    }
+    fn raw(fx: &Fixture) -> Box<dyn Raw> {
+        Tcp::raw(fx)
+    }
+}
+
+/// Whether to skip `K`'s checks: only when it cannot run here and nobody requires it.
+fn skip<K: Kind>() -> bool {
+    let Some(why) = K::unavailable() else {
+        return false;
+    };
+    if std::env::var("REMORA_REQUIRE_RDMA").is_ok_and(|v| v == "1") {
+        panic!("REMORA_REQUIRE_RDMA=1 but: {why}");
+    }
+    println!("skipped: {why}");
+    true
 }
 
 /// Removes the cluster directory last (fields drop in declaration order).
@@ -133,6 +179,7 @@ impl Fixture {
         match self.server.take() {
             Some(Server::Shm(s)) => drop(s),
             Some(Server::Tcp(s)) => drop(s),
+            Some(Server::Verbs(s)) => drop(s),
             None => {}
         }
     }
@@ -233,7 +280,6 @@ fn bounds_and_writability<K: Kind>() {
 
 const OBJECTS: u32 = 48;
 const READERS: u64 = 2;
-const READS_PER_READER: u64 = 100_000;
 
 /// Concurrent writer and readers (threads of this process, each reader with its own peer):
 /// no accepted value is torn, no reader goes back in time.
@@ -257,7 +303,7 @@ fn no_torn_reads<K: Kind>() {
             .map(|r| {
                 let remote = RemoteStore::new(fx.attach::<K>());
                 s.spawn(move || {
-                    let report = run_reader(&remote, OBJECTS, seed ^ (r + 1), READS_PER_READER);
+                    let report = run_reader(&remote, OBJECTS, seed ^ (r + 1), K::STRESS_READS);
                     (report, remote.stats())
                 })
             })
@@ -275,9 +321,9 @@ fn no_torn_reads<K: Kind>() {
             "accepted bad reads: {:#?}",
             report.violations
         );
-        assert_eq!(report.reads, READS_PER_READER);
+        assert_eq!(report.reads, K::STRESS_READS);
         assert!(
-            report.verified > READS_PER_READER / 2,
+            report.verified > K::STRESS_READS / 2,
             "too few values verified: {report:?}"
         );
     }
@@ -392,26 +438,44 @@ macro_rules! suite {
             use super::*;
             #[test]
             fn every_size_class() {
+                if super::skip::<$kind>() {
+                    return;
+                }
                 super::every_size_class::<$kind>()
             }
             #[test]
             fn bounds_and_writability() {
+                if super::skip::<$kind>() {
+                    return;
+                }
                 super::bounds_and_writability::<$kind>()
             }
             #[test]
             fn no_torn_reads() {
+                if super::skip::<$kind>() {
+                    return;
+                }
                 super::no_torn_reads::<$kind>()
             }
             #[test]
             fn peer_death_mid_read() {
+                if super::skip::<$kind>() {
+                    return;
+                }
                 super::peer_death_mid_read::<$kind>()
             }
             #[test]
             fn wrong_secret_is_rejected() {
+                if super::skip::<$kind>() {
+                    return;
+                }
                 super::wrong_secret_is_rejected::<$kind>()
             }
             #[test]
             fn garbage_is_disconnected() {
+                if super::skip::<$kind>() {
+                    return;
+                }
                 super::garbage_is_disconnected::<$kind>()
             }
         }
@@ -420,6 +484,43 @@ macro_rules! suite {
 
 suite!(shm, Shm);
 suite!(tcp, Tcp);
+suite!(verbs, Verbs);
+
+/// Without rdma-core or a device, the verbs transport says so plainly (and the owner side
+/// refuses to start the same way) instead of failing somewhere deeper.
+#[test]
+fn verbs_absent_is_a_clear_error() {
+    let err = match VerbsTransport::new(SECRET) {
+        Ok(t) => return println!("skipped: RDMA device {} is present", t.device()),
+        Err(e) => e.to_string(),
+    };
+    println!("as expected: {err}");
+    assert!(
+        err.starts_with("verbs transport: no RDMA device available ("),
+        "unclear error: {err}"
+    );
+    if libibverbs_absent() {
+        assert_eq!(
+            err,
+            "verbs transport: no RDMA device available (libibverbs.so.1 not found)"
+        );
+    }
+    let fx = Fixture::new::<Tcp>("noverbs", 256 * 1024);
+    let server = VerbsServer::start(&fx.store, SECRET, "127.0.0.1:0".parse().unwrap());
+    assert_eq!(server.err().map(|e| e.to_string()), Some(err));
+}
+
+/// Whether no libibverbs is installed in the usual places (then the message must say so).
+fn libibverbs_absent() -> bool {
+    [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+        "/lib/x86_64-linux-gnu",
+    ]
+    .iter()
+    .all(|d| !Path::new(d).join("libibverbs.so.1").exists())
+}
 
 /// `tcp` only: a well-formed but bad request (a read over the per-request limit, a region
 /// that does not exist) gets an error reply naming the problem, and the same connection then

@@ -8,6 +8,7 @@ use crate::store::Addr;
 
 pub mod shm;
 pub mod tcp;
+pub mod verbs;
 
 /// A peer's registered memory, as seen from this process.
 pub trait RemoteMemory: Send + Sync {
@@ -39,7 +40,7 @@ pub trait RemoteMemory: Send + Sync {
     }
 }
 
-/// A way to reach peers' memory: `shm` on one host, later `tcp` and `verbs`.
+/// A way to reach peers' memory: `shm` on one host, `tcp` anywhere, `verbs` over RDMA.
 pub trait Transport: Send + Sync {
     type Peer: RemoteMemory;
     fn name(&self) -> &'static str;

@@ -105,6 +105,21 @@ impl From<Error> for Fault {
     }
 }
 
+/// Requests beyond this transport's own, served on the same authenticated connections: the
+/// verbs transport sets up its queue pairs and hands out remote keys this way, so only peers
+/// that passed the handshake ever learn them.
+pub(crate) trait Extension: Send + Sync {
+    /// State for one connection, dropped when the connection ends.
+    fn open(&self, peer: &str) -> Box<dyn ConnExtension>;
+}
+
+/// One connection's share of an [`Extension`].
+pub(crate) trait ConnExtension: Send {
+    /// Answers `op` (body after the op byte), appending the OK reply's body to `out`.
+    /// `Ok(false)`: not an op this extension knows.
+    fn answer(&mut self, op: u8, body: &[u8], out: &mut Vec<u8>) -> Result<bool>;
+}
+
 /// What every connection of one server shares.
 struct Shared {
     store: Weak<Store>,
@@ -114,6 +129,7 @@ struct Shared {
     /// region's header says remote-writable, so `Region::write` enforces writability here
     /// exactly as it does for `shm` peers. A region never changes size while its owner lives.
     regions: AttachedRegions,
+    extension: Option<Arc<dyn Extension>>,
 }
 
 impl Shared {
@@ -135,6 +151,7 @@ impl Shared {
         req: &[u8],
         out: &mut Vec<u8>,
         peer: &str,
+        ext: &mut Option<Box<dyn ConnExtension>>,
     ) -> Result<(), Fault> {
         let mut c = Cursor::new(req, peer);
         match c.u8()? {
@@ -171,10 +188,17 @@ impl Shared {
                 out.push(REPLY_OK);
             }
             op => {
+                if let Some(e) = &self.extension {
+                    out.push(REPLY_OK);
+                    let conn = ext.get_or_insert_with(|| e.open(peer));
+                    if conn.answer(op, &req[1..], out)? {
+                        return Ok(());
+                    }
+                }
                 return Err(Fault::Malformed(Error::Frame {
                     peer: peer.to_string(),
                     why: format!("unknown command {op}"),
-                }))
+                }));
             }
         }
         Ok(())
@@ -201,6 +225,7 @@ fn serve(stream: TcpStream, shared: &Shared, peer: &str) -> Result<()> {
             .ctx(|| format!("cloning the connection of {peer}"))?,
     );
     let mut out = Vec::new();
+    let mut ext = None;
     while let Some(req) = read_frame(&mut reader, peer)? {
         let Some(store) = shared.store.upgrade() else {
             return Ok(()); // the owner is gone: so is its memory
@@ -210,7 +235,7 @@ fn serve(stream: TcpStream, shared: &Shared, peer: &str) -> Result<()> {
         out.clear();
         let at = start_frame(&mut out, id, REPLY_OK);
         out.pop(); // the status byte comes with the answer
-        let fault = match shared.answer(&store, &req[8..], &mut out, peer) {
+        let fault = match shared.answer(&store, &req[8..], &mut out, peer, &mut ext) {
             Ok(()) => None,
             Err(f) => {
                 out.truncate(at + 4 + 8);
@@ -252,6 +277,16 @@ pub struct TcpServer {
 impl TcpServer {
     /// Listens on `addr` (port 0 picks a free port: see [`TcpServer::local_addr`]).
     pub fn start(store: &Arc<Store>, secret: &[u8], addr: SocketAddr) -> Result<Self> {
+        Self::start_with(store, secret, addr, None)
+    }
+
+    /// As [`TcpServer::start`], also serving `extension`'s requests.
+    pub(crate) fn start_with(
+        store: &Arc<Store>,
+        secret: &[u8],
+        addr: SocketAddr,
+        extension: Option<Arc<dyn Extension>>,
+    ) -> Result<Self> {
         check_secret(secret)?;
         let listener = TcpListener::bind(addr).ctx(|| format!("listening on {addr}"))?;
         let addr = listener
@@ -262,6 +297,7 @@ impl TcpServer {
             name: store.name().to_string(),
             secret: secret.to_vec(),
             regions: AttachedRegions::new(store.dir().to_path_buf()),
+            extension,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<HashMap<usize, TcpStream>>> = Arc::default();
@@ -563,6 +599,38 @@ impl TcpPeer {
             *guard = None;
         }
         r
+    }
+
+    /// Whether the server has closed this connection (checked without blocking). An owner
+    /// that stops serving closes its connections, which a transport layered on this one can
+    /// notice sooner than its own timeouts.
+    pub(crate) fn closed_by_peer(&self) -> bool {
+        let guard = lock(&self.conn);
+        let Some(conn) = &*guard else {
+            return true;
+        };
+        let s = &conn.writer;
+        if s.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let closed =
+            matches!(s.peek(&mut [0u8; 1]), Ok(0)) || matches!(s.take_error(), Ok(Some(_)));
+        let _ = s.set_nonblocking(false);
+        closed
+    }
+
+    /// Sends one request (`[op] body`) and returns the body of its OK reply.
+    pub(crate) fn call(&self, req: &[u8]) -> Result<Vec<u8>> {
+        let mut reply = Vec::new();
+        self.batch(
+            1,
+            &mut |_, out| out.extend_from_slice(req),
+            &mut |_, body| {
+                reply = body.to_vec();
+                Ok(())
+            },
+        )?;
+        Ok(reply)
     }
 
     /// Copies several ranges in one pipelined batch: `(region, offset, buffer)` each. Either
