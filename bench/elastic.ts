@@ -37,16 +37,21 @@ interface RunResult {
 const say = (m: string) => process.stderr.write(`${m}\n`);
 const round = (x: number, digits: number) => Math.round(x * 10 ** digits) / 10 ** digits;
 
+interface Variant {
+  policy: Policy;
+  stateUpdate: StateUpdate;
+  speculation: boolean;
+}
+
 /** One cluster, `clients` closed-loop bank clients for `seconds`, measured after set-up. */
-async function run(dir: string, alpha: number, policy: Policy, stateUpdate: StateUpdate, seconds: number, seed: number): Promise<RunResult> {
+async function run(dir: string, alpha: number, v: Variant, seconds: number, seed: number): Promise<RunResult> {
   let mergeMs = 0;
   const cluster = await EmbeddedCluster.start({
     dir,
     app: 'bank',
     preExecutors: PRE_EXECUTORS,
     deadlineMs: 50,
-    policy,
-    stateUpdate,
+    ...v,
     onMerged: (ms) => (mergeMs += ms),
   });
   try {
@@ -133,6 +138,32 @@ async function step(dir: string, phaseSeconds: number, seed: number, m: Metrics)
   }
 }
 
+/** The experiments: each varies one thing against the same base. */
+const BASE: Variant = { policy: 'load+affinity+hot', stateUpdate: 'broadcast', speculation: true };
+const EXPERIMENTS: { name: string; title: string; label: (v: Variant) => string; variants: Variant[] }[] = [
+  {
+    name: 'policies',
+    title: 'Scheduling policy (state update broadcast, speculation on)',
+    label: (v) => v.policy,
+    variants: POLICIES.map((policy) => ({ ...BASE, policy })),
+  },
+  {
+    name: 'state-updates',
+    title: `State update (policy ${BASE.policy}, speculation on)`,
+    label: (v) => v.stateUpdate,
+    variants: STATE_UPDATES.map((stateUpdate) => ({ ...BASE, stateUpdate })),
+  },
+  {
+    name: 'speculation',
+    title: `Speculation (policy ${BASE.policy}, state update broadcast)`,
+    label: (v) => (v.speculation ? 'speculation on' : 'speculation off'),
+    variants: [true, false].map((speculation) => ({ ...BASE, speculation })),
+  },
+];
+
+const keyOf = (alpha: number, v: Variant) =>
+  `alpha_${String(alpha).replace('.', '_')}_${v.policy.replace(/\+/g, '_')}_${v.stateUpdate}_spec_${v.speculation ? 'on' : 'off'}`;
+
 export async function runElastic(opts: ElasticOptions): Promise<number> {
   const machine = describeMachine();
   const seconds = opts.quick ? 1.5 : 4;
@@ -147,26 +178,29 @@ export async function runElastic(opts: ElasticOptions): Promise<number> {
     pre_executors: PRE_EXECUTORS,
     deadline_ms: 50,
     seconds_per_run: seconds,
+    base: BASE,
     step_phases_clients: [8, 256, 8],
     step_phase_seconds: phaseSeconds,
     autoscale: { min: 1, max: 4, interval_ms: 250, patience: 2, high_queue: 64, low_queue: 8 },
+    primary_us_per_tx: "the primary's merge-and-store time per applied transaction (the onMerged hook), excluding waits",
     note: 'the machine has 2 cores shared by the node, the clients and every pre-executor process: more pre-executors cannot add CPU here, so the step run shows the pool following load, not throughput scaling',
   };
   process.stdout.write(`remora bench elastic (${opts.quick ? 'quick' : 'full'})\nmachine: ${summariseMachine(machine)}\nseed ${opts.seed}\n`);
   const dir = mkdtempSync(join(tmpdir(), 'remora-bench-elastic-'));
   const cancel = atExit(() => rmSync(dir, { recursive: true, force: true }));
   const m: Metrics = {};
-  const table: { alpha: number; policy: Policy; stateUpdate: StateUpdate; r: RunResult }[] = [];
+  const results = new Map<string, RunResult>();
   let stepRun: Awaited<ReturnType<typeof step>>;
   try {
     let k = 0;
-    for (const alpha of ALPHAS) {
-      for (const stateUpdate of STATE_UPDATES) {
-        for (const policy of POLICIES) {
-          say(`alpha ${alpha}, ${policy}, state update ${stateUpdate}: ${seconds} s`);
-          const r = await run(join(dir, `run-${k++}`), alpha, policy, stateUpdate, seconds, opts.seed);
-          table.push({ alpha, policy, stateUpdate, r });
-          const key = `alpha_${String(alpha).replace('.', '_')}_${policy.replace(/\+/g, '_')}_${stateUpdate}`;
+    for (const e of EXPERIMENTS) {
+      for (const alpha of ALPHAS) {
+        for (const v of e.variants) {
+          const key = keyOf(alpha, v);
+          if (results.has(key)) continue; // the base appears in every experiment
+          say(`${e.name}: alpha ${alpha}, ${v.policy}, ${v.stateUpdate}, speculation ${v.speculation ? 'on' : 'off'}: ${seconds} s`);
+          const r = await run(join(dir, `run-${k++}`), alpha, v, seconds, opts.seed);
+          results.set(key, r);
           m[`${key}_tps`] = r.tps;
           m[`${key}_adopted_share`] = r.adopted;
           m[`${key}_reexecuted_share`] = r.reexecuted;
@@ -181,21 +215,37 @@ export async function runElastic(opts: ElasticOptions): Promise<number> {
     cancel();
   }
 
-  const outDir = dirname(opts.out);
-  mkdirSync(outDir, { recursive: true });
+  mkdirSync(dirname(opts.out), { recursive: true });
   const base = opts.out.replace(/\.json$/, '');
-  const plots = {
-    policies: `${base}-policies.svg`,
-    cpu: `${base}-primary-cpu.svg`,
-    step: `${base}-step.svg`,
-  };
-  const groups = table.filter((t) => t.alpha === ALPHAS[0]).map((t) => `${t.policy} / ${t.stateUpdate}`);
-  const byAlpha = (f: (r: RunResult) => number) =>
-    ALPHAS.map((alpha) => ({ name: `α ${alpha}`, values: table.filter((t) => t.alpha === alpha).map((t) => f(t.r)) }));
-  writeFileSync(plots.policies, barChart({ title: 'Adoption by scheduling policy / state update (bank, 2 pre-executors)', yLabel: 'adopted %', groups, series: byAlpha((r) => r.adopted * 100) }));
-  writeFileSync(plots.cpu, barChart({ title: "Primary's merge time per transaction", yLabel: 'µs per transaction', groups, series: byAlpha((r) => r.primaryUsPerTx) }));
+  const plots: Record<string, string> = {};
+  const lines: string[] = [];
+  for (const e of EXPERIMENTS) {
+    const get = (alpha: number, v: Variant) => results.get(keyOf(alpha, v)) as RunResult;
+    const file = `${base}-${e.name}.svg`;
+    plots[e.name] = file;
+    writeFileSync(
+      file,
+      barChart({
+        title: `${e.title}: adoption`,
+        yLabel: 'adopted %',
+        groups: e.variants.map(e.label),
+        series: ALPHAS.map((alpha) => ({ name: `Zipf α ${alpha}`, values: e.variants.map((v) => get(alpha, v).adopted * 100) })),
+      }),
+    );
+    lines.push('', `${e.title}`, 'alpha  variant             tx/s   adopted  re-executed  primary µs/tx');
+    for (const alpha of ALPHAS) {
+      for (const v of e.variants) {
+        const r = get(alpha, v);
+        lines.push(
+          `${String(alpha).padEnd(6)} ${e.label(v).padEnd(18)} ${String(r.tps).padStart(6)}  ${(r.adopted * 100).toFixed(1).padStart(6)} %  ` +
+            `${(r.reexecuted * 100).toFixed(1).padStart(9)} %  ${r.primaryUsPerTx.toFixed(1).padStart(12)}`,
+        );
+      }
+    }
+  }
+  plots['step'] = `${base}-step.svg`;
   writeFileSync(
-    plots.step,
+    `${base}-step.svg`,
     lineChart({
       title: 'Pool size following load (autoscaler, bank α 0.8)',
       xLabel: 'seconds',
@@ -208,18 +258,13 @@ export async function runElastic(opts: ElasticOptions): Promise<number> {
     }),
   );
   const tmp = `${opts.out}.tmp`;
-  const json = { suite: 'elastic', machine, settings, metrics: m, plots, step: stepRun };
-  writeFileSync(tmp, `${JSON.stringify(json, null, 2)}\n`);
+  writeFileSync(tmp, `${JSON.stringify({ suite: 'elastic', machine, settings, metrics: m, plots, step: stepRun }, null, 2)}\n`);
   renameSync(tmp, opts.out);
-
-  const lines = ['', 'alpha  state update  policy              tx/s   adopted  re-executed  primary µs/tx'];
-  for (const t of table) {
-    lines.push(
-      `${String(t.alpha).padEnd(6)} ${t.stateUpdate.padEnd(12)} ${t.policy.padEnd(18)} ${String(t.r.tps).padStart(6)}  ` +
-        `${(t.r.adopted * 100).toFixed(1).padStart(6)} %  ${(t.r.reexecuted * 100).toFixed(1).padStart(9)} %  ${t.r.primaryUsPerTx.toFixed(1).padStart(12)}`,
-    );
-  }
-  lines.push('', `step load: pool max ${m['step_pool_max_low_load_start']} at 8 clients, ${m['step_pool_max_high_load']} at 256, ${m['step_pool_at_end']} at the end; events ${stepRun.events.join(' ') || 'none'}`);
+  lines.push(
+    '',
+    `step load: pool max ${m['step_pool_max_low_load_start']} at 8 clients, ${m['step_pool_max_high_load']} at 256, ` +
+      `${m['step_pool_at_end']} at the end; events ${stepRun.events.join(' ') || 'none'}`,
+  );
   process.stdout.write(`${lines.join('\n')}\nresults: ${opts.out}\nplots: ${Object.values(plots).join(', ')}\n`);
   return 0;
 }

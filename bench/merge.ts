@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { nativeFunctions } from '../ts/app/natives.js';
 import { decodeTx, type DecodedTx, type Transaction } from '../ts/app/tx.js';
 import { EmbeddedCluster } from '../ts/cluster.js';
-import { PreExecutor } from '../ts/pipeline/preexecutor.js';
+import { PreExecutor, type Effect } from '../ts/pipeline/preexecutor.js';
 import { Primary } from '../ts/pipeline/primary.js';
 import type { Sequenced } from '../ts/pipeline/sequencer.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
@@ -46,11 +46,11 @@ function batches(txs: readonly DecodedTx[], firstTs: bigint): Sequenced[][] {
 /** A primary over a fresh native store, with the set-up transactions applied. */
 async function primaryWithSetup(dir: string, name: string, setup: readonly DecodedTx[]) {
   const store = new NativePrimaryStore(Store.create({ dir, name, secret: loadOrCreateSecret(dir) }));
-  const effects: [bigint, [string, Uint8Array | null][]][] = [];
+  const effects: Effect[] = [];
   const primary = new Primary(DEMO_MINT_AUTHORITY_APP, store, nativeFunctions, {
     deadlineMs: 0,
     onApplied: (b) => {
-      for (const a of b) if (a.writes.length > 0) effects.push([a.ts, a.writes]);
+      for (const a of b) if (a.writes.length > 0) effects.push([a.ts, a.writes, a.digest]);
     },
   });
   for (const b of batches(setup, 1n)) await primary.deliver(b);
@@ -71,7 +71,8 @@ async function measurePrimary(dir: string, m: Metrics, quick: boolean, seed: num
 
     // Pre-execution, untimed: a pre-executor holding the state after set-up.
     const merging = await primaryWithSetup(dir, `merge-${label}`, setup);
-    const pre = new PreExecutor(DEMO_MINT_AUTHORITY_APP, nativeFunctions);
+    // Without speculation: the conflict rate is the bench's setting, not undone by guesses.
+    const pre = new PreExecutor(DEMO_MINT_AUTHORITY_APP, nativeFunctions, { speculate: false });
     pre.install(merging.effects);
     for (let i = 0; i < txs.length; i += BATCH) {
       for (const [digest, table] of pre.run(txs.slice(i, i + BATCH))) {

@@ -140,6 +140,7 @@ describe('embedded cluster processes', () => {
       deadlineMs: 10_000,
       stateUpdate: 'push',
       push: { threshold: 1_000_000 },
+      speculation: false,
       autoscale: { min: 1, max: 2, intervalMs: 100, patience: 2, highQueue: 2, lowQueue: 1 },
       onScale: (d, pool) => {
         scaled.push(`${d}:${pool}`);

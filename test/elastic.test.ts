@@ -19,19 +19,24 @@ import { tempCluster } from './helpers.js';
 
 /**
  * Test double around a real `PreExecutor` in this process: answers through the event loop and
- * records what the node sent it. `followsEffects: false` keeps its copy stale on purpose.
+ * records what the node sent it. `followsEffects: false` keeps its copy stale on purpose;
+ * `speculate: false` keeps it from reading its own earlier results.
  */
 class RecordingLink implements PreExecutorLink {
-  readonly pre = new PreExecutor(kvApp, nativeFunctions);
+  readonly pre: PreExecutor;
   readonly handed: string[] = [];
   readonly pushed: PushedObject[][] = [];
   readonly effects: Effect[] = [];
+  private readonly followsEffects: boolean;
 
   constructor(
     readonly name: string,
     private readonly node: EmbeddedNode,
-    private readonly followsEffects = true,
-  ) {}
+    opts: { followsEffects?: boolean; speculate?: boolean } = {},
+  ) {
+    this.followsEffects = opts.followsEffects ?? true;
+    this.pre = new PreExecutor(kvApp, nativeFunctions, { speculate: opts.speculate ?? true });
+  }
 
   send(txs: readonly DecodedTx[]): void {
     this.handed.push(...txs.map((t) => t.digest));
@@ -88,7 +93,7 @@ describe('elastic pre-execution', () => {
 
   it('push: an object is pushed exactly when its misses reach the threshold, then followed', async () => {
     const node = startNode({ stateUpdate: 'push', push: { threshold: 2 } });
-    const link = new RecordingLink('p1', node);
+    const link = new RecordingLink('p1', node, { speculate: false });
     node.addPreExecutor(link);
     node.start();
 
@@ -136,8 +141,8 @@ describe('elastic pre-execution', () => {
     expect([...push.record([miss('p1', 'x', 'y')])]).toEqual([['p1', ['x']]]);
     // Followed objects no longer count, and adopted or alone-executed results never do.
     expect([...push.record([miss('p1', 'x'), { ...miss('p2', 'x'), decision: 'adopted' }])]).toEqual([]);
-    expect(push.filter('p1', [[5n, [['x', null], ['y', null]]]])).toEqual([[5n, [['x', null]]]]);
-    expect(push.filter('p2', [[5n, [['x', null]]]])).toEqual([]);
+    expect(push.filter('p1', [[5n, [['x', null], ['y', null]], 'd5']])).toEqual([[5n, [['x', null]], 'd5']]);
+    expect(push.filter('p2', [[5n, [['x', null]], 'd5']])).toEqual([]);
     expect(() => new MissPush({ threshold: 0 })).toThrow(/threshold must be a positive integer/);
   });
 
@@ -152,7 +157,7 @@ describe('elastic pre-execution', () => {
     ]);
     const remote = await RemoteStore.connect({ dir: cluster.dir, store: 'primary', secret: cluster.secret });
     const pre = new PreExecutor(kvApp, nativeFunctions);
-    const puller = new Puller(remote, pre.state);
+    const puller = new Puller(remote, pre);
     const batch = ['a', 'b', 'c', 'never'].map((k) => decodeTx(copy(k, `to-${k}`)));
 
     // Declared objects: a, b, c, never and the four copy targets; three exist.
@@ -176,7 +181,7 @@ describe('elastic pre-execution', () => {
 
   it('optimistic replies: a stale pre-executor answer is reported wrong, a good one confirmed', async () => {
     const node = startNode({});
-    node.addPreExecutor(new RecordingLink('stale', node, false));
+    node.addPreExecutor(new RecordingLink('stale', node, { followsEffects: false, speculate: false }));
     node.start();
     const seen: OptimisticReply[] = [];
 
@@ -192,6 +197,33 @@ describe('elastic pre-execution', () => {
     expect(node.optimisticStats).toEqual({ sent: 2, confirmed: 1, wrong: 1 });
     // Without asking, a reply carries no verdict.
     expect((await node.submit(put('b', 'x'))).optimistic).toBeUndefined();
+  });
+
+  it('speculation: a chain handed to one pre-executor is adopted whole; a wrong guess is re-executed', async () => {
+    const node = startNode({ policy: 'round-robin' });
+    const [p1, p2] = [new RecordingLink('p1', node), new RecordingLink('p2', node)];
+    node.addPreExecutor(p1);
+    node.addPreExecutor(p2);
+    node.start();
+    // Round robin: p1, p2, p1, p2. Each pair is handed over before any of it is applied.
+    const first = await Promise.all([
+      node.submit(put('a', 'x')), // p1
+      node.submit(put('z', 'z')), // p2
+      node.submit(copy('a', 'b')), // p1: reads its own guess a = x
+      node.submit(copy('z', 'y')), // p2: reads its own guess z = z
+    ]);
+    expect(first.map((r) => r.decision)).toEqual(['adopted', 'adopted', 'adopted', 'adopted']);
+    expect(first[2]?.outcome).toEqual({ status: 'ok', result: 'x' });
+    expect(applied.slice(0, 4).flatMap((a) => a.conflicts)).toEqual([]);
+
+    const second = await Promise.all([
+      node.submit(put('c', 'mine')), // p1
+      node.submit(put('c', 'theirs')), // p2: sequenced after, so c = theirs
+      node.submit(copy('c', 'd')), // p1: guesses c = mine, which no longer holds
+    ]);
+    expect(second[2]?.decision).toBe('reexecuted');
+    expect(second[2]?.outcome).toEqual({ status: 'ok', result: 'theirs' });
+    expect(applied.at(-1)?.conflicts).toEqual([kvId('c')]);
   });
 
   it('retire: a retiring pre-executor is handed nothing new and nothing waits for the deadline', async () => {

@@ -43,7 +43,7 @@ describe('merge with a lookup table', () => {
     ];
     for (const [i, t] of setup.entries()) await primary.deliver([{ ts: BigInt(i + 1), tx: t }]);
     const pre = new PreExecutor(bank, nativeFunctions);
-    pre.install(applied.map((a) => [a.ts, a.writes]));
+    pre.install(applied.map((a) => [a.ts, a.writes, a.digest]));
 
     const transfer = tx(makeTx(bank, 'transfer', { from: 1, to: 2, amount: 10, nonce: 0 }, [alice]));
     const stamp = tx(makeTx(bank, 'stamp', { account: 1, memo: Buffer.from('audit') }));
@@ -67,7 +67,7 @@ describe('merge with a lookup table', () => {
     expect(precompileCounters().ed25519Verify).toBe(0);
     expect(primary.stats.authFromTables).toBe(1);
 
-    pre.install(applied.map((a) => [a.ts, a.writes]));
+    pre.install(applied.map((a) => [a.ts, a.writes, a.digest]));
     offer([stamp]);
     await primary.deliver([{ ts: 6n, tx: selfTransfer }]);
     resetPrecompileCounters();
@@ -86,7 +86,7 @@ describe('merge with a lookup table', () => {
     await primary.deliver([{ ts: 1n, tx: tx(makeTx(bank, 'open', { account: 1, owner: alice.publicKey })) }]);
     await primary.deliver([{ ts: 2n, tx: tx(makeTx(bank, 'mint', { account: 1, amount: 50 }, [DEMO_MINT_AUTHORITY])) }]);
     const pre = new PreExecutor(bank, nativeFunctions);
-    pre.install(applied.map((a) => [a.ts, a.writes]));
+    pre.install(applied.map((a) => [a.ts, a.writes, a.digest]));
     const transfer = tx(makeTx(bank, 'transfer', { from: 1, to: 1, amount: 5, nonce: 0 }, [alice]));
     const [[digest, table] = ['', undefined]] = pre.run([transfer]);
     if (!table) throw new Error('no result');

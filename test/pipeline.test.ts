@@ -12,7 +12,7 @@ import { loadApp } from '../ts/apps/index.js';
 import { EmbeddedNode, type NodeOptions, type PreExecutorLink, type Reply } from '../ts/pipeline/node.js';
 import { PreExecutor, type Effect, type Feedback } from '../ts/pipeline/preexecutor.js';
 import { Puller, type VersionSource } from '../ts/pipeline/pull.js';
-import type { Policy } from '../ts/pipeline/scheduler.js';
+import { DEFAULT_POLICY, type Policy } from '../ts/pipeline/scheduler.js';
 import { EmbeddedSequencer, readSequence } from '../ts/pipeline/sequencer.js';
 import type { PushedObject, StateUpdate } from '../ts/pipeline/state-update.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
@@ -43,7 +43,7 @@ class FaultyLink implements PreExecutorLink {
     private readonly crashAfter = 2_000,
   ) {
     this.pre = new PreExecutor(app, nativeFunctions);
-    this.puller = source && new Puller(source, this.pre.state);
+    this.puller = source && new Puller(source, this.pre);
   }
 
   send(txs: readonly DecodedTx[]): void {
@@ -121,7 +121,7 @@ describe('pipeline on one host', () => {
     const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
     const { churn, ...options } = variant;
     const described = [
-      variant.policy ?? 'load (default)',
+      variant.policy ?? `${DEFAULT_POLICY} (default)`,
       variant.scheduling?.hotToPrimary ? 'hotToPrimary' : null,
       `state update ${variant.stateUpdate ?? 'broadcast'}`,
       churn ? 'joins, retirements and crashes' : null,

@@ -10,7 +10,7 @@ import { ConflictFeedback } from '../ts/pipeline/feedback.js';
 import { merge } from '../ts/pipeline/merge.js';
 import { PreExecutor } from '../ts/pipeline/preexecutor.js';
 import type { Applied } from '../ts/pipeline/primary.js';
-import { Scheduler, type SchedulerOptions } from '../ts/pipeline/scheduler.js';
+import { DEFAULT_POLICY, Scheduler, type SchedulerOptions } from '../ts/pipeline/scheduler.js';
 
 const pool = (opts: SchedulerOptions, names = ['a', 'b', 'c']): Scheduler => {
   const s = new Scheduler(opts);
@@ -47,7 +47,7 @@ describe('scheduler', () => {
     s.completed('c');
     expect(s.outstanding('c')).toBe(0);
     expect(s.choose([])).toBe('c');
-    expect(new Scheduler().policy).toBe('load');
+    expect(new Scheduler().policy).toBe(DEFAULT_POLICY);
     expect(new Scheduler().choose(['x'])).toBeNull();
   });
 

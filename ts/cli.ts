@@ -21,7 +21,7 @@ const USAGE = `Usage:
       --clients N                 closed-loop clients (default 256)
       --pre-executors N           pre-executor processes (default 2)
       --deadline-ms N             primary's wait for a pre-execution result (default 50)
-      --policy P                  scheduling: round-robin, load, load+affinity, load+affinity+hot (default load)
+      --policy P                  scheduling: round-robin, load, load+affinity, load+affinity+hot (default load+affinity+hot)
       --state-update S            how pre-executors stay fresh: broadcast, push, pull (default broadcast)
       --seed N                    workload seed (default random; printed)
       --dir DIR                   cluster directory (default: a temporary one, removed after)

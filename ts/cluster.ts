@@ -7,7 +7,7 @@ import { loadApp } from './apps/index.js';
 import { createRegistry, NodeMetrics, serveMetrics, type MetricsServer } from './metrics.js';
 import { Autoscaler, type AutoscaleOptions, type ScaleDecision } from './pipeline/autoscaler.js';
 import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
-import type { Policy } from './pipeline/scheduler.js';
+import { DEFAULT_POLICY, type Policy } from './pipeline/scheduler.js';
 import { EmbeddedSequencer } from './pipeline/sequencer.js';
 import { serveNode } from './pipeline/server.js';
 import type { PushOptions, StateUpdate } from './pipeline/state-update.js';
@@ -25,12 +25,14 @@ export interface ClusterOptions {
   preExecutors: number;
   /** Deadline for a pre-execution result, from delivery (default 50 ms). */
   deadlineMs?: number;
-  /** How admission picks a pre-executor (default `load`). */
+  /** How admission picks a pre-executor (default `load+affinity+hot`). */
   policy?: Policy;
   /** How pre-executors' copies follow the primary (default `broadcast`). */
   stateUpdate?: StateUpdate;
   /** `push` only: when an object is pushed. */
   push?: PushOptions;
+  /** Pre-executors read their own results not yet applied (default true). */
+  speculation?: boolean;
   /** Grow and shrink the pool from measured load, starting from `preExecutors`; off if undefined. */
   autoscale?: AutoscaleOptions;
   /** Called after each autoscaling step, with the new pool size. */
@@ -85,9 +87,10 @@ export class EmbeddedCluster {
     const [hooks, onApplied] = [metrics?.hooks, opts.onApplied];
     const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, {
       deadlineMs: opts.deadlineMs ?? 50,
-      policy: opts.policy ?? 'load',
+      policy: opts.policy ?? DEFAULT_POLICY,
       stateUpdate: opts.stateUpdate ?? 'broadcast',
       ...(opts.push && { push: opts.push }),
+      speculation: opts.speculation ?? true,
       ...hooks,
       ...(onApplied && { onApplied: both(hooks?.onApplied, onApplied) }),
       ...(opts.onMerged && { onMerged: both(hooks?.onMerged, opts.onMerged) }),

@@ -12,6 +12,11 @@ export interface Versioned {
   version: bigint;
   /** Undefined when absent or deleted. */
   value: Uint8Array | undefined;
+  /**
+   * A pre-executor's guess of a value a transaction not yet applied will write (its own earlier
+   * result): there is no version yet, so the table records the value instead.
+   */
+  speculative?: boolean;
 }
 
 /** The state a transaction reads. Reads must be answered synchronously. */
@@ -27,6 +32,8 @@ export interface LookupTable {
   reads: [id: string, version: bigint][];
   /** Reads of objects the transaction did not declare, with the value seen (null: none). */
   dynamic: [id: string, version: bigint, value: Uint8Array | null][];
+  /** Reads answered by a speculative value (see `Versioned.speculative`): checked by value. */
+  speculative: [id: string, value: Uint8Array | null][];
   /** Final value of every object written, null for a delete; empty when aborted. */
   writes: [id: string, value: Uint8Array | null][];
   /** Per authenticator of the transaction: the verification result, or null if not checked. */
@@ -95,6 +102,7 @@ export function execute(
   const seen = new Map<string, Versioned>();
   const reads: [string, bigint][] = [];
   const dynamic: [string, bigint, Uint8Array | null][] = [];
+  const speculative: [string, Uint8Array | null][] = [];
   const writes = new Map<string, Uint8Array | null>();
   const auth: (boolean | null)[] = tx.auth.map(() => null);
   const precompiles: [string, Uint8Array][] = [];
@@ -113,8 +121,11 @@ export function execute(
       v = state.read(id);
     }
     seen.set(id, v);
-    reads.push([id, v.version]);
-    if (!declared.has(id)) dynamic.push([id, v.version, v.value ?? null]);
+    if (v.speculative) speculative.push([id, v.value ?? null]);
+    else {
+      reads.push([id, v.version]);
+      if (!declared.has(id)) dynamic.push([id, v.version, v.value ?? null]);
+    }
     return v;
   };
 
@@ -195,6 +206,7 @@ export function execute(
   const table: LookupTable = {
     reads,
     dynamic,
+    speculative,
     writes: outcome.status === 'ok' ? [...writes] : [],
     auth,
     precompiles,

@@ -1,5 +1,5 @@
 // Command-line option parsing shared by the commands and the roles.
-import { POLICIES, type Policy } from '../pipeline/scheduler.js';
+import { DEFAULT_POLICY, POLICIES, type Policy } from '../pipeline/scheduler.js';
 import { STATE_UPDATES, type StateUpdate } from '../pipeline/state-update.js';
 
 /** A mistake in how the command was called: usage goes with it, and exit code 2. */
@@ -34,9 +34,9 @@ export function required(raw: string | undefined, name: string): string {
   return raw;
 }
 
-/** `--policy`: one of the scheduler's policies (default `load`). */
+/** `--policy`: one of the scheduler's policies (default: the scheduler's). */
 export function policyOption(raw: string | undefined): Policy {
-  if (raw === undefined) return 'load';
+  if (raw === undefined) return DEFAULT_POLICY;
   const policy = POLICIES.find((p) => p === raw);
   if (!policy) throw new UsageError(`--policy must be one of ${POLICIES.join(', ')}, got '${raw}'`);
   return policy;

@@ -14,15 +14,24 @@ export interface Merged {
   conflicts: string[];
 }
 
-/** The recorded reads whose version is no longer the current one: the conflicts. */
+/**
+ * The recorded reads that no longer hold: a version that is not the current one, or a
+ * speculative value that is not the current value. These are the conflicts.
+ */
 export function staleReads(table: LookupTable, state: StateSource): string[] {
-  return table.reads.filter(([id, version]) => state.read(id).version !== version).map(([id]) => id);
+  const stale = table.reads.filter(([id, version]) => state.read(id).version !== version).map(([id]) => id);
+  for (const [id, value] of table.speculative) {
+    const now = state.read(id).value;
+    if (now === undefined ? value !== null : value === null || !Buffer.from(now).equals(value)) stale.push(id);
+  }
+  return stale;
 }
 
 /**
  * Merges one transaction, in sequence order, against the primary's current state. Adopting is
  * safe exactly when no read is stale: execution is a deterministic function of the
- * transaction and the values it reads, and equal versions mean equal values.
+ * transaction and the values it reads, and equal versions mean equal values (speculative
+ * reads, which have no version, are compared by value).
  */
 export function merge(app: App, tx: DecodedTx, table: LookupTable | undefined, state: StateSource, natives: Natives): Merged {
   if (!table) {

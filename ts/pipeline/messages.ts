@@ -25,7 +25,7 @@ export type NodeToClient =
 export type OptimisticCheck = 'confirmed' | 'wrong' | 'none';
 
 export type NodeToPre =
-  | { t: 'config'; stateUpdate: StateUpdate; store: string | null }
+  | { t: 'config'; stateUpdate: StateUpdate; store: string | null; speculate: boolean }
   | { t: 'exec'; txs: Transaction[] }
   | { t: 'effects'; effects: Effect[] }
   | { t: 'objects'; objects: PushedObject[] }
@@ -56,7 +56,9 @@ export function parseNodeToPre(m: unknown): NodeToPre {
   if (isObj(m) && m['t'] === 'exec' && Array.isArray(m['txs'])) return { t: 'exec', txs: m['txs'] as Transaction[] };
   if (isObj(m) && m['t'] === 'effects' && Array.isArray(m['effects'])) {
     for (const e of m['effects']) {
-      if (!Array.isArray(e) || !isTs(e[0]) || !Array.isArray(e[1]) || !e[1].every(isWrite)) fail('malformed effect');
+      if (!Array.isArray(e) || !isTs(e[0]) || !Array.isArray(e[1]) || !e[1].every(isWrite) || typeof e[2] !== 'string') {
+        fail('malformed effect');
+      }
     }
     return { t: 'effects', effects: m['effects'] as Effect[] };
   }
@@ -70,8 +72,9 @@ export function parseNodeToPre(m: unknown): NodeToPre {
   }
   if (isObj(m) && m['t'] === 'config') {
     const stateUpdate = STATE_UPDATES.find((s) => s === m['stateUpdate']);
-    if (!stateUpdate || !(m['store'] === null || typeof m['store'] === 'string')) fail('malformed config');
-    return { t: 'config', stateUpdate, store: m['store'] };
+    const store = m['store'];
+    if (!stateUpdate || !(store === null || typeof store === 'string') || typeof m['speculate'] !== 'boolean') fail('malformed config');
+    return { t: 'config', stateUpdate, store, speculate: m['speculate'] };
   }
   if (isObj(m) && m['t'] === 'feedback' && isObj(m['feedback'])) {
     const f = m['feedback'];
@@ -98,7 +101,7 @@ const isWrite = (w: unknown): boolean =>
 
 function checkTable(t: unknown): asserts t is LookupTable {
   if (!isObj(t)) fail('lookup table must be a map');
-  const { reads, dynamic, writes, auth, precompiles, outcome } = t;
+  const { reads, dynamic, speculative, writes, auth, precompiles, outcome } = t;
   if (!Array.isArray(reads) || !reads.every((r) => Array.isArray(r) && typeof r[0] === 'string' && isTs(r[1]))) {
     fail('lookup table reads malformed');
   }
@@ -108,6 +111,7 @@ function checkTable(t: unknown): asserts t is LookupTable {
   ) {
     fail('lookup table dynamic reads malformed');
   }
+  if (!Array.isArray(speculative) || !speculative.every(isWrite)) fail('lookup table speculative reads malformed');
   if (!Array.isArray(writes) || !writes.every(isWrite)) fail('lookup table writes malformed');
   if (!Array.isArray(auth) || !auth.every((a) => a === null || typeof a === 'boolean')) fail('lookup table auth malformed');
   if (!Array.isArray(precompiles) || !precompiles.every((p) => Array.isArray(p) && typeof p[0] === 'string' && isBytes(p[1]))) {

@@ -9,7 +9,7 @@ import { ConflictFeedback, type FeedbackOptions } from './feedback.js';
 import type { OptimisticCheck } from './messages.js';
 import type { Effect, Feedback } from './preexecutor.js';
 import { Primary, type Applied, type PrimaryOptions, type PrimaryStats, type PrimaryStore } from './primary.js';
-import { Scheduler, type Policy, type SchedulerOptions } from './scheduler.js';
+import { DEFAULT_POLICY, Scheduler, type Policy, type SchedulerOptions } from './scheduler.js';
 import type { Sequencer } from './sequencer.js';
 import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from './state-update.js';
 
@@ -60,10 +60,7 @@ export interface NodeOptions {
   onMerged?: PrimaryOptions['onMerged'];
   /** Called when `submit` resolves, with the time from the call to the final reply (ms). */
   onReplied?: (ms: number, reply: Reply) => void;
-  /**
-   * Which pre-executor admission hands a transaction (default `load`, the behaviour before
-   * policies existed; the default will be the one the scheduling benchmark picks).
-   */
+  /** Which pre-executor admission hands a transaction (default `DEFAULT_POLICY`). */
   policy?: Policy;
   /** Tuning of the policy: affinity slack and capacity, `hotToPrimary`. */
   scheduling?: Omit<SchedulerOptions, 'policy'>;
@@ -75,6 +72,11 @@ export interface NodeOptions {
   push?: PushOptions;
   /** Applied transactions between feedback messages to the pre-executors (default 1024). */
   feedbackEvery?: number;
+  /**
+   * Whether pre-executors let later transactions read their own results not yet applied
+   * (speculation.ts; default true). Told to pre-executors when they attach.
+   */
+  speculation?: boolean;
 }
 
 interface PoolEntry {
@@ -98,6 +100,7 @@ export class EmbeddedNode {
   /** Conflicts per object and misses per pre-executor, fed by every applied batch. */
   readonly feedback: ConflictFeedback;
   readonly stateUpdate: StateUpdate;
+  readonly speculation: boolean;
   /** `push` only: misses per pre-executor and object, and what each follows. */
   readonly push: MissPush | null;
   readonly optimisticStats: OptimisticStats = { sent: 0, confirmed: 0, wrong: 0 };
@@ -119,9 +122,10 @@ export class EmbeddedNode {
     store: PrimaryStore,
     private readonly opts: NodeOptions,
   ) {
-    this.scheduler = new Scheduler({ ...opts.scheduling, policy: opts.policy ?? 'load' });
+    this.scheduler = new Scheduler({ ...opts.scheduling, policy: opts.policy ?? DEFAULT_POLICY });
     this.feedback = new ConflictFeedback(opts.feedback);
     this.stateUpdate = opts.stateUpdate ?? 'broadcast';
+    this.speculation = opts.speculation ?? true;
     this.push = this.stateUpdate === 'push' ? new MissPush(opts.push) : null;
     this.primary = new Primary(app, store, natives, {
       deadlineMs: opts.deadlineMs,
@@ -360,9 +364,17 @@ export class EmbeddedNode {
   /** Brings pre-executors' copies forward as the state-update strategy says. */
   private updatePreExecutors(batch: readonly Applied[]): void {
     if (this.stateUpdate === 'pull') return;
-    const effects: Effect[] = batch.filter((a) => a.writes.length > 0).map((a) => [a.ts, a.writes]);
+    const effects: Effect[] = batch.filter((a) => a.writes.length > 0).map((a) => [a.ts, a.writes, a.digest]);
     if (!this.push) {
-      if (effects.length > 0) for (const p of this.pool.values()) p.link.sendEffects(effects);
+      for (const p of this.pool.values()) {
+        // A pre-executor also hears of its own transactions that wrote nothing in the end (an
+        // abort), so the guesses it made from them go.
+        const name = p.link.name;
+        const own = batch.filter((a) => a.writes.length === 0 && a.preExecutor === name);
+        const mine: Effect[] =
+          own.length === 0 ? effects : [...effects, ...own.map((a): Effect => [a.ts, [], a.digest])].sort((x, y) => (x[0] < y[0] ? -1 : 1));
+        if (mine.length > 0) p.link.sendEffects(mine);
+      }
       return;
     }
     // Effects first: the pushed versions read from the store below are at least as new.

@@ -56,12 +56,13 @@ export async function runPreExecutor(opts: {
       const m = parseNodeToPre(raw);
       switch (m.t) {
         case 'config':
+          pre.speculate(m.speculate);
           if (m.stateUpdate === 'pull' && !pulling) {
             const store = m.store;
             if (store === null) throw new Error('the node asked to pull but named no store');
             pulling = true;
             queue = queue.then(async () => {
-              puller = new Puller(await RemoteStore.connect({ dir: opts.dir, store, secret: opts.secret }), pre.state);
+              puller = new Puller(await RemoteStore.connect({ dir: opts.dir, store, secret: opts.secret }), pre);
             });
           }
           return;

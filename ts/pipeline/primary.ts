@@ -171,7 +171,9 @@ class Overlay implements StateSource {
     const ids = new Set<string>();
     for (const { tx } of batch) {
       for (const id of tx.objects) ids.add(id);
-      for (const [id] of offers.get(tx.digest)?.table.reads ?? []) ids.add(id);
+      const table = offers.get(tx.digest)?.table;
+      for (const [id] of table?.reads ?? []) ids.add(id);
+      for (const [id] of table?.speculative ?? []) ids.add(id);
     }
     const list = [...ids];
     store.get(list).forEach((v, i) => this.objects.set(list[i] ?? '', v));

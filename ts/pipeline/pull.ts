@@ -4,6 +4,7 @@
 import type { MemoryState } from '../app/state.js';
 import type { DecodedTx } from '../app/tx.js';
 import type { ReadResult } from '../store.js';
+import type { Speculation } from './speculation.js';
 
 /** Where current versions come from: the primary's store, read one-sidedly (`RemoteStore`). */
 export interface VersionSource {
@@ -18,7 +19,8 @@ export class Puller {
 
   constructor(
     private readonly source: VersionSource,
-    private readonly state: MemoryState,
+    /** The pre-executor's copy, and its guesses (dropped for objects found changed). */
+    private readonly pre: { readonly state: MemoryState; readonly speculation: Speculation | null },
   ) {}
 
   /** Refreshes the declared objects of `txs`; returns how many changed. */
@@ -26,21 +28,23 @@ export class Puller {
     const ids = [...new Set(txs.flatMap((tx) => tx.objects))];
     if (ids.length === 0) return 0;
     const found = await this.source.read(ids);
-    let changed = 0;
+    const { state } = this.pre;
+    const changed: string[] = [];
     found.forEach((r, i) => {
       const id = ids[i];
       if (id === undefined) return;
       const [version, value] = current(r);
       // A read of the object's newest version never finds one older than ours: the copy only
       // holds versions the primary wrote. Lagging cannot happen for `get`; treat it as absent.
-      if (this.state.read(id).version === version) return;
-      if (version === 0n) this.state.objects.delete(id);
-      else this.state.objects.set(id, { version, value: value ?? undefined });
-      changed++;
+      if (state.read(id).version === version) return;
+      if (version === 0n) state.objects.delete(id);
+      else state.objects.set(id, { version, value: value ?? undefined });
+      changed.push(id);
     });
+    this.pre.speculation?.forget(changed);
     this.pulled += ids.length;
-    this.refreshed += changed;
-    return changed;
+    this.refreshed += changed.length;
+    return changed.length;
   }
 }
 

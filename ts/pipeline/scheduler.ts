@@ -14,6 +14,9 @@ export type Policy = 'round-robin' | 'load' | 'load+affinity' | 'load+affinity+h
 
 export const POLICIES: readonly Policy[] = ['round-robin', 'load', 'load+affinity', 'load+affinity+hot'];
 
+/** The policy `remora bench elastic` shows best: highest adoption at every skew (bench/README.md). */
+export const DEFAULT_POLICY: Policy = 'load+affinity+hot';
+
 export interface SchedulerOptions {
   /** Default `load`. */
   policy?: Policy;
@@ -41,7 +44,7 @@ export class Scheduler {
   private readonly pins = new Map<string, string>();
 
   constructor(opts: SchedulerOptions = {}) {
-    this.policy = opts.policy ?? 'load';
+    this.policy = opts.policy ?? DEFAULT_POLICY;
     this.slack = opts.slack ?? 32;
     this.affinityCapacity = opts.affinityCapacity ?? 100_000;
     this.hotToPrimary = opts.hotToPrimary ?? false;

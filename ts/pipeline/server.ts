@@ -104,7 +104,12 @@ function attachPreExecutor(
     conn.close();
     return;
   }
-  send({ t: 'config', stateUpdate: node.stateUpdate, store: node.stateUpdate === 'pull' ? (opts.store ?? null) : null });
+  send({
+    t: 'config',
+    stateUpdate: node.stateUpdate,
+    store: node.stateUpdate === 'pull' ? (opts.store ?? null) : null,
+    speculate: node.speculation,
+  });
   opts.onPool?.('join', name);
   conn.onMessage(
     guard(conn, log, (raw) => {

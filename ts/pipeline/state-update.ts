@@ -94,9 +94,9 @@ export class MissPush {
     const followed = this.members.get(name)?.followed;
     if (!followed || followed.size === 0) return [];
     const out: Effect[] = [];
-    for (const [ts, writes] of effects) {
+    for (const [ts, writes, digest] of effects) {
       const mine = writes.filter(([id]) => followed.has(id));
-      if (mine.length > 0) out.push([ts, mine]);
+      if (mine.length > 0) out.push([ts, mine, digest]);
     }
     return out;
   }
