@@ -130,7 +130,10 @@ describe('metrics', () => {
     expect(sample(samples, 'remora_submit_latency_seconds_count')).toBe(submits);
     expect(sample(samples, 'remora_submit_latency_seconds_bucket{le="+Inf"}')).toBe(submits);
     expect(sample(samples, 'remora_submit_latency_seconds_sum')).toBeGreaterThan(0);
+    // Every submit was sequenced (the duplicate too: the sequencer is what recognised it).
+    expect(sample(samples, 'remora_sequence_latency_seconds_count')).toBe(submits);
     const batches = sample(samples, 'remora_merge_batch_seconds_count');
+    expect(sample(samples, 'remora_merge_wait_seconds_count')).toBe(batches);
     expect(batches).toBeGreaterThanOrEqual(1);
     expect(batches).toBeLessThanOrEqual(applied);
     expect(sample(samples, 'remora_adoption_ratio')).toBeCloseTo(stats.adopted / applied, 10);

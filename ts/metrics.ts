@@ -39,7 +39,7 @@ export interface NodeMetricsOptions {
 }
 
 /** The hooks of `EmbeddedNode` the metrics are fed from. */
-export type NodeMetricsHooks = Required<Pick<NodeOptions, 'onApplied' | 'onMerged' | 'onReplied'>>;
+export type NodeMetricsHooks = Required<Pick<NodeOptions, 'onApplied' | 'onMerged' | 'onReplied' | 'onSequenced' | 'onWaited'>>;
 
 /**
  * The node's metrics. Counters and histograms are fed by `hooks` (pass them to the
@@ -83,6 +83,18 @@ export class NodeMetrics {
       name: 'remora_merge_batch_seconds',
       help: 'Time the primary spends merging and storing one delivered batch (waiting for results excluded).',
       buckets: BATCH_BUCKETS,
+      registers,
+    });
+    const sequenceLatency = new Histogram({
+      name: 'remora_sequence_latency_seconds',
+      help: 'Time from admission handing a transaction to the sequencer until it has its timestamp (the log append, fsync included).',
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    const waitBatch = new Histogram({
+      name: 'remora_merge_wait_seconds',
+      help: "Time a delivered batch waited for its pre-execution results (bounded by the deadline).",
+      buckets: LATENCY_BUCKETS,
       registers,
     });
     const pool = () => this.source?.poolStats() ?? [];
@@ -212,6 +224,8 @@ export class NodeMetrics {
         if (abortedCount > 0) aborted.inc(abortedCount);
       },
       onMerged: (ms: number) => mergeBatch.observe(ms / 1000),
+      onSequenced: (ms: number) => sequenceLatency.observe(ms / 1000),
+      onWaited: (ms: number) => waitBatch.observe(ms / 1000),
       onReplied: (ms: number) => submitLatency.observe(ms / 1000),
     };
   }

@@ -58,6 +58,10 @@ export interface NodeOptions {
   onApplied?: (batch: readonly Applied[]) => void;
   /** Passed to the primary: time spent merging each batch, e.g. for metrics. */
   onMerged?: PrimaryOptions['onMerged'];
+  /** Passed to the primary: time each batch waited for pre-execution results. */
+  onWaited?: PrimaryOptions['onWaited'];
+  /** Called when the sequencer accepted a transaction, with the time it took (ms). */
+  onSequenced?: (ms: number) => void;
   /** Called when `submit` resolves, with the time from the call to the final reply (ms). */
   onReplied?: (ms: number, reply: Reply) => void;
   /** Which pre-executor admission hands a transaction (default `DEFAULT_POLICY`). */
@@ -131,6 +135,7 @@ export class EmbeddedNode {
       deadlineMs: opts.deadlineMs,
       onApplied: (batch) => this.applied(batch),
       ...(opts.onMerged ? { onMerged: opts.onMerged } : {}),
+      ...(opts.onWaited ? { onWaited: opts.onWaited } : {}),
     });
   }
 
@@ -250,7 +255,9 @@ export class EmbeddedNode {
     if (this.dispatch(tx)) this.primary.expect(tx.digest);
     let accepted;
     try {
+      const s0 = this.opts.onSequenced ? performance.now() : 0;
       accepted = await this.sequencer.submit(tx);
+      this.opts.onSequenced?.(performance.now() - s0);
     } catch (e) {
       this.dropWaiters(tx.digest);
       this.primary.forget(tx.digest);

@@ -32,6 +32,8 @@ export interface PrimaryOptions {
   onApplied(batch: readonly Applied[]): void;
   /** Called per batch with the time spent merging and storing it (ms; waiting for results excluded). */
   onMerged?(ms: number, size: number): void;
+  /** Called per batch with the time spent waiting for its pre-execution results (ms; 0 if none missing). */
+  onWaited?(ms: number): void;
 }
 
 export interface PrimaryStats {
@@ -103,7 +105,9 @@ export class Primary {
   /** Merges and applies one ordered batch. */
   async deliver(batch: readonly Sequenced[]): Promise<void> {
     if (batch.length === 0) return;
+    const w0 = this.opts.onWaited ? performance.now() : 0;
     await this.awaitResults(batch);
+    this.opts.onWaited?.(performance.now() - w0);
     const t0 = this.opts.onMerged ? performance.now() : 0;
     const overlay = new Overlay(this.store, batch, this.offers);
     const applied: Applied[] = [];
