@@ -5,6 +5,7 @@ import type { Transaction } from '../app/tx.js';
 import type { Decision } from './merge.js';
 import type { Effect, Feedback, Result } from './preexecutor.js';
 import { STATE_UPDATES, type PushedObject, type StateUpdate } from './state-update.js';
+import { isTransport, type Transport } from '../transport.js';
 
 /** `optimistic`: also send the pre-executor's outcome as soon as it is known. */
 export type ClientToNode = { t: 'submit'; id: number; tx: Transaction; optimistic?: boolean };
@@ -25,7 +26,14 @@ export type NodeToClient =
 export type OptimisticCheck = 'confirmed' | 'wrong' | 'none';
 
 export type NodeToPre =
-  | { t: 'config'; stateUpdate: StateUpdate; store: string | null }
+  | {
+      t: 'config';
+      stateUpdate: StateUpdate;
+      /** `pull`: the primary's store, its transport, and (tcp, verbs) the address serving it. */
+      store: string | null;
+      transport: Transport;
+      address: string | null;
+    }
   | { t: 'exec'; txs: Transaction[] }
   | { t: 'effects'; effects: Effect[] }
   | { t: 'objects'; objects: PushedObject[] }
@@ -71,7 +79,11 @@ export function parseNodeToPre(m: unknown): NodeToPre {
   if (isObj(m) && m['t'] === 'config') {
     const stateUpdate = STATE_UPDATES.find((s) => s === m['stateUpdate']);
     if (!stateUpdate || !(m['store'] === null || typeof m['store'] === 'string')) fail('malformed config');
-    return { t: 'config', stateUpdate, store: m['store'] };
+    // Absent transport and address: a node from before transports were chosen per cluster.
+    const transport = m['transport'] ?? 'shm';
+    const address = m['address'] ?? null;
+    if (!isTransport(transport) || !(address === null || typeof address === 'string')) fail('malformed config');
+    return { t: 'config', stateUpdate, store: m['store'], transport, address };
   }
   if (isObj(m) && m['t'] === 'feedback' && isObj(m['feedback'])) {
     const f = m['feedback'];
