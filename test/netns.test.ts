@@ -4,7 +4,7 @@
 // The same scenario also runs on loopback, without namespaces, wherever root is missing.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -183,6 +183,41 @@ describe('a cluster across hosts over tcp', () => {
   it('runs a node, a remote pre-executor pulling over tcp, and a remote client on loopback', async () => {
     await scenario('127.0.0.1', [], []);
   }, 240_000);
+
+  it('refuses bad flags, a wrong secret and shm pulls across hosts with clear errors', async () => {
+    const start = (args: string[]) => RoleProcess.start('start', args, { readyTimeoutMs: STEP_MS });
+    const base = ['--dir', cluster.dir, '--app', 'kv', '--pre-executors', '0', '--state-update', 'pull'];
+    await expect(start(['node', ...base, '--transport', 'carrier-pigeon'])).rejects.toThrow(
+      "--transport must be one of shm, tcp, verbs, got 'carrier-pigeon'",
+    );
+    await expect(start(['node', ...base, '--listen', 'nowhere'])).rejects.toThrow("--listen must be HOST:PORT, got 'nowhere'");
+    await expect(start(['pre-executor', '--join', '127.0.0.1:9', '--app', 'kv', '--name', 'x'])).rejects.toThrow(
+      "--join HOST:PORT needs --secret-file FILE (a copy of the cluster directory's cluster.secret)",
+    );
+    // This host has no RDMA device unless the node starts: then there is no error to show.
+    const verbs = await start(['node', ...base, '--transport', 'verbs']).then(
+      (n) => n,
+      (e: unknown) => e as Error,
+    );
+    if (verbs instanceof RoleProcess) await verbs.stop(2000);
+    else expect(verbs.message).toMatch(/verbs transport: no RDMA device available/);
+
+    // A node whose store is served over shm only cannot feed a pre-executor joining by address.
+    const node = await start(['node', ...base, '--listen', '127.0.0.1:0']);
+    children.push(node);
+    const { address } = node.readyInfo as { address: string };
+    const secretFile = join(cluster.dir, SECRET_FILE);
+    const wrong = join(cluster.dir, 'wrong.secret');
+    writeFileSync(wrong, randomBytes(32), { mode: 0o600 });
+    const joinArgs = ['pre-executor', '--join', address, '--app', 'kv', '--name', 'far'];
+    await expect(start([...joinArgs, '--secret-file', wrong])).rejects.toThrow(/handshake with 127\.0\.0\.1:\d+ failed/);
+    const pre = await start([...joinArgs, '--secret-file', secretFile]);
+    children.push(pre);
+    expect((await pre.exited).code).toBe(1);
+    expect(pre.stderr).toContain(
+      'the node serves its store over shm, which reaches its own host only: start it with --transport tcp (or verbs) to pull across hosts',
+    );
+  }, 120_000);
 
   const skip = netnsUnavailable();
   if (skip !== null) console.log(`netns test skipped: ${skip}`);

@@ -102,15 +102,19 @@ export class EmbeddedCluster {
     const secret = loadOrCreateSecret(opts.dir);
     const sequencer = new EmbeddedSequencer(join(opts.dir, 'log'));
     const store = new NativePrimaryStore(Store.create({ dir: opts.dir, name: 'primary', secret }));
+    // Until the cluster exists, a failure (no RDMA device, the port taken) releases by hand.
+    const release = async (e: unknown): Promise<never> => {
+      store.store.close();
+      await sequencer.close();
+      throw e;
+    };
     let storeAddress: string | null = null;
     try {
       if (transport !== 'shm') {
         storeAddress = store.store.serve({ transport, listen: formatHostPort({ host: tcp?.host ?? '127.0.0.1', port: 0 }) });
       }
     } catch (e) {
-      store.store.close();
-      await sequencer.close();
-      throw e;
+      return release(e);
     }
     const registry = opts.metricsPort === undefined ? null : createRegistry();
     const metrics = registry && new NodeMetrics(registry);
@@ -136,7 +140,7 @@ export class EmbeddedCluster {
       onPool: (event, name) => {
         if (event === 'join') cluster?.joined(name);
       },
-    });
+    }).catch(release);
     node.start(0n);
     cluster = new EmbeddedCluster(app, node, store, sequencer, server, new Map(), opts);
     cluster.storeServed = storeAddress;
