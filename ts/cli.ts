@@ -32,8 +32,14 @@ const USAGE = `Usage:
       --pre-executors N           pre-executor processes to start (default 2)
       --autoscale MIN..MAX        grow and shrink the pool from measured load
       --policy P, --state-update S, --deadline-ms N, --metrics-port N   as for demo
+      --listen HOST:PORT          also accept clients and pre-executors over TCP there
+      --transport T               how pulling pre-executors read the primary's store: shm (this host),
+                                  tcp or verbs (served on the --listen host) (default shm)
   remora start pre-executor --join DIR --app APP --name NAME [--metrics-port N]
                                   one more pre-executor for the node running in cluster directory DIR
+  remora start pre-executor --join HOST:PORT --secret-file FILE --app APP --name NAME
+                                  the same from any host: the node's --listen address, and a copy of
+                                  DIR/cluster.secret
   remora demo-oneside [options]   a writer process updates objects; this one reads them one-sidedly
       --seconds N                 how long to read (default 10)
       --rate N                    writer's writes per second (default 20000)

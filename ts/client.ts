@@ -41,8 +41,10 @@ export class RemoraClient {
     });
   }
 
-  static async connect(opts: { path: string; secret: Buffer }): Promise<RemoraClient> {
-    return new RemoraClient(await connect({ path: opts.path, secret: opts.secret, role: CLIENT_ROLE }));
+  /** Connects over the node's Unix socket (`path`) or its TCP endpoint (`host`, `port`). */
+  static async connect(opts: { path: string; secret: Buffer } | { host: string; port: number; secret: Buffer }): Promise<RemoraClient> {
+    const where = 'path' in opts ? { path: opts.path } : { host: opts.host, port: opts.port };
+    return new RemoraClient(await connect({ ...where, secret: opts.secret, role: CLIENT_ROLE }));
   }
 
   /** Resolves with the final outcome; rejects with the node's message if it refused the transaction. */

@@ -9,13 +9,13 @@ import { Autoscaler, type AutoscaleOptions, type ScaleDecision } from './pipelin
 import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
 import { DEFAULT_POLICY, type Policy } from './pipeline/scheduler.js';
 import { EmbeddedSequencer } from './pipeline/sequencer.js';
-import { serveNode } from './pipeline/server.js';
+import { serveNode, type NodeServer } from './pipeline/server.js';
 import type { PushOptions, StateUpdate } from './pipeline/state-update.js';
 import { NativePrimaryStore } from './pipeline/store-adapter.js';
 import { RoleProcess } from './process.js';
 import { loadOrCreateSecret } from './secret.js';
 import { Store } from './store.js';
-import type { Server } from './wire.js';
+import { formatHostPort, parseHostPort, type HostPort, type Transport } from './transport.js';
 
 export interface ClusterOptions {
   /** Cluster directory: the log, the primary's regions, the socket and the secret live here. */
@@ -40,6 +40,14 @@ export interface ClusterOptions {
   onApplied?: NodeOptions['onApplied'];
   /** Time the primary spent merging each batch, e.g. to measure its CPU per transaction. */
   onMerged?: NodeOptions['onMerged'];
+  /**
+   * How pulling pre-executors read the primary's store (default `shm`: this host only). With
+   * `tcp` or `verbs` the store is also served on the `listen` host (127.0.0.1 without one),
+   * on a free port the node tells each pre-executor.
+   */
+  transport?: Transport;
+  /** `host:port`: also accept clients and pre-executors over TCP there (else the Unix socket only). */
+  listen?: string;
   /** Serve Prometheus metrics of the node on this port of 127.0.0.1 (0: any free one); none if undefined. */
   metricsPort?: number;
   log?: (m: string) => void;
@@ -61,12 +69,24 @@ export class EmbeddedCluster {
     readonly node: EmbeddedNode,
     readonly store: NativePrimaryStore,
     private readonly sequencer: EmbeddedSequencer,
-    private readonly server: Server,
+    private readonly server: NodeServer,
     readonly children: Map<string, RoleProcess>,
     private readonly opts: ClusterOptions,
   ) {
     this.nextName = children.size + 1;
   }
+
+  /** The node's TCP endpoint (`host:port`), or null when `listen` was not given. */
+  get address(): string | null {
+    return this.server.tcpAddress;
+  }
+
+  /** Where the primary's store is served for `tcp` or `verbs` pulls, else null. */
+  get storeAddress(): string | null {
+    return this.storeServed;
+  }
+
+  private storeServed: string | null = null;
 
   /** The port serving `GET /metrics`, or null when `metricsPort` was not given. */
   get metricsPort(): number | null {
@@ -79,9 +99,25 @@ export class EmbeddedCluster {
    */
   static async start(opts: ClusterOptions): Promise<EmbeddedCluster> {
     const app = loadApp(opts.app);
+    const tcp = listenOption(opts.listen);
+    const transport = opts.transport ?? 'shm';
     const secret = loadOrCreateSecret(opts.dir);
     const sequencer = new EmbeddedSequencer(join(opts.dir, 'log'));
     const store = new NativePrimaryStore(Store.create({ dir: opts.dir, name: 'primary', secret }));
+    // Until the cluster exists, a failure (no RDMA device, the port taken) releases by hand.
+    const release = async (e: unknown): Promise<never> => {
+      store.store.close();
+      await sequencer.close();
+      throw e;
+    };
+    let storeAddress: string | null = null;
+    try {
+      if (transport !== 'shm') {
+        storeAddress = store.store.serve({ transport, listen: formatHostPort({ host: tcp?.host ?? '127.0.0.1', port: 0 }) });
+      }
+    } catch (e) {
+      return release(e);
+    }
     const registry = opts.metricsPort === undefined ? null : createRegistry();
     const metrics = registry && new NodeMetrics(registry);
     const [hooks, onApplied] = [metrics?.hooks, opts.onApplied];
@@ -99,15 +135,18 @@ export class EmbeddedCluster {
     let cluster: EmbeddedCluster | null = null;
     const server = await serveNode(node, {
       path: join(opts.dir, NODE_SOCKET),
+      ...(tcp && { tcp }),
       secret,
       store: store.store.name,
+      storeTransport: { transport, address: storeAddress },
       ...(opts.log ? { log: opts.log } : {}),
       onPool: (event, name) => {
         if (event === 'join') cluster?.joined(name);
       },
-    });
+    }).catch(release);
     node.start(0n);
     cluster = new EmbeddedCluster(app, node, store, sequencer, server, new Map(), opts);
+    cluster.storeServed = storeAddress;
     try {
       if (registry && opts.metricsPort !== undefined) cluster.metrics = await serveMetrics(registry, { port: opts.metricsPort });
       for (let i = 0; i < opts.preExecutors; i++) await cluster.addPreExecutor();
@@ -194,6 +233,13 @@ export class EmbeddedCluster {
     await this.sequencer.close();
     this.store.store.close();
   }
+}
+
+function listenOption(raw: string | undefined): HostPort | undefined {
+  if (raw === undefined) return undefined;
+  const hp = parseHostPort(raw);
+  if (!hp) throw new Error(`listen must be host:port, got '${raw}'`);
+  return hp;
 }
 
 /** Calls `a` (if any), then `b`. */

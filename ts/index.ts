@@ -3,6 +3,9 @@ export type {
   ReadResult,
   StoreOptions,
   RemoteOptions,
+  ShmRemoteOptions,
+  NetRemoteOptions,
+  ServeOptions,
   Put,
   StoreStats,
   RemoteStats,
@@ -10,6 +13,8 @@ export type {
   Latency,
 } from './store.js';
 export type { ObjectId } from './ids.js';
+export { TRANSPORTS } from './transport.js';
+export type { NetTransport, Transport } from './transport.js';
 export { loadOrCreateSecret } from './secret.js';
 
 // The application API and the pipeline.

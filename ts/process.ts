@@ -1,6 +1,7 @@
 // Both ends of the role protocol the CLI uses to run a store owner in a second process.
 //
-// A role child prints `ready` on stdout once it serves, and treats the end of its stdin as the
+// A role child prints `ready` (or `ready <json>`, what it wants its parent to know, such as the
+// address it bound) on stdout once it serves, and treats the end of its stdin as the
 // request to stop: it then prints `result <json>` and exits. Using stdin rather than only
 // signals means a parent that dies in any way (even SIGKILL) still ends its children, because
 // the kernel closes the pipe. Readiness and exit are events, never guessed with sleeps.
@@ -25,6 +26,11 @@ export interface Exit {
 export interface StartOptions {
   /** How long the child may take to print `ready` (default 30 s). */
   readyTimeoutMs?: number;
+  /**
+   * A command the child runs under, e.g. `['ip', 'netns', 'exec', 'ns1']`: it must exec the
+   * rest of its arguments in place, so signals and stdin reach the role itself.
+   */
+  prefix?: readonly string[];
 }
 
 export interface Stopped extends Exit {
@@ -81,6 +87,8 @@ function describeExit(e: Exit): string {
 export class RoleProcess {
   /** stdout lines after `ready`. */
   readonly lines: string[] = [];
+  /** The JSON after `ready`, parsed; undefined if there was none. */
+  readyInfo: unknown = undefined;
   /** Settles when the child has exited and its output is drained. */
   readonly exited: Promise<Exit>;
   private exit: Exit | null = null;
@@ -116,7 +124,8 @@ export class RoleProcess {
   /** Starts `role` and resolves once it printed `ready`; rejects (child killed) otherwise. */
   static async start(role: string, args: readonly string[], opts: StartOptions = {}): Promise<RoleProcess> {
     hookProcessExit();
-    const child = spawn(process.execPath, [CLI, role, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const [command = process.execPath, ...rest] = [...(opts.prefix ?? []), process.execPath];
+    const child = spawn(command, [...rest, CLI, role, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     const proc = new RoleProcess(role, child);
     live.add(proc);
     try {
@@ -152,10 +161,16 @@ export class RoleProcess {
       };
       const timer = setTimeout(() => fail(`did not print 'ready' within ${timeoutMs} ms`), timeoutMs);
       createInterface({ input: this.child.stdout }).on('line', (line) => {
-        if (!ready && line.trim() === 'ready') {
+        const m = ready ? null : /^ready(?: (.*))?$/.exec(line.trim());
+        if (m) {
           ready = true;
           clearTimeout(timer);
-          resolve();
+          try {
+            if (m[1] !== undefined) this.readyInfo = JSON.parse(m[1]) as unknown;
+            resolve();
+          } catch (e) {
+            reject(new Error(`${this.role} child printed a malformed ready line: ${e instanceof Error ? e.message : String(e)}`));
+          }
         } else if (ready) {
           this.lines.push(line);
         }
@@ -216,6 +231,8 @@ export interface Role {
   stop(): unknown;
   /** Rejects if the role fails on its own while serving. */
   failed?: Promise<never>;
+  /** Printed as JSON on the `ready` line, e.g. the addresses the role bound. */
+  info?: unknown;
 }
 
 /**
@@ -234,7 +251,7 @@ export async function serveRole(start: () => Promise<Role> | Role): Promise<neve
   });
   try {
     const role = await start();
-    process.stdout.write('ready\n');
+    process.stdout.write(role.info === undefined ? 'ready\n' : `ready ${JSON.stringify(role.info)}\n`);
     await Promise.race([stopRequested, role.failed ?? stopRequested]);
     const result = await role.stop();
     // Pipes to the parent are written synchronously on Linux, so exiting right after is safe.

@@ -16,3 +16,18 @@ export function loadOrCreateSecret(dir: string): Buffer {
   }
   return readFileSync(path);
 }
+
+/**
+ * Reads a cluster secret from a file of its own: how a member on another host, without the
+ * cluster directory, gets it (copy the node's `cluster.secret` there, readable by its user only).
+ */
+export function readSecretFile(path: string): Buffer {
+  let secret: Buffer;
+  try {
+    secret = readFileSync(path);
+  } catch (e) {
+    throw new Error(`cannot read the secret file ${path}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (secret.length < 16) throw new Error(`the secret file ${path} holds ${secret.length} bytes; a cluster secret has at least 16`);
+  return secret;
+}

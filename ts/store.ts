@@ -3,6 +3,7 @@
 import { NativeRemote, NativeStore } from './binding.js';
 import type { NativeReadResult, RemoteStats, StoreStats, StressReport, Latency } from './binding.js';
 import { idBytes, timestamp, valueBytes, type ObjectId } from './ids.js';
+import { isTransport, type NetTransport, type Transport } from './transport.js';
 
 export type { RemoteStats, StoreStats, StressReport, Latency };
 
@@ -46,6 +47,12 @@ export interface StoreOptions {
   regionBytes?: number;
 }
 
+export interface ServeOptions {
+  transport: NetTransport;
+  /** `host:port` to listen on (port 0: any free one). */
+  listen: string;
+}
+
 export interface Put {
   id: ObjectId;
   value: Uint8Array;
@@ -70,6 +77,14 @@ export class Store {
 
   get name(): string {
     return this.native.name;
+  }
+
+  /**
+   * Also serves this store's regions over `tcp` or `verbs` (native threads answer peers; this
+   * thread does nothing) until `close`. Returns the bound `host:port` peers connect to.
+   */
+  serve(opts: ServeOptions): string {
+    return this.native.serve({ transport: opts.transport, listen: opts.listen });
   }
 
   /** Writes each entry as a new version, overwriting the object's older one. All or nothing. */
@@ -131,21 +146,48 @@ export class Store {
   }
 }
 
-export interface RemoteOptions {
+/** A store of this host, through the cluster directory. */
+export interface ShmRemoteOptions {
+  transport?: 'shm';
   dir: string;
   /** The name of the store to read. */
   store: string;
   secret: Uint8Array;
 }
 
-/** Another process's store on this host, read one-sidedly (the owner's CPU does nothing). */
+/** A store served (`Store.serve`) on a network address. */
+export interface NetRemoteOptions {
+  transport: NetTransport;
+  /** The `host:port` the owner serves on. */
+  address: string;
+  secret: Uint8Array;
+}
+
+export type RemoteOptions = ShmRemoteOptions | NetRemoteOptions;
+
+const isNet = (o: RemoteOptions): o is NetRemoteOptions => o.transport === 'tcp' || o.transport === 'verbs';
+
+/**
+ * Another process's store, read one-sidedly: through shared memory on this host (the owner's
+ * CPU does nothing), over RDMA (likewise), or over TCP (a native server thread of the owner's).
+ */
 export class RemoteStore {
   private constructor(private readonly native: NativeRemote) {}
 
   static async connect(opts: RemoteOptions): Promise<RemoteStore> {
-    return new RemoteStore(
-      await NativeRemote.connect({ dir: opts.dir, store: opts.store, secret: Buffer.from(opts.secret) }),
-    );
+    const secret = Buffer.from(opts.secret);
+    // An unknown transport name (from untyped callers) goes to the native side, which names
+    // the valid ones.
+    const native = isNet(opts)
+      ? NativeRemote.connect({ transport: opts.transport, address: opts.address, secret })
+      : NativeRemote.connect({ transport: opts.transport ?? 'shm', dir: opts.dir, store: opts.store, secret });
+    return new RemoteStore(await native);
+  }
+
+  get transport(): Transport {
+    const t = this.native.transport;
+    if (!isTransport(t)) throw new Error(`native remote reports an unknown transport: ${t}`);
+    return t;
   }
 
   /** Learns where objects live (one control round trip); later reads need none. */
@@ -166,7 +208,7 @@ export class RemoteStore {
     return found.map(narrow);
   }
 
-  /** `read` on the calling thread, for resolved ids only: a memory copy, never I/O. */
+  /** `read` on the calling thread, for resolved ids over `shm` only: a memory copy, never I/O. */
   readSync(ids: readonly ObjectId[]): ReadResult[] {
     return this.native.readSync(list(ids, 'readSync(ids)').map(idBytes)).map(narrow);
   }

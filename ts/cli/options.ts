@@ -1,6 +1,7 @@
 // Command-line option parsing shared by the commands and the roles.
 import { DEFAULT_POLICY, POLICIES, type Policy } from '../pipeline/scheduler.js';
 import { STATE_UPDATES, type StateUpdate } from '../pipeline/state-update.js';
+import { TRANSPORTS, type Transport } from '../transport.js';
 
 /** A mistake in how the command was called: usage goes with it, and exit code 2. */
 export class UsageError extends Error {}
@@ -48,4 +49,12 @@ export function stateUpdateOption(raw: string | undefined): StateUpdate {
   const mode = STATE_UPDATES.find((m) => m === raw);
   if (!mode) throw new UsageError(`--state-update must be one of ${STATE_UPDATES.join(', ')}, got '${raw}'`);
   return mode;
+}
+
+/** `--transport`: how pulling pre-executors read the primary's store (default `shm`). */
+export function transportOption(raw: string | undefined): Transport {
+  if (raw === undefined) return 'shm';
+  const t = TRANSPORTS.find((m) => m === raw);
+  if (!t) throw new UsageError(`--transport must be one of ${TRANSPORTS.join(', ')}, got '${raw}'`);
+  return t;
 }

@@ -1,4 +1,5 @@
 // The pipeline's child-process roles: a pre-executor, and a whole node (for kill-and-restart tests).
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { nativeFunctions } from '../app/natives.js';
@@ -7,13 +8,23 @@ import { EmbeddedCluster, NODE_SOCKET } from '../cluster.js';
 import { createRegistry, PreExecutorMetrics, serveMetrics } from '../metrics.js';
 import { runPreExecutor } from '../pipeline/preexecutor-main.js';
 import { serveRole } from '../process.js';
-import { loadOrCreateSecret } from '../secret.js';
-import { intOption, metricsPortOption, policyOption, required, stateUpdateOption, UsageError } from './options.js';
+import { loadOrCreateSecret, readSecretFile } from '../secret.js';
+import { parseHostPort, type HostPort } from '../transport.js';
+import {
+  intOption,
+  metricsPortOption,
+  policyOption,
+  required,
+  stateUpdateOption,
+  transportOption,
+  UsageError,
+} from './options.js';
 
 /**
- * A pre-executor joining a running node (`remora start pre-executor --join DIR`); the embedded
- * launcher starts its own the same way. It leaves when stdin ends, on SIGINT/SIGTERM, or when
- * the node lets it go.
+ * A pre-executor joining a running node: `--join DIR` on the node's host (its socket, secret and,
+ * for `shm` pulls, store are in the directory), or `--join HOST:PORT --secret-file FILE` from
+ * anywhere. The embedded launcher starts its own the same way. It leaves when stdin ends, on
+ * SIGINT/SIGTERM, or when the node lets it go.
  */
 export function preExecutorRole(argv: string[]) {
   const { values } = parseArgs({
@@ -23,11 +34,19 @@ export function preExecutorRole(argv: string[]) {
       dir: { type: 'string' },
       app: { type: 'string' },
       name: { type: 'string' },
+      'secret-file': { type: 'string' },
       'metrics-port': { type: 'string' },
     },
   });
-  // `--join` names the running cluster's directory; `--dir` is its older spelling.
-  const dir = required(values.join ?? values.dir, 'join');
+  // `--dir` is the older spelling of `--join DIR`.
+  const target = joinOption(required(values.join ?? values.dir, 'join'));
+  const secretFile = values['secret-file'];
+  const dir = 'dir' in target ? target.dir : undefined;
+  const loadSecret =
+    secretFile !== undefined ? () => readSecretFile(secretFile) : dir !== undefined ? () => loadOrCreateSecret(dir) : null;
+  if (!loadSecret) {
+    throw new UsageError("--join HOST:PORT needs --secret-file FILE (a copy of the cluster directory's cluster.secret)");
+  }
   const metricsPort = metricsPortOption(values['metrics-port']);
   return serveRole(async () => {
     const registry = metricsPort === undefined ? null : createRegistry();
@@ -35,9 +54,8 @@ export function preExecutorRole(argv: string[]) {
     const server = registry && (await serveMetrics(registry, { port: metricsPort ?? 0 }));
     if (server) process.stderr.write(`pre-executor: metrics at http://127.0.0.1:${server.port}/metrics\n`);
     const p = await runPreExecutor({
-      path: join(dir, NODE_SOCKET),
-      dir,
-      secret: loadOrCreateSecret(dir),
+      ...('dir' in target ? { path: join(target.dir, NODE_SOCKET), dir: target.dir } : { node: target.node }),
+      secret: loadSecret(),
       name: required(values.name, 'name'),
       app: loadApp(required(values.app, 'app')),
       natives: nativeFunctions,
@@ -49,7 +67,9 @@ export function preExecutorRole(argv: string[]) {
       stop: async () => {
         p.close();
         await server?.close();
-        return { executed: p.pre.executed };
+        const [puller, remote] = [p.puller(), p.remote()];
+        const pull = puller && remote && { transport: remote.transport, pulled: puller.pulled, refreshed: puller.refreshed, reads: remote.stats().reads };
+        return { executed: p.pre.executed, ...(pull && { pull }) };
       },
     };
   });
@@ -66,6 +86,8 @@ export function nodeRole(argv: string[]) {
       'deadline-ms': { type: 'string' },
       policy: { type: 'string' },
       'state-update': { type: 'string' },
+      transport: { type: 'string' },
+      listen: { type: 'string' },
       autoscale: { type: 'string' },
       'metrics-port': { type: 'string' },
     },
@@ -80,11 +102,15 @@ export function nodeRole(argv: string[]) {
       deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
       policy: policyOption(values.policy),
       stateUpdate: stateUpdateOption(values['state-update']),
+      transport: transportOption(values.transport),
+      ...(values.listen !== undefined && { listen: listenOption(values.listen) }),
       ...(autoscale && { autoscale }),
       ...(metricsPort !== undefined && { metricsPort }),
     });
+    if (cluster.address !== null) process.stderr.write(`node: clients and pre-executors may join at ${cluster.address}\n`);
     if (cluster.metricsPort !== null) process.stderr.write(`node: metrics at http://127.0.0.1:${cluster.metricsPort}/metrics\n`);
     return {
+      info: { address: cluster.address, storeAddress: cluster.storeAddress },
       stop: async () => {
         const result = { digest: cluster.store.digest(), lastApplied: String(cluster.node.lastApplied), stats: cluster.node.stats };
         await cluster.close();
@@ -92,6 +118,27 @@ export function nodeRole(argv: string[]) {
       },
     };
   });
+}
+
+/** `--join DIR` or `--join HOST:PORT`: an existing directory wins over a name that looks like an address. */
+function joinOption(raw: string): { dir: string } | { node: HostPort } {
+  const node = parseHostPort(raw);
+  if (node === null || isDirectory(raw)) return { dir: raw };
+  return { node };
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** `--listen HOST:PORT`, checked here so a typo is a usage error. */
+function listenOption(raw: string): string {
+  if (parseHostPort(raw) === null) throw new UsageError(`--listen must be HOST:PORT, got '${raw}'`);
+  return raw;
 }
 
 /** `--autoscale MIN..MAX`: grow and shrink the pool between these sizes. */

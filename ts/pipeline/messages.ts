@@ -5,6 +5,7 @@ import type { Transaction } from '../app/tx.js';
 import type { Decision } from './merge.js';
 import type { Effect, Feedback, Result } from './preexecutor.js';
 import { STATE_UPDATES, type PushedObject, type StateUpdate } from './state-update.js';
+import { isTransport, type Transport } from '../transport.js';
 
 /** `optimistic`: also send the pre-executor's outcome as soon as it is known. */
 export type ClientToNode = { t: 'submit'; id: number; tx: Transaction; optimistic?: boolean };
@@ -25,7 +26,16 @@ export type NodeToClient =
 export type OptimisticCheck = 'confirmed' | 'wrong' | 'none';
 
 export type NodeToPre =
-  | { t: 'config'; stateUpdate: StateUpdate; store: string | null; speculate: boolean }
+  | {
+      t: 'config';
+      stateUpdate: StateUpdate;
+      /** `pull`: the primary's store, its transport, and (tcp, verbs) the address serving it. */
+      store: string | null;
+      transport: Transport;
+      address: string | null;
+      /** Whether to read its own results not yet applied (speculation.ts). */
+      speculate: boolean;
+    }
   | { t: 'exec'; txs: Transaction[] }
   | { t: 'effects'; effects: Effect[] }
   | { t: 'objects'; objects: PushedObject[] }
@@ -73,8 +83,15 @@ export function parseNodeToPre(m: unknown): NodeToPre {
   if (isObj(m) && m['t'] === 'config') {
     const stateUpdate = STATE_UPDATES.find((s) => s === m['stateUpdate']);
     const store = m['store'];
-    if (!stateUpdate || !(store === null || typeof store === 'string') || typeof m['speculate'] !== 'boolean') fail('malformed config');
-    return { t: 'config', stateUpdate, store, speculate: m['speculate'] };
+    if (!stateUpdate || !(store === null || typeof store === 'string')) fail('malformed config');
+    // Absent fields: a node from before transports and speculation were chosen per cluster.
+    const transport = m['transport'] ?? 'shm';
+    const address = m['address'] ?? null;
+    const speculate = m['speculate'] ?? true;
+    if (!isTransport(transport) || !(address === null || typeof address === 'string') || typeof speculate !== 'boolean') {
+      fail('malformed config');
+    }
+    return { t: 'config', stateUpdate, store, transport, address, speculate };
   }
   if (isObj(m) && m['t'] === 'feedback' && isObj(m['feedback'])) {
     const f = m['feedback'];

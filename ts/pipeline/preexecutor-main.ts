@@ -2,26 +2,31 @@
 import type { App } from '../app/app.js';
 import type { Natives } from '../app/exec.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
-import { RemoteStore } from '../store.js';
+import type { RemoteStore } from '../store.js';
+import type { HostPort } from '../transport.js';
 import { connect, type Conn } from '../wire.js';
 import { parseNodeToPre, type PreToNode } from './messages.js';
 import { PreExecutor } from './preexecutor.js';
-import { Puller } from './pull.js';
+import { connectStore, Puller } from './pull.js';
 import { PRE_EXECUTOR_ROLE } from './server.js';
 
 export interface PreExecutorProcess {
   readonly pre: PreExecutor;
   /** Set once the node asked for the `pull` state update. */
   readonly puller: () => Puller | null;
+  /** The connection to the primary's store a puller reads through. */
+  readonly remote: () => RemoteStore | null;
   /** Resolves when the node closes the connection (or it breaks). */
   readonly closed: Promise<void>;
   close(): void;
 }
 
 export async function runPreExecutor(opts: {
-  path: string;
-  /** The cluster directory, where the primary's store lives (needed to pull). */
-  dir: string;
+  /** The node's Unix socket (same host), or else its TCP endpoint. */
+  path?: string;
+  node?: HostPort;
+  /** The cluster directory, where the primary's store lives (needed to pull over shm). */
+  dir?: string;
   secret: Buffer;
   name: string;
   app: App;
@@ -31,10 +36,12 @@ export async function runPreExecutor(opts: {
   onBatch?: (txs: number, ms: number) => void;
 }): Promise<PreExecutorProcess> {
   const log = opts.log ?? ((m: string) => console.error(m));
-  const conn: Conn = await connect({ path: opts.path, secret: opts.secret, role: PRE_EXECUTOR_ROLE + opts.name, log });
+  const where = opts.path !== undefined ? { path: opts.path } : { ...opts.node };
+  const conn: Conn = await connect({ ...where, secret: opts.secret, role: PRE_EXECUTOR_ROLE + opts.name, log });
   const pre = new PreExecutor(opts.app, opts.natives);
   const closed = new Promise<void>((resolve) => conn.onClose(() => resolve()));
   let puller: Puller | null = null;
+  let remote: RemoteStore | null = null;
   // With `pull`, a batch waits for its reads, and later batches queue behind it.
   let pulling = false;
   let queue: Promise<void> = Promise.resolve();
@@ -58,12 +65,13 @@ export async function runPreExecutor(opts: {
         case 'config':
           pre.speculate(m.speculate);
           if (m.stateUpdate === 'pull' && !pulling) {
-            const store = m.store;
-            if (store === null) throw new Error('the node asked to pull but named no store');
             pulling = true;
-            queue = queue.then(async () => {
-              puller = new Puller(await RemoteStore.connect({ dir: opts.dir, store, secret: opts.secret }), pre);
-            });
+            queue = queue
+              .then(async () => {
+                remote = await connectStore(m, opts);
+                puller = new Puller(remote, pre);
+              })
+              .catch(fail);
           }
           return;
         case 'effects':
@@ -95,5 +103,5 @@ export async function runPreExecutor(opts: {
       fail(e);
     }
   });
-  return { pre, puller: () => puller, closed, close: () => conn.close() };
+  return { pre, puller: () => puller, remote: () => remote, closed, close: () => conn.close() };
 }

@@ -3,7 +3,9 @@
 // objects whose version differs from the copy's are installed.
 import type { MemoryState } from '../app/state.js';
 import type { DecodedTx } from '../app/tx.js';
-import type { ReadResult } from '../store.js';
+import { RemoteStore, type ReadResult } from '../store.js';
+import { formatHostPort, isWildcard, parseHostPort, type HostPort } from '../transport.js';
+import type { NodeToPre } from './messages.js';
 import type { Speculation } from './speculation.js';
 
 /** Where current versions come from: the primary's store, read one-sidedly (`RemoteStore`). */
@@ -57,4 +59,23 @@ function current(r: ReadResult): [bigint, Uint8Array | null] {
     default:
       return [0n, null];
   }
+}
+
+/** Connects to the primary's store as the node's `config` says. */
+export function connectStore(
+  m: Extract<NodeToPre, { t: 'config' }>,
+  opts: { dir?: string; node?: HostPort; secret: Buffer },
+): Promise<RemoteStore> {
+  if (m.transport === 'shm') {
+    if (m.store === null) throw new Error('the node asked to pull but named no store');
+    if (opts.dir === undefined) {
+      throw new Error('the node serves its store over shm, which reaches its own host only: start it with --transport tcp (or verbs) to pull across hosts');
+    }
+    return RemoteStore.connect({ dir: opts.dir, store: m.store, secret: opts.secret });
+  }
+  const served = m.address === null ? null : parseHostPort(m.address);
+  if (served === null) throw new Error(`the node asked to pull over ${m.transport} but sent no valid address`);
+  // A store served on every interface is reached at the host we reached the node at.
+  if (isWildcard(served.host)) served.host = opts.node?.host ?? '127.0.0.1';
+  return RemoteStore.connect({ transport: m.transport, address: formatHostPort(served), secret: opts.secret });
 }

@@ -1,5 +1,6 @@
 // The node's side of the wire: clients submit, pre-executors attach and return results.
 import { TxError } from '../app/tx.js';
+import type { HostPort, Transport } from '../transport.js';
 import { listen, type Conn, type Server } from '../wire.js';
 import { parseClientMessage, parsePreMessage, ProtocolError, type NodeToClient, type NodeToPre } from './messages.js';
 import type { EmbeddedNode, OptimisticReply, PreExecutorLink } from './node.js';
@@ -8,30 +9,50 @@ export const PRE_EXECUTOR_ROLE = 'pre-executor:';
 export const CLIENT_ROLE = 'client';
 
 export interface ServeOptions {
+  /** The Unix socket in the cluster directory, for members on this host. */
   path: string;
+  /** Also accept clients and pre-executors over TCP here (port 0: any free one). */
+  tcp?: HostPort;
   secret: Buffer;
   log?: (msg: string) => void;
   /** Called when a pre-executor attaches or leaves. */
   onPool?: (event: 'join' | 'leave', name: string) => void;
   /** The name of the primary's store in the cluster directory, for pre-executors that pull. */
   store?: string;
+  /** How pulling pre-executors read that store (default `shm`), and where it is served (tcp, verbs). */
+  storeTransport?: { transport: Transport; address: string | null };
 }
 
-export function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise<Server> {
+/** The node's endpoints: `address` is the Unix socket, `tcpAddress` the TCP one if any. */
+export interface NodeServer extends Server {
+  readonly tcpAddress: string | null;
+}
+
+export async function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise<NodeServer> {
   const log = opts.log ?? ((m: string) => console.error(m));
-  return listen({
-    path: opts.path,
-    secret: opts.secret,
-    log,
-    onConnection: (conn) => {
-      if (conn.role === CLIENT_ROLE) serveClient(node, conn, log);
-      else if (conn.role.startsWith(PRE_EXECUTOR_ROLE)) attachPreExecutor(node, conn, log, opts);
-      else {
-        log(`${conn.peer}: unknown role ${JSON.stringify(conn.role)}, closing`);
-        conn.close();
-      }
+  const onConnection = (conn: Conn) => {
+    if (conn.role === CLIENT_ROLE) serveClient(node, conn, log);
+    else if (conn.role.startsWith(PRE_EXECUTOR_ROLE)) attachPreExecutor(node, conn, log, opts);
+    else {
+      log(`${conn.peer}: unknown role ${JSON.stringify(conn.role)}, closing`);
+      conn.close();
+    }
+  };
+  const unix = await listen({ path: opts.path, secret: opts.secret, log, onConnection });
+  let tcp: Server | null = null;
+  try {
+    if (opts.tcp) tcp = await listen({ ...opts.tcp, secret: opts.secret, log, onConnection });
+  } catch (e) {
+    await unix.close();
+    throw e;
+  }
+  return {
+    address: unix.address,
+    tcpAddress: tcp?.address ?? null,
+    close: async () => {
+      await Promise.all([unix.close(), tcp?.close()]);
     },
-  });
+  };
 }
 
 /** Closes a connection whose peer broke the protocol; everyone else keeps being served. */
@@ -104,10 +125,14 @@ function attachPreExecutor(
     conn.close();
     return;
   }
+  const pull = node.stateUpdate === 'pull';
+  const served = opts.storeTransport ?? { transport: 'shm', address: null };
   send({
     t: 'config',
     stateUpdate: node.stateUpdate,
-    store: node.stateUpdate === 'pull' ? (opts.store ?? null) : null,
+    store: pull ? (opts.store ?? null) : null,
+    transport: served.transport,
+    address: pull ? served.address : null,
     speculate: node.speculation,
   });
   opts.onPool?.('join', name);

@@ -7,15 +7,14 @@ use napi::bindgen_prelude::{AsyncTask, BigInt, BigUint64Array, Buffer, Uint8Arra
 use napi::{Env, Error, Result, Status, Task};
 use napi_derive::napi;
 use remora_core::stress;
-use remora_core::{
-    ControlServer, Lookup, RemoteStore, ShmPeer, ShmTransport, Store, StoreConfig, Transport,
-};
+use remora_core::{ControlServer, Lookup, RemoteStore, Store, StoreConfig};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod bench;
 pub mod log;
+pub mod net;
 pub mod precompile;
 pub mod transports;
 
@@ -83,10 +82,13 @@ pub struct StoreStatsJs {
     pub free_slots: u32,
 }
 
-/// Fields drop in order: the control server must stop while its socket still exists.
+/// Fields drop in order: the servers must stop while the regions and the socket still exist.
 struct Owned {
+    served: Vec<net::Served>,
     _control: ControlServer,
     store: Arc<Store>,
+    /// For servers started later (`serve`).
+    secret: Vec<u8>,
 }
 
 /// A store owned by this process, serving its control channel from native threads.
@@ -112,8 +114,10 @@ impl NativeStore {
             name: opts.name,
             closing: Arc::default(),
             owned: Mutex::new(Some(Owned {
+                served: Vec::new(),
                 _control: control,
                 store,
+                secret: opts.secret.to_vec(),
             })),
         })
     }
@@ -129,6 +133,20 @@ impl NativeStore {
     #[napi(getter)]
     pub fn name(&self) -> String {
         self.name.clone()
+    }
+
+    /// Also serves the regions over `tcp` or `verbs`, from the server's own native threads,
+    /// until `close`. Returns the bound `host:port` peers attach to.
+    #[napi]
+    pub fn serve(&self, opts: net::ServeOptions) -> Result<String> {
+        let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        let o = owned
+            .as_mut()
+            .ok_or_else(|| invalid(format!("store '{}' is closed", self.name)))?;
+        let served = net::serve(&o.store, &o.secret, &opts)?;
+        let addr = served.local_addr().to_string();
+        o.served.push(served);
+        Ok(addr)
     }
 
     /// Sets `values[i]` as the version `ts[i]` of `ids[i]`, in order; all or nothing.
@@ -324,14 +342,6 @@ impl Task for StressWrite {
 }
 
 #[napi(object)]
-pub struct RemoteOptions {
-    pub dir: String,
-    /// Name of the store to attach to.
-    pub store: String,
-    pub secret: Buffer,
-}
-
-#[napi(object)]
 pub struct RemoteStatsJs {
     pub reads: f64,
     pub rejected_busy: f64,
@@ -342,29 +352,24 @@ pub struct RemoteStatsJs {
     pub forwards: f64,
 }
 
-type Remote = Arc<RemoteStore<ShmPeer>>;
+type Remote = Arc<RemoteStore<net::AnyPeer>>;
 
-/// Another process's store, read one-sidedly through shared memory.
+/// Another process's store, read one-sidedly through shared memory, TCP or RDMA.
 #[napi]
 pub struct NativeRemote {
     remote: Remote,
 }
 
 pub struct Connect {
-    opts: Option<(String, String, Vec<u8>)>,
+    target: net::Target,
+    secret: Vec<u8>,
 }
 
 impl Task for Connect {
     type Output = Remote;
     type JsValue = NativeRemote;
     fn compute(&mut self) -> Result<Remote> {
-        let (dir, store, secret) = self
-            .opts
-            .take()
-            .ok_or_else(|| invalid("connect ran twice"))?;
-        let peer = ShmTransport::new(dir, &secret)
-            .and_then(|t| t.attach(&store))
-            .map_err(js_err)?;
+        let peer = self.target.attach(&self.secret).map_err(js_err)?;
         Ok(Arc::new(RemoteStore::new(peer)))
     }
     fn resolve(&mut self, _: Env, remote: Remote) -> Result<NativeRemote> {
@@ -447,13 +452,21 @@ fn owned_ids(ids: &[Uint8Array]) -> Vec<Vec<u8>> {
 
 #[napi]
 impl NativeRemote {
-    /// Attaches to a store of this host: connects to its control channel (authenticated by
-    /// the cluster secret) and maps its regions as they are needed.
+    /// Attaches to a store: over `shm`, a store of this host (its control channel, then its
+    /// regions mapped as needed); over `tcp` or `verbs`, the server at `address`. Either way
+    /// the peer must hold the cluster secret.
     #[napi(ts_return_type = "Promise<NativeRemote>")]
-    pub fn connect(opts: RemoteOptions) -> AsyncTask<Connect> {
-        AsyncTask::new(Connect {
-            opts: Some((opts.dir, opts.store, opts.secret.to_vec())),
-        })
+    pub fn connect(opts: net::RemoteOptions) -> Result<AsyncTask<Connect>> {
+        Ok(AsyncTask::new(Connect {
+            target: net::Target::from_options(&opts)?,
+            secret: opts.secret.to_vec(),
+        }))
+    }
+
+    /// The transport reads go through: `shm`, `tcp` or `verbs`.
+    #[napi(getter)]
+    pub fn transport(&self) -> String {
+        self.remote.memory().transport().into()
     }
 
     /// Asks the owner once where `ids` live; later reads of them need no round trip.
@@ -488,9 +501,16 @@ impl NativeRemote {
     }
 
     /// `read` without leaving the JS thread, for ids already resolved: a shared-memory copy
-    /// and its validation, no I/O. An unresolved id is an error.
+    /// and its validation, no I/O. An unresolved id is an error, and so is a transport that
+    /// would block the JS thread on the network.
     #[napi]
     pub fn read_sync(&self, ids: Vec<Uint8Array>) -> Result<Vec<ReadResult>> {
+        if !self.remote.memory().is_local() {
+            return Err(invalid(format!(
+                "readSync needs the shm transport (this peer reads over {}): use read()",
+                self.remote.memory().transport()
+            )));
+        }
         if let Some(id) = ids.iter().find(|id| !self.remote.is_resolved(id)) {
             return Err(invalid(format!(
                 "the address of object {} is not resolved yet: await resolve() or read() first",
