@@ -3,13 +3,18 @@
 // 64 B / 1 KB / 4 KB and validated object reads. From the soft-RoCE rig (test/rig, when its
 // results file exists): `verbs` between two VMs next to perftest's ib_read_lat/ib_read_bw in
 // the same VMs, so our RDMA path is measured against the reference on the same link.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { benchTransport, type TransportLatency } from '../ts/native/index.js';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { TRANSPORT_BENCH_SIZES } from '../ts/cli/transport-roles.js';
+import { benchTransport, type Latency, type TransportLatency } from '../ts/native/index.js';
+import { RoleProcess } from '../ts/process.js';
 import { describeMachine } from './machine.js';
+import { NetnsPair, netnsUnavailable } from './netns.js';
 import { sizeLabel } from './oneside.js';
 
-export const TRANSPORT_SIZES = [64, 1024, 4096] as const;
+export const TRANSPORT_SIZES = TRANSPORT_BENCH_SIZES;
 
 export interface TransportsOptions {
   quick: boolean;
@@ -33,6 +38,42 @@ function record(m: Metrics, transport: string, rows: TransportLatency[]): void {
     m[`${transport}_get_${l}_p50_us`] = round(r.getP50Ns / 1e3);
     m[`${transport}_get_${l}_p99_us`] = round(r.getP99Ns / 1e3);
     m[`${transport}_get_${l}_ops_per_s`] = Math.round(r.getOpsPerS);
+  }
+}
+
+/**
+ * `tcp` between two network namespaces joined by a veth pair: the owner in one, the reader in
+ * the other, each a process of its own. Validated reads only (the owner's objects, one by one).
+ */
+async function acrossNamespaces(m: Metrics, iterations: number): Promise<string> {
+  const why = netnsUnavailable();
+  if (why !== null) return `tcp across namespaces skipped: ${why}`;
+  const pair = new NetnsPair();
+  const dir = mkdtempSync(join(tmpdir(), 'remora-bench-netns-'));
+  const secretFile = join(dir, 'cluster.secret');
+  writeFileSync(secretFile, randomBytes(32), { mode: 0o600 });
+  let owner: RoleProcess | null = null;
+  try {
+    await pair.create();
+    const common = ['--transport', 'tcp', '--secret-file', secretFile];
+    owner = await RoleProcess.start('transport-owner', ['--listen', `${pair.addrA}:0`, ...common], { prefix: pair.exec(pair.a) });
+    const { address } = owner.readyInfo as { address: string };
+    const reader = await RoleProcess.start('transport-reader', ['--address', address, '--iterations', String(iterations), ...common], {
+      prefix: pair.exec(pair.b),
+      readyTimeoutMs: 120_000,
+    });
+    const rows = (await reader.finish()) as (Latency & { size: number })[];
+    for (const r of rows) {
+      const l = sizeLabel(r.size);
+      m[`tcp_netns_get_${l}_p50_us`] = round(r.p50Ns / 1e3);
+      m[`tcp_netns_get_${l}_p99_us`] = round(r.p99Ns / 1e3);
+      m[`tcp_netns_get_${l}_ops_per_s`] = Math.round(1e9 / r.meanNs);
+    }
+    return `tcp across namespaces: owner in ${pair.addrA}, reader in ${pair.addrB}, over a veth pair`;
+  } finally {
+    await owner?.stop(2000);
+    await pair.destroy();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -70,6 +111,15 @@ function table(m: Metrics, transports: string[]): string {
   }
   for (const size of TRANSPORT_SIZES) {
     const l = sizeLabel(size);
+    const p50 = m[`tcp_netns_get_${l}_p50_us`];
+    if (p50 !== undefined) {
+      lines.push(
+        `${'tcp (netns)'.padEnd(13)} ${l.padStart(5)} ${'-'.padStart(12)} ${'-'.padStart(12)} ${String(m[`tcp_netns_get_${l}_ops_per_s`] ?? '-').padStart(10)} ${String(p50).padStart(12)}`,
+      );
+    }
+  }
+  for (const size of TRANSPORT_SIZES) {
+    const l = sizeLabel(size);
     const p50 = m[`perftest_read_lat_${l}_p50_us`];
     if (p50 !== undefined) {
       lines.push(
@@ -100,6 +150,8 @@ export async function runTransports(opts: TransportsOptions): Promise<number> {
       stage(`verbs skipped on this host: ${(e as Error).message}`);
     }
   }
+  stage(`tcp across network namespaces: ${iterations} reads of each size`);
+  notes.push(await acrossNamespaces(metrics, iterations));
   const rig = rigMetrics(opts.rig);
   if (rig) {
     stage(`rig results from ${opts.rig}`);

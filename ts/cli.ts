@@ -10,6 +10,7 @@ import { runTransports } from '../bench/transports.js';
 import { demoOneside } from './cli/demo-oneside.js';
 import { intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
+import { transportOwnerRole, transportReaderRole } from './cli/transport-roles.js';
 import { benchWriterRole, demoWriterRole, stressWriterRole } from './cli/writers.js';
 import { runDemo as runBankDemo } from './demo.js';
 
@@ -172,6 +173,8 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   'demo-writer': demoWriterRole,
   'bench-writer': benchWriterRole,
   'stress-writer': stressWriterRole,
+  'transport-owner': transportOwnerRole,
+  'transport-reader': transportReaderRole,
   'pre-executor': preExecutorRole,
   node: nodeRole,
 };
