@@ -8,6 +8,7 @@ import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
 import { runTransports } from '../bench/transports.js';
 import { demoOneside } from './cli/demo-oneside.js';
+import { heronReplicaRole } from './cli/heron-roles.js';
 import { intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
 import { benchWriterRole, demoWriterRole, stressWriterRole } from './cli/writers.js';
@@ -168,6 +169,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   'stress-writer': stressWriterRole,
   'pre-executor': preExecutorRole,
   node: nodeRole,
+  'heron-replica': heronReplicaRole,
 };
 
 async function main(argv: string[]): Promise<number> {
