@@ -51,6 +51,9 @@ interface Waiter {
   dest: number[];
 }
 
+/** Replies kept to answer duplicates; an older duplicate waits for nothing and is refused. */
+const RECENT_REPLIES = 100_000;
+
 const key = (partition: number, replica: number): string => `${partition}.${replica}`;
 
 export class HeronCluster {
@@ -68,6 +71,9 @@ export class HeronCluster {
   private readonly lastDelivered = new Map<number, bigint>();
   private readonly lastAnswered = new Map<string, bigint>();
   private settledWaiters: (() => void)[] = [];
+  /** Recent first replies, for duplicates of transactions (same body) submitted again. */
+  private readonly recent = new Map<bigint, HeronReply>();
+  private dupWaiters: { ts: bigint; resolve: (r: HeronReply) => void }[] = [];
   private readonly partitionOf: (id: string) => number;
   private readonly log: (m: string) => void;
 
@@ -177,6 +183,7 @@ export class HeronCluster {
       if (seen === undefined) {
         const w = this.waiters.get(msg.ts);
         const reply: HeronReply = { ts: msg.ts, outcome: msg.outcome, dest: w?.dest ?? [], from: { partition: msg.partition, replica: msg.replica }, timing: msg.timing };
+        this.remember(reply);
         if (w) {
           this.waiters.delete(msg.ts);
           w.resolve(reply);
@@ -211,12 +218,34 @@ export class HeronCluster {
     const decoded = decodeTx(tx);
     const dest = this.destinations(decoded.objects);
     const accepted = await this.sequencer.submit(decoded);
+    if (accepted.duplicate) {
+      // The same body again (the log deduplicates by digest): answer with the first reply.
+      const known = this.recent.get(accepted.ts);
+      if (!known && this.outcomes.has(accepted.ts)) {
+        throw new Error(`transaction is a duplicate of ts ${accepted.ts}, whose reply is no longer kept`);
+      }
+      const first = known ?? (await new Promise<HeronReply>((resolve) => this.dupWaiters.push({ ts: accepted.ts, resolve })));
+      return { ...first, dest };
+    }
     const early = this.early.get(accepted.ts);
     if (early) {
       this.early.delete(accepted.ts);
       return { ...early, dest };
     }
     return new Promise((resolve) => this.waiters.set(accepted.ts, { resolve, dest }));
+  }
+
+  private remember(reply: HeronReply): void {
+    this.recent.set(reply.ts, reply);
+    if (this.recent.size > RECENT_REPLIES) {
+      const oldest = this.recent.keys().next();
+      if (!oldest.done) this.recent.delete(oldest.value);
+    }
+    const ready = this.dupWaiters.filter((w) => w.ts === reply.ts);
+    if (ready.length > 0) {
+      this.dupWaiters = this.dupWaiters.filter((w) => w.ts !== reply.ts);
+      for (const w of ready) w.resolve(reply);
+    }
   }
 
   /** Every running replica answered everything delivered to its partition. */
