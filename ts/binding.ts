@@ -3,6 +3,7 @@ export {
   NativeStore,
   NativeRemote,
   NativeLog,
+  NativeCoordinator,
   benchMemcpy,
   benchTimer,
   precompileCall,
@@ -13,6 +14,8 @@ export {
   precompileInputDigest,
 } from './native/index.js';
 export type {
+  CoordinateResult,
+  CoordinationEntry,
   Latency,
   LogAppended,
   LogEntry,

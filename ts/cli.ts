@@ -8,6 +8,7 @@ import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
 import { runTransports } from '../bench/transports.js';
 import { demoOneside } from './cli/demo-oneside.js';
+import { heronReplicaRole } from './cli/heron-roles.js';
 import { intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
 import { transportOwnerRole, transportReaderRole } from './cli/transport-roles.js';
@@ -177,6 +178,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   'transport-reader': transportReaderRole,
   'pre-executor': preExecutorRole,
   node: nodeRole,
+  'heron-replica': heronReplicaRole,
 };
 
 async function main(argv: string[]): Promise<number> {

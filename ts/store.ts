@@ -1,6 +1,6 @@
 // The TypeScript face of the native object store: an owner's store, and a peer's one-sided
 // view of another process's store.
-import { NativeRemote, NativeStore } from './binding.js';
+import { NativeRemote, NativeStore, type NativeCoordinator } from './binding.js';
 import type { NativeReadResult, RemoteStats, StoreStats, StressReport, Latency } from './binding.js';
 import { idBytes, timestamp, valueBytes, type ObjectId } from './ids.js';
 import { isTransport, type NetTransport, type Transport } from './transport.js';
@@ -134,6 +134,23 @@ export class Store {
 
   stats(): StoreStats {
     return this.native.stats();
+  }
+
+  /**
+   * Adds this store's Heron coordination region (remote-writable) and returns the native
+   * coordinator that writes peers' regions and waits on this one (see `heron/coordination.ts`).
+   */
+  heronCoordinator(opts: {
+    dir: string;
+    secret: Uint8Array;
+    partitions: number;
+    replicas: number;
+    partition: number;
+    replica: number;
+    peers: string[];
+    region: number;
+  }): NativeCoordinator {
+    return this.native.heronCoordinator({ ...opts, secret: Buffer.from(opts.secret) });
   }
 
   /** Torn-read stress, owner side (native thread): rewrites self-checking values. */

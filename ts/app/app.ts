@@ -29,6 +29,12 @@ export interface App<C extends Record<string, Command> = Record<string, Command>
   readonly commands: C;
   /** The object ids a command will touch, as far as its arguments tell (routing, destinations). */
   objects(command: keyof C & string, args: unknown): string[];
+  /**
+   * The partition (0 ≤ result < partitions) holding object `id`, for partitioned execution;
+   * a hash of the id when absent (see `heron/partition.ts`). Must be a pure function of its
+   * arguments: every member computes destinations and ownership with it.
+   */
+  partition?(id: string, partitions: number): number;
 }
 
 export type CommandName<A extends App> = keyof A['commands'] & string;

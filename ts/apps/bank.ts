@@ -5,6 +5,7 @@
 // argument is an abort with a reason, never a thrown TypeError from deep inside.
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { defineApp, type Ctx } from '../app/app.js';
+import { hashPartition } from '../heron/partition.js';
 
 /** What `acct/<n>` holds. */
 export interface Account {
@@ -141,6 +142,12 @@ export function bankApp(config: BankConfig) {
         ctx.write(stampId(account), digest);
         return digest;
       },
+    },
+
+    /** Account n and its stamp live in partition n mod P: a transfer involves at most two. */
+    partition(id: string, partitions: number): number {
+      const m = /^(?:acct|stamp)\/(\d+)$/.exec(id);
+      return m?.[1] === undefined ? hashPartition(id, partitions) : Number(BigInt(m[1]) % BigInt(partitions));
     },
 
     objects(command, args): string[] {

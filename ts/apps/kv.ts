@@ -4,6 +4,7 @@
 // Absent keys and keys holding null read alike (null): `cas` with `expected: null` matches both.
 import { defineApp, type Ctx } from '../app/app.js';
 import { encode, type Data } from '../app/codec.js';
+import { hashPartition } from '../heron/partition.js';
 
 const PREFIX = 'kv/';
 /** Object ids are at most 88 bytes (the store's limit), the prefix included. */
@@ -93,6 +94,9 @@ export const kvApp = defineApp({
       return value;
     },
   },
+
+  /** Keys are spread by a hash of the key, so neighbouring names land apart. */
+  partition: hashPartition,
 
   objects(command, args): string[] {
     const a = (typeof args === 'object' && args !== null ? args : {}) as Args;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod bench;
+pub mod heron;
 pub mod log;
 pub mod net;
 pub mod precompile;
@@ -252,6 +253,15 @@ impl NativeStore {
         self.store()?
             .add_shared_region(bytes as usize)
             .map_err(js_err)
+    }
+
+    /// This replica's Heron coordination memory: a new remote-writable region of this store.
+    #[napi]
+    pub fn heron_coordinator(
+        &self,
+        opts: heron::CoordinatorOptions,
+    ) -> Result<heron::NativeCoordinator> {
+        heron::create(self.store()?, opts)
     }
 
     #[napi]

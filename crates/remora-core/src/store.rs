@@ -390,6 +390,17 @@ impl Store {
         self.region(&self.read(), region)?.read(offset, buf)
     }
 
+    /// Writes bytes into one of this store's remote-writable regions, as a peer would: the
+    /// owner's own coordination entry lives beside the ones its peers write.
+    pub fn write_region(&self, region: u32, offset: u64, data: &[u8]) -> Result<()> {
+        let inner = self.read();
+        let r = self.region(&inner, region)?;
+        if !r.info.writable {
+            return Err(Error::NotWritable { region });
+        }
+        r.write(offset, data)
+    }
+
     fn region<'a>(&self, inner: &'a Inner, region: u32) -> Result<&'a Region> {
         inner
             .regions

@@ -1,0 +1,14 @@
+//! Heron's coordination memory (Heron, Section III-A and Algorithm 1): every replica owns a
+//! remote-writable region with one entry per (partition, replica) of the cluster; a replica
+//! announces "I reached phase k of transaction ts" by writing its own entry, one-sidedly, in the
+//! region of every replica of every partition the transaction involves, and waits until its own
+//! region shows a majority of every involved partition there, plus a short grace wait for the
+//! rest. No Node here: `bindings/node` runs the waits on native threads.
+
+pub mod coord;
+pub mod entry;
+pub mod error;
+
+pub use coord::{Coordinator, Member, Reached, WaitOptions};
+pub use entry::{Entry, Layout, ENTRY_BYTES, PHASE_DELIVERED, PHASE_EXECUTED};
+pub use error::{Error, Result};

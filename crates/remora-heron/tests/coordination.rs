@@ -1,0 +1,271 @@
+//! Several replicas in one process, each with its own store and coordination region, writing
+//! into each other's regions over `shm` (and once over `tcp`), on their own threads.
+
+use remora_core::{
+    ControlServer, ShmTransport, Store, StoreConfig, TcpServer, TcpTransport, Transport,
+};
+use remora_heron::{
+    Coordinator, Entry, Layout, Member, WaitOptions, PHASE_DELIVERED, PHASE_EXECUTED,
+};
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+const SECRET: &[u8] = b"test-cluster-secret-0123456789";
+/// Every replica creates its coordination region first, so it is region 0 everywhere.
+const REGION: u32 = 0;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("remora-heron-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Dir(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn name(h: u32, q: u32) -> String {
+    format!("p{h}r{q}")
+}
+
+struct Replica<T: Transport> {
+    coord: Coordinator<T>,
+    _control: ControlServer,
+}
+
+fn shm_replicas(dir: &Dir, layout: Layout, skip: &[Member]) -> Vec<Arc<Replica<ShmTransport>>> {
+    let peers: Vec<(String, u32)> = (0..layout.partitions)
+        .flat_map(|h| (0..layout.replicas).map(move |q| (name(h, q), REGION)))
+        .collect();
+    let mut out = Vec::new();
+    for h in 0..layout.partitions {
+        for q in 0..layout.replicas {
+            let me = Member {
+                partition: h,
+                replica: q,
+            };
+            if skip.contains(&me) {
+                continue;
+            }
+            let mut cfg = StoreConfig::new(&dir.0, name(h, q));
+            cfg.region_bytes = 64 * 1024;
+            let store = Arc::new(Store::create(&cfg).unwrap());
+            let control = ControlServer::start(&store, SECRET).unwrap();
+            let t = ShmTransport::new(&dir.0, SECRET).unwrap();
+            let coord = Coordinator::create(store, t, layout, me, &peers).unwrap();
+            assert_eq!(coord.region(), REGION);
+            out.push(Arc::new(Replica {
+                coord,
+                _control: control,
+            }));
+        }
+    }
+    out
+}
+
+const OPTS: WaitOptions = WaitOptions {
+    grace: Duration::from_millis(200),
+    timeout: Duration::from_secs(20),
+};
+
+/// Transaction `ts` of the test workload: odd ones involve both partitions, even ones only
+/// partition `ts / 2 % 2` (and skip coordination, as single-partition transactions do).
+fn involved(ts: u64) -> Vec<u32> {
+    if ts % 2 == 1 {
+        vec![0, 1]
+    } else {
+        vec![(ts / 2 % 2) as u32]
+    }
+}
+
+#[test]
+fn all_replicas_coordinate_every_multi_partition_transaction() {
+    let dir = Dir::new("all");
+    let layout = Layout::new(2, 3).unwrap();
+    let replicas = shm_replicas(&dir, layout, &[]);
+    let threads: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                r.coord.connect(Duration::from_secs(10)).unwrap();
+                let mut last = 0;
+                for ts in 1..=200u64 {
+                    let parts = involved(ts);
+                    if parts.len() == 1 {
+                        continue;
+                    }
+                    for phase in [PHASE_DELIVERED, PHASE_EXECUTED] {
+                        let got = r.coord.coordinate(ts, phase, &parts, OPTS).unwrap();
+                        // Nobody is slow enough to outlast the grace wait here.
+                        assert!(got.complete, "ts {ts} phase {phase}: {got:?}");
+                        assert_eq!(got.replicas, vec![(0, vec![0, 1, 2]), (1, vec![0, 1, 2])]);
+                        assert_eq!(got.failed_writes, 0);
+                    }
+                    last = ts;
+                }
+                last
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 199);
+    }
+    for r in &replicas {
+        let me = r.coord.member();
+        let entries = r.coord.entries().unwrap();
+        assert_eq!(entries.len(), 6);
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(
+                *e,
+                Entry {
+                    ts: 199,
+                    phase: PHASE_EXECUTED
+                },
+                "entry {i} at {me:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_replica_costs_one_grace_wait_not_progress() {
+    let dir = Dir::new("minority");
+    let layout = Layout::new(2, 3).unwrap();
+    let gone = Member {
+        partition: 1,
+        replica: 2,
+    };
+    let replicas = shm_replicas(&dir, layout, &[gone]);
+    let barrier = Arc::new(Barrier::new(replicas.len()));
+    let threads: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            let (r, barrier) = (r.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let got = r
+                    .coord
+                    .coordinate(7, PHASE_DELIVERED, &[0, 1], OPTS)
+                    .unwrap();
+                assert!(!got.complete);
+                assert_eq!(got.replicas, vec![(0, vec![0, 1, 2]), (1, vec![0, 1])]);
+                // The replica that was never started cannot be written.
+                assert_eq!(got.failed_writes, 1);
+                assert!(got.waited >= OPTS.grace, "{got:?}");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn no_majority_is_an_error_after_the_timeout() {
+    let dir = Dir::new("nomajority");
+    let layout = Layout::new(2, 3).unwrap();
+    let replicas = shm_replicas(
+        &dir,
+        layout,
+        &[
+            Member {
+                partition: 1,
+                replica: 1,
+            },
+            Member {
+                partition: 1,
+                replica: 2,
+            },
+        ],
+    );
+    let opts = WaitOptions {
+        grace: Duration::ZERO,
+        timeout: Duration::from_millis(100),
+    };
+    let err = replicas[0]
+        .coord
+        .coordinate(3, PHASE_DELIVERED, &[0, 1], opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("no majority for phase 2 of transaction 3 within "),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("partition 0 has 1 of the 2 replicas needed"),
+        "{err}"
+    );
+    let bad = replicas[0]
+        .coord
+        .announce(3, PHASE_DELIVERED, &[0, 2])
+        .unwrap_err();
+    assert_eq!(
+        bad.to_string(),
+        "bad coordination request: partition 2 out of range: the cluster has 2"
+    );
+    let twice = replicas[0]
+        .coord
+        .wait(3, PHASE_DELIVERED, &[1, 1], opts)
+        .unwrap_err();
+    assert_eq!(
+        twice.to_string(),
+        "bad coordination request: partition 1 given twice"
+    );
+}
+
+#[test]
+fn coordination_works_over_tcp() {
+    let dir = Dir::new("tcp");
+    let layout = Layout::new(1, 3).unwrap();
+    // Bind first: peers are named by address.
+    let mut stores = Vec::new();
+    let mut servers = Vec::new();
+    for q in 0..3 {
+        let mut cfg = StoreConfig::new(&dir.0, name(0, q));
+        cfg.region_bytes = 64 * 1024;
+        let store = Arc::new(Store::create(&cfg).unwrap());
+        let server = TcpServer::start(&store, SECRET, "127.0.0.1:0".parse().unwrap()).unwrap();
+        stores.push(store);
+        servers.push(server);
+    }
+    let peers: Vec<(String, u32)> = servers
+        .iter()
+        .map(|s| (s.local_addr().to_string(), REGION))
+        .collect();
+    let coords: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(q, store)| {
+            let me = Member {
+                partition: 0,
+                replica: q as u32,
+            };
+            let t = TcpTransport::new(SECRET).unwrap();
+            Arc::new(Coordinator::create(store, t, layout, me, &peers).unwrap())
+        })
+        .collect();
+    let threads: Vec<_> = coords
+        .iter()
+        .map(|c| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                c.connect(Duration::from_secs(10)).unwrap();
+                for ts in 1..=20 {
+                    let got = c.coordinate(ts, PHASE_EXECUTED, &[0], OPTS).unwrap();
+                    assert_eq!(got.replicas[0].1.len(), 3, "{got:?}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

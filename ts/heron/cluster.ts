@@ -1,0 +1,311 @@
+// The embedded Heron cluster on one host: this process runs the sequencer (one durable log: the
+// total order of the atomic multicast) and hands each partition's replicas exactly the
+// transactions addressed to it; every replica of every partition is a child process.
+import { join } from 'node:path';
+import type { App } from '../app/app.js';
+import { encode } from '../app/codec.js';
+import type { Outcome } from '../app/exec.js';
+import { decodeTx, type Transaction } from '../app/tx.js';
+import { loadApp } from '../apps/index.js';
+import { EmbeddedSequencer, type Sequenced } from '../pipeline/sequencer.js';
+import { RoleProcess } from '../process.js';
+import { loadOrCreateSecret } from '../secret.js';
+import { listen, type Conn, type Server } from '../wire.js';
+import { HERON_SOCKET, REPLICA_ROLE, type Delivered, type FromReplica, type Timing } from './messages.js';
+import { destinations, partitionerOf } from './partition.js';
+import type { ReplicaSummary } from './replica.js';
+
+export interface HeronOptions {
+  /** Cluster directory: the log, every replica's store, the socket and the secret live here. */
+  dir: string;
+  /** A built-in application name (`bank`, `kv`). */
+  app: string;
+  partitions: number;
+  /** Replicas per partition (2f+1 tolerates f crashes). */
+  replicas: number;
+  /** Grace wait after a coordination majority, in ms (default 2). */
+  graceMs?: number;
+  /** Where divergences and replica failures are reported (default console.error). */
+  log?: (msg: string) => void;
+}
+
+/** What a submission came back with, and from where. */
+export interface HeronReply {
+  ts: bigint;
+  outcome: Outcome;
+  dest: number[];
+  /** The replica whose reply came first. */
+  from: { partition: number; replica: number };
+  timing: Timing;
+}
+
+/** Replicas of one partition disagreeing on the digest after the same prefix. */
+export interface Divergence {
+  partition: number;
+  applied: number;
+  digests: Record<string, string>;
+}
+
+interface Waiter {
+  resolve: (r: HeronReply) => void;
+  dest: number[];
+}
+
+/** Replies kept to answer duplicates; an older duplicate waits for nothing and is refused. */
+const RECENT_REPLIES = 100_000;
+
+const key = (partition: number, replica: number): string => `${partition}.${replica}`;
+
+export class HeronCluster {
+  private readonly conns = new Map<string, Conn>();
+  private readonly waiters = new Map<bigint, Waiter>();
+  private readonly early = new Map<bigint, HeronReply>();
+  /** Per partition, per applied count: the digests reported so far, by replica. */
+  private readonly digests = new Map<number, Map<number, Map<number, string>>>();
+  /** Per ts, the first outcome's encoding and how many replicas agreed. */
+  private readonly outcomes = new Map<bigint, { bytes: string; count: number; expected: number }>();
+  readonly divergences: Divergence[] = [];
+  readonly outcomeMismatches: string[] = [];
+  private closed = false;
+  /** Last timestamp multicast to each partition, and last one each replica answered. */
+  private readonly lastDelivered = new Map<number, bigint>();
+  private readonly lastAnswered = new Map<string, bigint>();
+  private settledWaiters: (() => void)[] = [];
+  /** Recent first replies, for duplicates of transactions (same body) submitted again. */
+  private readonly recent = new Map<bigint, HeronReply>();
+  private dupWaiters: { ts: bigint; resolve: (r: HeronReply) => void }[] = [];
+  private readonly partitionOf: (id: string) => number;
+  private readonly log: (m: string) => void;
+
+  private constructor(
+    readonly app: App,
+    readonly opts: HeronOptions,
+    private readonly sequencer: EmbeddedSequencer,
+    private server: Server | null,
+    readonly replicas: Map<string, RoleProcess>,
+  ) {
+    this.partitionOf = partitionerOf(app, opts.partitions);
+    this.log = opts.log ?? ((m) => console.error(m));
+  }
+
+  static async start(opts: HeronOptions): Promise<HeronCluster> {
+    const app = loadApp(opts.app);
+    for (const [name, v, max] of [['partitions', opts.partitions, 1024], ['replicas', opts.replicas, 31]] as const) {
+      if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${v}`);
+    }
+    const secret = loadOrCreateSecret(opts.dir);
+    const sequencer = new EmbeddedSequencer(join(opts.dir, 'log'));
+    const cluster = new HeronCluster(app, opts, sequencer, null, new Map());
+    const hellos = new Map<string, () => void>();
+    const helloFrom = (k: string) =>
+      new Promise<void>((resolve) => {
+        hellos.set(k, resolve);
+      });
+    const expected: Promise<void>[] = [];
+    for (let h = 0; h < opts.partitions; h++) for (let q = 0; q < opts.replicas; q++) expected.push(helloFrom(key(h, q)));
+    try {
+      cluster.server = await listen({
+        path: join(opts.dir, HERON_SOCKET),
+        secret,
+        log: cluster.log,
+        onConnection: (conn) => {
+          if (!conn.role.startsWith(`${REPLICA_ROLE}:`)) {
+            cluster.log(`heron: unexpected role ${conn.role}`);
+            conn.close();
+            return;
+          }
+          conn.onMessage((m) => {
+            const msg = m as FromReplica;
+            if (msg.t === 'hello') {
+              const k = key(msg.partition, msg.replica);
+              cluster.conns.set(k, conn);
+              conn.onClose(() => cluster.conns.delete(k));
+              hellos.get(k)?.();
+            } else cluster.onReplica(msg);
+          });
+        },
+      });
+      const args = (h: number, q: number) => [
+        '--dir', opts.dir, '--app', opts.app,
+        '--partitions', String(opts.partitions), '--replicas', String(opts.replicas),
+        '--partition', String(h), '--replica', String(q), '--grace-ms', String(opts.graceMs ?? 2),
+      ];
+      const starting: Promise<void>[] = [];
+      for (let h = 0; h < opts.partitions; h++) {
+        for (let q = 0; q < opts.replicas; q++) {
+          starting.push(
+            RoleProcess.start('heron-replica', args(h, q), { readyTimeoutMs: 60_000 }).then((p) => {
+              cluster.replicas.set(key(h, q), p);
+              void p.exited.then((e) => {
+                if (!cluster.closed) cluster.log(`heron: replica ${key(h, q)} exited (${e.signal ?? `code ${e.code}`}): ${p.stderr.trim()}`);
+              });
+            }),
+          );
+        }
+      }
+      await Promise.all(starting);
+      await Promise.all(expected);
+    } catch (e) {
+      await cluster.close();
+      throw e;
+    }
+    sequencer.subscribe(0n, (batch) => cluster.multicast(batch));
+    return cluster;
+  }
+
+  /** Destination set of a transaction's declared objects. */
+  destinations(objects: readonly string[]): number[] {
+    return destinations(objects, this.partitionOf);
+  }
+
+  private multicast(batch: Sequenced[]): void {
+    const perPartition = new Map<number, Delivered[]>();
+    for (const { ts, tx } of batch) {
+      const dest = this.destinations(tx.objects);
+      for (const h of dest) {
+        const list = perPartition.get(h) ?? [];
+        list.push({ ts, body: tx.body, auth: tx.auth, dest });
+        perPartition.set(h, list);
+      }
+    }
+    for (const [h, txs] of perPartition) {
+      this.lastDelivered.set(h, txs[txs.length - 1]?.ts ?? 0n);
+      for (let q = 0; q < this.opts.replicas; q++) this.conns.get(key(h, q))?.send({ t: 'deliver', txs });
+    }
+  }
+
+  private onReplica(msg: FromReplica): void {
+    if (msg.t === 'outcome') {
+      this.lastAnswered.set(key(msg.partition, msg.replica), msg.ts);
+      if (this.settled()) for (const w of this.settledWaiters.splice(0)) w();
+      const bytes = encode(msg.outcome).toString('hex');
+      const seen = this.outcomes.get(msg.ts);
+      if (seen === undefined) {
+        const w = this.waiters.get(msg.ts);
+        const reply: HeronReply = { ts: msg.ts, outcome: msg.outcome, dest: w?.dest ?? [], from: { partition: msg.partition, replica: msg.replica }, timing: msg.timing };
+        this.remember(reply);
+        if (w) {
+          this.waiters.delete(msg.ts);
+          w.resolve(reply);
+        } else this.early.set(msg.ts, reply);
+        this.outcomes.set(msg.ts, { bytes, count: 1, expected: 0 });
+      } else {
+        if (seen.bytes !== bytes) {
+          const m = `heron: OUTCOME MISMATCH at ts ${msg.ts}: replica ${key(msg.partition, msg.replica)} computed a different outcome`;
+          this.outcomeMismatches.push(m);
+          this.log(m);
+        }
+        seen.count++;
+      }
+    } else if (msg.t === 'digest') {
+      let byApplied = this.digests.get(msg.partition);
+      if (!byApplied) this.digests.set(msg.partition, (byApplied = new Map()));
+      let byReplica = byApplied.get(msg.applied);
+      if (!byReplica) byApplied.set(msg.applied, (byReplica = new Map()));
+      byReplica.set(msg.replica, msg.digest);
+      const distinct = new Set(byReplica.values());
+      if (distinct.size > 1) {
+        const d: Divergence = { partition: msg.partition, applied: msg.applied, digests: Object.fromEntries([...byReplica].map(([q, g]) => [String(q), g])) };
+        this.divergences.push(d);
+        this.log(`heron: REPLICA DIVERGENCE in partition ${msg.partition} after ${msg.applied} transactions: ${JSON.stringify(d.digests)}`);
+      }
+    }
+  }
+
+  /** Orders `tx` and resolves with the first replica's reply (after its phase 4). */
+  async submit(tx: Transaction): Promise<HeronReply> {
+    if (this.closed) throw new Error('heron cluster is closed');
+    const decoded = decodeTx(tx);
+    const dest = this.destinations(decoded.objects);
+    const accepted = await this.sequencer.submit(decoded);
+    if (accepted.duplicate) {
+      // The same body again (the log deduplicates by digest): answer with the first reply.
+      const known = this.recent.get(accepted.ts);
+      if (!known && this.outcomes.has(accepted.ts)) {
+        throw new Error(`transaction is a duplicate of ts ${accepted.ts}, whose reply is no longer kept`);
+      }
+      const first = known ?? (await new Promise<HeronReply>((resolve) => this.dupWaiters.push({ ts: accepted.ts, resolve })));
+      return { ...first, dest };
+    }
+    const early = this.early.get(accepted.ts);
+    if (early) {
+      this.early.delete(accepted.ts);
+      return { ...early, dest };
+    }
+    return new Promise((resolve) => this.waiters.set(accepted.ts, { resolve, dest }));
+  }
+
+  private remember(reply: HeronReply): void {
+    this.recent.set(reply.ts, reply);
+    if (this.recent.size > RECENT_REPLIES) {
+      const oldest = this.recent.keys().next();
+      if (!oldest.done) this.recent.delete(oldest.value);
+    }
+    const ready = this.dupWaiters.filter((w) => w.ts === reply.ts);
+    if (ready.length > 0) {
+      this.dupWaiters = this.dupWaiters.filter((w) => w.ts !== reply.ts);
+      for (const w of ready) w.resolve(reply);
+    }
+  }
+
+  /** Every running replica answered everything delivered to its partition. */
+  private settled(): boolean {
+    for (const [k, p] of this.replicas) {
+      if (p.exitStatus !== null) continue;
+      const h = Number(k.split('.')[0]);
+      if ((this.lastAnswered.get(k) ?? 0n) < (this.lastDelivered.get(h) ?? 0n)) return false;
+    }
+    return true;
+  }
+
+  /** Resolves once every running replica caught up with what was delivered (false on timeout). */
+  async settle(timeoutMs = 30_000): Promise<boolean> {
+    if (this.settled()) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await Promise.race([
+      new Promise<boolean>((resolve) => this.settledWaiters.push(() => resolve(true))),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    return ok;
+  }
+
+  /** Checkpoints every replica of `partition` reported, by applied count. */
+  digestReports(partition: number): Map<number, Map<number, string>> {
+    return this.digests.get(partition) ?? new Map();
+  }
+
+  /** Sends a signal to one replica (SIGKILL to crash it, SIGSTOP/SIGCONT to slow it). */
+  signal(partition: number, replica: number, signal: NodeJS.Signals): void {
+    const p = this.replicas.get(key(partition, replica));
+    if (!p) throw new Error(`no replica ${key(partition, replica)}`);
+    p.kill(signal);
+  }
+
+  /**
+   * Stops the replicas (each finishes what it was delivered) and the sequencer. Resolves with
+   * the summaries of the replicas that were still running.
+   */
+  async close(): Promise<ReplicaSummary[]> {
+    const wasClosed = this.closed;
+    this.closed = true;
+    if (!wasClosed) {
+      // Replicas still behind need their peers' memory to finish (remote reads): stop together.
+      if (!(await this.settle())) this.log('heron: replicas did not catch up within 30 s; stopping anyway');
+      await this.sequencer.close().catch(() => undefined);
+    }
+    const summaries: ReplicaSummary[] = [];
+    await Promise.all(
+      [...this.replicas.values()].map(async (p) => {
+        if (p.exitStatus !== null) return;
+        const s = await p.stop(10_000);
+        if (s.result !== undefined) summaries.push(s.result as ReplicaSummary);
+      }),
+    );
+    await this.server?.close();
+    this.server = null;
+    return summaries.sort((a, b) => a.partition - b.partition || a.replica - b.replica);
+  }
+}

@@ -1,0 +1,34 @@
+// What the launcher (multicast side) and partition replicas say to each other over the wire.
+import type { Outcome } from '../app/exec.js';
+import type { Authenticator } from '../app/tx.js';
+
+export const REPLICA_ROLE = 'heron-replica';
+export const HERON_SOCKET = 'heron.sock';
+/** Each replica creates its coordination region before anything else: region 0 everywhere. */
+export const COORD_REGION = 0;
+
+export const storeName = (partition: number, replica: number): string => `heron-p${partition}r${replica}`;
+
+/** One transaction as the multicast delivers it to a partition. */
+export interface Delivered {
+  ts: bigint;
+  body: Uint8Array;
+  auth: Authenticator[];
+  dest: number[];
+}
+
+export type ToReplica = { t: 'deliver'; txs: Delivered[] };
+
+export type FromReplica =
+  | { t: 'hello'; partition: number; replica: number }
+  | { t: 'outcome'; ts: bigint; outcome: Outcome; partition: number; replica: number; timing: Timing }
+  | { t: 'digest'; partition: number; replica: number; applied: number; ts: bigint; digest: string };
+
+/** Where a transaction's time at one replica went (microseconds). */
+export interface Timing {
+  phase2: number;
+  execute: number;
+  phase4: number;
+  /** Coordination waits cut short by the grace limit (some replica was slower). */
+  delayed: number;
+}

@@ -1,0 +1,330 @@
+// One replica of one partition (Heron, Algorithms 1 and 2): delivers the transactions addressed
+// to its partition in timestamp order; executes single-partition ones directly; coordinates
+// multi-partition ones (phase 2), executes them reading remote objects one-sidedly from a
+// replica that reached phase 2, writes its own objects only, and coordinates again (phase 4).
+import type { App } from '../app/app.js';
+import { execute, type Natives, type Outcome, type Versioned } from '../app/exec.js';
+import { decodeTx, type DecodedTx } from '../app/tx.js';
+import type { NativeCoordinator } from '../binding.js';
+import { NativePrimaryStore } from '../pipeline/store-adapter.js';
+import { RemoteStore, Store } from '../store.js';
+import { nextDigest, DIGEST_ZERO } from './digest.js';
+import { COORD_REGION, storeName, type Delivered, type FromReplica, type Timing } from './messages.js';
+import { destinations, partitionerOf } from './partition.js';
+
+export const PHASE_DELIVERED = 2;
+export const PHASE_EXECUTED = 4;
+
+export interface ReplicaOptions {
+  dir: string;
+  secret: Uint8Array;
+  app: App;
+  natives: Natives;
+  partitions: number;
+  replicas: number;
+  partition: number;
+  replica: number;
+  /** Wait for the rest after a majority (default 2 ms). */
+  graceMs?: number;
+  /** A coordination without a majority by then fails the replica (default 30 s). */
+  timeoutMs?: number;
+  /** Report the digest every this many applied transactions (default 16). */
+  digestEvery?: number;
+  send: (msg: FromReplica) => void;
+}
+
+/** The result a replica reports when it stops. */
+export interface ReplicaSummary {
+  partition: number;
+  replica: number;
+  applied: number;
+  lastTs: string;
+  digest: string;
+  remoteReads: number;
+  remoteRetries: number;
+  delayed: number;
+}
+
+const nowMicros = (): number => Number(process.hrtime.bigint() / 1000n);
+
+export class HeronReplica {
+  private readonly state: NativePrimaryStore;
+  private readonly partitionOf: (id: string) => number;
+  private readonly remotes = new Map<number, RemoteStore>();
+  private queue: Delivered[] = [];
+  private running: Promise<void> | null = null;
+  private lastTs = 0n;
+  private applied = 0;
+  private digest = DIGEST_ZERO;
+  private remoteReads = 0;
+  private remoteRetries = 0;
+  private delayed = 0;
+  private failure: ((e: unknown) => void) | null = null;
+  /** Rejects when the replica cannot go on (a coordination timeout, no replica to read from). */
+  readonly failed: Promise<never>;
+
+  private constructor(
+    private readonly opts: ReplicaOptions,
+    readonly store: Store,
+    readonly coordinator: NativeCoordinator,
+  ) {
+    this.state = new NativePrimaryStore(store);
+    this.partitionOf = partitionerOf(opts.app, opts.partitions);
+    this.failed = new Promise<never>((_, reject) => {
+      this.failure = reject;
+    });
+    this.failed.catch(() => undefined);
+  }
+
+  /** Creates the store and its coordination region; `connect` attaches to the peers. */
+  static create(opts: ReplicaOptions): HeronReplica {
+    const store = Store.create({ dir: opts.dir, name: storeName(opts.partition, opts.replica), secret: opts.secret });
+    try {
+      const peers: string[] = [];
+      for (let h = 0; h < opts.partitions; h++) for (let q = 0; q < opts.replicas; q++) peers.push(storeName(h, q));
+      const coordinator = store.heronCoordinator({
+        dir: opts.dir,
+        secret: opts.secret,
+        partitions: opts.partitions,
+        replicas: opts.replicas,
+        partition: opts.partition,
+        replica: opts.replica,
+        peers,
+        region: COORD_REGION,
+      });
+      return new HeronReplica(opts, store, coordinator);
+    } catch (e) {
+      store.close();
+      throw e;
+    }
+  }
+
+  /** Attaches to every peer's coordination memory (they start in any order). */
+  async connect(timeoutMs = 30_000): Promise<void> {
+    await this.coordinator.connect(timeoutMs);
+  }
+
+  /** Queues transactions addressed to this partition, in timestamp order. */
+  deliver(txs: readonly Delivered[]): void {
+    this.queue.push(...txs);
+    this.running ??= this.run().finally(() => {
+      this.running = null;
+    });
+  }
+
+  private async run(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue;
+      this.queue = [];
+      for (const d of batch) {
+        try {
+          await this.apply(d);
+        } catch (e) {
+          this.failure?.(e);
+          this.queue = [];
+          return;
+        }
+      }
+    }
+  }
+
+  private async apply(d: Delivered): Promise<void> {
+    // Algorithm 1, lines 3-4: skip what was already applied (a redelivery).
+    if (d.ts <= this.lastTs) return;
+    this.lastTs = d.ts;
+    const { partition, replica } = this.opts;
+    const tx = decodeTx({ body: d.body, auth: d.auth });
+    // The destination set is recomputed, not trusted: every member must agree on it.
+    const dest = destinations(tx.objects, this.partitionOf);
+    if (dest.join() !== d.dest.join() || !dest.includes(partition)) {
+      throw new Error(`transaction ${d.ts} was delivered to partition ${partition} with destinations [${d.dest.join()}], but its objects give [${dest.join()}]`);
+    }
+    const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0 };
+    let outcome: Outcome;
+    let writes: [string, Uint8Array | null][];
+    if (dest.length === 1) {
+      const t0 = nowMicros();
+      ({ outcome, writes } = this.executeLocal(tx));
+      timing.execute = nowMicros() - t0;
+      this.write(writes, d.ts);
+    } else {
+      const t0 = nowMicros();
+      const p2 = await this.coordinate(d.ts, PHASE_DELIVERED, dest, timing);
+      const t1 = nowMicros();
+      ({ outcome, writes } = await this.executeWithRemote(tx, d.ts, dest, p2));
+      this.write(writes, d.ts);
+      const t2 = nowMicros();
+      await this.coordinate(d.ts, PHASE_EXECUTED, dest, timing);
+      [timing.phase2, timing.execute, timing.phase4] = [t1 - t0, t2 - t1, nowMicros() - t2];
+    }
+    this.applied++;
+    this.digest = nextDigest(this.digest, d.ts, writes);
+    this.opts.send({ t: 'outcome', ts: d.ts, outcome, partition, replica, timing });
+    if (this.applied % (this.opts.digestEvery ?? 16) === 0) {
+      this.opts.send({ t: 'digest', partition, replica, applied: this.applied, ts: d.ts, digest: this.digest });
+    }
+  }
+
+  /** Replicas (per involved partition, in `dest` order) that reached the phase. */
+  private async coordinate(ts: bigint, phase: number, dest: number[], timing: Timing): Promise<number[][]> {
+    const r = await this.coordinator.coordinate(ts, phase, dest, this.opts.graceMs ?? 2, this.opts.timeoutMs ?? 30_000);
+    if (!r.complete) {
+      timing.delayed++;
+      this.delayed++;
+    }
+    return r.replicas;
+  }
+
+  private local(id: string): Versioned {
+    return this.state.get([id])[0] ?? { version: 0n, value: undefined };
+  }
+
+  /** Writes this partition's objects only (Algorithm 2, lines 29-31), sorted for the digest. */
+  private ownWrites(all: readonly [string, Uint8Array | null][]): [string, Uint8Array | null][] {
+    return all.filter(([id]) => this.partitionOf(id) === this.opts.partition).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  private write(writes: [string, Uint8Array | null][], ts: bigint): void {
+    if (writes.length > 0) this.state.write(writes.map(([id, value]) => [id, ts, value]));
+  }
+
+  private executeLocal(tx: DecodedTx): { outcome: Outcome; writes: [string, Uint8Array | null][] } {
+    const outside: string[] = [];
+    const { table } = execute(this.opts.app, tx, {
+      read: (id) => {
+        if (this.partitionOf(id) === this.opts.partition) return this.local(id);
+        outside.push(id);
+        return { version: 0n, value: undefined };
+      },
+    }, this.opts.natives);
+    if (outside.length > 0) return { outcome: this.outsideAbort(outside[0] ?? '', [this.opts.partition]), writes: [] };
+    return { outcome: table.outcome, writes: this.ownWrites(table.writes) };
+  }
+
+  /**
+   * A read of an object whose partition is not a destination cannot be served consistently
+   * (that partition did not order this transaction): the transaction aborts, identically at
+   * every destination, since all of them see the same reads.
+   */
+  private outsideAbort(id: string, dest: number[]): Outcome {
+    return {
+      status: 'aborted',
+      reason: `reads ${id} of partition ${this.partitionOf(id)}, which is not among its destinations [${dest.join(', ')}]: declare it`,
+    };
+  }
+
+  /**
+   * Executes with remote objects read by `get_before(ts)`. Declared remote objects are fetched
+   * first; a dynamic read of a remote object not fetched yet ends that run, the object is
+   * fetched, and the transaction runs again (execution is deterministic, so the last run is
+   * the one every replica computes).
+   */
+  private async executeWithRemote(
+    tx: DecodedTx,
+    ts: bigint,
+    dest: number[],
+    reached: number[][],
+  ): Promise<{ outcome: Outcome; writes: [string, Uint8Array | null][] }> {
+    const remote = new Map<string, Versioned>();
+    let want = tx.objects.filter((id) => this.partitionOf(id) !== this.opts.partition);
+    for (;;) {
+      await this.fetchRemote(want, ts, dest, reached, remote);
+      const missing: string[] = [];
+      const { table } = execute(this.opts.app, tx, {
+        read: (id) => {
+          if (this.partitionOf(id) === this.opts.partition) return this.local(id);
+          const v = remote.get(id);
+          if (v) return v;
+          missing.push(id);
+          return { version: 0n, value: undefined };
+        },
+      }, this.opts.natives);
+      if (missing.length === 0) return { outcome: table.outcome, writes: this.ownWrites(table.writes) };
+      const outside = missing.find((id) => !dest.includes(this.partitionOf(id)));
+      if (outside !== undefined) return { outcome: this.outsideAbort(outside, dest), writes: [] };
+      want = missing;
+    }
+  }
+
+  private async fetchRemote(
+    ids: readonly string[],
+    ts: bigint,
+    dest: number[],
+    reached: number[][],
+    into: Map<string, Versioned>,
+  ): Promise<void> {
+    const byPartition = new Map<number, string[]>();
+    for (const id of ids) {
+      if (into.has(id)) continue;
+      const h = this.partitionOf(id);
+      byPartition.set(h, [...(byPartition.get(h) ?? []), id]);
+    }
+    for (const [h, group] of byPartition) {
+      // Only replicas that reached phase 2 have applied everything before `ts` (Algorithm 2,
+      // line 15). Start at a replica picked by our own index to spread the reads.
+      const candidates = reached[dest.indexOf(h)] ?? [];
+      const errors: string[] = [];
+      let done = false;
+      for (let k = 0; k < candidates.length && !done; k++) {
+        const q = candidates[(k + this.opts.replica) % candidates.length] ?? 0;
+        try {
+          const found = await this.readBefore(h, q, group, ts);
+          const lagging = found.findIndex((r) => r.status === 'lagging');
+          if (lagging >= 0) {
+            // This replica already overwrote both versions: it is ahead of us, try another.
+            errors.push(`replica ${h}.${q} has only versions ≥ ${ts} of ${group[lagging]}`);
+            this.remoteRetries++;
+            continue;
+          }
+          found.forEach((r, i) => {
+            const id = group[i] ?? '';
+            if (r.status === 'value') into.set(id, { version: r.version, value: r.value });
+            else if (r.status === 'deleted') into.set(id, { version: r.version, value: undefined });
+            else into.set(id, { version: 0n, value: undefined });
+          });
+          this.remoteReads += group.length;
+          done = true;
+        } catch (e) {
+          // The peer is gone (Algorithm 2, lines 19-21): forget it and try another.
+          this.remotes.delete(h * this.opts.replicas + q);
+          this.remoteRetries++;
+          errors.push(`replica ${h}.${q}: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+      if (!done) {
+        throw new Error(`transaction ${ts}: no replica of partition ${h} could serve its remote reads (${errors.join('; ') || 'none reached phase 2'})`);
+      }
+    }
+  }
+
+  private async readBefore(h: number, q: number, ids: string[], ts: bigint) {
+    const key = h * this.opts.replicas + q;
+    let r = this.remotes.get(key);
+    if (!r) {
+      r = await RemoteStore.connect({ dir: this.opts.dir, store: storeName(h, q), secret: this.opts.secret });
+      this.remotes.set(key, r);
+    }
+    return r.readBefore(ids.map((id) => ({ id, before: ts })));
+  }
+
+  summary(): ReplicaSummary {
+    return {
+      partition: this.opts.partition,
+      replica: this.opts.replica,
+      applied: this.applied,
+      lastTs: this.lastTs.toString(),
+      digest: this.digest,
+      remoteReads: this.remoteReads,
+      remoteRetries: this.remoteRetries,
+      delayed: this.delayed,
+    };
+  }
+
+  /** Finishes what was delivered, then releases the store. */
+  async close(): Promise<ReplicaSummary> {
+    await this.running;
+    const s = this.summary();
+    this.store.close();
+    return s;
+  }
+}
