@@ -6,11 +6,13 @@ import { nativeFunctions } from '../ts/app/natives.js';
 import { decodeTx, type DecodedTx, type Transaction } from '../ts/app/tx.js';
 import { kvApp } from '../ts/apps/index.js';
 import { kvId } from '../ts/apps/kv.js';
+import { MemoryState } from '../ts/app/state.js';
 import { Autoscaler } from '../ts/pipeline/autoscaler.js';
 import { EmbeddedNode, type NodeOptions, type OptimisticReply, type PreExecutorLink } from '../ts/pipeline/node.js';
 import { PreExecutor, type Effect, type Feedback } from '../ts/pipeline/preexecutor.js';
 import type { Applied } from '../ts/pipeline/primary.js';
 import { Puller } from '../ts/pipeline/pull.js';
+import { Speculation } from '../ts/pipeline/speculation.js';
 import { EmbeddedSequencer } from '../ts/pipeline/sequencer.js';
 import { MissPush, type PushedObject } from '../ts/pipeline/state-update.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
@@ -280,5 +282,33 @@ describe('autoscaling decision', () => {
     expect(s.decide(sample(0, 0, 0))).toBe('up');
     expect(s.decide(sample(2, 40))).toBe('hold');
     expect(() => new Autoscaler({ min: 3, max: 2 })).toThrow(/min <= max/);
+  });
+});
+
+describe('speculation bookkeeping', () => {
+  const w = (id: string, v: string): [string, Uint8Array] => [id, Buffer.from(v)];
+
+  it('keeps a later guess when an earlier one lands, drops all guesses on an object that went otherwise', () => {
+    const state = new MemoryState();
+    const s = new Speculation(state, 100);
+    s.record('t1', [w('a', '1')]);
+    s.record('t2', [w('a', '2')]);
+    s.applied('t1', [w('a', '1')]);
+    expect(s.read('a')).toEqual({ version: 0n, value: Buffer.from('2'), speculative: true });
+    // t2 was applied with another value: the guess built on it is dropped, the copy answers.
+    state.apply([w('a', '3')], 7n);
+    s.applied('t2', [w('a', '3')]);
+    expect(s.read('a')).toEqual({ version: 7n, value: Buffer.from('3') });
+    s.record('t3', [w('b', 'x')]);
+    s.applied('someone else', [w('b', 'y')]);
+    expect(s.size).toBe(0);
+  });
+
+  it('ages out guesses never heard applied, so memory stays bounded by the window', () => {
+    const s = new Speculation(new MemoryState(), 10);
+    for (let i = 0; i < 1000; i++) s.record(`t${i}`, [w(`k${i}`, 'v')]);
+    expect(s.size).toBe(10);
+    expect(s.read('k999').speculative).toBe(true);
+    expect(s.read('k0').speculative).toBeUndefined();
   });
 });

@@ -42,11 +42,14 @@ export class Speculation implements StateSource {
     if (writes.length === 0) return;
     this.pending.set(digest, writes);
     for (const [id, value] of writes) this.guesses.set(id, { value: value ?? undefined, writer: digest, at: this.clock });
-    // Transactions the primary never applied with their writes (lost, or far behind) age out.
+    // Transactions we never heard applied (lost, far behind, or no effects are sent, as with
+    // `pull`) age out with their guesses, so both maps stay bounded by the window.
     while (this.pending.size > this.window) {
-      const oldest = this.pending.keys().next().value;
+      const oldest = this.pending.entries().next().value;
       if (oldest === undefined) break;
-      this.pending.delete(oldest);
+      const [writer, written] = oldest;
+      this.pending.delete(writer);
+      for (const [id] of written) if (this.guesses.get(id)?.writer === writer) this.guesses.delete(id);
     }
   }
 
