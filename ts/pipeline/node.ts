@@ -250,6 +250,8 @@ export class EmbeddedNode {
       const wait = this.optimistic.get(tx.digest) ?? { first: null, listeners: [] };
       wait.listeners.push(onOptimistic);
       this.optimistic.set(tx.digest, wait);
+      // A resubmission after the result came: this caller gets the same optimistic reply.
+      if (wait.first !== null) onOptimistic(wait.first);
     }
     // The primary waits for a result only if some pre-executor was handed the transaction.
     if (this.dispatch(tx)) this.primary.expect(tx.digest);
