@@ -103,62 +103,53 @@ async function pipelineDemo(argv: string[]): Promise<number> {
   });
 }
 
-function benchMerge(argv: string[]): Promise<number> {
+/** What every suite takes: `--quick`, `--out FILE` (default bench/results/SUITE.json), `--seed N`. */
+function suiteArgs(suite: string, argv: string[]): { quick: boolean; out: string; seed: string | undefined } {
   const { values } = parseArgs({
     args: argv,
     options: { quick: { type: 'boolean' }, out: { type: 'string' }, seed: { type: 'string' } },
   });
-  return runMerge({
-    quick: values.quick ?? false,
-    out: values.out ?? join('bench', 'results', 'merge.json'),
-    seed: intOption(values.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1),
-  });
+  return { quick: values.quick ?? false, out: values.out ?? join('bench', 'results', `${suite}.json`), seed: values.seed };
 }
 
-function benchElastic(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: { quick: { type: 'boolean' }, out: { type: 'string' }, seed: { type: 'string' } },
-  });
-  return runElastic({
-    quick: values.quick ?? false,
-    out: values.out ?? join('bench', 'results', 'elastic.json'),
-    seed: intOption(values.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1),
-  });
-}
+/** A workload seed: the one given, else a random one (the suite prints it). */
+const workloadSeed = (raw: string | undefined) => intOption(raw, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1);
 
-function benchTransports(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: { quick: { type: 'boolean' }, out: { type: 'string' }, rig: { type: 'string' } },
-  });
-  return runTransports({
-    quick: values.quick ?? false,
-    out: values.out ?? join('bench', 'results', 'transports.json'),
-    rig: values.rig ?? join('target', 'rig', 'results.json'),
-  });
-}
+const suites: Record<string, (argv: string[]) => Promise<number>> = {
+  oneside: (argv) => {
+    const { seed, ...a } = suiteArgs('oneside', argv);
+    const stressSeed = seedOption(seed);
+    return runOneside({ ...a, ...(stressSeed === undefined ? {} : { seed: stressSeed }) });
+  },
+  merge: (argv) => {
+    const { seed, ...a } = suiteArgs('merge', argv);
+    return runMerge({ ...a, seed: workloadSeed(seed) });
+  },
+  elastic: (argv) => {
+    const { seed, ...a } = suiteArgs('elastic', argv);
+    return runElastic({ ...a, seed: workloadSeed(seed) });
+  },
+  transports: (argv) => {
+    const { values } = parseArgs({
+      args: argv,
+      options: { quick: { type: 'boolean' }, out: { type: 'string' }, rig: { type: 'string' } },
+    });
+    return runTransports({
+      quick: values.quick ?? false,
+      out: values.out ?? join('bench', 'results', 'transports.json'),
+      rig: values.rig ?? join('target', 'rig', 'results.json'),
+    });
+  },
+};
 
-async function bench(argv: string[]): Promise<number> {
+function bench(argv: string[]): Promise<number> {
   const [suite, ...rest] = argv;
-  if (suite === 'merge') return benchMerge(rest);
-  if (suite === 'elastic') return benchElastic(rest);
-  if (suite === 'transports') return benchTransports(rest);
-  if (suite !== 'oneside') {
-    throw new UsageError(
-      suite === undefined ? 'bench needs a suite: oneside, merge, elastic, transports' : `unknown bench suite '${suite}'`,
-    );
+  const run = suite !== undefined && Object.hasOwn(suites, suite) ? suites[suite] : undefined;
+  if (run === undefined) {
+    const known = Object.keys(suites).join(', ');
+    throw new UsageError(suite === undefined ? `bench needs a suite: ${known}` : `unknown bench suite '${suite}' (known: ${known})`);
   }
-  const { values } = parseArgs({
-    args: rest,
-    options: { quick: { type: 'boolean' }, out: { type: 'string' }, seed: { type: 'string' } },
-  });
-  const seed = seedOption(values.seed);
-  return runOneside({
-    quick: values.quick ?? false,
-    out: values.out ?? join('bench', 'results', 'oneside.json'),
-    ...(seed === undefined ? {} : { seed }),
-  });
+  return run(rest);
 }
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
