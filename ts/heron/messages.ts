@@ -34,4 +34,8 @@ export interface Timing {
   phase4: number;
   /** Coordination waits cut short by the grace limit (some replica was slower). */
   delayed: number;
+  /** Waits that found a majority but not every replica (Heron's delayed transactions), and
+   * how long they waited beyond the majority (µs). */
+  graceWaits: number;
+  graceMicros: number;
 }

@@ -50,6 +50,10 @@ export interface ReplicaSummary {
   remoteReads: number;
   remoteRetries: number;
   delayed: number;
+  /** Coordination waits; those that found a majority but not everyone, and their time beyond it (µs). */
+  coordinations: number;
+  graceWaits: number;
+  graceMicros: number;
   /** State transfers this replica received, and served. */
   transfers: number;
   served: number;
@@ -82,6 +86,9 @@ export class HeronReplica {
   private remoteReads = 0;
   private remoteRetries = 0;
   private delayed = 0;
+  private coordinations = 0;
+  private graceWaits = 0;
+  private graceMicros = 0;
   private failure: ((e: unknown) => void) | null = null;
   /** Rejects when the replica cannot go on (a coordination timeout, no replica to read from). */
   readonly failed: Promise<never>;
@@ -207,7 +214,7 @@ export class HeronReplica {
     if (dest.join() !== d.dest.join() || !dest.includes(partition)) {
       throw new Error(`transaction ${d.ts} was delivered to partition ${partition} with destinations [${d.dest.join()}], but its objects give [${dest.join()}]`);
     }
-    const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0 };
+    const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0, graceWaits: 0, graceMicros: 0 };
     let outcome: Outcome;
     let writes: [string, Uint8Array | null][];
     if (dest.length === 1) {
@@ -349,9 +356,17 @@ export class HeronReplica {
   /** Replicas (per involved partition, in `dest` order) that reached the phase. */
   private async coordinate(ts: bigint, phase: number, dest: number[], timing: Timing): Promise<number[][]> {
     const r = await this.coordinator.coordinate(ts, phase, dest, this.opts.graceMs ?? 2, this.opts.timeoutMs ?? 30_000);
+    this.coordinations++;
     if (!r.complete) {
       timing.delayed++;
       this.delayed++;
+    }
+    if (!r.complete || r.waitedMicros > r.majorityMicros) {
+      const beyond = r.waitedMicros - r.majorityMicros;
+      timing.graceWaits++;
+      timing.graceMicros += beyond;
+      this.graceWaits++;
+      this.graceMicros += beyond;
     }
     return r.replicas;
   }
@@ -506,6 +521,9 @@ export class HeronReplica {
       remoteReads: this.remoteReads,
       remoteRetries: this.remoteRetries,
       delayed: this.delayed,
+      coordinations: this.coordinations,
+      graceWaits: this.graceWaits,
+      graceMicros: this.graceMicros,
       transfers: this.transfers,
       served: this.served,
       logSize: this.updates.size,
