@@ -12,6 +12,7 @@ import { kvApp } from '../ts/apps/kv.js';
 import { HeronCluster } from '../ts/heron/cluster.js';
 import { destinations, hashPartition, partitionerOf } from '../ts/heron/partition.js';
 import { bankApp } from '../ts/apps/bank.js';
+import { decodeShipment, encodeShipment, UpdateLog } from '../ts/heron/transfer.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CHECKER = join(ROOT, 'target', 'porcupine-kv');
@@ -55,13 +56,14 @@ const KEYS = ['a', 'b', 'c', 'd', 'e', 'f'];
 const micros = (): number => Number(process.hrtime.bigint() / 1000n);
 
 /** Runs `clients` closed-loop clients of `opsEach` random kv operations; `after(n)` sees progress. */
-async function runClients(cluster: HeronCluster, seed: number, clients: number, opsEach: number, after?: (done: number) => void) {
+async function runClients(cluster: HeronCluster, seed: number, clients: number, opsEach: number, after?: (done: number) => void, base = { t0: micros(), client: 0 }) {
   const history: Op[] = [];
   let multi = 0;
   let done = 0;
-  const t0 = micros();
+  const t0 = base.t0;
   await Promise.all(
-    Array.from({ length: clients }, async (_, client) => {
+    Array.from({ length: clients }, async (_, c) => {
+      const client = base.client + c;
       const next = rng(seed * 31 + client);
       const key = () => KEYS[Math.floor(next() * KEYS.length)] ?? 'a';
       for (let i = 0; i < opsEach; i++) {
@@ -110,6 +112,21 @@ function expectAgreement(summaries: Awaited<ReturnType<HeronCluster['close']>>, 
   }
 }
 
+/** One operation by `client`, appended to `history` (times relative to `t0`). */
+async function one(cluster: HeronCluster, history: Op[], t0: number, client: number, op: 'put' | 'copy', args: { key: string; value: number } | { from: string; to: string }) {
+  const nonce = `${client}.${history.length}`;
+  const [tx, input] =
+    'key' in args
+      ? [makeTx(kvApp, 'put', { ...args, nonce }), { op, key: args.key, value: JSON.stringify(args.value) }]
+      : [makeTx(kvApp, 'copy', { ...args, nonce }), { op, from: args.from, to: args.to }];
+  const call = micros() - t0;
+  const reply = await cluster.submit(tx);
+  const ret = micros() - t0;
+  if (reply.outcome.status !== 'ok') throw new Error(`op ${JSON.stringify(input)} aborted: ${reply.outcome.reason}`);
+  history.push({ client, call, return: ret, input, output: JSON.stringify(reply.outcome.result) });
+  return reply;
+}
+
 describe('partitioners', () => {
   it('spread kv keys by hash and bank accounts by number, and give destination sets', () => {
     const kv = partitionerOf(kvApp, 2);
@@ -121,6 +138,36 @@ describe('partitioners', () => {
     expect(destinations([], bank)).toEqual([0]);
     expect(hashPartition('kv/a', 1)).toBe(0);
     expect(() => partitionerOf(kvApp, 0)).toThrow('partitions must be a positive integer, got 0');
+  });
+});
+
+describe('state transfer data', () => {
+  it('keeps each object at its last write, truncates past a point, and round-trips shipments', () => {
+    const log = new UpdateLog();
+    log.record('a', 3n);
+    log.record('b', 5n);
+    log.record('a', 7n);
+    log.record('c', 9n);
+    expect(log.since(4n)).toEqual([['b', 5n], ['a', 7n], ['c', 9n]]);
+    expect(log.since(7n)).toEqual([['c', 9n]]);
+    expect(log.truncate(7n)).toBe(2);
+    expect([log.size, log.horizon]).toEqual([1, 7n]);
+    // A lagger from before the truncation point cannot be served from this log.
+    expect(log.since(6n)).toBeNull();
+    const shipment = {
+      upTo: 42n,
+      applied: 17,
+      digest: 'ab'.repeat(32),
+      objects: [
+        { id: 'kv/a', version: 40n, value: Uint8Array.from([1, 2, 3]) },
+        { id: 'kv/é', version: 41n, value: null },
+        { id: 'kv/b', version: 42n, value: new Uint8Array(0) },
+      ],
+    };
+    const bytes = encodeShipment(shipment);
+    expect(bytes.length).toBe(48 + 3 * 14 + 4 + 5 + 4 + 3);
+    expect(decodeShipment(bytes)).toEqual(shipment);
+    expect(() => decodeShipment(bytes.subarray(0, 60))).toThrow('malformed shipment: 60 bytes, needs 66');
   });
 });
 
@@ -189,6 +236,52 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       const summaries = await cluster.close();
       expect(summaries.map((s) => `${s.partition}.${s.replica}`)).toEqual(['0.0', '0.1', '0.2', '1.0', '1.1']);
       expectAgreement(summaries, cluster, 2);
+    }
+  });
+
+  it('catches a SIGSTOPped replica up by state transfer; it agrees with its peers afterwards', async () => {
+    const seed = Number(process.env['HERON_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
+    console.log(`heron lagger seed ${seed}`);
+    const dir = join(work, 'lagger');
+    const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: 2, replicas: 3, log: () => undefined });
+    const part = partitionerOf(kvApp, 2);
+    // The lagger is replica 2 of the partition of key `x`; key `y` lives in the other one.
+    const x = KEYS.find((k) => part(`kv/${k}`) === 0) ?? 'a';
+    const y = KEYS.find((k) => part(`kv/${k}`) === 1) ?? 'b';
+    const t0 = micros();
+    const history: Op[] = [];
+    let stopped = false;
+    try {
+      history.push(...(await runClients(cluster, seed, 4, 8, undefined, { t0, client: 0 })).history);
+      cluster.signal(0, 2, 'SIGSTOP');
+      stopped = true;
+      // While it is stopped: a copy from the other partition into its own, then two writes of
+      // the copied key, so both versions the lagger's remote read needs are overwritten.
+      await one(cluster, history, t0, 90, 'copy', { from: y, to: x });
+      await one(cluster, history, t0, 90, 'put', { key: y, value: 9001 });
+      await one(cluster, history, t0, 90, 'put', { key: y, value: 9002 });
+      history.push(...(await runClients(cluster, seed + 1, 4, 8, undefined, { t0, client: 10 })).history);
+      cluster.signal(0, 2, 'SIGCONT');
+      stopped = false;
+      expect(await cluster.waitTransfers(1, 60_000)).toBe(true);
+      history.push(...(await runClients(cluster, seed + 2, 4, 8, undefined, { t0, client: 20 })).history);
+      const transfer = cluster.transfers[0];
+      expect(transfer).toMatchObject({ partition: 0, replica: 2 });
+      expect([0, 1]).toContain(transfer?.from);
+      expect(transfer && transfer.ts > transfer.since).toBe(true);
+      console.log(`state transfers: ${JSON.stringify(cluster.transfers, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`);
+      expect(history.length).toBe(99);
+      const r = check('lagger', { operations: history });
+      expect(r.out).toContain('linearizable: 99 operations');
+      expect(r.status).toBe(0);
+    } finally {
+      if (stopped) cluster.signal(0, 2, 'SIGCONT');
+      const summaries = await cluster.close();
+      expect(summaries.length).toBe(6);
+      expectAgreement(summaries, cluster, 2);
+      const lagger = summaries.find((s) => s.partition === 0 && s.replica === 2);
+      expect(lagger?.transfers).toBe(cluster.transfers.length);
+      expect(summaries.filter((s) => s.partition === 0).reduce((n, s) => n + s.served, 0)).toBe(cluster.transfers.length);
     }
   });
 });

@@ -4,6 +4,7 @@ export {
   NativeRemote,
   NativeLog,
   NativeCoordinator,
+  NativeTransfer,
   benchMemcpy,
   benchTimer,
   precompileCall,
@@ -16,6 +17,7 @@ export {
 export type {
   CoordinateResult,
   CoordinationEntry,
+  TransferRequest,
   Latency,
   LogAppended,
   LogEntry,

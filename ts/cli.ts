@@ -4,6 +4,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runElastic } from '../bench/elastic.js';
+import { runHeron } from '../bench/heron.js';
 import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
 import { runTransports } from '../bench/transports.js';
@@ -65,6 +66,10 @@ const USAGE = `Usage:
       --quick                     short run
       --out FILE                  JSON results (default bench/results/transports.json)
       --rig FILE                  soft-RoCE rig results to include (default target/rig/results.json)
+  remora bench heron [options]    Heron partitions: coordination latency, latency breakdown, delayed
+                                  waits with and without grace, state-transfer time
+      --quick                     short run
+      --out FILE                  JSON results (default bench/results/heron.json; plots next to it)
   remora help                     this text
 `;
 
@@ -139,6 +144,10 @@ const suites: Record<string, (argv: string[]) => Promise<number>> = {
       out: values.out ?? join('bench', 'results', 'transports.json'),
       rig: values.rig ?? join('target', 'rig', 'results.json'),
     });
+  },
+  heron: (argv) => {
+    const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, out: { type: 'string' } } });
+    return runHeron({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'heron.json') });
   },
 };
 

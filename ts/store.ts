@@ -1,6 +1,6 @@
 // The TypeScript face of the native object store: an owner's store, and a peer's one-sided
 // view of another process's store.
-import { NativeRemote, NativeStore, type NativeCoordinator } from './binding.js';
+import { NativeRemote, NativeStore, type NativeCoordinator, type NativeTransfer } from './binding.js';
 import type { NativeReadResult, RemoteStats, StoreStats, StressReport, Latency } from './binding.js';
 import { idBytes, timestamp, valueBytes, type ObjectId } from './ids.js';
 import { isTransport, type NetTransport, type Transport } from './transport.js';
@@ -151,6 +151,22 @@ export class Store {
     region: number;
   }): NativeCoordinator {
     return this.native.heronCoordinator({ ...opts, secret: Buffer.from(opts.secret) });
+  }
+
+  /**
+   * Adds this store's Heron state-transfer regions (requests, then landing slots; both
+   * remote-writable) and returns the native side that requests, ships and waits.
+   */
+  heronTransfer(opts: {
+    dir: string;
+    secret: Uint8Array;
+    replicas: number;
+    replica: number;
+    peers: string[];
+    slotBytes: number;
+    requestRegion: number;
+  }): NativeTransfer {
+    return this.native.heronTransfer({ ...opts, secret: Buffer.from(opts.secret) });
   }
 
   /** Torn-read stress, owner side (native thread): rewrites self-checking values. */

@@ -14,6 +14,7 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
       partition: { type: 'string' },
       replica: { type: 'string' },
       'grace-ms': { type: 'string' },
+      'transfer-bytes': { type: 'string' },
     },
   });
   const partitions = intOption(values.partitions, 'partitions', 1, 1, 1024);
@@ -26,5 +27,6 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
     partition: intOption(values.partition, 'partition', 0, 0, partitions - 1),
     replica: intOption(values.replica, 'replica', 0, 0, replicas - 1),
     graceMs: intOption(values['grace-ms'], 'grace-ms', 2, 0, 60_000),
+    transferSlotBytes: intOption(values['transfer-bytes'], 'transfer-bytes', 8 << 20, 1, 1 << 30),
   });
 }

@@ -25,6 +25,8 @@ export interface HeronOptions {
   replicas: number;
   /** Grace wait after a coordination majority, in ms (default 2). */
   graceMs?: number;
+  /** Largest state transfer one replica can land at another, in bytes (default 8 MiB). */
+  transferBytes?: number;
   /** Where divergences and replica failures are reported (default console.error). */
   log?: (msg: string) => void;
 }
@@ -37,6 +39,21 @@ export interface HeronReply {
   /** The replica whose reply came first. */
   from: { partition: number; replica: number };
   timing: Timing;
+}
+
+/** A lagger caught up by state transfer (Heron, Algorithm 3). */
+export interface StateTransfer {
+  partition: number;
+  /** The lagger, and the peer that shipped. */
+  replica: number;
+  from: number;
+  /** The lagger had applied up to `since`; it resumed after `ts`. */
+  since: bigint;
+  ts: bigint;
+  objects: number;
+  bytes: number;
+  /** From the lagger's first request to the installed shipment. */
+  micros: number;
 }
 
 /** Replicas of one partition disagreeing on the digest after the same prefix. */
@@ -66,6 +83,8 @@ export class HeronCluster {
   private readonly outcomes = new Map<bigint, { bytes: string; count: number; expected: number }>();
   readonly divergences: Divergence[] = [];
   readonly outcomeMismatches: string[] = [];
+  readonly transfers: StateTransfer[] = [];
+  private transferWaiters: (() => void)[] = [];
   private closed = false;
   /** Last timestamp multicast to each partition, and last one each replica answered. */
   private readonly lastDelivered = new Map<number, bigint>();
@@ -129,6 +148,7 @@ export class HeronCluster {
         '--dir', opts.dir, '--app', opts.app,
         '--partitions', String(opts.partitions), '--replicas', String(opts.replicas),
         '--partition', String(h), '--replica', String(q), '--grace-ms', String(opts.graceMs ?? 2),
+        '--transfer-bytes', String(opts.transferBytes ?? 8 << 20),
       ];
       const starting: Promise<void>[] = [];
       for (let h = 0; h < opts.partitions; h++) {
@@ -197,6 +217,13 @@ export class HeronCluster {
         }
         seen.count++;
       }
+    } else if (msg.t === 'transferred') {
+      this.transfers.push({ partition: msg.partition, replica: msg.replica, from: msg.from, since: msg.since, ts: msg.ts, objects: msg.objects, bytes: msg.bytes, micros: msg.micros });
+      this.log(`heron: replica ${key(msg.partition, msg.replica)} caught up by state transfer from replica ${msg.from}: ${msg.objects} objects, ${msg.bytes} bytes, applied ${msg.since} -> ${msg.ts}`);
+      // It resumes after `ts`: it will not answer what it skipped.
+      this.lastAnswered.set(key(msg.partition, msg.replica), msg.ts);
+      if (this.settled()) for (const w of this.settledWaiters.splice(0)) w();
+      for (const w of this.transferWaiters.splice(0)) w();
     } else if (msg.t === 'digest') {
       let byApplied = this.digests.get(msg.partition);
       if (!byApplied) this.digests.set(msg.partition, (byApplied = new Map()));
@@ -264,6 +291,26 @@ export class HeronCluster {
     let timer: NodeJS.Timeout | undefined;
     const ok = await Promise.race([
       new Promise<boolean>((resolve) => this.settledWaiters.push(() => resolve(true))),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    return ok;
+  }
+
+  /** Resolves once `count` state transfers happened in all (false on timeout). */
+  async waitTransfers(count: number, timeoutMs = 30_000): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const reached = new Promise<boolean>((resolve) => {
+      const check = () => {
+        if (this.transfers.length >= count) resolve(true);
+        else this.transferWaiters.push(check);
+      };
+      check();
+    });
+    const ok = await Promise.race([
+      reached,
       new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(false), timeoutMs);
       }),

@@ -6,6 +6,8 @@ export const REPLICA_ROLE = 'heron-replica';
 export const HERON_SOCKET = 'heron.sock';
 /** Each replica creates its coordination region before anything else: region 0 everywhere. */
 export const COORD_REGION = 0;
+/** State-transfer memory comes next: the request region (1), then the landing region (2). */
+export const TRANSFER_REGION = 1;
 
 export const storeName = (partition: number, replica: number): string => `heron-p${partition}r${replica}`;
 
@@ -22,7 +24,8 @@ export type ToReplica = { t: 'deliver'; txs: Delivered[] };
 export type FromReplica =
   | { t: 'hello'; partition: number; replica: number }
   | { t: 'outcome'; ts: bigint; outcome: Outcome; partition: number; replica: number; timing: Timing }
-  | { t: 'digest'; partition: number; replica: number; applied: number; ts: bigint; digest: string };
+  | { t: 'digest'; partition: number; replica: number; applied: number; ts: bigint; digest: string }
+  | { t: 'transferred'; partition: number; replica: number; from: number; since: bigint; ts: bigint; objects: number; bytes: number; micros: number };
 
 /** Where a transaction's time at one replica went (microseconds). */
 export interface Timing {
@@ -31,4 +34,8 @@ export interface Timing {
   phase4: number;
   /** Coordination waits cut short by the grace limit (some replica was slower). */
   delayed: number;
+  /** Waits that found a majority but not every replica (Heron's delayed transactions), and
+   * how long they waited beyond the majority (µs). */
+  graceWaits: number;
+  graceMicros: number;
 }

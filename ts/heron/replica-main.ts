@@ -17,6 +17,7 @@ export interface ReplicaArgs {
   partition: number;
   replica: number;
   graceMs: number;
+  transferSlotBytes: number;
 }
 
 export function runReplicaRole(a: ReplicaArgs): Promise<never> {
@@ -33,6 +34,7 @@ export function runReplicaRole(a: ReplicaArgs): Promise<never> {
       partition: a.partition,
       replica: a.replica,
       graceMs: a.graceMs,
+      transferSlotBytes: a.transferSlotBytes,
       send: (m) => send(m),
     });
     await replica.connect();

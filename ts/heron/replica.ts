@@ -2,15 +2,18 @@
 // to its partition in timestamp order; executes single-partition ones directly; coordinates
 // multi-partition ones (phase 2), executes them reading remote objects one-sidedly from a
 // replica that reached phase 2, writes its own objects only, and coordinates again (phase 4).
+// A replica that finds only newer versions at every such replica lags: it catches up by state
+// transfer from a peer of its partition (Algorithm 3) and resumes after the shipped prefix.
 import type { App } from '../app/app.js';
 import { execute, type Natives, type Outcome, type Versioned } from '../app/exec.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
-import type { NativeCoordinator } from '../binding.js';
+import type { NativeCoordinator, NativeTransfer, TransferRequest } from '../binding.js';
 import { NativePrimaryStore } from '../pipeline/store-adapter.js';
 import { RemoteStore, Store } from '../store.js';
 import { nextDigest, DIGEST_ZERO } from './digest.js';
-import { COORD_REGION, storeName, type Delivered, type FromReplica, type Timing } from './messages.js';
+import { COORD_REGION, TRANSFER_REGION, storeName, type Delivered, type FromReplica, type Timing } from './messages.js';
 import { destinations, partitionerOf } from './partition.js';
+import { decodeShipment, encodeShipment, UpdateLog, type ShippedObject } from './transfer.js';
 
 export const PHASE_DELIVERED = 2;
 export const PHASE_EXECUTED = 4;
@@ -28,8 +31,12 @@ export interface ReplicaOptions {
   graceMs?: number;
   /** A coordination without a majority by then fails the replica (default 30 s). */
   timeoutMs?: number;
-  /** Report the digest every this many applied transactions (default 16). */
+  /** Report the digest (and announce how far it applied) every this many transactions (default 16). */
   digestEvery?: number;
+  /** Largest state-transfer shipment one peer can land here, in bytes (default 8 MiB). */
+  transferSlotBytes?: number;
+  /** How long a lagger waits for one peer's shipment before asking the next (default 2 s). */
+  transferTimeoutMs?: number;
   send: (msg: FromReplica) => void;
 }
 
@@ -43,7 +50,20 @@ export interface ReplicaSummary {
   remoteReads: number;
   remoteRetries: number;
   delayed: number;
+  /** Coordination waits; those that found a majority but not everyone, and their time beyond it (µs). */
+  coordinations: number;
+  graceWaits: number;
+  graceMicros: number;
+  /** State transfers this replica received, and served. */
+  transfers: number;
+  served: number;
+  /** Objects in the update log when it stopped, and the log's truncation point. */
+  logSize: number;
+  logHorizon: string;
 }
+
+/** Every replica that reached phase 2 already overwrote both versions a read needs. */
+class LaggingError extends Error {}
 
 const nowMicros = (): number => Number(process.hrtime.bigint() / 1000n);
 
@@ -52,6 +72,13 @@ export class HeronReplica {
   private readonly partitionOf: (id: string) => number;
   private readonly remotes = new Map<number, RemoteStore>();
   private queue: Delivered[] = [];
+  private head = 0;
+  private requests: TransferRequest[] = [];
+  private readonly updates = new UpdateLog();
+  private transfers = 0;
+  private served = 0;
+  private closing = false;
+  private watching: Promise<void> = Promise.resolve();
   private running: Promise<void> | null = null;
   private lastTs = 0n;
   private applied = 0;
@@ -59,6 +86,9 @@ export class HeronReplica {
   private remoteReads = 0;
   private remoteRetries = 0;
   private delayed = 0;
+  private coordinations = 0;
+  private graceWaits = 0;
+  private graceMicros = 0;
   private failure: ((e: unknown) => void) | null = null;
   /** Rejects when the replica cannot go on (a coordination timeout, no replica to read from). */
   readonly failed: Promise<never>;
@@ -67,6 +97,7 @@ export class HeronReplica {
     private readonly opts: ReplicaOptions,
     readonly store: Store,
     readonly coordinator: NativeCoordinator,
+    private readonly transfer: NativeTransfer,
   ) {
     this.state = new NativePrimaryStore(store);
     this.partitionOf = partitionerOf(opts.app, opts.partitions);
@@ -92,7 +123,16 @@ export class HeronReplica {
         peers,
         region: COORD_REGION,
       });
-      return new HeronReplica(opts, store, coordinator);
+      const transfer = store.heronTransfer({
+        dir: opts.dir,
+        secret: opts.secret,
+        replicas: opts.replicas,
+        replica: opts.replica,
+        peers: Array.from({ length: opts.replicas }, (_, q) => storeName(opts.partition, q)),
+        slotBytes: opts.transferSlotBytes ?? 8 << 20,
+        requestRegion: TRANSFER_REGION,
+      });
+      return new HeronReplica(opts, store, coordinator, transfer);
     } catch (e) {
       store.close();
       throw e;
@@ -102,28 +142,62 @@ export class HeronReplica {
   /** Attaches to every peer's coordination memory (they start in any order). */
   async connect(timeoutMs = 30_000): Promise<void> {
     await this.coordinator.connect(timeoutMs);
+    this.watching = this.watchRequests();
   }
 
   /** Queues transactions addressed to this partition, in timestamp order. */
   deliver(txs: readonly Delivered[]): void {
-    this.queue.push(...txs);
+    for (const d of txs) this.queue.push(d);
+    this.kick();
+  }
+
+  private kick(): void {
     this.running ??= this.run().finally(() => {
       this.running = null;
     });
   }
 
+  /**
+   * Takes state-transfer requests peers write into our memory (the wait runs natively) and
+   * serves them between transactions, where the state is a whole prefix.
+   */
+  private async watchRequests(): Promise<void> {
+    while (!this.closing) {
+      let got: TransferRequest[];
+      try {
+        got = await this.transfer.waitRequests(100);
+      } catch (e) {
+        this.failure?.(e);
+        return;
+      }
+      if (got.length > 0) {
+        this.requests.push(...got);
+        this.kick();
+      }
+    }
+  }
+
   private async run(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue;
-      this.queue = [];
-      for (const d of batch) {
-        try {
-          await this.apply(d);
-        } catch (e) {
-          this.failure?.(e);
-          this.queue = [];
-          return;
-        }
+    for (;;) {
+      for (const r of this.requests.splice(0)) this.serve(r);
+      const d = this.queue[this.head];
+      if (d === undefined) {
+        this.queue = [];
+        this.head = 0;
+        return;
+      }
+      this.head++;
+      if (this.head >= 1024) {
+        this.queue = this.queue.slice(this.head);
+        this.head = 0;
+      }
+      try {
+        await this.apply(d);
+      } catch (e) {
+        this.failure?.(e);
+        this.queue = [];
+        this.head = 0;
+        return;
       }
     }
   }
@@ -131,6 +205,7 @@ export class HeronReplica {
   private async apply(d: Delivered): Promise<void> {
     // Algorithm 1, lines 3-4: skip what was already applied (a redelivery).
     if (d.ts <= this.lastTs) return;
+    const before = this.lastTs;
     this.lastTs = d.ts;
     const { partition, replica } = this.opts;
     const tx = decodeTx({ body: d.body, auth: d.auth });
@@ -139,7 +214,7 @@ export class HeronReplica {
     if (dest.join() !== d.dest.join() || !dest.includes(partition)) {
       throw new Error(`transaction ${d.ts} was delivered to partition ${partition} with destinations [${d.dest.join()}], but its objects give [${dest.join()}]`);
     }
-    const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0 };
+    const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0, graceWaits: 0, graceMicros: 0 };
     let outcome: Outcome;
     let writes: [string, Uint8Array | null][];
     if (dest.length === 1) {
@@ -151,7 +226,15 @@ export class HeronReplica {
       const t0 = nowMicros();
       const p2 = await this.coordinate(d.ts, PHASE_DELIVERED, dest, timing);
       const t1 = nowMicros();
-      ({ outcome, writes } = await this.executeWithRemote(tx, d.ts, dest, p2));
+      try {
+        ({ outcome, writes } = await this.executeWithRemote(tx, d.ts, dest, p2));
+      } catch (e) {
+        if (!(e instanceof LaggingError)) throw e;
+        // Algorithm 3: this replica lags; it adopts a peer's prefix, which covers `d.ts`.
+        this.lastTs = before;
+        await this.catchUp(d.ts, e.message);
+        return;
+      }
       this.write(writes, d.ts);
       const t2 = nowMicros();
       await this.coordinate(d.ts, PHASE_EXECUTED, dest, timing);
@@ -162,15 +245,128 @@ export class HeronReplica {
     this.opts.send({ t: 'outcome', ts: d.ts, outcome, partition, replica, timing });
     if (this.applied % (this.opts.digestEvery ?? 16) === 0) {
       this.opts.send({ t: 'digest', partition, replica, applied: this.applied, ts: d.ts, digest: this.digest });
+      this.checkpoint();
+    }
+  }
+
+  /**
+   * Shows the partition's peers how far this replica applied (its entry at phase 4 of its last
+   * timestamp: true of every earlier transaction too) and truncates the update log past the
+   * point every replica of the partition applied, as their entries show it.
+   */
+  private checkpoint(): void {
+    const { partition, replicas } = this.opts;
+    if (this.lastTs > 0n) this.coordinator.announce(this.lastTs, PHASE_EXECUTED, [partition]);
+    const entries = this.coordinator.entries();
+    let point: bigint | null = null;
+    for (let q = 0; q < replicas; q++) {
+      const e = entries[partition * replicas + q];
+      if (!e) return;
+      // At phase 2 of ts, everything before ts was applied.
+      const applied = e.phase >= PHASE_EXECUTED ? e.ts : e.ts > 0n ? e.ts - 1n : 0n;
+      point = point === null || applied < point ? applied : point;
+    }
+    if (point !== null) this.updates.truncate(point);
+  }
+
+  /** Peers to ask, in order: those whose entry shows `ts` executed first, from our right. */
+  private servers(ts: bigint): number[] {
+    const { partition, replicas, replica } = this.opts;
+    const entries = this.coordinator.entries();
+    const order = Array.from({ length: replicas - 1 }, (_, k) => (replica + 1 + k) % replicas);
+    const done = (q: number) => {
+      const e = entries[partition * replicas + q];
+      return e !== undefined && (e.ts > ts || (e.ts === ts && e.phase >= PHASE_EXECUTED));
+    };
+    return [...order.filter(done), ...order.filter((q) => !done(q))];
+  }
+
+  /**
+   * Asks peers in turn for every object updated after our last applied timestamp, each for up
+   * to the transfer timeout, until one ships; installs the shipment and adopts its prefix.
+   */
+  private async catchUp(ts: bigint, why: string): Promise<void> {
+    const since = this.lastTs;
+    const started = nowMicros();
+    const deadline = Date.now() + (this.opts.timeoutMs ?? 30_000);
+    const tried: string[] = [];
+    while (Date.now() < deadline) {
+      for (const server of this.servers(ts)) {
+        let number: number;
+        try {
+          number = this.transfer.request(server, since);
+        } catch (e) {
+          tried.push(`${server}: ${e instanceof Error ? e.message : String(e)}`);
+          continue;
+        }
+        const got = await this.transfer.waitShipment(server, number, this.opts.transferTimeoutMs ?? 2000);
+        if (got === null) {
+          tried.push(`${server}: no shipment in time`);
+          continue;
+        }
+        const s = decodeShipment(got);
+        if (s.upTo < ts) {
+          tried.push(`${server}: shipped only up to ${s.upTo}`);
+          continue;
+        }
+        this.install(s.objects);
+        this.lastTs = s.upTo;
+        this.applied = s.applied;
+        this.digest = s.digest;
+        this.transfers++;
+        this.checkpoint();
+        const { partition, replica } = this.opts;
+        this.opts.send({ t: 'transferred', partition, replica, from: server, since, ts: s.upTo, objects: s.objects.length, bytes: got.length, micros: nowMicros() - started });
+        return;
+      }
+    }
+    throw new Error(`transaction ${ts}: lagging (${why}) and no peer shipped state within ${this.opts.timeoutMs ?? 30_000} ms (${tried.join('; ')})`);
+  }
+
+  private install(objects: readonly ShippedObject[]): void {
+    if (objects.length === 0) return;
+    this.state.write(objects.map((o) => [o.id, o.version, o.value]));
+    for (const o of objects) this.updates.record(o.id, o.version);
+  }
+
+  /** Ships every object updated after the lagger's timestamp, with our prefix. */
+  private serve(r: TransferRequest): void {
+    const ids = this.updates.since(r.since);
+    if (ids === null) {
+      // Cannot happen while truncation follows the entries; the lagger asks another peer.
+      console.error(`heron: replica ${this.opts.partition}.${this.opts.replica} cannot serve state since ${r.since}: its log starts at ${this.updates.horizon}`);
+      return;
+    }
+    const found = this.store.get(ids.map(([id]) => id));
+    const objects: ShippedObject[] = [];
+    ids.forEach(([id], i) => {
+      const f = found[i];
+      if (f?.status === 'value') objects.push({ id, version: f.version, value: f.value });
+      else if (f?.status === 'deleted') objects.push({ id, version: f.version, value: null });
+    });
+    const data = encodeShipment({ upTo: this.lastTs, applied: this.applied, digest: this.digest, objects });
+    try {
+      this.transfer.ship(r.replica, r.number, data);
+      this.served++;
+    } catch (e) {
+      console.error(`heron: replica ${this.opts.partition}.${this.opts.replica} could not ship to ${r.replica}: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
 
   /** Replicas (per involved partition, in `dest` order) that reached the phase. */
   private async coordinate(ts: bigint, phase: number, dest: number[], timing: Timing): Promise<number[][]> {
     const r = await this.coordinator.coordinate(ts, phase, dest, this.opts.graceMs ?? 2, this.opts.timeoutMs ?? 30_000);
+    this.coordinations++;
     if (!r.complete) {
       timing.delayed++;
       this.delayed++;
+    }
+    if (!r.complete || r.waitedMicros > r.majorityMicros) {
+      const beyond = r.waitedMicros - r.majorityMicros;
+      timing.graceWaits++;
+      timing.graceMicros += beyond;
+      this.graceWaits++;
+      this.graceMicros += beyond;
     }
     return r.replicas;
   }
@@ -185,7 +381,9 @@ export class HeronReplica {
   }
 
   private write(writes: [string, Uint8Array | null][], ts: bigint): void {
-    if (writes.length > 0) this.state.write(writes.map(([id, value]) => [id, ts, value]));
+    if (writes.length === 0) return;
+    this.state.write(writes.map(([id, value]) => [id, ts, value]));
+    for (const [id] of writes) this.updates.record(id, ts);
   }
 
   private executeLocal(tx: DecodedTx): { outcome: Outcome; writes: [string, Uint8Array | null][] } {
@@ -265,6 +463,7 @@ export class HeronReplica {
       const candidates = reached[dest.indexOf(h)] ?? [];
       const errors: string[] = [];
       let done = false;
+      let laggingAnswers = 0;
       for (let k = 0; k < candidates.length && !done; k++) {
         const q = candidates[(k + this.opts.replica) % candidates.length] ?? 0;
         try {
@@ -274,6 +473,7 @@ export class HeronReplica {
             // This replica already overwrote both versions: it is ahead of us, try another.
             errors.push(`replica ${h}.${q} has only versions ≥ ${ts} of ${group[lagging]}`);
             this.remoteRetries++;
+            laggingAnswers++;
             continue;
           }
           found.forEach((r, i) => {
@@ -290,6 +490,10 @@ export class HeronReplica {
           this.remoteRetries++;
           errors.push(`replica ${h}.${q}: ${e instanceof Error ? e.message : String(e)}`);
         }
+      }
+      if (!done && laggingAnswers > 0) {
+        // Whoever can still answer is past both versions we need: we are the lagger.
+        throw new LaggingError(errors.join('; '));
       }
       if (!done) {
         throw new Error(`transaction ${ts}: no replica of partition ${h} could serve its remote reads (${errors.join('; ') || 'none reached phase 2'})`);
@@ -317,12 +521,21 @@ export class HeronReplica {
       remoteReads: this.remoteReads,
       remoteRetries: this.remoteRetries,
       delayed: this.delayed,
+      coordinations: this.coordinations,
+      graceWaits: this.graceWaits,
+      graceMicros: this.graceMicros,
+      transfers: this.transfers,
+      served: this.served,
+      logSize: this.updates.size,
+      logHorizon: this.updates.horizon.toString(),
     };
   }
 
   /** Finishes what was delivered, then releases the store. */
   async close(): Promise<ReplicaSummary> {
     await this.running;
+    this.closing = true;
+    await this.watching;
     const s = this.summary();
     this.store.close();
     return s;

@@ -5,7 +5,9 @@ use napi::bindgen_prelude::{AsyncTask, BigInt, Buffer};
 use napi::{Env, Error, Result, Status, Task};
 use napi_derive::napi;
 use remora_core::{ShmTransport, Store};
-use remora_heron::{Coordinator, Layout, Member, Reached, WaitOptions};
+use remora_heron::{
+    Coordinator, Layout, Member, Reached, Request, Transfer, TransferLayout, WaitOptions,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,6 +173,22 @@ impl NativeCoordinator {
         }))
     }
 
+    /// Writes ⟨ts, phase⟩ into every replica of `partitions` without waiting: how a replica
+    /// shows how far it applied (state transfer's log truncation reads it). Returns how many
+    /// peers could not be written.
+    #[napi]
+    pub fn announce(&self, ts: BigInt, phase: u32, partitions: Vec<u32>) -> Result<u32> {
+        let (signed, ts, lossless) = ts.get_u64();
+        if signed || !lossless || ts == 0 {
+            return Err(invalid("announce: ts must be a positive 64-bit integer"));
+        }
+        let failed = self
+            .coord
+            .announce(ts, phase, &partitions)
+            .map_err(heron_err)?;
+        Ok(failed as u32)
+    }
+
     /// Every entry of this replica's coordination region, by index.
     #[napi]
     pub fn entries(&self) -> Result<Vec<CoordinationEntry>> {
@@ -184,5 +202,144 @@ impl NativeCoordinator {
                 phase: e.phase,
             })
             .collect())
+    }
+}
+
+#[napi(object)]
+pub struct TransferOptions {
+    pub dir: String,
+    pub secret: Buffer,
+    pub replicas: u32,
+    /// This replica's index in its partition.
+    pub replica: u32,
+    /// Store names of this partition's replicas, by replica index.
+    pub peers: Vec<String>,
+    /// Largest shipment one server lands at one lagger, in bytes.
+    pub slot_bytes: u32,
+    /// The ids the request and landing regions must get (every replica creates them at the
+    /// same point, so peers know them).
+    pub request_region: u32,
+}
+
+type SharedTransfer = Arc<Transfer<ShmTransport>>;
+
+/// This replica's state-transfer memory (requests in, shipments in) and its peers', over `shm`.
+#[napi]
+pub struct NativeTransfer {
+    transfer: SharedTransfer,
+}
+
+pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Result<NativeTransfer> {
+    let transport = ShmTransport::new(&opts.dir, &opts.secret).map_err(crate::js_err)?;
+    let layout = TransferLayout {
+        replicas: opts.replicas,
+        slot_bytes: opts.slot_bytes as usize,
+    };
+    let transfer =
+        Transfer::create(store, transport, layout, opts.replica, &opts.peers).map_err(heron_err)?;
+    if transfer.regions().0 != opts.request_region {
+        return Err(invalid(format!(
+            "transfer request region got id {}, expected {}",
+            transfer.regions().0,
+            opts.request_region
+        )));
+    }
+    Ok(NativeTransfer {
+        transfer: Arc::new(transfer),
+    })
+}
+
+#[napi(object)]
+pub struct TransferRequest {
+    pub replica: u32,
+    pub number: u32,
+    pub since: BigInt,
+}
+
+pub struct WaitRequests {
+    transfer: SharedTransfer,
+    timeout: Duration,
+}
+
+impl Task for WaitRequests {
+    type Output = Vec<Request>;
+    type JsValue = Vec<TransferRequest>;
+    fn compute(&mut self) -> Result<Vec<Request>> {
+        self.transfer.wait_requests(self.timeout).map_err(heron_err)
+    }
+    fn resolve(&mut self, _: Env, got: Vec<Request>) -> Result<Vec<TransferRequest>> {
+        Ok(got
+            .into_iter()
+            .map(|r| TransferRequest {
+                replica: r.replica,
+                number: r.number,
+                since: BigInt::from(r.since),
+            })
+            .collect())
+    }
+}
+
+pub struct WaitShipment {
+    transfer: SharedTransfer,
+    server: u32,
+    number: u32,
+    timeout: Duration,
+}
+
+impl Task for WaitShipment {
+    type Output = Option<Vec<u8>>;
+    type JsValue = Option<Buffer>;
+    fn compute(&mut self) -> Result<Option<Vec<u8>>> {
+        self.transfer
+            .wait_shipment(self.server, self.number, self.timeout)
+            .map_err(heron_err)
+    }
+    fn resolve(&mut self, _: Env, got: Option<Vec<u8>>) -> Result<Option<Buffer>> {
+        Ok(got.map(Buffer::from))
+    }
+}
+
+#[napi]
+impl NativeTransfer {
+    /// Asks replica `server` of this partition for every object updated after `since`;
+    /// returns the request number.
+    #[napi]
+    pub fn request(&self, server: u32, since: BigInt) -> Result<u32> {
+        let (signed, since, lossless) = since.get_u64();
+        if signed || !lossless {
+            return Err(invalid("request: since must be a 64-bit unsigned integer"));
+        }
+        self.transfer.request(server, since).map_err(heron_err)
+    }
+
+    /// Resolves with the requests that arrived (each once), or an empty list after `timeoutMs`.
+    #[napi(ts_return_type = "Promise<TransferRequest[]>")]
+    pub fn wait_requests(&self, timeout_ms: f64) -> Result<AsyncTask<WaitRequests>> {
+        Ok(AsyncTask::new(WaitRequests {
+            transfer: self.transfer.clone(),
+            timeout: millis("timeoutMs", timeout_ms)?,
+        }))
+    }
+
+    /// Lands `data` at replica `lagger`, answering its request `number`.
+    #[napi]
+    pub fn ship(&self, lagger: u32, number: u32, data: Buffer) -> Result<()> {
+        self.transfer.ship(lagger, number, &data).map_err(heron_err)
+    }
+
+    /// Resolves with what `server` shipped for request `number`, or null after `timeoutMs`.
+    #[napi(ts_return_type = "Promise<Buffer | null>")]
+    pub fn wait_shipment(
+        &self,
+        server: u32,
+        number: u32,
+        timeout_ms: f64,
+    ) -> Result<AsyncTask<WaitShipment>> {
+        Ok(AsyncTask::new(WaitShipment {
+            transfer: self.transfer.clone(),
+            server,
+            number,
+            timeout: millis("timeoutMs", timeout_ms)?,
+        }))
     }
 }

@@ -264,6 +264,12 @@ impl NativeStore {
         heron::create(self.store()?, opts)
     }
 
+    /// This replica's Heron state-transfer memory: two new remote-writable regions.
+    #[napi]
+    pub fn heron_transfer(&self, opts: heron::TransferOptions) -> Result<heron::NativeTransfer> {
+        heron::create_transfer(self.store()?, opts)
+    }
+
     #[napi]
     pub fn read_region(&self, region: u32, offset: f64, len: u32) -> Result<Buffer> {
         let mut buf = vec![0u8; len as usize];

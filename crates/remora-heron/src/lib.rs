@@ -3,12 +3,15 @@
 //! announces "I reached phase k of transaction ts" by writing its own entry, one-sidedly, in the
 //! region of every replica of every partition the transaction involves, and waits until its own
 //! region shows a majority of every involved partition there, plus a short grace wait for the
-//! rest. No Node here: `bindings/node` runs the waits on native threads.
+//! rest. A replica that fell behind catches up by state transfer (`transfer`, Algorithm 3),
+//! one-sided too. No Node here: `bindings/node` runs the waits on native threads.
 
 pub mod coord;
 pub mod entry;
 pub mod error;
+pub mod transfer;
 
 pub use coord::{Coordinator, Member, Reached, WaitOptions};
 pub use entry::{Entry, Layout, ENTRY_BYTES, PHASE_DELIVERED, PHASE_EXECUTED};
 pub use error::{Error, Result};
+pub use transfer::{Request, Transfer, TransferLayout};

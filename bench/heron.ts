@@ -1,0 +1,272 @@
+// `remora bench heron`: Heron partitions on one host over `shm`. Coordination latency (phases
+// 2 + 4) by partitions and replicas; single- vs multi-partition latency from one closed-loop
+// client split into ordering, coordination and execution (Heron's Figure 6); delayed
+// transactions with and without the grace wait (Table I); state-transfer time by size
+// (Figure 8). JSON plus one SVG per figure.
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { makeTx } from '../ts/app/app.js';
+import { kvApp } from '../ts/apps/kv.js';
+import { HeronCluster, type HeronReply } from '../ts/heron/cluster.js';
+import { partitionerOf } from '../ts/heron/partition.js';
+import type { ReplicaSummary } from '../ts/heron/replica.js';
+import { atExit } from '../ts/process.js';
+import { describeMachine, summariseMachine } from './machine.js';
+import { barChart } from './plot.js';
+
+export interface HeronBenchOptions {
+  quick: boolean;
+  out: string;
+}
+
+type Metrics = Record<string, number>;
+
+const say = (m: string) => process.stderr.write(`${m}\n`);
+const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+const micros = (): number => Number(process.hrtime.bigint() / 1000n);
+
+function percentile(xs: readonly number[], p: number): number {
+  if (xs.length === 0) return 0;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
+}
+const mean = (xs: readonly number[]) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);
+
+/** One key per partition, found by the app's partitioner. */
+function keysByPartition(partitions: number): string[] {
+  const part = partitionerOf(kvApp, partitions);
+  const keys: string[] = [];
+  for (let i = 0, found = 0; found < partitions; i++) {
+    const h = part(`kv/k${i}`);
+    if (keys[h] === undefined) {
+      keys[h] = `k${i}`;
+      found++;
+    }
+  }
+  return keys;
+}
+
+let nonce = 0;
+// A nonce per request: the log treats an identical body as a retry of the first.
+const put = (key: string, value: string | number) => {
+  const args = { key, value, nonce: nonce++ };
+  return makeTx(kvApp, 'put', args);
+};
+const copy = (from: string, to: string) => {
+  const args = { from, to, nonce: nonce++ };
+  return makeTx(kvApp, 'copy', args);
+};
+
+async function timed(cluster: HeronCluster, tx: ReturnType<typeof put>): Promise<{ total: number; reply: HeronReply }> {
+  const t0 = micros();
+  const reply = await cluster.submit(tx);
+  if (reply.outcome.status !== 'ok') throw new Error(`bench transaction aborted: ${reply.outcome.reason}`);
+  return { total: micros() - t0, reply };
+}
+
+async function withCluster<T>(dir: string, p: number, r: number, extra: { graceMs?: number; transferBytes?: number }, body: (c: HeronCluster) => Promise<T>): Promise<{ value: T; summaries: ReplicaSummary[] }> {
+  const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: p, replicas: r, log: () => undefined, ...extra });
+  let value: T;
+  try {
+    value = await body(cluster);
+  } catch (e) {
+    await cluster.close();
+    throw e;
+  }
+  const summaries = await cluster.close();
+  return { value, summaries };
+}
+
+/** Phases 2 + 4 of multi-partition copies (the first replier's), one closed-loop client. */
+async function coordination(dir: string, p: number, r: number, ops: number) {
+  const keys = keysByPartition(p);
+  const { value } = await withCluster(dir, p, r, {}, async (c) => {
+    const coord: number[] = [];
+    for (let i = 0; i < ops + 10; i++) {
+      const a = keys[i % p] ?? '';
+      const b = keys[(i + 1) % p] ?? '';
+      const { reply } = await timed(c, copy(a, b));
+      if (i >= 10) coord.push(reply.timing.phase2 + reply.timing.phase4);
+    }
+    return coord;
+  });
+  return { p50: percentile(value, 50), p99: percentile(value, 99) };
+}
+
+/** Figure 6: where a single- and a multi-partition request's time goes (2 x 3, one client). */
+async function breakdown(dir: string, ops: number) {
+  const keys = keysByPartition(2);
+  const [a, b] = [keys[0] ?? '', keys[1] ?? ''];
+  const { value } = await withCluster(dir, 2, 3, {}, async (c) => {
+    const out = { single: [] as number[][], multi: [] as number[][] };
+    for (let i = 0; i < ops + 10; i++) {
+      for (const kind of ['single', 'multi'] as const) {
+        const { total, reply } = await timed(c, kind === 'single' ? put(a, i) : copy(a, b));
+        const t = reply.timing;
+        const coord = t.phase2 + t.phase4;
+        // Ordering: the log append and the delivery messages, i.e. what the replica did not see.
+        if (i >= 10) out[kind].push([total, Math.max(0, total - coord - t.execute), coord, t.execute]);
+      }
+    }
+    return out;
+  });
+  const avg = (rows: number[][], k: number) => mean(rows.map((x) => x[k] ?? 0));
+  return Object.fromEntries(
+    (['single', 'multi'] as const).map((kind) => [
+      kind,
+      { total: avg(value[kind], 0), ordering: avg(value[kind], 1), coordination: avg(value[kind], 2), execution: avg(value[kind], 3), p50: percentile(value[kind].map((x) => x[0] ?? 0), 50) },
+    ]),
+  ) as Record<'single' | 'multi', { total: number; ordering: number; coordination: number; execution: number; p50: number }>;
+}
+
+/** Table I: coordination waits that found a majority but not everyone, with and without grace. */
+async function delays(dir: string, p: number, graceMs: number, ops: number, clients: number) {
+  const keys = keysByPartition(p);
+  const { summaries } = await withCluster(dir, p, 3, { graceMs }, async (c) => {
+    await Promise.all(
+      Array.from({ length: clients }, async (_, k) => {
+        for (let i = 0; i < ops; i++) await timed(c, copy(keys[(i + k) % p] ?? '', keys[(i + k + 1) % p] ?? ''));
+      }),
+    );
+  });
+  const waits = summaries.reduce((n, s) => n + s.coordinations, 0);
+  const delayed = summaries.reduce((n, s) => n + s.graceWaits, 0);
+  const cut = summaries.reduce((n, s) => n + s.delayed, 0);
+  const delayMicros = summaries.reduce((n, s) => n + s.graceMicros, 0);
+  return { share: waits === 0 ? 0 : delayed / waits, avgDelay: delayed === 0 ? 0 : delayMicros / delayed, cutShare: waits === 0 ? 0 : cut / waits, retries: summaries.reduce((n, s) => n + s.remoteRetries, 0) };
+}
+
+/**
+ * Figure 8: replica 2 of partition 0 is stopped, a transaction it will find lagging is ordered
+ * (a copy from partition 1, then two writes of the copied key), then `bytes` of values are
+ * written to partition 0; it is continued and catches up by one state transfer.
+ */
+async function transfer(dir: string, bytes: number, valueBytes: number) {
+  const keys = keysByPartition(2);
+  const [x, y] = [keys[0] ?? '', keys[1] ?? ''];
+  const part = partitionerOf(kvApp, 2);
+  const objects = Math.ceil(bytes / valueBytes);
+  const mine: string[] = [];
+  for (let i = 0; mine.length < objects; i++) if (part(`kv/s${i}`) === 0) mine.push(`s${i}`);
+  const value = 'v'.repeat(valueBytes);
+  const { value: st } = await withCluster(dir, 2, 3, { transferBytes: Math.max(8 << 20, bytes * 2) }, async (c) => {
+    c.signal(0, 2, 'SIGSTOP');
+    try {
+      await timed(c, copy(y, x));
+      await timed(c, put(y, 1));
+      await timed(c, put(y, 2));
+      for (let i = 0; i < mine.length; i += 16) await Promise.all(mine.slice(i, i + 16).map((k) => timed(c, put(k, value))));
+    } finally {
+      c.signal(0, 2, 'SIGCONT');
+    }
+    if (!(await c.waitTransfers(1, 120_000))) throw new Error('no state transfer within 120 s');
+    return c.transfers[0];
+  });
+  if (!st) throw new Error('no state transfer recorded');
+  return { micros: st.micros, bytes: st.bytes, objects: st.objects };
+}
+
+export async function runHeron(opts: HeronBenchOptions): Promise<number> {
+  const machine = describeMachine();
+  const ops = opts.quick ? 60 : 400;
+  const sizes = [64_000, 640_000, 6_400_000];
+  const settings = {
+    quick: opts.quick,
+    transport: 'shm',
+    app: 'kv',
+    ops_per_configuration: ops,
+    coordination: 'multi-partition copies between two partitions, one closed-loop client; phase 2 + phase 4 as the first replying replica measured them',
+    breakdown: '2 partitions x 3 replicas; ordering = client latency - coordination - execution (log append, delivery and reply messages)',
+    table_i: '2 and 4 partitions x 3 replicas, 4 closed-loop clients of copies; grace 2 ms vs 0; a wait is delayed when it found a majority but not every replica',
+    state_transfer: 'one lagger (replica 2 of partition 0, SIGSTOPped) caught up from its first request to the installed shipment; values of 1 KB (64 KB) or 10 KB',
+    note: 'the host has 2 cores shared by every replica process (up to 12), the launcher and the client; memory is shared through files, not a NIC',
+  };
+  process.stdout.write(`remora bench heron (${opts.quick ? 'quick' : 'full'})\nmachine: ${summariseMachine(machine)}\n`);
+  const dir = mkdtempSync(join(tmpdir(), 'remora-bench-heron-'));
+  const cancel = atExit(() => rmSync(dir, { recursive: true, force: true }));
+  const m: Metrics = {};
+  let k = 0;
+  const fresh = () => join(dir, `run-${k++}`);
+  try {
+    for (const p of [2, 4]) {
+      for (const r of [1, 3]) {
+        say(`coordination: ${p} partitions x ${r} replicas, ${ops} copies`);
+        const c = await coordination(fresh(), p, r, ops);
+        m[`coord_p${p}_r${r}_p50_us`] = round(c.p50);
+        m[`coord_p${p}_r${r}_p99_us`] = round(c.p99);
+      }
+    }
+    say('breakdown: single- vs multi-partition, 2 x 3');
+    const b = await breakdown(fresh(), ops);
+    for (const kind of ['single', 'multi'] as const) {
+      for (const [f, v] of Object.entries(b[kind])) m[`breakdown_${kind}_${f}_us`] = round(v);
+    }
+    for (const p of [2, 4]) {
+      for (const grace of [2, 0]) {
+        say(`delays: ${p} x 3, grace ${grace} ms`);
+        const d = await delays(fresh(), p, grace, opts.quick ? 30 : 150, 4);
+        const tag = `delays_p${p}_grace${grace}`;
+        m[`${tag}_share`] = round(d.share, 4);
+        m[`${tag}_avg_delay_us`] = round(d.avgDelay);
+        m[`${tag}_incomplete_share`] = round(d.cutShare, 4);
+        m[`${tag}_remote_read_retries`] = d.retries;
+      }
+    }
+    for (const bytes of sizes) {
+      say(`state transfer of ${bytes} bytes`);
+      const t = await transfer(fresh(), bytes, bytes === 64_000 ? 1000 : 10_000);
+      m[`transfer_${bytes}_us`] = round(t.micros);
+      m[`transfer_${bytes}_shipped_bytes`] = t.bytes;
+      m[`transfer_${bytes}_objects`] = t.objects;
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    cancel();
+  }
+
+  mkdirSync(dirname(opts.out), { recursive: true });
+  const base = opts.out.replace(/\.json$/, '');
+  const plots: Record<string, string> = {
+    coordination: `${base}-coordination.svg`,
+    breakdown: `${base}-breakdown.svg`,
+    delays: `${base}-delays.svg`,
+    transfer: `${base}-transfer.svg`,
+  };
+  const configs = ['2 x 1', '2 x 3', '4 x 1', '4 x 3'];
+  const coordKeys = ['p2_r1', 'p2_r3', 'p4_r1', 'p4_r3'];
+  writeFileSync(plots['coordination'] ?? '', barChart({
+    title: 'Coordination latency (phase 2 + phase 4), partitions x replicas',
+    yLabel: 'µs',
+    groups: configs,
+    series: ['p50', 'p99'].map((q) => ({ name: q, values: coordKeys.map((c) => m[`coord_${c}_${q}_us`] ?? 0) })),
+  }));
+  writeFileSync(plots['breakdown'] ?? '', barChart({
+    title: 'Where a request goes (2 x 3, one client; cf. Heron Fig. 6)',
+    yLabel: 'mean µs',
+    groups: ['single-partition', 'multi-partition'],
+    series: ['ordering', 'coordination', 'execution'].map((f) => ({ name: f, values: ['single', 'multi'].map((kind) => m[`breakdown_${kind}_${f}_us`] ?? 0) })),
+  }));
+  writeFileSync(plots['delays'] ?? '', barChart({
+    title: 'Delayed coordination waits (cf. Heron Table I)',
+    yLabel: '% of waits / mean delay ÷ 100 µs',
+    groups: ['2 x 3, grace 2 ms', '2 x 3, no grace', '4 x 3, grace 2 ms', '4 x 3, no grace'],
+    series: [
+      { name: 'delayed %', values: ['p2_grace2', 'p2_grace0', 'p4_grace2', 'p4_grace0'].map((t) => (m[`delays_${t}_share`] ?? 0) * 100) },
+      { name: 'still incomplete %', values: ['p2_grace2', 'p2_grace0', 'p4_grace2', 'p4_grace0'].map((t) => (m[`delays_${t}_incomplete_share`] ?? 0) * 100) },
+      { name: 'mean delay ÷ 100 µs', values: ['p2_grace2', 'p2_grace0', 'p4_grace2', 'p4_grace0'].map((t) => (m[`delays_${t}_avg_delay_us`] ?? 0) / 100) },
+    ],
+  }));
+  writeFileSync(plots['transfer'] ?? '', barChart({
+    title: 'State transfer time (cf. Heron Fig. 8)',
+    yLabel: 'ms',
+    groups: ['64 KB', '640 KB', '6.4 MB'],
+    series: [{ name: 'request to installed', values: sizes.map((s) => (m[`transfer_${s}_us`] ?? 0) / 1000) }],
+  }));
+  const tmp = `${opts.out}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify({ suite: 'heron', machine, settings, metrics: m, plots }, null, 2)}\n`);
+  renameSync(tmp, opts.out);
+  const lines = Object.entries(m).map(([key, v]) => `${key.padEnd(44)} ${v}`);
+  process.stdout.write(`${lines.join('\n')}\nresults: ${opts.out}\nplots: ${Object.values(plots).join(', ')}\n`);
+  return 0;
+}
