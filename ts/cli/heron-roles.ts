@@ -15,6 +15,7 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
       replica: { type: 'string' },
       'grace-ms': { type: 'string' },
       'transfer-bytes': { type: 'string' },
+      'report-writes': { type: 'boolean' },
     },
   });
   const partitions = intOption(values.partitions, 'partitions', 1, 1, 1024);
@@ -28,5 +29,6 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
     replica: intOption(values.replica, 'replica', 0, 0, replicas - 1),
     graceMs: intOption(values['grace-ms'], 'grace-ms', 2, 0, 60_000),
     transferSlotBytes: intOption(values['transfer-bytes'], 'transfer-bytes', 8 << 20, 1, 1 << 30),
+    reportWrites: values['report-writes'] === true,
   });
 }

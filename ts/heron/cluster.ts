@@ -4,9 +4,12 @@
 import { join } from 'node:path';
 import type { App } from '../app/app.js';
 import { encode } from '../app/codec.js';
-import type { Outcome } from '../app/exec.js';
+import type { LookupTable, Outcome } from '../app/exec.js';
+import { nativeFunctions } from '../app/natives.js';
 import { decodeTx, type Transaction } from '../app/tx.js';
 import { loadApp } from '../apps/index.js';
+import type { Decision } from '../pipeline/merge.js';
+import { PreExecutor } from '../pipeline/preexecutor.js';
 import { EmbeddedSequencer, type Sequenced } from '../pipeline/sequencer.js';
 import { RoleProcess } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
@@ -27,6 +30,11 @@ export interface HeronOptions {
   graceMs?: number;
   /** Largest state transfer one replica can land at another, in bytes (default 8 MiB). */
   transferBytes?: number;
+  /**
+   * Pre-execute every submission before ordering it and multicast its lookup table with it;
+   * each destination adopts or re-executes it by the pipeline's merge rule (default off).
+   */
+  preExecution?: boolean;
   /** Where divergences and replica failures are reported (default console.error). */
   log?: (msg: string) => void;
 }
@@ -39,6 +47,8 @@ export interface HeronReply {
   /** The replica whose reply came first. */
   from: { partition: number; replica: number };
   timing: Timing;
+  /** How the first replica merged it. */
+  decision: Decision;
 }
 
 /** A lagger caught up by state transfer (Heron, Algorithm 3). */
@@ -79,10 +89,20 @@ export class HeronCluster {
   private readonly early = new Map<bigint, HeronReply>();
   /** Per partition, per applied count: the digests reported so far, by replica. */
   private readonly digests = new Map<number, Map<number, Map<number, string>>>();
-  /** Per ts, the first outcome's encoding and how many replicas agreed. */
-  private readonly outcomes = new Map<bigint, { bytes: string; count: number; expected: number }>();
+  /** Per ts, the first outcome's encoding and decision, and how many replicas agreed. */
+  private readonly outcomes = new Map<bigint, { bytes: string; decision: Decision; count: number; expected: number }>();
   readonly divergences: Divergence[] = [];
   readonly outcomeMismatches: string[] = [];
+  /** Replicas (of any destination) that merged a transaction differently from the first. */
+  readonly decisionMismatches: string[] = [];
+  /**
+   * The pre-executor (option `preExecution`): its copy of the whole state follows the first
+   * replica of each partition to report its writes; tables wait here, by digest, for the log.
+   */
+  readonly preExecutor: PreExecutor | null;
+  private readonly tables = new Map<string, LookupTable>();
+  /** Per partition, the newest timestamp whose writes the pre-executor's copy holds. */
+  private readonly preApplied = new Map<number, bigint>();
   readonly transfers: StateTransfer[] = [];
   private transferWaiters: (() => void)[] = [];
   private closed = false;
@@ -105,6 +125,9 @@ export class HeronCluster {
   ) {
     this.partitionOf = partitionerOf(app, opts.partitions);
     this.log = opts.log ?? ((m) => console.error(m));
+    // Speculation is off: a guess is retired by comparing a transaction's whole write set
+    // with what was applied, and here each partition reports only its own part.
+    this.preExecutor = opts.preExecution === true ? new PreExecutor(app, nativeFunctions, { speculate: false }) : null;
   }
 
   static async start(opts: HeronOptions): Promise<HeronCluster> {
@@ -149,6 +172,7 @@ export class HeronCluster {
         '--partitions', String(opts.partitions), '--replicas', String(opts.replicas),
         '--partition', String(h), '--replica', String(q), '--grace-ms', String(opts.graceMs ?? 2),
         '--transfer-bytes', String(opts.transferBytes ?? 8 << 20),
+        ...(opts.preExecution === true ? ['--report-writes'] : []),
       ];
       const starting: Promise<void>[] = [];
       for (let h = 0; h < opts.partitions; h++) {
@@ -184,10 +208,12 @@ export class HeronCluster {
       const dest = this.destinations(tx.objects);
       for (const h of dest) {
         const list = perPartition.get(h) ?? [];
-        list.push({ ts, body: tx.body, auth: tx.auth, dest });
+        const table = this.tables.get(tx.digest);
+        list.push({ ts, body: tx.body, auth: tx.auth, dest, ...(table ? { table } : {}) });
         perPartition.set(h, list);
       }
     }
+    for (const { tx } of batch) this.tables.delete(tx.digest);
     for (const [h, txs] of perPartition) {
       this.lastDelivered.set(h, txs[txs.length - 1]?.ts ?? 0n);
       for (let q = 0; q < this.opts.replicas; q++) this.conns.get(key(h, q))?.send({ t: 'deliver', txs });
@@ -197,22 +223,32 @@ export class HeronCluster {
   private onReplica(msg: FromReplica): void {
     if (msg.t === 'outcome') {
       this.lastAnswered.set(key(msg.partition, msg.replica), msg.ts);
+      // A partition's first reports come in timestamp order (each replica reports in order).
+      if (this.preExecutor && msg.writes && msg.ts > (this.preApplied.get(msg.partition) ?? 0n)) {
+        this.preExecutor.state.apply(msg.writes, msg.ts);
+        this.preApplied.set(msg.partition, msg.ts);
+      }
       if (this.settled()) for (const w of this.settledWaiters.splice(0)) w();
       const bytes = encode(msg.outcome).toString('hex');
       const seen = this.outcomes.get(msg.ts);
       if (seen === undefined) {
         const w = this.waiters.get(msg.ts);
-        const reply: HeronReply = { ts: msg.ts, outcome: msg.outcome, dest: w?.dest ?? [], from: { partition: msg.partition, replica: msg.replica }, timing: msg.timing };
+        const reply: HeronReply = { ts: msg.ts, outcome: msg.outcome, dest: w?.dest ?? [], from: { partition: msg.partition, replica: msg.replica }, timing: msg.timing, decision: msg.decision };
         this.remember(reply);
         if (w) {
           this.waiters.delete(msg.ts);
           w.resolve(reply);
         } else this.early.set(msg.ts, reply);
-        this.outcomes.set(msg.ts, { bytes, count: 1, expected: 0 });
+        this.outcomes.set(msg.ts, { bytes, decision: msg.decision, count: 1, expected: 0 });
       } else {
         if (seen.bytes !== bytes) {
           const m = `heron: OUTCOME MISMATCH at ts ${msg.ts}: replica ${key(msg.partition, msg.replica)} computed a different outcome`;
           this.outcomeMismatches.push(m);
+          this.log(m);
+        }
+        if (seen.decision !== msg.decision) {
+          const m = `heron: DECISION MISMATCH at ts ${msg.ts}: replica ${key(msg.partition, msg.replica)} ${msg.decision}, the first ${seen.decision}`;
+          this.decisionMismatches.push(m);
           this.log(m);
         }
         seen.count++;
@@ -244,6 +280,10 @@ export class HeronCluster {
     if (this.closed) throw new Error('heron cluster is closed');
     const decoded = decodeTx(tx);
     const dest = this.destinations(decoded.objects);
+    if (this.preExecutor) {
+      const [result] = this.preExecutor.run([decoded]);
+      if (result) this.tables.set(result[0], result[1]);
+    }
     const accepted = await this.sequencer.submit(decoded);
     if (accepted.duplicate) {
       // The same body again (the log deduplicates by digest): answer with the first reply.

@@ -1,5 +1,7 @@
 // What the launcher (multicast side) and partition replicas say to each other over the wire.
-import type { Outcome } from '../app/exec.js';
+import type { LookupTable, Outcome } from '../app/exec.js';
+import type { Write } from '../app/state.js';
+import type { Decision } from '../pipeline/merge.js';
 import type { Authenticator } from '../app/tx.js';
 
 export const REPLICA_ROLE = 'heron-replica';
@@ -17,13 +19,25 @@ export interface Delivered {
   body: Uint8Array;
   auth: Authenticator[];
   dest: number[];
+  /** The pre-executor's lookup table, the same for every destination (absent: none). */
+  table?: LookupTable;
 }
 
 export type ToReplica = { t: 'deliver'; txs: Delivered[] };
 
 export type FromReplica =
   | { t: 'hello'; partition: number; replica: number }
-  | { t: 'outcome'; ts: bigint; outcome: Outcome; partition: number; replica: number; timing: Timing }
+  | {
+      t: 'outcome';
+      ts: bigint;
+      outcome: Outcome;
+      partition: number;
+      replica: number;
+      timing: Timing;
+      decision: Decision;
+      /** This partition's writes, when a pre-executor's copy follows them. */
+      writes?: Write[];
+    }
   | { t: 'digest'; partition: number; replica: number; applied: number; ts: bigint; digest: string }
   | { t: 'transferred'; partition: number; replica: number; from: number; since: bigint; ts: bigint; objects: number; bytes: number; micros: number };
 

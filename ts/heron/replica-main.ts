@@ -18,6 +18,7 @@ export interface ReplicaArgs {
   replica: number;
   graceMs: number;
   transferSlotBytes: number;
+  reportWrites: boolean;
 }
 
 export function runReplicaRole(a: ReplicaArgs): Promise<never> {
@@ -35,6 +36,7 @@ export function runReplicaRole(a: ReplicaArgs): Promise<never> {
       replica: a.replica,
       graceMs: a.graceMs,
       transferSlotBytes: a.transferSlotBytes,
+      reportWrites: a.reportWrites,
       send: (m) => send(m),
     });
     await replica.connect();

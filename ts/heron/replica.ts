@@ -5,9 +5,10 @@
 // A replica that finds only newer versions at every such replica lags: it catches up by state
 // transfer from a peer of its partition (Algorithm 3) and resumes after the shipped prefix.
 import type { App } from '../app/app.js';
-import { execute, type Natives, type Outcome, type Versioned } from '../app/exec.js';
+import { execute, hintsFrom, type Hints, type LookupTable, type Natives, type Outcome, type StateSource, type Versioned } from '../app/exec.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
 import type { NativeCoordinator, NativeTransfer, TransferRequest } from '../binding.js';
+import { staleReads, type Decision } from '../pipeline/merge.js';
 import { NativePrimaryStore } from '../pipeline/store-adapter.js';
 import { RemoteStore, Store } from '../store.js';
 import { nextDigest, DIGEST_ZERO } from './digest.js';
@@ -37,6 +38,8 @@ export interface ReplicaOptions {
   transferSlotBytes?: number;
   /** How long a lagger waits for one peer's shipment before asking the next (default 2 s). */
   transferTimeoutMs?: number;
+  /** Send this partition's writes with each outcome (a pre-executor's copy follows them). */
+  reportWrites?: boolean;
   send: (msg: FromReplica) => void;
 }
 
@@ -60,6 +63,16 @@ export interface ReplicaSummary {
   /** Objects in the update log when it stopped, and the log's truncation point. */
   logSize: number;
   logHorizon: string;
+  /** Merge decisions: pre-executed tables adopted, re-executed; transactions without a table. */
+  adopted: number;
+  reexecuted: number;
+  executed: number;
+}
+
+interface Executed {
+  outcome: Outcome;
+  writes: [string, Uint8Array | null][];
+  decision: Decision;
 }
 
 /** Every replica that reached phase 2 already overwrote both versions a read needs. */
@@ -89,6 +102,7 @@ export class HeronReplica {
   private coordinations = 0;
   private graceWaits = 0;
   private graceMicros = 0;
+  private readonly decisions: Record<Decision, number> = { adopted: 0, reexecuted: 0, executed: 0 };
   private failure: ((e: unknown) => void) | null = null;
   /** Rejects when the replica cannot go on (a coordination timeout, no replica to read from). */
   readonly failed: Promise<never>;
@@ -217,9 +231,10 @@ export class HeronReplica {
     const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0, graceWaits: 0, graceMicros: 0 };
     let outcome: Outcome;
     let writes: [string, Uint8Array | null][];
+    let decision: Decision;
     if (dest.length === 1) {
       const t0 = nowMicros();
-      ({ outcome, writes } = this.executeLocal(tx));
+      ({ outcome, writes, decision } = this.executeLocal(tx, d.table));
       timing.execute = nowMicros() - t0;
       this.write(writes, d.ts);
     } else {
@@ -227,7 +242,7 @@ export class HeronReplica {
       const p2 = await this.coordinate(d.ts, PHASE_DELIVERED, dest, timing);
       const t1 = nowMicros();
       try {
-        ({ outcome, writes } = await this.executeWithRemote(tx, d.ts, dest, p2));
+        ({ outcome, writes, decision } = await this.executeWithRemote(tx, d.ts, dest, p2, d.table));
       } catch (e) {
         if (!(e instanceof LaggingError)) throw e;
         // Algorithm 3: this replica lags; it adopts a peer's prefix, which covers `d.ts`.
@@ -241,8 +256,9 @@ export class HeronReplica {
       [timing.phase2, timing.execute, timing.phase4] = [t1 - t0, t2 - t1, nowMicros() - t2];
     }
     this.applied++;
+    this.decisions[decision]++;
     this.digest = nextDigest(this.digest, d.ts, writes);
-    this.opts.send({ t: 'outcome', ts: d.ts, outcome, partition, replica, timing });
+    this.opts.send({ t: 'outcome', ts: d.ts, outcome, partition, replica, timing, decision, ...(this.opts.reportWrites ? { writes } : {}) });
     if (this.applied % (this.opts.digestEvery ?? 16) === 0) {
       this.opts.send({ t: 'digest', partition, replica, applied: this.applied, ts: d.ts, digest: this.digest });
       this.checkpoint();
@@ -386,17 +402,40 @@ export class HeronReplica {
     for (const [id] of writes) this.updates.record(id, ts);
   }
 
-  private executeLocal(tx: DecodedTx): { outcome: Outcome; writes: [string, Uint8Array | null][] } {
+  /**
+   * The pipeline's merge rule at one partition: a pre-executed table is adopted when every read
+   * it recorded (versions, and speculative values) is what this transaction sees at its
+   * timestamp. `source` answers with exactly that: local objects from the store (everything
+   * before the timestamp applied, nothing after), remote ones as `get_before(ts)` gave them,
+   * which is the same at every replica of every destination; so every one decides the same.
+   * A read outside the destinations cannot be seen consistently: never adopted (re-executing
+   * aborts it the same way everywhere).
+   */
+  private adoptable(table: LookupTable, dest: readonly number[], source: StateSource): boolean {
+    const ids = [...table.reads.map(([id]) => id), ...table.speculative.map(([id]) => id)];
+    if (ids.some((id) => !dest.includes(this.partitionOf(id)))) return false;
+    return staleReads(table, source).length === 0;
+  }
+
+  /** Adopting writes the table's writes to this partition's objects only. */
+  private adopt(table: LookupTable): Executed {
+    return { outcome: table.outcome, writes: this.ownWrites(table.writes), decision: 'adopted' };
+  }
+
+  private executeLocal(tx: DecodedTx, pre: LookupTable | undefined): Executed {
     const outside: string[] = [];
-    const { table } = execute(this.opts.app, tx, {
+    const source: StateSource = {
       read: (id) => {
         if (this.partitionOf(id) === this.opts.partition) return this.local(id);
         outside.push(id);
         return { version: 0n, value: undefined };
       },
-    }, this.opts.natives);
-    if (outside.length > 0) return { outcome: this.outsideAbort(outside[0] ?? '', [this.opts.partition]), writes: [] };
-    return { outcome: table.outcome, writes: this.ownWrites(table.writes) };
+    };
+    if (pre && this.adoptable(pre, [this.opts.partition], source)) return this.adopt(pre);
+    const decision: Decision = pre ? 'reexecuted' : 'executed';
+    const { table } = execute(this.opts.app, tx, source, this.opts.natives, pre ? hintsFrom(pre) : {});
+    if (outside.length > 0) return { outcome: this.outsideAbort(outside[0] ?? '', [this.opts.partition]), writes: [], decision };
+    return { outcome: table.outcome, writes: this.ownWrites(table.writes), decision };
   }
 
   /**
@@ -422,24 +461,38 @@ export class HeronReplica {
     ts: bigint,
     dest: number[],
     reached: number[][],
-  ): Promise<{ outcome: Outcome; writes: [string, Uint8Array | null][] }> {
+    pre: LookupTable | undefined,
+  ): Promise<Executed> {
     const remote = new Map<string, Versioned>();
-    let want = tx.objects.filter((id) => this.partitionOf(id) !== this.opts.partition);
+    const isRemote = (id: string) => this.partitionOf(id) !== this.opts.partition;
+    let want = tx.objects.filter(isRemote);
+    if (pre) {
+      // The recorded versions of remote objects, read one-sidedly as of `ts` like any input.
+      const recorded = [...pre.reads.map(([id]) => id), ...pre.speculative.map(([id]) => id)];
+      if (recorded.every((id) => dest.includes(this.partitionOf(id)))) want = [...new Set([...want, ...recorded.filter(isRemote)])];
+    }
+    const decision: Decision = pre ? 'reexecuted' : 'executed';
+    const hints: Hints = pre ? hintsFrom(pre) : {};
+    let judged = !pre;
     for (;;) {
       await this.fetchRemote(want, ts, dest, reached, remote);
       const missing: string[] = [];
-      const { table } = execute(this.opts.app, tx, {
+      const source: StateSource = {
         read: (id) => {
-          if (this.partitionOf(id) === this.opts.partition) return this.local(id);
+          if (!isRemote(id)) return this.local(id);
           const v = remote.get(id);
           if (v) return v;
           missing.push(id);
           return { version: 0n, value: undefined };
         },
-      }, this.opts.natives);
-      if (missing.length === 0) return { outcome: table.outcome, writes: this.ownWrites(table.writes) };
+      };
+      // Judged once, on the first run: every recorded remote read was fetched for it.
+      if (pre && !judged && this.adoptable(pre, dest, source)) return this.adopt(pre);
+      judged = true;
+      const { table } = execute(this.opts.app, tx, source, this.opts.natives, hints);
+      if (missing.length === 0) return { outcome: table.outcome, writes: this.ownWrites(table.writes), decision };
       const outside = missing.find((id) => !dest.includes(this.partitionOf(id)));
-      if (outside !== undefined) return { outcome: this.outsideAbort(outside, dest), writes: [] };
+      if (outside !== undefined) return { outcome: this.outsideAbort(outside, dest), writes: [], decision };
       want = missing;
     }
   }
@@ -528,6 +581,7 @@ export class HeronReplica {
       served: this.served,
       logSize: this.updates.size,
       logHorizon: this.updates.horizon.toString(),
+      ...this.decisions,
     };
   }
 
