@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTx } from '../ts/app/app.js';
 import { kvApp } from '../ts/apps/kv.js';
 import { HeronCluster } from '../ts/heron/cluster.js';
+import { parseHeronConfig, readHeronConfig } from '../ts/heron/config.js';
+import { RoleProcess } from '../ts/process.js';
 import { destinations, hashPartition, partitionerOf } from '../ts/heron/partition.js';
 import { bankApp } from '../ts/apps/bank.js';
 import { decodeShipment, encodeShipment, UpdateLog } from '../ts/heron/transfer.js';
@@ -182,6 +184,53 @@ describe('porcupine checker', () => {
     expect(bad.status).toBe(1);
     expect(bad.out).toContain('VIOLATION: 2 operations are not linearizable');
   });
+});
+
+describe('cluster files', () => {
+  it('refuse bad input with errors naming the key', () => {
+    const bad = (text: string) => () => parseHeronConfig(text, 'c.json');
+    expect(bad('{"app": "kv", "partitions": 2')).toThrow(/^c\.json: not JSON \(/);
+    expect(bad('[1]')).toThrow('c.json: expected a JSON object');
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "replica": 1, "x": 0}')).toThrow(
+      'c.json: unknown keys "replica", "x" (known: app, partitions, replicas, preExecution, graceMs, transferBytes)',
+    );
+    expect(bad('{"app": "kv", "replicas": 3}')).toThrow('c.json: "partitions" is required');
+    expect(bad('{"app": "kv", "partitions": 0, "replicas": 3}')).toThrow('c.json: "partitions" must be an integer from 1 to 1024, got 0');
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 0}')).toThrow('c.json: "replicas" must be an integer from 1 to 31, got 0');
+    expect(bad('{"app": "kv", "partitions": 1.5, "replicas": 3}')).toThrow('c.json: "partitions" must be an integer from 1 to 1024, got 1.5');
+    expect(bad('{"app": "chess", "partitions": 2, "replicas": 3}')).toThrow('c.json: "app" must be one of bank, kv, got "chess"');
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "preExecution": "yes"}')).toThrow('c.json: "preExecution" must be true or false, got "yes"');
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "graceMs": -1}')).toThrow('c.json: "graceMs" must be an integer from 0 to 60000, got -1');
+    expect(() => readHeronConfig(join(work, 'absent.json'))).toThrow(`${join(work, 'absent.json')}: cannot read the cluster file (ENOENT`);
+    expect(parseHeronConfig('{"app": "bank", "partitions": 4, "replicas": 1}', 'c.json')).toEqual({ app: 'bank', partitions: 4, replicas: 1 });
+  });
+
+  it('start a cluster: in process, and with `remora start heron`; a bad file exits 2', async () => {
+    const file = join(work, 'cluster.json');
+    writeFileSync(file, JSON.stringify({ app: 'kv', partitions: 2, replicas: 1, preExecution: true, graceMs: 1 }));
+    const config = readHeronConfig(file);
+    const cluster = await HeronCluster.start({ dir: join(work, 'from-file'), ...config });
+    try {
+      const put = await cluster.submit(makeTx(kvApp, 'put', { key: 'a', value: 1, nonce: 'f.1' }));
+      const get = await cluster.submit(makeTx(kvApp, 'get', { key: 'a', nonce: 'f.2' }));
+      expect([put.decision, get.decision, get.outcome]).toEqual(['adopted', 'adopted', { status: 'ok', result: 1 }]);
+    } finally {
+      const summaries = await cluster.close();
+      expect(summaries.map((x) => `${x.partition}.${x.replica}`)).toEqual(['0.0', '1.0']);
+    }
+
+    const proc = await RoleProcess.start('start', ['heron', '--config', file, '--dir', join(work, 'cli')], { readyTimeoutMs: 60_000 });
+    expect(proc.readyInfo).toEqual({ app: 'kv', partitions: 2, replicas: 1, preExecution: true });
+    const stopped = await proc.stop(10_000);
+    expect(stopped.code).toBe(0);
+    const result = stopped.result as { replicas: { partition: number }[]; divergences: number; decisionMismatches: number };
+    expect([result.replicas.map((x) => x.partition), result.divergences, result.decisionMismatches]).toEqual([[0, 1], 0, 0]);
+
+    writeFileSync(file, JSON.stringify({ app: 'kv', partitions: 0, replicas: 3 }));
+    const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'ts', 'cli.js'), 'start', 'heron', '--config', file, '--dir', join(work, 'cli')], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(`${file}: "partitions" must be an integer from 1 to 1024, got 0`);
+  }, 120_000);
 });
 
 describe('heron cluster (2 partitions x 3 replicas, kv)', () => {

@@ -43,6 +43,10 @@ const USAGE = `Usage:
   remora start pre-executor --join HOST:PORT --secret-file FILE --app APP --name NAME
                                   the same from any host: the node's --listen address, and a copy of
                                   DIR/cluster.secret
+  remora start heron --config FILE --dir DIR
+                                  a Heron cluster (partitions of replicas) described by a JSON file:
+                                  {"app": "kv", "partitions": 2, "replicas": 3, "preExecution": true}
+                                  (optional: graceMs, transferBytes); see docs/heron.md
   remora demo-oneside [options]   a writer process updates objects; this one reads them one-sidedly
       --seconds N                 how long to read (default 10)
       --rate N                    writer's writes per second (default 20000)

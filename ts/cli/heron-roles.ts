@@ -1,7 +1,33 @@
-// The Heron replica role (started by `HeronCluster`, one process per partition replica).
+// `remora start heron` (a cluster from its file) and the Heron replica role (started by
+// `HeronCluster`, one process per partition replica).
 import { parseArgs } from 'node:util';
+import { HeronCluster } from '../heron/cluster.js';
+import { HeronConfigError, readHeronConfig } from '../heron/config.js';
 import { runReplicaRole } from '../heron/replica-main.js';
-import { intOption, required } from './options.js';
+import { serveRole } from '../process.js';
+import { intOption, required, UsageError } from './options.js';
+
+/** A Heron cluster described by `--config FILE`, in `--dir DIR`, until stdin ends or a signal. */
+export function heronStartCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { config: { type: 'string' }, dir: { type: 'string' } } });
+  const file = required(values.config, 'config');
+  const dir = required(values.dir, 'dir');
+  let config;
+  try {
+    config = readHeronConfig(file);
+  } catch (e) {
+    // A bad file is a usage mistake: its message says what to fix.
+    if (e instanceof HeronConfigError) throw new UsageError(e.message);
+    throw e;
+  }
+  return serveRole(async () => {
+    const cluster = await HeronCluster.start({ dir, ...config });
+    return {
+      info: { app: config.app, partitions: config.partitions, replicas: config.replicas, preExecution: config.preExecution === true },
+      stop: async () => ({ replicas: await cluster.close(), divergences: cluster.divergences.length, decisionMismatches: cluster.decisionMismatches.length }),
+    };
+  });
+}
 
 export function heronReplicaRole(argv: string[]): Promise<number> {
   const { values } = parseArgs({

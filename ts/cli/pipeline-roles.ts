@@ -2,6 +2,7 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { heronStartCommand } from './heron-roles.js';
 import { nativeFunctions } from '../app/natives.js';
 import { loadApp } from '../apps/index.js';
 import { EmbeddedCluster, NODE_SOCKET } from '../cluster.js';
@@ -155,5 +156,6 @@ export function startCommand(argv: string[]): Promise<number> {
   const [what, ...rest] = argv;
   if (what === 'node') return nodeRole(rest);
   if (what === 'pre-executor') return preExecutorRole(rest);
-  throw new UsageError(`start what? expected 'node' or 'pre-executor', got ${what === undefined ? 'nothing' : `'${what}'`}`);
+  if (what === 'heron') return heronStartCommand(rest);
+  throw new UsageError(`start what? expected 'node', 'pre-executor' or 'heron', got ${what === undefined ? 'nothing' : `'${what}'`}`);
 }
