@@ -290,7 +290,7 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       expect(p.ts).toBeLessThan(c.ts);
       expect([c.dest, c.decision]).toEqual([[0, 1], 'reexecuted']);
       expect(history.length).toBe(124);
-      console.log(`multi-partition operations: ${alone.multi + together.multi} of ${history.length}`);
+      console.log(`multi-partition operations: ${alone.multi + together.multi + 2} of ${history.length}`);
       const r = check('pre', { operations: history });
       expect(r.out).toContain('linearizable: 124 operations');
       expect(r.status).toBe(0);
