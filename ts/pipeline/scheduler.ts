@@ -14,7 +14,7 @@ export type Policy = 'round-robin' | 'load' | 'load+affinity' | 'load+affinity+h
 
 export const POLICIES: readonly Policy[] = ['round-robin', 'load', 'load+affinity', 'load+affinity+hot'];
 
-/** The policy `remora bench elastic` shows best: highest adoption at every skew (bench/README.md). */
+/** The policy `remora bench elastic` shows best: highest adoption at every skew (tied at α 0). */
 export const DEFAULT_POLICY: Policy = 'load+affinity+hot';
 
 export interface SchedulerOptions {
