@@ -87,7 +87,11 @@ interface PoolEntry {
   link: PreExecutorLink;
   executed: number;
   queued: DecodedTx[];
-  /** Digests handed to it whose results are still useful (not returned, not yet applied). */
+  /**
+   * Digests handed to it whose results are still useful (not returned, not yet applied): what
+   * a retirement waits for. The scheduler's load counts results not returned, applied or not,
+   * so a member that stops answering keeps looking busy and stops being chosen.
+   */
   owed: Set<string>;
   /** Set while retiring: called once nothing is owed. */
   drained: (() => void)[] | null;
