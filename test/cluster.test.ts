@@ -14,7 +14,7 @@ import { EmbeddedCluster, NODE_SOCKET } from '../ts/cluster.js';
 import type { Reply } from '../ts/pipeline/node.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import { RoleProcess } from '../ts/process.js';
-import { loadOrCreateSecret } from '../ts/secret.js';
+import { loadClientSecret } from '../ts/secret.js';
 import { connect } from '../ts/wire.js';
 import { kvWorkload } from '../ts/workload.js';
 import { tempCluster } from './helpers.js';
@@ -59,7 +59,7 @@ describe('embedded cluster processes', () => {
   it('rejects bad input with clear errors, applies nothing, and keeps serving', async () => {
     const node = await startNode(cluster.dir);
     children.push(node);
-    const secret = loadOrCreateSecret(cluster.dir);
+    const secret = loadClientSecret(cluster.dir);
     const path = join(cluster.dir, NODE_SOCKET);
     await expect(connect({ path, secret: randomBytes(32), role: 'client' })).rejects.toThrow(/handshake .* failed/);
     const client = await RemoraClient.connect({ path, secret });
@@ -95,7 +95,7 @@ describe('embedded cluster processes', () => {
     // A third pre-executor joins the running node; it is killed mid-run, before the node is.
     const joiner = await RoleProcess.start('start', ['pre-executor', '--join', cluster.dir, '--app', 'kv', '--name', 'joiner']);
     children.push(joiner);
-    const secret = loadOrCreateSecret(cluster.dir);
+    const secret = loadClientSecret(cluster.dir);
     let client = await RemoraClient.connect({ path, secret });
     // Kill the node once a third of the replies are in, with many transactions in flight.
     const before = await submitAll(client, txs, 128, (n) => {
@@ -159,7 +159,7 @@ describe('embedded cluster processes', () => {
         onScale();
       });
     try {
-      const client = await RemoraClient.connect({ path: join(cluster.dir, NODE_SOCKET), secret: loadOrCreateSecret(cluster.dir) });
+      const client = await RemoraClient.connect({ path: join(cluster.dir, NODE_SOCKET), secret: loadClientSecret(cluster.dir) });
       const wrote = client.submitOptimistic(makeTx(kvApp, 'put', { key: 'a', value: 'one' }));
       expect(await wrote.optimistic).toEqual({ outcome: { status: 'ok', result: null }, from: 'pre-1' });
       expect((await wrote.final).optimistic).toBe('confirmed');

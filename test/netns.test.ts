@@ -14,7 +14,7 @@ import { executeSequentially } from '../ts/app/reference.js';
 import { loadApp } from '../ts/apps/index.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import { RoleProcess } from '../ts/process.js';
-import { SECRET_FILE } from '../ts/secret.js';
+import { CLIENT_SECRET_FILE, SECRET_FILE } from '../ts/secret.js';
 import { parseHostPort } from '../ts/transport.js';
 import { NetnsPair, netnsUnavailable } from '../bench/netns.js';
 import { tempCluster } from './helpers.js';
@@ -106,7 +106,7 @@ describe('a cluster across hosts over tcp', () => {
     );
     children.push(pre);
 
-    const summary = await runClient(peerPrefix, address, secretFile, seed);
+    const summary = await runClient(peerPrefix, address, join(cluster.dir, CLIENT_SECRET_FILE), seed);
     expect(summary.errors).toEqual([]);
     expect(summary.notOk).toEqual([]);
     expect(summary.ok).toBe(TXS);

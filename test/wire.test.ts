@@ -104,10 +104,17 @@ describe('wire', () => {
   });
 
   /** A server that echoes every message back as { role, msg }. */
-  async function echoServer(opts: { path?: string; port?: number; maxFrameBytes?: number; handshakeTimeoutMs?: number }) {
+  async function echoServer(opts: {
+    path?: string;
+    port?: number;
+    maxFrameBytes?: number;
+    handshakeTimeoutMs?: number;
+    maxConnections?: number;
+    maxUnauthenticated?: number;
+  }) {
     const server = await listen({
       ...opts,
-      secret: cluster.secret,
+      secretFor: () => cluster.secret,
       log: sink.log,
       onConnection: (c) => c.onMessage((msg) => c.send({ role: c.role, msg })),
     });
@@ -145,9 +152,9 @@ describe('wire', () => {
   it('rejects a client with the wrong secret, logs it, and still serves a correct client', async () => {
     await echoServer({ path: sockPath() });
     await expect(client({ path: sockPath(), secret: randomBytes(32) })).rejects.toThrow(
-      `handshake with ${sockPath()} failed: peer does not hold the cluster secret`,
+      `handshake with ${sockPath()} failed: the server does not share this credential for role "tester" (wrong secret file for this role?)`,
     );
-    expect(await sink.waitFor(/handshake/)).toMatch(/handshake with .* failed: peer does not hold the cluster secret/);
+    expect(await sink.waitFor(/handshake/)).toMatch(/handshake with .* failed: peer does not hold the credential of role "tester"/);
     const c = await client({ path: sockPath() });
     const next = inbox(c);
     c.send('after');
@@ -159,6 +166,30 @@ describe('wire', () => {
     const raw = net.createConnection({ path: sockPath() });
     await socketClosed(raw);
     expect(await sink.waitFor(/handshake/)).toMatch(/failed: timed out after 200 ms/);
+  });
+
+  it('drops the oldest of too many peers in handshake for a newcomer, and refuses past the connection cap', async () => {
+    await echoServer({ path: sockPath(), maxConnections: 6, maxUnauthenticated: 3 });
+    // Squatters: connected, silent, holding every handshake slot.
+    const squatters = [0, 1, 2].map(() => net.createConnection({ path: sockPath() }));
+    await Promise.all(squatters.map((s) => new Promise((resolve) => s.once('connect', resolve))));
+    const first = squatters[0];
+    if (!first) throw new Error('three squatters');
+    const evicted = socketClosed(first);
+    const honest = await client({ path: sockPath() });
+    await evicted;
+    expect(await sink.waitFor(/dropped/)).toMatch(/handshake with .* failed: dropped for a newer connection: over 3 in handshake/);
+    // Fill the listener: two squatters remain, so three more authenticated make six.
+    await client({ path: sockPath() });
+    await client({ path: sockPath() });
+    await client({ path: sockPath() });
+    const over = net.createConnection({ path: sockPath() });
+    await socketClosed(over);
+    expect(await sink.waitFor(/refusing/)).toMatch(/refusing .*: 6 connections open \(cap 6\)/);
+    const next = inbox(honest);
+    honest.send('still served');
+    expect(await next()).toEqual({ role: 'tester', msg: 'still served' });
+    for (const s of squatters) s.destroy();
   });
 
   it('closes connections that send garbage and keeps serving the others', async () => {
@@ -214,7 +245,7 @@ describe('wire', () => {
   it('throws on send after close, and tells both ends', async () => {
     let onAccept: (c: Conn) => void = () => undefined;
     const accepted = new Promise<Conn>((resolve) => (onAccept = resolve));
-    servers.push(await listen({ path: sockPath(), secret: cluster.secret, log: sink.log, onConnection: (c) => onAccept(c) }));
+    servers.push(await listen({ path: sockPath(), secretFor: () => cluster.secret, log: sink.log, onConnection: (c) => onAccept(c) }));
     const c = await client({ path: sockPath() });
     const serverSide = await accepted;
     const serverClosed = closed(serverSide);

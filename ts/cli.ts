@@ -9,6 +9,7 @@ import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
 import { runTransports } from '../bench/transports.js';
 import { demoOneside } from './cli/demo-oneside.js';
+import { report } from './cli/errors.js';
 import { heronReplicaRole } from './cli/heron-roles.js';
 import { intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
@@ -75,6 +76,8 @@ const USAGE = `Usage:
       --quick                     short run
       --out FILE                  JSON results (default bench/results/heron.json; plots next to it)
   remora help                     this text
+
+Exit status: 0 done; 2 a mistake to fix, told in one line on stderr; 1 a failure, with its stack.
 `;
 
 async function pipelineDemo(argv: string[]): Promise<number> {
@@ -198,14 +201,10 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (e: unknown) => {
-    // parseArgs reports unknown or malformed options with these codes: usage errors too.
-    const code = (e as { code?: unknown }).code;
-    if (e instanceof UsageError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
-      process.stderr.write(`remora: ${(e as Error).message}\n\n${USAGE}`);
-      process.exitCode = 2;
-    } else {
-      process.stderr.write(`remora: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exitCode = 1;
-    }
+    const { exitCode, text } = report(e);
+    process.stderr.write(text);
+    // Explicitly: a role that failed keeps stdin open and may leave a native worker running,
+    // and a parent waits for the exit to learn why (stderr to a pipe is written synchronously).
+    process.exit(exitCode);
   },
 );

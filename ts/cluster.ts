@@ -9,7 +9,7 @@ import { Autoscaler, type AutoscaleOptions, type ScaleDecision } from './pipelin
 import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
 import { DEFAULT_POLICY, type Policy } from './pipeline/scheduler.js';
 import { EmbeddedSequencer } from './pipeline/sequencer.js';
-import { serveNode, type NodeServer } from './pipeline/server.js';
+import { serveNode, type ClientLimits, type NodeServer, type ServeStats } from './pipeline/server.js';
 import type { PushOptions, StateUpdate } from './pipeline/state-update.js';
 import { NativePrimaryStore } from './pipeline/store-adapter.js';
 import { RoleProcess } from './process.js';
@@ -50,6 +50,8 @@ export interface ClusterOptions {
   listen?: string;
   /** Serve Prometheus metrics of the node on this port of 127.0.0.1 (0: any free one); none if undefined. */
   metricsPort?: number;
+  /** Per-client limits on requests in flight and unread replies (defaults: `CLIENT_LIMITS`). */
+  clientLimits?: Partial<ClientLimits>;
   log?: (m: string) => void;
 }
 
@@ -79,6 +81,11 @@ export class EmbeddedCluster {
   /** The node's TCP endpoint (`host:port`), or null when `listen` was not given. */
   get address(): string | null {
     return this.server.tcpAddress;
+  }
+
+  /** What the listeners did with clients: requests read, pauses, clients cut off. */
+  get serving(): ServeStats {
+    return this.server.stats;
   }
 
   /** Where the primary's store is served for `tcp` or `verbs` pulls, else null. */
@@ -139,6 +146,7 @@ export class EmbeddedCluster {
       secret,
       store: store.store.name,
       storeTransport: { transport, address: storeAddress },
+      ...(opts.clientLimits && { clientLimits: opts.clientLimits }),
       ...(opts.log ? { log: opts.log } : {}),
       onPool: (event, name) => {
         if (event === 'join') cluster?.joined(name);

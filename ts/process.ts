@@ -5,6 +5,10 @@
 // request to stop: it then prints `result <json>` and exits. Using stdin rather than only
 // signals means a parent that dies in any way (even SIGKILL) still ends its children, because
 // the kernel closes the pipe. Readiness and exit are events, never guessed with sleeps.
+//
+// A child that cannot start for a reason its user must fix (an option, a file, a port in use)
+// prints one line `remora: <why>` on stderr and exits with USER_ERROR_EXIT, as the CLI does
+// for a person: its parent then rejects with that line as the reason, not the child's stack.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +18,9 @@ import { fileURLToPath } from 'node:url';
 const CLI = fileURLToPath(
   import.meta.url.endsWith('.ts') ? new URL('../dist/ts/cli.js', import.meta.url) : new URL('./cli.js', import.meta.url),
 );
+
+/** The exit code of a process that failed for something its user must fix; 1 is a bug's. */
+export const USER_ERROR_EXIT = 2;
 
 /** Keep this much of a child's stderr: enough to explain a failure, bounded for chatty ones. */
 const STDERR_TAIL = 16 * 1024;
@@ -83,6 +90,28 @@ function describeExit(e: Exit): string {
   return e.signal === null ? `exit code ${String(e.code)}` : `signal ${e.signal}`;
 }
 
+/** A role child that did not become ready. */
+export class RoleStartError extends Error {
+  constructor(
+    message: string,
+    readonly role: string,
+    /** The child's one-line complaint when it exited with USER_ERROR_EXIT, else null. */
+    readonly reason: string | null,
+  ) {
+    super(message);
+  }
+}
+
+/** The last `remora: <why>` line of a child's stderr: what the user must fix. */
+function userErrorLine(stderr: string): string | null {
+  const lines = stderr.split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const m = /^remora: (.+)$/.exec(lines[i]?.trim() ?? '');
+    if (m?.[1] !== undefined) return m[1];
+  }
+  return null;
+}
+
 /** A child Node process running one CLI role (`node cli.js <role> ...args`). */
 export class RoleProcess {
   /** stdout lines after `ready`. */
@@ -121,7 +150,10 @@ export class RoleProcess {
     });
   }
 
-  /** Starts `role` and resolves once it printed `ready`; rejects (child killed) otherwise. */
+  /**
+   * Starts `role` and resolves once it printed `ready`; rejects (child killed) otherwise, with
+   * a RoleStartError.
+   */
   static async start(role: string, args: readonly string[], opts: StartOptions = {}): Promise<RoleProcess> {
     hookProcessExit();
     const [command = process.execPath, ...rest] = [...(opts.prefix ?? []), process.execPath];
@@ -154,10 +186,10 @@ export class RoleProcess {
   private waitReady(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
       let ready = false;
-      const fail = (why: string) => {
+      const fail = (why: string, reason: string | null = null) => {
         clearTimeout(timer);
         const err = this.stderrTail.trim();
-        reject(new Error(`${this.role} child ${why}${err ? `; its stderr:\n${err}` : ' (no stderr)'}`));
+        reject(new RoleStartError(`${this.role} child ${why}${err ? `; its stderr:\n${err}` : ' (no stderr)'}`, this.role, reason));
       };
       const timer = setTimeout(() => fail(`did not print 'ready' within ${timeoutMs} ms`), timeoutMs);
       createInterface({ input: this.child.stdout }).on('line', (line) => {
@@ -169,14 +201,16 @@ export class RoleProcess {
             if (m[1] !== undefined) this.readyInfo = JSON.parse(m[1]) as unknown;
             resolve();
           } catch (e) {
-            reject(new Error(`${this.role} child printed a malformed ready line: ${e instanceof Error ? e.message : String(e)}`));
+            const why = `${this.role} child printed a malformed ready line: ${e instanceof Error ? e.message : String(e)}`;
+            reject(new RoleStartError(why, this.role, null));
           }
         } else if (ready) {
           this.lines.push(line);
         }
       });
       void this.exited.then((e) => {
-        if (!ready) fail(`exited (${describeExit(e)}) before it was ready`);
+        const reason = e.code === USER_ERROR_EXIT ? userErrorLine(this.stderrTail) : null;
+        if (!ready) fail(`exited (${describeExit(e)}) before it was ready`, reason);
       });
     });
   }
@@ -237,9 +271,12 @@ export interface Role {
 
 /**
  * Runs this process as a role child: `start`, print `ready`, serve until stdin ends (or
- * SIGTERM/SIGINT), print `result <json>` and exit. Exits non-zero with the error on stderr if
- * the role fails. Exits explicitly because a native worker (e.g. the stress writer) may still
- * be running and has no other way to be stopped.
+ * SIGTERM/SIGINT), print `result <json>` and exit. Exits explicitly because a native worker
+ * (e.g. the stress writer) may still be running and has no other way to be stopped.
+ *
+ * If the role fails, the returned promise rejects and the caller must report the error and
+ * exit explicitly too: only the caller (the CLI) knows whether it is the user's to fix, and so
+ * whether it deserves one line and USER_ERROR_EXIT or a stack trace.
  */
 export async function serveRole(start: () => Promise<Role> | Role): Promise<never> {
   const stopRequested = new Promise<void>((resolve) => {
@@ -249,16 +286,11 @@ export async function serveRole(start: () => Promise<Role> | Role): Promise<neve
     process.once('SIGTERM', () => resolve());
     process.once('SIGINT', () => resolve());
   });
-  try {
-    const role = await start();
-    process.stdout.write(role.info === undefined ? 'ready\n' : `ready ${JSON.stringify(role.info)}\n`);
-    await Promise.race([stopRequested, role.failed ?? stopRequested]);
-    const result = await role.stop();
-    // Pipes to the parent are written synchronously on Linux, so exiting right after is safe.
-    process.stdout.write(`result ${JSON.stringify(result)}\n`);
-    process.exit(0);
-  } catch (e) {
-    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exit(1);
-  }
+  const role = await start();
+  process.stdout.write(role.info === undefined ? 'ready\n' : `ready ${JSON.stringify(role.info)}\n`);
+  await Promise.race([stopRequested, role.failed ?? stopRequested]);
+  const result = await role.stop();
+  // Pipes to the parent are written synchronously on Linux, so exiting right after is safe.
+  process.stdout.write(`result ${JSON.stringify(result)}\n`);
+  process.exit(0);
 }

@@ -1,5 +1,7 @@
-// The message layer between cluster members: length-prefixed msgpack frames over Unix sockets or
-// TCP, opened by a mutual HMAC-SHA256 challenge–response on the cluster secret.
+// The message layer between cluster members and clients: length-prefixed msgpack frames over
+// Unix sockets or TCP, opened by a mutual HMAC-SHA256 challenge–response on the credential of the
+// role the connecting side announces (docs/security.md: members and clients hold different ones,
+// so a client credential cannot open a member's role).
 //
 // Handshake (every frame a msgpack map; nonces are 32 random bytes, MACs HMAC-SHA256(secret, …)):
 //   client → server  { t: 'hello', proto: 'remora-wire/1', role, nonce: nonceC }
@@ -7,7 +9,9 @@
 //   client → server  { t: 'auth', mac: MAC("remora-client" ‖ nonceC ‖ nonceS ‖ role) }
 //   server → client  { t: 'ok' }
 // The client sends its MAC before checking the server's, so either side holding the wrong secret
-// is seen (and logged) by the other. Until the handshake ends, frames are limited to 1 KiB.
+// is seen (and logged) by the other. Until the handshake ends, frames are limited to 1 KiB, and
+// the whole handshake has one deadline; a listener caps its connections and, lower, those still
+// in their handshake, so idle or trickling peers cannot crowd out the others.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
@@ -27,6 +31,15 @@ export interface Conn {
   onClose(handler: (err?: Error) => void): void;
   /** Flushes what was sent, then closes; later `send`s throw. */
   close(): void;
+  /** Ends the connection at once, reporting `reason` to the close handlers. */
+  fail(reason: Error): void;
+  /** Bytes queued for the peer and not yet taken by it. */
+  readonly buffered: number;
+  /** Stops reading the peer's messages (its sends then back up into its own socket). */
+  pause(): void;
+  resume(): void;
+  /** Called each time the outgoing queue empties after `send` returned false. */
+  onDrain(handler: () => void): void;
 }
 
 export interface Server {
@@ -40,8 +53,6 @@ export interface WireOptions {
   path?: string;
   host?: string;
   port?: number;
-  /** The cluster secret, at least 16 bytes. */
-  secret: Buffer;
   /** Largest frame body accepted or sent (default 4 MiB). */
   maxFrameBytes?: number;
   /** Default 5000. */
@@ -52,10 +63,21 @@ export interface WireOptions {
 
 export interface ListenOptions extends WireOptions {
   onConnection: (conn: Conn) => void;
+  /**
+   * The credential a peer announcing `role` must hold, or undefined to refuse the role. Roles
+   * with different credentials are what keeps one kind of peer from acting as another.
+   */
+  secretFor: (role: string) => Buffer | undefined;
+  /** Connections open at once, past which new ones are closed unanswered (default 1024). */
+  maxConnections?: number;
+  /** Of those, connections still in their handshake (default 64). */
+  maxUnauthenticated?: number;
 }
 
 export interface ConnectOptions extends WireOptions {
   role: string;
+  /** The credential of `role`, at least 16 bytes. */
+  secret: Buffer;
 }
 
 const PROTO = 'remora-wire/1';
@@ -71,8 +93,12 @@ interface Settings {
   log: (msg: string) => void;
 }
 
+function checkSecret(secret: unknown): Buffer {
+  if (!Buffer.isBuffer(secret) || secret.length < 16) throw new Error('wire: a credential must be a Buffer of at least 16 bytes');
+  return secret;
+}
+
 function settings(o: WireOptions): Settings {
-  if (!Buffer.isBuffer(o.secret) || o.secret.length < 16) throw new Error('wire: the secret must be a Buffer of at least 16 bytes');
   const maxFrameBytes = o.maxFrameBytes ?? 4 * 1024 * 1024;
   if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < HANDSHAKE_FRAME_BYTES || maxFrameBytes > 0xffffffff) {
     throw new Error(`wire: maxFrameBytes must be an integer in [${HANDSHAKE_FRAME_BYTES}, 2^32 - 1]`);
@@ -107,6 +133,8 @@ const isRole = (v: unknown): v is string =>
 class Channel implements Conn {
   role = '';
   established = false;
+  private paused = false;
+  private readonly drainHandlers: (() => void)[] = [];
   // Undelivered messages stay as bytes here; the socket is paused while nobody takes them.
   private readonly decoder = new FrameDecoder(HANDSHAKE_FRAME_BYTES);
   private readonly handlers: ((msg: unknown) => void)[] = [];
@@ -129,6 +157,9 @@ class Channel implements Conn {
       this.pump();
     });
     socket.on('end', () => (this.peerEnded = true));
+    socket.on('drain', () => {
+      for (const handler of this.drainHandlers) handler();
+    });
     socket.on('error', (err) => (this.failure ??= err));
     socket.on('close', () => this.onSocketClose());
   }
@@ -150,6 +181,25 @@ class Channel implements Conn {
   onClose(handler: (err?: Error) => void): void {
     if (this.closed) queueMicrotask(() => handler(this.failure));
     else this.closeHandlers.push(handler);
+  }
+
+  get buffered(): number {
+    return this.socket.writableLength;
+  }
+
+  pause(): void {
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.pump();
+  }
+
+  onDrain(handler: () => void): void {
+    this.drainHandlers.push(handler);
   }
 
   close(): void {
@@ -187,7 +237,7 @@ class Channel implements Conn {
   /** Decodes and hands on buffered frames while someone takes them. */
   private pump(): void {
     while (!this.ending) {
-      if (this.waiter === undefined && !(this.established && this.handlers.length > 0)) {
+      if (this.waiter === undefined && !(this.established && this.handlers.length > 0 && !this.paused)) {
         this.socket.pause();
         return;
       }
@@ -244,18 +294,20 @@ async function within<T>(ms: number, work: Promise<T>): Promise<T> {
   }
 }
 
-async function serverHandshake(ch: Channel, secret: Buffer): Promise<void> {
+async function serverHandshake(ch: Channel, secretFor: (role: string) => Buffer | undefined): Promise<void> {
   const hello = await ch.read();
   if (!isRecord(hello) || hello.t !== 'hello') throw new Error('the first message is not a hello');
-  if (hello.proto !== PROTO) throw new Error(`unsupported protocol ${JSON.stringify(hello.proto)}`);
+  if (hello.proto !== PROTO) throw new Error(`unsupported protocol ${typeof hello.proto === 'string' ? JSON.stringify(hello.proto.slice(0, 64)) : typeof hello.proto}`);
   const { role, nonce: nonceC } = hello;
   if (!isRole(role) || !isBytes(nonceC, NONCE_BYTES)) throw new Error('malformed hello');
+  const secret = secretFor(role);
+  if (secret === undefined) throw new Error(`role ${JSON.stringify(role.slice(0, 64))} is not accepted here`);
   const nonceS = randomBytes(NONCE_BYTES);
   ch.send({ t: 'challenge', nonce: nonceS, mac: mac(secret, 'remora-server', nonceC, nonceS, role) });
   const auth = await ch.read();
   if (!isRecord(auth) || auth.t !== 'auth' || !isBytes(auth.mac, 32)) throw new Error('expected an auth message');
   if (!timingSafeEqual(auth.mac, mac(secret, 'remora-client', nonceC, nonceS, role))) {
-    throw new Error('peer does not hold the cluster secret');
+    throw new Error(`peer does not hold the credential of role ${JSON.stringify(role)}`);
   }
   ch.establish(role);
   ch.send({ t: 'ok' });
@@ -270,7 +322,7 @@ async function clientHandshake(ch: Channel, secret: Buffer, role: string): Promi
   if (!isBytes(nonceS, NONCE_BYTES) || !isBytes(macS, 32)) throw new Error('malformed challenge');
   ch.send({ t: 'auth', mac: mac(secret, 'remora-client', nonceC, nonceS, role) });
   if (!timingSafeEqual(macS, mac(secret, 'remora-server', nonceC, nonceS, role))) {
-    throw new Error('peer does not hold the cluster secret');
+    throw new Error(`the server does not share this credential for role ${JSON.stringify(role)} (wrong secret file for this role?)`);
   }
   const ok = await ch.read();
   if (!isRecord(ok) || ok.t !== 'ok') throw new Error('server did not accept the handshake');
@@ -300,17 +352,46 @@ async function clearStaleSocket(path: string): Promise<void> {
 export async function listen(opts: ListenOptions): Promise<Server> {
   const o = settings(opts);
   const where = endpoint(opts);
+  const maxConnections = opts.maxConnections ?? 1024;
+  const maxUnauthenticated = Math.min(opts.maxUnauthenticated ?? 64, maxConnections);
   const channels = new Set<Channel>();
+  // In handshake, oldest first. At the cap the oldest is dropped for the newcomer: an honest
+  // handshake takes a round trip, so slow peers cannot hold every slot for the whole deadline.
+  const handshaking = new Set<Channel>();
+  let refused = 0;
   let stopping = false;
   let seq = 0;
   let address = 'path' in where ? where.path : '';
+  const secretFor = (role: string): Buffer | undefined => {
+    const s = opts.secretFor(role);
+    return s === undefined ? undefined : checkSecret(s);
+  };
   const server = net.createServer((socket) => {
     const peer = socket.remoteAddress ? hostPort(socket.remoteAddress, socket.remotePort) : `${address}#${++seq}`;
+    if (handshaking.size >= maxUnauthenticated) {
+      const [oldest] = handshaking;
+      if (oldest) {
+        handshaking.delete(oldest);
+        oldest.fail(new Error(`dropped for a newer connection: over ${maxUnauthenticated} in handshake`));
+      }
+    }
+    if (channels.size >= maxConnections) {
+      // Said once per burst, not per connection: the log must not become the flood.
+      if (refused++ % 1000 === 0) o.log(`remora wire: ${address}: refusing ${peer}: ${channels.size} connections open (cap ${maxConnections})`);
+      socket.destroy();
+      return;
+    }
     const ch = new Channel(socket, peer, o);
     channels.add(ch);
-    ch.onClose(() => channels.delete(ch));
-    within(o.handshakeTimeoutMs, serverHandshake(ch, opts.secret)).then(
+    handshaking.add(ch);
+    const settled = () => handshaking.delete(ch);
+    ch.onClose(() => {
+      channels.delete(ch);
+      settled();
+    });
+    within(o.handshakeTimeoutMs, serverHandshake(ch, secretFor)).then(
       () => {
+        settled();
         try {
           opts.onConnection(ch);
         } catch (e) {
@@ -318,6 +399,7 @@ export async function listen(opts: ListenOptions): Promise<Server> {
         }
       },
       (e: unknown) => {
+        settled();
         if (!stopping) o.log(`remora wire: handshake with ${peer} failed: ${describe(e)}`);
         ch.fail(e instanceof Error ? e : new Error(String(e)));
       },
@@ -360,6 +442,7 @@ export async function listen(opts: ListenOptions): Promise<Server> {
 
 export async function connect(opts: ConnectOptions): Promise<Conn> {
   const o = settings(opts);
+  const secret = checkSecret(opts.secret);
   const where = endpoint(opts);
   if (!isRole(opts.role)) throw new Error(`wire: role must be a non-empty string of at most ${MAX_ROLE_BYTES} bytes`);
   const peer = 'path' in where ? where.path : hostPort(where.host, where.port);
@@ -368,7 +451,7 @@ export async function connect(opts: ConnectOptions): Promise<Conn> {
   socket.once('connect', () => (connected = true));
   const ch = new Channel(socket, peer, o);
   try {
-    await within(o.handshakeTimeoutMs, clientHandshake(ch, opts.secret, opts.role));
+    await within(o.handshakeTimeoutMs, clientHandshake(ch, secret, opts.role));
   } catch (e) {
     const reason = describe(e);
     if (!connected && socket.destroyed) throw new Error(`wire: cannot connect to ${peer}: ${reason}`);

@@ -56,10 +56,9 @@ export function makeTx<A extends App, K extends CommandName<A>>(
   signers: readonly { publicKey: Uint8Array; privateKey: KeyObject }[] = [],
 ): Transaction {
   const body = encodeBody(command, args, app.objects(command, args));
-  const auth: Authenticator[] = signers.map((s) => ({
-    scheme: 'ed25519',
-    publicKey: s.publicKey,
-    signature: sign(null, body, s.privateKey),
-  }));
+  // Sorted by key: admission accepts one order only (tx.ts).
+  const auth: Authenticator[] = signers
+    .map((s): Authenticator => ({ scheme: 'ed25519', publicKey: s.publicKey, signature: sign(null, body, s.privateKey) }))
+    .sort((a, b) => Buffer.compare(a.publicKey, b.publicKey));
   return { body, auth };
 }

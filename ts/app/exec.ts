@@ -5,6 +5,7 @@
 // hints (a pre-executor's table) that let the primary skip work it can trust.
 import type { App, Ctx } from './app.js';
 import { decode, encode, type Data } from './codec.js';
+import { NondeterminismError, runCommand } from './guard.js';
 import type { DecodedTx } from './tx.js';
 
 /** An object as a state holds it. Version 0 and no value: never written. */
@@ -105,6 +106,7 @@ export function execute(
   const speculative: [string, Uint8Array | null][] = [];
   const writes = new Map<string, Uint8Array | null>();
   const auth: (boolean | null)[] = tx.auth.map(() => null);
+  const asked: boolean[] = tx.auth.map(() => false);
   const precompiles: [string, Uint8Array][] = [];
 
   const fetch = (id: string): Versioned => {
@@ -155,6 +157,7 @@ export function execute(
       let ok = false;
       tx.auth.forEach((a, i) => {
         if (ok || !Buffer.from(a.publicKey).equals(Buffer.from(publicKey))) return;
+        asked[i] = true;
         let r = auth[i] ?? null;
         if (r === null) {
           const h = hints.auth?.[i];
@@ -193,10 +196,13 @@ export function execute(
     outcome = { status: 'aborted', reason: `unknown command ${JSON.stringify(tx.command)} for app ${app.name}` };
   } else {
     try {
-      const result = ((command as (ctx: Ctx, args: unknown) => unknown)(ctx, tx.args) ?? null) as Data;
+      const run = command as (ctx: Ctx, args: unknown) => unknown;
+      const result = (runCommand(tx.command, () => run(ctx, tx.args)) ?? null) as Data;
       encode(result); // a result that cannot travel is the command's error, found here
-      outcome = { status: 'ok', result };
+      outcome = unusedAuthenticator(tx, asked, auth) ?? { status: 'ok', result };
     } catch (e) {
+      // A command that reached for a clock or I/O is a bug in the app, not an outcome.
+      if (e instanceof NondeterminismError) throw e;
       // Errors thrown by command code are deterministic too (same inputs, same code), so they
       // are outcomes like any abort, not failures of the engine.
       const reason = e instanceof Abort ? e.reason : `command failed: ${e instanceof Error ? e.message : String(e)}`;
@@ -213,6 +219,20 @@ export function execute(
     outcome,
   };
   return { table, counts };
+}
+
+/**
+ * A transaction commits only if every authenticator it carries was asked for by the command and
+ * verified (docs/security.md): otherwise a third party could add its own signature, or a junk
+ * one, to someone's signed transaction and have it run again under a new digest.
+ */
+function unusedAuthenticator(tx: DecodedTx, asked: readonly boolean[], auth: readonly (boolean | null)[]): Outcome | undefined {
+  for (let i = 0; i < tx.auth.length; i++) {
+    const key = Buffer.from(tx.auth[i]?.publicKey ?? []).toString('hex').slice(0, 16);
+    if (!asked[i]) return { status: 'aborted', reason: `authenticator ${i} (key ${key}…) was not asked for by ${tx.command}` };
+    if (auth[i] !== true) return { status: 'aborted', reason: `authenticator ${i} (key ${key}…) does not verify` };
+  }
+  return undefined;
 }
 
 function checkObjectId(id: unknown): void {

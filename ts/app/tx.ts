@@ -1,8 +1,15 @@
-// Transactions: a canonical body (what is signed and digested) plus authenticators.
+// Transactions: a canonical body (what is signed) plus authenticators.
 //
 // The body is encoded once, by the client, and travels as bytes; every member decodes it but
-// never re-encodes it, so a digest or signature can never depend on a re-encoding. Admission
-// rejects bodies that are not in canonical form, so one transaction has exactly one digest.
+// never re-encodes it, so a signature can never depend on a re-encoding. Admission rejects
+// bodies that are not in canonical form and authenticators out of order, so one transaction
+// has exactly one digest.
+//
+// The digest covers the body *and* the authenticators (docs/security.md, "Transaction
+// identity"): a copy of someone's body with a forged or missing signature is another
+// transaction, so it can never take the digest of the real one and have it answered as a
+// duplicate. Together with execution's rule that every authenticator must verify and be asked
+// for by the command (exec.ts), a third party can resubmit a signed transaction only as itself.
 import { createHash } from 'node:crypto';
 import { decode, encode, type Data } from './codec.js';
 
@@ -56,9 +63,21 @@ export function encodeBody(command: string, args: Data, objects: readonly string
   return encode([TX_TAG, command, args, [...objects]]);
 }
 
-/** Hex SHA-256 of the body: the transaction's identity for dedup and for matching results. */
-export function txDigest(body: Uint8Array): string {
-  return createHash('sha256').update(body).digest('hex');
+const DIGEST_TAG = 'remora.txid.v1';
+
+/**
+ * Hex SHA-256 of the body and the authenticators: the transaction's identity for dedup and for
+ * matching results. Fixed-size fields after the length-prefixed body, so no two different
+ * (body, authenticators) pairs hash the same input.
+ */
+export function txDigest(body: Uint8Array, auth: readonly Authenticator[]): string {
+  const h = createHash('sha256').update(DIGEST_TAG);
+  const n = Buffer.alloc(8);
+  n.writeUInt32BE(body.length, 0);
+  n.writeUInt32BE(auth.length, 4);
+  h.update(n).update(body);
+  for (const a of auth) h.update(a.publicKey).update(a.signature);
+  return h.digest('hex');
 }
 
 const isBytes = (v: unknown, len: number): v is Uint8Array => v instanceof Uint8Array && v.length === len;
@@ -80,11 +99,20 @@ export function decodeTx(tx: unknown): DecodedTx {
   }
   const checkedAuth = auth.map((a: unknown, i): Authenticator => {
     const { scheme, publicKey, signature } = (a ?? {}) as Record<string, unknown>;
-    if (scheme !== 'ed25519') throw new TxError(`authenticator ${i}: unknown scheme ${String(scheme)}`);
+    if (scheme !== 'ed25519') throw new TxError(`authenticator ${i}: unknown scheme ${describeScheme(scheme)}`);
     if (!isBytes(publicKey, 32)) throw new TxError(`authenticator ${i}: public key must be 32 bytes`);
     if (!isBytes(signature, 64)) throw new TxError(`authenticator ${i}: signature must be 64 bytes`);
     return { scheme, publicKey, signature };
   });
+  // One encoding per set of signatures: otherwise a reordering would be a new digest that a
+  // third party could submit to run a signed transaction twice.
+  for (let i = 1; i < checkedAuth.length; i++) {
+    const prev = checkedAuth[i - 1];
+    const cur = checkedAuth[i];
+    if (prev && cur && Buffer.compare(prev.publicKey, cur.publicKey) >= 0) {
+      throw new TxError('authenticators must be sorted by public key, each key at most once');
+    }
+  }
   let decoded: unknown;
   try {
     decoded = decode(body);
@@ -109,11 +137,17 @@ export function decodeTx(tx: unknown): DecodedTx {
     throw new TxError(`transaction body holds data that cannot be re-encoded: ${e instanceof Error ? e.message : String(e)}`);
   }
   if (!canonical.equals(body)) throw new TxError('transaction body is not in canonical form (sorted map keys, minimal encoding)');
-  return { command, args, objects: objects as string[], digest: txDigest(body), body, auth: checkedAuth };
+  return { command, args, objects: objects as string[], digest: txDigest(body, checkedAuth), body, auth: checkedAuth };
 }
 
 export function checkId(id: unknown): asserts id is string {
   if (typeof id !== 'string' || id.length === 0) throw new TxError('object id must be a non-empty string');
   const n = Buffer.byteLength(id, 'utf8');
   if (n > LIMITS.idBytes) throw new TxError(`object id ${JSON.stringify(id.slice(0, 32))}… is ${n} bytes, over ${LIMITS.idBytes}`);
+}
+
+/** A scheme as an attacker may send it (any msgpack value), named without calling its methods. */
+function describeScheme(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.slice(0, 32));
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : typeof v;
 }

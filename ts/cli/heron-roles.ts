@@ -5,7 +5,7 @@ import { HeronCluster } from '../heron/cluster.js';
 import { HeronConfigError, readHeronConfig } from '../heron/config.js';
 import { runReplicaRole } from '../heron/replica-main.js';
 import { serveRole } from '../process.js';
-import { intOption, required, UsageError } from './options.js';
+import { appOption, ConfigError, intOption, required } from './options.js';
 
 /** A Heron cluster described by `--config FILE`, in `--dir DIR`, until stdin ends or a signal. */
 export function heronStartCommand(argv: string[]): Promise<number> {
@@ -16,18 +16,19 @@ export function heronStartCommand(argv: string[]): Promise<number> {
   try {
     config = readHeronConfig(file);
   } catch (e) {
-    // A bad file is a usage mistake: its message says what to fix.
-    if (e instanceof HeronConfigError) throw new UsageError(e.message);
-    throw e;
+    throw fileError(e);
   }
   return serveRole(async () => {
-    const cluster = await HeronCluster.start({ dir, ...config });
+    const cluster = await HeronCluster.start({ dir, ...config }).catch((e: unknown) => Promise.reject(fileError(e)));
     return {
       info: { app: config.app, partitions: config.partitions, replicas: config.replicas, preExecution: config.preExecution === true },
       stop: async () => ({ replicas: await cluster.close(), divergences: cluster.divergences.length, decisionMismatches: cluster.decisionMismatches.length }),
     };
   });
 }
+
+/** A bad cluster file is the user's to fix, and its message says how: no usage, no stack. */
+const fileError = (e: unknown): unknown => (e instanceof HeronConfigError ? new ConfigError(e.message) : e);
 
 export function heronReplicaRole(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -48,7 +49,7 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
   const replicas = intOption(values.replicas, 'replicas', 1, 1, 31);
   return runReplicaRole({
     dir: required(values.dir, 'dir'),
-    app: required(values.app, 'app'),
+    app: appOption(values.app),
     partitions,
     replicas,
     partition: intOption(values.partition, 'partition', 0, 0, partitions - 1),

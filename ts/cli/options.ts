@@ -1,10 +1,12 @@
-// Command-line option parsing shared by the commands and the roles.
+// Command-line option parsing shared by the commands and the roles. Every option is checked
+// before a role starts serving, so a mistake is a UsageError rather than a failed start.
+import { builtinApps } from '../apps/index.js';
 import { DEFAULT_POLICY, POLICIES, type Policy } from '../pipeline/scheduler.js';
 import { STATE_UPDATES, type StateUpdate } from '../pipeline/state-update.js';
-import { TRANSPORTS, type Transport } from '../transport.js';
+import { parseHostPort, TRANSPORTS, type Transport } from '../transport.js';
+import { ConfigError, UsageError } from './errors.js';
 
-/** A mistake in how the command was called: usage goes with it, and exit code 2. */
-export class UsageError extends Error {}
+export { ConfigError, UsageError };
 
 export function intOption(raw: string | undefined, name: string, fallback: number, min: number, max: number): number {
   if (raw === undefined) return fallback;
@@ -57,4 +59,17 @@ export function transportOption(raw: string | undefined): Transport {
   const t = TRANSPORTS.find((m) => m === raw);
   if (!t) throw new UsageError(`--transport must be one of ${TRANSPORTS.join(', ')}, got '${raw}'`);
   return t;
+}
+
+/** `--app`: the name of a built-in app, checked here so a typo is a usage error. */
+export function appOption(raw: string | undefined): string {
+  const name = required(raw, 'app');
+  if (!Object.hasOwn(builtinApps, name)) throw new UsageError(`--app must be one of ${Object.keys(builtinApps).join(', ')}, got '${name}'`);
+  return name;
+}
+
+/** `--listen HOST:PORT`, checked here so a typo is a usage error. */
+export function listenOption(raw: string): string {
+  if (parseHostPort(raw) === null) throw new UsageError(`--listen must be HOST:PORT, got '${raw}'`);
+  return raw;
 }

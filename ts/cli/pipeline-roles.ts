@@ -12,7 +12,9 @@ import { serveRole } from '../process.js';
 import { loadOrCreateSecret, readSecretFile } from '../secret.js';
 import { parseHostPort, type HostPort } from '../transport.js';
 import {
+  appOption,
   intOption,
+  listenOption,
   metricsPortOption,
   policyOption,
   required,
@@ -41,14 +43,15 @@ export function preExecutorRole(argv: string[]) {
   });
   // `--dir` is the older spelling of `--join DIR`.
   const target = joinOption(required(values.join ?? values.dir, 'join'));
+  const name = required(values.name, 'name');
+  const app = loadApp(appOption(values.app));
+  const metricsPort = metricsPortOption(values['metrics-port']);
   const secretFile = values['secret-file'];
-  const dir = 'dir' in target ? target.dir : undefined;
-  const loadSecret =
-    secretFile !== undefined ? () => readSecretFile(secretFile) : dir !== undefined ? () => loadOrCreateSecret(dir) : null;
-  if (!loadSecret) {
+  const secret =
+    secretFile !== undefined ? readSecretFile(secretFile) : 'dir' in target ? loadOrCreateSecret(target.dir) : null;
+  if (!secret) {
     throw new UsageError("--join HOST:PORT needs --secret-file FILE (a copy of the cluster directory's cluster.secret)");
   }
-  const metricsPort = metricsPortOption(values['metrics-port']);
   return serveRole(async () => {
     const registry = metricsPort === undefined ? null : createRegistry();
     const metrics = registry && new PreExecutorMetrics(registry);
@@ -56,9 +59,9 @@ export function preExecutorRole(argv: string[]) {
     if (server) process.stderr.write(`pre-executor: metrics at http://127.0.0.1:${server.port}/metrics\n`);
     const p = await runPreExecutor({
       ...('dir' in target ? { path: join(target.dir, NODE_SOCKET), dir: target.dir } : { node: target.node }),
-      secret: loadSecret(),
-      name: required(values.name, 'name'),
-      app: loadApp(required(values.app, 'app')),
+      secret,
+      name,
+      app,
       natives: nativeFunctions,
       ...(metrics && { onBatch: metrics.onBatch }),
     });
@@ -95,19 +98,20 @@ export function nodeRole(argv: string[]) {
   });
   const autoscale = autoscaleOption(values.autoscale);
   const metricsPort = metricsPortOption(values['metrics-port']);
+  const options = {
+    dir: required(values.dir, 'dir'),
+    app: appOption(values.app),
+    preExecutors: intOption(values['pre-executors'], 'pre-executors', 2, 0, 64),
+    deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
+    policy: policyOption(values.policy),
+    stateUpdate: stateUpdateOption(values['state-update']),
+    transport: transportOption(values.transport),
+    ...(values.listen !== undefined && { listen: listenOption(values.listen) }),
+    ...(autoscale && { autoscale }),
+    ...(metricsPort !== undefined && { metricsPort }),
+  };
   return serveRole(async () => {
-    const cluster = await EmbeddedCluster.start({
-      dir: required(values.dir, 'dir'),
-      app: required(values.app, 'app'),
-      preExecutors: intOption(values['pre-executors'], 'pre-executors', 2, 0, 64),
-      deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
-      policy: policyOption(values.policy),
-      stateUpdate: stateUpdateOption(values['state-update']),
-      transport: transportOption(values.transport),
-      ...(values.listen !== undefined && { listen: listenOption(values.listen) }),
-      ...(autoscale && { autoscale }),
-      ...(metricsPort !== undefined && { metricsPort }),
-    });
+    const cluster = await EmbeddedCluster.start(options);
     if (cluster.address !== null) process.stderr.write(`node: clients and pre-executors may join at ${cluster.address}\n`);
     if (cluster.metricsPort !== null) process.stderr.write(`node: metrics at http://127.0.0.1:${cluster.metricsPort}/metrics\n`);
     return {
@@ -134,12 +138,6 @@ function isDirectory(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** `--listen HOST:PORT`, checked here so a typo is a usage error. */
-function listenOption(raw: string): string {
-  if (parseHostPort(raw) === null) throw new UsageError(`--listen must be HOST:PORT, got '${raw}'`);
-  return raw;
 }
 
 /** `--autoscale MIN..MAX`: grow and shrink the pool between these sizes. */

@@ -2,11 +2,12 @@
 // total order of the atomic multicast) and hands each partition's replicas exactly the
 // transactions addressed to it; every replica of every partition is a child process.
 import { join } from 'node:path';
+import { admitTx } from '../app/admit.js';
 import type { App } from '../app/app.js';
 import { encode } from '../app/codec.js';
 import type { LookupTable, Outcome } from '../app/exec.js';
 import { nativeFunctions } from '../app/natives.js';
-import { decodeTx, type Transaction } from '../app/tx.js';
+import type { Transaction } from '../app/tx.js';
 import { loadApp } from '../apps/index.js';
 import type { Decision } from '../pipeline/merge.js';
 import { PreExecutor } from '../pipeline/preexecutor.js';
@@ -14,6 +15,7 @@ import { EmbeddedSequencer, type Sequenced } from '../pipeline/sequencer.js';
 import { RoleProcess } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
 import { listen, type Conn, type Server } from '../wire.js';
+import { checkClusterSize } from './config.js';
 import { HERON_SOCKET, REPLICA_ROLE, type Delivered, type FromReplica, type Timing } from './messages.js';
 import { destinations, partitionerOf } from './partition.js';
 import type { ReplicaSummary } from './replica.js';
@@ -135,6 +137,10 @@ export class HeronCluster {
     for (const [name, v, max] of [['partitions', opts.partitions, 1024], ['replicas', opts.replicas, 31]] as const) {
       if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${v}`);
     }
+    const size = checkClusterSize(opts.partitions, opts.replicas);
+    if (size.errors.length > 0) throw new RangeError(`heron: ${size.errors.join('; ')}`);
+    // Said here, not where a file is parsed, so every way of starting a cluster says it once.
+    for (const w of size.warnings) (opts.log ?? ((m: string) => console.error(m)))(w);
     const secret = loadOrCreateSecret(opts.dir);
     const sequencer = new EmbeddedSequencer(join(opts.dir, 'log'));
     const cluster = new HeronCluster(app, opts, sequencer, null, new Map());
@@ -148,7 +154,8 @@ export class HeronCluster {
     try {
       cluster.server = await listen({
         path: join(opts.dir, HERON_SOCKET),
-        secret,
+        // Replicas are members: only the member credential opens their role, and no other role.
+        secretFor: (role) => (role.startsWith(`${REPLICA_ROLE}:`) ? secret : undefined),
         log: cluster.log,
         onConnection: (conn) => {
           if (!conn.role.startsWith(`${REPLICA_ROLE}:`)) {
@@ -275,10 +282,14 @@ export class HeronCluster {
     }
   }
 
-  /** Orders `tx` and resolves with the first replica's reply (after its phase 4). */
+  /**
+   * Orders `tx` and resolves with the first replica's reply (after its phase 4). Declared
+   * objects other than the app's for the command are refused (a `TxError`) before ordering:
+   * they choose the destinations, and a partition left out would never see its writes.
+   */
   async submit(tx: Transaction): Promise<HeronReply> {
     if (this.closed) throw new Error('heron cluster is closed');
-    const decoded = decodeTx(tx);
+    const decoded = admitTx(this.app, tx);
     const dest = this.destinations(decoded.objects);
     if (this.preExecutor) {
       const [result] = this.preExecutor.run([decoded]);

@@ -25,7 +25,50 @@ const KEYS: Record<string, { required: boolean; type: 'app' | 'boolean' | IntKey
   transferBytes: { required: false, type: { kind: 'int', min: 1, max: 1 << 30 } },
 };
 
-/** Parses and validates a cluster file's text; `source` names it in errors. */
+/** Most replicas per partition (f = 3). */
+export const MAX_REPLICAS = 7;
+/** Most replica processes (partitions × replicas) one cluster may start. */
+export const MAX_REPLICA_PROCESSES = 64;
+
+/** What is wrong with a cluster's size, and what merely deserves a warning. */
+export interface SizeCheck {
+  /** One line per problem, each naming its key and the fix; the cluster must not start. */
+  errors: string[];
+  warnings: string[];
+}
+
+/**
+ * The sizes a cluster of 2f+1 replicas per partition, all on this host, can use. Shared by
+ * cluster files and `HeronCluster.start`, so code and files accept exactly the same clusters.
+ */
+export function checkClusterSize(partitions: number, replicas: number): SizeCheck {
+  const errors: string[] = [];
+  const warnings: string[] = [];
+  if (replicas > MAX_REPLICAS) {
+    // Independent failures are what replication buys; replicas sharing one host do not fail
+    // independently, so past f = 3 more of them only cost.
+    errors.push(
+      `"replicas" is ${replicas}, over the limit of ${MAX_REPLICAS}: all replicas run on this one host, so more than ${MAX_REPLICAS} (f=${(MAX_REPLICAS - 1) / 2}) add processes and coordination writes, not tolerance of independent failures; use 3, 5 or 7`,
+    );
+  } else if (replicas % 2 === 0) {
+    // A majority of 2f+2 is f+2: the extra replica is waited for and tolerates nothing more.
+    errors.push(`"replicas" is ${replicas}: ${replicas} replicas tolerate no more crashes than ${replicas - 1}; use ${replicas + 1} (f=${replicas / 2})`);
+  }
+  if (partitions * replicas > MAX_REPLICA_PROCESSES) {
+    errors.push(
+      `"partitions" × "replicas" is ${partitions} × ${replicas} = ${partitions * replicas} replica processes, over the limit of ${MAX_REPLICA_PROCESSES}: every replica is its own process on this host (a Node runtime, a store, a coordination wait on its own thread); lower "partitions" or "replicas"`,
+    );
+  }
+  if (replicas === 1) {
+    warnings.push('heron: WARNING: 1 replica per partition tolerates no crash: if a replica process dies, its partition stops; use 3 replicas (f=1) to survive one crash');
+  }
+  return { errors, warnings };
+}
+
+/**
+ * Parses and validates a cluster file's text; `source` names it in errors. A size that only
+ * deserves a warning (one replica) is accepted: `HeronCluster.start` prints the warning.
+ */
 export function parseHeronConfig(text: string, source: string): HeronConfig {
   const fail = (why: string): never => {
     throw new HeronConfigError(`${source}: ${why}`);
@@ -58,7 +101,10 @@ export function parseHeronConfig(text: string, source: string): HeronConfig {
       fail(`"${key}" must be an integer from ${t.min} to ${t.max}, got ${JSON.stringify(v)}`);
     }
   }
-  return obj as unknown as HeronConfig;
+  const config = obj as unknown as HeronConfig;
+  const size = checkClusterSize(config.partitions, config.replicas);
+  if (size.errors.length > 0) fail(size.errors.join('; '));
+  return config;
 }
 
 /** Reads and validates a cluster file. */

@@ -71,6 +71,7 @@ export interface ReplicaSummary {
 
 interface Executed {
   outcome: Outcome;
+  /** Every write of the transaction, any partition's: `contain` keeps this partition's. */
   writes: [string, Uint8Array | null][];
   decision: Decision;
 }
@@ -234,7 +235,7 @@ export class HeronReplica {
     let decision: Decision;
     if (dest.length === 1) {
       const t0 = nowMicros();
-      ({ outcome, writes, decision } = this.executeLocal(tx, d.table));
+      ({ outcome, writes, decision } = this.contain(this.executeLocal(tx, d.table), dest));
       timing.execute = nowMicros() - t0;
       this.write(writes, d.ts);
     } else {
@@ -242,7 +243,7 @@ export class HeronReplica {
       const p2 = await this.coordinate(d.ts, PHASE_DELIVERED, dest, timing);
       const t1 = nowMicros();
       try {
-        ({ outcome, writes, decision } = await this.executeWithRemote(tx, d.ts, dest, p2, d.table));
+        ({ outcome, writes, decision } = this.contain(await this.executeWithRemote(tx, d.ts, dest, p2, d.table), dest));
       } catch (e) {
         if (!(e instanceof LaggingError)) throw e;
         // Algorithm 3: this replica lags; it adopts a peer's prefix, which covers `d.ts`.
@@ -391,7 +392,7 @@ export class HeronReplica {
     return this.state.get([id])[0] ?? { version: 0n, value: undefined };
   }
 
-  /** Writes this partition's objects only (Algorithm 2, lines 29-31), sorted for the digest. */
+  /** This partition's objects only (Algorithm 2, lines 29-31), sorted for the digest. */
   private ownWrites(all: readonly [string, Uint8Array | null][]): [string, Uint8Array | null][] {
     return all.filter(([id]) => this.partitionOf(id) === this.opts.partition).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   }
@@ -417,9 +418,27 @@ export class HeronReplica {
     return staleReads(table, source).length === 0;
   }
 
-  /** Adopting writes the table's writes to this partition's objects only. */
   private adopt(table: LookupTable): Executed {
-    return { outcome: table.outcome, writes: this.ownWrites(table.writes), decision: 'adopted' };
+    return { outcome: table.outcome, writes: table.writes, decision: 'adopted' };
+  }
+
+  /**
+   * A write to an object whose partition is not a destination would be lost: that partition
+   * never sees the transaction, and every destination keeps only its own objects. So the
+   * transaction aborts, and nothing of it is written anywhere. Every destination decides the
+   * same: each executes the whole transaction (or adopts the same table) on the same versions
+   * as of its timestamp, so each sees the same write set, and the destination set is the
+   * delivery's. The abort names the smallest such id, not the first written, so the reason
+   * does not depend on the order of the command's writes.
+   */
+  private contain(ex: Executed, dest: readonly number[]): Executed {
+    let outside: string | undefined;
+    for (const [id] of ex.writes) {
+      if (!dest.includes(this.partitionOf(id)) && (outside === undefined || id < outside)) outside = id;
+    }
+    if (outside === undefined) return { ...ex, writes: this.ownWrites(ex.writes) };
+    const reason = `writes ${outside} of partition ${this.partitionOf(outside)}, which is not among its destinations [${dest.join(', ')}]: the app's objects() must declare it`;
+    return { outcome: { status: 'aborted', reason }, writes: [], decision: ex.decision };
   }
 
   private executeLocal(tx: DecodedTx, pre: LookupTable | undefined): Executed {
@@ -435,7 +454,7 @@ export class HeronReplica {
     const decision: Decision = pre ? 'reexecuted' : 'executed';
     const { table } = execute(this.opts.app, tx, source, this.opts.natives, pre ? hintsFrom(pre) : {});
     if (outside.length > 0) return { outcome: this.outsideAbort(outside[0] ?? '', [this.opts.partition]), writes: [], decision };
-    return { outcome: table.outcome, writes: this.ownWrites(table.writes), decision };
+    return { outcome: table.outcome, writes: table.writes, decision };
   }
 
   /**
@@ -490,7 +509,7 @@ export class HeronReplica {
       if (pre && !judged && this.adoptable(pre, dest, source)) return this.adopt(pre);
       judged = true;
       const { table } = execute(this.opts.app, tx, source, this.opts.natives, hints);
-      if (missing.length === 0) return { outcome: table.outcome, writes: this.ownWrites(table.writes), decision };
+      if (missing.length === 0) return { outcome: table.outcome, writes: table.writes, decision };
       const outside = missing.find((id) => !dest.includes(this.partitionOf(id)));
       if (outside !== undefined) return { outcome: this.outsideAbort(outside, dest), writes: [], decision };
       want = missing;

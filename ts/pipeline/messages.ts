@@ -141,6 +141,7 @@ function checkTable(t: unknown): asserts t is LookupTable {
 }
 
 function describe(m: unknown): string {
-  if (isObj(m)) return `a message of type ${JSON.stringify(m['t'])}`;
+  // `t` is whatever the peer sent: name it without serialising or calling anything on it.
+  if (isObj(m)) return `a message of type ${typeof m['t'] === 'string' ? JSON.stringify(m['t'].slice(0, 32)) : typeof m['t']}`;
   return Array.isArray(m) ? 'an array' : typeof m;
 }

@@ -2,7 +2,8 @@
 // through links (child processes in a cluster, in-process objects in unit tests).
 import type { App } from '../app/app.js';
 import type { LookupTable, Natives, Outcome } from '../app/exec.js';
-import { decodeTx, TxError, type DecodedTx } from '../app/tx.js';
+import { admitTx } from '../app/admit.js';
+import type { DecodedTx } from '../app/tx.js';
 import { encode } from '../app/codec.js';
 import type { Decision } from './merge.js';
 import { ConflictFeedback, type FeedbackOptions } from './feedback.js';
@@ -112,6 +113,8 @@ export class EmbeddedNode {
   /** `push` only: misses per pre-executor and object, and what each follows. */
   readonly push: MissPush | null;
   readonly optimisticStats: OptimisticStats = { sent: 0, confirmed: 0, wrong: 0 };
+  /** Results dropped because their sender did not owe them (late, or not handed the transaction). */
+  unowedResults = 0;
   private readonly pool = new Map<string, PoolEntry>();
   /** Digest → the pre-executor that owes its result. */
   private readonly owedBy = new Map<string, string>();
@@ -196,14 +199,20 @@ export class EmbeddedNode {
     return [...this.pool.keys()].filter((n) => this.scheduler.has(n));
   }
 
-  /** A pre-executor's result for `digest`. */
+  /**
+   * A pre-executor's result for `digest`. Taken only from the member the transaction was handed
+   * to, while it still owes it: a table is trusted (adopted as it is), so no other member, and
+   * no late copy, may put one in front of the primary. Anything else is counted and dropped.
+   */
   result(from: string, digest: string, table: LookupTable): void {
     const p = this.pool.get(from);
-    if (p) {
-      this.scheduler.completed(from);
-      p.executed++;
-      this.settle(digest, from, true);
+    if (!p || this.owedBy.get(digest) !== from) {
+      this.unowedResults++;
+      return;
     }
+    this.scheduler.completed(from);
+    p.executed++;
+    this.settle(digest, from, true);
     const wait = this.optimistic.get(digest);
     if (wait && wait.first === null) {
       wait.first = { outcome: table.outcome, from };
@@ -241,10 +250,7 @@ export class EmbeddedNode {
   }
 
   private async admit(raw: unknown, onOptimistic?: (o: OptimisticReply) => void): Promise<Reply> {
-    const tx = decodeTx(raw);
-    if (!Object.hasOwn(this.app.commands, tx.command)) {
-      throw new TxError(`unknown command ${JSON.stringify(tx.command)} for app ${this.app.name}`);
-    }
+    const tx = admitTx(this.app, raw);
     const applied = new Promise<Applied & { optimistic: OptimisticCheck }>((resolve) => {
       const list = this.waiters.get(tx.digest) ?? [];
       list.push(resolve);

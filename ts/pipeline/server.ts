@@ -1,5 +1,12 @@
 // The node's side of the wire: clients submit, pre-executors attach and return results.
+//
+// Clients authenticate with the client credential, pre-executors with the member credential
+// (secret.ts), so no client can attach as a pre-executor. Each client is held to a number of
+// requests in flight and a number of reply bytes it has not read: past either, the node stops
+// reading from it (backpressure), and a client whose unread replies still grow is cut off, so
+// one client cannot take the node's memory or time from the others.
 import { TxError } from '../app/tx.js';
+import { clientCredential } from '../secret.js';
 import type { HostPort, Transport } from '../transport.js';
 import { listen, type Conn, type Server } from '../wire.js';
 import { parseClientMessage, parsePreMessage, ProtocolError, type NodeToClient, type NodeToPre } from './messages.js';
@@ -13,8 +20,11 @@ export interface ServeOptions {
   path: string;
   /** Also accept clients and pre-executors over TCP here (port 0: any free one). */
   tcp?: HostPort;
+  /** The member credential; the client credential is derived from it. */
   secret: Buffer;
   log?: (msg: string) => void;
+  /** Per-client limits (defaults in `CLIENT_LIMITS`). */
+  clientLimits?: Partial<ClientLimits>;
   /** Called when a pre-executor attaches or leaves. */
   onPool?: (event: 'join' | 'leave', name: string) => void;
   /** The name of the primary's store in the cluster directory, for pre-executors that pull. */
@@ -23,25 +33,58 @@ export interface ServeOptions {
   storeTransport?: { transport: Transport; address: string | null };
 }
 
+export interface ClientLimits {
+  /** Requests admitted and not yet answered, per client: past it, its socket is not read. */
+  inFlight: number;
+  /** Reply bytes queued for a client past which it is not read until it catches up. */
+  pauseBytes: number;
+  /** Reply bytes queued past which the client is disconnected. */
+  maxUnreadBytes: number;
+}
+
+/** Above the high-water mark of Node's sockets (16 KiB on Node 20, 64 KiB on later ones). */
+const MIN_PAUSE_BYTES = 64 * 1024;
+
+export const CLIENT_LIMITS: ClientLimits = { inFlight: 4096, pauseBytes: 1 << 20, maxUnreadBytes: 16 << 20 };
+
+/** What the listeners did with clients, for tests and metrics. */
+export interface ServeStats {
+  /** Requests read from clients. */
+  requests: number;
+  /** Times a client was paused (too many in flight, or replies unread). */
+  paused: number;
+  /** Clients cut off for not reading their replies. */
+  cutOff: number;
+}
+
 /** The node's endpoints: `address` is the Unix socket, `tcpAddress` the TCP one if any. */
 export interface NodeServer extends Server {
   readonly tcpAddress: string | null;
+  readonly stats: ServeStats;
 }
 
 export async function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise<NodeServer> {
   const log = opts.log ?? ((m: string) => console.error(m));
+  const limits: ClientLimits = { ...CLIENT_LIMITS, ...opts.clientLimits };
+  // A paused client is resumed on 'drain', which a socket emits only after its queue passed
+  // the high-water mark: a pause below the mark could never be lifted.
+  limits.pauseBytes = Math.max(limits.pauseBytes, MIN_PAUSE_BYTES);
+  const stats: ServeStats = { requests: 0, paused: 0, cutOff: 0 };
+  const client = clientCredential(opts.secret);
+  const secretFor = (role: string): Buffer | undefined =>
+    role === CLIENT_ROLE ? client : role.startsWith(PRE_EXECUTOR_ROLE) ? opts.secret : undefined;
   const onConnection = (conn: Conn) => {
-    if (conn.role === CLIENT_ROLE) serveClient(node, conn, log);
+    if (conn.role === CLIENT_ROLE) serveClient(node, conn, log, limits, stats);
     else if (conn.role.startsWith(PRE_EXECUTOR_ROLE)) attachPreExecutor(node, conn, log, opts);
     else {
       log(`${conn.peer}: unknown role ${JSON.stringify(conn.role)}, closing`);
       conn.close();
     }
   };
-  const unix = await listen({ path: opts.path, secret: opts.secret, log, onConnection });
+  const unix = await listen({ path: opts.path, secretFor, log, onConnection });
   let tcp: Server | null = null;
   try {
-    if (opts.tcp) tcp = await listen({ ...opts.tcp, secret: opts.secret, log, onConnection });
+    if (opts.tcp) tcp = await listen({ ...opts.tcp, secretFor, log, onConnection });
   } catch (e) {
     await unix.close();
     throw e;
@@ -49,6 +92,7 @@ export async function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise
   return {
     address: unix.address,
     tcpAddress: tcp?.address ?? null,
+    stats,
     close: async () => {
       await Promise.all([unix.close(), tcp?.close()]);
     },
@@ -67,25 +111,55 @@ function guard(conn: Conn, log: (m: string) => void, handle: (m: unknown) => voi
   };
 }
 
-function serveClient(node: EmbeddedNode, conn: Conn, log: (m: string) => void): void {
+function serveClient(node: EmbeddedNode, conn: Conn, log: (m: string) => void, limits: ClientLimits, stats: ServeStats): void {
+  let inFlight = 0;
+  let paused = false;
+  const blocked = () => inFlight >= limits.inFlight || conn.buffered >= limits.pauseBytes;
+  const reconsider = () => {
+    if (blocked()) {
+      if (!paused) stats.paused++;
+      paused = true;
+      conn.pause();
+    } else if (paused) {
+      paused = false;
+      conn.resume();
+    }
+  };
+  conn.onDrain(reconsider);
   const reply = (m: NodeToClient) => {
     try {
       conn.send(m);
     } catch {
-      // The client left before its answer: nothing to tell it.
+      return; // The client left before its answer: nothing to tell it.
     }
+    if (conn.buffered > limits.maxUnreadBytes) {
+      stats.cutOff++;
+      log(`client at ${conn.peer}: ${conn.buffered} bytes of replies unread; disconnecting it`);
+      conn.fail(new Error(`over ${limits.maxUnreadBytes} bytes of replies unread`));
+    }
+  };
+  const done = () => {
+    inFlight--;
+    reconsider();
   };
   conn.onMessage(
     guard(conn, log, (raw) => {
+      stats.requests++;
       const m = parseClientMessage(raw);
+      inFlight++;
+      reconsider();
       const onOptimistic = m.optimistic
         ? (o: OptimisticReply) => reply({ t: 'optimistic', id: m.id, outcome: o.outcome, from: o.from })
         : undefined;
       node.submit(m.tx, onOptimistic).then(
-        (r) => reply({ t: 'reply', id: m.id, ...r }),
+        (r) => {
+          reply({ t: 'reply', id: m.id, ...r });
+          done();
+        },
         (e: unknown) => {
           if (!(e instanceof TxError)) log(`submit from ${conn.peer} failed: ${e instanceof Error ? e.message : String(e)}`);
           reply({ t: 'rejected', id: m.id, error: e instanceof Error ? e.message : String(e) });
+          done();
         },
       );
     }),

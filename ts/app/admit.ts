@@ -1,0 +1,31 @@
+// Admission's checks that need the application: the command exists, and the declared objects
+// are exactly what the application says the command touches. Both the pipeline's node and
+// Heron's sequencer side admit through here, so a crafted body cannot route a transaction
+// away from the objects (or partitions) its command will write.
+import type { App } from './app.js';
+import { decodeTx, TxError, type DecodedTx } from './tx.js';
+
+/** Decodes `raw` and checks it against `app`; bad input throws a `TxError` a client can act on. */
+export function admitTx(app: App, raw: unknown): DecodedTx {
+  const tx = decodeTx(raw);
+  if (!Object.hasOwn(app.commands, tx.command)) {
+    throw new TxError(`unknown command ${JSON.stringify(tx.command)} for app ${app.name}`);
+  }
+  let expected: string[];
+  try {
+    expected = app.objects(tx.command, tx.args);
+  } catch (e) {
+    throw new TxError(`app ${app.name} cannot tell the objects of ${tx.command} from these arguments: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (!sameIds(expected, tx.objects)) {
+    throw new TxError(
+      `declared objects ${JSON.stringify(tx.objects.slice(0, 8))} differ from what ${app.name}.${tx.command} touches ` +
+        `(${JSON.stringify(expected.slice(0, 8))}); build the body with the app's objects()`,
+    );
+  }
+  return tx;
+}
+
+function sameIds(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((id, i) => id === b[i]);
+}
