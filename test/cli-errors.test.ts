@@ -107,7 +107,7 @@ describe('remora reports a user mistake in one line, exit 2', () => {
   });
 
   it('start node with an unknown --app', async () => {
-    expectOneLine(await run(['start', 'node', '--dir', dir('node'), '--app', 'nope']), '--app', "'nope'");
+    expectOneLine(await run(['start', 'node', '--dir', dir('node'), '--app', 'nope']), 'app package nope is not installed here');
   });
 
   it('start node without --dir, or with an unknown option', async () => {

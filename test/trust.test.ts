@@ -103,7 +103,9 @@ describe('hostile clients', () => {
     // The member credential does open the member's role.
     const member = await connect({ path, secret: loadOrCreateSecret(dir.dir), role: 'pre-executor:ok', log: () => undefined });
     conns.push(member);
-    // The node attaches a member as its handshake ends, before the member can hear the 'ok'.
+    const config = new Promise<unknown>((resolve) => member.onMessage(resolve));
+    member.send({ t: 'hello', app: 'kv', digest: c.node.versions.active.digest });
+    expect(await config).toMatchObject({ t: 'config' });
     expect(c.node.members).toEqual(['ok']);
   });
 

@@ -37,6 +37,8 @@ const USAGE = `Usage:
       --autoscale MIN..MAX        grow and shrink the pool from measured load
       --policy P, --state-update S, --deadline-ms N, --metrics-port N   as for demo
       --listen HOST:PORT          also accept clients and pre-executors over TCP there
+      --upgrade                   the log was written by other code than --app: run the new code from the
+                                  next position of the log (docs/apps.md) instead of refusing to start
       --transport T               how pulling pre-executors read the primary's store: shm (this host),
                                   tcp or verbs (served on the --listen host) (default shm)
   remora start pre-executor --join DIR --app APP --name NAME [--metrics-port N]

@@ -3,7 +3,8 @@
 import { join } from 'node:path';
 import type { App } from './app/app.js';
 import { nativeFunctions } from './app/natives.js';
-import { loadApp } from './apps/index.js';
+import { loadAppModule } from './app/module.js';
+import { versionsForLog, writeAppHeader, type AppVersion } from './app/versions.js';
 import { createRegistry, NodeMetrics, serveMetrics, type MetricsServer } from './metrics.js';
 import { Autoscaler, type AutoscaleOptions, type ScaleDecision } from './pipeline/autoscaler.js';
 import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
@@ -20,8 +21,16 @@ import { formatHostPort, parseHostPort, type HostPort, type Transport } from './
 export interface ClusterOptions {
   /** Cluster directory: the log, the primary's regions, the socket and the secret live here. */
   dir: string;
-  /** A built-in application name (`bank`, `kv`). */
+  /**
+   * The application: a built-in name (`bank`, `kv`), a path to a module, or an installed
+   * package, whose default export is a `defineApp` result (docs/apps.md).
+   */
   app: string;
+  /**
+   * The log was written by other code than `app`: activate `app` from the next position of the
+   * log (an upgrade transaction) instead of refusing to start.
+   */
+  upgrade?: boolean;
   preExecutors: number;
   /** Deadline for a pre-execution result, from delivery (default 50 ms). */
   deadlineMs?: number;
@@ -67,7 +76,6 @@ export class EmbeddedCluster {
   private metrics: MetricsServer | null = null;
 
   private constructor(
-    readonly app: App,
     readonly node: EmbeddedNode,
     readonly store: NativePrimaryStore,
     private readonly sequencer: EmbeddedSequencer,
@@ -76,6 +84,27 @@ export class EmbeddedCluster {
     private readonly opts: ClusterOptions,
   ) {
     this.nextName = children.size + 1;
+  }
+
+  /** The app version running now. */
+  get app(): App {
+    return this.node.app;
+  }
+
+  /**
+   * Activates another version of the app (a built-in name, a path or a package) at the next
+   * position of the log: every pre-executor loads it first, then an upgrade transaction is
+   * sequenced, and transactions after it run with the new code everywhere (docs/apps.md).
+   */
+  async upgrade(spec: string): Promise<{ ts: bigint; version: AppVersion }> {
+    const loaded = await loadAppModule(spec);
+    const ts = await this.node.upgrade(loaded);
+    return { ts, version: this.node.versions.at(ts + 1n) };
+  }
+
+  /** Resolves once the log this node started with is replayed (its state is then complete). */
+  replayed(): Promise<void> {
+    return this.node.whenApplied(this.replayTo);
   }
 
   /** The node's TCP endpoint (`host:port`), or null when `listen` was not given. */
@@ -94,6 +123,7 @@ export class EmbeddedCluster {
   }
 
   private storeServed: string | null = null;
+  private replayTo = 0n;
 
   /** The port serving `GET /metrics`, or null when `metricsPort` was not given. */
   get metricsPort(): number | null {
@@ -105,11 +135,14 @@ export class EmbeddedCluster {
    * crash applies every sequenced transaction exactly once) and the pre-executor processes.
    */
   static async start(opts: ClusterOptions): Promise<EmbeddedCluster> {
-    const app = loadApp(opts.app);
+    const loaded = await loadAppModule(opts.app);
     const tcp = listenOption(opts.listen);
     const transport = opts.transport ?? 'shm';
     const secret = loadOrCreateSecret(opts.dir);
-    const sequencer = new EmbeddedSequencer(join(opts.dir, 'log'));
+    const logDir = join(opts.dir, 'log');
+    const { versions, pendingUpgrade } = await versionsForLog(logDir, loaded, { upgrade: opts.upgrade ?? false });
+    const sequencer = new EmbeddedSequencer(logDir);
+    writeAppHeader(logDir, versions);
     const store = new NativePrimaryStore(Store.create({ dir: opts.dir, name: 'primary', secret }));
     // Until the cluster exists, a failure (no RDMA device, the port taken) releases by hand.
     const release = async (e: unknown): Promise<never> => {
@@ -128,7 +161,7 @@ export class EmbeddedCluster {
     const registry = opts.metricsPort === undefined ? null : createRegistry();
     const metrics = registry && new NodeMetrics(registry);
     const [hooks, onApplied] = [metrics?.hooks, opts.onApplied];
-    const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, {
+    const node: EmbeddedNode = new EmbeddedNode(versions, nativeFunctions, sequencer, store, {
       deadlineMs: opts.deadlineMs ?? 50,
       policy: opts.policy ?? DEFAULT_POLICY,
       stateUpdate: opts.stateUpdate ?? 'broadcast',
@@ -137,7 +170,12 @@ export class EmbeddedCluster {
       ...hooks,
       ...(onApplied && { onApplied: both(hooks?.onApplied, onApplied) }),
       ...(opts.onMerged && { onMerged: both(hooks?.onMerged, opts.onMerged) }),
+      onUpgrade: () => writeAppHeader(logDir, node.versions),
+      ...(opts.log && { log: opts.log }),
     });
+    // A crash between an upgrade's append and its header leaves the log ahead of the header:
+    // the replay then finds the version it activates here.
+    node.primary.stage(loaded);
     metrics?.attach(node, () => sequencer.lastTs);
     let cluster: EmbeddedCluster | null = null;
     const server = await serveNode(node, {
@@ -152,11 +190,14 @@ export class EmbeddedCluster {
         if (event === 'join') cluster?.joined(name);
       },
     }).catch(release);
+    const replayTo = sequencer.lastTs;
     node.start(0n);
-    cluster = new EmbeddedCluster(app, node, store, sequencer, server, new Map(), opts);
+    cluster = new EmbeddedCluster(node, store, sequencer, server, new Map(), opts);
+    cluster.replayTo = replayTo;
     cluster.storeServed = storeAddress;
     try {
       if (registry && opts.metricsPort !== undefined) cluster.metrics = await serveMetrics(registry, { port: opts.metricsPort });
+      if (pendingUpgrade) await node.upgrade(loaded);
       for (let i = 0; i < opts.preExecutors; i++) await cluster.addPreExecutor();
     } catch (e) {
       await cluster.close();
@@ -175,7 +216,7 @@ export class EmbeddedCluster {
   async addPreExecutor(): Promise<string> {
     const name = `pre-${this.nextName++}`;
     const attached = new Promise<void>((resolve) => this.joining.set(name, resolve));
-    const child = await RoleProcess.start('pre-executor', ['--dir', this.opts.dir, '--app', this.opts.app, '--name', name]);
+    const child = await RoleProcess.start('pre-executor', ['--dir', this.opts.dir, '--app', this.node.versions.active.spec, '--name', name]);
     this.children.set(name, child);
     // The child is ready once connected; its link is attached once the node saw the handshake.
     await Promise.race([

@@ -8,6 +8,8 @@ import { decodeTx, TxError, type DecodedTx } from './tx.js';
 /** Decodes `raw` and checks it against `app`; bad input throws a `TxError` a client can act on. */
 export function admitTx(app: App, raw: unknown): DecodedTx {
   const tx = decodeTx(raw);
+  // The node's own administrative transactions (versions.ts) are never a client's to submit.
+  if (tx.command.startsWith('remora.')) throw new TxError(`command ${JSON.stringify(tx.command)}: names starting with "remora." are reserved for the node`);
   if (!Object.hasOwn(app.commands, tx.command)) {
     throw new TxError(`unknown command ${JSON.stringify(tx.command)} for app ${app.name}`);
   }

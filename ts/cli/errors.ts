@@ -1,6 +1,8 @@
 // How the CLI reports a failure. A mistake its user must fix (how the command was called, their
 // files, directories or host) is one line and exit code 2: a stack trace would bury the one
 // thing they need to read. Anything else is a bug or an accident and keeps its stack, exit 1.
+import { AppLoadError } from '../app/module.js';
+import { MemberRefused } from '../pipeline/preexecutor-main.js';
 import { RoleStartError, USER_ERROR_EXIT } from '../process.js';
 import { CredentialError } from '../secret.js';
 
@@ -62,7 +64,9 @@ const KNOWN_MESSAGES: [RegExp, (m: RegExpExecArray) => string][] = [
 function userError(e: unknown, depth = 0): UserError | null {
   if (!(e instanceof Error) || depth > 4) return null;
   if (e instanceof UsageError) return { message: e.message, usage: true };
-  if (e instanceof ConfigError || e instanceof CredentialError) return { message: e.message, usage: false };
+  if (e instanceof ConfigError || e instanceof CredentialError || e instanceof AppLoadError || e instanceof MemberRefused) {
+    return { message: e.message, usage: false };
+  }
   const { code, syscall, address, port } = e as Error & { code?: unknown; syscall?: unknown; address?: unknown; port?: unknown };
   if (typeof code === 'string' && PARSE_ARGS_CODES.has(code)) return { message: parseArgsMessage(e.message), usage: true };
   // A child that exited with the user-error code already said what to fix, in one line.

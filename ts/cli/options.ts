@@ -1,6 +1,5 @@
 // Command-line option parsing shared by the commands and the roles. Every option is checked
 // before a role starts serving, so a mistake is a UsageError rather than a failed start.
-import { builtinApps } from '../apps/index.js';
 import { DEFAULT_POLICY, POLICIES, type Policy } from '../pipeline/scheduler.js';
 import { STATE_UPDATES, type StateUpdate } from '../pipeline/state-update.js';
 import { parseHostPort, TRANSPORTS, type Transport } from '../transport.js';
@@ -62,10 +61,11 @@ export function transportOption(raw: string | undefined): Transport {
 }
 
 /** `--app`: the name of a built-in app, checked here so a typo is a usage error. */
+/** `--app SPEC`: a built-in app, a path or a package; whether it loads is found when it is loaded. */
 export function appOption(raw: string | undefined): string {
-  const name = required(raw, 'app');
-  if (!Object.hasOwn(builtinApps, name)) throw new UsageError(`--app must be one of ${Object.keys(builtinApps).join(', ')}, got '${name}'`);
-  return name;
+  const spec = required(raw, 'app');
+  if (spec.trim() === '') throw new UsageError('--app must name a built-in app (bank, kv), a module path or a package');
+  return spec;
 }
 
 /** `--listen HOST:PORT`, checked here so a typo is a usage error. */

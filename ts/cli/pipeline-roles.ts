@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { heronStartCommand } from './heron-roles.js';
 import { nativeFunctions } from '../app/natives.js';
-import { loadApp } from '../apps/index.js';
+import { loadAppModule } from '../app/module.js';
 import { EmbeddedCluster, NODE_SOCKET } from '../cluster.js';
 import { createRegistry, PreExecutorMetrics, serveMetrics } from '../metrics.js';
 import { runPreExecutor } from '../pipeline/preexecutor-main.js';
@@ -44,7 +44,7 @@ export function preExecutorRole(argv: string[]) {
   // `--dir` is the older spelling of `--join DIR`.
   const target = joinOption(required(values.join ?? values.dir, 'join'));
   const name = required(values.name, 'name');
-  const app = loadApp(appOption(values.app));
+  const spec = appOption(values.app);
   const metricsPort = metricsPortOption(values['metrics-port']);
   const secretFile = values['secret-file'];
   const secret =
@@ -57,6 +57,7 @@ export function preExecutorRole(argv: string[]) {
     const metrics = registry && new PreExecutorMetrics(registry);
     const server = registry && (await serveMetrics(registry, { port: metricsPort ?? 0 }));
     if (server) process.stderr.write(`pre-executor: metrics at http://127.0.0.1:${server.port}/metrics\n`);
+    const app = await loadAppModule(spec);
     const p = await runPreExecutor({
       ...('dir' in target ? { path: join(target.dir, NODE_SOCKET), dir: target.dir } : { node: target.node }),
       secret,
@@ -94,6 +95,7 @@ export function nodeRole(argv: string[]) {
       listen: { type: 'string' },
       autoscale: { type: 'string' },
       'metrics-port': { type: 'string' },
+      upgrade: { type: 'boolean' },
     },
   });
   const autoscale = autoscaleOption(values.autoscale);
@@ -101,6 +103,7 @@ export function nodeRole(argv: string[]) {
   const options = {
     dir: required(values.dir, 'dir'),
     app: appOption(values.app),
+    upgrade: values.upgrade ?? false,
     preExecutors: intOption(values['pre-executors'], 'pre-executors', 2, 0, 64),
     deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
     policy: policyOption(values.policy),

@@ -8,7 +8,7 @@ import { encode } from '../app/codec.js';
 import type { LookupTable, Outcome } from '../app/exec.js';
 import { nativeFunctions } from '../app/natives.js';
 import type { Transaction } from '../app/tx.js';
-import { loadApp } from '../apps/index.js';
+import { AppLoadError, loadAppModule } from '../app/module.js';
 import type { Decision } from '../pipeline/merge.js';
 import { PreExecutor } from '../pipeline/preexecutor.js';
 import { EmbeddedSequencer, type Sequenced } from '../pipeline/sequencer.js';
@@ -23,7 +23,7 @@ import type { ReplicaSummary } from './replica.js';
 export interface HeronOptions {
   /** Cluster directory: the log, every replica's store, the socket and the secret live here. */
   dir: string;
-  /** A built-in application name (`bank`, `kv`). */
+  /** The application: a built-in name (`bank`, `kv`), a module path or a package (docs/apps.md). */
   app: string;
   partitions: number;
   /** Replicas per partition (2f+1 tolerates f crashes). */
@@ -133,7 +133,8 @@ export class HeronCluster {
   }
 
   static async start(opts: HeronOptions): Promise<HeronCluster> {
-    const app = loadApp(opts.app);
+    const loaded = await loadAppModule(opts.app);
+    const app = loaded.app;
     for (const [name, v, max] of [['partitions', opts.partitions, 1024], ['replicas', opts.replicas, 31]] as const) {
       if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${v}`);
     }
@@ -144,10 +145,10 @@ export class HeronCluster {
     const secret = loadOrCreateSecret(opts.dir);
     const sequencer = new EmbeddedSequencer(join(opts.dir, 'log'));
     const cluster = new HeronCluster(app, opts, sequencer, null, new Map());
-    const hellos = new Map<string, () => void>();
+    const hellos = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
     const helloFrom = (k: string) =>
-      new Promise<void>((resolve) => {
-        hellos.set(k, resolve);
+      new Promise<void>((resolve, reject) => {
+        hellos.set(k, { resolve, reject });
       });
     const expected: Promise<void>[] = [];
     for (let h = 0; h < opts.partitions; h++) for (let q = 0; q < opts.replicas; q++) expected.push(helloFrom(key(h, q)));
@@ -167,15 +168,21 @@ export class HeronCluster {
             const msg = m as FromReplica;
             if (msg.t === 'hello') {
               const k = key(msg.partition, msg.replica);
+              if (msg.digest !== loaded.digest) {
+                // Replicas running other code would diverge at the first command that differs.
+                hellos.get(k)?.reject(new AppLoadError(`heron replica ${k} loaded app digest ${String(msg.digest).slice(0, 12)}, but the launcher runs ${app.name} ${loaded.digest.slice(0, 12)} (${loaded.spec})`));
+                conn.close();
+                return;
+              }
               cluster.conns.set(k, conn);
               conn.onClose(() => cluster.conns.delete(k));
-              hellos.get(k)?.();
+              hellos.get(k)?.resolve();
             } else cluster.onReplica(msg);
           });
         },
       });
       const args = (h: number, q: number) => [
-        '--dir', opts.dir, '--app', opts.app,
+        '--dir', opts.dir, '--app', loaded.spec,
         '--partitions', String(opts.partitions), '--replicas', String(opts.replicas),
         '--partition', String(h), '--replica', String(q), '--grace-ms', String(opts.graceMs ?? 2),
         '--transfer-bytes', String(opts.transferBytes ?? 8 << 20),

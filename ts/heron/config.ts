@@ -1,6 +1,7 @@
 // A Heron cluster described in a JSON file (`remora start heron --config FILE`). Validated
 // whole before anything starts, so a typo is an error naming the key, not a silent default.
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { builtinApps } from '../apps/index.js';
 import type { HeronOptions } from './cluster.js';
 
@@ -92,8 +93,8 @@ export function parseHeronConfig(text: string, source: string): HeronConfig {
     }
     const t = spec.type;
     if (t === 'app') {
-      if (typeof v !== 'string' || !Object.hasOwn(builtinApps, v)) {
-        fail(`"app" must be one of ${Object.keys(builtinApps).join(', ')}, got ${JSON.stringify(v)}`);
+      if (typeof v !== 'string' || v.trim() === '') {
+        fail(`"app" must be a built-in app (${Object.keys(builtinApps).join(', ')}), a module path or a package, got ${JSON.stringify(v)}`);
       }
     } else if (t === 'boolean') {
       if (typeof v !== 'boolean') fail(`"${key}" must be true or false, got ${JSON.stringify(v)}`);
@@ -115,5 +116,7 @@ export function readHeronConfig(path: string): HeronConfig {
   } catch (e) {
     throw new HeronConfigError(`${path}: cannot read the cluster file (${e instanceof Error ? e.message : String(e)})`);
   }
-  return parseHeronConfig(text, path);
+  const config = parseHeronConfig(text, path);
+  // A module path in a cluster file means a path from the file, wherever the cluster starts.
+  return config.app.startsWith('.') ? { ...config, app: resolve(dirname(path), config.app) } : config;
 }

@@ -26,7 +26,8 @@ export interface Delivered {
 export type ToReplica = { t: 'deliver'; txs: Delivered[] };
 
 export type FromReplica =
-  | { t: 'hello'; partition: number; replica: number }
+  /** `digest`: of the app the replica loaded (module.ts); it must be the launcher's. */
+  | { t: 'hello'; partition: number; replica: number; digest: string }
   | {
       t: 'outcome';
       ts: bigint;

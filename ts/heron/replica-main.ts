@@ -2,7 +2,7 @@
 // until stdin ends. It prints `ready` once its store exists and it reached every peer.
 import { join } from 'node:path';
 import { nativeFunctions } from '../app/natives.js';
-import { loadApp } from '../apps/index.js';
+import { loadAppModule } from '../app/module.js';
 import { serveRole } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
 import { connect } from '../wire.js';
@@ -24,11 +24,12 @@ export interface ReplicaArgs {
 export function runReplicaRole(a: ReplicaArgs): Promise<never> {
   return serveRole(async () => {
     const secret = loadOrCreateSecret(a.dir);
+    const loaded = await loadAppModule(a.app);
     let send: (m: FromReplica) => void = () => undefined;
     const replica = HeronReplica.create({
       dir: a.dir,
       secret,
-      app: loadApp(a.app),
+      app: loaded.app,
       natives: nativeFunctions,
       partitions: a.partitions,
       replicas: a.replicas,
@@ -49,7 +50,7 @@ export function runReplicaRole(a: ReplicaArgs): Promise<never> {
       const m = raw as ToReplica;
       if (m.t === 'deliver') replica.deliver(m.txs);
     });
-    send({ t: 'hello', partition: a.partition, replica: a.replica });
+    send({ t: 'hello', partition: a.partition, replica: a.replica, digest: loaded.digest });
     return {
       failed: Promise.race([replica.failed, closed]),
       stop: async () => {

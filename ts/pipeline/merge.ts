@@ -33,10 +33,23 @@ export function staleReads(table: LookupTable, state: StateSource): string[] {
  * transaction and the values it reads, and equal versions mean equal values (speculative
  * reads, which have no version, are compared by value).
  */
-export function merge(app: App, tx: DecodedTx, table: LookupTable | undefined, state: StateSource, natives: Natives): Merged {
+export function merge(
+  app: App,
+  tx: DecodedTx,
+  table: LookupTable | undefined,
+  state: StateSource,
+  natives: Natives,
+  /** False when the table was computed by another version of the app: never adopted then. */
+  sameCode = true,
+): Merged {
   if (!table) {
     const r = execute(app, tx, state, natives);
     return { table: r.table, decision: 'executed', counts: r.counts, conflicts: [] };
+  }
+  if (!sameCode) {
+    // Signatures, pre-compiled results and dynamic reads do not depend on the code: still hints.
+    const r = execute(app, tx, state, natives, hintsFrom(table));
+    return { table: r.table, decision: 'reexecuted', counts: r.counts, conflicts: [] };
   }
   // Judged before executing, against the state the table is checked on.
   const conflicts = staleReads(table, state);

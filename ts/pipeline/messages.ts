@@ -37,10 +37,22 @@ export type NodeToPre =
       speculate: boolean;
     }
   | { t: 'exec'; txs: Transaction[] }
+  /** The node will not take this member (its app differs); it should stop, saying why. */
+  | { t: 'refused'; reason: string }
+  /** Load this app version ahead of its upgrade, and answer `loaded`. */
+  | { t: 'load'; spec: string; digest: string }
+  /** The version `digest` is active: what is handed from here on runs with it. */
+  | { t: 'upgrade'; digest: string }
   | { t: 'effects'; effects: Effect[] }
   | { t: 'objects'; objects: PushedObject[] }
   | { t: 'feedback'; feedback: Feedback };
-export type PreToNode = { t: 'results'; results: Result[] };
+export type PreToNode =
+  | { t: 'results'; results: Result[] }
+  /** The first message of a member: the app it loaded. */
+  | { t: 'hello'; app: string; digest: string }
+  /** Answer to `load`: the digest of what it loaded, or why it could not. */
+  | { t: 'loaded'; digest: string }
+  | { t: 'load-failed'; reason: string };
 
 export class ProtocolError extends Error {
   override name = 'ProtocolError';
@@ -62,8 +74,13 @@ export function parseClientMessage(m: unknown): ClientToNode {
   return { t: 'submit', id: m['id'], tx: m['tx'] as Transaction, optimistic: m['optimistic'] === true };
 }
 
+const isText = (v: unknown, max = 4096): v is string => typeof v === 'string' && v.length <= max;
+
 export function parseNodeToPre(m: unknown): NodeToPre {
   if (isObj(m) && m['t'] === 'exec' && Array.isArray(m['txs'])) return { t: 'exec', txs: m['txs'] as Transaction[] };
+  if (isObj(m) && m['t'] === 'refused' && isText(m['reason'])) return { t: 'refused', reason: m['reason'] };
+  if (isObj(m) && m['t'] === 'load' && isText(m['spec']) && isText(m['digest'], 64)) return { t: 'load', spec: m['spec'], digest: m['digest'] };
+  if (isObj(m) && m['t'] === 'upgrade' && isText(m['digest'], 64)) return { t: 'upgrade', digest: m['digest'] };
   if (isObj(m) && m['t'] === 'effects' && Array.isArray(m['effects'])) {
     for (const e of m['effects']) {
       if (!Array.isArray(e) || !isTs(e[0]) || !Array.isArray(e[1]) || !e[1].every(isWrite) || typeof e[2] !== 'string') {
@@ -105,7 +122,10 @@ export function parseNodeToPre(m: unknown): NodeToPre {
 }
 
 export function parsePreMessage(m: unknown): PreToNode {
-  if (!isObj(m) || m['t'] !== 'results' || !Array.isArray(m['results'])) fail(`expected results, got ${describe(m)}`);
+  if (isObj(m) && m['t'] === 'hello' && isText(m['app'], 256) && isText(m['digest'], 64)) return { t: 'hello', app: m['app'], digest: m['digest'] };
+  if (isObj(m) && m['t'] === 'loaded' && isText(m['digest'], 64)) return { t: 'loaded', digest: m['digest'] };
+  if (isObj(m) && m['t'] === 'load-failed' && isText(m['reason'])) return { t: 'load-failed', reason: m['reason'] };
+  if (!isObj(m) || m['t'] !== 'results' || !Array.isArray(m['results'])) fail(`expected hello, results or loaded, got ${describe(m)}`);
   for (const r of m['results']) {
     if (!Array.isArray(r) || typeof r[0] !== 'string') fail('malformed result');
     checkTable(r[1]);

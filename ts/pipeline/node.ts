@@ -3,7 +3,9 @@
 import type { App } from '../app/app.js';
 import type { LookupTable, Natives, Outcome } from '../app/exec.js';
 import { admitTx } from '../app/admit.js';
-import type { DecodedTx } from '../app/tx.js';
+import type { LoadedApp } from '../app/module.js';
+import { decodeTx, type DecodedTx } from '../app/tx.js';
+import { AppVersions, upgradeBody, type AppVersion } from '../app/versions.js';
 import { encode } from '../app/codec.js';
 import type { Decision } from './merge.js';
 import { ConflictFeedback, type FeedbackOptions } from './feedback.js';
@@ -17,7 +19,13 @@ import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from 
 /** How the node reaches one pre-executor. */
 export interface PreExecutorLink {
   readonly name: string;
+  /** Digest of the app version it executes with (undefined: whatever is active, in-process). */
+  app?: string;
   send(txs: readonly DecodedTx[]): void;
+  /** Asks it to load an app version ahead of its upgrade; resolves with the digest it loaded. */
+  load?(v: { spec: string; digest: string }): Promise<string>;
+  /** Tells it `digest` is now active: what it is handed from here on runs with that version. */
+  upgrade?(digest: string): void;
   sendEffects(effects: readonly Effect[]): void;
   sendObjects(objects: readonly PushedObject[]): void;
   sendFeedback(feedback: Feedback): void;
@@ -65,6 +73,10 @@ export interface NodeOptions {
   onSequenced?: (ms: number) => void;
   /** Called when `submit` resolves, with the time from the call to the final reply (ms). */
   onReplied?: (ms: number, reply: Reply) => void;
+  /** Where the node reports what it does to members (default: nowhere). */
+  log?: (msg: string) => void;
+  /** Called once an upgrade transaction activated a new app version. */
+  onUpgrade?: (version: AppVersion, ts: bigint) => void;
   /** Which pre-executor admission hands a transaction (default `DEFAULT_POLICY`). */
   policy?: Policy;
   /** Tuning of the policy: affinity slack and capacity, `hotToPrimary`. */
@@ -118,16 +130,19 @@ export class EmbeddedNode {
   private readonly pool = new Map<string, PoolEntry>();
   /** Digest → the pre-executor that owes its result. */
   private readonly owedBy = new Map<string, string>();
+  /** Digest → the app version the pre-executor owing it runs (when it told us). */
+  private readonly handedApp = new Map<string, string>();
   private readonly optimistic = new Map<string, OptimisticWait>();
   private sinceFeedback = 0;
   private readonly waiters = new Map<string, ((a: Applied & { optimistic: OptimisticCheck }) => void)[]>();
   private readonly recent = new Map<string, Applied>();
+  private appliedWaiters: { ts: bigint; resolve: () => void }[] = [];
   private appliedTs = 0n;
   private flushScheduled = false;
   private started = false;
 
   constructor(
-    readonly app: App,
+    app: App | AppVersions,
     natives: Natives,
     private readonly sequencer: Sequencer,
     store: PrimaryStore,
@@ -141,9 +156,68 @@ export class EmbeddedNode {
     this.primary = new Primary(app, store, natives, {
       deadlineMs: opts.deadlineMs,
       onApplied: (batch) => this.applied(batch),
+      onUpgrade: (v, ts) => this.upgraded(v, ts),
       ...(opts.onMerged ? { onMerged: opts.onMerged } : {}),
       ...(opts.onWaited ? { onWaited: opts.onWaited } : {}),
     });
+  }
+
+  /** The app version admission checks against and new members must run. */
+  get app(): App {
+    return this.primary.versions.active.app;
+  }
+
+  get versions(): AppVersions {
+    return this.primary.versions;
+  }
+
+  /**
+   * Why a member that loaded app `digest` may not join (null if it may): every member must run
+   * the active version, or transactions would be pre-executed by other code than the primary's.
+   */
+  refuseMember(name: string, app: string, digest: string): string | null {
+    const active = this.versions.active;
+    if (digest === active.digest) return null;
+    return `pre-executor ${name} loaded app ${app} with digest ${digest.slice(0, 12)}, but the node runs ${active.app.name} ${active.digest.slice(0, 12)} (${active.spec}): start it with the same --app`;
+  }
+
+  /**
+   * Activates app version `v` at the next position of the log: every member loads it first (a
+   * member that cannot, or loads other code, is detached), then an upgrade transaction is
+   * sequenced; transactions after it run with `v` everywhere. Resolves with its timestamp.
+   */
+  async upgrade(v: LoadedApp): Promise<bigint> {
+    this.primary.stage(v);
+    await Promise.all(
+      [...this.pool.values()].map(async ({ link }) => {
+        if (!link.load) return;
+        const got = await link.load({ spec: v.spec, digest: v.digest }).catch((e: unknown) => `failed: ${e instanceof Error ? e.message : String(e)}`);
+        if (got !== v.digest) {
+          this.opts.log?.(`pre-executor ${link.name} could not load app ${v.digest.slice(0, 12)} (${got}); detaching it`);
+          this.removePreExecutor(link.name);
+        }
+      }),
+    );
+    const tx = decodeTx({ body: upgradeBody(v, this.versions.active.after), auth: [] });
+    const accepted = await this.sequencer.submit(tx);
+    await new Promise<void>((resolve) => {
+      if (this.appliedTs >= accepted.ts) return resolve();
+      const list = this.waiters.get(tx.digest) ?? [];
+      list.push(() => resolve());
+      this.waiters.set(tx.digest, list);
+    });
+    return accepted.ts;
+  }
+
+  /** Members hear of the new version after everything handed to them under the old one. */
+  private upgraded(v: AppVersion, ts: bigint): void {
+    this.flush();
+    for (const p of this.pool.values()) {
+      if (p.link.app === undefined) continue;
+      p.link.app = v.digest;
+      p.link.upgrade?.(v.digest);
+    }
+    this.opts.onUpgrade?.(v, ts);
   }
 
   /** Starts applying the sequence after `afterTs` (0: from the beginning, replaying the log). */
@@ -156,6 +230,12 @@ export class EmbeddedNode {
 
   get lastApplied(): bigint {
     return this.appliedTs;
+  }
+
+  /** Resolves once every transaction up to `ts` is applied. */
+  whenApplied(ts: bigint): Promise<void> {
+    if (this.appliedTs >= ts) return Promise.resolve();
+    return new Promise((resolve) => this.appliedWaiters.push({ ts, resolve }));
   }
 
   addPreExecutor(link: PreExecutorLink): void {
@@ -212,6 +292,7 @@ export class EmbeddedNode {
     }
     this.scheduler.completed(from);
     p.executed++;
+    const app = this.handedApp.get(digest);
     this.settle(digest, from, true);
     const wait = this.optimistic.get(digest);
     if (wait && wait.first === null) {
@@ -219,7 +300,7 @@ export class EmbeddedNode {
       this.optimisticStats.sent++;
       for (const l of wait.listeners) l(wait.first);
     }
-    this.primary.offer(digest, table, from);
+    this.primary.offer(digest, table, from, app);
   }
 
   /** Work per pre-executor: results returned and results still owed. */
@@ -312,6 +393,7 @@ export class EmbeddedNode {
     best.queued.push(tx);
     best.owed.add(tx.digest);
     this.owedBy.set(tx.digest, name);
+    if (best.link.app !== undefined) this.handedApp.set(tx.digest, best.link.app);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -333,6 +415,7 @@ export class EmbeddedNode {
   private settle(digest: string, name: string | undefined, returned: boolean): void {
     if (name === undefined || this.owedBy.get(digest) !== name) return;
     this.owedBy.delete(digest);
+    this.handedApp.delete(digest);
     const p = this.pool.get(name);
     if (!p) return;
     p.owed.delete(digest);
@@ -368,6 +451,11 @@ export class EmbeddedNode {
     for (const k of this.recent.keys()) {
       if (this.recent.size <= remember) break;
       this.recent.delete(k);
+    }
+    if (this.appliedWaiters.length > 0) {
+      const due = this.appliedWaiters.filter((w) => w.ts <= this.appliedTs);
+      this.appliedWaiters = this.appliedWaiters.filter((w) => w.ts > this.appliedTs);
+      for (const w of due) w.resolve();
     }
     this.updatePreExecutors(batch);
     this.feedback.record(batch);

@@ -1,6 +1,6 @@
 // A pre-executor process: attaches to the node, executes what it is handed, returns tables.
-import type { App } from '../app/app.js';
 import type { Natives } from '../app/exec.js';
+import { loadAppModule, type LoadedApp } from '../app/module.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
 import type { RemoteStore } from '../store.js';
 import type { HostPort } from '../transport.js';
@@ -10,14 +10,19 @@ import { PreExecutor } from './preexecutor.js';
 import { connectStore, Puller } from './pull.js';
 import { PRE_EXECUTOR_ROLE } from './server.js';
 
+/** The node would not take this pre-executor; the message is the node's reason. */
+export class MemberRefused extends Error {
+  override name = 'MemberRefused';
+}
+
 export interface PreExecutorProcess {
   readonly pre: PreExecutor;
   /** Set once the node asked for the `pull` state update. */
   readonly puller: () => Puller | null;
   /** The connection to the primary's store a puller reads through. */
   readonly remote: () => RemoteStore | null;
-  /** Resolves when the node closes the connection (or it breaks). */
-  readonly closed: Promise<void>;
+  /** Resolves when the node closes the connection (or it breaks); with the node's reason if it refused this member. */
+  readonly closed: Promise<string | null>;
   close(): void;
 }
 
@@ -29,7 +34,7 @@ export async function runPreExecutor(opts: {
   dir?: string;
   secret: Buffer;
   name: string;
-  app: App;
+  app: LoadedApp;
   natives: Natives;
   log?: (m: string) => void;
   /** Called after each batch is executed, with its size and the time it took (ms), e.g. for metrics. */
@@ -38,8 +43,13 @@ export async function runPreExecutor(opts: {
   const log = opts.log ?? ((m: string) => console.error(m));
   const where = opts.path !== undefined ? { path: opts.path } : { ...opts.node };
   const conn: Conn = await connect({ ...where, secret: opts.secret, role: PRE_EXECUTOR_ROLE + opts.name, log });
-  const pre = new PreExecutor(opts.app, opts.natives);
-  const closed = new Promise<void>((resolve) => conn.onClose(() => resolve()));
+  const pre = new PreExecutor(opts.app.app, opts.natives);
+  let refused: string | null = null;
+  let admitted: () => void = () => undefined;
+  const closed = new Promise<string | null>((resolve) => conn.onClose(() => resolve(refused)));
+  // Versions loaded ahead of their upgrade, by digest.
+  const versions = new Map<string, LoadedApp>([[opts.app.digest, opts.app]]);
+  conn.send({ t: 'hello', app: opts.app.spec, digest: opts.app.digest } satisfies PreToNode);
   let puller: Puller | null = null;
   let remote: RemoteStore | null = null;
   // With `pull`, a batch waits for its reads, and later batches queue behind it.
@@ -63,6 +73,7 @@ export async function runPreExecutor(opts: {
       const m = parseNodeToPre(raw);
       switch (m.t) {
         case 'config':
+          admitted();
           pre.speculate(m.speculate);
           if (m.stateUpdate === 'pull' && !pulling) {
             pulling = true;
@@ -74,6 +85,32 @@ export async function runPreExecutor(opts: {
               .catch(fail);
           }
           return;
+        case 'refused':
+          refused = m.reason;
+          return;
+        case 'load':
+          // In order with the batches around it: everything handed before the upgrade message
+          // still runs with the version that was active.
+          queue = queue
+            .then(async () => {
+              const v = await loadAppModule(m.spec);
+              versions.set(v.digest, v);
+              conn.send({ t: 'loaded', digest: v.digest } satisfies PreToNode);
+            })
+            .catch((e: unknown) => {
+              conn.send({ t: 'load-failed', reason: e instanceof Error ? e.message : String(e) } satisfies PreToNode);
+            });
+          return;
+        case 'upgrade': {
+          const digest = m.digest;
+          queue = queue.then(() => {
+            const v = versions.get(digest);
+            if (!v) throw new Error(`the node activated app ${digest.slice(0, 12)}, which this pre-executor never loaded`);
+            pre.app = v.app;
+          });
+          queue.catch(fail);
+          return;
+        }
         case 'effects':
           pre.install(m.effects);
           return;
@@ -94,14 +131,20 @@ export async function runPreExecutor(opts: {
               log(`pre-executor ${opts.name}: skipping a transaction: ${e instanceof Error ? e.message : String(e)}`);
             }
           }
-          if (pulling) queue = queue.then(() => execute(txs)).catch(fail);
-          else void execute(txs).catch(fail);
+          queue = queue.then(() => execute(txs)).catch(fail);
           return;
         }
       }
     } catch (e) {
       fail(e);
     }
+  });
+  // Attached once the node sent its config; refused, it says why before closing.
+  await new Promise<void>((resolve, reject) => {
+    admitted = resolve;
+    void closed.then((reason) =>
+      reject(reason === null ? new Error(`the node at ${conn.peer} closed the connection before attaching this pre-executor`) : new MemberRefused(reason)),
+    );
   });
   return { pre, puller: () => puller, remote: () => remote, closed, close: () => conn.close() };
 }

@@ -35,7 +35,8 @@ export class PreExecutor {
   speculation: Speculation | null;
 
   constructor(
-    readonly app: App,
+    /** Replaced when the node says an upgrade is active (preexecutor-main.ts). */
+    public app: App,
     private readonly natives: Natives,
     opts: { speculate?: boolean } = {},
   ) {

@@ -1,7 +1,10 @@
 // The primary: consumes the ordered stream, merges pre-executed results, applies writes.
 import type { App } from '../app/app.js';
 import type { LookupTable, Natives, Outcome, StateSource, Versioned } from '../app/exec.js';
+import type { LoadedApp } from '../app/module.js';
 import { applyWrites, type Write } from '../app/state.js';
+import type { DecodedTx } from '../app/tx.js';
+import { AppVersions, isAdmin, upgradeOf, type AppVersion } from '../app/versions.js';
 import { merge, type Decision } from './merge.js';
 import type { Sequenced } from './sequencer.js';
 
@@ -34,6 +37,8 @@ export interface PrimaryOptions {
   onMerged?(ms: number, size: number): void;
   /** Called per batch with the time spent waiting for its pre-execution results (ms; 0 if none missing). */
   onWaited?(ms: number): void;
+  /** Called when an upgrade transaction at `ts` activated `version` (after the batch is stored). */
+  onUpgrade?(version: AppVersion, ts: bigint): void;
 }
 
 export interface PrimaryStats {
@@ -51,6 +56,8 @@ export interface PrimaryStats {
 interface Offer {
   table: LookupTable;
   from: string;
+  /** Digest of the app version the table was computed with; undefined: the one at its position. */
+  app: string | undefined;
 }
 
 export class Primary {
@@ -69,12 +76,23 @@ export class Primary {
     precompilesReused: 0,
   };
 
+  /** Versions loaded ahead of the upgrade transaction that activates them, by digest. */
+  private readonly staged = new Map<string, LoadedApp>();
+  readonly versions: AppVersions;
+
   constructor(
-    private readonly app: App,
+    app: App | AppVersions,
     private readonly store: PrimaryStore,
     private readonly natives: Natives,
     private readonly opts: PrimaryOptions,
-  ) {}
+  ) {
+    this.versions = app instanceof AppVersions ? app : new AppVersions({ app, spec: app.name, digest: '' });
+  }
+
+  /** Makes `v` available to the upgrade transaction that will activate it. */
+  stage(v: LoadedApp): void {
+    this.staged.set(v.digest, v);
+  }
 
   /** Admission tells the primary a result may come for `digest`, so it keeps the result. */
   expect(digest: string): void {
@@ -93,12 +111,12 @@ export class Primary {
   }
 
   /** A pre-executor's result. Kept until its transaction is applied; dropped if unexpected. */
-  offer(digest: string, table: LookupTable, from: string): void {
+  offer(digest: string, table: LookupTable, from: string, app?: string): void {
     if (!this.expected.has(digest)) {
       this.stats.lateResults++;
       return;
     }
-    if (!this.offers.has(digest)) this.offers.set(digest, { table, from });
+    if (!this.offers.has(digest)) this.offers.set(digest, { table, from, app });
     this.waiting.get(digest)?.();
   }
 
@@ -112,9 +130,19 @@ export class Primary {
     const overlay = new Overlay(this.store, batch, this.offers);
     const applied: Applied[] = [];
     const writes: [string, bigint, Uint8Array | null][] = [];
+    const upgrades: [AppVersion, bigint][] = [];
     for (const { ts, tx } of batch) {
+      if (isAdmin(tx)) {
+        upgrades.push([this.upgrade(ts, tx), ts]);
+        applied.push({ ts, digest: tx.digest, outcome: { status: 'ok', result: { app: this.versions.active.digest } }, decision: 'executed', preExecutor: null, writes: [], conflicts: [] });
+        this.offers.delete(tx.digest);
+        this.expected.delete(tx.digest);
+        continue;
+      }
       const offer = this.offers.get(tx.digest);
-      const m = merge(this.app, tx, offer?.table, overlay, this.natives);
+      const version = this.versions.at(ts);
+      const sameCode = offer?.app === undefined || offer.app === version.digest;
+      const m = merge(version.app, tx, offer?.table, overlay, this.natives, sameCode);
       this.count(m.decision, m.counts);
       overlay.apply(m.table.writes, ts);
       for (const [id, value] of m.table.writes) writes.push([id, ts, value]);
@@ -132,7 +160,26 @@ export class Primary {
     }
     this.store.write(writes);
     this.opts.onMerged?.(performance.now() - t0, batch.length);
+    for (const [v, ts] of upgrades) this.opts.onUpgrade?.(v, ts);
     this.opts.onApplied(applied);
+  }
+
+  /**
+   * Applies an upgrade transaction: the version it names is active after `ts`. On a replay the
+   * log's header already activated it there; otherwise the node staged it before submitting.
+   */
+  private upgrade(ts: bigint, tx: DecodedTx): AppVersion {
+    const u = upgradeOf(tx);
+    const known = this.versions.all.find((v) => v.after === ts);
+    if (known) {
+      if (known.digest !== u.digest) throw new Error(`the log upgrades to app ${u.digest} at ${ts}, but its header says ${known.digest}`);
+      return known;
+    }
+    const staged = this.staged.get(u.digest);
+    if (!staged) throw new Error(`the log upgrades to app ${u.digest} (${u.spec}) at ${ts}, which this node has not loaded`);
+    this.versions.activate(staged, ts);
+    this.staged.delete(u.digest);
+    return this.versions.active;
   }
 
   private count(decision: Decision, counts: { verified: number; authFromHints: number; precompilesReused: number } | null): void {

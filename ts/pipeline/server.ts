@@ -166,12 +166,11 @@ function serveClient(node: EmbeddedNode, conn: Conn, log: (m: string) => void, l
   );
 }
 
-function attachPreExecutor(
-  node: EmbeddedNode,
-  conn: Conn,
-  log: (m: string) => void,
-  opts: ServeOptions,
-): void {
+/**
+ * A pre-executor attaches once its first message, `hello`, names the app it loaded: one running
+ * other code than the node's is refused with both digests, and told why.
+ */
+function attachPreExecutor(node: EmbeddedNode, conn: Conn, log: (m: string) => void, opts: ServeOptions): void {
   if (node.stateUpdate === 'pull' && opts.store === undefined) {
     log(`${conn.peer}: this node cannot serve pulling pre-executors (no store name); closing`);
     conn.close();
@@ -185,38 +184,71 @@ function attachPreExecutor(
       // Closing: the node detaches this link on close, and the deadline covers what it owed.
     }
   };
-  const link: PreExecutorLink = {
-    name,
-    send: (txs) => send({ t: 'exec', txs: txs.map((tx) => ({ body: tx.body, auth: tx.auth })) }),
-    sendEffects: (effects) => send({ t: 'effects', effects: [...effects] }),
-    sendObjects: (objects) => send({ t: 'objects', objects: [...objects] }),
-    sendFeedback: (feedback) => send({ t: 'feedback', feedback }),
+  // Loads asked of this member, answered in order: each resolves with the digest it loaded.
+  const loads: ((answer: string) => void)[] = [];
+  let link: PreExecutorLink | null = null;
+  const hello = (app: string, digest: string): void => {
+    const refused = node.refuseMember(name, app, digest);
+    if (refused !== null) {
+      log(`${conn.peer}: ${refused}; closing`);
+      send({ t: 'refused', reason: refused });
+      conn.close();
+      return;
+    }
+    const l: PreExecutorLink = {
+      name,
+      app: digest,
+      send: (txs) => send({ t: 'exec', txs: txs.map((tx) => ({ body: tx.body, auth: tx.auth })) }),
+      sendEffects: (effects) => send({ t: 'effects', effects: [...effects] }),
+      sendObjects: (objects) => send({ t: 'objects', objects: [...objects] }),
+      sendFeedback: (feedback) => send({ t: 'feedback', feedback }),
+      load: (v) =>
+        new Promise<string>((resolve) => {
+          loads.push(resolve);
+          send({ t: 'load', spec: v.spec, digest: v.digest });
+        }),
+      upgrade: (digest) => send({ t: 'upgrade', digest }),
+    };
+    node.addPreExecutor(l);
+    link = l;
+    const pull = node.stateUpdate === 'pull';
+    const served = opts.storeTransport ?? { transport: 'shm', address: null };
+    send({
+      t: 'config',
+      stateUpdate: node.stateUpdate,
+      store: pull ? (opts.store ?? null) : null,
+      transport: served.transport,
+      address: pull ? served.address : null,
+      speculate: node.speculation,
+    });
+    opts.onPool?.('join', name);
   };
-  try {
-    node.addPreExecutor(link);
-  } catch (e) {
-    log(`${conn.peer}: ${e instanceof Error ? e.message : String(e)}; closing`);
-    conn.close();
-    return;
-  }
-  const pull = node.stateUpdate === 'pull';
-  const served = opts.storeTransport ?? { transport: 'shm', address: null };
-  send({
-    t: 'config',
-    stateUpdate: node.stateUpdate,
-    store: pull ? (opts.store ?? null) : null,
-    transport: served.transport,
-    address: pull ? served.address : null,
-    speculate: node.speculation,
-  });
-  opts.onPool?.('join', name);
   conn.onMessage(
     guard(conn, log, (raw) => {
       const m = parsePreMessage(raw);
-      for (const [digest, table] of m.results) node.result(name, digest, table);
+      if (link === null) {
+        if (m.t !== 'hello') throw new ProtocolError(`a pre-executor's first message must be hello, got ${m.t}`);
+        hello(m.app, m.digest);
+        return;
+      }
+      switch (m.t) {
+        case 'results':
+          for (const [digest, table] of m.results) node.result(name, digest, table);
+          return;
+        case 'loaded':
+          loads.shift()?.(m.digest);
+          return;
+        case 'load-failed':
+          loads.shift()?.(`failed: ${m.reason}`);
+          return;
+        case 'hello':
+          throw new ProtocolError('hello sent twice');
+      }
     }),
   );
   conn.onClose(() => {
+    for (const answer of loads.splice(0)) answer('the connection closed');
+    if (link === null) return;
     node.removePreExecutor(name);
     opts.onPool?.('leave', name);
   });
