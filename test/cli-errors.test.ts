@@ -110,6 +110,18 @@ describe('remora reports a user mistake in one line, exit 2', () => {
     expectOneLine(await run(['start', 'node', '--dir', dir('node'), '--app', 'nope']), 'app package nope is not installed here');
   });
 
+  it('start node or a pre-executor with an app module that is broken', async () => {
+    const broken = join(work, 'broken.mjs');
+    writeFileSync(broken, "throw new Error('boom at import');\n");
+    expectOneLine(await run(['start', 'node', '--dir', dir('broken'), '--app', broken]), /^remora: app module .*broken\.mjs failed to load: boom at import$/);
+    const notApp = join(work, 'not-app.mjs');
+    writeFileSync(notApp, 'export default 42;\n');
+    expectOneLine(
+      await run(['start', 'pre-executor', '--join', dir('broken'), '--app', notApp, '--name', 'x']),
+      /^remora: app module .*not-app\.mjs: the default export is a number, not an app made by defineApp$/,
+    );
+  });
+
   it('start node without --dir, or with an unknown option', async () => {
     expectOneLine(await run(['start', 'node', '--app', 'kv']), '--dir is required');
     expectOneLine(await run(node('--bogus')), "'--bogus'");
