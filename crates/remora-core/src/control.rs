@@ -1,137 +1,31 @@
 //! The control channel: how a peer learns where an object lives (Heron's `query_obj_addr`)
-//! before reading it one-sidedly, and the authenticated handshake every connection between
-//! cluster members starts with.
+//! before reading it one-sidedly. Every connection starts with the cluster's handshake
+//! (`handshake`); the server is the shared event loop (`server`) on the store's Unix socket.
 //!
 //! Frames are a little-endian `u32` length then the payload, at most [`MAX_FRAME`] bytes.
 //! Requests: `[op u8] body`. Replies: `[0] body` or `[1] utf-8 message`. A malformed request
 //! gets an error reply, the connection is closed, and the server keeps serving others.
 
 use crate::error::{Error, IoContext, Result};
+use crate::handshake::{handshake_client_within, Timeouts};
+use crate::server::{self, put_frame, Flow, Listener, ServerLimits, ServerStats, Service};
 use crate::store::{check_id, Addr, Store};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+pub use crate::handshake::{check_secret, handshake_client, handshake_server, MIN_SECRET};
 
 pub const SOCKET_NAME: &str = "control.sock";
 pub const MAX_FRAME: usize = 1 << 20;
-pub const MIN_SECRET: usize = 16;
-const MAGIC: &[u8; 4] = b"RMRA";
-const PROTOCOL: u16 = 1;
-const NONCE: usize = 32;
-const MAC: usize = 32;
-/// A peer that does not finish the handshake in this time is dropped.
+/// A client whose peer does not finish the handshake in this time gives up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) const OP_LOOKUP: u8 = 1;
 pub(crate) const REPLY_OK: u8 = 0;
 pub(crate) const REPLY_ERR: u8 = 1;
-
-pub fn check_secret(secret: &[u8]) -> Result<()> {
-    if secret.len() < MIN_SECRET {
-        return Err(Error::WeakSecret);
-    }
-    Ok(())
-}
-
-fn mac(secret: &[u8], label: &[u8], a: &[u8], b: &[u8]) -> Result<Hmac<Sha256>> {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| Error::WeakSecret)?;
-    m.update(label);
-    m.update(a);
-    m.update(b);
-    Ok(m)
-}
-
-fn nonce() -> Result<[u8; NONCE]> {
-    let mut n = [0u8; NONCE];
-    getrandom::getrandom(&mut n).map_err(|e| Error::Io {
-        context: "drawing a handshake nonce".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    Ok(n)
-}
-
-fn hs_err(peer: &str, why: impl Into<String>) -> Error {
-    Error::Handshake {
-        peer: peer.to_string(),
-        why: why.into(),
-    }
-}
-
-/// Client side of the mutual challenge-response: both ends prove they hold the cluster secret
-/// without sending it. Labels differ per side so neither proof can be reflected.
-pub fn handshake_client<S: Read + Write>(s: &mut S, secret: &[u8], peer: &str) -> Result<()> {
-    let io = |e: std::io::Error| hs_err(peer, e.to_string());
-    let nc = nonce()?;
-    let mut hello = Vec::with_capacity(6 + NONCE);
-    hello.extend_from_slice(MAGIC);
-    hello.extend_from_slice(&PROTOCOL.to_le_bytes());
-    hello.extend_from_slice(&nc);
-    s.write_all(&hello).map_err(io)?;
-    let mut reply = [0u8; NONCE + MAC];
-    s.read_exact(&mut reply).map_err(io)?;
-    let (ns, proof) = reply.split_at(NONCE);
-    mac(secret, b"remora-server", &nc, ns)?
-        .verify_slice(proof)
-        .map_err(|_| hs_err(peer, "the peer does not hold the cluster secret"))?;
-    let mine = mac(secret, b"remora-client", &nc, ns)?
-        .finalize()
-        .into_bytes();
-    s.write_all(&mine).map_err(io)?;
-    let mut verdict = [0u8; 1];
-    s.read_exact(&mut verdict)
-        .map_err(|_| hs_err(peer, "the peer rejected our proof of the cluster secret"))?;
-    if verdict[0] != 1 {
-        return Err(hs_err(
-            peer,
-            "the peer rejected our proof of the cluster secret",
-        ));
-    }
-    Ok(())
-}
-
-/// Server side of [`handshake_client`].
-pub fn handshake_server<S: Read + Write>(s: &mut S, secret: &[u8], peer: &str) -> Result<()> {
-    let io = |e: std::io::Error| hs_err(peer, e.to_string());
-    let mut hello = [0u8; 6 + NONCE];
-    s.read_exact(&mut hello).map_err(io)?;
-    if &hello[..4] != MAGIC {
-        return Err(hs_err(peer, "not a Remora peer (bad magic)"));
-    }
-    let version = u16::from_le_bytes([hello[4], hello[5]]);
-    if version != PROTOCOL {
-        return Err(hs_err(
-            peer,
-            format!("protocol version {version}, expected {PROTOCOL}"),
-        ));
-    }
-    let nc = &hello[6..];
-    let ns = nonce()?;
-    let proof = mac(secret, b"remora-server", nc, &ns)?
-        .finalize()
-        .into_bytes();
-    let mut reply = Vec::with_capacity(NONCE + MAC);
-    reply.extend_from_slice(&ns);
-    reply.extend_from_slice(&proof);
-    s.write_all(&reply).map_err(io)?;
-    let mut theirs = [0u8; MAC];
-    s.read_exact(&mut theirs).map_err(io)?;
-    if mac(secret, b"remora-client", nc, &ns)?
-        .verify_slice(&theirs)
-        .is_err()
-    {
-        let _ = s.write_all(&[0]);
-        return Err(hs_err(peer, "the peer does not hold the cluster secret"));
-    }
-    s.write_all(&[1]).map_err(io)?;
-    Ok(())
-}
 
 pub fn write_frame<W: Write>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(payload.len()).map_err(|_| std::io::Error::other("frame too large"))?;
@@ -229,17 +123,7 @@ pub(crate) fn answer(store: &Store, req: &[u8], peer: &str) -> Result<Vec<u8>> {
             }
             c.end()?;
             let mut out = vec![REPLY_OK];
-            out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-            for addr in store.addresses(&ids) {
-                match addr {
-                    Some(a) => {
-                        out.push(1);
-                        out.extend_from_slice(&a.region.to_le_bytes());
-                        out.extend_from_slice(&a.offset.to_le_bytes());
-                    }
-                    None => out.push(0),
-                }
-            }
+            encode_lookup_reply(&mut out, &store.addresses(&ids));
             Ok(out)
         }
         op => Err(Error::Frame {
@@ -249,106 +133,82 @@ pub(crate) fn answer(store: &Store, req: &[u8], peer: &str) -> Result<Vec<u8>> {
     }
 }
 
-fn serve(mut stream: UnixStream, store: Weak<Store>, secret: &[u8], peer: &str) -> Result<()> {
-    stream
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .ctx(|| "setting a timeout".into())?;
-    handshake_server(&mut stream, secret, peer)?;
-    stream
-        .set_read_timeout(None)
-        .ctx(|| "clearing a timeout".into())?;
-    while let Some(req) = read_frame(&mut stream, peer)? {
-        let Some(store) = store.upgrade() else {
-            return Ok(());
+/// The control channel's requests, on the shared event loop.
+struct ControlService {
+    store: Weak<Store>,
+}
+
+impl Service for ControlService {
+    type Conn = ();
+
+    fn open(&self, _peer: &str) {}
+
+    fn frame(&self, _: &mut (), req: &[u8], out: &mut Vec<u8>, peer: &str) -> Flow {
+        let Some(store) = self.store.upgrade() else {
+            return Flow::Close(None);
         };
-        match answer(&store, &req, peer) {
-            Ok(reply) => write_frame(&mut stream, &reply).ctx(|| format!("replying to {peer}"))?,
+        match answer(&store, req, peer) {
+            Ok(reply) => {
+                put_frame(out, &reply);
+                Flow::Continue
+            }
             Err(e) => {
                 let mut reply = vec![REPLY_ERR];
                 reply.extend_from_slice(e.to_string().as_bytes());
-                let _ = write_frame(&mut stream, &reply);
-                return Err(e);
+                reply.truncate(MAX_FRAME);
+                put_frame(out, &reply);
+                Flow::Close(Some(e))
             }
         }
     }
-    Ok(())
 }
 
-/// Serves the control channel of one store from threads of its own, so peers resolve
-/// addresses without the owner's application thread.
+/// Serves the control channel of one store from a thread of its own (see `server`), so peers
+/// resolve addresses without the owner's application thread.
 pub struct ControlServer {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
-    conns: Arc<Mutex<HashMap<usize, UnixStream>>>,
-    thread: Option<JoinHandle<()>>,
+    server: server::Handle,
 }
 
 impl ControlServer {
     pub fn start(store: &Arc<Store>, secret: &[u8]) -> Result<Self> {
+        Self::start_limited(store, secret, ServerLimits::default())
+    }
+
+    /// As [`ControlServer::start`], with other connection limits.
+    pub fn start_limited(store: &Arc<Store>, secret: &[u8], limits: ServerLimits) -> Result<Self> {
         check_secret(secret)?;
         let path = store.dir().join(SOCKET_NAME);
         let _ = std::fs::remove_file(&path);
-        let listener =
-            UnixListener::bind(&path).ctx(|| format!("listening on {}", path.display()))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<HashMap<usize, UnixStream>>> = Arc::default();
-        let (weak, secret) = (Arc::downgrade(store), secret.to_vec());
-        let (stop2, conns2, name) = (stop.clone(), conns.clone(), store.name().to_string());
-        let thread = std::thread::Builder::new()
-            .name(format!("remora-control-{name}"))
-            .spawn(move || {
-                for (n, stream) in listener.incoming().enumerate() {
-                    if stop2.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    // Kept so that stopping the server can end connections blocked in a read.
-                    if let Ok(clone) = stream.try_clone() {
-                        lock(&conns2).insert(n, clone);
-                    }
-                    let (weak, secret, conns) = (weak.clone(), secret.clone(), conns2.clone());
-                    let peer = format!("control peer #{n} of store '{name}'");
-                    let _ = std::thread::Builder::new()
-                        .name(format!("remora-control-conn-{n}"))
-                        .spawn(move || {
-                            if let Err(e) = serve(stream, weak, &secret, &peer) {
-                                eprintln!("remora: {e}; connection closed");
-                            }
-                            lock(&conns).remove(&n);
-                        });
-                }
-            })
-            .ctx(|| "starting the control thread".into())?;
-        Ok(ControlServer {
-            path,
-            stop,
-            conns,
-            thread: Some(thread),
-        })
+        let listener = Listener::unix(&path)?;
+        let name = store.name().to_string();
+        let server = server::spawn(
+            listener,
+            ControlService {
+                store: Arc::downgrade(store),
+            },
+            secret,
+            limits,
+            format!("remora-control-{name}"),
+            ("control", name),
+        )?;
+        Ok(ControlServer { path, server })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    /// Connections and what became of them.
+    pub fn stats(&self) -> ServerStats {
+        self.server.stats()
+    }
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the accept loop, then end every open connection.
-        let woken = UnixStream::connect(&self.path).is_ok();
-        for (_, c) in lock(&self.conns).drain() {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-        // If the socket is already gone (its store was dropped first), the accept loop cannot
-        // be woken: leave it detached rather than hang; it exits on its next connection.
-        if let Some(t) = self.thread.take().filter(|_| woken) {
-            let _ = t.join();
-        }
+        // No new peer finds the socket; the loop, stopped when `server` drops right after,
+        // closes the connections it has.
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -367,12 +227,9 @@ impl ControlClient {
             peer: peer.clone(),
             why: e.to_string(),
         })?;
+        handshake_client_within(&mut stream, secret, &peer, HANDSHAKE_TIMEOUT)?;
         stream
-            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-            .ctx(|| "setting a timeout".into())?;
-        handshake_client(&mut stream, secret, &peer)?;
-        stream
-            .set_read_timeout(None)
+            .set_timeouts(None)
             .ctx(|| "clearing a timeout".into())?;
         Ok(ControlClient { stream, peer })
     }
@@ -423,6 +280,21 @@ pub(crate) fn encode_lookup(req: &mut Vec<u8>, ids: &[&[u8]]) -> Result<()> {
     Ok(())
 }
 
+/// Appends the body of a lookup reply (after its status byte).
+pub(crate) fn encode_lookup_reply(out: &mut Vec<u8>, addrs: &[Option<Addr>]) {
+    out.extend_from_slice(&(addrs.len() as u32).to_le_bytes());
+    for addr in addrs {
+        match addr {
+            Some(a) => {
+                out.push(1);
+                out.extend_from_slice(&a.region.to_le_bytes());
+                out.extend_from_slice(&a.offset.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+    }
+}
+
 /// Parses the body of a lookup reply (after its status byte) that must hold `wanted` answers.
 pub(crate) fn decode_lookup(body: &[u8], wanted: usize, peer: &str) -> Result<Vec<Option<Addr>>> {
     let mut c = Cursor::new(body, peer);
@@ -445,4 +317,194 @@ pub(crate) fn decode_lookup(body: &[u8], wanted: usize, peer: &str) -> Result<Ve
     }
     c.end()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// A store of 40 objects `obj/0` … `obj/39`, removed with its directory.
+    struct Fixture {
+        store: Arc<Store>,
+        dir: PathBuf,
+    }
+
+    impl Fixture {
+        fn new(test: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("remora-control-unit-{}-{test}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = Store::create(&StoreConfig::new(&dir, "unit")).unwrap();
+            for i in 0..40 {
+                store
+                    .set(format!("obj/{i}").as_bytes(), &[i as u8; 10], 1)
+                    .unwrap();
+            }
+            Fixture {
+                store: Arc::new(store),
+                dir,
+            }
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn addr() -> impl Strategy<Value = Option<Addr>> {
+        proptest::option::of(
+            (any::<u32>(), any::<u64>()).prop_map(|(region, offset)| Addr { region, offset }),
+        )
+    }
+
+    /// A valid lookup request: ids that exist, that do not, and repeats.
+    fn lookup_request() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        vec(
+            prop_oneof![
+                (0..60usize).prop_map(|i| format!("obj/{i}").into_bytes()),
+                vec(any::<u8>(), 1..=88),
+            ],
+            0..20,
+        )
+    }
+
+    /// Checks an answer to arbitrary bytes: an `Ok` is a well-formed reply of as many
+    /// addresses as the request names.
+    fn check_answer(store: &Store, req: &[u8]) -> std::result::Result<(), TestCaseError> {
+        if let Ok(reply) = answer(store, req, "fuzz") {
+            prop_assert_eq!(reply[0], REPLY_OK);
+            let n = u32::from_le_bytes([req[1], req[2], req[3], req[4]]) as usize;
+            let addrs = decode_lookup(&reply[1..], n, "fuzz");
+            prop_assert!(addrs.is_ok(), "{:?}", addrs);
+        }
+        Ok(())
+    }
+
+    fn flip(bytes: &mut [u8], bit: usize) {
+        if !bytes.is_empty() {
+            let bit = bit % (bytes.len() * 8);
+            bytes[bit / 8] ^= 1 << (bit % 8);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn read_frame_never_panics(bytes in vec(any::<u8>(), 0..64)) {
+            let _ = read_frame(&mut &bytes[..], "fuzz");
+        }
+
+        #[test]
+        fn read_frame_round_trips_and_refuses_truncations(payload in vec(any::<u8>(), 0..300), cut in any::<usize>()) {
+            let mut wire = Vec::new();
+            write_frame(&mut wire, &payload).unwrap();
+            prop_assert_eq!(read_frame(&mut &wire[..], "p").unwrap(), Some(payload.clone()));
+            let cut = cut % wire.len();
+            match read_frame(&mut &wire[..cut], "p") {
+                // A stream ending inside a length prefix has no frame to give.
+                Ok(None) => prop_assert!(cut < 4),
+                Ok(Some(_)) => prop_assert!(false, "a truncated frame was read whole"),
+                Err(_) => prop_assert!(cut >= 4),
+            }
+        }
+
+        #[test]
+        fn huge_length_fields_are_refused_before_allocating(len in (MAX_FRAME as u32 + 1)..) {
+            let wire = len.to_le_bytes();
+            let refused = matches!(read_frame(&mut &wire[..], "p"), Err(Error::Frame { .. }));
+            prop_assert!(refused);
+        }
+
+        #[test]
+        fn cursor_takes_exactly_what_is_there(bytes in vec(any::<u8>(), 0..40), ops in vec(0u8..6, 0..20)) {
+            let mut c = Cursor::new(&bytes, "fuzz");
+            let mut left = bytes.len();
+            for op in ops {
+                let (want, got) = match op {
+                    0 => (1, c.u8().is_ok()),
+                    1 => (2, c.u16().is_ok()),
+                    2 => (4, c.u32().is_ok()),
+                    3 => (8, c.u64().is_ok()),
+                    4 => (3, c.take(3).is_ok()),
+                    _ => {
+                        prop_assert_eq!(c.end().is_ok(), left == 0);
+                        continue;
+                    }
+                };
+                prop_assert_eq!(got, want <= left);
+                if got {
+                    left -= want;
+                }
+            }
+        }
+
+        #[test]
+        fn decode_lookup_never_panics(body in vec(any::<u8>(), 0..80), wanted in 0usize..10) {
+            if let Ok(addrs) = decode_lookup(&body, wanted, "fuzz") {
+                prop_assert_eq!(addrs.len(), wanted);
+            }
+        }
+
+        #[test]
+        fn lookup_replies_round_trip(addrs in vec(addr(), 0..30), bit in any::<usize>(), cut in any::<usize>()) {
+            let mut body = Vec::new();
+            encode_lookup_reply(&mut body, &addrs);
+            prop_assert_eq!(decode_lookup(&body, addrs.len(), "p").unwrap(), addrs.clone());
+            let cut = cut % body.len();
+            prop_assert!(decode_lookup(&body[..cut], addrs.len(), "p").is_err());
+            let mut flipped = body.clone();
+            flip(&mut flipped, bit);
+            if let Ok(got) = decode_lookup(&flipped, addrs.len(), "p") {
+                prop_assert_eq!(got.len(), addrs.len());
+            }
+        }
+    }
+
+    #[test]
+    fn answer_never_panics_on_arbitrary_requests() {
+        let fx = Fixture::new("arbitrary");
+        proptest!(|(req in vec(any::<u8>(), 0..120))| {
+            check_answer(&fx.store, &req)?;
+        });
+    }
+
+    #[test]
+    fn lookups_round_trip_and_damaged_ones_are_refused_or_valid() {
+        let fx = Fixture::new("roundtrip");
+        proptest!(|(ids in lookup_request(), bit in any::<usize>(), cut in any::<usize>())| {
+            let refs: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
+            let mut req = vec![OP_LOOKUP];
+            encode_lookup(&mut req, &refs).unwrap();
+            let reply = answer(&fx.store, &req, "p").unwrap();
+            prop_assert_eq!(
+                decode_lookup(&reply[1..], ids.len(), "p").unwrap(),
+                fx.store.addresses(&refs)
+            );
+            check_answer(&fx.store, &req[..cut % req.len()])?;
+            let mut flipped = req.clone();
+            flip(&mut flipped, bit);
+            check_answer(&fx.store, &flipped)?;
+        });
+    }
+
+    /// The service behind the socket: one whole reply frame per request, and the connection
+    /// ends exactly when the reply is an error.
+    #[test]
+    fn the_service_answers_every_frame_with_one_frame() {
+        let fx = Fixture::new("service");
+        let service = ControlService {
+            store: Arc::downgrade(&fx.store),
+        };
+        proptest!(|(req in vec(any::<u8>(), 0..120))| {
+            let mut out = Vec::new();
+            let flow = service.frame(&mut (), &req, &mut out, "fuzz");
+            let reply = read_frame(&mut &out[..], "fuzz").unwrap().unwrap();
+            prop_assert_eq!(out.len(), 4 + reply.len());
+            prop_assert_eq!(matches!(flow, Flow::Close(_)), reply[0] == REPLY_ERR);
+        });
+    }
 }

@@ -4,8 +4,10 @@
 
 pub mod control;
 pub mod error;
+mod handshake;
 pub mod region;
 pub mod remote;
+mod server;
 pub mod slot;
 pub mod store;
 pub mod stress;
@@ -14,6 +16,7 @@ pub mod transport;
 pub use control::{ControlClient, ControlServer};
 pub use error::{Error, Result};
 pub use remote::{RemoteStats, RemoteStore};
+pub use server::{ServerLimits, ServerStats};
 pub use slot::Lookup;
 pub use store::{Addr, Store, StoreConfig, StoreStats};
 pub use transport::shm::{ShmPeer, ShmTransport};

@@ -10,7 +10,7 @@ use crate::error::{Error, IoContext, Result};
 use memmap2::{MmapOptions, MmapRaw};
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
@@ -106,13 +106,55 @@ pub fn region_path(store_dir: &Path, id: u32) -> PathBuf {
     store_dir.join(format!("region-{id:06}"))
 }
 
-/// Creates `dir` (and parents) private to the owner: 0700.
+/// Creates `dir` (and parents) private to the owner: 0700. An existing `dir` must already be
+/// private: a directory another user created, or one open to group or others, could hold a
+/// planted secret or let others read the regions, so it is refused with how to fix it.
 pub fn private_dir(dir: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .ctx(|| format!("creating {}", dir.display()))
+        .ctx(|| format!("creating {}", dir.display()))?;
+    // Checked after creating, so a directory someone else made in between is checked too.
+    let meta = fs::metadata(dir).ctx(|| format!("reading {}", dir.display()))?;
+    check_private(dir, meta.uid(), meta.mode(), effective_uid())
+}
+
+/// The user this process acts as.
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether a directory owned by `uid` with permission bits `mode` is private to `euid`; the
+/// error says what is wrong and how to fix it.
+pub(crate) fn check_private(dir: &Path, uid: u32, mode: u32, euid: u32) -> Result<()> {
+    let open = mode & 0o077 != 0;
+    if uid == euid && !open {
+        return Ok(());
+    }
+    let d = dir.display();
+    let mut what = Vec::new();
+    if open {
+        what.push(format!("is mode {:04o}", mode & 0o7777));
+    }
+    if uid != euid {
+        what.push(format!(
+            "is owned by uid {uid}, not by this process's uid {euid}"
+        ));
+    }
+    let fix = if uid != euid {
+        format!("use a directory of your own, or have its owner hand it over: chown {euid} {d} && chmod 700 {d}")
+    } else {
+        format!("chmod 700 {d}")
+    };
+    Err(Error::Io {
+        context: format!("cluster directory {d} {}", what.join(" and ")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("it must be owned by you and closed to others: {fix}"),
+        ),
+    })
 }
 
 /// A mapped region, owner's or peer's.
@@ -359,5 +401,68 @@ impl AttachedRegions {
         let region = Arc::new(Region::attach_as(&self.dir, id, self.owner)?);
         let mut map = self.regions.write().unwrap_or_else(|e| e.into_inner());
         Ok(map.entry(id).or_insert(region).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_a_directory_of_ours_closed_to_others_is_private() {
+        let d = Path::new("/srv/cluster");
+        assert!(check_private(d, 1000, 0o40700, 1000).is_ok());
+        assert!(check_private(d, 1000, 0o700, 1000).is_ok());
+        assert!(check_private(d, 0, 0o500, 0).is_ok());
+
+        let open = check_private(d, 1000, 0o40777, 1000)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            open,
+            "cluster directory /srv/cluster is mode 0777: it must be owned by you and closed \
+             to others: chmod 700 /srv/cluster"
+        );
+        assert!(check_private(d, 1000, 0o750, 1000).is_err());
+        assert!(check_private(d, 1000, 0o701, 1000).is_err());
+
+        let theirs = check_private(d, 1001, 0o700, 1000).unwrap_err().to_string();
+        assert!(
+            theirs.contains("is owned by uid 1001, not by this process's uid 1000"),
+            "{theirs}"
+        );
+        assert!(
+            theirs.contains("chown 1000 /srv/cluster && chmod 700 /srv/cluster"),
+            "{theirs}"
+        );
+        let both = check_private(d, 1001, 0o777, 1000).unwrap_err().to_string();
+        assert!(
+            both.contains("is mode 0777 and is owned by uid 1001"),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn an_open_directory_is_refused_and_a_new_one_is_made_private() {
+        let base = std::env::temp_dir().join(format!("remora-region-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let fresh = base.join("new").join("cluster");
+        private_dir(&fresh).unwrap();
+        let mode = fs::metadata(&fresh).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+
+        let planted = base.join("planted");
+        fs::create_dir_all(&planted).unwrap();
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = private_dir(&planted).unwrap_err().to_string();
+        assert!(err.contains("is mode 0777"), "{err}");
+        assert!(
+            err.contains(&format!("chmod 700 {}", planted.display())),
+            "{err}"
+        );
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o700)).unwrap();
+        private_dir(&planted).unwrap();
+        let _ = fs::remove_dir_all(&base);
     }
 }

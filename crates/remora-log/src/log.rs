@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::dedup::Dedup;
@@ -350,14 +350,19 @@ fn cut_tail(dir: &Path, segment: &Segment, offset: u64) -> Result<(u64, bool)> {
     Ok((file_len.saturating_sub(offset), false))
 }
 
+/// Creates the log's directory `0700`, or checks that an existing one is private: the log is
+/// the cluster's history, so a directory another user made (who could plant or read
+/// segments) or one open to group or others is refused with how to fix it.
 fn create_dir(dir: &Path) -> Result<()> {
     match fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(Error::Io {
-            op: "open log directory",
-            path: dir.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-        }),
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::Io {
+                op: "open log directory",
+                path: dir.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             DirBuilder::new()
                 .recursive(true)
@@ -365,12 +370,58 @@ fn create_dir(dir: &Path) -> Result<()> {
                 .create(dir)
                 .map_err(io_err("create directory", dir))?;
             match dir.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-                _ => sync_dir(Path::new(".")),
+                Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent)?,
+                _ => sync_dir(Path::new("."))?,
             }
         }
-        Err(e) => Err(io_err("stat", dir)(e)),
+        Err(e) => return Err(io_err("stat", dir)(e)),
     }
+    // Checked after creating too, so a directory someone else made in between is checked.
+    let meta = fs::metadata(dir).map_err(io_err("stat", dir))?;
+    check_private(dir, meta.uid(), meta.mode(), effective_uid())
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether a directory owned by `uid` with permission bits `mode` is private to `euid`; the
+/// error says what is wrong and how to fix it.
+fn check_private(dir: &Path, uid: u32, mode: u32, euid: u32) -> Result<()> {
+    let open = mode & 0o077 != 0;
+    if uid == euid && !open {
+        return Ok(());
+    }
+    let d = dir.display();
+    let mut what = Vec::new();
+    if open {
+        what.push(format!("is mode {:04o}", mode & 0o7777));
+    }
+    if uid != euid {
+        what.push(format!(
+            "is owned by uid {uid}, not by this process's uid {euid}"
+        ));
+    }
+    let fix = if uid != euid {
+        format!(
+            "use a directory of your own, or have its owner hand it over: \
+             chown {euid} {d} && chmod 700 {d}"
+        )
+    } else {
+        format!("chmod 700 {d}")
+    };
+    Err(Error::Io {
+        op: "refusing log directory",
+        path: dir.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "it {}; it must be owned by you and closed to others: {fix}",
+                what.join(" and ")
+            ),
+        ),
+    })
 }
 
 fn lock_dir(dir: &Path) -> Result<File> {
@@ -426,6 +477,49 @@ mod tests {
             std::env::temp_dir().join(format!("remora-log-unit-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         Dir(path)
+    }
+
+    #[test]
+    fn only_a_directory_of_ours_closed_to_others_is_private() {
+        let d = Path::new("/srv/cluster/log");
+        assert!(check_private(d, 7, 0o40700, 7).is_ok());
+        let open = check_private(d, 7, 0o40777, 7).unwrap_err().to_string();
+        assert_eq!(
+            open,
+            "refusing log directory /srv/cluster/log: it is mode 0777; it must be owned by you \
+             and closed to others: chmod 700 /srv/cluster/log"
+        );
+        assert!(check_private(d, 7, 0o710, 7).is_err());
+        let theirs = check_private(d, 8, 0o700, 7).unwrap_err().to_string();
+        assert!(
+            theirs.contains("is owned by uid 8, not by this process's uid 7"),
+            "{theirs}"
+        );
+        assert!(
+            theirs.contains("chown 7 /srv/cluster/log && chmod 700 /srv/cluster/log"),
+            "{theirs}"
+        );
+    }
+
+    #[test]
+    fn an_open_log_directory_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir("open-dir");
+        fs::create_dir_all(&d.0).unwrap();
+        fs::set_permissions(&d.0, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Log::open(&d.0, Options::default()).err().expect("refused");
+        let msg = err.to_string();
+        assert!(msg.contains("is mode 0777"), "{msg}");
+        assert!(
+            msg.contains(&format!("chmod 700 {}", d.0.display())),
+            "{msg}"
+        );
+        assert!(!d.0.join(LOCK_FILE).exists(), "nothing was created in it");
+        fs::set_permissions(&d.0, fs::Permissions::from_mode(0o700)).unwrap();
+        Log::open(&d.0, Options::default()).unwrap();
+        let fresh = d.0.join("a").join("b");
+        drop(Log::open(&fresh, Options::default()).unwrap());
+        assert_eq!(fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
     }
 
     #[test]

@@ -255,7 +255,9 @@ fn a_missing_segment_is_an_error() {
 fn a_log_of_only_torn_bytes_opens_empty() {
     let tmp = TempDir::new("only-torn");
     let dir = tmp.path();
-    std::fs::create_dir_all(dir).unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)
+        .unwrap();
     let seg = dir.join("seg-00000000000000000001.log");
     std::fs::write(&seg, [0u8; 20]).unwrap();
     let mut log = Log::open(dir, Options::default()).unwrap();
