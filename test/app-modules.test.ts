@@ -1,18 +1,40 @@
 // Users' own applications (docs/apps.md): loaded from a path or a package by every member, told
 // apart by digest, recorded in the log, and upgraded at a position of the log under load with
 // the state still equal to sequential execution.
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AppLoadError, loadAppModule } from '../ts/app/module.js';
 import { nativeFunctions } from '../ts/app/natives.js';
 import { executeSequentially } from '../ts/app/reference.js';
 import { encodeBody, type Transaction } from '../ts/app/tx.js';
 import { readAppHeader, versionsForLog } from '../ts/app/versions.js';
-import { EmbeddedCluster } from '../ts/cluster.js';
+import { EmbeddedCluster, NODE_SOCKET } from '../ts/cluster.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import { RoleProcess } from '../ts/process.js';
+import { RemoraClient } from '../ts/client.js';
+
+import { loadClientSecret } from '../ts/secret.js';
 import { tempCluster } from './helpers.js';
+
+const CLI = fileURLToPath(new URL('../dist/ts/cli.js', import.meta.url));
+
+/** Runs the CLI to completion (killed after 30 s): its exit code and output. */
+function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let [stdout, stderr] = ['', ''];
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  return new Promise((resolve) =>
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    }),
+  );
+}
 
 /** A counter app whose `add` multiplies by `factor`: two versions differ in one number. */
 const counterSource = (factor: number, extra = '') => `${extra}
@@ -119,6 +141,32 @@ describe('app modules', () => {
     } finally {
       await upgraded.close();
     }
+  });
+
+  it('upgrades a running node from the command line; a module that does not load changes nothing', async () => {
+    const v1 = file('v1/counter.mjs', counterSource(1));
+    const v2 = file('v2/counter.mjs', counterSource(100));
+    const broken = file('v3/counter.mjs', "throw new Error('not today');");
+    const dir = join(tmp.dir, 'cluster');
+    const node = await RoleProcess.start('start', ['node', '--dir', dir, '--app', v1, '--pre-executors', '1']);
+    try {
+      const client = await RemoraClient.connect({ path: join(dir, NODE_SOCKET), secret: loadClientSecret(dir) });
+      expect((await client.submit(add('a', 1))).outcome).toEqual({ status: 'ok', result: 1 });
+      const failed = await cli(['upgrade', '--dir', dir, '--app', broken]);
+      expect(failed.code).toBe(2);
+      expect(failed.stderr).toMatch(/^remora: upgrade to .*v3\/counter\.mjs failed: app module .*v3\/counter\.mjs failed to load: not today\n$/);
+      expect((await client.submit(add('a', 1))).outcome).toEqual({ status: 'ok', result: 2 });
+      const done = await cli(['upgrade', '--dir', dir, '--app', v2]);
+      expect(done.code).toBe(0);
+      expect(done.stdout).toMatch(/^upgraded to counter [0-9a-f]{12} \(.*v2\/counter\.mjs\): active after 3\n$/);
+      expect((await client.submit(add('a', 1))).outcome).toEqual({ status: 'ok', result: 102 });
+    } finally {
+      await node.stop(5000);
+    }
+    expect(readAppHeader(join(dir, 'log'))?.map((e) => [e.after, e.spec])).toEqual([
+      ['0', v1],
+      ['3', v2],
+    ]);
   });
 
   it('upgrades under load at one position of the log: every transaction runs with the version active at its timestamp', async () => {

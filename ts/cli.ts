@@ -3,16 +3,19 @@
 // processes run. Each command lives in its own module; this one parses and dispatches.
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { runAppBench } from '../bench/app.js';
 import { runElastic } from '../bench/elastic.js';
 import { runHeron } from '../bench/heron.js';
 import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
 import { runTransports } from '../bench/transports.js';
+import { checkCommand } from './cli/check.js';
 import { demoOneside } from './cli/demo-oneside.js';
 import { report } from './cli/errors.js';
 import { heronReplicaRole } from './cli/heron-roles.js';
-import { intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
+import { appOption, intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
+import { upgradeCommand } from './cli/upgrade.js';
 import { transportOwnerRole, transportReaderRole } from './cli/transport-roles.js';
 import { benchWriterRole, demoWriterRole, stressWriterRole } from './cli/writers.js';
 import { runDemo as runBankDemo } from './demo.js';
@@ -50,6 +53,19 @@ const USAGE = `Usage:
                                   a Heron cluster (partitions of replicas) described by a JSON file:
                                   {"app": "kv", "partitions": 2, "replicas": 3, "preExecution": true}
                                   (optional: graceMs, transferBytes); see docs/heron.md
+  remora upgrade --dir DIR --app APP
+                                  a running node activates another version of its app at the next position
+                                  of its log; its pre-executors load it first (docs/apps.md)
+  remora upgrade --node HOST:PORT --secret-file FILE --app APP
+                                  the same from another host (the node's --listen, a copy of cluster.secret)
+  remora check --app APP [options]
+                                  runs the app's workload(seed) export on an embedded cluster with every
+                                  process under the determinism guard, then re-executes the log
+                                  sequentially and compares state and outcomes (docs/apps.md)
+      --transactions N            stop after N transactions (default 10000; unbounded with only --seconds)
+      --seconds N                 stop after N seconds (default 60)
+      --seed N                    workload seed (default random; printed)
+      --pre-executors N           pre-executor processes (default 2)
   remora demo-oneside [options]   a writer process updates objects; this one reads them one-sidedly
       --seconds N                 how long to read (default 10)
       --rate N                    writer's writes per second (default 20000)
@@ -73,6 +89,12 @@ const USAGE = `Usage:
       --quick                     short run
       --out FILE                  JSON results (default bench/results/transports.json)
       --rig FILE                  soft-RoCE rig results to include (default target/rig/results.json)
+  remora bench app --app APP [options]
+                                  the app's workload(seed) end to end with 0, 1 and 2 pre-executors:
+                                  throughput, p50/p99 latency, node CPU per transaction
+      --quick                     short run
+      --out FILE                  JSON results (default bench/results/app-NAME.json)
+      --seed N                    workload seed (default random; printed)
   remora bench heron [options]    Heron partitions: coordination latency, latency breakdown, delayed
                                   waits with and without grace, state-transfer time
       --quick                     short run
@@ -154,6 +176,18 @@ const suites: Record<string, (argv: string[]) => Promise<number>> = {
       rig: values.rig ?? join('target', 'rig', 'results.json'),
     });
   },
+  app: (argv) => {
+    const { values } = parseArgs({
+      args: argv,
+      options: { app: { type: 'string' }, quick: { type: 'boolean' }, out: { type: 'string' }, seed: { type: 'string' } },
+    });
+    return runAppBench({
+      spec: appOption(values.app),
+      quick: values.quick ?? false,
+      ...(values.out !== undefined && { out: values.out }),
+      seed: workloadSeed(values.seed),
+    });
+  },
   heron: (argv) => {
     const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, out: { type: 'string' } } });
     return runHeron({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'heron.json') });
@@ -174,6 +208,8 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   demo: pipelineDemo,
   'demo-oneside': demoOneside,
   bench,
+  check: checkCommand,
+  upgrade: upgradeCommand,
   start: startCommand,
   help: async () => {
     process.stdout.write(USAGE);

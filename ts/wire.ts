@@ -248,7 +248,11 @@ class Channel implements Conn {
           this.socket.resume();
           return;
         }
-        msg = packr.unpack(body);
+        // unpackMultiple, not unpack: on trailing bytes unpack builds its error message by
+        // serialising the whole decoded value, which a 4 MiB frame turns into a long stall.
+        const values: unknown[] = packr.unpackMultiple(body);
+        if (values.length !== 1) throw new Error(`a frame must hold one msgpack value, this one holds ${values.length}`);
+        msg = values[0];
       } catch (e) {
         this.fail(new Error(`protocol error: ${describe(e)}`));
         return;
@@ -279,6 +283,27 @@ class Channel implements Conn {
     this.waiter = undefined;
     for (const handler of this.closeHandlers.splice(0)) handler(this.failure);
   }
+}
+
+/**
+ * At most `burst` lines per `windowMs`, then one line saying how many were left out: anyone
+ * can fail a handshake, and the log must not become the flood.
+ */
+function rateLimited(log: (m: string) => void, burst = 20, windowMs = 10_000): (m: string) => void {
+  let windowStart = 0;
+  let said = 0;
+  let dropped = 0;
+  return (m) => {
+    const now = Date.now();
+    if (now - windowStart >= windowMs) {
+      if (dropped > 0) log(`remora wire: ${dropped} more lines like these left out in the last ${windowMs / 1000} s`);
+      windowStart = now;
+      said = 0;
+      dropped = 0;
+    }
+    if (said++ < burst) log(m);
+    else dropped++;
+  };
 }
 
 /** Rejects with "timed out" unless `work` settles within `ms`. */
@@ -362,6 +387,7 @@ export async function listen(opts: ListenOptions): Promise<Server> {
   let stopping = false;
   let seq = 0;
   let address = 'path' in where ? where.path : '';
+  const say = rateLimited(o.log);
   const secretFor = (role: string): Buffer | undefined => {
     const s = opts.secretFor(role);
     return s === undefined ? undefined : checkSecret(s);
@@ -377,7 +403,7 @@ export async function listen(opts: ListenOptions): Promise<Server> {
     }
     if (channels.size >= maxConnections) {
       // Said once per burst, not per connection: the log must not become the flood.
-      if (refused++ % 1000 === 0) o.log(`remora wire: ${address}: refusing ${peer}: ${channels.size} connections open (cap ${maxConnections})`);
+      if (refused++ % 1000 === 0) say(`remora wire: ${address}: refusing ${peer}: ${channels.size} connections open (cap ${maxConnections})`);
       socket.destroy();
       return;
     }
@@ -400,7 +426,7 @@ export async function listen(opts: ListenOptions): Promise<Server> {
       },
       (e: unknown) => {
         settled();
-        if (!stopping) o.log(`remora wire: handshake with ${peer} failed: ${describe(e)}`);
+        if (!stopping) say(`remora wire: handshake with ${peer} failed: ${describe(e)}`);
         ch.fail(e instanceof Error ? e : new Error(String(e)));
       },
     );

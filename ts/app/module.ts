@@ -16,6 +16,8 @@ export interface LoadedApp {
   spec: string;
   /** Hex SHA-256 over the app's own source files (relative path and bytes, sorted). */
   digest: string;
+  /** The module's other exports (e.g. `workload`, for `remora check`). */
+  exports?: Readonly<Record<string, unknown>>;
 }
 
 /** A spec that does not give a usable application; the message says what to fix. */
@@ -147,5 +149,10 @@ export async function loadAppModule(spec: string, cwd = process.cwd()): Promise<
   }
   const app = checkApp(isRecord(mod) ? mod['default'] : undefined, where.spec);
   const builtin = Object.hasOwn(BUILTIN_MODULES, spec);
-  return { app, spec: where.spec, digest: builtin ? builtinDigest(spec, where.file) : appDigest(where.file) };
+  return {
+    app,
+    spec: where.spec,
+    digest: builtin ? builtinDigest(spec, where.file) : appDigest(where.file),
+    exports: isRecord(mod) ? mod : {},
+  };
 }

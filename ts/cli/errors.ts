@@ -1,6 +1,7 @@
 // How the CLI reports a failure. A mistake its user must fix (how the command was called, their
 // files, directories or host) is one line and exit code 2: a stack trace would bury the one
 // thing they need to read. Anything else is a bug or an accident and keeps its stack, exit 1.
+import { NondeterminismError } from '../app/guard.js';
 import { AppLoadError } from '../app/module.js';
 import { MemberRefused } from '../pipeline/preexecutor-main.js';
 import { RoleStartError, USER_ERROR_EXIT } from '../process.js';
@@ -64,7 +65,8 @@ const KNOWN_MESSAGES: [RegExp, (m: RegExpExecArray) => string][] = [
 function userError(e: unknown, depth = 0): UserError | null {
   if (!(e instanceof Error) || depth > 4) return null;
   if (e instanceof UsageError) return { message: e.message, usage: true };
-  if (e instanceof ConfigError || e instanceof CredentialError || e instanceof AppLoadError || e instanceof MemberRefused) {
+  const app = e instanceof AppLoadError || e instanceof NondeterminismError || e instanceof MemberRefused;
+  if (e instanceof ConfigError || e instanceof CredentialError || app) {
     return { message: e.message, usage: false };
   }
   const { code, syscall, address, port } = e as Error & { code?: unknown; syscall?: unknown; address?: unknown; port?: unknown };

@@ -3,6 +3,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { heronStartCommand } from './heron-roles.js';
+import { installDeterminismGuard } from '../app/guard.js';
 import { nativeFunctions } from '../app/natives.js';
 import { loadAppModule } from '../app/module.js';
 import { EmbeddedCluster, NODE_SOCKET } from '../cluster.js';
@@ -30,6 +31,9 @@ import {
  * SIGINT/SIGTERM, or when the node lets it go.
  */
 export function preExecutorRole(argv: string[]) {
+  // Set by `remora check` for the processes it starts: a command that reaches for a clock or
+  // randomness fails where it runs, naming itself, instead of making members diverge silently.
+  if (process.env['REMORA_DETERMINISM_GUARD'] === '1') installDeterminismGuard();
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -68,7 +72,7 @@ export function preExecutorRole(argv: string[]) {
     });
     metrics?.attach(p.pre);
     return {
-      failed: p.closed.then(() => Promise.reject(new Error('the node closed the connection'))),
+      failed: p.closed.then(() => Promise.reject(p.error() ?? new Error('the node closed the connection'))),
       stop: async () => {
         p.close();
         await server?.close();

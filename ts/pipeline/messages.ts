@@ -22,6 +22,10 @@ export type NodeToClient =
   | { t: 'optimistic'; id: number; outcome: Outcome; from: string }
   | { t: 'rejected'; id: number; error: string };
 
+/** The operator's requests (`remora upgrade`) and the node's answers. */
+export type AdminToNode = { t: 'upgrade'; spec: string };
+export type NodeToAdmin = { t: 'upgraded'; ts: bigint; app: string; digest: string } | { t: 'failed'; error: string };
+
 /** How the final outcome compares with the optimistic one the client was sent, if any. */
 export type OptimisticCheck = 'confirmed' | 'wrong' | 'none';
 
@@ -68,13 +72,21 @@ const isTs = (v: unknown): v is bigint => typeof v === 'bigint' && v >= 0n;
 
 export function parseClientMessage(m: unknown): ClientToNode {
   if (!isObj(m) || m['t'] !== 'submit') fail(`expected a submit message, got ${describe(m)}`);
-  if (typeof m['id'] !== 'number' || !Number.isSafeInteger(m['id'])) fail('submit id must be an integer');
+  // Encoders differ on safe integers: msgpackr writes float64, others uint64 (a bigint here).
+  const rawId = m['id'];
+  const id = typeof rawId === 'bigint' && rawId >= BigInt(Number.MIN_SAFE_INTEGER) && rawId <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(rawId) : rawId;
+  if (typeof id !== 'number' || !Number.isSafeInteger(id)) fail('submit id must be a safe integer');
   if (m['optimistic'] !== undefined && typeof m['optimistic'] !== 'boolean') fail('submit optimistic must be a boolean');
   // The transaction is checked by admission.
-  return { t: 'submit', id: m['id'], tx: m['tx'] as Transaction, optimistic: m['optimistic'] === true };
+  return { t: 'submit', id, tx: m['tx'] as Transaction, optimistic: m['optimistic'] === true };
 }
 
 const isText = (v: unknown, max = 4096): v is string => typeof v === 'string' && v.length <= max;
+
+export function parseAdminMessage(m: unknown): AdminToNode {
+  if (isObj(m) && m['t'] === 'upgrade' && isText(m['spec'])) return { t: 'upgrade', spec: m['spec'] };
+  fail(`expected an upgrade request, got ${describe(m)}`);
+}
 
 export function parseNodeToPre(m: unknown): NodeToPre {
   if (isObj(m) && m['t'] === 'exec' && Array.isArray(m['txs'])) return { t: 'exec', txs: m['txs'] as Transaction[] };

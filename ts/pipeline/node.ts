@@ -136,6 +136,8 @@ export class EmbeddedNode {
   private sinceFeedback = 0;
   private readonly waiters = new Map<string, ((a: Applied & { optimistic: OptimisticCheck }) => void)[]>();
   private readonly recent = new Map<string, Applied>();
+  // Set by `failed`'s executor, which runs as the fields are initialised (declared first).
+  private fatal!: (e: unknown) => void;
   private appliedWaiters: { ts: bigint; resolve: () => void }[] = [];
   private appliedTs = 0n;
   private flushScheduled = false;
@@ -225,12 +227,25 @@ export class EmbeddedNode {
     if (this.started) throw new Error('node already started');
     this.started = true;
     this.appliedTs = afterTs;
-    this.sequencer.subscribe(afterTs, (batch) => this.primary.deliver(batch));
+    this.sequencer.subscribe(afterTs, (batch) => this.primary.deliver(batch), (e) => this.fatal(e));
+    // Reported through the log line above; `failed` is for whoever runs the node's process.
+    this.failed.catch(() => undefined);
   }
 
   get lastApplied(): bigint {
     return this.appliedTs;
   }
+
+  /**
+   * Rejects if the node stops applying the sequence (a command broke determinism, the store
+   * failed): it cannot go on without diverging from its log, so its process should end.
+   */
+  readonly failed: Promise<never> = new Promise<never>((_, reject) => {
+    this.fatal = (e) => {
+      (this.opts.log ?? ((m: string) => console.error(m)))(`node: stopped applying the sequence: ${e instanceof Error ? e.message : String(e)}`);
+      reject(e);
+    };
+  });
 
   /** Resolves once every transaction up to `ts` is applied. */
   whenApplied(ts: bigint): Promise<void> {

@@ -21,6 +21,8 @@ export interface PreExecutorProcess {
   readonly puller: () => Puller | null;
   /** The connection to the primary's store a puller reads through. */
   readonly remote: () => RemoteStore | null;
+  /** What made this pre-executor stop on its own (e.g. a command breaking determinism), if anything. */
+  readonly error: () => unknown;
   /** Resolves when the node closes the connection (or it breaks); with the node's reason if it refused this member. */
   readonly closed: Promise<string | null>;
   close(): void;
@@ -55,7 +57,9 @@ export async function runPreExecutor(opts: {
   // With `pull`, a batch waits for its reads, and later batches queue behind it.
   let pulling = false;
   let queue: Promise<void> = Promise.resolve();
+  let error: unknown;
   const fail = (e: unknown) => {
+    error ??= e;
     log(`pre-executor ${opts.name}: ${e instanceof Error ? e.message : String(e)}; closing`);
     conn.close();
   };
@@ -146,5 +150,5 @@ export async function runPreExecutor(opts: {
       reject(reason === null ? new Error(`the node at ${conn.peer} closed the connection before attaching this pre-executor`) : new MemberRefused(reason)),
     );
   });
-  return { pre, puller: () => puller, remote: () => remote, closed, close: () => conn.close() };
+  return { pre, puller: () => puller, remote: () => remote, error: () => error, closed, close: () => conn.close() };
 }

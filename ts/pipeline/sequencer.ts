@@ -22,7 +22,8 @@ export interface Accepted {
  */
 export interface Sequencer {
   submit(tx: DecodedTx): Promise<Accepted>;
-  subscribe(afterTs: bigint, deliver: (batch: Sequenced[]) => Promise<void> | void): void;
+  /** `onError`: delivery stopped for good because `deliver` (or reading the log) failed. */
+  subscribe(afterTs: bigint, deliver: (batch: Sequenced[]) => Promise<void> | void, onError?: (e: unknown) => void): void;
   close(): Promise<void>;
 }
 
@@ -42,6 +43,8 @@ export class EmbeddedSequencer implements Sequencer {
   private live: Sequenced[] = [];
   private delivered = 0n;
   private deliver: ((batch: Sequenced[]) => Promise<void> | void) | null = null;
+  private onDeliveryError: (e: unknown) => void = (e) => console.error(`sequencer: delivery stopped: ${e instanceof Error ? e.message : String(e)}`);
+  private deliveryFailed = false;
   private pumping: Promise<void> | null = null;
   private failure: unknown = null;
   private closed = false;
@@ -90,19 +93,28 @@ export class EmbeddedSequencer implements Sequencer {
     this.appending = null;
   }
 
-  subscribe(afterTs: bigint, deliver: (batch: Sequenced[]) => Promise<void> | void): void {
+  subscribe(afterTs: bigint, deliver: (batch: Sequenced[]) => Promise<void> | void, onError?: (e: unknown) => void): void {
     if (this.deliver) throw new Error('sequencer already has a subscriber');
     this.deliver = deliver;
+    if (onError) this.onDeliveryError = onError;
     this.delivered = afterTs;
     this.pump();
   }
 
   private pump(): void {
-    if (!this.deliver || this.pumping) return;
-    this.pumping = this.pumpLoop().finally(() => {
-      this.pumping = null;
-      if (!this.closed && this.delivered < this.log.lastTs()) this.pump();
-    });
+    if (!this.deliver || this.pumping || this.deliveryFailed) return;
+    this.pumping = this.pumpLoop().then(
+      () => {
+        this.pumping = null;
+        if (!this.closed && this.delivered < this.log.lastTs()) this.pump();
+      },
+      (e: unknown) => {
+        // The same batch would fail the same way again: delivery stops, and says so once.
+        this.pumping = null;
+        this.deliveryFailed = true;
+        this.onDeliveryError(e);
+      },
+    );
   }
 
   private async pumpLoop(): Promise<void> {

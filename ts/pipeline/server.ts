@@ -6,14 +6,25 @@
 // reading from it (backpressure), and a client whose unread replies still grow is cut off, so
 // one client cannot take the node's memory or time from the others.
 import { TxError } from '../app/tx.js';
+import { loadAppModule } from '../app/module.js';
 import { clientCredential } from '../secret.js';
 import type { HostPort, Transport } from '../transport.js';
 import { listen, type Conn, type Server } from '../wire.js';
-import { parseClientMessage, parsePreMessage, ProtocolError, type NodeToClient, type NodeToPre } from './messages.js';
+import {
+  parseAdminMessage,
+  parseClientMessage,
+  parsePreMessage,
+  ProtocolError,
+  type NodeToAdmin,
+  type NodeToClient,
+  type NodeToPre,
+} from './messages.js';
 import type { EmbeddedNode, OptimisticReply, PreExecutorLink } from './node.js';
 
 export const PRE_EXECUTOR_ROLE = 'pre-executor:';
 export const CLIENT_ROLE = 'client';
+/** The operator's role (`remora upgrade`): holds the member credential, asks for upgrades. */
+export const ADMIN_ROLE = 'admin';
 
 export interface ServeOptions {
   /** The Unix socket in the cluster directory, for members on this host. */
@@ -72,10 +83,11 @@ export async function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise
   const stats: ServeStats = { requests: 0, paused: 0, cutOff: 0 };
   const client = clientCredential(opts.secret);
   const secretFor = (role: string): Buffer | undefined =>
-    role === CLIENT_ROLE ? client : role.startsWith(PRE_EXECUTOR_ROLE) ? opts.secret : undefined;
+    role === CLIENT_ROLE ? client : role.startsWith(PRE_EXECUTOR_ROLE) || role === ADMIN_ROLE ? opts.secret : undefined;
   const onConnection = (conn: Conn) => {
     if (conn.role === CLIENT_ROLE) serveClient(node, conn, log, limits, stats);
     else if (conn.role.startsWith(PRE_EXECUTOR_ROLE)) attachPreExecutor(node, conn, log, opts);
+    else if (conn.role === ADMIN_ROLE) serveAdmin(node, conn, log);
     else {
       log(`${conn.peer}: unknown role ${JSON.stringify(conn.role)}, closing`);
       conn.close();
@@ -162,6 +174,26 @@ function serveClient(node: EmbeddedNode, conn: Conn, log: (m: string) => void, l
           done();
         },
       );
+    }),
+  );
+}
+
+/** The operator asks for an upgrade; the answer says at which timestamp it became active. */
+function serveAdmin(node: EmbeddedNode, conn: Conn, log: (m: string) => void): void {
+  const answer = (m: NodeToAdmin) => {
+    try {
+      conn.send(m);
+    } catch {
+      // The operator left before the answer.
+    }
+  };
+  conn.onMessage(
+    guard(conn, log, (raw) => {
+      const m = parseAdminMessage(raw);
+      log(`admin at ${conn.peer}: upgrade to ${m.spec}`);
+      loadAppModule(m.spec)
+        .then((v) => node.upgrade(v).then((ts) => answer({ t: 'upgraded', ts, app: v.app.name, digest: v.digest })))
+        .catch((e: unknown) => answer({ t: 'failed', error: e instanceof Error ? e.message : String(e) }));
     }),
   );
 }
