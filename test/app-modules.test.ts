@@ -1,10 +1,8 @@
 // Users' own applications (docs/apps.md): loaded from a path or a package by every member, told
 // apart by digest, recorded in the log, and upgraded at a position of the log under load with
 // the state still equal to sequential execution.
-import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AppLoadError, loadAppModule } from '../ts/app/module.js';
 import { nativeFunctions } from '../ts/app/natives.js';
@@ -17,24 +15,9 @@ import { RoleProcess } from '../ts/process.js';
 import { RemoraClient } from '../ts/client.js';
 
 import { loadClientSecret } from '../ts/secret.js';
-import { tempCluster } from './helpers.js';
+import { runCli, tempCluster } from './helpers.js';
 
-const CLI = fileURLToPath(new URL('../dist/ts/cli.js', import.meta.url));
 
-/** Runs the CLI to completion (killed after 30 s): its exit code and output. */
-function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let [stdout, stderr] = ['', ''];
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  return new Promise((resolve) =>
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    }),
-  );
-}
 
 /** A counter app whose `add` multiplies by `factor`: two versions differ in one number. */
 const counterSource = (factor: number, extra = '') => `${extra}
@@ -152,11 +135,11 @@ describe('app modules', () => {
     try {
       const client = await RemoraClient.connect({ path: join(dir, NODE_SOCKET), secret: loadClientSecret(dir) });
       expect((await client.submit(add('a', 1))).outcome).toEqual({ status: 'ok', result: 1 });
-      const failed = await cli(['upgrade', '--dir', dir, '--app', broken]);
+      const failed = await runCli(['upgrade', '--dir', dir, '--app', broken]);
       expect(failed.code).toBe(2);
       expect(failed.stderr).toMatch(/^remora: upgrade to .*v3\/counter\.mjs failed: app module .*v3\/counter\.mjs failed to load: not today\n$/);
       expect((await client.submit(add('a', 1))).outcome).toEqual({ status: 'ok', result: 2 });
-      const done = await cli(['upgrade', '--dir', dir, '--app', v2]);
+      const done = await runCli(['upgrade', '--dir', dir, '--app', v2]);
       expect(done.code).toBe(0);
       expect(done.stdout).toMatch(/^upgraded to counter [0-9a-f]{12} \(.*v2\/counter\.mjs\): active after 3\n$/);
       expect((await client.submit(add('a', 1))).outcome).toEqual({ status: 'ok', result: 102 });

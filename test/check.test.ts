@@ -1,7 +1,6 @@
 // `remora check`: passes the token example with the exact outcome counts its seed gives, and
 // fails, in one line with exit code 2, an app whose command reads the clock, one without a
 // workload, and one that diverges in a way the guard cannot see.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,31 +15,12 @@ import { decodeTx, type DecodedTx, type Transaction } from '../ts/app/tx.js';
 import { makeTx } from '../ts/app/app.js';
 import { EmbeddedCluster } from '../ts/cluster.js';
 import { RoleProcess } from '../ts/process.js';
-import { tempCluster } from './helpers.js';
+import { runCli, tempCluster, type Ran } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TOKEN = fileURLToPath(new URL('../examples/token/token.mjs', import.meta.url));
-const CLI = fileURLToPath(new URL('../dist/ts/cli.js', import.meta.url));
 const RUN_MS = 90_000;
-
-/** Runs the CLI to its end (killed after RUN_MS) from `cwd`. */
-function remora(args: readonly string[], cwd = ROOT): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  let [stdout, stderr] = ['', ''];
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`remora ${args.join(' ')} still running after ${RUN_MS} ms; stderr:\n${stderr}`));
-    }, RUN_MS);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const remora = (args: readonly string[], cwd = ROOT): Promise<Ran> => runCli(args, { cwd, timeoutMs: RUN_MS });
 
 /** The one `remora: …` line a failed check ends with; its progress lines come before. */
 function failure(r: { code: number | null; stderr: string }): string {

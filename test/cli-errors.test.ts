@@ -7,38 +7,13 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { report, UsageError } from '../ts/cli/errors.js';
 import { RoleProcess, RoleStartError } from '../ts/process.js';
+import { CLI, runCli, type Ran } from './helpers.js';
 
-const CLI = fileURLToPath(new URL('../dist/ts/cli.js', import.meta.url));
 const RUN_MS = 15_000;
-
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI to its end with stdin closed, so a command that did start stops at once. */
-function run(args: readonly string[]): Promise<Ran> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let [stdout, stderr] = ['', ''];
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`remora ${args.join(' ')} still running after ${RUN_MS} ms; stderr:\n${stderr}`));
-    }, RUN_MS);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const run = (args: readonly string[]): Promise<Ran> => runCli(args, { timeoutMs: RUN_MS });
 
 /** Exit code 2 and one `remora: ...` line naming the problem, perhaps a hint line; no stack. */
 function expectOneLine(r: Ran, ...names: (string | RegExp)[]): void {

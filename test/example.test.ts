@@ -1,7 +1,6 @@
 // The worked example (examples/token): loaded by path on a cluster with pre-executor processes,
 // used by a client in another process, equal to sequential execution of its log; and a member
 // running a modified copy of it refused with both digests.
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,37 +11,18 @@ import { nativeFunctions } from '../ts/app/natives.js';
 import { executeSequentially } from '../ts/app/reference.js';
 import { EmbeddedCluster } from '../ts/cluster.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
-import { tempCluster } from './helpers.js';
+import { CLI, runNode as runNodeWithin, tempCluster } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TOKEN = fileURLToPath(new URL('../examples/token/token.mjs', import.meta.url));
 const CLIENT = fileURLToPath(new URL('../examples/token/client.mjs', import.meta.url));
-const CLI = fileURLToPath(new URL('../dist/ts/cli.js', import.meta.url));
 const RUN_MS = 30_000;
+const runNode = (args: readonly string[]) => runNodeWithin(args, { timeoutMs: RUN_MS });
 
 /** What the example module exports besides the app (it is JavaScript: typed here). */
 interface TokenModule {
   addressOf(publicKey: Uint8Array): string;
   demoKey(label: string): { publicKey: Uint8Array };
-}
-
-/** Runs `node ...args` to its end (killed after RUN_MS), with stdin closed. */
-function runNode(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let [stdout, stderr] = ['', ''];
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`node ${args.join(' ')} still running after ${RUN_MS} ms; stderr:\n${stderr}`));
-    }, RUN_MS);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
 }
 
 /**

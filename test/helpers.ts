@@ -55,3 +55,39 @@ export class OwnerProcess {
     return code;
   }
 }
+
+/** What a finished child process left: its exit code and output. */
+export interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The compiled CLI, which the tests run as users would. */
+export const CLI = fileURLToPath(new URL('../dist/ts/cli.js', import.meta.url));
+
+/**
+ * Runs `node ...args` to its end with stdin closed (so a command that did start stops at once);
+ * killed, and rejected, if it is still running after `timeoutMs`.
+ */
+export function runNode(args: readonly string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<Ran> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const child = spawn(process.execPath, [...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.cwd && { cwd: opts.cwd }) });
+  let [stdout, stderr] = ['', ''];
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`node ${args.join(' ')} still running after ${timeoutMs} ms; stderr:\n${stderr}`));
+    }, timeoutMs);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Runs `remora ...args` (the compiled CLI) to its end; see `runNode`. */
+export const runCli = (args: readonly string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<Ran> => runNode([CLI, ...args], opts);

@@ -31,7 +31,16 @@ class PromptLink implements PreExecutorLink {
     this.onBatch(txs.length, performance.now() - t0);
     setImmediate(() => {
       for (const [digest, table] of results) this.node.result(this.name, digest, table);
+      this.returned += results.length;
+      if (this.returned >= this.until.n) this.until.resolve();
     });
+  }
+
+  /** Results handed back to the node so far, and a wait for a count of them. */
+  returned = 0;
+  private until: { n: number; resolve: () => void } = { n: Infinity, resolve: () => undefined };
+  returnedAtLeast(n: number): Promise<void> {
+    return this.returned >= n ? Promise.resolve() : new Promise((resolve) => (this.until = { n, resolve }));
   }
 
   sendEffects(effects: readonly Effect[]): void {
@@ -110,9 +119,9 @@ describe('metrics', () => {
     // handed to the pre-executor (admission does so before sequencing): wait for that result.
     const again = await node.submit(ok[0]);
     expect(again.duplicate).toBe(true);
-    while (node.poolStats().some((p) => p.outstanding > 0)) await new Promise(setImmediate);
     const applied = 220;
     const submits = 221;
+    await link.returnedAtLeast(submits);
     expect(replies.filter((r) => r.outcome?.status === 'aborted')).toHaveLength(20);
 
     const { type, samples } = await scrape(nodeServer.port);
@@ -139,7 +148,9 @@ describe('metrics', () => {
     expect(sample(samples, 'remora_adoption_ratio')).toBeCloseTo(stats.adopted / applied, 10);
     expect(sample(samples, 'remora_preexecutor_pool_size')).toBe(1);
     expect(sample(samples, 'remora_preexecutor_outstanding{preexecutor="p1"}')).toBe(0);
-    expect(sample(samples, 'remora_preexecutor_executed_total{preexecutor="p1"}')).toBe(submits);
+    // The duplicate's result counts only if it came back before the sequencer recognised the
+    // duplicate; after that nobody owes it, and the node drops it (a result is taken only while owed).
+    expect(sample(samples, 'remora_preexecutor_executed_total{preexecutor="p1"}') + node.unowedResults).toBe(submits);
     expect(sample(samples, 'remora_preexecutor_misses_total{preexecutor="p1"}')).toBe(stats.reexecuted);
     expect(sample(samples, 'remora_hot_objects')).toBe(node.feedback.hot().size);
     expect(sample(samples, 'remora_optimistic_replies_total{verdict="sent"}')).toBe(0);
@@ -150,7 +161,7 @@ describe('metrics', () => {
 
     // Counters mirrored at scrape time do not count twice.
     const second = await scrape(nodeServer.port);
-    expect(sample(second.samples, 'remora_preexecutor_executed_total{preexecutor="p1"}')).toBe(submits);
+    expect(sample(second.samples, 'remora_preexecutor_executed_total{preexecutor="p1"}')).toBe(submits - node.unowedResults);
 
     const pre = (await scrape(preServer.port)).samples;
     expect(sample(pre, 'remora_preexec_transactions_total')).toBe(submits);

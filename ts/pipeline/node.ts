@@ -202,12 +202,7 @@ export class EmbeddedNode {
     );
     const tx = decodeTx({ body: upgradeBody(v, this.versions.active.after), auth: [] });
     const accepted = await this.sequencer.submit(tx);
-    await new Promise<void>((resolve) => {
-      if (this.appliedTs >= accepted.ts) return resolve();
-      const list = this.waiters.get(tx.digest) ?? [];
-      list.push(() => resolve());
-      this.waiters.set(tx.digest, list);
-    });
+    await this.whenApplied(accepted.ts);
     return accepted.ts;
   }
 
