@@ -37,10 +37,17 @@ pub fn write_frame<W: Write>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
 
 /// Reads one frame; `Ok(None)` on a clean end of stream.
 pub fn read_frame<R: Read>(r: &mut R, peer: &str) -> Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    Ok(read_frame_into(r, &mut buf, peer)?.then_some(buf))
+}
+
+/// Reads one frame's payload into `buf` (reusing its memory); `false` on a clean end of
+/// stream before the frame. The length is checked before anything is allocated.
+pub(crate) fn read_frame_into<R: Read>(r: &mut R, buf: &mut Vec<u8>, peer: &str) -> Result<bool> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(e).ctx(|| format!("reading from {peer}")),
     }
     let len = u32::from_le_bytes(len) as usize;
@@ -50,10 +57,11 @@ pub fn read_frame<R: Read>(r: &mut R, peer: &str) -> Result<Option<Vec<u8>>> {
             why: format!("frame of {len} bytes exceeds the limit of {MAX_FRAME}"),
         });
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf)
+    buf.clear();
+    buf.resize(len, 0);
+    r.read_exact(buf)
         .ctx(|| format!("reading a frame from {peer}"))?;
-    Ok(Some(buf))
+    Ok(true)
 }
 
 /// A bounds-checked reader over a frame body: malformed input becomes an error, never a panic.

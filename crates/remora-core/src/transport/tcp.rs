@@ -23,8 +23,8 @@
 
 use super::{RemoteMemory, Transport};
 use crate::control::{
-    self, check_secret, decode_lookup, encode_lookup, Cursor, MAX_FRAME, OP_LOOKUP, REPLY_ERR,
-    REPLY_OK,
+    self, check_secret, decode_lookup, encode_lookup, read_frame_into, Cursor, MAX_FRAME,
+    OP_LOOKUP, REPLY_ERR, REPLY_OK,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::handshake::{handshake_client_within, Timeouts};
@@ -387,29 +387,6 @@ struct Conn {
     /// Requests and the last reply, kept between batches: a read allocates nothing.
     out: Vec<u8>,
     reply: Vec<u8>,
-}
-
-/// Reads one frame's payload into `buf` (reusing its memory); `false` on a clean end of
-/// stream before the frame.
-fn read_frame_into<R: std::io::Read>(r: &mut R, buf: &mut Vec<u8>, peer: &str) -> Result<bool> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(e).ctx(|| format!("reading from {peer}")),
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(Error::Frame {
-            peer: peer.to_string(),
-            why: format!("frame of {len} bytes exceeds the limit of {MAX_FRAME}"),
-        });
-    }
-    buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf)
-        .ctx(|| format!("reading a frame from {peer}"))?;
-    Ok(true)
 }
 
 /// Appends the op byte and body of request `i` of a batch.
