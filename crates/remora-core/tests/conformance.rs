@@ -6,6 +6,8 @@
 //! checks print why and pass, unless `REMORA_REQUIRE_RDMA=1` (set by the soft-RoCE rig) makes
 //! the absence a failure.
 
+mod common;
+
 use remora_core::control::{handshake_client, write_frame, SOCKET_NAME};
 use remora_core::slot::{class_capacity, slot_bytes, Lookup, SIZE_CLASSES};
 use remora_core::store::Put;
@@ -284,16 +286,7 @@ const READERS: u64 = 2;
 /// Concurrent writer and readers (threads of this process, each reader with its own peer):
 /// no accepted value is torn, no reader goes back in time.
 fn no_torn_reads<K: Kind>() {
-    let seed = std::env::var("REMORA_STRESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            t ^ (u64::from(std::process::id()) << 32)
-        });
-    println!("stress seed {seed} (set REMORA_STRESS_SEED to replay)");
+    let seed = common::seed("REMORA_STRESS_SEED", "stress");
     let fx = Fixture::new::<K>("stress", 256 * 1024);
     let start = populate(&fx.store, OBJECTS).unwrap();
     let stop = AtomicBool::new(false);

@@ -11,9 +11,10 @@
 //!
 //! `REMORA_FUZZ_SEED=<n>` replays a run; `REMORA_FUZZ_FRAMES=<n>` changes the total.
 
+mod common;
+
 use remora_core::control::handshake_client;
 use remora_core::region::RegionInfo;
-use remora_core::store::Put;
 use remora_core::{
     Lookup, RemoteMemory, RemoteStore, Store, StoreConfig, TcpServer, TcpTransport, Transport,
 };
@@ -391,40 +392,17 @@ fn threads() -> usize {
 #[test]
 fn fuzzed_frames_neither_break_the_server_nor_reach_read_only_memory() {
     let _one = serial();
-    let seed = std::env::var("REMORA_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            t ^ (u64::from(std::process::id()) << 32)
-        });
+    let seed = common::seed("REMORA_FUZZ_SEED", "fuzz");
     let total: u64 = std::env::var("REMORA_FUZZ_FRAMES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(400_000);
-    println!("fuzz seed {seed} (set REMORA_FUZZ_SEED to replay)");
 
     let dir: PathBuf = std::env::temp_dir().join(format!("remora-fuzz-tcp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
-    let mut cfg = StoreConfig::new(&dir, "owner");
-    cfg.region_bytes = 256 * 1024;
-    let store = Arc::new(Store::create(&cfg).unwrap());
+    let _cleanup = common::Cleanup(dir.clone());
     let (ids, values): (Vec<_>, Vec<_>) = (0..OBJECTS).map(|i| (id(i), value(i))).unzip();
-    let puts: Vec<Put> = ids
-        .iter()
-        .zip(&values)
-        .map(|(i, v)| (i.as_slice(), Some(v.as_slice()), 1))
-        .collect();
-    store.set_many(&puts).unwrap();
+    let store = common::filled_store(&dir, &ids, &values);
     let writable = store.add_shared_region(64 * 1024).unwrap();
     let server = TcpServer::start(&store, SECRET, "127.0.0.1:0".parse().unwrap()).unwrap();
     let honest = RemoteStore::new(
@@ -548,24 +526,10 @@ fn read_raw_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
 #[test]
 fn a_hostile_owner_neither_crashes_nor_hangs_a_reader() {
     let _one = serial();
-    let seed = std::env::var("REMORA_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    println!("fuzz seed {seed} (set REMORA_FUZZ_SEED to replay)");
+    let seed = common::seed("REMORA_FUZZ_SEED", "fuzz");
     let dir = std::env::temp_dir().join(format!("remora-fuzz-owner-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = common::Cleanup(dir.clone());
     let store = Arc::new(Store::create(&StoreConfig::new(&dir, "owner")).unwrap());
     for i in 0..OBJECTS {
         store.set(&id(i), &value(i), 1).unwrap();

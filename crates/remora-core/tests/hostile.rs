@@ -9,11 +9,12 @@
 //! is what ends it. The tests of this file run one at a time (they count the process's
 //! threads and open many sockets).
 
+mod common;
+
 use remora_core::control::{handshake_client, SOCKET_NAME};
-use remora_core::store::Put;
 use remora_core::{
     ControlClient, ControlServer, Lookup, RemoteMemory, RemoteStore, ServerLimits, Store,
-    StoreConfig, TcpServer, TcpTransport, Transport,
+    TcpServer, TcpTransport, Transport,
 };
 use socket2::{Domain, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
@@ -64,16 +65,8 @@ fn fixture(test: &str) -> Fixture {
         N.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut cfg = StoreConfig::new(&dir, "owner");
-    cfg.region_bytes = 256 * 1024;
-    let store = Arc::new(Store::create(&cfg).unwrap());
     let (ids, values): (Vec<_>, Vec<_>) = (0..OBJECTS).map(|i| (id(i), value(i))).unzip();
-    let puts: Vec<Put> = ids
-        .iter()
-        .zip(&values)
-        .map(|(i, v)| (i.as_slice(), Some(v.as_slice()), 1))
-        .collect();
-    store.set_many(&puts).unwrap();
+    let store = common::filled_store(&dir, &ids, &values);
     Fixture { store, dir }
 }
 
