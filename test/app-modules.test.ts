@@ -15,7 +15,7 @@ import { RoleProcess } from '../ts/process.js';
 import { RemoraClient } from '../ts/client.js';
 
 import { loadClientSecret } from '../ts/secret.js';
-import { runCli, tempCluster } from './helpers.js';
+import { runCli, tempCluster, xorshift } from './helpers.js';
 
 
 
@@ -155,13 +155,7 @@ describe('app modules', () => {
   it('upgrades under load at one position of the log: every transaction runs with the version active at its timestamp', async () => {
     const seed = Number(process.env['UPGRADE_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
     console.log(`app upgrade seed ${seed} (UPGRADE_SEED to replay)`);
-    let x = seed >>> 0 || 1;
-    const rand = () => {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      return (x >>> 0) / 2 ** 32;
-    };
+    const rand = xorshift(seed);
     const v1 = file('v1/counter.mjs', counterSource(1));
     const v2 = file('v2/counter.mjs', counterSource(10));
     const dir = join(tmp.dir, 'cluster');

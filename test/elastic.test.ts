@@ -18,6 +18,7 @@ import { MissPush, type PushedObject } from '../ts/pipeline/state-update.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import { RemoteStore, Store } from '../ts/store.js';
 import { tempCluster } from './helpers.js';
+import { decodeEffects } from '../ts/pipeline/records.js';
 
 /**
  * Test double around a real `PreExecutor` in this process: answers through the event loop and
@@ -48,7 +49,8 @@ class RecordingLink implements PreExecutorLink {
     });
   }
 
-  sendEffects(effects: readonly Effect[]): void {
+  sendEffects(bytes: Buffer): void {
+    const effects = decodeEffects(bytes);
     this.effects.push(...effects);
     if (this.followsEffects) this.pre.install(effects);
   }
@@ -136,6 +138,7 @@ describe('elastic pre-execution', () => {
       decision: 'reexecuted',
       preExecutor: pre,
       writes: [],
+  writeCount: 0,
       conflicts,
     });
     expect([...push.record([miss('p1', 'x'), miss('p1', 'x'), miss('p2', 'x', 'y')])]).toEqual([]);

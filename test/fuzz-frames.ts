@@ -10,6 +10,9 @@
 import { createHmac } from 'node:crypto';
 import { decodeTx, TX_TAG, type Transaction } from '../ts/app/tx.js';
 import { encodeFrame } from '../ts/frames.js';
+import type { LookupTable } from '../ts/app/exec.js';
+import { encodeResults } from '../ts/pipeline/records.js';
+import { encodeTable } from '../ts/pipeline/table-bytes.js';
 
 export const PROTO = 'remora-wire/1';
 /** The node's frame limits (wire.ts): before the handshake, and after it by default. */
@@ -936,83 +939,88 @@ export function describeMp(v: Mp): string {
 // ---------------------------------------------------------------------------------------------
 // Pre-executor results
 
-/** A well-formed lookup table (it passes the node's shape checks), with room for bulk. */
-export function wellFormedTable(r: Prng, bulk: number): Mp {
+/** A well-formed lookup table (`table.v1` bytes that pass the node's intake), with room for bulk. */
+export function wellFormedTable(r: Prng, bulk: number): Buffer {
   // Bulky tables keep each item small, so that many of them fit one frame.
-  const id = (): string =>
-    bulk > 0 ? r.pick(['kv/a', 'kv/key/1', 'kv/hot/0', `kv/${r.int(1000)}`]) : r.pick(['kv/a', 'kv/key/1', 'kv/hot/0', `kv/${r.int(1000)}`, '', 'x'.repeat(r.int(200))]);
+  const id = (): string => r.pick(['kv/a', 'kv/key/1', 'kv/hot/0', `kv/${r.int(1000)}`, ...(bulk > 0 ? [] : ['x'.repeat(r.range(1, 88))])]);
   const ts = (): bigint => r.pick([0n, 1n, 2n ** 63n, 2n ** 64n - 1n, BigInt(r.int(1_000_000))]);
-  const val = (): Mp => (r.chance(0.3) ? null : r.bytes(bulk > 0 ? r.int(9) : r.length(64)));
-  const n = (): number => (bulk > 0 && r.chance(0.5) ? bulk : r.int(4));
-  return sorted({
+  const val = (): Uint8Array | null => (r.chance(0.3) ? null : r.bytes(bulk > 0 ? r.int(9) : r.length(64)));
+  const n = (): number => Math.min(0xffff, bulk > 0 && r.chance(0.5) ? bulk : r.int(4));
+  const ok = r.chance(0.7);
+  const table: LookupTable = {
     reads: Array.from({ length: n() }, () => [id(), ts()]),
     dynamic: Array.from({ length: n() }, () => [id(), ts(), val()]),
     speculative: Array.from({ length: n() }, () => [id(), val()]),
-    writes: Array.from({ length: n() }, () => [id(), val()]),
+    writes: ok ? Array.from({ length: n() }, () => [id(), val()]) : [],
     auth: Array.from({ length: r.int(4) }, () => r.pick([null, true, false])),
     precompiles: Array.from({ length: r.int(3) }, () => [r.bytes(32).toString('hex'), r.bytes(r.length(64))]),
-    outcome: r.chance(0.7)
-      ? { status: 'ok', result: randomValue(r, 2, { decodable: true, stringKeys: true }) }
-      : { status: 'aborted', reason: r.pick(['', 'no', 'x'.repeat(300)]) },
-    ...(r.chance(0.2) && { extra: randomValue(r, 1, { decodable: true, stringKeys: true }) }),
-  });
-}
-
-/** A lookup table with exactly one defect the node's checks must catch. */
-export function malformedTable(r: Prng): { table: Mp; what: string } {
-  const good = wellFormedTable(r, 0) as Record<string, Mp>;
-  const field = r.pick(['reads', 'dynamic', 'speculative', 'writes', 'auth', 'precompiles', 'outcome']);
-  const wrong: Record<string, Mp[]> = {
-    reads: [[['kv/a', 1]], [['kv/a', -1n]], [[5, 1n]], [['kv/a']], ['kv/a'], null, {}],
-    dynamic: [[['kv/a', 1n, 'v']], [['kv/a', 1n]], [['kv/a', 1, null]], [[null, 1n, null]], [['kv/a', -(2n ** 63n), null]]],
-    speculative: [[['kv/a', 'v']], [[1, null]], [['kv/a', 1]], [null]],
-    writes: [[['kv/a', 'v']], [[1, null]], [['kv/a', 1n]], [['kv/a', {}]], 'kv/a'],
-    auth: [[1], ['true'], [[true]], null, true],
-    precompiles: [[['sha256', 'out']], [[1, Buffer.alloc(1)]], [['sha256']], {}],
-    outcome: [{ status: 'ok' }, { status: 'aborted' }, { status: 'aborted', reason: 1 }, { status: 'failed', reason: 'x' }, 'ok', null, [], { result: 1 }],
+    outcome: ok ? { status: 'ok', result: null } : { status: 'aborted', reason: r.pick(['', 'no', 'x'.repeat(300)]) },
   };
-  const choices = wrong[field] ?? [null];
-  const v = r.pick(choices);
-  const table = r.chance(0.15) ? (r.pick<Mp>([null, [], 'table', 1, Buffer.alloc(8)]) as Mp) : sorted({ ...good, [field]: v });
-  if (r.chance(0.15)) {
-    const rest = Object.fromEntries(Object.entries(good).filter(([k]) => k !== field));
-    return { table: rest, what: `a table without ${field}` };
-  }
-  return { table, what: table === null || typeof table !== 'object' || Array.isArray(table) || table instanceof Uint8Array ? 'a table that is not a map' : `a table with bad ${field} (${describeMp(v)})` };
+  return encodeTable(table);
 }
 
 /** Bodies of bulk messages stay under this, well inside the node's 4 MiB frame limit. */
 const BULK_BYTES = 3.5 * 1024 * 1024;
 
+/** A results message holding `records` (results.v1), with an extra field now and then. */
+function resultsMessage(r: Prng, records: Buffer): Buffer {
+  return mp(r.chance(0.1) ? { t: 'results', tables: records, extra: randomValue(r, 1, { decodable: true, stringKeys: true }) } : { t: 'results', tables: records });
+}
+
 /**
  * The body of a results message that passes the node's checks, each of its `entries` results
- * then dropped by the node as owed by nobody.
+ * then dropped by the node as owed by nobody. (A malformed table owed by nobody is dropped
+ * the same way, before anyone reads it.)
  */
 export function unowedResults(r: Prng, digests: readonly string[]): { body: Buffer; entries: number; what: string } {
   const hex = (): string => (digests.length > 0 && r.chance(0.4) ? r.pick(digests) : r.bytes(32).toString('hex'));
-  const digest = (): string =>
-    r.chance(0.8) ? hex() : r.pick(['', 'not a digest', 'x'.repeat(r.range(65, 5000)), '\u0000', '__proto__', 'constructor']);
-  const wrap = (results: Mp[]): Buffer =>
-    mp(r.chance(0.1) ? { t: 'results', results, extra: randomValue(r, 1, { decodable: true, stringKeys: true }) } : { t: 'results', results });
+  const table = (): Buffer => (r.chance(0.2) ? malformedTable(r).table : wellFormedTable(r, 0));
   // Bulk is rare: a few MiB to encode and decode costs as much as hundreds of small frames.
   const roll = r.int(400);
   if (roll === 0) {
     // Many entries in one message: as many as fit the frame limit, all to be dropped.
     const t = wellFormedTable(r, 0);
-    const each = mp(['0'.repeat(64), t]).length;
-    const entries = Math.min(r.range(10_000, 40_000), Math.floor(BULK_BYTES / each));
-    return { body: wrap(Array.from({ length: entries }, () => [hex(), t])), entries, what: `${entries} results in one message` };
+    const entries = Math.min(r.range(10_000, 40_000), Math.floor(BULK_BYTES / (36 + t.length)));
+    return { body: resultsMessage(r, encodeResults(Array.from({ length: entries }, () => [hex(), t]))), entries, what: `${entries} results in one message` };
   }
   if (roll === 1) {
     for (let bulk = r.range(5_000, 20_000); ; bulk = Math.floor(bulk / 2)) {
-      const body = wrap([[hex(), wellFormedTable(r, bulk)]]);
+      const body = resultsMessage(r, encodeResults([[hex(), wellFormedTable(r, bulk)]]));
       if (body.length <= BULK_BYTES) return { body, entries: 1, what: `one result with arrays of ${bulk}` };
     }
   }
-  if (roll < 12) return { body: wrap([]), entries: 0, what: 'no results' };
+  if (roll < 12) return { body: resultsMessage(r, Buffer.alloc(0)), entries: 0, what: 'no results' };
   const entries = r.range(1, 8);
-  const results = Array.from({ length: entries }, () => (r.chance(0.1) ? [digest(), wellFormedTable(r, 0), 'trailing'] : [digest(), wellFormedTable(r, 0)]));
-  return { body: wrap(results), entries, what: `${entries} results for digests owed by nobody` };
+  const records = encodeResults(Array.from({ length: entries }, () => [hex(), table()]));
+  return { body: resultsMessage(r, records), entries, what: `${entries} results for digests owed by nobody` };
+}
+
+/** A lookup table with exactly one defect the node's intake must catch (docs/binary-layouts.md). */
+export function malformedTable(r: Prng): { table: Buffer; what: string } {
+  const good = wellFormedTable(r, 0);
+  const set = (at: number, f: (c: Buffer) => void): Buffer => {
+    const c = Buffer.from(good);
+    if (at < c.length) f(c);
+    return c;
+  };
+  switch (r.int(8)) {
+    case 0:
+      return { table: set(0, (c) => (c[0] = r.pick([0, 2, 255]))), what: 'a table of an unknown layout' };
+    case 1:
+      return { table: set(1, (c) => (c[1] = (c[1] ?? 0) | r.pick([2, 4, 128]))), what: 'a table with unknown flags' };
+    case 2:
+      return { table: good.subarray(0, r.int(good.length)), what: 'a truncated table' };
+    case 3:
+      return { table: Buffer.concat([good, r.bytes(r.range(1, 9))]), what: 'a table with bytes after it' };
+    case 4:
+      return { table: set(2, (c) => c.writeUInt16LE(r.range(1000, 0xffff), 2)), what: 'a table whose read count lies' };
+    case 5:
+      return { table: set(8, (c) => c.writeUInt32LE(r.pick([0xffffffff, c.readUInt32LE(8) + 1, 0]), 8)), what: 'a table whose rest length lies' };
+    case 6:
+      return { table: Buffer.concat([good.subarray(0, good.length - good.readUInt32LE(8)), mp(r.pick<Mp>([null, [], [[], [], [], { status: 'ok' }], 'x']))]), what: 'a table whose rest is not a table' };
+    default:
+      return { table: r.bytes(r.int(40)), what: 'random bytes' };
+  }
 }
 
 /** A frame from a member that must end its connection. */
@@ -1020,13 +1028,15 @@ export function fatalMemberFrame(r: Prng): Frame {
   switch (r.int(6)) {
     case 0:
     case 1: {
-      const m = malformedTable(r);
-      const before = Array.from({ length: r.int(3) }, () => [r.bytes(32).toString('hex'), wellFormedTable(r, 0)]);
-      return { bytes: frame(mp({ t: 'results', results: [...before, [r.bytes(32).toString('hex'), m.table]] })), frames: 1, expect: 'close', what: `results with ${m.what}` };
+      // Records whose framing lies: a length past the end, or a record cut short.
+      const records = encodeResults(Array.from({ length: r.range(1, 3) }, () => [r.bytes(32).toString('hex'), wellFormedTable(r, 0)]));
+      const bad = r.chance(0.5) ? records.subarray(0, records.length - r.range(1, Math.min(records.length, 36))) : Buffer.concat([records, r.bytes(r.range(1, 35))]);
+      if (bad.length === 0) return { bytes: frame(mp({ t: 'results' })), frames: 1, expect: 'close', what: 'results without tables' };
+      return { bytes: frame(mp({ t: 'results', tables: bad })), frames: 1, expect: 'close', what: 'results whose record framing lies' };
     }
     case 2: {
       const v = r.pick<Mp>([null, 'results', {}, 5, [[1, {}]], [['d']], [null], [[r.bytes(32), {}]]]);
-      return { bytes: frame(mp({ t: 'results', results: v })), frames: 1, expect: 'close', what: `results holding ${describeMp(v)}` };
+      return { bytes: frame(mp(r.chance(0.5) ? { t: 'results', tables: v } : { t: 'results', results: v })), frames: 1, expect: 'close', what: `results holding ${describeMp(v)}` };
     }
     case 3: {
       const t = r.pick<Mp>(['exec', 'config', 'effects', 'objects', 'feedback', 'submit', 'hello', 'result', 'Results', '', null, 3]);

@@ -21,7 +21,7 @@ import { makeTx } from '../ts/app/app.js';
 import { RemoraClient, type Reply } from '../ts/client.js';
 import { EmbeddedCluster, NODE_SOCKET } from '../ts/cluster.js';
 import { FrameDecoder } from '../ts/frames.js';
-import { PreExecutor, type Effect } from '../ts/pipeline/preexecutor.js';
+import { PreExecutor } from '../ts/pipeline/preexecutor.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import type { PushedObject } from '../ts/pipeline/state-update.js';
 import { loadClientSecret, loadOrCreateSecret } from '../ts/secret.js';
@@ -50,6 +50,8 @@ import {
   type Must,
 } from './fuzz-frames.js';
 import { tempCluster } from './helpers.js';
+import { decodeEffects, encodeResults, splitTxs } from '../ts/pipeline/records.js';
+import { encodeTable } from '../ts/pipeline/table-bytes.js';
 
 /** Mutated frames the run must write, at the least; the plan below aims a little over. */
 const MIN_FRAMES = 100_000;
@@ -566,9 +568,9 @@ describe('wire fuzzing of a live node', () => {
         const member = peer;
         member.onMessage((m) => {
           if (!isMsg(m)) return finding(`${where}: unreadable message`);
-          if (m['t'] === 'exec' && Array.isArray(m['txs'])) {
+          if (m['t'] === 'exec' && m['txs'] instanceof Uint8Array) {
             const txs: DecodedTx[] = [];
-            for (const t of m['txs'] as unknown[]) {
+            for (const t of splitTxs(Buffer.from(m['txs']))) {
               try {
                 const d = decodeTx(t);
                 handed.add(d.digest);
@@ -579,8 +581,8 @@ describe('wire fuzzing of a live node', () => {
             }
             const results = pre.run(txs);
             honestResults += results.length;
-            void member.write(frame(wirePackr.pack({ t: 'results', results })));
-          } else if (m['t'] === 'effects') pre.install(m['effects'] as Effect[]);
+            void member.write(frame(wirePackr.pack({ t: 'results', tables: encodeResults(results.map(([d, t]) => [d, encodeTable(t)])) })));
+          } else if (m['t'] === 'effects' && m['effects'] instanceof Uint8Array) pre.install(decodeEffects(Buffer.from(m['effects'])));
           else if (m['t'] === 'objects') pre.installObjects(m['objects'] as PushedObject[]);
         });
         const count = r.range(...PLAN.member.frames);

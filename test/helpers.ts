@@ -7,6 +7,17 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
+/** xorshift32 in [0, 1): a test's own choices, reproducible from the seed it printed. */
+export function xorshift(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
+}
+
 export function tempCluster(): { dir: string; secret: Buffer; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'remora-vitest-'));
   return { dir, secret: randomBytes(32), cleanup: () => rmSync(dir, { recursive: true, force: true }) };

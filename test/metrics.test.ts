@@ -8,12 +8,13 @@ import { kvApp } from '../ts/apps/index.js';
 import { EmbeddedCluster } from '../ts/cluster.js';
 import { createRegistry, NodeMetrics, PreExecutorMetrics, serveMetrics, type MetricsServer } from '../ts/metrics.js';
 import { EmbeddedNode, type PreExecutorLink, type Reply } from '../ts/pipeline/node.js';
-import { PreExecutor, type Effect, type Feedback } from '../ts/pipeline/preexecutor.js';
+import { PreExecutor, type Feedback } from '../ts/pipeline/preexecutor.js';
 import type { PushedObject } from '../ts/pipeline/state-update.js';
 import { EmbeddedSequencer } from '../ts/pipeline/sequencer.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import { Store } from '../ts/store.js';
 import { tempCluster } from './helpers.js';
+import { decodeEffects } from '../ts/pipeline/records.js';
 
 /** A real pre-executor answering promptly through the event loop, timed for its metrics. */
 class PromptLink implements PreExecutorLink {
@@ -43,7 +44,8 @@ class PromptLink implements PreExecutorLink {
     return this.returned >= n ? Promise.resolve() : new Promise((resolve) => (this.until = { n, resolve }));
   }
 
-  sendEffects(effects: readonly Effect[]): void {
+  sendEffects(bytes: Buffer): void {
+    const effects = decodeEffects(bytes);
     this.pre.install(effects);
   }
 

@@ -10,7 +10,7 @@ import { executeSequentially } from '../ts/app/reference.js';
 import type { DecodedTx } from '../ts/app/tx.js';
 import { loadApp } from '../ts/apps/index.js';
 import { EmbeddedNode, type NodeOptions, type PreExecutorLink, type Reply } from '../ts/pipeline/node.js';
-import { PreExecutor, type Effect, type Feedback } from '../ts/pipeline/preexecutor.js';
+import { PreExecutor, type Feedback } from '../ts/pipeline/preexecutor.js';
 import { Puller, type VersionSource } from '../ts/pipeline/pull.js';
 import { DEFAULT_POLICY, type Policy } from '../ts/pipeline/scheduler.js';
 import { EmbeddedSequencer, readSequence } from '../ts/pipeline/sequencer.js';
@@ -18,7 +18,8 @@ import type { PushedObject, StateUpdate } from '../ts/pipeline/state-update.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import { RemoteStore, Store } from '../ts/store.js';
 import { kvWorkload } from '../ts/workload.js';
-import { tempCluster } from './helpers.js';
+import { tempCluster, xorshift } from './helpers.js';
+import { decodeEffects } from '../ts/pipeline/records.js';
 
 type Behaviour = 'prompt' | 'slow' | 'stale' | 'silent' | 'crashes';
 
@@ -76,7 +77,8 @@ class FaultyLink implements PreExecutorLink {
     else setImmediate(deliver);
   }
 
-  sendEffects(effects: readonly Effect[]): void {
+  sendEffects(bytes: Buffer): void {
+    const effects = decodeEffects(bytes);
     if (this.behaviour === 'stale' && this.rand() < 0.7) return;
     this.pre.install(effects);
   }
@@ -94,17 +96,6 @@ class FaultyLink implements PreExecutorLink {
 interface Variant extends Pick<NodeOptions, 'policy' | 'scheduling' | 'stateUpdate'> {
   /** Pre-executors join, retire gracefully and crash while transactions flow. */
   churn?: boolean;
-}
-
-/** xorshift32: the test's own choices, reproducible from the printed seed. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
 }
 
 const jsonable = (_: string, v: unknown): unknown => (typeof v === 'bigint' ? `${v}n` : v);
@@ -127,7 +118,7 @@ describe('pipeline on one host', () => {
       churn ? 'joins, retirements and crashes' : null,
     ].filter((x) => x !== null);
     console.log(`pipeline property test: seed ${seed}, ${total} transactions, ${described.join(', ')} (REMORA_SEED to replay)`);
-    const rand = rng(seed);
+    const rand = xorshift(seed);
     const app = loadApp('kv');
     const logDir = join(cluster.dir, 'log');
     const sequencer = new EmbeddedSequencer(logDir);

@@ -26,6 +26,7 @@ const applied = (ts: number, decision: Applied['decision'], conflicts: string[] 
   decision,
   preExecutor,
   writes: [],
+  writeCount: 0,
   conflicts,
 });
 

@@ -5,6 +5,7 @@ export {
   NativeLog,
   NativeCoordinator,
   NativeTransfer,
+  benchAdopt,
   benchMemcpy,
   benchTimer,
   precompileCall,

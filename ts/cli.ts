@@ -8,24 +8,31 @@ import { runElastic } from '../bench/elastic.js';
 import { runHeron } from '../bench/heron.js';
 import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
+import { runScale } from '../bench/scale.js';
 import { runTransports } from '../bench/transports.js';
 import { checkCommand } from './cli/check.js';
 import { demoOneside } from './cli/demo-oneside.js';
 import { report } from './cli/errors.js';
 import { heronReplicaRole } from './cli/heron-roles.js';
+import { loadgenRole } from './cli/loadgen-role.js';
 import { appOption, intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
 import { upgradeCommand } from './cli/upgrade.js';
 import { transportOwnerRole, transportReaderRole } from './cli/transport-roles.js';
 import { benchWriterRole, demoWriterRole, stressWriterRole } from './cli/writers.js';
-import { runDemo as runBankDemo } from './demo.js';
+import { demoLoadOptions, runDemo as runBankDemo } from './demo.js';
 
 const USAGE = `Usage:
   remora demo [options]           an embedded cluster runs the bank app, then checks itself
+      --app A                     bank, or work (compute-bound: --rounds of mixing a transaction) (default bank)
+      --rounds N                  work: mixing rounds per transaction (default 10000)
       --seconds N                 how long to run the load (default 10)
-      --accounts N                bank accounts (default 1000)
+      --accounts N                bank accounts, or work counters (default 1000)
       --alpha A                   Zipf skew of the accounts chosen (default 0.8; 0 = uniform)
-      --clients N                 closed-loop clients (default 256)
+      --clients N                 closed-loop clients, split over the generators (default 256)
+      --generators N              load-generator processes the clients run in (default 1)
+      --rate N                    open loop at N tx/s over all generators, instead of closed-loop clients
+      --transactions N            built and signed before the window (default 12000 a second, or rate × seconds)
       --pre-executors N           pre-executor processes (default 2)
       --deadline-ms N             primary's wait for a pre-execution result (default 50)
       --policy P                  scheduling: round-robin, load, load+affinity, load+affinity+hot (default load+affinity+hot)
@@ -76,6 +83,10 @@ const USAGE = `Usage:
       --quick                     short run (under a minute on 2 cores)
       --out FILE                  JSON results (default bench/results/oneside.json)
       --seed N                    stress writer seed (default random; printed)
+  remora bench scale [options]    node CPU per transaction adopted vs executed (by stage), native adoption,
+                                  durable sequencer, pinned runs and a capacity model, latency below saturation
+      --quick, --seed N
+      --out FILE                  JSON results (default bench/results/scale.json; model plot next to it)
   remora bench merge [options]    primary throughput merging vs executing; end to end by pool size
       --quick                     short run
       --out FILE                  JSON results (default bench/results/merge.json)
@@ -119,6 +130,11 @@ async function pipelineDemo(argv: string[]): Promise<number> {
       seed: { type: 'string' },
       dir: { type: 'string' },
       'metrics-port': { type: 'string' },
+      app: { type: 'string' },
+      rounds: { type: 'string' },
+      generators: { type: 'string' },
+      transactions: { type: 'string' },
+      rate: { type: 'string' },
     },
   });
   const metricsPort = metricsPortOption(values['metrics-port']);
@@ -136,6 +152,7 @@ async function pipelineDemo(argv: string[]): Promise<number> {
     seed: intOption(values.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 31 - 1),
     ...(values.dir === undefined ? {} : { dir: values.dir }),
     ...(metricsPort !== undefined && { metricsPort }),
+    ...demoLoadOptions(values),
   });
 }
 
@@ -188,6 +205,10 @@ const suites: Record<string, (argv: string[]) => Promise<number>> = {
       seed: workloadSeed(values.seed),
     });
   },
+  scale: (argv) => {
+    const { seed, ...a } = suiteArgs('scale', argv);
+    return runScale({ ...a, seed: workloadSeed(seed) });
+  },
   heron: (argv) => {
     const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, out: { type: 'string' } } });
     return runHeron({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'heron.json') });
@@ -224,6 +245,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   'pre-executor': preExecutorRole,
   node: nodeRole,
   'heron-replica': heronReplicaRole,
+  loadgen: loadgenRole,
 };
 
 async function main(argv: string[]): Promise<number> {

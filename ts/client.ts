@@ -1,6 +1,6 @@
 // A client of a node: submits transactions over the node's socket and awaits final outcomes,
 // optionally taking a pre-executor's outcome first as an optimistic reply.
-import type { Transaction } from './app/tx.js';
+import { encodeTxBytes, fitsTxBytes, type Transaction } from './app/tx.js';
 import type { NodeToClient } from './pipeline/messages.js';
 import type { OptimisticReply, Reply } from './pipeline/node.js';
 import { CLIENT_ROLE } from './pipeline/server.js';
@@ -48,16 +48,16 @@ export class RemoraClient {
   }
 
   /** Resolves with the final outcome; rejects with the node's message if it refused the transaction. */
-  submit(tx: Transaction): Promise<Reply> {
+  submit(tx: Transaction | Uint8Array): Promise<Reply> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.conn.send({ t: 'submit', id, tx });
+      this.conn.send({ t: 'submit', id, tx: wireTx(tx) });
     });
   }
 
   /** Submits and asks for an optimistic reply too; see `Submission`. */
-  submitOptimistic(tx: Transaction): Submission {
+  submitOptimistic(tx: Transaction | Uint8Array): Submission {
     const id = this.nextId++;
     let early: ((o: OptimisticReply | null) => void) | undefined;
     const optimistic = new Promise<OptimisticReply | null>((resolve) => (early = resolve));
@@ -73,7 +73,7 @@ export class RemoraClient {
         },
         onOptimistic: (o) => early?.(o),
       });
-      this.conn.send({ t: 'submit', id, tx, optimistic: true });
+      this.conn.send({ t: 'submit', id, tx: wireTx(tx), optimistic: true });
     });
     return { optimistic, final: final.then((r) => ({ ...r, optimistic: r.optimistic ?? 'none' })) };
   }
@@ -100,4 +100,14 @@ export class RemoraClient {
   close(): void {
     this.conn.close();
   }
+}
+
+/**
+ * A transaction as the node reads it fastest: its `tx.v1` bytes (docs/binary-layouts.md),
+ * which the node logs and hands to pre-executors as they are. Load generators may encode
+ * ahead of time and pass the bytes.
+ */
+function wireTx(tx: Transaction | Uint8Array): Uint8Array | Transaction {
+  // A malformed one goes as it is: the node's admission says what is wrong with it.
+  return tx instanceof Uint8Array ? tx : fitsTxBytes(tx) ? encodeTxBytes(tx) : tx;
 }

@@ -62,6 +62,11 @@ export interface ClusterOptions {
   /** Per-client limits on requests in flight and unread replies (defaults: `CLIENT_LIMITS`). */
   clientLimits?: Partial<ClientLimits>;
   log?: (m: string) => void;
+  /**
+   * A command pre-executor processes run under, e.g. `['taskset', '-c', '1']` to pin them
+   * (benchmarks); it must exec the rest of its arguments in place.
+   */
+  preExecutorPrefix?: readonly string[];
 }
 
 export const NODE_SOCKET = 'node.sock';
@@ -216,7 +221,9 @@ export class EmbeddedCluster {
   async addPreExecutor(): Promise<string> {
     const name = `pre-${this.nextName++}`;
     const attached = new Promise<void>((resolve) => this.joining.set(name, resolve));
-    const child = await RoleProcess.start('pre-executor', ['--dir', this.opts.dir, '--app', this.node.versions.active.spec, '--name', name]);
+    const args = ['--dir', this.opts.dir, '--app', this.node.versions.active.spec, '--name', name];
+    const prefix = this.opts.preExecutorPrefix;
+    const child = await RoleProcess.start('pre-executor', args, prefix ? { prefix } : {});
     this.children.set(name, child);
     // The child is ready once connected; its link is attached once the node saw the handshake.
     await Promise.race([

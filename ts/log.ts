@@ -47,6 +47,15 @@ export class SequencerLog {
     return this.native.append([...txs]);
   }
 
+  /**
+   * `append` for a batch already laid flat: `digests` is 32 bytes per transaction,
+   * transaction i is `bytes[ends[i-1]..ends[i]]`. Results are flat too: no object per
+   * transaction crosses the binding either way.
+   */
+  async appendFlat(digests: Uint8Array, bytes: Uint8Array, ends: Uint32Array): Promise<{ ts: BigUint64Array; duplicate: Uint8Array }> {
+    return this.native.appendFlat(digests, bytes, ends);
+  }
+
   /** Up to `max` entries from timestamp `fromTs` on, in timestamp order (replay after a restart). */
   async readBatch(fromTs: bigint | number, max: number): Promise<LogEntry[]> {
     return this.native.readBatch(timestamp(fromTs, 'fromTs'), max);

@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeOptions, OptimisticStats } from './pipeline/node.js';
 import type { Applied, PrimaryStats } from './pipeline/primary.js';
+import { stages } from './stages.js';
 
 export { Registry } from 'prom-client';
 
@@ -72,6 +73,20 @@ export class NodeMetrics {
       name: 'remora_transactions_aborted_total',
       help: 'Applied transactions whose outcome is an abort.',
       registers,
+    });
+    stages.watchGc();
+    const stageSeen = new Map<string, number>();
+    new Counter({
+      name: 'remora_node_stage_seconds_total',
+      help: "Time the node's process spent in each stage of the pipeline (stages.ts): divide by remora_transactions_applied_total for the cost per transaction; process_cpu_seconds_total minus the sum is `other`.",
+      labelNames: ['stage'] as const,
+      registers,
+      collect() {
+        for (const [stage, now] of Object.entries(stages.totals().stages)) {
+          this.labels(stage).inc(Math.max(0, now - (stageSeen.get(stage) ?? 0)));
+          stageSeen.set(stage, now);
+        }
+      },
     });
     const submitLatency = new Histogram({
       name: 'remora_submit_latency_seconds',
@@ -190,6 +205,12 @@ export class NodeMetrics {
       help: "Signature checks the primary took from pre-executors' lookup tables instead of verifying.",
       registers,
       collect: mirror(() => this.source?.stats.authFromTables),
+    });
+    new Counter({
+      name: 'remora_tables_malformed_total',
+      help: "Pre-executors' tables that were malformed: dropped, and the transaction executed by the primary.",
+      registers,
+      collect: mirror(() => this.source?.stats.malformedTables),
     });
     new Gauge({
       name: 'remora_sequencer_last_ts',

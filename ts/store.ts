@@ -7,6 +7,13 @@ import { isTransport, type NetTransport, type Transport } from './transport.js';
 
 export type { RemoteStats, StoreStats, StressReport, Latency };
 
+/** What one native adoption run did: adopted transactions, and why it stopped. */
+export interface AdoptRun {
+  adopted: number;
+  stop: 'end' | 'none' | 'stale' | 'malformed';
+  error: string | null;
+}
+
 /** What a read of one object found. `version` is the timestamp of the write that made it. */
 export type ReadResult =
   | { status: 'value'; version: bigint; value: Buffer }
@@ -120,6 +127,29 @@ export class Store {
         BigUint64Array.from(reqs.map((r) => timestamp(r.before, 'before'))),
       )
       .map(narrow);
+  }
+
+  /**
+   * Checks lookup tables (`table.v1`) against the newest versions and applies the writes of
+   * each adoptable one at its timestamp, in order from `from`, until one is not adoptable
+   * (docs/binary-layouts.md, "Native adoption"). `tables[ends[i-1]..ends[i]]` is
+   * transaction i's table; empty: none.
+   */
+  adoptBatch(tables: Buffer, ends: Uint32Array, ts: BigUint64Array, from: number): AdoptRun {
+    const r = this.native.adoptBatch(tables, ends, ts, from);
+    switch (r.stop) {
+      case 'end':
+      case 'none':
+      case 'stale':
+      case 'malformed':
+        return { adopted: r.adopted, stop: r.stop, error: r.error ?? null };
+    }
+    throw new Error(`native adoption stopped for an unknown reason: ${r.stop}`);
+  }
+
+  /** Every object id the store holds (deleted ones until purged), as bytes. */
+  ids(): Buffer[] {
+    return this.native.ids();
   }
 
   /** Timestamps of the versions kept for `id`, newest first. */

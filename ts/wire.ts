@@ -17,6 +17,7 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { Packr } from 'msgpackr';
 import { FrameDecoder, encodeFrame } from './frames.js';
+import { stages } from './stages.js';
 
 export interface Conn {
   /** The other end: its address (server side) or the address dialled (client side). */
@@ -145,6 +146,7 @@ class Channel implements Conn {
   private closed = false;
   private failure: Error | undefined;
   private graceTimer: NodeJS.Timeout | undefined;
+  private corked = false;
 
   constructor(
     private readonly socket: net.Socket,
@@ -153,8 +155,13 @@ class Channel implements Conn {
   ) {
     socket.on('data', (chunk: Buffer) => {
       if (this.ending) return;
-      this.decoder.push(chunk);
-      this.pump();
+      const prev = stages.enter('receive');
+      try {
+        this.decoder.push(chunk);
+        this.pump();
+      } finally {
+        stages.leave(prev);
+      }
     });
     socket.on('end', () => (this.peerEnded = true));
     socket.on('drain', () => {
@@ -169,6 +176,15 @@ class Channel implements Conn {
     const body = packr.pack(msg);
     if (body.length > this.o.maxFrameBytes) {
       throw new Error(`wire: message of ${body.length} bytes exceeds maxFrameBytes (${this.o.maxFrameBytes})`);
+    }
+    // Messages sent in one turn of the event loop leave in one write (one system call).
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
     }
     return this.socket.write(encodeFrame(body));
   }

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { makeTx } from './app/app.js';
 import { encode, type Data } from './app/codec.js';
 import type { Transaction } from './app/tx.js';
-import { builtinApps, DEMO_MINT_AUTHORITY, keyPairFromSeed, type BankApp, type KeyPair } from './apps/index.js';
+import { builtinApps, DEMO_MINT_AUTHORITY, keyPairFromSeed, WORK_MAX_ROUNDS, type BankApp, type KeyPair } from './apps/index.js';
 
 /** The built-in bank, whose mint authority `DEMO_MINT_AUTHORITY` the bank workloads sign with. */
 export const DEMO_MINT_AUTHORITY_APP: BankApp = builtinApps.bank;
@@ -164,7 +164,9 @@ function ownerKey(seed: number, account: number): KeyPair {
 export class BankAccounts {
   readonly app: BankApp = DEMO_MINT_AUTHORITY_APP;
   readonly mintAuthority: KeyPair = DEMO_MINT_AUTHORITY;
-  readonly keys: readonly KeyPair[];
+  // Owners are derived when first needed: a load generator that sends from a share of the
+  // accounts imports only those keys (half a millisecond each).
+  private readonly owners: (KeyPair | undefined)[];
   private readonly nonces: number[];
 
   constructor(
@@ -173,14 +175,26 @@ export class BankAccounts {
   ) {
     checkCount('accounts', count, 1);
     checkSeed(seed);
-    this.keys = Array.from({ length: count }, (_, i) => ownerKey(seed, i));
+    this.owners = new Array<KeyPair | undefined>(count);
     this.nonces = new Array<number>(count).fill(0);
+  }
+
+  /** Every account's owner. */
+  get keys(): readonly KeyPair[] {
+    return Array.from({ length: this.count }, (_, i) => this.key(i));
+  }
+
+  /** The owner of `account`. */
+  key(account: number): KeyPair {
+    if (!Number.isInteger(account) || account < 0 || account >= this.count) throw new RangeError(`no account ${account}`);
+    return (this.owners[account] ??= ownerKey(this.seed, account));
   }
 
   /** `open` for every account, then `mint` of `initialBalance` for every account. */
   setup(initialBalance = BANK_INITIAL_BALANCE): Transaction[] {
-    const opens = this.keys.map((k, account) => makeTx(this.app, 'open', { account, owner: k.publicKey }));
-    const mints = this.keys.map((_, account) =>
+    const keys = this.keys;
+    const opens = keys.map((k, account) => makeTx(this.app, 'open', { account, owner: k.publicKey }));
+    const mints = keys.map((_, account) =>
       makeTx(this.app, 'mint', { account, amount: initialBalance }, [this.mintAuthority]),
     );
     // Opens first: a consumer that lets set-up transactions overtake each other a little
@@ -195,8 +209,7 @@ export class BankAccounts {
 
   /** A transfer signed by `from`'s owner, carrying and then advancing its tracked nonce. */
   transfer(from: number, to: number, amount: number): Transaction {
-    const key = this.keys[from];
-    if (key === undefined) throw new RangeError(`no account ${from}`);
+    const key = this.key(from);
     const nonce = this.nonce(from);
     this.nonces[from] = nonce + 1;
     return makeTx(this.app, 'transfer', { from, to, amount, nonce }, [key]);
@@ -207,7 +220,21 @@ export interface BankWorkloadOptions {
   accounts: number;
   /** Zipf skew of the accounts chosen, for senders and receivers alike; 0 = uniform. */
   alpha: number;
+  /** Seed of the transfers chosen (and of the owners' keys, unless `keySeed` is given). */
   seed: number;
+  /**
+   * Seed of the owners' keys (default `seed`): load generators that share one set-up but draw
+   * their own transfers (each from `seed + index`) keep the set-up's seed here.
+   */
+  keySeed?: number;
+  /**
+   * Send only from accounts a with a mod `of` = `index` (default: from every account). The
+   * nonces of a sender are valid only in the order its transfers were generated, so streams
+   * submitted side by side (several load generators) must not share senders; each stream's
+   * senders follow the Zipf distribution over its own share (its hottest is account `index`),
+   * and receivers are still drawn from all the accounts.
+   */
+  senders?: { index: number; of: number };
 }
 
 export interface BankWorkload {
@@ -223,21 +250,80 @@ export interface BankWorkload {
 
 /** Set-up, then an endless stream of signed transfers between Zipf-chosen accounts. */
 export function bankWorkload(opts: BankWorkloadOptions): BankWorkload {
-  const accounts = new BankAccounts(opts.accounts, opts.seed);
-  const rng = new Rng(opts.seed, 'bank.transfers');
-  const pick = zipf(opts.accounts, opts.alpha, rng);
   const n = opts.accounts;
+  const part = opts.senders ?? { index: 0, of: 1 };
+  checkCount('senders.of', part.of, 1);
+  if (!Number.isSafeInteger(part.index) || part.index < 0 || part.index >= part.of) {
+    throw new RangeError(`senders.index must be an integer in [0, ${part.of}), got ${part.index}`);
+  }
+  if (part.of > n) throw new RangeError(`senders: ${part.of} streams need at least as many accounts, got ${n}`);
+  const accounts = new BankAccounts(n, opts.keySeed ?? opts.seed);
+  const rng = new Rng(opts.seed, 'bank.transfers');
+  // With one stream, senders and receivers come from one sampler over all accounts, drawing
+  // from `rng` in the same order as before streams existed: same seed, same transfers.
+  const pick = zipf(n, opts.alpha, rng);
+  const own = Math.floor((n - 1 - part.index) / part.of) + 1;
+  const pickOwn = part.of === 1 ? pick : zipf(own, opts.alpha, rng);
+  let setup: readonly Transaction[] | undefined;
   return {
     seed: opts.seed,
     accounts,
-    setup: accounts.setup(),
+    // Signed when first asked for: a load generator that only sends never needs it.
+    get setup() {
+      return (setup ??= accounts.setup());
+    },
     minted: BANK_INITIAL_BALANCE * n,
     next() {
-      const from = pick();
+      const from = part.index + part.of * pickOwn();
       let to = pick();
       // Another account, uniformly among the rest: resampling could spin when alpha is large.
       if (to === from && n > 1) to = (from + 1 + rng.int(n - 1)) % n;
       return accounts.transfer(from, to, 1 + rng.int(BANK_MAX_AMOUNT));
+    },
+  };
+}
+
+export interface WorkWorkloadOptions {
+  /** Counters 0..objects-1. */
+  objects: number;
+  /** Zipf skew of the counters chosen; 0 = uniform. */
+  alpha: number;
+  /** Mixing rounds each `crunch` asks for: the compute cost of a transaction. */
+  rounds: number;
+  seed: number;
+}
+
+export interface WorkWorkload {
+  readonly seed: number;
+  /** Nothing: counters start at { n: 0, h: 0 }. There for the same shape as `BankWorkload`. */
+  readonly setup: readonly Transaction[];
+  /** The next `crunch` of the endless stream. */
+  next(): Transaction;
+}
+
+/**
+ * An endless stream of `crunch` transactions on two Zipf-chosen counters (one when both draws
+ * agree), each with a fresh random tag: identical bodies would be one transaction to the
+ * sequencer's deduplication. Unsigned, so the cost of a transaction is its `rounds`.
+ */
+export function workWorkload(opts: WorkWorkloadOptions): WorkWorkload {
+  checkCount('objects', opts.objects, 1);
+  if (opts.objects > 0x1_0000_0000) throw new RangeError(`objects must be at most 2^32, got ${opts.objects}`);
+  if (!Number.isSafeInteger(opts.rounds) || opts.rounds < 0 || opts.rounds > WORK_MAX_ROUNDS) {
+    throw new RangeError(`rounds must be an integer from 0 to ${WORK_MAX_ROUNDS}, got ${opts.rounds}`);
+  }
+  const app = builtinApps.work;
+  const rng = new Rng(opts.seed, 'work');
+  const pick = zipf(opts.objects, opts.alpha, rng);
+  return {
+    seed: opts.seed,
+    setup: [],
+    next() {
+      const a = pick();
+      const b = pick();
+      // 53 random bits: distinct from every other tag of any stream, in practice.
+      const tag = (rng.u32() >>> 11) * 0x1_0000_0000 + rng.u32();
+      return makeTx(app, 'crunch', { objects: a === b ? [a] : [a, b], rounds: opts.rounds, tag });
     },
   };
 }

@@ -16,24 +16,59 @@ export type Data =
   | readonly Data[]
   | { readonly [key: string]: Data };
 
-function sortKeys(v: unknown, depth: number): unknown {
+/**
+ * What `v` is to the encoder: a leaf, an array, or a plain object (map). Throws a TypeError
+ * naming what cannot be encoded canonically.
+ */
+function kind(v: unknown, depth: number): 'leaf' | 'array' | 'map' {
   if (depth > 64) throw new TypeError('value nests deeper than 64 levels');
   if (v === undefined) throw new TypeError('undefined cannot be encoded (use null)');
   if (typeof v === 'number' && !Number.isFinite(v)) throw new TypeError(`non-finite number ${v} cannot be encoded`);
-  if (v === null || typeof v !== 'object' || v instanceof Uint8Array) return v;
-  if (Array.isArray(v)) return v.map((x) => sortKeys(x, depth + 1));
+  if (v === null || typeof v !== 'object' || v instanceof Uint8Array) return 'leaf';
+  if (Array.isArray(v)) return 'array';
   const proto: unknown = Object.getPrototypeOf(v);
   if (proto !== Object.prototype && proto !== null) {
     throw new TypeError(`${(v as object).constructor?.name ?? 'object'} cannot be encoded: use plain objects`);
   }
+  return 'map';
+}
+
+function sortKeys(v: unknown, depth: number): unknown {
+  const k = kind(v, depth);
+  if (k === 'leaf') return v;
+  if (k === 'array') return (v as unknown[]).map((x) => sortKeys(x, depth + 1));
   const out: Record<string, unknown> = {};
-  for (const k of Object.keys(v).sort()) out[k] = sortKeys((v as Record<string, unknown>)[k], depth + 1);
+  for (const key of Object.keys(v as object).sort()) out[key] = sortKeys((v as Record<string, unknown>)[key], depth + 1);
   return out;
+}
+
+/** Keys JavaScript objects keep first, in numeric order, whatever the insertion order. */
+const isIndexKey = (k: string): boolean => /^(?:0|[1-9][0-9]{0,9})$/.test(k) && Number(k) <= 4294967294;
+
+/**
+ * Checks what `sortKeys` checks, without copying: true if `sortKeys(v)` would give every map
+ * its keys in the order they already have (so `v` encodes as it is), false if not. Index-like
+ * keys come first in numeric order in any object, so only the others need be in order.
+ */
+function keysSorted(v: unknown, depth: number): boolean {
+  const k = kind(v, depth);
+  if (k === 'leaf') return true;
+  if (k === 'array') return (v as unknown[]).every((x) => keysSorted(x, depth + 1));
+  let prev: string | null = null;
+  for (const key of Object.keys(v as object)) {
+    if (!keysSorted((v as Record<string, unknown>)[key], depth + 1)) return false;
+    if (isIndexKey(key)) continue;
+    // The order `Array.prototype.sort` gives strings: by UTF-16 code units.
+    if (prev !== null && !(prev < key)) return false;
+    prev = key;
+  }
+  return true;
 }
 
 /** Canonical bytes of `v`. Throws a TypeError naming what cannot be encoded. */
 export function encode(v: unknown): Buffer {
-  return packr.pack(sortKeys(v, 0));
+  // Most values (every decoded canonical body) are in order already: encoded without a copy.
+  return packr.pack(keysSorted(v, 0) ? v : sortKeys(v, 0));
 }
 
 /** Decodes bytes made by `encode` (or a peer's). Throws on malformed input. */

@@ -25,7 +25,11 @@ export class AppLoadError extends Error {
   override name = 'AppLoadError';
 }
 
-const BUILTIN_MODULES: Record<string, string> = { bank: '../apps/builtin-bank.js', kv: '../apps/builtin-kv.js' };
+const BUILTIN_MODULES: Record<string, string> = {
+  bank: '../apps/builtin-bank.js',
+  kv: '../apps/builtin-kv.js',
+  work: '../apps/builtin-work.js',
+};
 
 const isPath = (spec: string): boolean => spec.startsWith('.') || isAbsolute(spec) || /\.(m?js|cjs|ts)$/.test(spec);
 

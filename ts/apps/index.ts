@@ -3,9 +3,11 @@ import { createHash } from 'node:crypto';
 import type { App } from '../app/app.js';
 import { bankApp, keyPairFromSeed, type KeyPair } from './bank.js';
 import { kvApp } from './kv.js';
+import { workApp } from './work.js';
 
 export { accountId, bankApp, keyPairFromSeed, stampId, type Account, type BankApp, type BankConfig, type KeyPair } from './bank.js';
 export { kvApp, kvId, MAX_KEY_BYTES, type KvApp } from './kv.js';
+export { crunchDigest, WORK_MAX_OBJECTS, WORK_MAX_ROUNDS, workApp, workId, type Counter, type WorkApp } from './work.js';
 
 /**
  * The mint authority of the built-in `bank`: derived from a fixed, public seed so a cluster's
@@ -19,6 +21,7 @@ export const DEMO_MINT_AUTHORITY: KeyPair = keyPairFromSeed(
 export const builtinApps = {
   bank: bankApp({ mintAuthority: DEMO_MINT_AUTHORITY.publicKey }),
   kv: kvApp,
+  work: workApp,
 } as const satisfies Record<string, App>;
 
 export type BuiltinAppName = keyof typeof builtinApps;

@@ -1,14 +1,16 @@
 // Messages between cluster members, and the checks that turn a peer's bytes into them. A
 // message that fails a check is a protocol error: the connection that sent it is closed.
-import type { LookupTable, Outcome } from '../app/exec.js';
+import type { Outcome } from '../app/exec.js';
 import type { Transaction } from '../app/tx.js';
 import type { Decision } from './merge.js';
-import type { Effect, Feedback, Result } from './preexecutor.js';
+import type { Effect, Feedback } from './preexecutor.js';
+import { decodeEffects, RecordError, splitResults } from './records.js';
 import { STATE_UPDATES, type PushedObject, type StateUpdate } from './state-update.js';
 import { isTransport, type Transport } from '../transport.js';
 
 /** `optimistic`: also send the pre-executor's outcome as soon as it is known. */
-export type ClientToNode = { t: 'submit'; id: number; tx: Transaction; optimistic?: boolean };
+/** `tx`: its `tx.v1` bytes (docs/binary-layouts.md), or `{ body, auth }`; admission checks either. */
+export type ClientToNode = { t: 'submit'; id: number; tx: Transaction | Uint8Array; optimistic?: boolean };
 export type NodeToClient =
   | {
       t: 'reply';
@@ -40,7 +42,8 @@ export type NodeToPre =
       /** Whether to read its own results not yet applied (speculation.ts). */
       speculate: boolean;
     }
-  | { t: 'exec'; txs: Transaction[] }
+  /** Transactions to execute: their `tx.v1` bytes, one after another. */
+  | { t: 'exec'; txs: Buffer }
   /** The node will not take this member (its app differs); it should stop, saying why. */
   | { t: 'refused'; reason: string }
   /** Load this app version ahead of its upgrade, and answer `loaded`. */
@@ -50,8 +53,12 @@ export type NodeToPre =
   | { t: 'effects'; effects: Effect[] }
   | { t: 'objects'; objects: PushedObject[] }
   | { t: 'feedback'; feedback: Feedback };
+/** What the node sends: effects travel as effects.v1 bytes, decoded by `parseNodeToPre`. */
+export type NodeToPreSent = Exclude<NodeToPre, { t: 'effects' }> | { t: 'effects'; effects: Buffer };
+
 export type PreToNode =
-  | { t: 'results'; results: Result[] }
+  /** results.v1 bytes; the tables in them are checked by the node's intake (node.ts). */
+  | { t: 'results'; results: [digest: string, table: Buffer][] }
   /** The first message of a member: the app it loaded. */
   | { t: 'hello'; app: string; digest: string }
   /** Answer to `load`: the digest of what it loaded, or why it could not. */
@@ -78,7 +85,7 @@ export function parseClientMessage(m: unknown): ClientToNode {
   if (typeof id !== 'number' || !Number.isSafeInteger(id)) fail('submit id must be a safe integer');
   if (m['optimistic'] !== undefined && typeof m['optimistic'] !== 'boolean') fail('submit optimistic must be a boolean');
   // The transaction is checked by admission.
-  return { t: 'submit', id, tx: m['tx'] as Transaction, optimistic: m['optimistic'] === true };
+  return { t: 'submit', id, tx: m['tx'] as Transaction | Uint8Array, optimistic: m['optimistic'] === true };
 }
 
 const isText = (v: unknown, max = 4096): v is string => typeof v === 'string' && v.length <= max;
@@ -89,18 +96,13 @@ export function parseAdminMessage(m: unknown): AdminToNode {
 }
 
 export function parseNodeToPre(m: unknown): NodeToPre {
-  if (isObj(m) && m['t'] === 'exec' && Array.isArray(m['txs'])) return { t: 'exec', txs: m['txs'] as Transaction[] };
+  const txs = isObj(m) ? m['txs'] : undefined;
+  if (isObj(m) && m['t'] === 'exec' && isBytes(txs)) return { t: 'exec', txs: asBuffer(txs) };
   if (isObj(m) && m['t'] === 'refused' && isText(m['reason'])) return { t: 'refused', reason: m['reason'] };
   if (isObj(m) && m['t'] === 'load' && isText(m['spec']) && isText(m['digest'], 64)) return { t: 'load', spec: m['spec'], digest: m['digest'] };
   if (isObj(m) && m['t'] === 'upgrade' && isText(m['digest'], 64)) return { t: 'upgrade', digest: m['digest'] };
-  if (isObj(m) && m['t'] === 'effects' && Array.isArray(m['effects'])) {
-    for (const e of m['effects']) {
-      if (!Array.isArray(e) || !isTs(e[0]) || !Array.isArray(e[1]) || !e[1].every(isWrite) || typeof e[2] !== 'string') {
-        fail('malformed effect');
-      }
-    }
-    return { t: 'effects', effects: m['effects'] as Effect[] };
-  }
+  const effects = isObj(m) ? m['effects'] : undefined;
+  if (isObj(m) && m['t'] === 'effects' && isBytes(effects)) return { t: 'effects', effects: recorded(() => decodeEffects(asBuffer(effects))) };
   if (isObj(m) && m['t'] === 'objects' && Array.isArray(m['objects'])) {
     for (const o of m['objects']) {
       if (!Array.isArray(o) || typeof o[0] !== 'string' || !isTs(o[1]) || !(o[2] === null || isBytes(o[2]))) {
@@ -137,38 +139,20 @@ export function parsePreMessage(m: unknown): PreToNode {
   if (isObj(m) && m['t'] === 'hello' && isText(m['app'], 256) && isText(m['digest'], 64)) return { t: 'hello', app: m['app'], digest: m['digest'] };
   if (isObj(m) && m['t'] === 'loaded' && isText(m['digest'], 64)) return { t: 'loaded', digest: m['digest'] };
   if (isObj(m) && m['t'] === 'load-failed' && isText(m['reason'])) return { t: 'load-failed', reason: m['reason'] };
-  if (!isObj(m) || m['t'] !== 'results' || !Array.isArray(m['results'])) fail(`expected hello, results or loaded, got ${describe(m)}`);
-  for (const r of m['results']) {
-    if (!Array.isArray(r) || typeof r[0] !== 'string') fail('malformed result');
-    checkTable(r[1]);
-  }
-  return { t: 'results', results: m['results'] as Result[] };
+  const tables = isObj(m) ? m['tables'] : undefined;
+  if (!isObj(m) || m['t'] !== 'results' || !isBytes(tables)) fail(`expected hello, results or loaded, got ${describe(m)}`);
+  return { t: 'results', results: recorded(() => splitResults(asBuffer(tables))) };
 }
 
-const isWrite = (w: unknown): boolean =>
-  Array.isArray(w) && typeof w[0] === 'string' && (w[1] === null || isBytes(w[1]));
+const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 
-function checkTable(t: unknown): asserts t is LookupTable {
-  if (!isObj(t)) fail('lookup table must be a map');
-  const { reads, dynamic, speculative, writes, auth, precompiles, outcome } = t;
-  if (!Array.isArray(reads) || !reads.every((r) => Array.isArray(r) && typeof r[0] === 'string' && isTs(r[1]))) {
-    fail('lookup table reads malformed');
-  }
-  if (
-    !Array.isArray(dynamic) ||
-    !dynamic.every((d) => Array.isArray(d) && typeof d[0] === 'string' && isTs(d[1]) && (d[2] === null || isBytes(d[2])))
-  ) {
-    fail('lookup table dynamic reads malformed');
-  }
-  if (!Array.isArray(speculative) || !speculative.every(isWrite)) fail('lookup table speculative reads malformed');
-  if (!Array.isArray(writes) || !writes.every(isWrite)) fail('lookup table writes malformed');
-  if (!Array.isArray(auth) || !auth.every((a) => a === null || typeof a === 'boolean')) fail('lookup table auth malformed');
-  if (!Array.isArray(precompiles) || !precompiles.every((p) => Array.isArray(p) && typeof p[0] === 'string' && isBytes(p[1]))) {
-    fail('lookup table precompiles malformed');
-  }
-  if (!isObj(outcome)) fail('lookup table outcome malformed');
-  if (!(outcome['status'] === 'ok' && 'result' in outcome) && !(outcome['status'] === 'aborted' && typeof outcome['reason'] === 'string')) {
-    fail('lookup table outcome malformed');
+/** A record batch's framing error is the peer's protocol error. */
+function recorded<T>(decode: () => T): T {
+  try {
+    return decode();
+  } catch (e) {
+    if (e instanceof RecordError) fail(e.message);
+    throw e;
   }
 }
 

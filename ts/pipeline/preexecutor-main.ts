@@ -7,6 +7,8 @@ import type { HostPort } from '../transport.js';
 import { connect, type Conn } from '../wire.js';
 import { parseNodeToPre, type PreToNode } from './messages.js';
 import { PreExecutor } from './preexecutor.js';
+import { encodeResults, splitTxs } from './records.js';
+import { encodeTable } from './table-bytes.js';
 import { connectStore, Puller } from './pull.js';
 import { PRE_EXECUTOR_ROLE } from './server.js';
 
@@ -67,9 +69,9 @@ export async function runPreExecutor(opts: {
   const execute = async (txs: DecodedTx[]) => {
     const t0 = performance.now();
     if (puller) await puller.refresh(txs);
-    const msg: PreToNode = { t: 'results', results: pre.run(txs) };
+    const tables = encodeResults(pre.run(txs).map(([digest, table]) => [digest, encodeTable(table)]));
     opts.onBatch?.(txs.length, performance.now() - t0);
-    conn.send(msg);
+    conn.send({ t: 'results', tables });
   };
 
   conn.onMessage((raw) => {
@@ -126,7 +128,7 @@ export async function runPreExecutor(opts: {
           return;
         case 'exec': {
           const txs: DecodedTx[] = [];
-          for (const t of m.txs) {
+          for (const t of splitTxsOrNone(m.txs, (e) => log(`pre-executor ${opts.name}: skipping a batch: ${e}`))) {
             try {
               txs.push(decodeTx(t));
             } catch (e) {
@@ -151,4 +153,14 @@ export async function runPreExecutor(opts: {
     );
   });
   return { pre, puller: () => puller, remote: () => remote, error: () => error, closed, close: () => conn.close() };
+}
+
+/** The batch's transactions; none (and a log line) if its framing is broken. */
+function splitTxsOrNone(b: Buffer, log: (e: string) => void): Buffer[] {
+  try {
+    return splitTxs(b);
+  } catch (e) {
+    log(e instanceof Error ? e.message : String(e));
+    return [];
+  }
 }

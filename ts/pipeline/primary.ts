@@ -1,12 +1,30 @@
 // The primary: consumes the ordered stream, merges pre-executed results, applies writes.
+//
+// Tables arrive as bytes (docs/binary-layouts.md). Where the store can check them itself
+// (the native store's `adoptBatch`), runs of adoptable transactions are checked and applied in
+// one native call each, without becoming objects; whatever it does not adopt (no table, a
+// stale read, a malformed table) is merged here in JavaScript by the one rule in merge.ts,
+// and the native run resumes after it.
 import type { App } from '../app/app.js';
-import type { LookupTable, Natives, Outcome, StateSource, Versioned } from '../app/exec.js';
+import type { LookupTable, Natives, StateSource, Versioned } from '../app/exec.js';
 import type { LoadedApp } from '../app/module.js';
 import { applyWrites, type Write } from '../app/state.js';
 import type { DecodedTx } from '../app/tx.js';
 import { AppVersions, isAdmin, upgradeOf, type AppVersion } from '../app/versions.js';
 import { merge, type Decision } from './merge.js';
+import { AdoptedTx, type Applied } from './applied.js';
 import type { Sequenced } from './sequencer.js';
+import { stages } from '../stages.js';
+import { decodeTable, encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
+
+/** What one native adoption run did (see `PrimaryStore.adopt`). */
+export interface AdoptRun {
+  /** Transactions adopted, from the first one asked. */
+  adopted: number;
+  /** Why it stopped: `end` of the batch, or the next one had no table, a stale read, or a malformed table. */
+  stop: 'end' | 'none' | 'stale' | 'malformed';
+  error?: string | null;
+}
 
 /** Where the primary keeps its state: the native store in production, memory in unit tests. */
 export interface PrimaryStore {
@@ -14,19 +32,16 @@ export interface PrimaryStore {
   get(ids: readonly string[]): Versioned[];
   /** Applies writes in the order given; versions of one object increase. */
   write(writes: readonly [id: string, ts: bigint, value: Uint8Array | null][]): void;
+  /**
+   * Checks tables against the state and applies their writes, in order from `from`, while
+   * every read is current (docs/binary-layouts.md, "Native adoption"). Optional: without
+   * it, every table is merged in JavaScript.
+   */
+  adopt?(tables: Buffer, ends: Uint32Array, ts: BigUint64Array, from: number): AdoptRun;
 }
 
-export interface Applied {
-  ts: bigint;
-  digest: string;
-  outcome: Outcome;
-  decision: Decision;
-  /** Which pre-executor's result was used (adopted or as hints), if any. */
-  preExecutor: string | null;
-  writes: Write[];
-  /** Re-executed only: objects whose version the pre-executor saw was no longer current. */
-  conflicts: string[];
-}
+export type { Applied } from './applied.js';
+export { writesBytes } from './applied.js';
 
 export interface PrimaryOptions {
   /** How long to wait, from delivery, for a pre-execution result before executing alone. */
@@ -39,6 +54,8 @@ export interface PrimaryOptions {
   onWaited?(ms: number): void;
   /** Called when an upgrade transaction at `ts` activated `version` (after the batch is stored). */
   onUpgrade?(version: AppVersion, ts: bigint): void;
+  /** Where the primary reports tables it could not use. */
+  log?: (msg: string) => void;
 }
 
 export interface PrimaryStats {
@@ -48,13 +65,15 @@ export interface PrimaryStats {
   executed: number;
   /** Results that arrived after their transaction was applied, or for unknown digests. */
   lateResults: number;
+  /** Tables found malformed (at intake or by the native check): dropped, the transaction executed. */
+  malformedTables: number;
   nativeVerifies: number;
   authFromTables: number;
   precompilesReused: number;
 }
 
 interface Offer {
-  table: LookupTable;
+  table: ReceivedTable;
   from: string;
   /** Digest of the app version the table was computed with; undefined: the one at its position. */
   app: string | undefined;
@@ -71,6 +90,7 @@ export class Primary {
     reexecuted: 0,
     executed: 0,
     lateResults: 0,
+    malformedTables: 0,
     nativeVerifies: 0,
     authFromTables: 0,
     precompilesReused: 0,
@@ -104,19 +124,31 @@ export class Primary {
     return this.store.get(ids);
   }
 
-  /** Stops keeping results for `digest` (a duplicate of a transaction applied long ago). */
+  /** Stops keeping results for `digest` (a duplicate applied long ago, or a table it cannot use). */
   forget(digest: string): void {
     this.expected.delete(digest);
     this.offers.delete(digest);
+    this.waiting.get(digest)?.();
   }
 
-  /** A pre-executor's result. Kept until its transaction is applied; dropped if unexpected. */
-  offer(digest: string, table: LookupTable, from: string, app?: string): void {
+  /** A table found malformed before it reached the primary: counted; the transaction is executed here. */
+  malformed(digest: string, from: string, e: TableError): void {
+    this.stats.malformedTables++;
+    this.opts.log?.(`primary: dropped the table of ${digest.slice(0, 12)} from ${from}: ${e.message}`);
+    this.forget(digest);
+  }
+
+  /**
+   * A pre-executor's result (as received, or a table an in-process pre-executor computed).
+   * Kept until its transaction is applied; dropped if unexpected.
+   */
+  offer(digest: string, table: ReceivedTable | LookupTable, from: string, app?: string): void {
     if (!this.expected.has(digest)) {
       this.stats.lateResults++;
       return;
     }
-    if (!this.offers.has(digest)) this.offers.set(digest, { table, from, app });
+    const received = 'bytes' in table ? table : receiveTable(encodeTable(table));
+    if (!this.offers.has(digest)) this.offers.set(digest, { table: received, from, app });
     this.waiting.get(digest)?.();
   }
 
@@ -126,23 +158,109 @@ export class Primary {
     const w0 = this.opts.onWaited ? performance.now() : 0;
     await this.awaitResults(batch);
     this.opts.onWaited?.(performance.now() - w0);
+    const prev = stages.enter('merge');
+    try {
+      this.applyBatch(batch);
+    } finally {
+      stages.leave(prev);
+    }
+  }
+
+  private applyBatch(batch: readonly Sequenced[]): void {
     const t0 = this.opts.onMerged ? performance.now() : 0;
-    const overlay = new Overlay(this.store, batch, this.offers);
+    const offers = batch.map(({ tx }) => this.offers.get(tx.digest));
+    for (const { tx } of batch) {
+      this.offers.delete(tx.digest);
+      this.expected.delete(tx.digest);
+    }
     const applied: Applied[] = [];
-    const writes: [string, bigint, Uint8Array | null][] = [];
     const upgrades: [AppVersion, bigint][] = [];
-    for (const { ts, tx } of batch) {
+    const native = this.store.adopt ? this.nativeInput(batch, offers) : null;
+    const noTable = (k: number) => native !== null && native.ends[k] === (k === 0 ? 0 : native.ends[k - 1]);
+    let i = 0;
+    while (i < batch.length) {
+      let stale = false;
+      if (native && this.store.adopt) {
+        const { adopt } = this.store;
+        const from = i;
+        const run = stages.time('store', () => adopt.call(this.store, native.tables, native.ends, native.ts, from));
+        for (let k = i; k < i + run.adopted; k++) {
+          const offer = offers[k];
+          const item = batch[k];
+          if (!offer || !item) throw new Error(`native adoption adopted transaction ${k}, which has no table`);
+          applied.push(new AdoptedTx(item.ts, item.tx.digest, offer.from, offer.table));
+          this.count('adopted', null);
+        }
+        i += run.adopted;
+        if (run.stop === 'end' || i >= batch.length) break;
+        stale = run.stop === 'stale';
+        if (run.stop === 'malformed') {
+          this.stats.malformedTables++;
+          this.opts.log?.(`primary: dropped the table of ${batch[i]?.tx.digest.slice(0, 12)} from ${offers[i]?.from}: ${run.error ?? 'malformed'}`);
+          offers[i] = undefined;
+        }
+      }
+      // Merged here: this transaction and, when it has no table for the native check, those
+      // after it that have none either (without native adoption: the rest of the batch).
+      let j = i + 1;
+      if (!native) j = batch.length;
+      else if (!stale) while (j < batch.length && noTable(j)) j++;
+      this.mergeRun(batch, offers, i, j, applied, upgrades);
+      i = j;
+    }
+    this.opts.onMerged?.(performance.now() - t0, batch.length);
+    for (const [v, ts] of upgrades) this.opts.onUpgrade?.(v, ts);
+    this.opts.onApplied(applied);
+  }
+
+  /**
+   * The batch as the native check takes it: tables concatenated, end offsets, timestamps. No
+   * table for what it must not adopt: administrative transactions, tables computed by other
+   * code, and everything after an upgrade in the batch (the version it activates is known
+   * only once it is applied, so those are merged here, where the version is asked then).
+   */
+  private nativeInput(batch: readonly Sequenced[], offers: (Offer | undefined)[]): { tables: Buffer; ends: Uint32Array; ts: BigUint64Array } {
+    const parts: Buffer[] = [];
+    const ends = new Uint32Array(batch.length);
+    const ts = new BigUint64Array(batch.length);
+    let end = 0;
+    let upgraded = false;
+    batch.forEach(({ ts: t, tx }, k) => {
+      ts[k] = t;
+      const offer = offers[k];
+      upgraded ||= isAdmin(tx);
+      if (offer && !upgraded && this.sameCode(offer, t)) {
+        parts.push(offer.table.bytes);
+        end += offer.table.bytes.length;
+      }
+      ends[k] = end;
+    });
+    return { tables: Buffer.concat(parts, end), ends, ts };
+  }
+
+  private sameCode(offer: Offer, ts: bigint): boolean {
+    return offer.app === undefined || offer.app === this.versions.at(ts).digest;
+  }
+
+  /** Merges `batch[from..to)` in JavaScript against a view of the store, then stores their writes. */
+  private mergeRun(batch: readonly Sequenced[], offers: (Offer | undefined)[], from: number, to: number, applied: Applied[], upgrades: [AppVersion, bigint][]): void {
+    const tables: (LookupTable | undefined)[] = [];
+    for (let k = from; k < to; k++) tables.push(this.decoded(batch[k], offers, k));
+    const overlay = new Overlay(this.store, batch.slice(from, to), tables);
+    const writes: [string, bigint, Uint8Array | null][] = [];
+    for (let k = from; k < to; k++) {
+      const item = batch[k];
+      if (!item) continue;
+      const { ts, tx } = item;
       if (isAdmin(tx)) {
         upgrades.push([this.upgrade(ts, tx), ts]);
-        applied.push({ ts, digest: tx.digest, outcome: { status: 'ok', result: { app: this.versions.active.digest } }, decision: 'executed', preExecutor: null, writes: [], conflicts: [] });
-        this.offers.delete(tx.digest);
-        this.expected.delete(tx.digest);
+        applied.push({ ts, digest: tx.digest, outcome: { status: 'ok', result: { app: this.versions.active.digest } }, decision: 'executed', preExecutor: null, writes: [], writeCount: 0, conflicts: [] });
         continue;
       }
-      const offer = this.offers.get(tx.digest);
+      const offer = offers[k];
+      const table = tables[k - from];
       const version = this.versions.at(ts);
-      const sameCode = offer?.app === undefined || offer.app === version.digest;
-      const m = merge(version.app, tx, offer?.table, overlay, this.natives, sameCode);
+      const m = merge(version.app, tx, table, overlay, this.natives, offer === undefined || this.sameCode(offer, ts));
       this.count(m.decision, m.counts);
       overlay.apply(m.table.writes, ts);
       for (const [id, value] of m.table.writes) writes.push([id, ts, value]);
@@ -151,17 +269,28 @@ export class Primary {
         digest: tx.digest,
         outcome: m.table.outcome,
         decision: m.decision,
-        preExecutor: offer?.from ?? null,
+        preExecutor: table ? (offer?.from ?? null) : null,
         writes: m.table.writes,
+        writeCount: m.table.writes.length,
         conflicts: m.conflicts,
       });
-      this.offers.delete(tx.digest);
-      this.expected.delete(tx.digest);
     }
-    this.store.write(writes);
-    this.opts.onMerged?.(performance.now() - t0, batch.length);
-    for (const [v, ts] of upgrades) this.opts.onUpgrade?.(v, ts);
-    this.opts.onApplied(applied);
+    if (writes.length > 0) stages.time('store', () => this.store.write(writes));
+  }
+
+  /** The whole table of `batch[k]`, or undefined (none, or malformed: then counted and dropped). */
+  private decoded(item: Sequenced | undefined, offers: (Offer | undefined)[], k: number): LookupTable | undefined {
+    const offer = offers[k];
+    if (!offer || !item) return undefined;
+    try {
+      return decodeTable(offer.table.bytes, offer.table.rest);
+    } catch (e) {
+      if (!(e instanceof TableError)) throw e;
+      this.stats.malformedTables++;
+      this.opts.log?.(`primary: dropped the table of ${item.tx.digest.slice(0, 12)} from ${offer.from}: ${e.message}`);
+      offers[k] = undefined;
+      return undefined;
+    }
   }
 
   /**
@@ -198,9 +327,7 @@ export class Primary {
     if (missing.length === 0 || this.opts.deadlineMs <= 0) return;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.opts.deadlineMs)));
-    const arrivals = missing.map(
-      ({ tx }) => new Promise<void>((resolve) => this.waiting.set(tx.digest, resolve)),
-    );
+    const arrivals = missing.map(({ tx }) => new Promise<void>((resolve) => this.waiting.set(tx.digest, resolve)));
     await Promise.race([Promise.all(arrivals), deadline]);
     clearTimeout(timer);
     for (const { tx } of missing) this.waiting.delete(tx.digest);
@@ -208,24 +335,24 @@ export class Primary {
 }
 
 /**
- * The batch's view of the state: prefetched from the store in one call, then updated by each
- * transaction of the batch in turn, so transaction i+1 sees transaction i's writes.
+ * A run's view of the state: prefetched from the store in one call, then updated by each
+ * transaction of the run in turn, so transaction i+1 sees transaction i's writes.
  */
 class Overlay implements StateSource {
   private readonly objects = new Map<string, Versioned>();
 
   constructor(
     private readonly store: PrimaryStore,
-    batch: readonly Sequenced[],
-    offers: ReadonlyMap<string, Offer>,
+    run: readonly Sequenced[],
+    tables: readonly (LookupTable | undefined)[],
   ) {
     const ids = new Set<string>();
-    for (const { tx } of batch) {
+    run.forEach(({ tx }, k) => {
       for (const id of tx.objects) ids.add(id);
-      const table = offers.get(tx.digest)?.table;
+      const table = tables[k];
       for (const [id] of table?.reads ?? []) ids.add(id);
       for (const [id] of table?.speculative ?? []) ids.add(id);
-    }
+    });
     const list = [...ids];
     store.get(list).forEach((v, i) => this.objects.set(list[i] ?? '', v));
   }
@@ -245,3 +372,4 @@ class Overlay implements StateSource {
     applyWrites(this.objects, writes, ts);
   }
 }
+

@@ -150,7 +150,10 @@ export class Scheduler {
     for (let k = 0; k < n; k++) {
       const i = (this.cursor + k) % n;
       const l = this.outstanding(this.members[i] as string);
-      if (l < bestLoad) [best, bestLoad] = [i, l];
+      if (l < bestLoad) {
+        best = i;
+        bestLoad = l;
+      }
     }
     this.cursor = (best + 1) % n;
     return this.members[best] as string;
@@ -158,18 +161,28 @@ export class Scheduler {
 
   /** The member holding most of `objects`, if within `slack` of the least loaded; else the least loaded. */
   private affine(objects: readonly string[]): string {
-    const held = new Map<string, number>();
+    // Counted per member in the order members first appear among the objects, as a Map would
+    // iterate them; arrays, since this runs for every transaction admitted.
+    const names: string[] = [];
+    const counts: number[] = [];
     for (const id of objects) {
       const m = this.affinity.get(id);
-      if (m !== undefined && this.load.has(m)) held.set(m, (held.get(m) ?? 0) + 1);
+      if (m === undefined || !this.load.has(m)) continue;
+      const k = names.indexOf(m);
+      if (k < 0) {
+        names.push(m);
+        counts.push(1);
+      } else counts[k] = (counts[k] ?? 0) + 1;
     }
     let affine: string | undefined;
     let most = 0;
-    for (const [m, c] of held) {
+    names.forEach((m, k) => {
+      const c = counts[k] ?? 0;
       if (c > most || (c === most && affine !== undefined && this.outstanding(m) < this.outstanding(affine))) {
-        [affine, most] = [m, c];
+        affine = m;
+        most = c;
       }
-    }
+    });
     if (affine === undefined) return this.leastLoaded();
     let least = Infinity;
     for (const m of this.members) least = Math.min(least, this.outstanding(m));

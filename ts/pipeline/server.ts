@@ -9,6 +9,7 @@ import { TxError } from '../app/tx.js';
 import { loadAppModule } from '../app/module.js';
 import { clientCredential } from '../secret.js';
 import type { HostPort, Transport } from '../transport.js';
+import { stages } from '../stages.js';
 import { listen, type Conn, type Server } from '../wire.js';
 import {
   parseAdminMessage,
@@ -17,7 +18,7 @@ import {
   ProtocolError,
   type NodeToAdmin,
   type NodeToClient,
-  type NodeToPre,
+  type NodeToPreSent,
 } from './messages.js';
 import type { EmbeddedNode, OptimisticReply, PreExecutorLink } from './node.js';
 
@@ -139,10 +140,13 @@ function serveClient(node: EmbeddedNode, conn: Conn, log: (m: string) => void, l
   };
   conn.onDrain(reconsider);
   const reply = (m: NodeToClient) => {
+    const prev = stages.enter('replies');
     try {
       conn.send(m);
     } catch {
       return; // The client left before its answer: nothing to tell it.
+    } finally {
+      stages.leave(prev);
     }
     if (conn.buffered > limits.maxUnreadBytes) {
       stats.cutOff++;
@@ -209,7 +213,7 @@ function attachPreExecutor(node: EmbeddedNode, conn: Conn, log: (m: string) => v
     return;
   }
   const name = conn.role.slice(PRE_EXECUTOR_ROLE.length) || conn.peer;
-  const send = (m: NodeToPre) => {
+  const send = (m: NodeToPreSent) => {
     try {
       conn.send(m);
     } catch {
@@ -230,8 +234,8 @@ function attachPreExecutor(node: EmbeddedNode, conn: Conn, log: (m: string) => v
     const l: PreExecutorLink = {
       name,
       app: digest,
-      send: (txs) => send({ t: 'exec', txs: txs.map((tx) => ({ body: tx.body, auth: tx.auth })) }),
-      sendEffects: (effects) => send({ t: 'effects', effects: [...effects] }),
+      send: (txs) => send({ t: 'exec', txs: Buffer.concat(txs.map((tx) => tx.bytes)) }),
+      sendEffects: (effects) => send({ t: 'effects', effects }),
       sendObjects: (objects) => send({ t: 'objects', objects: [...objects] }),
       sendFeedback: (feedback) => send({ t: 'feedback', feedback }),
       load: (v) =>

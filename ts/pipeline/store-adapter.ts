@@ -2,13 +2,14 @@
 import type { Versioned } from '../app/exec.js';
 import { stateDigest } from '../app/state.js';
 import type { Store } from '../store.js';
-import type { PrimaryStore } from './primary.js';
+import type { AdoptRun, PrimaryStore } from './primary.js';
 
 export class NativePrimaryStore implements PrimaryStore {
-  /** Every id ever written, for digests and audits; the store itself has no listing. */
-  private readonly ids = new Set<string>();
-
   constructor(readonly store: Store) {}
+
+  adopt(tables: Buffer, ends: Uint32Array, ts: BigUint64Array, from: number): AdoptRun {
+    return this.store.adoptBatch(tables, ends, ts, from);
+  }
 
   get(ids: readonly string[]): Versioned[] {
     if (ids.length === 0) return [];
@@ -35,13 +36,12 @@ export class NativePrimaryStore implements PrimaryStore {
       const run = writes.slice(i, j);
       if (isDelete) this.store.delete(run.map(([id, version]) => ({ id, version })));
       else this.store.set(run.map(([id, version, value]) => ({ id, version, value: value ?? new Uint8Array() })));
-      for (const [id] of run) this.ids.add(id);
       i = j;
     }
   }
 
   digest(): string {
-    const ids = [...this.ids];
+    const ids = this.store.ids().map((b) => b.toString('utf8'));
     const values = this.get(ids);
     return stateDigest(new Map(ids.map((id, k) => [id, values[k] ?? { version: 0n, value: undefined }])));
   }

@@ -3,11 +3,11 @@
 //! a Promise. Inputs are checked here or in the core, and every failure becomes a JS `Error`
 //! with the core's message.
 
-use napi::bindgen_prelude::{AsyncTask, BigInt, BigUint64Array, Buffer, Uint8Array};
+use napi::bindgen_prelude::{AsyncTask, BigInt, BigUint64Array, Buffer, Uint32Array, Uint8Array};
 use napi::{Env, Error, Result, Status, Task};
 use napi_derive::napi;
 use remora_core::stress;
-use remora_core::{ControlServer, Lookup, RemoteStore, Store, StoreConfig};
+use remora_core::{AdoptError, ControlServer, Lookup, RemoteStore, Stop, Store, StoreConfig};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,6 +55,18 @@ fn same_len(what: &str, a: usize, b: usize) -> Result<()> {
         return Err(invalid(format!("{what}: {a} ids but {b} entries")));
     }
     Ok(())
+}
+
+/// What one `adoptBatch` call did. `stop` says why it ended: `end` (every transaction through
+/// the end was adopted), `none` (the next one has no table), `stale` (a read of the next one
+/// is no longer current) or `malformed` (its table cannot be adopted as it is; `error` says
+/// why). The transaction it stopped at is `from + adopted`; nothing of it was applied.
+#[napi(object)]
+pub struct AdoptResult {
+    pub adopted: u32,
+    #[napi(ts_type = "'end' | 'none' | 'stale' | 'malformed'")]
+    pub stop: String,
+    pub error: Option<String>,
 }
 
 #[napi(object)]
@@ -187,6 +199,52 @@ impl NativeStore {
             .map(|((id, ts), _)| (&id[..], None, *ts))
             .collect();
         store.set_many(&puts).map_err(js_err)
+    }
+
+    /// The primary's merge of a batch, natively (`docs/binary-layouts.md`, "Native
+    /// adoption"): from transaction `from`, adopts each whose `table.v1` (`tables` from
+    /// `ends[i-1]` to `ends[i]`, empty for none) reads only current versions and values,
+    /// applying its writes at `ts[i]`, and stops at the first it does not adopt. Synchronous:
+    /// no I/O, and the batch stays consistent with the JS thread's view of the state.
+    #[napi]
+    pub fn adopt_batch(
+        &self,
+        tables: Uint8Array,
+        ends: Uint32Array,
+        ts: BigUint64Array,
+        from: u32,
+    ) -> Result<AdoptResult> {
+        let run = self
+            .store()?
+            .adopt_batch(&tables, &ends, &ts, from as usize)
+            .map_err(|e| match e {
+                AdoptError::Batch(_) => invalid(e.to_string()),
+                AdoptError::Store { .. } => Error::new(Status::GenericFailure, e.to_string()),
+            })?;
+        let error = match &run.stop {
+            Stop::Malformed(why) => Some(why.clone()),
+            _ => None,
+        };
+        Ok(AdoptResult {
+            // At most `ends.length`, which a JS typed array keeps below 2^32.
+            adopted: run.adopted as u32,
+            stop: run.stop.name().into(),
+            error,
+        })
+    }
+
+    /// Every object id in the store (deleted ones too, until purged), sorted bytewise.
+    #[napi]
+    pub fn ids(&self) -> Result<Vec<Buffer>> {
+        Ok(self.store()?.ids().into_iter().map(Buffer::from).collect())
+    }
+
+    /// The newest version of each id from the index alone (0: absent; a deleted object's is
+    /// its tombstone's): what the merge compares read versions with, without reading values.
+    #[napi]
+    pub fn newest_versions(&self, ids: Vec<Uint8Array>) -> Result<BigUint64Array> {
+        let ids: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
+        Ok(BigUint64Array::new(self.store()?.newest_versions(&ids)))
     }
 
     #[napi]
@@ -600,4 +658,4 @@ impl NativeRemote {
     }
 }
 
-pub use bench::{bench_memcpy, bench_timer, Latency};
+pub use bench::{bench_adopt, bench_memcpy, bench_timer, AdoptBenchResult, Latency};

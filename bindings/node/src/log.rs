@@ -2,7 +2,7 @@
 //! the libuv pool; the other calls touch memory only. Inputs are copied before a task leaves
 //! the JS thread: JS may change a buffer while the pool thread would be reading it.
 
-use napi::bindgen_prelude::{AsyncTask, BigInt, Buffer, Uint8Array};
+use napi::bindgen_prelude::{AsyncTask, BigInt, BigUint64Array, Buffer, Uint32Array, Uint8Array};
 use napi::{Env, Error, Result, Status, Task};
 use napi_derive::napi;
 use remora_log::{Appended, Digest, Entry, Log, Options, Recovery};
@@ -58,6 +58,15 @@ pub struct LogAppended {
     /// The new timestamp, or the first one of a duplicate.
     pub ts: BigInt,
     pub duplicate: bool,
+}
+
+/// What `appendFlat` did, one element per transaction, in order.
+#[napi(object)]
+pub struct LogAppendedFlat {
+    /// The new timestamp, or the first one of a duplicate.
+    pub ts: BigUint64Array,
+    /// 1 for a duplicate (nothing written; it must not be delivered again), else 0.
+    pub duplicate: Uint8Array,
 }
 
 #[napi(object)]
@@ -171,6 +180,51 @@ impl NativeLog {
         }))
     }
 
+    /// `append` for a batch in three flat buffers, with no object per transaction either way:
+    /// transaction `i` has digest `digests[32i..32i+32]` and bytes `bytes[ends[i-1]..ends[i]]`
+    /// (`ends[-1]` = 0; bytes after the last end are ignored). Checked here, so a bad batch is
+    /// rejected whole before anything is written; then appended exactly as `append` does
+    /// (one record, one write, one fsync).
+    #[napi(ts_return_type = "Promise<LogAppendedFlat>")]
+    pub fn append_flat(
+        &self,
+        digests: Uint8Array,
+        bytes: Uint8Array,
+        ends: Uint32Array,
+    ) -> Result<AsyncTask<AppendFlat>> {
+        self.open_or_err()?;
+        let n = ends.len();
+        if Some(digests.len()) != n.checked_mul(32) {
+            return Err(invalid(format!(
+                "appendFlat: {} bytes of digests for {n} transactions; digests are 32 bytes each",
+                digests.len()
+            )));
+        }
+        let mut prev = 0u32;
+        for (i, &end) in ends.iter().enumerate() {
+            if end < prev {
+                return Err(invalid(format!(
+                    "appendFlat: ends[{i}] = {end} is before ends[{}] = {prev}",
+                    i.saturating_sub(1)
+                )));
+            }
+            if end as usize > bytes.len() {
+                return Err(invalid(format!(
+                    "appendFlat: ends[{i}] = {end} is past the {} bytes of transactions",
+                    bytes.len()
+                )));
+            }
+            prev = end;
+        }
+        Ok(AsyncTask::new(AppendFlat {
+            log: self.log.clone(),
+            last_ts: self.last_ts.clone(),
+            digests: digests.to_vec(),
+            bytes: bytes.get(..prev as usize).unwrap_or_default().to_vec(),
+            ends: ends.to_vec(),
+        }))
+    }
+
     /// Up to `max` entries from timestamp `fromTs` on, as durable when the call was made.
     #[napi(ts_return_type = "Promise<Array<LogEntry>>")]
     pub fn read_batch(&self, from_ts: BigInt, max: f64) -> Result<AsyncTask<ReadBatch>> {
@@ -244,6 +298,45 @@ impl Task for Append {
                 duplicate: a.duplicate,
             })
             .collect())
+    }
+}
+
+pub struct AppendFlat {
+    log: Shared,
+    last_ts: Arc<AtomicU64>,
+    digests: Vec<u8>,
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Task for AppendFlat {
+    type Output = Vec<Appended>;
+    type JsValue = LogAppendedFlat;
+    fn compute(&mut self) -> Result<Vec<Appended>> {
+        // Checked by `append_flat`: 32 bytes of digest per end, ends in order and in bounds.
+        let mut txs = Vec::with_capacity(self.ends.len());
+        let mut start = 0;
+        for (digest, &end) in self.digests.chunks_exact(32).zip(&self.ends) {
+            let digest = Digest::try_from(digest).map_err(|_| invalid("appendFlat: digest"))?;
+            let bytes = self
+                .bytes
+                .get(start..end as usize)
+                .ok_or_else(|| invalid("appendFlat: ends out of order"))?;
+            txs.push((digest, bytes));
+            start = end as usize;
+        }
+        let mut guard = lock(&self.log);
+        // Closed while queued: nothing was written.
+        let log = guard.as_mut().ok_or_else(|| invalid(CLOSED))?;
+        let done = log.append(&txs).map_err(log_err)?;
+        self.last_ts.store(log.last_ts(), Ordering::Release);
+        Ok(done)
+    }
+    fn resolve(&mut self, _: Env, done: Vec<Appended>) -> Result<LogAppendedFlat> {
+        Ok(LogAppendedFlat {
+            ts: BigUint64Array::new(done.iter().map(|a| a.ts).collect()),
+            duplicate: Uint8Array::new(done.iter().map(|a| u8::from(a.duplicate)).collect()),
+        })
     }
 }
 

@@ -2,9 +2,11 @@
 //! in them, the control channel peers use to find objects, and the transports that read a
 //! peer's memory one-sidedly. No Node here: `bindings/node` wraps this crate.
 
+pub mod adopt;
 pub mod control;
 pub mod error;
 mod handshake;
+mod index;
 pub mod region;
 pub mod remote;
 mod server;
@@ -13,6 +15,7 @@ pub mod store;
 pub mod stress;
 pub mod transport;
 
+pub use adopt::{AdoptError, AdoptRun, Stop, Table, TableError};
 pub use control::{ControlClient, ControlServer};
 pub use error::{Error, Result};
 pub use remote::{RemoteStats, RemoteStore};

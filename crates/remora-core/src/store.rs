@@ -3,14 +3,19 @@
 //!
 //! One owner writes; it holds the write lock for every change, so its own reads never race a
 //! write. Peers read the same slots one-sidedly (see `remote`) and validate what they copy.
+//! The index is a module of its own (`crate::index`), and so is the merge (`store::adopt`).
+
+mod adopt;
 
 use crate::error::{show_id, Error, IoContext, Result};
+use crate::index::{Entry, IdHasher, Index};
 use crate::region::{private_dir, Region, RegionInfo, PAGE, REGION_HEADER_BYTES};
 use crate::slot::{self, Lookup, MAX_ID_LEN, MAX_VALUE_LEN, SIZE_CLASSES};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Where an object's slot lives: what a remote reader caches.
@@ -93,41 +98,77 @@ fn check_value(value: &[u8]) -> Result<()> {
 /// One write of a batch: `(id, value, ts)`; `value: None` deletes.
 pub type Put<'a> = (&'a [u8], Option<&'a [u8]>, u64);
 
+/// What the index knows of an object: where its slot is and the newest version, which is all
+/// the merge asks of most objects. Small, so that an index entry fits one cache line.
 #[derive(Clone, Copy, Default)]
-struct Block {
-    gen: u64,
-    ts: u64,
-}
-
 struct Obj {
-    addr: Addr,
-    slot: usize,
-    class: usize,
     incarnation: u64,
-    blocks: [Block; 2],
+    /// Generation of the newest version; 0 while the slot holds none. The other block holds
+    /// generation `gen - 1`, or nothing when `gen` is 1 (blocks alternate, see `slot`).
+    gen: u64,
+    /// Timestamp of the newest version (a tombstone's, when deleted).
+    ts: u64,
+    region: u32,
+    slot: u32,
+    class: u8,
+    /// The block (0 or 1) holding the newest version.
+    newest: u8,
     deleted: bool,
 }
 
 impl Obj {
-    /// Index of the block holding the newest version.
-    fn newest(&self) -> usize {
-        usize::from(self.blocks[1].gen > self.blocks[0].gen)
-    }
     fn newest_ts(&self) -> u64 {
-        self.blocks[self.newest()].ts
+        self.ts
     }
-    fn newest_gen(&self) -> u64 {
-        self.blocks[self.newest()].gen
+    /// The block the next version goes to: the older one (block 0 in a fresh slot).
+    fn next_block(&self) -> usize {
+        if self.gen == 0 {
+            0
+        } else {
+            usize::from(1 - self.newest)
+        }
+    }
+    fn class(&self) -> usize {
+        usize::from(self.class)
     }
 }
+
+const _: () = assert!(std::mem::size_of::<Entry<Obj>>() == 64);
 
 #[derive(Default)]
 struct Inner {
     regions: Vec<Region>,
     /// Free slots per size class.
     free: Vec<Vec<(u32, usize)>>,
-    index: HashMap<Vec<u8>, Obj>,
+    index: Index<Obj>,
     next_incarnation: u64,
+}
+
+impl Inner {
+    /// The newest version of `id` as the index records it: 0 when absent, the tombstone's
+    /// timestamp when deleted.
+    fn newest_ts(&self, id: &[u8]) -> u64 {
+        self.index.get(id).map_or(0, Obj::newest_ts)
+    }
+
+    /// Where `obj`'s slot lives, as peers address it.
+    fn addr(&self, obj: &Obj) -> Addr {
+        Addr {
+            region: obj.region,
+            offset: self
+                .regions
+                .get(obj.region as usize)
+                .map_or(0, |r| r.info.slot_offset(obj.slot as usize)),
+        }
+    }
+
+    /// The newest version of `id` as a reader finds it, validated from the slot.
+    fn get(&self, id: &[u8]) -> Result<Lookup> {
+        match self.index.get(id) {
+            Some(obj) => Ok(snapshot(&self.regions, id, obj)?.get()),
+            None => Ok(Lookup::Absent),
+        }
+    }
 }
 
 /// What a store holds, for metrics and tests.
@@ -209,7 +250,7 @@ impl Store {
     /// current one) rejects the batch and changes nothing.
     pub fn set_many(&self, entries: &[Put<'_>]) -> Result<()> {
         let mut inner = self.write();
-        let mut pending: HashMap<&[u8], u64> = HashMap::new();
+        let mut pending: HashMap<&[u8], u64, IdHasher> = HashMap::default();
         for &(id, value, ts) in entries {
             check_id(id)?;
             if let Some(v) = value {
@@ -244,7 +285,7 @@ impl Store {
     /// Deleting an absent object does nothing.
     pub fn delete(&self, id: &[u8], ts: u64) -> Result<()> {
         check_id(id)?;
-        if self.read().index.contains_key(id) {
+        if self.read().index.get(id).is_some() {
             self.set_many(&[(id, None, ts)])?;
         }
         Ok(())
@@ -253,68 +294,53 @@ impl Store {
     fn apply(&self, inner: &mut Inner, id: &[u8], value: Option<&[u8]>, ts: u64) -> Result<()> {
         let len = value.map_or(0, <[u8]>::len);
         let class = slot::class_for_len(len).unwrap_or(SIZE_CLASSES - 1);
-        let Some(mut obj) = inner.index.remove(id) else {
-            if value.is_some() {
-                let mut obj = self.place(inner, id, class)?;
-                self.write_next(inner, &mut obj, ts, value);
-                inner.index.insert(id.to_vec(), obj);
+        // The common case, a new version that fits the slot, changes the index entry in
+        // place: no allocation, one hash lookup.
+        match inner.index.get_mut(id) {
+            Some(obj) if slot::class_capacity(obj.class()) >= len => {
+                write_next(&inner.regions, obj, ts, value);
+                return Ok(());
             }
+            Some(_) => {}
+            None => {
+                if value.is_some() {
+                    let mut obj = self.place(inner, id, class)?;
+                    write_next(&inner.regions, &mut obj, ts, value);
+                    inner.index.insert(id, obj);
+                }
+                return Ok(());
+            }
+        }
+        let Some(&obj) = inner.index.get(id) else {
             return Ok(());
         };
-        if slot::class_capacity(obj.class) >= len {
-            self.write_next(inner, &mut obj, ts, value);
-            inner.index.insert(id.to_vec(), obj);
-            return Ok(());
-        }
         // The value outgrew its slot: move to a larger class, carrying the newest version so
         // `get_before` keeps working, and leave a forward pointer for cached readers.
-        let carried = self.snapshot(inner, id, &obj).map(|s| s.get());
-        let placed = carried.and_then(|c| Ok((c, self.place(inner, id, class)?)));
-        let (carried, mut moved) = match placed {
-            Ok(p) => p,
-            Err(e) => {
-                inner.index.insert(id.to_vec(), obj);
-                return Err(e);
-            }
-        };
+        let carried = snapshot(&inner.regions, id, &obj)?.get();
+        let mut moved = self.place(inner, id, class)?;
         // Generations restart in the new slot: a lone version always has generation 1, which
         // is what lets a reader of an unordered copy tell a lone version from a stale partner.
         match carried {
-            Lookup::Value { ts, value } => self.write_at(inner, &mut moved, 1, ts, Some(&value)),
-            Lookup::Deleted { ts } => self.write_at(inner, &mut moved, 1, ts, None),
+            Lookup::Value { ts, value } => {
+                write_at(&inner.regions, &mut moved, 1, ts, Some(&value))
+            }
+            Lookup::Deleted { ts } => write_at(&inner.regions, &mut moved, 1, ts, None),
             Lookup::Absent | Lookup::Lagging => {}
         }
-        self.write_next(inner, &mut moved, ts, value);
-        let region = &inner.regions[obj.addr.region as usize];
+        write_next(&inner.regions, &mut moved, ts, value);
+        let region = &inner.regions[obj.region as usize];
         slot::write_header(
-            &region.slot_words(obj.slot)[..16],
+            &region.slot_words(obj.slot as usize)[..16],
             slot::STATE_FORWARDED,
             id,
-            moved.addr.pack(),
+            inner.addr(&moved).pack(),
             obj.incarnation,
         );
-        inner.free[obj.class].push((obj.addr.region, obj.slot));
-        inner.index.insert(id.to_vec(), moved);
+        inner.free[obj.class()].push((obj.region, obj.slot as usize));
+        if let Some(entry) = inner.index.get_mut(id) {
+            *entry = moved;
+        }
         Ok(())
-    }
-
-    /// Writes the next version of `obj` over its older block.
-    fn write_next(&self, inner: &Inner, obj: &mut Obj, ts: u64, value: Option<&[u8]>) {
-        let gen = obj.newest_gen() + 1;
-        self.write_at(inner, obj, gen, ts, value);
-    }
-
-    /// Writes generation `gen` into the block that does not hold the newest version (block 0
-    /// in a fresh slot).
-    fn write_at(&self, inner: &Inner, obj: &mut Obj, gen: u64, ts: u64, value: Option<&[u8]>) {
-        let fresh = obj.blocks[0].gen == 0 && obj.blocks[1].gen == 0;
-        let which = if fresh { 0 } else { 1 - obj.newest() };
-        let words = inner.regions[obj.addr.region as usize].slot_words(obj.slot);
-        let start = slot::version_offset(obj.class, which) / 8;
-        let len = (slot::VERSION_HEADER_BYTES + slot::class_capacity(obj.class)) / 8;
-        slot::write_version(&words[start..start + len], obj.incarnation, gen, ts, value);
-        obj.blocks[which] = Block { gen, ts };
-        obj.deleted = value.is_none();
     }
 
     /// Takes a free slot of `class` (adding a region when none is left) and hands it to `id`.
@@ -334,15 +360,12 @@ impl Store {
             slot::clear_version(&words[start..start + len], incarnation);
         }
         Ok(Obj {
-            addr: Addr {
-                region: region_id,
-                offset: region.info.slot_offset(slot_index),
-            },
-            slot: slot_index,
-            class,
             incarnation,
-            blocks: [Block::default(); 2],
-            deleted: false,
+            region: region_id,
+            // `add_slot_region` keeps slot indexes within u32.
+            slot: slot_index as u32,
+            class: class as u8,
+            ..Obj::default()
         })
     }
 
@@ -357,7 +380,7 @@ impl Store {
             id: inner.regions.len() as u32,
             class: Some(class),
             slot_bytes,
-            slot_count: (bytes - REGION_HEADER_BYTES) / slot_bytes,
+            slot_count: ((bytes - REGION_HEADER_BYTES) / slot_bytes).min(u32::MAX as usize),
             bytes,
             writable: false,
         };
@@ -411,16 +434,6 @@ impl Store {
             })
     }
 
-    /// The owner's copy of a slot. The owner is the only writer and holds the lock, so the
-    /// copy is whole unless something outside the owner wrote the region file.
-    fn snapshot(&self, inner: &Inner, id: &[u8], obj: &Obj) -> Result<slot::Snapshot> {
-        let words = inner.regions[obj.addr.region as usize].slot_words(obj.slot);
-        slot::read_slot(words, obj.class).map_err(|reject| Error::Corrupt {
-            id: show_id(id),
-            why: format!("{reject:?}"),
-        })
-    }
-
     fn lookup_many<T>(
         &self,
         reqs: &[T],
@@ -430,7 +443,7 @@ impl Store {
         let inner = self.read();
         reqs.iter()
             .map(|r| match inner.index.get(key(r)) {
-                Some(obj) => Ok(pick(r, self.snapshot(&inner, key(r), obj)?)),
+                Some(obj) => Ok(pick(r, snapshot(&inner.regions, key(r), obj)?)),
                 None => Ok(Lookup::Absent),
             })
             .collect()
@@ -460,16 +473,23 @@ impl Store {
         let Some(obj) = inner.index.get(id) else {
             return Vec::new();
         };
-        let mut blocks: Vec<Block> = obj.blocks.iter().copied().filter(|b| b.gen > 0).collect();
-        blocks.sort_by_key(|b| std::cmp::Reverse(b.gen));
-        blocks.iter().map(|b| b.ts).collect()
+        if obj.gen <= 1 {
+            return (obj.gen == 1).then_some(obj.ts).into_iter().collect();
+        }
+        // The index keeps the newest timestamp only; the older one is the other block's, in
+        // the owner's own memory, which nothing else writes.
+        let older = 1 - usize::from(obj.newest);
+        let at = slot::version_offset(obj.class(), older) / 8 + 1;
+        let words = inner.regions[obj.region as usize].slot_words(obj.slot as usize);
+        let older_ts = words.get(at).map(|w| w.load(Ordering::Relaxed));
+        std::iter::once(obj.ts).chain(older_ts).collect()
     }
 
     /// Where each id's slot lives (Heron's `query_obj_addr`), `None` for unknown ids.
     pub fn addresses(&self, ids: &[&[u8]]) -> Vec<Option<Addr>> {
         let inner = self.read();
         ids.iter()
-            .map(|id| inner.index.get(*id).map(|o| o.addr))
+            .map(|id| inner.index.get(id).map(|o| inner.addr(o)))
             .collect()
     }
 
@@ -481,17 +501,43 @@ impl Store {
             .index
             .iter()
             .filter(|(_, o)| o.deleted && o.newest_ts() < horizon)
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_vec())
             .collect();
         for id in &dead {
             let Some(obj) = inner.index.remove(id) else {
                 continue;
             };
-            let words = inner.regions[obj.addr.region as usize].slot_words(obj.slot);
+            let words = inner.regions[obj.region as usize].slot_words(obj.slot as usize);
             slot::write_header(&words[..16], slot::STATE_FREE, &[], 0, obj.incarnation);
-            inner.free[obj.class].push((obj.addr.region, obj.slot));
+            inner.free[obj.class()].push((obj.region, obj.slot as usize));
         }
         dead.len()
+    }
+
+    /// The newest version of `id` from the owner's index alone, without reading the slot:
+    /// 0 when absent, the tombstone's timestamp when deleted. What the merge compares a
+    /// table's read versions with.
+    pub fn newest_version(&self, id: &[u8]) -> u64 {
+        self.read().newest_ts(id)
+    }
+
+    /// [`Store::newest_version`] of each id, under one lock.
+    pub fn newest_versions(&self, ids: &[&[u8]]) -> Vec<u64> {
+        let inner = self.read();
+        ids.iter().map(|id| inner.newest_ts(id)).collect()
+    }
+
+    /// Every id the index holds, deleted objects included until purged, sorted bytewise so
+    /// that replicas list the same state the same way.
+    pub fn ids(&self) -> Vec<Vec<u8>> {
+        let mut ids: Vec<Vec<u8>> = self
+            .read()
+            .index
+            .iter()
+            .map(|(id, _)| id.to_vec())
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -512,6 +558,36 @@ impl Drop for Store {
         let _ = fs::remove_file(self.dir.join("owner.lock"));
         let _ = fs::remove_dir(&self.dir);
     }
+}
+
+/// Writes the next version of `obj` over its older block.
+fn write_next(regions: &[Region], obj: &mut Obj, ts: u64, value: Option<&[u8]>) {
+    let gen = obj.gen + 1;
+    write_at(regions, obj, gen, ts, value);
+}
+
+/// Writes generation `gen` into the block that does not hold the newest version (block 0 in a
+/// fresh slot).
+fn write_at(regions: &[Region], obj: &mut Obj, gen: u64, ts: u64, value: Option<&[u8]>) {
+    let which = obj.next_block();
+    let words = regions[obj.region as usize].slot_words(obj.slot as usize);
+    let start = slot::version_offset(obj.class(), which) / 8;
+    let len = (slot::VERSION_HEADER_BYTES + slot::class_capacity(obj.class())) / 8;
+    slot::write_version(&words[start..start + len], obj.incarnation, gen, ts, value);
+    obj.gen = gen;
+    obj.ts = ts;
+    obj.newest = which as u8;
+    obj.deleted = value.is_none();
+}
+
+/// The owner's copy of a slot. The owner is the only writer and holds the lock, so the copy is
+/// whole unless something outside the owner wrote the region file.
+fn snapshot(regions: &[Region], id: &[u8], obj: &Obj) -> Result<slot::Snapshot> {
+    let words = regions[obj.region as usize].slot_words(obj.slot as usize);
+    slot::read_slot(words, obj.class()).map_err(|reject| Error::Corrupt {
+        id: show_id(id),
+        why: format!("{reject:?}"),
+    })
 }
 
 /// Removes region files a previous owner of this directory left behind.

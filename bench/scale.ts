@@ -1,0 +1,317 @@
+// `remora bench scale`: does adding pre-executors add throughput? The node's whole CPU per
+// transaction (every thread of its process, by stage) when pre-executors' results are adopted
+// vs when it executes everything; the native adoption alone; the durable sequencer through the
+// binding; a compute-heavy workload pinned with taskset; a capacity model from those costs;
+// latency below saturation. Load generators are processes of their own (ts/loadgen.ts) that
+// sign before the window, so the node's process runs the node and nothing else.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { decodeTx, type Transaction } from '../ts/app/tx.js';
+import { EmbeddedCluster } from '../ts/cluster.js';
+import { startLoadGenerators, type LoadMode, type LoadResults, type LoadWorkload } from '../ts/loadgen.js';
+import { atExit } from '../ts/process.js';
+import { perTransaction, stages, type StageTotals } from '../ts/stages.js';
+import { bankWorkload, kvWorkload } from '../ts/workload.js';
+import { EmbeddedSequencer } from '../ts/pipeline/sequencer.js';
+import { benchAdopt } from '../ts/binding.js';
+import { describeMachine, summariseMachine } from './machine.js';
+import { lineChart } from './plot.js';
+import { processCpuSeconds } from './proc-cpu.js';
+
+export interface ScaleOptions {
+  quick: boolean;
+  out: string;
+  seed: number;
+}
+
+type Metrics = Record<string, number>;
+const SHM = '/dev/shm';
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+const say = (m: string) => process.stdout.write(`» ${m}\n`);
+const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+
+interface Run {
+  tps: number;
+  applied: number;
+  /** Node process CPU per applied transaction (µs), every thread, and by stage. */
+  node: Record<string, number>;
+  /** CPU per applied transaction (µs) of all pre-executors together, and of the load generators. */
+  preCpuUs: number;
+  loadCpuUs: number;
+  adopted: number;
+  reexecuted: number;
+  executed: number;
+  load: LoadResults;
+}
+
+interface RunOptions {
+  workload: LoadWorkload;
+  preExecutors: number;
+  mode: LoadMode;
+  transactions: number;
+  seconds: number;
+  generators: number;
+  deadlineMs: number;
+  /** Node on core 0, pre-executors and load generators on core 1. */
+  pinned?: boolean;
+}
+
+/** One end-to-end run on a fresh embedded cluster. */
+async function run(dir: string, o: RunOptions): Promise<Run> {
+  const prefix = o.pinned ? ['taskset', '-c', '1'] : undefined;
+  const cluster = await EmbeddedCluster.start({
+    dir,
+    app: o.workload.app,
+    preExecutors: o.preExecutors,
+    deadlineMs: o.deadlineMs,
+    ...(prefix && { preExecutorPrefix: prefix }),
+  });
+  try {
+    if (o.workload.app === 'bank') {
+      const setup = bankWorkload({ accounts: o.workload.accounts, alpha: o.workload.alpha, seed: o.workload.seed }).setup;
+      for (let i = 0; i < setup.length; i += 1024) await Promise.all(setup.slice(i, i + 1024).map((tx) => cluster.node.submit(tx)));
+    }
+    const gens = await startLoadGenerators({ dir, count: o.generators, workload: o.workload, mode: o.mode, transactions: o.transactions, seconds: o.seconds, ...(prefix && { prefix }) });
+    try {
+      const pids = [...cluster.children.values()].map((c) => c.pid);
+      const pre0 = pids.map(processCpuSeconds);
+      const s0 = { ...cluster.node.stats };
+      const t0: StageTotals = stages.totals();
+      const w0 = performance.now();
+      gens.go();
+      await gens.finished();
+      const elapsed = (performance.now() - w0) / 1000;
+      const t1 = stages.totals();
+      const pre1 = pids.map(processCpuSeconds);
+      const s1 = cluster.node.stats;
+      const load = await gens.results();
+      const applied = s1.applied - s0.applied;
+      const share = (k: 'adopted' | 'reexecuted' | 'executed') => round((s1[k] - s0[k]) / Math.max(1, applied), 3);
+      const preCpu = pre1.reduce((a, c, i) => a + c - (pre0[i] ?? 0), 0);
+      return {
+        tps: Math.round(applied / elapsed),
+        applied,
+        node: Object.fromEntries(Object.entries(perTransaction(t0, t1, applied)).map(([k, v]) => [k, round(v, 2)])),
+        preCpuUs: round((preCpu * 1e6) / Math.max(1, applied), 1),
+        loadCpuUs: round(load.cpuUs / Math.max(1, applied), 1),
+        adopted: share('adopted'),
+        reexecuted: share('reexecuted'),
+        executed: share('executed'),
+        load,
+      };
+    } finally {
+      await gens.close();
+    }
+  } finally {
+    await cluster.close();
+  }
+}
+
+function pin(cores: string): boolean {
+  try {
+    execFileSync('taskset', ['-a', '-cp', cores, String(process.pid)], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The embedded sequencer through the binding, fsync per appended batch, `n` transactions in flight at most `window`. */
+async function sequencerTps(dir: string, txs: readonly Transaction[], window: number): Promise<{ tps: number; appends: number }> {
+  const decoded = txs.map(decodeTx);
+  const seq = new EmbeddedSequencer(dir);
+  try {
+    const t0 = performance.now();
+    for (let i = 0; i < decoded.length; i += window) await Promise.all(decoded.slice(i, i + window).map((tx) => seq.submit(tx)));
+    const s = (performance.now() - t0) / 1000;
+    return { tps: Math.round(decoded.length / s), appends: seq.appends };
+  } finally {
+    await seq.close();
+  }
+}
+
+export async function runScale(opts: ScaleOptions): Promise<number> {
+  const machine = describeMachine();
+  const q = opts.quick;
+  stages.watchGc();
+  process.stdout.write(`remora bench scale (${q ? 'quick' : 'full'}), seed ${opts.seed}\nmachine: ${summariseMachine(machine)}\n`);
+  const dir = mkdtempSync(join(tmpdir(), 'remora-bench-scale-'));
+  const cancel = atExit(() => rmSync(dir, { recursive: true, force: true }));
+  const m: Metrics = {};
+  const detail: Record<string, unknown> = {};
+  let n = 0;
+  const fresh = () => join(dir, `run-${n++}`);
+  const seconds = q ? 3 : 6;
+  try {
+    // The native batch check-and-apply alone, one core.
+    for (const [objects, key] of [
+      [1e4, 'adopt_tps_native_1e4'],
+      [1e6, 'adopt_tps_native'],
+      ...(q ? [] : [[1e7, 'adopt_tps_native_1e7'] as const]),
+    ] as const) {
+      say(`native adoption: ${fmt(objects)} objects, 2 reads + 2 writes per transaction`);
+      // Regions are memory: on tmpfs, as a deployment keeps its cluster directory.
+      const memDir = mkdtempSync(join(existsSync(SHM) ? SHM : tmpdir(), 'remora-bench-adopt-'));
+      try {
+        const r = await benchAdopt(objects, q ? 200_000 : 1_000_000, memDir, q ? 1 : 3);
+        m[key] = Math.round(r.tps);
+      } finally {
+        rmSync(memDir, { recursive: true, force: true });
+      }
+    }
+
+    // The durable sequencer through the binding.
+    const seqTxs = Array.from({ length: q ? 50_000 : 200_000 }, ((gen) => () => gen.next().value)(kvWorkload({ keys: 1 << 20, hotKeys: 0, conflictRate: 0, dynamicRate: 0, seed: opts.seed })));
+    say(`sequencer: ${fmt(seqTxs.length)} kv transactions, durable (fsync per batch)`);
+    const seq = await sequencerTps(fresh(), seqTxs, 65_536);
+    m['sequencer_tps_durable'] = seq.tps;
+    m['sequencer_mean_batch'] = round(seqTxs.length / Math.max(1, seq.appends), 0);
+
+    // The node's CPU per transaction: every result adopted vs executing everything.
+    const bank = (alpha: number): LoadWorkload => ({ app: 'bank', accounts: 10_000, alpha, seed: opts.seed });
+    const closed: LoadMode = { kind: 'closed', clients: 256 };
+    const perRun = q ? 15_000 : 40_000;
+    const nodeCpu = async (alpha: number) => {
+      const a = String(alpha).replace('.', '_');
+      say(`bank α ${alpha}: node CPU per transaction, 0 pre-executors`);
+      const executed = await run(fresh(), { workload: bank(alpha), preExecutors: 0, mode: closed, transactions: perRun, seconds, generators: 2, deadlineMs: 50 });
+      say(`bank α ${alpha}: node CPU per transaction, 2 pre-executors, every result waited for`);
+      const adopted = await run(fresh(), { workload: bank(alpha), preExecutors: 2, mode: closed, transactions: perRun, seconds, generators: 2, deadlineMs: 2000 });
+      const suffix = alpha === 0 ? '' : `_alpha_${a}`;
+      m[`node_cpu_us_per_tx_executed${suffix}`] = executed.node['total'] ?? NaN;
+      m[`node_cpu_us_per_tx_adopted${suffix}`] = adopted.node['total'] ?? NaN;
+      m[`node_capacity_ratio${suffix}`] = round((executed.node['total'] ?? NaN) / (adopted.node['total'] ?? NaN), 2);
+      m[`adopted_share${suffix}`] = adopted.adopted;
+      m[`e2e_tps_0_preexecutors${suffix}`] = executed.tps;
+      m[`e2e_tps_2_preexecutors${suffix}`] = adopted.tps;
+      detail[`bank_alpha_${a}`] = { executed: summary(executed), adopted: summary(adopted) };
+    };
+
+    await nodeCpu(0);
+    // Latency: one closed-loop client with and without pre-executors, then open loop at half
+    // the capacity just measured; before the heavier runs, which leave this process's heap larger.
+    for (const pre of [0, 2]) {
+      say(`latency: 1 client, ${pre} pre-executors`);
+      const r = await run(fresh(), { workload: bank(0), preExecutors: pre, mode: { kind: 'closed', clients: 1 }, transactions: q ? 1500 : 4000, seconds, generators: 1, deadlineMs: 50 });
+      m[`latency_1client_p50_us_${pre === 0 ? 'nopre' : 'pre'}`] = round(r.load.latencyUs?.p50 ?? NaN);
+      m[`latency_1client_p99_us_${pre === 0 ? 'nopre' : 'pre'}`] = round(r.load.latencyUs?.p99 ?? NaN);
+    }
+    const capacity = m['e2e_tps_2_preexecutors'] ?? 1000;
+    const rate = Math.max(100, Math.round(capacity / 2));
+    say(`latency: open loop at ${fmt(rate)} tx/s (half the measured capacity), 2 pre-executors`);
+    const open = await run(fresh(), { workload: bank(0), preExecutors: 2, mode: { kind: 'open', rate }, transactions: rate * seconds, seconds, generators: 2, deadlineMs: 50 });
+    m['open_loop_rate'] = rate;
+    m['open_loop_p50_us'] = round(open.load.latencyUs?.p50 ?? NaN);
+    m['open_loop_p99_us'] = round(open.load.latencyUs?.p99 ?? NaN);
+    detail['open_loop'] = summary(open);
+    for (const alpha of [0.8, 1.2]) await nodeCpu(alpha);
+
+    // Compute-heavy work, pinned: node on core 0, pre-executor and load generators on core 1.
+    const rounds = q ? 20_000 : 40_000;
+    const work: LoadWorkload = { app: 'work', objects: 100_000, alpha: 0, rounds, seed: opts.seed };
+    let model: Model | null = null;
+    if (availableParallelism() >= 2 && pin('0')) {
+      try {
+        const pinnedRun = (pre: number) =>
+          run(fresh(), { workload: work, preExecutors: pre, mode: { kind: 'closed', clients: 64 }, transactions: q ? 8_000 : 20_000, seconds, generators: 1, deadlineMs: 2000, pinned: true });
+        say(`work (${fmt(rounds)} rounds), pinned: 0 pre-executors`);
+        const p0 = await pinnedRun(0);
+        say(`work (${fmt(rounds)} rounds), pinned: 1 pre-executor`);
+        const p1 = await pinnedRun(1);
+        m['pinned_tps_0_preexecutors'] = p0.tps;
+        m['pinned_tps_1_preexecutor'] = p1.tps;
+        m['pinned_node_cpu_us_per_tx_0'] = p0.node['total'] ?? NaN;
+        m['pinned_node_cpu_us_per_tx_1'] = p1.node['total'] ?? NaN;
+        m['pinned_pre_cpu_us_per_tx'] = p1.preCpuUs;
+        detail['pinned'] = { p0: summary(p0), p1: summary(p1) };
+        model = capacityModel(p0, p1);
+        for (const k of [1, 2, 4, 8, 16, 32]) m[`model_tps_${k}_preexecutors`] = Math.round(model.predict(k));
+      } finally {
+        pin(`0-${availableParallelism() - 1}`);
+      }
+    }
+
+    const settings = {
+      quick: q,
+      seed: opts.seed,
+      bank: { accounts: 10_000, clients: 256, generators: 2, transactions_per_run: perRun, seconds },
+      work: { rounds, objects: 100_000, clients: 64 },
+      adopt: { store_dir: existsSync(SHM) ? 'tmpfs (/dev/shm)' : 'the temporary directory', batch: 1024, reads_writes: '2 + 2' },
+      note:
+        'node CPU is getrusage of the node process (all threads) over the window divided by transactions applied; stages are ' +
+        'time on its JavaScript thread inside each stage (ts/stages.ts), other = CPU minus stages. Load generators are separate ' +
+        'processes that sign before the window. Pinned runs: node on core 0, pre-executor and load generator on core 1 (taskset). ' +
+        'model_* figures are predicted by the capacity model, not measured.',
+    };
+    mkdirSync(dirname(opts.out), { recursive: true });
+    writeFileSync(`${opts.out}.tmp`, `${JSON.stringify({ suite: 'scale', machine, settings, metrics: m, detail, model: model?.describe ?? null }, null, 2)}\n`);
+    renameSync(`${opts.out}.tmp`, opts.out);
+    if (model) writeFileSync(opts.out.replace(/\.json$/, '') + '-model.svg', model.plot());
+    process.stdout.write(`\n${Object.entries(m).map(([k, v]) => `${k.padEnd(40)} ${v}`).join('\n')}\nresults: ${opts.out}\n`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    cancel();
+  }
+  return 0;
+}
+
+function summary(r: Run): Record<string, unknown> {
+  return {
+    tps: r.tps,
+    applied: r.applied,
+    node_cpu_us_per_tx: r.node,
+    pre_executors_cpu_us_per_tx: r.preCpuUs,
+    load_generators_cpu_us_per_tx: r.loadCpuUs,
+    adopted: r.adopted,
+    reexecuted: r.reexecuted,
+    executed: r.executed,
+    latency_us: r.load.latencyUs,
+    committed: r.load.committed,
+    aborted: r.load.aborted,
+    rejected: r.load.rejected,
+  };
+}
+
+interface Model {
+  predict(k: number): number;
+  describe: Record<string, unknown>;
+  plot(): string;
+}
+
+/**
+ * Throughput with k pre-executors, each on a core of its own and the node on another: the
+ * node applies at most 1/c_node transactions a second (its CPU per transaction when results
+ * are adopted), and k pre-executors execute k/c_pre (their CPU per transaction). Without
+ * pre-executors the node executes everything: 1/c_exec. From the pinned runs' measured costs.
+ */
+function capacityModel(p0: Run, p1: Run): Model {
+  const cExec = p0.node['total'] ?? NaN;
+  const cNode = p1.node['total'] ?? NaN;
+  const cPre = p1.preCpuUs;
+  const predict = (k: number) => (k === 0 ? 1e6 / cExec : Math.min(1e6 / cNode, (k * 1e6) / cPre));
+  const ks = Array.from({ length: 32 }, (_, i) => i + 1);
+  return {
+    predict,
+    describe: {
+      formula: 'tps(0) = 1e6 / c_exec; tps(k) = min(1e6 / c_node, k * 1e6 / c_pre)',
+      c_exec_us: cExec,
+      c_node_us: cNode,
+      c_pre_us: cPre,
+      saturates_at_preexecutors: Math.ceil(cPre / cNode),
+      measured: { 0: p0.tps, 1: p1.tps },
+      note: 'measured at 1 pre-executor with the load generator sharing its core',
+    },
+    plot: () =>
+      lineChart({
+        title: 'Throughput by pre-executors (work app, pinned): predicted line, measured points',
+        xLabel: 'pre-executors (each on its own core)',
+        yLabel: 'transactions / s',
+        series: [
+          { name: 'predicted (model)', points: [[0, predict(0)], ...ks.map((k): [number, number] => [k, predict(k)])] },
+          { name: 'measured', points: [[0, p0.tps], [1, p1.tps]] },
+        ],
+      }),
+  };
+}

@@ -1,0 +1,124 @@
+// Batches of records between the node and its pre-executors (docs/binary-layouts.md): results
+// (digest, table) one way, effects (ts, digest, writes) the other. Each batch is one buffer,
+// built once; the node never decodes what it only forwards.
+import type { Write } from '../app/state.js';
+import { splitTxBytes } from '../app/tx.js';
+import type { Effect } from './preexecutor.js';
+
+export class RecordError extends Error {
+  override name = 'RecordError';
+}
+
+const DIGEST = 32;
+const NONE = 0xffffffff;
+
+/** results.v1: digest (32), table length (u32), table; repeated. */
+export function encodeResults(results: readonly (readonly [digest: string, table: Uint8Array])[]): Buffer {
+  let size = 0;
+  for (const [, t] of results) size += DIGEST + 4 + t.length;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const [digest, t] of results) {
+    if (out.write(digest, at, 'hex') !== DIGEST) throw new RecordError(`digest ${digest.slice(0, 16)}… is not 32 bytes of hex`);
+    out.writeUInt32LE(t.length, at + DIGEST);
+    out.set(t, at + DIGEST + 4);
+    at += DIGEST + 4 + t.length;
+  }
+  return out;
+}
+
+/** Splits results.v1 into (hex digest, table view); `RecordError` if the framing lies. */
+export function splitResults(b: Buffer): [digest: string, table: Buffer][] {
+  const out: [string, Buffer][] = [];
+  let at = 0;
+  while (at < b.length) {
+    if (at + DIGEST + 4 > b.length) throw new RecordError(`results: record ${out.length} truncated`);
+    const len = b.readUInt32LE(at + DIGEST);
+    const end = at + DIGEST + 4 + len;
+    if (end > b.length) throw new RecordError(`results: record ${out.length} says ${len} bytes, ${b.length - at - DIGEST - 4} left`);
+    out.push([b.toString('hex', at, at + DIGEST), b.subarray(at + DIGEST + 4, end)]);
+    at = end;
+  }
+  return out;
+}
+
+/** Encodes writes as a table's writes section (nWrites u16 first, as effects carry them). */
+export function encodeWrites(writes: readonly Write[]): Buffer {
+  const ids = writes.map(([id]) => Buffer.from(id, 'utf8'));
+  let size = 2;
+  writes.forEach(([, v], i) => (size += 5 + (ids[i]?.length ?? 0) + (v?.length ?? 0)));
+  const out = Buffer.allocUnsafe(size);
+  out.writeUInt16LE(writes.length, 0);
+  let at = 2;
+  writes.forEach(([, v], i) => {
+    const id = ids[i] ?? Buffer.alloc(0);
+    out[at] = id.length;
+    out.set(id, at + 1);
+    at += 1 + id.length;
+    out.writeUInt32LE(v === null ? NONE : v.length, at);
+    at += 4;
+    if (v !== null) {
+      out.set(v, at);
+      at += v.length;
+    }
+  });
+  return out;
+}
+
+/** One effects.v1 record's head: ts and digest; the writes (with their count) follow. */
+export function effectHead(ts: bigint, digest: string): Buffer {
+  const out = Buffer.allocUnsafe(8 + DIGEST);
+  out.writeBigUInt64LE(ts, 0);
+  out.write(digest, 8, 'hex');
+  return out;
+}
+
+/** Encodes effects as effects.v1. */
+export function encodeEffects(effects: readonly Effect[]): Buffer {
+  return Buffer.concat(effects.flatMap(([ts, writes, digest]) => [effectHead(ts, digest), encodeWrites(writes)]));
+}
+
+/** Decodes effects.v1; `RecordError` if anything is out of bounds. */
+export function decodeEffects(b: Buffer): Effect[] {
+  const out: Effect[] = [];
+  let at = 0;
+  const need = (n: number) => {
+    if (at + n > b.length) throw new RecordError(`effects: record ${out.length} truncated`);
+  };
+  while (at < b.length) {
+    need(8 + DIGEST + 2);
+    const ts = b.readBigUInt64LE(at);
+    const digest = b.toString('hex', at + 8, at + 8 + DIGEST);
+    const n = b.readUInt16LE(at + 8 + DIGEST);
+    at += 8 + DIGEST + 2;
+    const writes: Write[] = [];
+    for (let i = 0; i < n; i++) {
+      need(1);
+      const len = b[at] ?? 0;
+      need(1 + len + 4);
+      const id = b.toString('utf8', at + 1, at + 1 + len);
+      at += 1 + len;
+      const vlen = b.readUInt32LE(at);
+      at += 4;
+      if (vlen === NONE) writes.push([id, null]);
+      else {
+        need(vlen);
+        writes.push([id, b.subarray(at, at + vlen)]);
+        at += vlen;
+      }
+    }
+    out.push([ts, writes, digest]);
+  }
+  return out;
+}
+
+/** Splits a batch of concatenated `tx.v1` transactions into each one's bytes. */
+export function splitTxs(b: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at < b.length; ) {
+    const { end } = splitTxBytes(b, at);
+    out.push(b.subarray(at, end));
+    at = end;
+  }
+  return out;
+}

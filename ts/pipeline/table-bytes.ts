@@ -1,0 +1,231 @@
+// Lookup tables as `table.v1` bytes (docs/binary-layouts.md): what pre-executors return and
+// the node hands to the native adoption check without turning it into objects. The sections
+// adoption needs (reads, speculative reads, writes) are flat; the rest (dynamic reads, the
+// authenticators' results, pre-compiles, the outcome) is msgpack, decoded by the node once
+// at intake, since its outcome answers the client anyway.
+import { decode, encode, type Data } from '../app/codec.js';
+import { MAX_VALUE_BYTES, type LookupTable, type Outcome } from '../app/exec.js';
+import type { Write } from '../app/state.js';
+import { LIMITS } from '../app/tx.js';
+
+const LAYOUT = 1;
+const OK = 1;
+const HEADER = 12;
+const NONE = 0xffffffff;
+const MAX_ENTRIES = 0xffff;
+
+export class TableError extends Error {
+  override name = 'TableError';
+}
+
+/** The msgpack part: everything but the sections adoption checks. */
+export interface TableRest {
+  dynamic: LookupTable['dynamic'];
+  auth: LookupTable['auth'];
+  precompiles: LookupTable['precompiles'];
+  outcome: Outcome;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export function encodeTable(t: LookupTable): Buffer {
+  if (t.reads.length > MAX_ENTRIES || t.speculative.length > MAX_ENTRIES || t.writes.length > MAX_ENTRIES) {
+    throw new TableError(`a table holds at most ${MAX_ENTRIES} reads, speculative reads and writes each`);
+  }
+  const rest = encode([t.dynamic, t.auth, t.precompiles, t.outcome]);
+  const ids = (list: readonly (readonly [string, ...unknown[]])[]) => list.map(([id]) => Buffer.from(id, 'utf8'));
+  const readIds = ids(t.reads);
+  const specIds = ids(t.speculative);
+  const writeIds = ids(t.writes);
+  let size = HEADER + rest.length;
+  for (const id of readIds) size += 9 + id.length;
+  t.speculative.forEach(([, v], i) => (size += 5 + (specIds[i]?.length ?? 0) + (v?.length ?? 0)));
+  t.writes.forEach(([, v], i) => (size += 5 + (writeIds[i]?.length ?? 0) + (v?.length ?? 0)));
+  const out = Buffer.allocUnsafe(size);
+  out[0] = LAYOUT;
+  out[1] = t.outcome.status === 'ok' ? OK : 0;
+  out.writeUInt16LE(t.reads.length, 2);
+  out.writeUInt16LE(t.speculative.length, 4);
+  out.writeUInt16LE(t.writes.length, 6);
+  out.writeUInt32LE(rest.length, 8);
+  let at = HEADER;
+  const id = (b: Buffer) => {
+    out[at] = b.length;
+    out.set(b, at + 1);
+    at += 1 + b.length;
+  };
+  const value = (v: Uint8Array | null) => {
+    out.writeUInt32LE(v === null ? NONE : v.length, at);
+    at += 4;
+    if (v !== null) {
+      out.set(v, at);
+      at += v.length;
+    }
+  };
+  t.reads.forEach(([, version], i) => {
+    id(readIds[i] ?? Buffer.alloc(0));
+    out.writeBigUInt64LE(version, at);
+    at += 8;
+  });
+  t.speculative.forEach(([, v], i) => {
+    id(specIds[i] ?? Buffer.alloc(0));
+    value(v);
+  });
+  t.writes.forEach(([, v], i) => {
+    id(writeIds[i] ?? Buffer.alloc(0));
+    value(v);
+  });
+  out.set(rest, at);
+  return out;
+}
+
+/** Where the sections of a well-formed table start, found by walking its header and entries. */
+export interface TableShape {
+  ok: boolean;
+  reads: number;
+  speculative: number;
+  writes: number;
+  /** Offset of the writes section, and of the msgpack rest (the writes section's end). */
+  writesAt: number;
+  restAt: number;
+}
+
+/** Walks a table, checking every bound the native check does; throws `TableError` naming the fault. */
+export function tableShape(b: Buffer): TableShape {
+  if (b.length < HEADER) throw new TableError(`table: ${b.length} bytes, shorter than its header`);
+  if (b[0] !== LAYOUT) throw new TableError(`table: unknown layout ${b[0]}`);
+  const flags = b[1] ?? 0;
+  if ((flags & ~OK) !== 0) throw new TableError(`table: unknown flags ${flags}`);
+  const reads = b.readUInt16LE(2);
+  const speculative = b.readUInt16LE(4);
+  const writes = b.readUInt16LE(6);
+  const restLen = b.readUInt32LE(8);
+  if ((flags & OK) === 0 && writes !== 0) throw new TableError('table: writes in a table whose outcome is not ok');
+  let at = HEADER;
+  const id = (what: string, i: number) => {
+    const n = b[at];
+    if (n === undefined) throw new TableError(`table: ${what} ${i}: truncated`);
+    if (n === 0 || n > LIMITS.idBytes) throw new TableError(`table: ${what} ${i}: id of ${n} bytes`);
+    if (at + 1 + n > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
+    at += 1 + n;
+  };
+  const value = (what: string, i: number) => {
+    if (at + 4 > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
+    const n = b.readUInt32LE(at);
+    at += 4;
+    if (n === NONE) return;
+    if (n > MAX_VALUE_BYTES) throw new TableError(`table: ${what} ${i}: value of ${n} bytes, over ${MAX_VALUE_BYTES}`);
+    if (at + n > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
+    at += n;
+  };
+  for (let i = 0; i < reads; i++) {
+    id('read', i);
+    if (at + 8 > b.length) throw new TableError(`table: read ${i}: truncated`);
+    at += 8;
+  }
+  for (let i = 0; i < speculative; i++) {
+    id('speculative read', i);
+    value('speculative read', i);
+  }
+  const writesAt = at;
+  for (let i = 0; i < writes; i++) {
+    id('write', i);
+    value('write', i);
+  }
+  if (at + restLen !== b.length) throw new TableError(`table: ${b.length - at} bytes after the writes, but rest says ${restLen}`);
+  return { ok: (flags & OK) !== 0, reads, speculative, writes, writesAt, restAt: at };
+}
+
+/** Decodes the msgpack rest, checking its shape; throws `TableError` if it is not a table's. */
+export function decodeTableRest(b: Buffer, shape: TableShape): TableRest {
+  let v: unknown;
+  try {
+    v = decode(b.subarray(shape.restAt));
+  } catch (e) {
+    throw new TableError(`table: rest is not msgpack: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (!Array.isArray(v) || v.length !== 4) throw new TableError('table: rest must be [dynamic, auth, precompiles, outcome]');
+  const [dynamic, auth, precompiles, outcome] = v as unknown[];
+  const isBytes = (x: unknown) => x instanceof Uint8Array;
+  if (
+    !Array.isArray(dynamic) ||
+    !dynamic.every((d) => Array.isArray(d) && d.length === 3 && typeof d[0] === 'string' && typeof d[1] === 'bigint' && d[1] >= 0n && (d[2] === null || isBytes(d[2])))
+  ) {
+    throw new TableError('table: dynamic reads malformed');
+  }
+  if (!Array.isArray(auth) || !auth.every((a) => a === null || typeof a === 'boolean')) throw new TableError('table: auth malformed');
+  if (!Array.isArray(precompiles) || !precompiles.every((p) => Array.isArray(p) && typeof p[0] === 'string' && isBytes(p[1]))) {
+    throw new TableError('table: precompiles malformed');
+  }
+  const o = outcome as Record<string, unknown> | null;
+  const okOutcome = typeof o === 'object' && o !== null && o['status'] === 'ok' && 'result' in o;
+  const aborted = typeof o === 'object' && o !== null && o['status'] === 'aborted' && typeof o['reason'] === 'string';
+  if (!okOutcome && !aborted) throw new TableError('table: outcome malformed');
+  if (okOutcome !== shape.ok) throw new TableError('table: flags disagree with the outcome');
+  // Rebuilt, so an adopted outcome is the same object, key order included, as an executed one.
+  const o2: Outcome = okOutcome ? { status: 'ok', result: o['result'] as Data } : { status: 'aborted', reason: o?.['reason'] as string };
+  return { dynamic, auth, precompiles, outcome: o2 } as TableRest;
+}
+
+/** Reads the entries of a section as the walk in `tableShape` checked them. */
+function entries(b: Buffer, at: number, n: number, versioned: boolean): { list: [string, bigint | Uint8Array | null][]; end: number } {
+  const list: [string, bigint | Uint8Array | null][] = [];
+  for (let i = 0; i < n; i++) {
+    const len = b[at] ?? 0;
+    let id: string;
+    try {
+      id = utf8.decode(b.subarray(at + 1, at + 1 + len));
+    } catch {
+      throw new TableError(`table: entry ${i}: id is not UTF-8`);
+    }
+    at += 1 + len;
+    if (versioned) {
+      list.push([id, b.readBigUInt64LE(at)]);
+      at += 8;
+      continue;
+    }
+    const vlen = b.readUInt32LE(at);
+    at += 4;
+    if (vlen === NONE) list.push([id, null]);
+    else {
+      list.push([id, b.subarray(at, at + vlen)]);
+      at += vlen;
+    }
+  }
+  return { list, end: at };
+}
+
+/** The writes of a well-formed table (the effects of adopting it). */
+export function tableWrites(b: Buffer, shape: TableShape): Write[] {
+  return entries(b, shape.writesAt, shape.writes, false).list as Write[];
+}
+
+/** The whole table, checked as the native check does: `TableError` if malformed. */
+export function decodeTable(b: Buffer, rest?: TableRest): LookupTable {
+  const shape = tableShape(b);
+  const r = rest ?? decodeTableRest(b, shape);
+  const reads = entries(b, HEADER, shape.reads, true);
+  const speculative = entries(b, reads.end, shape.speculative, false);
+  return {
+    reads: reads.list as [string, bigint][],
+    dynamic: r.dynamic,
+    speculative: speculative.list as [string, Uint8Array | null][],
+    writes: tableWrites(b, shape),
+    auth: r.auth,
+    precompiles: r.precompiles,
+    outcome: r.outcome,
+  };
+}
+
+/** A table as the node keeps it: its bytes for the native check, its rest decoded once. */
+export interface ReceivedTable {
+  bytes: Buffer;
+  shape: TableShape;
+  rest: TableRest;
+}
+
+/** Checks a table's framing and decodes its rest; `TableError` if it is malformed. */
+export function receiveTable(bytes: Buffer): ReceivedTable {
+  const shape = tableShape(bytes);
+  return { bytes, shape, rest: decodeTableRest(bytes, shape) };
+}
