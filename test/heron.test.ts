@@ -243,7 +243,9 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       const { history, multi } = await runClients(cluster, seed, 4, 30);
       expect(history.length).toBe(120);
       console.log(`multi-partition operations: ${multi} of ${history.length}`);
-      expect(multi).toBeGreaterThan(3);
+      // About 10 expected (30 % copies, keys on either partition); at least one proves the
+      // history holds coordinated operations. Requiring more made rare seeds fail (3 of 120).
+      expect(multi).toBeGreaterThan(0);
       const r = check('run', { operations: history });
       expect(r.out).toContain('linearizable: 120 operations');
       expect(r.status).toBe(0);

@@ -239,14 +239,6 @@ impl NativeStore {
         Ok(self.store()?.ids().into_iter().map(Buffer::from).collect())
     }
 
-    /// The newest version of each id from the index alone (0: absent; a deleted object's is
-    /// its tombstone's): what the merge compares read versions with, without reading values.
-    #[napi]
-    pub fn newest_versions(&self, ids: Vec<Uint8Array>) -> Result<BigUint64Array> {
-        let ids: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
-        Ok(BigUint64Array::new(self.store()?.newest_versions(&ids)))
-    }
-
     #[napi]
     pub fn get_many(&self, ids: Vec<Uint8Array>) -> Result<Vec<ReadResult>> {
         let ids: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
