@@ -5,6 +5,7 @@
 // argument is an abort with a reason, never a thrown TypeError from deep inside.
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { defineApp, type Ctx } from '../app/app.js';
+import { asArgs, type Args } from './args.js';
 import { hashPartition } from '../heron/partition.js';
 
 /** What `acct/<n>` holds. */
@@ -24,12 +25,6 @@ export interface BankConfig {
 export const accountId = (account: number): string => `acct/${account}`;
 export const stampId = (account: number): string => `stamp/${account}`;
 
-type Args = Record<string, unknown>;
-
-const asArgs = (ctx: Ctx, args: unknown): Args =>
-  typeof args === 'object' && args !== null && !Array.isArray(args) && !(args instanceof Uint8Array)
-    ? (args as Args)
-    : ctx.abort('arguments must be a map');
 
 /** Account numbers are non-negative safe integers, so ids stay short and canonical. */
 function accountArg(ctx: Ctx, args: Args, name: string): number {

@@ -3,6 +3,7 @@
 //
 // Absent keys and keys holding null read alike (null): `cas` with `expected: null` matches both.
 import { defineApp, type Ctx } from '../app/app.js';
+import { asArgs, type Args } from './args.js';
 import { encode, type Data } from '../app/codec.js';
 import { hashPartition } from '../heron/partition.js';
 
@@ -15,12 +16,6 @@ export const kvId = (key: string): string => `${PREFIX}${key}`;
 const isKey = (v: unknown): v is string =>
   typeof v === 'string' && v.length > 0 && Buffer.byteLength(v, 'utf8') <= MAX_KEY_BYTES;
 
-type Args = Record<string, unknown>;
-
-const asArgs = (ctx: Ctx, args: unknown): Args =>
-  typeof args === 'object' && args !== null && !Array.isArray(args) && !(args instanceof Uint8Array)
-    ? (args as Args)
-    : ctx.abort('arguments must be a map');
 
 function keyArg(ctx: Ctx, args: Args, name: string): string {
   const v = args[name];

@@ -9,6 +9,7 @@
 // Arguments come from untrusted clients: every command checks their shape and aborts with a
 // reason.
 import { defineApp, type Ctx } from '../app/app.js';
+import { asArgs, type Args } from './args.js';
 import { hashPartition } from '../heron/partition.js';
 
 /** What `work/<n>` holds: how many crunches wrote it, and the digest of the last one. */
@@ -27,12 +28,6 @@ export const WORK_MAX_OBJECTS = 2;
 
 export const workId = (object: number): string => `work/${object}`;
 
-type Args = Record<string, unknown>;
-
-const asArgs = (ctx: Ctx, args: unknown): Args =>
-  typeof args === 'object' && args !== null && !Array.isArray(args) && !(args instanceof Uint8Array)
-    ? (args as Args)
-    : ctx.abort('arguments must be a map');
 
 /** Counter numbers are 32-bit unsigned, so they enter the mixer whole. */
 const isObjectNumber = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;
