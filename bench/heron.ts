@@ -3,12 +3,14 @@
 // client split into ordering, coordination and execution (Heron's Figure 6); delayed
 // transactions with and without the grace wait (Table I); state-transfer time by size
 // (Figure 8). JSON plus one SVG per figure.
-import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { makeTx } from '../ts/app/app.js';
 import { kvApp } from '../ts/apps/kv.js';
 import { HeronCluster, type HeronReply } from '../ts/heron/cluster.js';
+import type { Ordering } from '../ts/heron/messages.js';
 import { partitionerOf } from '../ts/heron/partition.js';
 import type { ReplicaSummary } from '../ts/heron/replica.js';
 import { atExit } from '../ts/process.js';
@@ -18,7 +20,12 @@ import { barChart } from './plot.js';
 export interface HeronBenchOptions {
   quick: boolean;
   out: string;
+  /** Run one part alone (its metrics alone go to `out`, no plots). */
+  only?: HeronPart;
 }
+
+export const HERON_PARTS = ['coordination', 'breakdown', 'transfer'] as const;
+export type HeronPart = (typeof HERON_PARTS)[number];
 
 type Metrics = Record<string, number>;
 
@@ -65,7 +72,7 @@ async function timed(cluster: HeronCluster, tx: ReturnType<typeof put>): Promise
   return { total: micros() - t0, reply };
 }
 
-async function withCluster<T>(dir: string, p: number, r: number, extra: { graceMs?: number; transferBytes?: number }, body: (c: HeronCluster) => Promise<T>): Promise<{ value: T; summaries: ReplicaSummary[] }> {
+async function withCluster<T>(dir: string, p: number, r: number, extra: { graceMs?: number; transferBytes?: number; ordering?: Ordering }, body: (c: HeronCluster) => Promise<T>): Promise<{ value: T; summaries: ReplicaSummary[] }> {
   const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: p, replicas: r, log: () => undefined, ...extra });
   let value: T;
   try {
@@ -78,10 +85,28 @@ async function withCluster<T>(dir: string, p: number, r: number, extra: { graceM
   return { value, summaries };
 }
 
+/**
+ * Pins every replica process (all its threads) to a core of its own, round robin: as Heron
+ * runs one replica per machine, a wait then never shares its core with the peer it waits for.
+ */
+function pinReplicas(c: HeronCluster, p: number, r: number): void {
+  const cores = availableParallelism();
+  let core = 0;
+  for (let h = 0; h < p; h++) {
+    for (let q = 0; q < r; q++) {
+      const pid = c.replicas.get(`${h}.${q}`)?.pid;
+      if (pid === undefined) throw new Error(`replica ${h}.${q} has no process to pin`);
+      const run = spawnSync('taskset', ['-a', '-p', '-c', String(core++ % cores), String(pid)], { encoding: 'utf8' });
+      if (run.status !== 0) throw new Error(`taskset could not pin replica ${h}.${q}: ${run.error?.message ?? run.stderr.trim()}`);
+    }
+  }
+}
+
 /** Phases 2 + 4 of multi-partition copies (the first replier's), one closed-loop client. */
-async function coordination(dir: string, p: number, r: number, ops: number) {
+async function coordination(dir: string, p: number, r: number, ops: number, pinned = false) {
   const keys = keysByPartition(p);
   const { value } = await withCluster(dir, p, r, {}, async (c) => {
+    if (pinned) pinReplicas(c, p, r);
     const coord: number[] = [];
     for (let i = 0; i < ops + 10; i++) {
       const a = keys[i % p] ?? '';
@@ -95,10 +120,10 @@ async function coordination(dir: string, p: number, r: number, ops: number) {
 }
 
 /** Figure 6: where a single- and a multi-partition request's time goes (2 x 3, one client). */
-async function breakdown(dir: string, ops: number) {
+async function breakdown(dir: string, ops: number, ordering: Ordering) {
   const keys = keysByPartition(2);
   const [a, b] = [keys[0] ?? '', keys[1] ?? ''];
-  const { value } = await withCluster(dir, 2, 3, {}, async (c) => {
+  const { value } = await withCluster(dir, 2, 3, { ordering }, async (c) => {
     const out = { single: [] as number[][], multi: [] as number[][] };
     for (let i = 0; i < ops + 10; i++) {
       for (const kind of ['single', 'multi'] as const) {
@@ -118,6 +143,25 @@ async function breakdown(dir: string, ops: number) {
       { total: avg(value[kind], 0), ordering: avg(value[kind], 1), coordination: avg(value[kind], 2), execution: avg(value[kind], 3), p50: percentile(value[kind].map((x) => x[0] ?? 0), 50) },
     ]),
   ) as Record<'single' | 'multi', { total: number; ordering: number; coordination: number; execution: number; p50: number }>;
+}
+
+/**
+ * The breakdown with in-memory ordering (the `breakdown_*` metrics), and the request latencies
+ * with ordering synced to disk beside them (`breakdown_*_synced_*`).
+ */
+async function breakdowns(fresh: () => string, ops: number, m: Metrics): Promise<void> {
+  say('breakdown: single- vs multi-partition, 2 x 3, in-memory ordering');
+  const b = await breakdown(fresh(), ops, 'memory');
+  for (const kind of ['single', 'multi'] as const) {
+    for (const [f, v] of Object.entries(b[kind])) m[`breakdown_${kind}_${f}_us`] = round(v);
+  }
+  say('breakdown: single- vs multi-partition, 2 x 3, ordering synced to disk');
+  const synced = await breakdown(fresh(), ops, 'synced');
+  for (const kind of ['single', 'multi'] as const) {
+    m[`breakdown_${kind}_synced_p50_us`] = round(synced[kind].p50);
+    m[`breakdown_${kind}_synced_total_us`] = round(synced[kind].total);
+    m[`breakdown_${kind}_synced_ordering_us`] = round(synced[kind].ordering);
+  }
 }
 
 /** Table I: coordination waits that found a majority but not everyone, with and without grace. */
@@ -150,7 +194,8 @@ async function transfer(dir: string, bytes: number, valueBytes: number) {
   const mine: string[] = [];
   for (let i = 0; mine.length < objects; i++) if (part(`kv/s${i}`) === 0) mine.push(`s${i}`);
   const value = 'v'.repeat(valueBytes);
-  const { value: st } = await withCluster(dir, 2, 3, { transferBytes: Math.max(8 << 20, bytes * 2) }, async (c) => {
+  // A 1 MiB landing slot: larger shipments go through it in chunks of 512 KiB.
+  const { value: st } = await withCluster(dir, 2, 3, { transferBytes: 1 << 20 }, async (c) => {
     c.signal(0, 2, 'SIGSTOP');
     try {
       await timed(c, copy(y, x));
@@ -167,6 +212,16 @@ async function transfer(dir: string, bytes: number, valueBytes: number) {
   return { micros: st.micros, bytes: st.bytes, objects: st.objects };
 }
 
+/** `--only coordination`: the coordination metrics alone, no plots. */
+function writeOnly(opts: HeronBenchOptions, machine: ReturnType<typeof describeMachine>, m: Metrics): number {
+  mkdirSync(dirname(opts.out), { recursive: true });
+  const tmp = `${opts.out}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify({ suite: 'heron', only: opts.only, machine, metrics: m }, null, 2)}\n`);
+  renameSync(tmp, opts.out);
+  process.stdout.write(`${Object.entries(m).map(([key, v]) => `${key.padEnd(44)} ${v}`).join('\n')}\nresults: ${opts.out}\n`);
+  return 0;
+}
+
 export async function runHeron(opts: HeronBenchOptions): Promise<number> {
   const machine = describeMachine();
   const ops = opts.quick ? 60 : 400;
@@ -177,9 +232,10 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
     app: 'kv',
     ops_per_configuration: ops,
     coordination: 'multi-partition copies between two partitions, one closed-loop client; phase 2 + phase 4 as the first replying replica measured them',
-    breakdown: '2 partitions x 3 replicas; ordering = client latency - coordination - execution (log append, delivery and reply messages)',
+    coordination_pinned: 'the same at 2 partitions x 1 replica, each replica process pinned to its own core with taskset (the launcher and client are not pinned)',
+    breakdown: '2 partitions x 3 replicas; ordering = client latency - coordination - execution (log append unless in memory, the ring, delivery and the reply message); breakdown_* with in-memory ordering (log synced in the background), breakdown_*_synced_* with delivery after the fsync',
     table_i: '2 and 4 partitions x 3 replicas, 4 closed-loop clients of copies; grace 2 ms vs 0; a wait is delayed when it found a majority but not every replica',
-    state_transfer: 'one lagger (replica 2 of partition 0, SIGSTOPped) caught up from its first request to the installed shipment; values of 1 KB (64 KB) or 10 KB',
+    state_transfer: 'one lagger (replica 2 of partition 0, SIGSTOPped) caught up from its first request to the installed shipment; values of 1 KB (64 KB) or 10 KB; 1 MiB landing slots (chunks of 512 KiB); cluster directory on tmpfs (/dev/shm) when there is one',
     note: 'the host has 2 cores shared by every replica process (up to 12), the launcher and the client; memory is shared through files, not a NIC',
   };
   process.stdout.write(`remora bench heron (${opts.quick ? 'quick' : 'full'})\nmachine: ${summariseMachine(machine)}\n`);
@@ -188,7 +244,32 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
   const m: Metrics = {};
   let k = 0;
   const fresh = () => join(dir, `run-${k++}`);
+  const transfers = async () => {
+    // Regions are memory: on tmpfs, as a deployment keeps its cluster directory (on a disk
+    // file system, the lagger's first writes to fresh region pages cost far more than the
+    // transfer itself).
+    const memDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'remora-bench-transfer-'));
+    try {
+      for (const bytes of sizes) {
+        say(`state transfer of ${bytes} bytes`);
+        const t = await transfer(join(memDir, `run-${k++}`), bytes, bytes === 64_000 ? 1000 : 10_000);
+        m[`transfer_${bytes}_us`] = round(t.micros);
+        m[`transfer_${bytes}_shipped_bytes`] = t.bytes;
+        m[`transfer_${bytes}_objects`] = t.objects;
+      }
+    } finally {
+      rmSync(memDir, { recursive: true, force: true });
+    }
+  };
   try {
+    if (opts.only === 'transfer') {
+      await transfers();
+      return writeOnly(opts, machine, m);
+    }
+    if (opts.only === 'breakdown') {
+      await breakdowns(fresh, ops, m);
+      return writeOnly(opts, machine, m);
+    }
     for (const p of [2, 4]) {
       for (const r of [1, 3]) {
         say(`coordination: ${p} partitions x ${r} replicas, ${ops} copies`);
@@ -197,11 +278,12 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
         m[`coord_p${p}_r${r}_p99_us`] = round(c.p99);
       }
     }
-    say('breakdown: single- vs multi-partition, 2 x 3');
-    const b = await breakdown(fresh(), ops);
-    for (const kind of ['single', 'multi'] as const) {
-      for (const [f, v] of Object.entries(b[kind])) m[`breakdown_${kind}_${f}_us`] = round(v);
-    }
+    say(`coordination: 2 partitions x 1 replica, each replica pinned to its own core, ${ops} copies`);
+    const pinned = await coordination(fresh(), 2, 1, ops, true);
+    m['coord_p2_r1_pinned_p50_us'] = round(pinned.p50);
+    m['coord_p2_r1_pinned_p99_us'] = round(pinned.p99);
+    if (opts.only === 'coordination') return writeOnly(opts, machine, m);
+    await breakdowns(fresh, ops, m);
     for (const p of [2, 4]) {
       for (const grace of [2, 0]) {
         say(`delays: ${p} x 3, grace ${grace} ms`);
@@ -213,13 +295,7 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
         m[`${tag}_remote_read_retries`] = d.retries;
       }
     }
-    for (const bytes of sizes) {
-      say(`state transfer of ${bytes} bytes`);
-      const t = await transfer(fresh(), bytes, bytes === 64_000 ? 1000 : 10_000);
-      m[`transfer_${bytes}_us`] = round(t.micros);
-      m[`transfer_${bytes}_shipped_bytes`] = t.bytes;
-      m[`transfer_${bytes}_objects`] = t.objects;
-    }
+    await transfers();
   } finally {
     rmSync(dir, { recursive: true, force: true });
     cancel();

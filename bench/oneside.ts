@@ -10,7 +10,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { benchMemcpy, benchTimer, type Latency } from '../ts/binding.js';
 import { atExit, RoleProcess } from '../ts/process.js';
 import { loadOrCreateSecret } from '../ts/secret.js';
-import { RemoteStore, Store, type ReadResult } from '../ts/store.js';
+import { RemoteStore, Store, type ReadBatch, type ReadResult } from '../ts/store.js';
 import { describeMachine, summariseMachine } from './machine.js';
 
 export const SIZES = [64, 1024, 4096] as const;
@@ -133,6 +133,8 @@ function settingsFor(quick: boolean, seed: bigint): Settings {
       'native timer: Rust Instant; JS timer: process.hrtime.bigint()',
       'shm reads run while a writer process rewrites the objects at bench_writer_rate_per_s',
       'js batch64 per-object latency is the batch time divided by 64',
+      'shm_read_* and js_read_*_batch{1,64}*: reads through handles into reused buffers (readMany); ' +
+        'shm_read_snapshot_* and js_read_*_objects_api*: the allocating per-object path (readSync)',
       'set throughput includes building each batch of puts in JS',
     ],
   };
@@ -194,7 +196,21 @@ function expectValues(size: number, failures: Failures) {
   };
 }
 
-/** Reads of the bench writer's objects: native loop, then JS batches of 1 and 64. */
+/** Checks a `readMany` batch: every object a value of `size` bytes. */
+function expectBatch(size: number, failures: Failures) {
+  return (b: ReadBatch) => {
+    for (let i = 0; i < b.count; i++) {
+      if (b.status(i) !== 'value') fail(failures, `readMany found ${b.status(i)}`);
+      else if (b.length(i) !== size) fail(failures, `readMany read ${b.length(i)} bytes, expected ${size}`);
+    }
+  };
+}
+
+/**
+ * Reads of the bench writer's objects: native loops (through handles, and through the
+ * allocating snapshot path), then JS batches of 1 and 64 through `readMany` (handles, one
+ * reused buffer) and through `readSync` (one result object per read).
+ */
 async function measureReads(dir: string, secret: Buffer, s: Settings, m: Metrics, failures: Failures) {
   stage(`bench writer process: ${s.bench_writer_rate_per_s} writes/s over ${SIZES.length * OBJECTS_PER_SIZE} objects`);
   const writer = await RoleProcess.start('bench-writer', ['--dir', dir, '--rate', String(s.bench_writer_rate_per_s)]);
@@ -207,19 +223,35 @@ async function measureReads(dir: string, secret: Buffer, s: Settings, m: Metrics
       const ids = layout.filter((o) => o.size === size).map((o) => Buffer.from(o.id));
       stage(`one-sided reads of ${label} objects: native, JS batch of 1, JS batch of 64`);
       latencyMetrics(m, `shm_read_${label}`, await remote.benchReads(ids, s.shm_read_iterations));
+      latencyMetrics(m, `shm_read_snapshot_${label}`, await remote.benchReads(ids, s.shm_read_iterations, true));
+      const handles = await remote.handles(ids);
+      const singleHandles = Array.from(handles, (h) => Uint32Array.of(h));
+      const checkBatch = expectBatch(size, failures);
+      const one = await timeJs(
+        s.js_batch1_iterations,
+        s.js_warmup_batches,
+        1,
+        (i) => remote.readMany(singleHandles[i % singleHandles.length] ?? handles),
+        checkBatch,
+      );
+      latencyMetrics(m, `js_read_${label}_batch1`, one);
+      const many = await timeJs(s.js_batch64_iterations, s.js_warmup_batches / 10, BATCH, () => remote.readMany(handles), checkBatch);
+      latencyMetrics(m, `js_read_${label}_batch64_per_object`, many);
+      m[`js_read_${label}_batch64_p50_ns`] = round(many.p50 * BATCH);
+
       const singles = ids.map((id) => [id]);
       const check = expectValues(size, failures);
-      const one = await timeJs(
+      const oneObj = await timeJs(
         s.js_batch1_iterations,
         s.js_warmup_batches,
         1,
         (i) => remote.readSync(singles[i % singles.length] ?? []),
         check,
       );
-      latencyMetrics(m, `js_read_${label}_batch1`, one);
-      const many = await timeJs(s.js_batch64_iterations, s.js_warmup_batches / 10, BATCH, () => remote.readSync(ids), check);
-      latencyMetrics(m, `js_read_${label}_batch64_per_object`, many);
-      m[`js_read_${label}_batch64_p50_ns`] = round(many.p50 * BATCH);
+      latencyMetrics(m, `js_read_${label}_batch1_objects_api`, oneObj);
+      const manyObj = await timeJs(s.js_batch64_iterations, s.js_warmup_batches / 10, BATCH, () => remote.readSync(ids), check);
+      latencyMetrics(m, `js_read_${label}_batch64_objects_api_per_object`, manyObj);
+      m[`js_read_${label}_batch64_objects_api_p50_ns`] = round(manyObj.p50 * BATCH);
       m[`shm_read_${label}_over_memcpy`] = round((m[`shm_read_${label}_p50_ns`] ?? 0) / (m[`memcpy_${label}_p50_ns`] ?? 1), 2);
     }
     const result = await writer.finish();
@@ -322,7 +354,16 @@ function table(rows: string[][]): string {
 function report(m: Metrics, s: Settings, wallSeconds: number): string {
   const pair = (name: string) => `${formatNs(m[`${name}_p50_ns`] ?? NaN)} / ${formatNs(m[`${name}_p99_ns`] ?? NaN)}`;
   const rows = [
-    ['object', 'memcpy p50/p99', 'shm read p50/p99', 'shm/memcpy', 'JS batch 1 p50/p99', 'JS batch 64 per obj p50/p99', 'set ops/s'],
+    [
+      'object',
+      'memcpy p50/p99',
+      'shm read p50/p99',
+      'shm/memcpy',
+      'JS batch 1 p50/p99',
+      'JS batch 64 per obj p50/p99',
+      'objects API: native / JS 64 per obj p50',
+      'set ops/s',
+    ],
     ...SIZES.map((size) => {
       const l = sizeLabel(size);
       return [
@@ -332,6 +373,7 @@ function report(m: Metrics, s: Settings, wallSeconds: number): string {
         `${(m[`shm_read_${l}_over_memcpy`] ?? NaN).toFixed(2)}x`,
         pair(`js_read_${l}_batch1`),
         pair(`js_read_${l}_batch64_per_object`),
+        `${formatNs(m[`shm_read_snapshot_${l}_p50_ns`] ?? NaN)} / ${formatNs(m[`js_read_${l}_batch64_objects_api_per_object_p50_ns`] ?? NaN)}`,
         formatCount(m[`set_${l}_ops_per_s`] ?? NaN),
       ];
     }),

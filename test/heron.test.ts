@@ -14,7 +14,7 @@ import { parseHeronConfig, readHeronConfig } from '../ts/heron/config.js';
 import { RoleProcess } from '../ts/process.js';
 import { destinations, hashPartition, partitionerOf } from '../ts/heron/partition.js';
 import { bankApp } from '../ts/apps/bank.js';
-import { decodeShipment, encodeShipment, UpdateLog } from '../ts/heron/transfer.js';
+import { readSequence } from '../ts/pipeline/sequencer.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CHECKER = join(ROOT, 'target', 'porcupine-kv');
@@ -143,36 +143,6 @@ describe('partitioners', () => {
   });
 });
 
-describe('state transfer data', () => {
-  it('keeps each object at its last write, truncates past a point, and round-trips shipments', () => {
-    const log = new UpdateLog();
-    log.record('a', 3n);
-    log.record('b', 5n);
-    log.record('a', 7n);
-    log.record('c', 9n);
-    expect(log.since(4n)).toEqual([['b', 5n], ['a', 7n], ['c', 9n]]);
-    expect(log.since(7n)).toEqual([['c', 9n]]);
-    expect(log.truncate(7n)).toBe(2);
-    expect([log.size, log.horizon]).toEqual([1, 7n]);
-    // A lagger from before the truncation point cannot be served from this log.
-    expect(log.since(6n)).toBeNull();
-    const shipment = {
-      upTo: 42n,
-      applied: 17,
-      digest: 'ab'.repeat(32),
-      objects: [
-        { id: 'kv/a', version: 40n, value: Uint8Array.from([1, 2, 3]) },
-        { id: 'kv/é', version: 41n, value: null },
-        { id: 'kv/b', version: 42n, value: new Uint8Array(0) },
-      ],
-    };
-    const bytes = encodeShipment(shipment);
-    expect(bytes.length).toBe(48 + 3 * 14 + 4 + 5 + 4 + 3);
-    expect(decodeShipment(bytes)).toEqual(shipment);
-    expect(() => decodeShipment(bytes.subarray(0, 60))).toThrow('malformed shipment: 60 bytes, needs 66');
-  });
-});
-
 describe('porcupine checker', () => {
   it('rejects a stale multi-key read', () => {
     const bad = check('bad', {
@@ -192,7 +162,7 @@ describe('cluster files', () => {
     expect(bad('{"app": "kv", "partitions": 2')).toThrow(/^c\.json: not JSON \(/);
     expect(bad('[1]')).toThrow('c.json: expected a JSON object');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "replica": 1, "x": 0}')).toThrow(
-      'c.json: unknown keys "replica", "x" (known: app, partitions, replicas, preExecution, graceMs, transferBytes)',
+      'c.json: unknown keys "replica", "x" (known: app, partitions, replicas, preExecution, graceMs, transferBytes, ordering, ringBytes)',
     );
     expect(bad('{"app": "kv", "replicas": 3}')).toThrow('c.json: "partitions" is required');
     expect(bad('{"app": "kv", "partitions": 0, "replicas": 3}')).toThrow('c.json: "partitions" must be an integer from 1 to 1024, got 0');
@@ -201,6 +171,8 @@ describe('cluster files', () => {
     expect(bad('{"app": 7, "partitions": 2, "replicas": 3}')).toThrow('c.json: "app" must be a built-in app (bank, kv, work), a module path or a package, got 7');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "preExecution": "yes"}')).toThrow('c.json: "preExecution" must be true or false, got "yes"');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "graceMs": -1}')).toThrow('c.json: "graceMs" must be an integer from 0 to 60000, got -1');
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ordering": "fast"}')).toThrow('c.json: "ordering" must be "synced" or "memory", got "fast"');
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ringBytes": 100}')).toThrow('c.json: "ringBytes" must be an integer from 4096 to 1073741824, got 100');
     expect(() => readHeronConfig(join(work, 'absent.json'))).toThrow(`${join(work, 'absent.json')}: cannot read the cluster file (ENOENT`);
     expect(parseHeronConfig('{"app": "bank", "partitions": 4, "replicas": 1}', 'c.json')).toEqual({ app: 'bank', partitions: 4, replicas: 1 });
   });
@@ -219,8 +191,9 @@ describe('cluster files', () => {
       expect(summaries.map((x) => `${x.partition}.${x.replica}`)).toEqual(['0.0', '1.0']);
     }
 
-    const proc = await RoleProcess.start('start', ['heron', '--config', file, '--dir', join(work, 'cli')], { readyTimeoutMs: 60_000 });
-    expect(proc.readyInfo).toEqual({ app: 'kv', partitions: 2, replicas: 1, preExecution: true });
+    // `--ordering` overrides the file.
+    const proc = await RoleProcess.start('start', ['heron', '--config', file, '--dir', join(work, 'cli'), '--ordering', 'memory'], { readyTimeoutMs: 60_000 });
+    expect(proc.readyInfo).toEqual({ app: 'kv', partitions: 2, replicas: 1, preExecution: true, ordering: 'memory' });
     const stopped = await proc.stop(10_000);
     expect(stopped.code).toBe(0);
     const result = stopped.result as { replicas: { partition: number }[]; divergences: number; decisionMismatches: number };
@@ -254,6 +227,66 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       expect(summaries.length).toBe(6);
       expectAgreement(summaries, cluster, 2);
       expect(summaries.reduce((n, s) => n + s.remoteReads, 0)).toBeGreaterThan(0);
+    }
+  });
+
+  it('with in-memory ordering: linearizable, replicas agree, and the log ends holding what was delivered', async () => {
+    const seed = Number(process.env['HERON_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
+    console.log(`heron in-memory ordering seed ${seed}`);
+    const dir = join(work, 'memory');
+    const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: 2, replicas: 3, ordering: 'memory' });
+    let submitted: bigint[] = [];
+    try {
+      const { history } = await runClients(cluster, seed, 4, 30);
+      const r = check('memory', { operations: history });
+      expect(r.out).toContain('linearizable: 120 operations');
+      expect(r.status).toBe(0);
+      // A duplicate body is answered with the first reply, not ordered again.
+      const tx = makeTx(kvApp, 'put', { key: 'a', value: 7, nonce: 'dup' });
+      const first = await cluster.submit(tx);
+      const again = await cluster.submit(tx);
+      expect(again.ts).toBe(first.ts);
+      expect(first.ts).toBe(121n);
+      submitted = [first.ts];
+    } finally {
+      const summaries = await cluster.close();
+      expect(summaries.length).toBe(6);
+      expectAgreement(summaries, cluster, 2);
+    }
+    // Every delivered transaction reached the log, in the order the replicas applied.
+    const logged = await readSequence(join(dir, 'log'));
+    expect(logged.map((x) => x.ts)).toEqual(Array.from({ length: 121 }, (_, i) => BigInt(i + 1)));
+    expect(submitted).toEqual([121n]);
+  });
+
+  it('delivers over the socket to a replica that fell behind the ring; it agrees afterwards', async () => {
+    const dir = join(work, 'ring-drop');
+    const logs: string[] = [];
+    // The smallest ring: about 25 puts fill it while a replica is stopped.
+    const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: 2, replicas: 3, ringBytes: 4096, log: (m) => logs.push(m) });
+    const part = partitionerOf(kvApp, 2);
+    const x = KEYS.find((k) => part(`kv/${k}`) === 0) ?? 'a';
+    const y = KEYS.find((k) => part(`kv/${k}`) === 1) ?? 'b';
+    const history: Op[] = [];
+    const t0 = micros();
+    let stopped = false;
+    try {
+      await one(cluster, history, t0, 0, 'put', { key: x, value: 1 });
+      cluster.signal(0, 2, 'SIGSTOP');
+      stopped = true;
+      for (let i = 0; i < 60; i++) await one(cluster, history, t0, 0, 'put', { key: i % 2 === 0 ? x : y, value: 100 + i });
+      expect(logs.some((m) => m.includes('replica 0.2 fell 100 ms behind the ordered stream\'s ring; delivering to it over its socket'))).toBe(true);
+      cluster.signal(0, 2, 'SIGCONT');
+      stopped = false;
+      for (let i = 0; i < 20; i++) await one(cluster, history, t0, 0, 'put', { key: i % 2 === 0 ? x : y, value: 200 + i });
+      expect(await cluster.settle(60_000)).toBe(true);
+      const r = check('ring-drop', { operations: history });
+      expect(r.out).toContain('linearizable: 81 operations');
+    } finally {
+      if (stopped) cluster.signal(0, 2, 'SIGCONT');
+      const summaries = await cluster.close();
+      expect(summaries.length).toBe(6);
+      expectAgreement(summaries, cluster, 2);
     }
   });
 

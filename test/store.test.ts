@@ -2,6 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { NativeStore } from '../ts/binding.js';
 import { RemoteStore, Store } from '../ts/index.js';
+import { NO_HANDLE, type ReadBatch } from '../ts/store.js';
 import { tempCluster } from './helpers.js';
 
 describe('Store', () => {
@@ -81,5 +82,79 @@ describe('Store', () => {
     await expect(RemoteStore.connect({ dir: cluster.dir, store: 'nobody', secret: cluster.secret })).rejects.toThrow(
       /unreachable/,
     );
+  });
+
+  /** Every result of a batch, as the per-object API reports them. */
+  const results = (b: ReadBatch) => Array.from({ length: b.count }, (_, i) => b.result(i));
+
+  it('reads through handles into one reused buffer, exactly as read and readBefore do', async () => {
+    const big = Buffer.alloc(66_000, 7); // more than the batch's first buffer (64 KiB): it grows
+    store.set([
+      { id: 'a', value: Buffer.from('one'), version: 10n },
+      { id: 'a', value: Buffer.from('two'), version: 20n },
+      { id: 'big', value: big, version: 3n },
+      { id: 'd', value: Buffer.from('was'), version: 5n },
+    ]);
+    store.delete([{ id: 'd', version: 7n }]);
+    const remote = await RemoteStore.connect({ dir: cluster.dir, store: 'own', secret: cluster.secret });
+    const ids = ['a', 'big', 'd', 'missing'];
+    const hs = await remote.handles(ids);
+    expect(hs[3]).toBe(NO_HANDLE);
+    for (let round = 0; round < 2; round++) {
+      const batch = remote.readMany(hs);
+      expect(results(batch)).toEqual([
+        { status: 'value', version: 20n, value: Buffer.from('two') },
+        { status: 'value', version: 3n, value: big },
+        { status: 'deleted', version: 7n },
+        { status: 'absent' },
+      ]);
+      expect(results(batch)).toEqual(await remote.read(ids));
+      expect([batch.status(0), batch.version(0), batch.length(0)]).toEqual(['value', 20n, 3]);
+      expect(batch.value(2)).toBeNull();
+    }
+    const bounds = [20n, 3n, 7n, 1n];
+    const before = results(remote.readMany(hs, BigUint64Array.from(bounds)));
+    expect(before).toEqual([
+      { status: 'value', version: 10n, value: Buffer.from('one') },
+      { status: 'absent' },
+      { status: 'value', version: 5n, value: Buffer.from('was') },
+      { status: 'absent' },
+    ]);
+    expect(before).toEqual(await remote.readBefore(ids.map((id, i) => ({ id, before: bounds[i] ?? 0n }))));
+    expect(results(remote.readMany(hs.subarray(0, 1), BigUint64Array.of(10n)))).toEqual([{ status: 'lagging' }]);
+
+    expect(() => remote.readMany(Uint32Array.of(12345))).toThrow(
+      /unknown handle 12345: this reader has issued 3 handles/,
+    );
+    expect(() => remote.readMany([0] as unknown as Uint32Array)).toThrow(/must be a Uint32Array/);
+    expect(() => remote.readMany(hs, new BigUint64Array(1))).toThrow(/4 ids but 1 entries/);
+    expect(() => remote.readMany(hs).status(4)).toThrow(/no object 4 in a batch of 4/);
+  });
+
+  it('never answers a handle from a slot reused by another object', async () => {
+    store.set([{ id: 'old', value: Buffer.from('old value'), version: 1n }]);
+    const remote = await RemoteStore.connect({ dir: cluster.dir, store: 'own', secret: cluster.secret });
+    const [h] = await remote.handles(['old']);
+    expect(results(remote.readMany(Uint32Array.of(h ?? NO_HANDLE)))[0]).toMatchObject({ version: 1n });
+    store.delete([{ id: 'old', version: 2n }]);
+    expect(store.purgeDeleted(3n)).toBe(1);
+    // The freed slot goes to the next object of its size class.
+    store.set([{ id: 'new', value: Buffer.from('new value'), version: 4n }]);
+    const hs = Uint32Array.of(h ?? NO_HANDLE, ...(await remote.handles(['new'])));
+    expect(results(remote.readMany(hs))).toEqual([
+      { status: 'absent' },
+      { status: 'value', version: 4n, value: Buffer.from('new value') },
+    ]);
+    store.set([{ id: 'old', value: Buffer.from('back'), version: 5n }]);
+    expect(results(remote.readMany(hs))[0]).toEqual({ status: 'value', version: 5n, value: Buffer.from('back') });
+  });
+
+  it('refuses batch reads over the network on the calling thread', async () => {
+    store.set([{ id: 'k', value: Buffer.from('v'), version: 1n }]);
+    const address = store.serve({ transport: 'tcp', listen: '127.0.0.1:0' });
+    const remote = await RemoteStore.connect({ transport: 'tcp', address, secret: cluster.secret });
+    const hs = await remote.handles(['k']);
+    expect(() => remote.readMany(hs)).toThrow(/readInto needs the shm transport \(this peer reads over tcp\)/);
+    expect(await remote.read(['k'])).toEqual([{ status: 'value', version: 1n, value: Buffer.from('v') }]);
   });
 });

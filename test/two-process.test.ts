@@ -37,6 +37,32 @@ describe('one-sided reads across processes', () => {
     expect(remote.stats().lookups).toBe(lookups);
   });
 
+  it('reads through handles what the per-object reads see, across moves', async () => {
+    const remote = await RemoteStore.connect({ dir: cluster.dir, store: 'owner', secret: cluster.secret });
+    expect(await owner.send('set acct hundred 10')).toBe('ok');
+    const hs = await remote.handles(['acct', 'nobody']);
+    expect(hs[1]).toBe(0xffffffff);
+    const one = () => {
+      const b = remote.readMany(hs);
+      return [0, 1].map((i) => b.result(i));
+    };
+    expect(one()).toEqual([{ status: 'value', version: 10n, value: Buffer.from('hundred') }, { status: 'absent' }]);
+    expect(await owner.send('set acct ninety 20')).toBe('ok');
+    const lookups = remote.stats().lookups;
+    expect(one()[0]).toEqual({ status: 'value', version: 20n, value: Buffer.from('ninety') });
+    // A value too large for its slot moves the object; the handle follows the forward.
+    const big = 'x'.repeat(3000);
+    expect(await owner.send(`set acct ${big} 30`)).toBe('ok');
+    expect(one()[0]).toEqual({ status: 'value', version: 30n, value: Buffer.from(big) });
+    expect(remote.readMany(hs, BigUint64Array.of(30n, 1n)).result(0)).toEqual({
+      status: 'value',
+      version: 20n,
+      value: Buffer.from('ninety'),
+    });
+    expect(remote.stats().lookups).toBe(lookups);
+    expect(await remote.read(['acct'])).toEqual([one()[0]]);
+  });
+
   it('rejects a peer without the cluster secret', async () => {
     await expect(
       RemoteStore.connect({ dir: cluster.dir, store: 'owner', secret: Buffer.alloc(32, 7) }),

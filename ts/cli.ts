@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runAppBench } from '../bench/app.js';
 import { runElastic } from '../bench/elastic.js';
-import { runHeron } from '../bench/heron.js';
+import { HERON_PARTS, runHeron } from '../bench/heron.js';
 import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
 import { runScale } from '../bench/scale.js';
@@ -110,6 +110,8 @@ const USAGE = `Usage:
                                   waits with and without grace, state-transfer time
       --quick                     short run
       --out FILE                  JSON results (default bench/results/heron.json; plots next to it)
+      --only PART                 one part alone, its metrics only, no plots: coordination,
+                                  breakdown or transfer
   remora help                     this text
 
 Exit status: 0 done; 2 a mistake to fix, told in one line on stderr; 1 a failure, with its stack.
@@ -210,8 +212,10 @@ const suites: Record<string, (argv: string[]) => Promise<number>> = {
     return runScale({ ...a, seed: workloadSeed(seed) });
   },
   heron: (argv) => {
-    const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, out: { type: 'string' } } });
-    return runHeron({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'heron.json') });
+    const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' } } });
+    const only = values.only === undefined ? undefined : HERON_PARTS.find((p) => p === values.only);
+    if (values.only !== undefined && only === undefined) throw new UsageError(`--only must be ${HERON_PARTS.join(', ')}, got ${JSON.stringify(values.only)}`);
+    return runHeron({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'heron.json'), ...(only ? { only } : {}) });
   },
 };
 

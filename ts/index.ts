@@ -1,4 +1,4 @@
-export { Store, RemoteStore } from './store.js';
+export { Store, RemoteStore, ReadBatch, NO_HANDLE } from './store.js';
 export type {
   ReadResult,
   StoreOptions,
@@ -11,6 +11,7 @@ export type {
   RemoteStats,
   StressReport,
   Latency,
+  ReadStatus,
 } from './store.js';
 export type { ObjectId } from './ids.js';
 export { TRANSPORTS } from './transport.js';

@@ -230,11 +230,84 @@ export type RemoteOptions = ShmRemoteOptions | NetRemoteOptions;
 
 const isNet = (o: RemoteOptions): o is NetRemoteOptions => o.transport === 'tcp' || o.transport === 'verbs';
 
+/** The handle `RemoteStore.handles` gives an id the owner does not know (it reads as absent). */
+export const NO_HANDLE = 0xffffffff;
+
+export type ReadStatus = 'value' | 'deleted' | 'absent' | 'lagging';
+
+// The native `readInto` status codes, by number (4: no room left in the buffer).
+const STATUSES: readonly ReadStatus[] = ['value', 'deleted', 'absent', 'lagging'];
+const NO_ROOM = 4;
+
+/**
+ * The results of one `RemoteStore.readMany` call, read by index: numbers in typed arrays and
+ * values back to back in one buffer, so a batch creates no object per result. The reader
+ * reuses it: it is valid until the next `readMany` on the same `RemoteStore`.
+ */
+export class ReadBatch {
+  /** Objects in the batch. */
+  count = 0;
+  /** For object i: [status code, offset of its value in `buffer`, its length] at 3i. */
+  meta = new Uint32Array(0);
+  /** For object i: the timestamp of the version found (0n when absent or lagging). */
+  versions = new BigUint64Array(0);
+  /** The values, back to back. */
+  buffer: Buffer = Buffer.alloc(64 * 1024);
+
+  status(i: number): ReadStatus {
+    const s = STATUSES[this.meta[3 * this.index(i)] ?? NO_ROOM];
+    if (s === undefined) throw new Error(`readMany: object ${i} has no result`);
+    return s;
+  }
+
+  version(i: number): bigint {
+    return this.versions[this.index(i)] ?? 0n;
+  }
+
+  /** Where object i's value lies in `buffer`: `[offset, length]` (length 0 when none). */
+  offset(i: number): number {
+    return this.meta[3 * this.index(i) + 1] ?? 0;
+  }
+
+  length(i: number): number {
+    return this.meta[3 * this.index(i) + 2] ?? 0;
+  }
+
+  /** Object i's value as a view of `buffer` (no copy), or null when it has none. */
+  value(i: number): Buffer | null {
+    if (this.status(i) !== 'value') return null;
+    const at = this.offset(i);
+    return this.buffer.subarray(at, at + this.length(i));
+  }
+
+  /** Object i as the per-object read API reports it (copies the value). */
+  result(i: number): ReadResult {
+    const status = this.status(i);
+    switch (status) {
+      case 'value':
+        return { status, version: this.version(i), value: Buffer.from(this.value(i) ?? Buffer.alloc(0)) };
+      case 'deleted':
+        return { status, version: this.version(i) };
+      default:
+        return { status };
+    }
+  }
+
+  private index(i: number): number {
+    if (!Number.isInteger(i) || i < 0 || i >= this.count) {
+      throw new RangeError(`readMany: no object ${i} in a batch of ${this.count}`);
+    }
+    return i;
+  }
+}
+
 /**
  * Another process's store, read one-sidedly: through shared memory on this host (the owner's
  * CPU does nothing), over RDMA (likewise), or over TCP (a native server thread of the owner's).
  */
 export class RemoteStore {
+  private readonly batch = new ReadBatch();
+
   private constructor(private readonly native: NativeRemote) {}
 
   static async connect(opts: RemoteOptions): Promise<RemoteStore> {
@@ -276,6 +349,39 @@ export class RemoteStore {
     return this.native.readSync(list(ids, 'readSync(ids)').map(idBytes)).map(narrow);
   }
 
+  /**
+   * Resolves objects into handles for `readMany` (one control round trip for those not
+   * resolved yet). An id the owner does not know gets `NO_HANDLE`; resolve it again to pick
+   * it up once it exists.
+   */
+  handles(ids: readonly ObjectId[]): Promise<Uint32Array> {
+    return this.native.handles(list(ids, 'handles(ids)').map(idBytes));
+  }
+
+  /**
+   * Reads the objects behind `handles` on the calling thread, over `shm` only: the newest
+   * versions, or with `before`, for each the newest version older than `before[i]` (as
+   * `readBefore`). No object per result: the returned batch is reused by the next call.
+   */
+  readMany(handles: Uint32Array, before?: BigUint64Array): ReadBatch {
+    if (!(handles instanceof Uint32Array)) throw new TypeError('readMany(handles) must be a Uint32Array');
+    const b = this.batch;
+    const n = handles.length;
+    if (b.meta.length < 3 * n) b.meta = new Uint32Array(3 * n);
+    if (b.versions.length < n) b.versions = new BigUint64Array(n);
+    b.count = 0;
+    for (;;) {
+      this.native.readInto(handles, b.buffer, b.meta, b.versions, before);
+      let needed = 0;
+      for (let i = 0; i < n; i++) if (b.meta[3 * i] === NO_ROOM) needed += b.meta[3 * i + 2] ?? 0;
+      if (needed === 0) break;
+      // Some values did not fit: grow and read the whole batch again.
+      b.buffer = Buffer.alloc(Math.max(2 * b.buffer.length, b.buffer.length + needed));
+    }
+    b.count = n;
+    return b;
+  }
+
   stats(): RemoteStats {
     return this.native.stats();
   }
@@ -285,8 +391,11 @@ export class RemoteStore {
     return this.native.stressRead(objects, seed, reads);
   }
 
-  /** Native latency of one-sided reads of `ids`, timed one by one. */
-  benchReads(ids: readonly ObjectId[], iterations: number): Promise<Latency> {
-    return this.native.benchReads(ids.map(idBytes), iterations);
+  /**
+   * Native latency of one-sided reads of `ids`, timed one by one: through handles (the path
+   * of `readMany`), or with `snapshots`, the allocating path of `read` and `readSync`.
+   */
+  benchReads(ids: readonly ObjectId[], iterations: number, snapshots = false): Promise<Latency> {
+    return this.native.benchReads(ids.map(idBytes), iterations, snapshots);
   }
 }

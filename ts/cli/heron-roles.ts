@@ -3,13 +3,14 @@
 import { parseArgs } from 'node:util';
 import { HeronCluster } from '../heron/cluster.js';
 import { HeronConfigError, readHeronConfig } from '../heron/config.js';
+import { DEFAULT_RING_SPIN_MICROS, ORDERINGS, type Ordering } from '../heron/messages.js';
 import { runReplicaRole } from '../heron/replica-main.js';
 import { serveRole } from '../process.js';
 import { appOption, ConfigError, intOption, required } from './options.js';
 
 /** A Heron cluster described by `--config FILE`, in `--dir DIR`, until stdin ends or a signal. */
 export function heronStartCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { config: { type: 'string' }, dir: { type: 'string' } } });
+  const { values } = parseArgs({ args: argv, options: { config: { type: 'string' }, dir: { type: 'string' }, ordering: { type: 'string' } } });
   const file = required(values.config, 'config');
   const dir = required(values.dir, 'dir');
   let config;
@@ -18,10 +19,12 @@ export function heronStartCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw fileError(e);
   }
+  // `--ordering` overrides the file's `ordering`.
+  if (values.ordering !== undefined) config = { ...config, ordering: orderingOption(values.ordering) };
   return serveRole(async () => {
     const cluster = await HeronCluster.start({ dir, ...config }).catch((e: unknown) => Promise.reject(fileError(e)));
     return {
-      info: { app: config.app, partitions: config.partitions, replicas: config.replicas, preExecution: config.preExecution === true },
+      info: { app: config.app, partitions: config.partitions, replicas: config.replicas, preExecution: config.preExecution === true, ordering: config.ordering ?? 'synced' },
       stop: async () => ({ replicas: await cluster.close(), divergences: cluster.divergences.length, decisionMismatches: cluster.decisionMismatches.length }),
     };
   });
@@ -29,6 +32,12 @@ export function heronStartCommand(argv: string[]): Promise<number> {
 
 /** A bad cluster file is the user's to fix, and its message says how: no usage, no stack. */
 const fileError = (e: unknown): unknown => (e instanceof HeronConfigError ? new ConfigError(e.message) : e);
+
+function orderingOption(v: string): Ordering {
+  const o = ORDERINGS.find((x) => x === v);
+  if (o === undefined) throw new ConfigError(`--ordering must be ${ORDERINGS.join(' or ')}, got ${JSON.stringify(v)}`);
+  return o;
+}
 
 export function heronReplicaRole(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -43,6 +52,7 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
       'grace-ms': { type: 'string' },
       'transfer-bytes': { type: 'string' },
       'report-writes': { type: 'boolean' },
+      'ring-spin-us': { type: 'string' },
     },
   });
   const partitions = intOption(values.partitions, 'partitions', 1, 1, 1024);
@@ -55,7 +65,8 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
     partition: intOption(values.partition, 'partition', 0, 0, partitions - 1),
     replica: intOption(values.replica, 'replica', 0, 0, replicas - 1),
     graceMs: intOption(values['grace-ms'], 'grace-ms', 2, 0, 60_000),
-    transferSlotBytes: intOption(values['transfer-bytes'], 'transfer-bytes', 8 << 20, 1, 1 << 30),
+    transferSlotBytes: intOption(values['transfer-bytes'], 'transfer-bytes', 1 << 20, 2, 1 << 30),
     reportWrites: values['report-writes'] === true,
+    ringSpinMicros: intOption(values['ring-spin-us'], 'ring-spin-us', DEFAULT_RING_SPIN_MICROS, 0, 1_000_000),
   });
 }

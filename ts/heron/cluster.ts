@@ -3,11 +3,12 @@
 // transactions addressed to it; every replica of every partition is a child process.
 import { join } from 'node:path';
 import { admitTx } from '../app/admit.js';
+import { NativeStore } from '../binding.js';
 import type { App } from '../app/app.js';
 import { encode } from '../app/codec.js';
 import type { LookupTable, Outcome } from '../app/exec.js';
 import { nativeFunctions } from '../app/natives.js';
-import type { Transaction } from '../app/tx.js';
+import type { DecodedTx, Transaction } from '../app/tx.js';
 import { AppLoadError, loadAppModule } from '../app/module.js';
 import type { Decision } from '../pipeline/merge.js';
 import { PreExecutor } from '../pipeline/preexecutor.js';
@@ -16,9 +17,23 @@ import { RoleProcess } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
 import { listen, type Conn, type Server } from '../wire.js';
 import { checkClusterSize } from './config.js';
-import { HERON_SOCKET, REPLICA_ROLE, type Delivered, type FromReplica, type Timing } from './messages.js';
+import {
+  decodeRingRecord,
+  encodeRingPayload,
+  HERON_SOCKET,
+  monotonicMicros,
+  REPLICA_ROLE,
+  RING_BYTES,
+  RING_REGION,
+  RING_STORE,
+  type Delivered,
+  type FromReplica,
+  type Ordering,
+  type Timing,
+} from './messages.js';
 import { destinations, partitionerOf } from './partition.js';
 import type { ReplicaSummary } from './replica.js';
+import type { DroppedConsumer, NativeRingProducer, RingRecordIn } from '../binding.js';
 
 export interface HeronOptions {
   /** Cluster directory: the log, every replica's store, the socket and the secret live here. */
@@ -30,13 +45,23 @@ export interface HeronOptions {
   replicas: number;
   /** Grace wait after a coordination majority, in ms (default 2). */
   graceMs?: number;
-  /** Largest state transfer one replica can land at another, in bytes (default 8 MiB). */
+  /** Landing slot per peer for state transfer, in bytes (default 1 MiB; any size transfers, in chunks of half of it). */
   transferBytes?: number;
   /**
    * Pre-execute every submission before ordering it and multicast its lookup table with it;
    * each destination adopts or re-executes it by the pipeline's merge rule (default off).
    */
   preExecution?: boolean;
+  /**
+   * When transactions reach the replicas: `synced` (default) after the log's fsync; `memory`
+   * as soon as they are ordered, the log written and synced in the background, replies not
+   * waiting for it (docs/heron.md: what each survives).
+   */
+  ordering?: Ordering;
+  /** Bytes of records the ordered stream's ring holds (default 16 MiB). */
+  ringBytes?: number;
+  /** How long a replica's ring reader spins after a record before sleeping (µs, default 50). */
+  ringSpinMicros?: number;
   /** Where divergences and replica failures are reported (default console.error). */
   log?: (msg: string) => void;
 }
@@ -49,6 +74,12 @@ export interface HeronReply {
   /** The replica whose reply came first. */
   from: { partition: number; replica: number };
   timing: Timing;
+  /**
+   * When the launcher put it into the ring and when the first reply arrived (a duplicate: the first's; µs of the host's
+   * monotonic clock, like `timing.arrived`/`timing.sent`).
+   */
+  orderedAt: number;
+  repliedAt: number;
   /** How the first replica merged it. */
   decision: Decision;
 }
@@ -82,8 +113,21 @@ interface Waiter {
 
 /** Replies kept to answer duplicates; an older duplicate waits for nothing and is refused. */
 const RECENT_REPLIES = 100_000;
+/**
+ * With in-memory ordering the launcher tells duplicates itself, before the log does: the log
+ * forgets digests after this many appends, the launcher after twice as many, so it never takes
+ * for new what the log would call a duplicate (the two would then disagree on timestamps).
+ */
+const MEMORY_DEDUP_WINDOW = 100_000;
+/** How long an append waits for a replica to make room in the ring before dropping it. */
+const RING_STALL_MS = 100;
 
 const key = (partition: number, replica: number): string => `${partition}.${replica}`;
+
+/** A delivery as the socket carries it (the decoded transaction stays behind). */
+function socketDelivery(d: Delivered): Delivered {
+  return { ts: d.ts, body: d.body, auth: d.auth, dest: d.dest, ...(d.table ? { table: d.table } : {}) };
+}
 
 export class HeronCluster {
   private readonly conns = new Map<string, Conn>();
@@ -117,6 +161,17 @@ export class HeronCluster {
   private dupWaiters: { ts: bigint; resolve: (r: HeronReply) => void }[] = [];
   private readonly partitionOf: (id: string) => number;
   private readonly log: (m: string) => void;
+  readonly ordering: Ordering;
+  /** Replicas the ring dropped (they fell behind it): delivered to over their socket. */
+  private readonly socketFed = new Set<string>();
+  /** In-memory ordering: the next timestamp, digests ordered (for duplicates), log appends in flight. */
+  private nextTs = 1n;
+  private readonly ordered = new Map<string, bigint>();
+  private readonly appending = new Set<Promise<void>>();
+  /** When each transaction not answered yet went into the ring. */
+  private readonly orderedAt = new Map<bigint, number>();
+  /** Why the cluster refuses submissions (the background log failed or disagreed). */
+  private failure: Error | null = null;
 
   private constructor(
     readonly app: App,
@@ -124,7 +179,10 @@ export class HeronCluster {
     private readonly sequencer: EmbeddedSequencer,
     private server: Server | null,
     readonly replicas: Map<string, RoleProcess>,
+    private readonly launcherStore: NativeStore,
+    private readonly ring: NativeRingProducer,
   ) {
+    this.ordering = opts.ordering ?? 'synced';
     this.partitionOf = partitionerOf(app, opts.partitions);
     this.log = opts.log ?? ((m) => console.error(m));
     // Speculation is off: a guess is retired by comparing a transaction's whole write set
@@ -142,9 +200,22 @@ export class HeronCluster {
     if (size.errors.length > 0) throw new RangeError(`heron: ${size.errors.join('; ')}`);
     // Said here, not where a file is parsed, so every way of starting a cluster says it once.
     for (const w of size.warnings) (opts.log ?? ((m: string) => console.error(m)))(w);
+    const ordering = opts.ordering ?? 'synced';
+    if (ordering !== 'synced' && ordering !== 'memory') throw new RangeError(`ordering must be 'synced' or 'memory', got ${String(ordering)}`);
     const secret = loadOrCreateSecret(opts.dir);
-    const sequencer = new EmbeddedSequencer(join(opts.dir, 'log'));
-    const cluster = new HeronCluster(app, opts, sequencer, null, new Map());
+    // The ring lives in the launcher's own store, which replicas attach to like any peer.
+    const launcherStore = NativeStore.create({ dir: opts.dir, name: RING_STORE, secret: Buffer.from(secret) });
+    let ring: NativeRingProducer;
+    let sequencer: EmbeddedSequencer;
+    try {
+      ring = launcherStore.heronRing({ partitions: opts.partitions, replicas: opts.replicas, capacity: opts.ringBytes ?? RING_BYTES });
+      if (ring.region !== RING_REGION) throw new Error(`the ring got region ${ring.region}, expected ${RING_REGION}`);
+      sequencer = new EmbeddedSequencer(join(opts.dir, 'log'), ordering === 'memory' ? { dedupWindow: MEMORY_DEDUP_WINDOW } : {});
+    } catch (e) {
+      launcherStore.close();
+      throw e;
+    }
+    const cluster = new HeronCluster(app, opts, sequencer, null, new Map(), launcherStore, ring);
     const hellos = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
     const helloFrom = (k: string) =>
       new Promise<void>((resolve, reject) => {
@@ -185,8 +256,9 @@ export class HeronCluster {
         '--dir', opts.dir, '--app', loaded.spec,
         '--partitions', String(opts.partitions), '--replicas', String(opts.replicas),
         '--partition', String(h), '--replica', String(q), '--grace-ms', String(opts.graceMs ?? 2),
-        '--transfer-bytes', String(opts.transferBytes ?? 8 << 20),
+        '--transfer-bytes', String(opts.transferBytes ?? 1 << 20),
         ...(opts.preExecution === true ? ['--report-writes'] : []),
+        ...(opts.ringSpinMicros !== undefined ? ['--ring-spin-us', String(opts.ringSpinMicros)] : []),
       ];
       const starting: Promise<void>[] = [];
       for (let h = 0; h < opts.partitions; h++) {
@@ -194,6 +266,10 @@ export class HeronCluster {
           starting.push(
             RoleProcess.start('heron-replica', args(h, q), { readyTimeoutMs: 60_000 }).then((p) => {
               cluster.replicas.set(key(h, q), p);
+              // A replica that exited keeps its place in the ring until the ring next fills: the
+              // producer then stops waiting for it after its stall budget. (Retiring it from
+              // here would call into the addon from an exit path, which is unsafe while this
+              // process itself is exiting.)
               void p.exited.then((e) => {
                 if (!cluster.closed) cluster.log(`heron: replica ${key(h, q)} exited (${e.signal ?? `code ${e.code}`}): ${p.stderr.trim()}`);
               });
@@ -207,8 +283,37 @@ export class HeronCluster {
       await cluster.close();
       throw e;
     }
-    sequencer.subscribe(0n, (batch) => cluster.multicast(batch));
+    if (ordering === 'synced') {
+      sequencer.subscribe(0n, (batch) => cluster.multicast(batch));
+      return cluster;
+    }
+    // In-memory ordering: what an earlier run logged is replayed from the log first; new
+    // transactions are multicast as they are ordered, so the log's own delivery stops there.
+    const replayed = sequencer.lastTs;
+    cluster.nextTs = replayed + 1n;
+    await new Promise<void>((resolve, reject) => {
+      if (replayed === 0n) resolve();
+      sequencer.subscribe(
+        0n,
+        (batch) => {
+          const old = batch.filter((x) => x.ts <= replayed);
+          if (old.length === 0) return;
+          for (const { ts, tx } of old) cluster.rememberOrdered(tx.digest, ts);
+          cluster.multicast(old);
+          if ((old[old.length - 1]?.ts ?? 0n) >= replayed) resolve();
+        },
+        reject,
+      );
+    });
     return cluster;
+  }
+
+  private rememberOrdered(digest: string, ts: bigint): void {
+    this.ordered.set(digest, ts);
+    if (this.ordered.size > 2 * MEMORY_DEDUP_WINDOW) {
+      const oldest = this.ordered.keys().next();
+      if (!oldest.done) this.ordered.delete(oldest.value);
+    }
   }
 
   /** Destination set of a transaction's declared objects. */
@@ -216,22 +321,47 @@ export class HeronCluster {
     return destinations(objects, this.partitionOf);
   }
 
+  /**
+   * Appends the batch to the ring once (every replica reads it there); replicas the ring
+   * dropped for falling behind get their partition's part over their socket instead.
+   */
   private multicast(batch: Sequenced[]): void {
-    const perPartition = new Map<number, Delivered[]>();
-    for (const { ts, tx } of batch) {
-      const dest = this.destinations(tx.objects);
-      for (const h of dest) {
-        const list = perPartition.get(h) ?? [];
-        const table = this.tables.get(tx.digest);
-        list.push({ ts, body: tx.body, auth: tx.auth, dest, ...(table ? { table } : {}) });
-        perPartition.set(h, list);
-      }
+    const deliveries: Delivered[] = batch.map(({ ts, tx }) => {
+      const table = this.tables.get(tx.digest);
+      this.tables.delete(tx.digest);
+      return { ts, body: tx.body, auth: tx.auth, dest: this.destinations(tx.objects), ...(table ? { table } : {}) };
+    });
+    const records: RingRecordIn[] = deliveries.map((d, i) => ({ ts: d.ts, dest: d.dest, payload: encodeRingPayload(batch[i]?.tx.bytes ?? Buffer.alloc(0), d.table) }));
+    for (const d of deliveries) for (const h of d.dest) this.lastDelivered.set(h, d.ts);
+    const now = monotonicMicros();
+    for (const d of deliveries) this.orderedAt.set(d.ts, now);
+    if (this.orderedAt.size > RECENT_REPLIES) {
+      // Transactions no replica answered (their partition is gone) stop being timed.
+      const oldest = this.orderedAt.keys().next();
+      if (!oldest.done) this.orderedAt.delete(oldest.value);
     }
-    for (const { tx } of batch) this.tables.delete(tx.digest);
-    for (const [h, txs] of perPartition) {
-      this.lastDelivered.set(h, txs[txs.length - 1]?.ts ?? 0n);
-      for (let q = 0; q < this.opts.replicas; q++) this.conns.get(key(h, q))?.send({ t: 'deliver', txs });
+    for (const dropped of this.ring.push(records, RING_STALL_MS)) this.fellBehind(dropped);
+    for (const k of this.socketFed) {
+      const h = Number(k.split('.')[0]);
+      const txs = deliveries.filter((d) => d.dest.includes(h));
+      if (txs.length > 0) this.conns.get(k)?.send({ t: 'deliver', txs });
     }
+  }
+
+  /**
+   * A replica the ring stopped waiting for: it is sent what it had not read, and from now on
+   * its partition's part of every batch, over its socket. It skips redeliveries by timestamp,
+   * so what it also reads from the ring before noticing does no harm.
+   */
+  private fellBehind(d: DroppedConsumer): void {
+    const k = key(Math.floor(d.consumer / this.opts.replicas), d.consumer % this.opts.replicas);
+    this.socketFed.add(k);
+    if (this.closed || (this.replicas.get(k)?.exitStatus ?? null) !== null) return;
+    this.log(
+      `heron: replica ${k} fell ${RING_STALL_MS} ms behind the ordered stream's ring; delivering to it over its socket${d.lost ? ' (where it stopped reading is unknown: it catches up by state transfer)' : ''}`,
+    );
+    const txs = d.records.map((r) => socketDelivery(decodeRingRecord(r.ts, r.dest, r.payload)));
+    if (txs.length > 0) this.conns.get(k)?.send({ t: 'deliver', txs });
   }
 
   private onReplica(msg: FromReplica): void {
@@ -247,7 +377,18 @@ export class HeronCluster {
       const seen = this.outcomes.get(msg.ts);
       if (seen === undefined) {
         const w = this.waiters.get(msg.ts);
-        const reply: HeronReply = { ts: msg.ts, outcome: msg.outcome, dest: w?.dest ?? [], from: { partition: msg.partition, replica: msg.replica }, timing: msg.timing, decision: msg.decision };
+        const orderedAt = this.orderedAt.get(msg.ts) ?? 0;
+        this.orderedAt.delete(msg.ts);
+        const reply: HeronReply = {
+          ts: msg.ts,
+          outcome: msg.outcome,
+          dest: w?.dest ?? [],
+          from: { partition: msg.partition, replica: msg.replica },
+          timing: msg.timing,
+          orderedAt,
+          repliedAt: monotonicMicros(),
+          decision: msg.decision,
+        };
         this.remember(reply);
         if (w) {
           this.waiters.delete(msg.ts);
@@ -296,28 +437,65 @@ export class HeronCluster {
    */
   async submit(tx: Transaction): Promise<HeronReply> {
     if (this.closed) throw new Error('heron cluster is closed');
+    if (this.failure) throw this.failure;
     const decoded = admitTx(this.app, tx);
     const dest = this.destinations(decoded.objects);
     if (this.preExecutor) {
       const [result] = this.preExecutor.run([decoded]);
       if (result) this.tables.set(result[0], result[1]);
     }
+    if (this.ordering === 'memory') return this.orderInMemory(decoded, dest);
     const accepted = await this.sequencer.submit(decoded);
-    if (accepted.duplicate) {
-      // The same body again (the log deduplicates by digest): answer with the first reply.
-      const known = this.recent.get(accepted.ts);
-      if (!known && this.outcomes.has(accepted.ts)) {
-        throw new Error(`transaction is a duplicate of ts ${accepted.ts}, whose reply is no longer kept`);
-      }
-      const first = known ?? (await new Promise<HeronReply>((resolve) => this.dupWaiters.push({ ts: accepted.ts, resolve })));
-      return { ...first, dest };
-    }
+    if (accepted.duplicate) return this.duplicateOf(accepted.ts, dest);
     const early = this.early.get(accepted.ts);
     if (early) {
       this.early.delete(accepted.ts);
       return { ...early, dest };
     }
     return new Promise((resolve) => this.waiters.set(accepted.ts, { resolve, dest }));
+  }
+
+  /** The same body again (the log deduplicates by digest): answers with the first reply. */
+  private async duplicateOf(ts: bigint, dest: number[]): Promise<HeronReply> {
+    const known = this.recent.get(ts);
+    if (!known && this.outcomes.has(ts)) {
+      throw new Error(`transaction is a duplicate of ts ${ts}, whose reply is no longer kept`);
+    }
+    const first = known ?? (await new Promise<HeronReply>((resolve) => this.dupWaiters.push({ ts, resolve })));
+    return { ...first, dest };
+  }
+
+  /**
+   * In-memory ordering: the launcher is the log's only writer, so the timestamp the log will
+   * give is the next one (duplicates aside, which the launcher tells itself, see
+   * MEMORY_DEDUP_WINDOW). The transaction goes into the ring at once; the log write and fsync
+   * follow in the background, and a log that fails or disagrees stops the cluster's intake.
+   */
+  private orderInMemory(decoded: DecodedTx, dest: number[]): Promise<HeronReply> {
+    const seen = this.ordered.get(decoded.digest);
+    if (seen !== undefined) {
+      this.tables.delete(decoded.digest);
+      return this.duplicateOf(seen, dest);
+    }
+    const ts = this.nextTs++;
+    this.rememberOrdered(decoded.digest, ts);
+    const reply = new Promise<HeronReply>((resolve) => this.waiters.set(ts, { resolve, dest }));
+    this.multicast([{ ts, tx: decoded }]);
+    const logged = this.sequencer.submit(decoded).then(
+      (a) => {
+        if (a.ts !== ts || a.duplicate) this.fail(new Error(`heron: ORDER MISMATCH: the launcher delivered ts ${ts}, the log gave ${a.ts}${a.duplicate ? ' (a duplicate)' : ''}`));
+      },
+      (e: unknown) => this.fail(new Error(`heron: the log failed behind in-memory ordering: ${e instanceof Error ? e.message : String(e)}`)),
+    );
+    this.appending.add(logged);
+    void logged.finally(() => this.appending.delete(logged));
+    return reply;
+  }
+
+  private fail(e: Error): void {
+    if (this.failure) return;
+    this.failure = e;
+    this.log(e.message);
   }
 
   private remember(reply: HeronReply): void {
@@ -399,6 +577,8 @@ export class HeronCluster {
     if (!wasClosed) {
       // Replicas still behind need their peers' memory to finish (remote reads): stop together.
       if (!(await this.settle())) this.log('heron: replicas did not catch up within 30 s; stopping anyway');
+      // In-memory ordering: what was delivered reaches the disk before the log closes.
+      await Promise.all([...this.appending]);
       await this.sequencer.close().catch(() => undefined);
     }
     const summaries: ReplicaSummary[] = [];
@@ -411,6 +591,7 @@ export class HeronCluster {
     );
     await this.server?.close();
     this.server = null;
+    if (!wasClosed) this.launcherStore.close();
     return summaries.sort((a, b) => a.partition - b.partition || a.replica - b.replica);
   }
 }

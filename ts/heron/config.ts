@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { builtinApps } from '../apps/index.js';
 import type { HeronOptions } from './cluster.js';
+import { ORDERINGS } from './messages.js';
 
 /** Everything a cluster file may say; the directory is given where the cluster starts. */
 export type HeronConfig = Omit<HeronOptions, 'dir' | 'log'>;
@@ -17,13 +18,15 @@ interface IntKey {
   max: number;
 }
 
-const KEYS: Record<string, { required: boolean; type: 'app' | 'boolean' | IntKey }> = {
+const KEYS: Record<string, { required: boolean; type: 'app' | 'boolean' | 'ordering' | IntKey }> = {
   app: { required: true, type: 'app' },
   partitions: { required: true, type: { kind: 'int', min: 1, max: 1024 } },
   replicas: { required: true, type: { kind: 'int', min: 1, max: 31 } },
   preExecution: { required: false, type: 'boolean' },
   graceMs: { required: false, type: { kind: 'int', min: 0, max: 60_000 } },
-  transferBytes: { required: false, type: { kind: 'int', min: 1, max: 1 << 30 } },
+  transferBytes: { required: false, type: { kind: 'int', min: 2, max: 1 << 30 } },
+  ordering: { required: false, type: 'ordering' },
+  ringBytes: { required: false, type: { kind: 'int', min: 4096, max: 1 << 30 } },
 };
 
 /** Most replicas per partition (f = 3). */
@@ -96,6 +99,8 @@ export function parseHeronConfig(text: string, source: string): HeronConfig {
       if (typeof v !== 'string' || v.trim() === '') {
         fail(`"app" must be a built-in app (${Object.keys(builtinApps).join(', ')}), a module path or a package, got ${JSON.stringify(v)}`);
       }
+    } else if (t === 'ordering') {
+      if (!ORDERINGS.some((o) => o === v)) fail(`"ordering" must be ${ORDERINGS.map((o) => JSON.stringify(o)).join(' or ')}, got ${JSON.stringify(v)}`);
     } else if (t === 'boolean') {
       if (typeof v !== 'boolean') fail(`"${key}" must be true or false, got ${JSON.stringify(v)}`);
     } else if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < t.min || v > t.max) {

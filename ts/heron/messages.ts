@@ -1,8 +1,9 @@
 // What the launcher (multicast side) and partition replicas say to each other over the wire.
+import { Packr } from 'msgpackr';
 import type { LookupTable, Outcome } from '../app/exec.js';
 import type { Write } from '../app/state.js';
 import type { Decision } from '../pipeline/merge.js';
-import type { Authenticator } from '../app/tx.js';
+import { decodeTx, splitTxBytes, type Authenticator, type DecodedTx } from '../app/tx.js';
 
 export const REPLICA_ROLE = 'heron-replica';
 export const HERON_SOCKET = 'heron.sock';
@@ -13,6 +14,22 @@ export const TRANSFER_REGION = 1;
 
 export const storeName = (partition: number, replica: number): string => `heron-p${partition}r${replica}`;
 
+/** The launcher's store, holding the ordered stream's ring (its first region). */
+export const RING_STORE = 'heron-launcher';
+export const RING_REGION = 0;
+/** Default bytes of records the ring holds. */
+export const RING_BYTES = 16 << 20;
+
+/**
+ * When a transaction is handed to the replicas: `synced` once the log holds it on disk (it
+ * survives anything the disk survives), `memory` as soon as it has its timestamp, the log
+ * written and synced in the background (see docs/heron.md for what each survives).
+ */
+export type Ordering = 'synced' | 'memory';
+export const ORDERINGS: readonly Ordering[] = ['synced', 'memory'];
+/** A replica's ring reader spins this long after its last record before it sleeps (µs). */
+export const DEFAULT_RING_SPIN_MICROS = 50;
+
 /** One transaction as the multicast delivers it to a partition. */
 export interface Delivered {
   ts: bigint;
@@ -21,6 +38,31 @@ export interface Delivered {
   dest: number[];
   /** The pre-executor's lookup table, the same for every destination (absent: none). */
   table?: LookupTable;
+  /** The transaction decoded where it arrived (the ring path), so it is not decoded again. */
+  tx?: DecodedTx;
+  /** When the replica took it from the ring (µs of the host's monotonic clock). */
+  arrived?: number;
+}
+
+// Tables hold bigint versions and bytes: the wire's msgpack settings.
+const packr = new Packr({ useRecords: false, int64AsType: 'bigint', copyBuffers: true });
+
+/** A ring record's payload: the `tx.v1` bytes, then the lookup table if there is one. */
+export function encodeRingPayload(txBytes: Uint8Array, table: LookupTable | undefined): Buffer {
+  return table ? Buffer.concat([txBytes, packr.pack(table)]) : Buffer.from(txBytes.buffer, txBytes.byteOffset, txBytes.byteLength);
+}
+
+/** The delivery a ring record holds, decoded once; throws naming `ts` if it does not decode. */
+export function decodeRingRecord(ts: bigint, dest: number[], payload: Uint8Array): Delivered {
+  try {
+    const { end } = splitTxBytes(payload);
+    const tx = decodeTx(payload.subarray(0, end));
+    const d: Delivered = { ts, body: tx.body, auth: tx.auth, dest, tx };
+    if (end < payload.length) d.table = packr.unpack(payload.subarray(end)) as LookupTable;
+    return d;
+  } catch (e) {
+    throw new Error(`ring record ${ts} does not decode: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
 
 export type ToReplica = { t: 'deliver'; txs: Delivered[] };
@@ -53,4 +95,14 @@ export interface Timing {
    * how long they waited beyond the majority (µs). */
   graceWaits: number;
   graceMicros: number;
+  /**
+   * When the replica took the transaction from the ring and when it sent this reply, in µs of
+   * the host's monotonic clock (every process on the host reads the same one): with the
+   * launcher's own stamps they split "ordering" into its legs.
+   */
+  arrived?: number;
+  sent?: number;
 }
+
+/** µs of the host's monotonic clock, comparable between the host's processes. */
+export const monotonicMicros = (): number => Number(process.hrtime.bigint() / 1000n);

@@ -7,17 +7,20 @@
 import type { App } from '../app/app.js';
 import { execute, hintsFrom, type Hints, type LookupTable, type Natives, type Outcome, type StateSource, type Versioned } from '../app/exec.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
-import type { NativeCoordinator, NativeTransfer, TransferRequest } from '../binding.js';
+import type { NativeCoordinator, NativeTransfer } from '../binding.js';
 import { staleReads, type Decision } from '../pipeline/merge.js';
 import { NativePrimaryStore } from '../pipeline/store-adapter.js';
-import { RemoteStore, Store } from '../store.js';
+import { NO_HANDLE, RemoteStore, Store, type ReadResult } from '../store.js';
 import { nextDigest, DIGEST_ZERO } from './digest.js';
 import { COORD_REGION, TRANSFER_REGION, storeName, type Delivered, type FromReplica, type Timing } from './messages.js';
 import { destinations, partitionerOf } from './partition.js';
-import { decodeShipment, encodeShipment, UpdateLog, type ShippedObject } from './transfer.js';
 
 export const PHASE_DELIVERED = 2;
 export const PHASE_EXECUTED = 4;
+/** `coordinateSync`'s statuses and where its replica bitmaps start (see the binding). */
+const COORD_PENDING = 0;
+const COORD_COMPLETE = 1;
+const COORD_MASKS = 5;
 
 export interface ReplicaOptions {
   dir: string;
@@ -32,9 +35,13 @@ export interface ReplicaOptions {
   graceMs?: number;
   /** A coordination without a majority by then fails the replica (default 30 s). */
   timeoutMs?: number;
+  /** A coordination checks the entries this long before it sleeps (default 30 µs). */
+  coordSpinMicros?: number;
+  /** A coordination waits on the replica's own thread this long, then on the pool (default 5 ms). */
+  coordBudgetMicros?: number;
   /** Report the digest (and announce how far it applied) every this many transactions (default 16). */
   digestEvery?: number;
-  /** Largest state-transfer shipment one peer can land here, in bytes (default 8 MiB). */
+  /** Bytes of each peer's state-transfer landing slot here: shipments of any size pass through it in chunks of half of it (default 1 MiB). */
   transferSlotBytes?: number;
   /** How long a lagger waits for one peer's shipment before asking the next (default 2 s). */
   transferTimeoutMs?: number;
@@ -60,9 +67,6 @@ export interface ReplicaSummary {
   /** State transfers this replica received, and served. */
   transfers: number;
   served: number;
-  /** Objects in the update log when it stopped, and the log's truncation point. */
-  logSize: number;
-  logHorizon: string;
   /** Merge decisions: pre-executed tables adopted, re-executed; transactions without a table. */
   adopted: number;
   reexecuted: number;
@@ -85,14 +89,11 @@ export class HeronReplica {
   private readonly state: NativePrimaryStore;
   private readonly partitionOf: (id: string) => number;
   private readonly remotes = new Map<number, RemoteStore>();
+  /** Per remote replica (as `remotes`), the handles of the ids resolved there. */
+  private readonly handles = new Map<number, Map<string, number>>();
   private queue: Delivered[] = [];
   private head = 0;
-  private requests: TransferRequest[] = [];
-  private readonly updates = new UpdateLog();
   private transfers = 0;
-  private served = 0;
-  private closing = false;
-  private watching: Promise<void> = Promise.resolve();
   private running: Promise<void> | null = null;
   private lastTs = 0n;
   private applied = 0;
@@ -103,6 +104,8 @@ export class HeronReplica {
   private coordinations = 0;
   private graceWaits = 0;
   private graceMicros = 0;
+  /** `coordinateSync`'s result numbers, reused across waits. */
+  private coordOut = new Float64Array(COORD_MASKS + 2);
   private readonly decisions: Record<Decision, number> = { adopted: 0, reexecuted: 0, executed: 0 };
   private failure: ((e: unknown) => void) | null = null;
   /** Rejects when the replica cannot go on (a coordination timeout, no replica to read from). */
@@ -144,7 +147,7 @@ export class HeronReplica {
         replicas: opts.replicas,
         replica: opts.replica,
         peers: Array.from({ length: opts.replicas }, (_, q) => storeName(opts.partition, q)),
-        slotBytes: opts.transferSlotBytes ?? 8 << 20,
+        slotBytes: opts.transferSlotBytes ?? 1 << 20,
         requestRegion: TRANSFER_REGION,
       });
       return new HeronReplica(opts, store, coordinator, transfer);
@@ -157,7 +160,9 @@ export class HeronReplica {
   /** Attaches to every peer's coordination memory (they start in any order). */
   async connect(timeoutMs = 30_000): Promise<void> {
     await this.coordinator.connect(timeoutMs);
-    this.watching = this.watchRequests();
+    // Peers' state-transfer requests are served by a native thread, from the store, while
+    // this thread executes: it ships the state as of the last prefix `publish`ed.
+    this.transfer.serve();
   }
 
   /** Queues transactions addressed to this partition, in timestamp order. */
@@ -172,29 +177,8 @@ export class HeronReplica {
     });
   }
 
-  /**
-   * Takes state-transfer requests peers write into our memory (the wait runs natively) and
-   * serves them between transactions, where the state is a whole prefix.
-   */
-  private async watchRequests(): Promise<void> {
-    while (!this.closing) {
-      let got: TransferRequest[];
-      try {
-        got = await this.transfer.waitRequests(100);
-      } catch (e) {
-        this.failure?.(e);
-        return;
-      }
-      if (got.length > 0) {
-        this.requests.push(...got);
-        this.kick();
-      }
-    }
-  }
-
   private async run(): Promise<void> {
     for (;;) {
-      for (const r of this.requests.splice(0)) this.serve(r);
       const d = this.queue[this.head];
       if (d === undefined) {
         this.queue = [];
@@ -223,13 +207,15 @@ export class HeronReplica {
     const before = this.lastTs;
     this.lastTs = d.ts;
     const { partition, replica } = this.opts;
-    const tx = decodeTx({ body: d.body, auth: d.auth });
+    // Decoded where it arrived (the ring), or here (the socket).
+    const tx = d.tx ?? decodeTx({ body: d.body, auth: d.auth });
     // The destination set is recomputed, not trusted: every member must agree on it.
     const dest = destinations(tx.objects, this.partitionOf);
     if (dest.join() !== d.dest.join() || !dest.includes(partition)) {
       throw new Error(`transaction ${d.ts} was delivered to partition ${partition} with destinations [${d.dest.join()}], but its objects give [${dest.join()}]`);
     }
     const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0, graceWaits: 0, graceMicros: 0 };
+    if (d.arrived !== undefined) timing.arrived = d.arrived;
     let outcome: Outcome;
     let writes: [string, Uint8Array | null][];
     let decision: Decision;
@@ -259,6 +245,9 @@ export class HeronReplica {
     this.applied++;
     this.decisions[decision]++;
     this.digest = nextDigest(this.digest, d.ts, writes);
+    // The prefix through d.ts is in the store: state transfers may ship it from now on.
+    this.transfer.publish(d.ts, this.applied, this.digest);
+    timing.sent = nowMicros();
     this.opts.send({ t: 'outcome', ts: d.ts, outcome, partition, replica, timing, decision, ...(this.opts.reportWrites ? { writes } : {}) });
     if (this.applied % (this.opts.digestEvery ?? 16) === 0) {
       this.opts.send({ t: 'digest', partition, replica, applied: this.applied, ts: d.ts, digest: this.digest });
@@ -268,22 +257,12 @@ export class HeronReplica {
 
   /**
    * Shows the partition's peers how far this replica applied (its entry at phase 4 of its last
-   * timestamp: true of every earlier transaction too) and truncates the update log past the
-   * point every replica of the partition applied, as their entries show it.
+   * timestamp: true of every earlier transaction too). State transfer needs no log to truncate:
+   * the store keeps every object's newest version with its timestamp.
    */
   private checkpoint(): void {
-    const { partition, replicas } = this.opts;
+    const { partition } = this.opts;
     if (this.lastTs > 0n) this.coordinator.announce(this.lastTs, PHASE_EXECUTED, [partition]);
-    const entries = this.coordinator.entries();
-    let point: bigint | null = null;
-    for (let q = 0; q < replicas; q++) {
-      const e = entries[partition * replicas + q];
-      if (!e) return;
-      // At phase 2 of ts, everything before ts was applied.
-      const applied = e.phase >= PHASE_EXECUTED ? e.ts : e.ts > 0n ? e.ts - 1n : 0n;
-      point = point === null || applied < point ? applied : point;
-    }
-    if (point !== null) this.updates.truncate(point);
   }
 
   /** Peers to ask, in order: those whose entry shows `ts` executed first, from our right. */
@@ -300,92 +279,88 @@ export class HeronReplica {
 
   /**
    * Asks peers in turn for every object updated after our last applied timestamp, each for up
-   * to the transfer timeout, until one ships; installs the shipment and adopts its prefix.
+   * to the transfer timeout, until one ships a prefix covering `ts`. The shipment is installed
+   * natively, chunk by chunk, before the wait resolves; this replica then adopts the server's
+   * prefix (timestamp, applied count, digest), so digests keep agreeing.
    */
   private async catchUp(ts: bigint, why: string): Promise<void> {
     const since = this.lastTs;
     const started = nowMicros();
     const deadline = Date.now() + (this.opts.timeoutMs ?? 30_000);
     const tried: string[] = [];
+    let [objects, bytes] = [0, 0];
     while (Date.now() < deadline) {
       for (const server of this.servers(ts)) {
-        let number: number;
+        let got: Awaited<ReturnType<NativeTransfer['receive']>>;
         try {
-          number = this.transfer.request(server, since);
+          const number = this.transfer.request(server, this.lastTs);
+          got = await this.transfer.receive(server, number, this.opts.transferTimeoutMs ?? 2000);
         } catch (e) {
           tried.push(`${server}: ${e instanceof Error ? e.message : String(e)}`);
           continue;
         }
-        const got = await this.transfer.waitShipment(server, number, this.opts.transferTimeoutMs ?? 2000);
         if (got === null) {
           tried.push(`${server}: no shipment in time`);
           continue;
         }
-        const s = decodeShipment(got);
-        if (s.upTo < ts) {
-          tried.push(`${server}: shipped only up to ${s.upTo}`);
+        objects += got.objects;
+        bytes += got.bytes;
+        // Installed already: the store holds the server's state as of `upTo`, a prefix at
+        // least as long as ours, even when it does not reach `ts` yet.
+        if (got.upTo > this.lastTs) {
+          this.lastTs = got.upTo;
+          this.applied = got.applied;
+          this.digest = got.digest;
+          this.transfer.publish(this.lastTs, this.applied, this.digest);
+        }
+        if (got.upTo < ts) {
+          tried.push(`${server}: shipped only up to ${got.upTo}`);
           continue;
         }
-        this.install(s.objects);
-        this.lastTs = s.upTo;
-        this.applied = s.applied;
-        this.digest = s.digest;
         this.transfers++;
         this.checkpoint();
         const { partition, replica } = this.opts;
-        this.opts.send({ t: 'transferred', partition, replica, from: server, since, ts: s.upTo, objects: s.objects.length, bytes: got.length, micros: nowMicros() - started });
+        this.opts.send({ t: 'transferred', partition, replica, from: server, since, ts: got.upTo, objects, bytes, micros: nowMicros() - started });
         return;
       }
     }
     throw new Error(`transaction ${ts}: lagging (${why}) and no peer shipped state within ${this.opts.timeoutMs ?? 30_000} ms (${tried.join('; ')})`);
   }
 
-  private install(objects: readonly ShippedObject[]): void {
-    if (objects.length === 0) return;
-    this.state.write(objects.map((o) => [o.id, o.version, o.value]));
-    for (const o of objects) this.updates.record(o.id, o.version);
-  }
-
-  /** Ships every object updated after the lagger's timestamp, with our prefix. */
-  private serve(r: TransferRequest): void {
-    const ids = this.updates.since(r.since);
-    if (ids === null) {
-      // Cannot happen while truncation follows the entries; the lagger asks another peer.
-      console.error(`heron: replica ${this.opts.partition}.${this.opts.replica} cannot serve state since ${r.since}: its log starts at ${this.updates.horizon}`);
-      return;
-    }
-    const found = this.store.get(ids.map(([id]) => id));
-    const objects: ShippedObject[] = [];
-    ids.forEach(([id], i) => {
-      const f = found[i];
-      if (f?.status === 'value') objects.push({ id, version: f.version, value: f.value });
-      else if (f?.status === 'deleted') objects.push({ id, version: f.version, value: null });
-    });
-    const data = encodeShipment({ upTo: this.lastTs, applied: this.applied, digest: this.digest, objects });
-    try {
-      this.transfer.ship(r.replica, r.number, data);
-      this.served++;
-    } catch (e) {
-      console.error(`heron: replica ${this.opts.partition}.${this.opts.replica} could not ship to ${r.replica}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  }
-
-  /** Replicas (per involved partition, in `dest` order) that reached the phase. */
+  /**
+   * Replicas (per involved partition, in `dest` order) that reached the phase. The wait runs on
+   * this thread for up to the budget (a spin, then a futex sleep until a peer announces): the
+   * replica has nothing else to do before this transaction is coordinated, and a pool hop costs
+   * more than the whole wait in the common case. Longer waits go on on the pool (`finish`), so
+   * the process stays responsive through a slow peer or a timeout.
+   */
   private async coordinate(ts: bigint, phase: number, dest: number[], timing: Timing): Promise<number[][]> {
-    const r = await this.coordinator.coordinate(ts, phase, dest, this.opts.graceMs ?? 2, this.opts.timeoutMs ?? 30_000);
+    const { graceMs = 2, timeoutMs = 30_000, coordSpinMicros = 30, coordBudgetMicros = 5000 } = this.opts;
+    if (this.coordOut.length < COORD_MASKS + dest.length) this.coordOut = new Float64Array(COORD_MASKS + dest.length);
+    let r: Float64Array = this.coordOut;
+    const status = this.coordinator.coordinateSync(ts, phase, Uint32Array.from(dest), graceMs, timeoutMs, coordSpinMicros, coordBudgetMicros, r);
+    if (status === COORD_PENDING) r = await this.coordinator.finish();
     this.coordinations++;
-    if (!r.complete) {
+    const [complete, majorityMicros, waitedMicros] = [r[0] === COORD_COMPLETE, r[1] ?? 0, r[2] ?? 0];
+    if (!complete) {
       timing.delayed++;
       this.delayed++;
     }
-    if (!r.complete || r.waitedMicros > r.majorityMicros) {
-      const beyond = r.waitedMicros - r.majorityMicros;
+    if (!complete || waitedMicros > majorityMicros) {
+      const beyond = waitedMicros - majorityMicros;
       timing.graceWaits++;
       timing.graceMicros += beyond;
       this.graceWaits++;
       this.graceMicros += beyond;
     }
-    return r.replicas;
+    const replicas: number[][] = [];
+    for (let i = 0; i < dest.length; i++) {
+      const mask = r[COORD_MASKS + i] ?? 0;
+      const got: number[] = [];
+      for (let q = 0; q < this.opts.replicas; q++) if ((mask >>> q) & 1) got.push(q);
+      replicas.push(got);
+    }
+    return replicas;
   }
 
   private local(id: string): Versioned {
@@ -400,7 +375,6 @@ export class HeronReplica {
   private write(writes: [string, Uint8Array | null][], ts: bigint): void {
     if (writes.length === 0) return;
     this.state.write(writes.map(([id, value]) => [id, ts, value]));
-    for (const [id] of writes) this.updates.record(id, ts);
   }
 
   /**
@@ -559,6 +533,7 @@ export class HeronReplica {
         } catch (e) {
           // The peer is gone (Algorithm 2, lines 19-21): forget it and try another.
           this.remotes.delete(h * this.opts.replicas + q);
+          this.handles.delete(h * this.opts.replicas + q);
           this.remoteRetries++;
           errors.push(`replica ${h}.${q}: ${e instanceof Error ? e.message : String(e)}`);
         }
@@ -573,14 +548,35 @@ export class HeronReplica {
     }
   }
 
-  private async readBefore(h: number, q: number, ids: string[], ts: bigint) {
+  /**
+   * `get_before(ts)` of `ids` at replica h.q: ids are resolved to handles once (a control
+   * round trip), then read on this thread (a copy out of the shared mapping, no pool hop).
+   */
+  private async readBefore(h: number, q: number, ids: string[], ts: bigint): Promise<ReadResult[]> {
     const key = h * this.opts.replicas + q;
     let r = this.remotes.get(key);
-    if (!r) {
+    let handles = this.handles.get(key);
+    if (!r || !handles) {
       r = await RemoteStore.connect({ dir: this.opts.dir, store: storeName(h, q), secret: this.opts.secret });
+      handles = new Map();
       this.remotes.set(key, r);
+      this.handles.set(key, handles);
     }
-    return r.readBefore(ids.map((id) => ({ id, before: ts })));
+    const cache = handles;
+    const missing = ids.filter((id) => !cache.has(id));
+    if (missing.length > 0) {
+      const got = await r.handles(missing);
+      // An id the owner does not hold yet reads as absent, and is resolved again next time.
+      missing.forEach((id, i) => {
+        const handle = got[i] ?? NO_HANDLE;
+        if (handle !== NO_HANDLE) cache.set(id, handle);
+      });
+    }
+    const batch = r.readMany(
+      Uint32Array.from(ids, (id) => cache.get(id) ?? NO_HANDLE),
+      new BigUint64Array(ids.length).fill(ts),
+    );
+    return ids.map((_, i) => batch.result(i));
   }
 
   summary(): ReplicaSummary {
@@ -597,9 +593,7 @@ export class HeronReplica {
       graceWaits: this.graceWaits,
       graceMicros: this.graceMicros,
       transfers: this.transfers,
-      served: this.served,
-      logSize: this.updates.size,
-      logHorizon: this.updates.horizon.toString(),
+      served: this.transfer.served(),
       ...this.decisions,
     };
   }
@@ -607,8 +601,7 @@ export class HeronReplica {
   /** Finishes what was delivered, then releases the store. */
   async close(): Promise<ReplicaSummary> {
     await this.running;
-    this.closing = true;
-    await this.watching;
+    this.transfer.close();
     const s = this.summary();
     this.store.close();
     return s;

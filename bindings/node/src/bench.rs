@@ -1,10 +1,13 @@
 //! Native timing loops for `remora bench oneside`: one-sided reads and the memcpy baseline,
 //! each operation timed on its own with the same clock so their ratio is fair.
 
-use crate::{js_err, Remote};
+use crate::js_err;
+use crate::remote::Remote;
 use napi::bindgen_prelude::AsyncTask;
 use napi::{Env, Result, Task};
 use napi_derive::napi;
+use remora_core::remote::NO_HANDLE;
+use remora_core::slot::{self, Want};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -54,6 +57,8 @@ pub struct ReadBench {
     pub(crate) remote: Remote,
     pub(crate) ids: Vec<Vec<u8>>,
     pub(crate) iterations: u32,
+    /// Time the allocating snapshot path (`read`, `readSync`) instead of handle reads.
+    pub(crate) snapshots: bool,
 }
 
 impl Task for ReadBench {
@@ -64,13 +69,37 @@ impl Task for ReadBench {
         if ids.is_empty() {
             return Ok(summarise(Vec::new()));
         }
-        self.remote.resolve(&ids).map_err(js_err)?;
+        let handles = self.remote.handles(&ids).map_err(js_err)?;
+        if let Some(i) = handles.iter().position(|&h| h == NO_HANDLE) {
+            return Err(napi::Error::new(
+                napi::Status::InvalidArg,
+                format!(
+                    "benchReads: the owner has no object {}",
+                    remora_core::error::show_id(ids[i])
+                ),
+            ));
+        }
+        let mut out = vec![0u8; slot::MAX_VALUE_LEN];
         let mut failure = None;
-        let ns = timed(self.iterations, |i| {
-            if let Err(e) = self.remote.snapshot(ids[i % ids.len()]).map(black_box) {
-                failure.get_or_insert(e);
-            }
-        });
+        let ns = if self.snapshots {
+            timed(self.iterations, |i| {
+                if let Err(e) = self.remote.snapshot(ids[i % ids.len()]).map(black_box) {
+                    failure.get_or_insert(e);
+                }
+            })
+        } else {
+            timed(self.iterations, |i| {
+                let h = handles[i % handles.len()];
+                match self.remote.read_into(h, Want::Newest, &mut out) {
+                    Ok(m) => {
+                        black_box((m, &mut out));
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            })
+        };
         match failure {
             Some(e) => Err(js_err(e)),
             None => Ok(summarise(ns)),

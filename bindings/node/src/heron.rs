@@ -1,19 +1,23 @@
-//! Heron coordination (crate remora-heron) for JavaScript: the waits run on the libuv pool and
-//! resolve a Promise, so JavaScript never polls coordination memory.
+//! Heron coordination (crate remora-heron) for JavaScript. `coordinateSync` announces and waits
+//! on the calling thread for a bounded budget (a spin, then a futex sleep on the doorbell),
+//! writing its result as numbers into a `Float64Array` the caller owns; only a wait that
+//! outlasts the budget moves to the libuv pool (`finish`), so the common case costs no pool
+//! round trip and builds no JavaScript object.
 
-use napi::bindgen_prelude::{AsyncTask, BigInt, Buffer};
+use napi::bindgen_prelude::{
+    AsyncTask, BigInt, Buffer, Float64Array, Float64ArraySlice, Uint32ArraySlice,
+};
 use napi::{Env, Error, Result, Status, Task};
 use napi_derive::napi;
 use remora_core::{ShmTransport, Store};
-use remora_heron::{
-    Coordinator, Layout, Member, Reached, Request, Transfer, TransferLayout, WaitOptions,
-};
-use std::sync::Arc;
+use remora_heron::{Coordinator, Layout, Member, Pending, Progress, Reached, WaitOptions};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::invalid;
 
-fn heron_err(e: remora_heron::Error) -> Error {
+pub(crate) fn heron_err(e: remora_heron::Error) -> Error {
     Error::new(Status::GenericFailure, e.to_string())
 }
 
@@ -39,6 +43,55 @@ type Shared = Arc<Coordinator<ShmTransport>>;
 #[napi]
 pub struct NativeCoordinator {
     coord: Shared,
+    /// The wait `coordinateSync` left unfinished, for `finish`.
+    pending: Mutex<Option<Pending>>,
+}
+
+/// `coordinateSync`'s and `finish`'s result, by index of the `Float64Array`.
+const STATUS: usize = 0;
+const MAJORITY_MICROS: usize = 1;
+const WAITED_MICROS: usize = 2;
+const FAILED_WRITES: usize = 3;
+const SLEEPS: usize = 4;
+/// Then one replica bitmap per involved partition, in the order asked.
+const MASKS: usize = 5;
+
+/// Status values: the wait outlasted the budget (call `finish`), every replica reached the
+/// phase, or a majority of each partition did and the grace wait ended without the rest.
+const PENDING: u32 = 0;
+const COMPLETE: u32 = 1;
+const MAJORITY: u32 = 2;
+
+fn fill(r: &Reached, out: &mut [f64]) -> u32 {
+    let status = if r.complete { COMPLETE } else { MAJORITY };
+    out[STATUS] = f64::from(status);
+    out[MAJORITY_MICROS] = r.majority_after.as_secs_f64() * 1e6;
+    out[WAITED_MICROS] = r.waited.as_secs_f64() * 1e6;
+    out[FAILED_WRITES] = r.failed_writes as f64;
+    out[SLEEPS] = f64::from(r.sleeps);
+    for (o, &m) in out[MASKS..].iter_mut().zip(&r.masks) {
+        *o = f64::from(m);
+    }
+    status
+}
+
+fn micros(what: &str, v: f64) -> Result<Duration> {
+    if !(v >= 0.0 && v.is_finite() && v <= 3.6e9) {
+        return Err(invalid(format!(
+            "{what} must be 0 to 3600000000 µs, got {v}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(v / 1e6))
+}
+
+fn positive_ts(what: &str, ts: BigInt) -> Result<u64> {
+    let (signed, ts, lossless) = ts.get_u64();
+    if signed || !lossless || ts == 0 {
+        return Err(invalid(format!(
+            "{what}: ts must be a positive 64-bit integer"
+        )));
+    }
+    Ok(ts)
 }
 
 pub(crate) fn create(store: Arc<Store>, opts: CoordinatorOptions) -> Result<NativeCoordinator> {
@@ -49,7 +102,9 @@ pub(crate) fn create(store: Arc<Store>, opts: CoordinatorOptions) -> Result<Nati
         partition: opts.partition,
         replica: opts.replica,
     };
-    let coord = Coordinator::create(store, transport, layout, me, &peers).map_err(heron_err)?;
+    let coord = Coordinator::create(store, transport, layout, me, &peers)
+        .map_err(heron_err)?
+        .ring_doorbells(Path::new(&opts.dir));
     if coord.region() != opts.region {
         return Err(invalid(format!(
             "coordination region got id {}, expected {}: create the coordinator before the store holds objects",
@@ -59,6 +114,7 @@ pub(crate) fn create(store: Arc<Store>, opts: CoordinatorOptions) -> Result<Nati
     }
     Ok(NativeCoordinator {
         coord: Arc::new(coord),
+        pending: Mutex::new(None),
     })
 }
 
@@ -79,7 +135,7 @@ pub struct CoordinateResult {
     pub failed_writes: u32,
 }
 
-fn millis(what: &str, v: f64) -> Result<Duration> {
+pub(crate) fn millis(what: &str, v: f64) -> Result<Duration> {
     if !(v >= 0.0 && v.is_finite() && v <= 3.6e6) {
         return Err(invalid(format!("{what} must be 0 to 3600000 ms, got {v}")));
     }
@@ -110,6 +166,36 @@ impl Task for Coordinate {
             waited_micros: r.waited.as_secs_f64() * 1e6,
             failed_writes: r.failed_writes as u32,
         })
+    }
+}
+
+/// The rest of a wait `coordinateSync` left pending, on a pool thread.
+pub struct Finish {
+    coord: Shared,
+    pending: Option<Pending>,
+    masks: usize,
+}
+
+impl Task for Finish {
+    type Output = Reached;
+    type JsValue = Float64Array;
+    fn compute(&mut self) -> Result<Reached> {
+        let Some(p) = self.pending.take() else {
+            return Err(invalid("finish: no coordination is pending"));
+        };
+        match self.coord.advance(p, Duration::MAX).map_err(heron_err)? {
+            Progress::Reached(r) => Ok(r),
+            // An unbounded advance only ends reached or failed.
+            Progress::Pending(p) => Err(invalid(format!(
+                "finish: the wait for {:?} stopped early",
+                p.target()
+            ))),
+        }
+    }
+    fn resolve(&mut self, _: Env, r: Reached) -> Result<Float64Array> {
+        let mut out = vec![0.0; MASKS + self.masks];
+        fill(&r, &mut out);
+        Ok(Float64Array::new(out))
     }
 }
 
@@ -147,7 +233,7 @@ impl NativeCoordinator {
 
     /// Writes ⟨ts, phase⟩ into every replica of `partitions`, then waits (on a pool thread) for
     /// a majority of each and up to `graceMs` more for the rest; rejects after `timeoutMs`
-    /// without a majority.
+    /// without a majority. `coordinateSync` is the fast path.
     #[napi(ts_return_type = "Promise<CoordinateResult>")]
     pub fn coordinate(
         &self,
@@ -157,20 +243,93 @@ impl NativeCoordinator {
         grace_ms: f64,
         timeout_ms: f64,
     ) -> Result<AsyncTask<Coordinate>> {
-        let (signed, ts, lossless) = ts.get_u64();
-        if signed || !lossless || ts == 0 {
-            return Err(invalid("coordinate: ts must be a positive 64-bit integer"));
-        }
         Ok(AsyncTask::new(Coordinate {
             coord: self.coord.clone(),
-            ts,
+            ts: positive_ts("coordinate", ts)?,
             phase,
             partitions,
-            opts: WaitOptions {
-                grace: millis("graceMs", grace_ms)?,
-                timeout: millis("timeoutMs", timeout_ms)?,
-            },
+            opts: WaitOptions::new(
+                millis("graceMs", grace_ms)?,
+                millis("timeoutMs", timeout_ms)?,
+            ),
         }))
+    }
+
+    /// Writes ⟨ts, phase⟩ into every replica of `partitions`, then waits on this thread for at
+    /// most `budgetMicros`: checking the entries for `spinMicros`, then asleep on this
+    /// replica's doorbell until a peer announces. Writes the result into `out` (at least
+    /// 5 + partitions.length long): [status, majority µs, waited µs, failed writes, sleeps,
+    /// then per partition the bitmap of replicas that reached the phase] and returns the
+    /// status: 1 every replica reached it, 2 a majority of each partition did and the grace
+    /// wait ran out, 0 the budget ran out first (only the status is written; `finish`
+    /// goes on with the wait). Throws the timeout error, as `coordinate` rejects.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn coordinate_sync(
+        &self,
+        ts: BigInt,
+        phase: u32,
+        partitions: Uint32ArraySlice<'_>,
+        grace_ms: f64,
+        timeout_ms: f64,
+        spin_micros: f64,
+        budget_micros: f64,
+        mut out: Float64ArraySlice<'_>,
+    ) -> Result<u32> {
+        let ts = positive_ts("coordinateSync", ts)?;
+        if out.len() < MASKS + partitions.len() {
+            return Err(invalid(format!(
+                "coordinateSync: out holds {} numbers, {} needed for {} partitions",
+                out.len(),
+                MASKS + partitions.len(),
+                partitions.len()
+            )));
+        }
+        let opts = WaitOptions {
+            spin: micros("spinMicros", spin_micros)?,
+            ..WaitOptions::new(
+                millis("graceMs", grace_ms)?,
+                millis("timeoutMs", timeout_ms)?,
+            )
+        };
+        let budget = micros("budgetMicros", budget_micros)?;
+        let progress = self
+            .coord
+            .coordinate_within(ts, phase, &partitions, opts, budget)
+            .map_err(heron_err)?;
+        // SAFETY: this runs synchronously on the JavaScript thread, so no JavaScript touches
+        // `out` until the call returns; the slice lives only until then. (A shared buffer
+        // written by a worker meanwhile would only see numbers overwritten.)
+        let out = unsafe { out.as_mut() };
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(match progress {
+            Progress::Reached(r) => {
+                *pending = None;
+                fill(&r, out)
+            }
+            Progress::Pending(p) => {
+                *pending = Some(p);
+                out[STATUS] = f64::from(PENDING);
+                PENDING
+            }
+        })
+    }
+
+    /// Finishes the wait the last `coordinateSync` left pending (status 0), on a pool thread;
+    /// resolves with the same numbers it would have written.
+    #[napi(ts_return_type = "Promise<Float64Array>")]
+    pub fn finish(&self) -> AsyncTask<Finish> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let masks = pending.as_ref().map_or(0, |p| p.partitions().len());
+        AsyncTask::new(Finish {
+            coord: self.coord.clone(),
+            pending,
+            masks,
+        })
     }
 
     /// Writes ⟨ts, phase⟩ into every replica of `partitions` without waiting: how a replica
@@ -178,10 +337,7 @@ impl NativeCoordinator {
     /// peers could not be written.
     #[napi]
     pub fn announce(&self, ts: BigInt, phase: u32, partitions: Vec<u32>) -> Result<u32> {
-        let (signed, ts, lossless) = ts.get_u64();
-        if signed || !lossless || ts == 0 {
-            return Err(invalid("announce: ts must be a positive 64-bit integer"));
-        }
+        let ts = positive_ts("announce", ts)?;
         let failed = self
             .coord
             .announce(ts, phase, &partitions)
@@ -202,144 +358,5 @@ impl NativeCoordinator {
                 phase: e.phase,
             })
             .collect())
-    }
-}
-
-#[napi(object)]
-pub struct TransferOptions {
-    pub dir: String,
-    pub secret: Buffer,
-    pub replicas: u32,
-    /// This replica's index in its partition.
-    pub replica: u32,
-    /// Store names of this partition's replicas, by replica index.
-    pub peers: Vec<String>,
-    /// Largest shipment one server lands at one lagger, in bytes.
-    pub slot_bytes: u32,
-    /// The ids the request and landing regions must get (every replica creates them at the
-    /// same point, so peers know them).
-    pub request_region: u32,
-}
-
-type SharedTransfer = Arc<Transfer<ShmTransport>>;
-
-/// This replica's state-transfer memory (requests in, shipments in) and its peers', over `shm`.
-#[napi]
-pub struct NativeTransfer {
-    transfer: SharedTransfer,
-}
-
-pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Result<NativeTransfer> {
-    let transport = ShmTransport::new(&opts.dir, &opts.secret).map_err(crate::js_err)?;
-    let layout = TransferLayout {
-        replicas: opts.replicas,
-        slot_bytes: opts.slot_bytes as usize,
-    };
-    let transfer =
-        Transfer::create(store, transport, layout, opts.replica, &opts.peers).map_err(heron_err)?;
-    if transfer.regions().0 != opts.request_region {
-        return Err(invalid(format!(
-            "transfer request region got id {}, expected {}",
-            transfer.regions().0,
-            opts.request_region
-        )));
-    }
-    Ok(NativeTransfer {
-        transfer: Arc::new(transfer),
-    })
-}
-
-#[napi(object)]
-pub struct TransferRequest {
-    pub replica: u32,
-    pub number: u32,
-    pub since: BigInt,
-}
-
-pub struct WaitRequests {
-    transfer: SharedTransfer,
-    timeout: Duration,
-}
-
-impl Task for WaitRequests {
-    type Output = Vec<Request>;
-    type JsValue = Vec<TransferRequest>;
-    fn compute(&mut self) -> Result<Vec<Request>> {
-        self.transfer.wait_requests(self.timeout).map_err(heron_err)
-    }
-    fn resolve(&mut self, _: Env, got: Vec<Request>) -> Result<Vec<TransferRequest>> {
-        Ok(got
-            .into_iter()
-            .map(|r| TransferRequest {
-                replica: r.replica,
-                number: r.number,
-                since: BigInt::from(r.since),
-            })
-            .collect())
-    }
-}
-
-pub struct WaitShipment {
-    transfer: SharedTransfer,
-    server: u32,
-    number: u32,
-    timeout: Duration,
-}
-
-impl Task for WaitShipment {
-    type Output = Option<Vec<u8>>;
-    type JsValue = Option<Buffer>;
-    fn compute(&mut self) -> Result<Option<Vec<u8>>> {
-        self.transfer
-            .wait_shipment(self.server, self.number, self.timeout)
-            .map_err(heron_err)
-    }
-    fn resolve(&mut self, _: Env, got: Option<Vec<u8>>) -> Result<Option<Buffer>> {
-        Ok(got.map(Buffer::from))
-    }
-}
-
-#[napi]
-impl NativeTransfer {
-    /// Asks replica `server` of this partition for every object updated after `since`;
-    /// returns the request number.
-    #[napi]
-    pub fn request(&self, server: u32, since: BigInt) -> Result<u32> {
-        let (signed, since, lossless) = since.get_u64();
-        if signed || !lossless {
-            return Err(invalid("request: since must be a 64-bit unsigned integer"));
-        }
-        self.transfer.request(server, since).map_err(heron_err)
-    }
-
-    /// Resolves with the requests that arrived (each once), or an empty list after `timeoutMs`.
-    #[napi(ts_return_type = "Promise<TransferRequest[]>")]
-    pub fn wait_requests(&self, timeout_ms: f64) -> Result<AsyncTask<WaitRequests>> {
-        Ok(AsyncTask::new(WaitRequests {
-            transfer: self.transfer.clone(),
-            timeout: millis("timeoutMs", timeout_ms)?,
-        }))
-    }
-
-    /// Lands `data` at replica `lagger`, answering its request `number`.
-    #[napi]
-    pub fn ship(&self, lagger: u32, number: u32, data: Buffer) -> Result<()> {
-        self.transfer.ship(lagger, number, &data).map_err(heron_err)
-    }
-
-    /// Resolves with what `server` shipped for request `number`, or null after `timeoutMs`.
-    #[napi(ts_return_type = "Promise<Buffer | null>")]
-    pub fn wait_shipment(
-        &self,
-        server: u32,
-        number: u32,
-        timeout_ms: f64,
-    ) -> Result<AsyncTask<WaitShipment>> {
-        Ok(AsyncTask::new(WaitShipment {
-            transfer: self.transfer.clone(),
-            server,
-            number,
-            timeout: millis("timeoutMs", timeout_ms)?,
-        }))
     }
 }

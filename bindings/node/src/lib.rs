@@ -7,16 +7,19 @@ use napi::bindgen_prelude::{AsyncTask, BigInt, BigUint64Array, Buffer, Uint32Arr
 use napi::{Env, Error, Result, Status, Task};
 use napi_derive::napi;
 use remora_core::stress;
-use remora_core::{AdoptError, ControlServer, Lookup, RemoteStore, Stop, Store, StoreConfig};
+use remora_core::{AdoptError, ControlServer, Lookup, Stop, Store, StoreConfig};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod bench;
 pub mod heron;
+pub mod heron_ring;
+pub mod heron_transfer;
 pub mod log;
 pub mod net;
 pub mod precompile;
+pub mod remote;
 pub mod transports;
 
 fn js_err(e: remora_core::Error) -> Error {
@@ -316,8 +319,20 @@ impl NativeStore {
 
     /// This replica's Heron state-transfer memory: two new remote-writable regions.
     #[napi]
-    pub fn heron_transfer(&self, opts: heron::TransferOptions) -> Result<heron::NativeTransfer> {
-        heron::create_transfer(self.store()?, opts)
+    pub fn heron_transfer(
+        &self,
+        opts: heron_transfer::TransferOptions,
+    ) -> Result<heron_transfer::NativeTransfer> {
+        heron_transfer::create_transfer(self.store()?, opts)
+    }
+
+    /// The launcher's ordered stream: a new remote-writable region replicas read one-sidedly.
+    #[napi]
+    pub fn heron_ring(
+        &self,
+        opts: heron_ring::RingOptions,
+    ) -> Result<heron_ring::NativeRingProducer> {
+        heron_ring::create_producer(self.store()?, opts)
     }
 
     #[napi]
@@ -404,249 +419,6 @@ impl Task for StressWrite {
     }
     fn resolve(&mut self, _: Env, out: f64) -> Result<f64> {
         Ok(out)
-    }
-}
-
-#[napi(object)]
-pub struct RemoteStatsJs {
-    pub reads: f64,
-    pub rejected_busy: f64,
-    pub rejected_checksum: f64,
-    pub rejected_skew: f64,
-    pub rejected_malformed: f64,
-    pub lookups: f64,
-    pub forwards: f64,
-}
-
-type Remote = Arc<RemoteStore<net::AnyPeer>>;
-
-/// Another process's store, read one-sidedly through shared memory, TCP or RDMA.
-#[napi]
-pub struct NativeRemote {
-    remote: Remote,
-}
-
-pub struct Connect {
-    target: net::Target,
-    secret: Vec<u8>,
-}
-
-impl Task for Connect {
-    type Output = Remote;
-    type JsValue = NativeRemote;
-    fn compute(&mut self) -> Result<Remote> {
-        let peer = self.target.attach(&self.secret).map_err(js_err)?;
-        Ok(Arc::new(RemoteStore::new(peer)))
-    }
-    fn resolve(&mut self, _: Env, remote: Remote) -> Result<NativeRemote> {
-        Ok(NativeRemote { remote })
-    }
-}
-
-/// Which read a `Read` task performs.
-enum ReadKind {
-    Resolve,
-    Newest,
-    Before(Vec<u64>),
-}
-
-pub struct Read {
-    remote: Remote,
-    ids: Vec<Vec<u8>>,
-    kind: ReadKind,
-}
-
-impl Task for Read {
-    type Output = Vec<Lookup>;
-    type JsValue = Vec<ReadResult>;
-    fn compute(&mut self) -> Result<Vec<Lookup>> {
-        let ids: Vec<&[u8]> = self.ids.iter().map(Vec::as_slice).collect();
-        match &self.kind {
-            ReadKind::Resolve => self.remote.resolve(&ids).map(|_| Vec::new()),
-            ReadKind::Newest => self.remote.get_many(&ids),
-            ReadKind::Before(bounds) => {
-                let reqs: Vec<(&[u8], u64)> =
-                    ids.iter().copied().zip(bounds.iter().copied()).collect();
-                self.remote.get_before_many(&reqs)
-            }
-        }
-        .map_err(js_err)
-    }
-    fn resolve(&mut self, _: Env, out: Vec<Lookup>) -> Result<Vec<ReadResult>> {
-        Ok(out.into_iter().map(to_js).collect())
-    }
-}
-
-#[napi(object)]
-pub struct StressReport {
-    pub reads: f64,
-    pub verified: f64,
-    pub deleted: f64,
-    pub absent: f64,
-    pub lagging: f64,
-    pub violations: Vec<String>,
-}
-
-pub struct StressRead {
-    remote: Remote,
-    objects: u32,
-    seed: u64,
-    reads: u64,
-}
-
-impl Task for StressRead {
-    type Output = stress::ReadReport;
-    type JsValue = StressReport;
-    fn compute(&mut self) -> Result<stress::ReadReport> {
-        stress::run_reader(&self.remote, self.objects, self.seed, self.reads).map_err(js_err)
-    }
-    fn resolve(&mut self, _: Env, r: stress::ReadReport) -> Result<StressReport> {
-        Ok(StressReport {
-            reads: r.reads as f64,
-            verified: r.verified as f64,
-            deleted: r.deleted as f64,
-            absent: r.absent as f64,
-            lagging: r.lagging as f64,
-            violations: r.violations,
-        })
-    }
-}
-
-fn owned_ids(ids: &[Uint8Array]) -> Vec<Vec<u8>> {
-    ids.iter().map(|i| i.to_vec()).collect()
-}
-
-#[napi]
-impl NativeRemote {
-    /// Attaches to a store: over `shm`, a store of this host (its control channel, then its
-    /// regions mapped as needed); over `tcp` or `verbs`, the server at `address`. Either way
-    /// the peer must hold the cluster secret.
-    #[napi(ts_return_type = "Promise<NativeRemote>")]
-    pub fn connect(opts: net::RemoteOptions) -> Result<AsyncTask<Connect>> {
-        Ok(AsyncTask::new(Connect {
-            target: net::Target::from_options(&opts)?,
-            secret: opts.secret.to_vec(),
-        }))
-    }
-
-    /// The transport reads go through: `shm`, `tcp` or `verbs`.
-    #[napi(getter)]
-    pub fn transport(&self) -> String {
-        self.remote.memory().transport().into()
-    }
-
-    /// Asks the owner once where `ids` live; later reads of them need no round trip.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn resolve(&self, ids: Vec<Uint8Array>) -> AsyncTask<Read> {
-        self.task(&ids, ReadKind::Resolve)
-    }
-
-    /// The newest version of each id, read one-sidedly.
-    #[napi(ts_return_type = "Promise<Array<ReadResult>>")]
-    pub fn read(&self, ids: Vec<Uint8Array>) -> AsyncTask<Read> {
-        self.task(&ids, ReadKind::Newest)
-    }
-
-    /// For each id, the newest version with timestamp < its bound, or `lagging`.
-    #[napi(ts_return_type = "Promise<Array<ReadResult>>")]
-    pub fn read_before(
-        &self,
-        ids: Vec<Uint8Array>,
-        bounds: BigUint64Array,
-    ) -> Result<AsyncTask<Read>> {
-        same_len("readBefore bounds", ids.len(), bounds.len())?;
-        Ok(self.task(&ids, ReadKind::Before(bounds.to_vec())))
-    }
-
-    fn task(&self, ids: &[Uint8Array], kind: ReadKind) -> AsyncTask<Read> {
-        AsyncTask::new(Read {
-            remote: self.remote.clone(),
-            ids: owned_ids(ids),
-            kind,
-        })
-    }
-
-    /// `read` without leaving the JS thread, for ids already resolved: a shared-memory copy
-    /// and its validation, no I/O. An unresolved id is an error, and so is a transport that
-    /// would block the JS thread on the network.
-    #[napi]
-    pub fn read_sync(&self, ids: Vec<Uint8Array>) -> Result<Vec<ReadResult>> {
-        if !self.remote.memory().is_local() {
-            return Err(invalid(format!(
-                "readSync needs the shm transport (this peer reads over {}): use read()",
-                self.remote.memory().transport()
-            )));
-        }
-        if let Some(id) = ids.iter().find(|id| !self.remote.is_resolved(id)) {
-            return Err(invalid(format!(
-                "the address of object {} is not resolved yet: await resolve() or read() first",
-                remora_core::error::show_id(id)
-            )));
-        }
-        let ids: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
-        let found = self.remote.get_many(&ids).map_err(js_err)?;
-        Ok(found.into_iter().map(to_js).collect())
-    }
-
-    /// Raw one-sided read of a peer region (e.g. coordination memory).
-    #[napi]
-    pub fn read_region(&self, region: u32, offset: f64, len: u32) -> Result<Buffer> {
-        let mut buf = vec![0u8; len as usize];
-        use remora_core::RemoteMemory;
-        self.remote
-            .memory()
-            .read(region, offset_u64(offset)?, &mut buf)
-            .map_err(js_err)?;
-        Ok(buf.into())
-    }
-
-    /// Raw one-sided write into a region the peer made remote-writable.
-    #[napi]
-    pub fn write_region(&self, region: u32, offset: f64, data: Uint8Array) -> Result<()> {
-        use remora_core::RemoteMemory;
-        self.remote
-            .memory()
-            .write(region, offset_u64(offset)?, &data)
-            .map_err(js_err)
-    }
-
-    #[napi]
-    pub fn stats(&self) -> RemoteStatsJs {
-        let s = self.remote.stats();
-        RemoteStatsJs {
-            reads: s.reads as f64,
-            rejected_busy: s.rejected_busy as f64,
-            rejected_checksum: s.rejected_checksum as f64,
-            rejected_skew: s.rejected_skew as f64,
-            rejected_malformed: s.rejected_malformed as f64,
-            lookups: s.lookups as f64,
-            forwards: s.forwards as f64,
-        }
-    }
-
-    /// Torn-read stress, reader side: `reads` verified one-sided reads of the stress objects.
-    #[napi(ts_return_type = "Promise<StressReport>")]
-    pub fn stress_read(&self, objects: u32, seed: BigInt, reads: f64) -> AsyncTask<StressRead> {
-        AsyncTask::new(StressRead {
-            remote: self.remote.clone(),
-            objects: objects.max(1),
-            seed: seed.get_u64().1,
-            reads: reads.max(0.0) as u64,
-        })
-    }
-
-    /// Native read latency of `ids` (resolved first), `iterations` reads timed one by one.
-    #[napi(ts_return_type = "Promise<Latency>")]
-    pub fn bench_reads(
-        &self,
-        ids: Vec<Uint8Array>,
-        iterations: u32,
-    ) -> AsyncTask<bench::ReadBench> {
-        AsyncTask::new(bench::ReadBench {
-            remote: self.remote.clone(),
-            ids: owned_ids(&ids),
-            iterations,
-        })
     }
 }
 

@@ -6,7 +6,7 @@ use crate::{invalid, js_err};
 use napi::bindgen_prelude::Buffer;
 use napi::Result;
 use napi_derive::napi;
-use remora_core::region::RegionInfo;
+use remora_core::region::{Region, RegionInfo};
 use remora_core::slot::{Reject, Snapshot};
 use remora_core::{
     Addr, RemoteMemory, ShmPeer, ShmTransport, Store, TcpPeer, TcpServer, TcpTransport, Transport,
@@ -217,5 +217,9 @@ impl RemoteMemory for AnyPeer {
         buf: &mut Vec<u8>,
     ) -> remora_core::Result<std::result::Result<Snapshot, Reject>> {
         self.inner().read_slot(region, offset, class, buf)
+    }
+    // Passed on so that reads through handles validate `shm` slots in place.
+    fn mapped(&self, region: u32) -> remora_core::Result<Option<Arc<Region>>> {
+        self.inner().mapped(region)
     }
 }

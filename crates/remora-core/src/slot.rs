@@ -21,6 +21,12 @@
 //!   occupant of a reused slot, fails verification. This does not depend on the order in which
 //!   a transport moves bytes (RDMA gives no such order).
 //!
+//! * Readers that load the words in place (`shm`) read through [`read_seqlocked`] once the
+//!   slot's occupant has passed one [`checked_read_slot`]: the sequence words alone then prove
+//!   a copy whole, and the header's sequence word guards against reuse (see there). Byte
+//!   copies (`tcp`, `verbs`) always take [`checked_decode`]. Both answer into a caller's
+//!   buffer and allocate nothing; [`read_slot`] and [`decode_slot`] return a [`Snapshot`].
+//!
 //! The functions here are generic over [`Word`] so that the `loom` model runs this very code.
 
 use std::sync::atomic::Ordering;
@@ -390,6 +396,400 @@ fn read_with(
         forward,
         versions,
     })
+}
+
+// ---- Reads into a caller's buffer: nothing allocated ----
+
+/// Which version a read wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The newest version (`get`).
+    Newest,
+    /// The newest version with `ts < bound` (`get_before`).
+    Before(u64),
+}
+
+/// What a read of one object found (the allocation-free counterpart of [`Lookup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Value,
+    Deleted,
+    Absent,
+    Lagging,
+}
+
+/// The result of a read into a caller's buffer. For `Value`, `len` is the value's length and
+/// the value is in `out[..len]`, unless `len > out.len()`: then nothing was copied and the
+/// read must be repeated with a buffer of at least `len` bytes. `ts` is 0 for `Absent` and
+/// `Lagging`, and `len` is 0 for everything but `Value`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadMeta {
+    pub status: Status,
+    pub ts: u64,
+    pub len: usize,
+}
+
+impl ReadMeta {
+    const ABSENT: ReadMeta = ReadMeta {
+        status: Status::Absent,
+        ts: 0,
+        len: 0,
+    };
+
+    /// Whether the value (if any) was copied: the buffer was large enough.
+    pub fn fits(&self, out_len: usize) -> bool {
+        self.len <= out_len
+    }
+}
+
+/// What a slot said about the object a reader expected in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotRead {
+    /// The slot holds the object: the read's answer.
+    Live(ReadMeta),
+    /// The object moved to a larger slot: the packed address of its new one.
+    Forwarded(u64),
+    /// The slot is free or holds another object: ask the owner again where it lives.
+    Gone,
+}
+
+/// A checked read, with the header sequence word it was validated under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub hseq: u64,
+    pub read: SlotRead,
+}
+
+/// The fixed words of one version block, as a reader loaded them.
+#[derive(Clone, Copy)]
+struct Head {
+    seq: u64,
+    ts: u64,
+    meta: u64,
+    kind: u32,
+    len: usize,
+}
+
+fn head(seq: u64, ts: u64, meta: u64, cap: usize) -> Result<Head, Reject> {
+    if seq & 1 == 1 {
+        return Err(Reject::Busy);
+    }
+    let (kind, len) = ((meta >> 32) as u32, (meta & 0xffff_ffff) as usize);
+    if kind > KIND_TOMBSTONE || len > cap {
+        return Err(Reject::Malformed);
+    }
+    Ok(Head {
+        seq,
+        ts,
+        meta,
+        kind,
+        len,
+    })
+}
+
+/// Picks the version `want` asks for from the two blocks' heads, after the same generation
+/// check as [`read_slot`]. Returns the answer and, for a value, the block holding it.
+fn pick(heads: &[Head; 2], want: Want) -> Result<(ReadMeta, Option<usize>), Reject> {
+    let live = |w: usize| heads[w].kind != KIND_EMPTY;
+    // Newest first: at most two non-empty blocks.
+    let (first, second) = match (live(0), live(1)) {
+        (true, true) => {
+            let (g0, g1) = (heads[0].seq / 2, heads[1].seq / 2);
+            if g0.abs_diff(g1) != 1 {
+                return Err(Reject::Skew);
+            }
+            if g0 > g1 {
+                (Some(0), Some(1))
+            } else {
+                (Some(1), Some(0))
+            }
+        }
+        (true, false) | (false, true) => {
+            let w = usize::from(live(1));
+            if heads[w].seq / 2 != 1 {
+                return Err(Reject::Skew);
+            }
+            (Some(w), None)
+        }
+        (false, false) => (None, None),
+    };
+    let chosen = match want {
+        Want::Newest => first,
+        Want::Before(bound) => match [first, second]
+            .into_iter()
+            .flatten()
+            .find(|&w| heads[w].ts < bound)
+        {
+            Some(w) => Some(w),
+            None if second.is_some() => {
+                return Ok((
+                    ReadMeta {
+                        status: Status::Lagging,
+                        ts: 0,
+                        len: 0,
+                    },
+                    None,
+                ))
+            }
+            None => None,
+        },
+    };
+    Ok(match chosen {
+        None => (ReadMeta::ABSENT, None),
+        Some(w) if heads[w].kind == KIND_VALUE => (
+            ReadMeta {
+                status: Status::Value,
+                ts: heads[w].ts,
+                len: heads[w].len,
+            },
+            Some(w),
+        ),
+        Some(w) => (
+            ReadMeta {
+                status: Status::Deleted,
+                ts: heads[w].ts,
+                len: 0,
+            },
+            None,
+        ),
+    })
+}
+
+/// Copies the first `out.len()` bytes held by `words` (little-endian) into `out`.
+fn copy_words(word: impl Fn(usize) -> u64, start: usize, out: &mut [u8]) {
+    let mut chunks = out.chunks_exact_mut(8);
+    let mut i = start;
+    for c in &mut chunks {
+        c.copy_from_slice(&word(i).to_le_bytes());
+        i += 1;
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let n = rest.len();
+        rest.copy_from_slice(&word(i).to_le_bytes()[..n]);
+    }
+}
+
+/// Feeds `len` bytes held by words from `start` into `h`, loading each word once, and hands
+/// each chunk to `each` (with its byte offset) as well.
+fn hash_words(
+    h: &mut Xxh3,
+    word: &impl Fn(usize) -> u64,
+    start: usize,
+    len: usize,
+    mut each: impl FnMut(usize, &[u8]),
+) {
+    let mut at = 0;
+    let mut i = start;
+    while at < len {
+        let n = (len - at).min(8);
+        let w = word(i).to_le_bytes();
+        h.update(&w[..n]);
+        each(at, &w[..n]);
+        at += n;
+        i += 1;
+    }
+}
+
+/// The shared-memory fast read: a seqlock read of a slot whose occupant was already checked
+/// (by [`checked_read_slot`], which returned `hseq`). Loads the header's sequence word and
+/// both blocks' heads, copies the wanted value into `out`, then re-reads the three sequence
+/// words: unchanged and even, the copy is whole. No checksum is computed.
+///
+/// `Ok(None)`: the header changed since `hseq` (the slot was freed, reused or forwarded):
+/// check it again. `Err`: a copy to retry.
+///
+/// Why the blocks cannot belong to an earlier occupant of the slot: the check that returned
+/// `hseq` validated both blocks with checksums seeded by the occupant's incarnation, so it
+/// observed a write of this occupant in each block's sequence word; a read ordered after that
+/// check (same thread, or published to this one with release/acquire) cannot observe an
+/// older write of the same word (read-read coherence). Blocks written by a later occupant
+/// come after its header write, which the acquire load of their sequence word then makes
+/// visible to the final header re-check.
+pub fn read_seqlocked<W: Word>(
+    slot: &[W],
+    class: usize,
+    hseq: u64,
+    want: Want,
+    out: &mut [u8],
+) -> Result<Option<ReadMeta>, Reject> {
+    if slot.len() < slot_bytes(class) / 8 {
+        return Err(Reject::Malformed);
+    }
+    let cap = class_capacity(class);
+    if slot[0].load(Ordering::Acquire) != hseq {
+        return Ok(None);
+    }
+    let bases = [version_offset(class, 0) / 8, version_offset(class, 1) / 8];
+    let mut heads = [Head {
+        seq: 0,
+        ts: 0,
+        meta: 0,
+        kind: KIND_EMPTY,
+        len: 0,
+    }; 2];
+    for (h, &base) in heads.iter_mut().zip(&bases) {
+        let seq = slot[base].load(Ordering::Acquire);
+        *h = head(
+            seq,
+            slot[base + 1].load(Ordering::Relaxed),
+            slot[base + 2].load(Ordering::Relaxed),
+            cap,
+        )?;
+    }
+    let (meta, block) = pick(&heads, want)?;
+    if let Some(w) = block {
+        if meta.len <= out.len() {
+            copy_words(
+                |i| slot[i].load(Ordering::Relaxed),
+                bases[w] + VERSION_HEADER_WORDS,
+                &mut out[..meta.len],
+            );
+        }
+    }
+    W::fence(Ordering::Acquire);
+    if slot[bases[0]].load(Ordering::Relaxed) != heads[0].seq
+        || slot[bases[1]].load(Ordering::Relaxed) != heads[1].seq
+    {
+        return Err(Reject::Busy);
+    }
+    if slot[0].load(Ordering::Relaxed) != hseq {
+        return Ok(None);
+    }
+    Ok(Some(meta))
+}
+
+/// The checked read of object `id`'s slot, in place: sequence words and checksums, as
+/// [`read_slot`], but answering `want` into `out` and allocating nothing. Returns the header
+/// sequence word it validated, for later [`read_seqlocked`] reads.
+pub fn checked_read_slot<W: Word>(
+    slot: &[W],
+    class: usize,
+    id: &[u8],
+    want: Want,
+    out: &mut [u8],
+) -> Result<Checked, Reject> {
+    if slot.len() < slot_bytes(class) / 8 {
+        return Err(Reject::Malformed);
+    }
+    checked_with(
+        class,
+        |i| slot[i].load(Ordering::Relaxed),
+        || W::fence(Ordering::Acquire),
+        id,
+        want,
+        out,
+    )
+}
+
+/// The checked read of object `id` from a byte copy of its slot made by a transport (no
+/// ordering among the bytes assumed): what `tcp` and `verbs` reads validate with.
+pub fn checked_decode(
+    bytes: &[u8],
+    class: usize,
+    id: &[u8],
+    want: Want,
+    out: &mut [u8],
+) -> Result<Checked, Reject> {
+    if bytes.len() < slot_bytes(class) {
+        return Err(Reject::Malformed);
+    }
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(b)
+    };
+    checked_with(class, word, || {}, id, want, out)
+}
+
+fn checked_with(
+    class: usize,
+    word: impl Fn(usize) -> u64,
+    acquire: impl Fn(),
+    id: &[u8],
+    want: Want,
+    out: &mut [u8],
+) -> Result<Checked, Reject> {
+    let cap = class_capacity(class);
+    let hseq = word(0);
+    if hseq & 1 == 1 {
+        return Err(Reject::Busy);
+    }
+    if hseq == 0 {
+        return Ok(Checked {
+            hseq,
+            read: SlotRead::Gone,
+        });
+    }
+    let meta = word(1);
+    let (state, id_len) = ((meta >> 32) as u32, (meta & 0xffff_ffff) as usize);
+    if id_len > MAX_ID_LEN || state > STATE_FORWARDED {
+        return Err(Reject::Malformed);
+    }
+    let forward = word(2);
+    let incarnation = word(3);
+    let hsum = word(4);
+    let mut h = Xxh3::new();
+    for w in [hseq, meta, forward, incarnation] {
+        h.update(&w.to_le_bytes());
+    }
+    let mut ours = id_len == id.len();
+    hash_words(&mut h, &word, HEADER_FIXED_WORDS, id_len, |at, chunk| {
+        ours &= id.get(at..at + chunk.len()) == Some(chunk);
+    });
+    let bases = [version_offset(class, 0) / 8, version_offset(class, 1) / 8];
+    let mut heads = [Head {
+        seq: 0,
+        ts: 0,
+        meta: 0,
+        kind: KIND_EMPTY,
+        len: 0,
+    }; 2];
+    let mut answer = (ReadMeta::ABSENT, None);
+    let live = ours && state == STATE_LIVE;
+    // Each block's checksum word and the digest of what we loaded, both taken inside the
+    // window the sequence re-check below closes.
+    let mut sums = [(0u64, 0u64); 2];
+    if live {
+        for (hd, &base) in heads.iter_mut().zip(&bases) {
+            *hd = head(word(base), word(base + 1), word(base + 2), cap)?;
+        }
+        answer = pick(&heads, want)?;
+        for (which, ((hd, sum), &base)) in heads.iter().zip(&mut sums).zip(&bases).enumerate() {
+            let mut v = Xxh3::with_seed(incarnation);
+            for w in [hd.seq, hd.ts, hd.meta] {
+                v.update(&w.to_le_bytes());
+            }
+            let data_len = if hd.kind == KIND_VALUE { hd.len } else { 0 };
+            // The wanted value is copied out as it is hashed: one load per word.
+            let copy = answer.1 == Some(which) && answer.0.len <= out.len();
+            let data = base + VERSION_HEADER_WORDS;
+            hash_words(&mut v, &word, data, data_len, |at, chunk| {
+                if copy {
+                    out[at..at + chunk.len()].copy_from_slice(chunk);
+                }
+            });
+            *sum = (word(base + 3), v.digest());
+        }
+    }
+    acquire();
+    if word(0) != hseq || (live && heads.iter().zip(&bases).any(|(hd, &b)| word(b) != hd.seq)) {
+        return Err(Reject::Busy);
+    }
+    if h.digest() != hsum {
+        return Err(Reject::Checksum);
+    }
+    let read = if !ours || state == STATE_FREE {
+        SlotRead::Gone
+    } else if state == STATE_FORWARDED {
+        SlotRead::Forwarded(forward)
+    } else {
+        if sums.iter().any(|(stored, computed)| stored != computed) {
+            return Err(Reject::Checksum);
+        }
+        SlotRead::Live(answer.0)
+    };
+    Ok(Checked { hseq, read })
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! one-sidedly and verifies every value it accepts.
 
 use crate::error::Result;
-use crate::remote::RemoteStore;
-use crate::slot::Lookup;
+use crate::remote::{RemoteStore, NO_HANDLE};
+use crate::slot::{Lookup, Status, Want};
 use crate::store::Store;
 use crate::transport::RemoteMemory;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,9 +146,11 @@ pub struct ReadReport {
     pub violations: Vec<String>,
 }
 
-/// Reader side: `reads` one-sided reads, alternating `get` and `get_before` at a bound just
-/// past what was last seen, verifying every accepted value and that each object's newest
-/// timestamp never goes backwards for this reader.
+/// Reader side: `reads` one-sided reads, verifying every accepted value and that each
+/// object's newest timestamp never goes backwards for this reader. Three reads in four go
+/// through handles into one reused buffer (`read_into`), alternating the newest version and
+/// the newest before a bound just under what was last seen; the fourth takes the
+/// allocating `snapshot` path.
 pub fn run_reader<M: RemoteMemory>(
     remote: &RemoteStore<M>,
     objects: u32,
@@ -160,41 +162,71 @@ pub fn run_reader<M: RemoteMemory>(
     let mut report = ReadReport::default();
     let ids: Vec<Vec<u8>> = (0..objects).map(object_id).collect();
     let refs: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
-    remote.resolve(&refs)?;
+    let handles = remote.handles(&refs)?;
+    let mut buf = vec![0u8; 8192];
     for n in 0..reads {
         let obj = g.below(u64::from(objects)) as usize;
-        // A slot with no versions yet is an object being recreated after a purge (its header
-        // is written before its first version): to a reader, absent.
-        let snap = match remote.snapshot(&ids[obj])? {
-            Some(s) if !s.versions.is_empty() => s,
-            _ => {
-                report.absent += 1;
-                report.reads += 1;
+        report.reads += 1;
+        let (found, newest) = if n % 4 == 3 || handles[obj] == NO_HANDLE {
+            // A slot with no versions yet is an object being recreated after a purge (its
+            // header is written before its first version): to a reader, absent.
+            match remote.snapshot(&ids[obj])? {
+                Some(s) if !s.versions.is_empty() => {
+                    let newest = s.versions.first().map_or(0, |v| v.ts);
+                    (s.get(), Some(newest))
+                }
+                _ => (Lookup::Absent, None),
+            }
+        } else {
+            let before = n % 2 == 1;
+            let bound = seen[obj].saturating_sub(g.below(3));
+            let want = if before {
+                Want::Before(bound)
+            } else {
+                Want::Newest
+            };
+            let meta = remote.read_into(handles[obj], want, &mut buf)?;
+            if !meta.fits(buf.len()) {
+                report
+                    .violations
+                    .push(format!("object {obj}: value of {} bytes", meta.len));
                 continue;
             }
-        };
-        let newest = snap.versions.first().map_or(0, |v| v.ts);
-        if newest < seen[obj] {
-            report.violations.push(format!(
-                "object {obj}: newest version went back from @{} to @{newest}",
-                seen[obj]
-            ));
-        }
-        seen[obj] = seen[obj].max(newest);
-        let found = if n % 2 == 0 {
-            snap.get()
-        } else {
-            let bound = newest.saturating_sub(g.below(3));
-            let r = snap.before(bound);
-            if let Lookup::Value { ts, .. } | Lookup::Deleted { ts } = r {
-                if ts >= bound {
-                    report
-                        .violations
-                        .push(format!("object {obj}: get_before({bound}) returned @{ts}"));
+            let found = match meta.status {
+                Status::Value => Lookup::Value {
+                    ts: meta.ts,
+                    value: buf[..meta.len].to_vec(),
+                },
+                Status::Deleted => Lookup::Deleted { ts: meta.ts },
+                Status::Absent => Lookup::Absent,
+                Status::Lagging => Lookup::Lagging,
+            };
+            if before {
+                if let Lookup::Value { ts, .. } | Lookup::Deleted { ts } = found {
+                    if ts >= bound {
+                        report
+                            .violations
+                            .push(format!("object {obj}: get_before({bound}) returned @{ts}"));
+                    }
                 }
+                (found, None)
+            } else {
+                let newest = match found {
+                    Lookup::Value { ts, .. } | Lookup::Deleted { ts } => Some(ts),
+                    _ => None,
+                };
+                (found, newest)
             }
-            r
         };
+        if let Some(newest) = newest {
+            if newest < seen[obj] {
+                report.violations.push(format!(
+                    "object {obj}: newest version went back from @{} to @{newest}",
+                    seen[obj]
+                ));
+            }
+            seen[obj] = seen[obj].max(newest);
+        }
         match found {
             Lookup::Value { ts, value } => match check_value(obj as u32, ts, &value) {
                 Ok(()) => report.verified += 1,
@@ -204,7 +236,6 @@ pub fn run_reader<M: RemoteMemory>(
             Lookup::Absent => report.absent += 1,
             Lookup::Lagging => report.lagging += 1,
         }
-        report.reads += 1;
         if report.violations.len() > 20 {
             break;
         }

@@ -38,7 +38,8 @@ impl Drop for Reaper {
     }
 }
 
-/// `shm` restricted to plain byte copies: the validation path of transports that move bytes.
+/// `shm` restricted to plain byte copies: the validation path of transports that move bytes
+/// (it does not pass on `RemoteMemory::mapped`, so reads through handles copy too).
 struct ByteCopies(ShmPeer);
 
 impl RemoteMemory for ByteCopies {
@@ -118,8 +119,10 @@ fn cross_process_reads_never_accept_torn_values() {
     }
 
     let transport = ShmTransport::new(&dir, SECRET).unwrap();
-    // Half the reads validate in place (seqlock + checksums), half from byte copies the way
-    // network transports deliver them (checksums and generations only).
+    // Half the reads validate in place (through handles: a checked read, then seqlock copies
+    // with no checksum until the slot's header changes), half from byte copies the way
+    // network transports deliver them (checksums and generations only). Each reader takes
+    // one read in four through the allocating snapshot path (`stress::run_reader`).
     let in_place = RemoteStore::new(transport.attach("owner").unwrap());
     let copied = RemoteStore::new(ByteCopies(transport.attach("owner").unwrap()));
     let half = reads_wanted() / 2;

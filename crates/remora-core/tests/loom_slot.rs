@@ -14,7 +14,8 @@ use loom::sync::atomic::{fence, AtomicU64};
 use loom::sync::Arc;
 use loom::thread;
 use remora_core::slot::{
-    self, Lookup, Reject, Snapshot, Version, Word, HEADER_BYTES, STATE_LIVE, VERSION_HEADER_BYTES,
+    self, Checked, Lookup, ReadMeta, Reject, SlotRead, Snapshot, Status, Version, Want, Word,
+    HEADER_BYTES, STATE_LIVE, VERSION_HEADER_BYTES,
 };
 use std::sync::atomic::Ordering;
 
@@ -311,4 +312,162 @@ fn words_reuse_keeps_occupants_apart() {
 #[test]
 fn bytes_reuse_keeps_occupants_apart() {
     reuse_keeps_occupants_apart(Reader::Bytes);
+}
+
+// ---- The shared-memory read through a handle: checked once, then seqlock copies ----
+
+/// What one handle read accepted: its answer and, for a value, the bytes.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    status: Status,
+    ts: u64,
+    value: Vec<u8>,
+}
+
+/// A reader of object `id` as `RemoteStore::read_into` drives the slot functions over `shm`:
+/// the seqlock copy (`read_seqlocked`) while the occupant's header is the one a checked read
+/// (`checked_read_slot`) accepted, the checked read otherwise. `hseq` is the reader's
+/// handle state: 0 until a checked read succeeds. `None`: no answer within `TRIES`, or the
+/// slot no longer holds `id` (the real reader then asks the owner).
+fn handle_read(s: &Slot<LoomWord>, id: &str, hseq: &mut u64, want: Want) -> Option<Answer> {
+    let mut out = [0u8; 64];
+    let answer = |m: ReadMeta, out: &[u8]| Answer {
+        status: m.status,
+        ts: m.ts,
+        value: out[..m.len].to_vec(),
+    };
+    for _ in 0..TRIES {
+        if *hseq != 0 {
+            match slot::read_seqlocked(&s.words, CLASS, *hseq, want, &mut out) {
+                Ok(Some(m)) => return Some(answer(m, &out)),
+                Ok(None) => *hseq = 0,
+                Err(_) => {
+                    thread::yield_now();
+                    continue;
+                }
+            }
+        }
+        match slot::checked_read_slot(&s.words, CLASS, id.as_bytes(), want, &mut out) {
+            Ok(Checked {
+                hseq: h,
+                read: SlotRead::Live(m),
+            }) => {
+                *hseq = h;
+                return Some(answer(m, &out));
+            }
+            Ok(_) => return None,
+            Err(_) => thread::yield_now(),
+        }
+    }
+    None
+}
+
+fn val(id: &str, ts: u64) -> Answer {
+    Answer {
+        status: Status::Value,
+        ts,
+        value: value(id, ts),
+    }
+}
+
+const NOTHING: Answer = Answer {
+    status: Status::Absent,
+    ts: 0,
+    value: Vec::new(),
+};
+
+const LAGGING: Answer = Answer {
+    status: Status::Lagging,
+    ts: 0,
+    value: Vec::new(),
+};
+
+/// The header sequence word the owner left in the setup image: the reader checked the slot
+/// before the model starts (what a handle that already read once holds).
+fn checked_before(s: &Slot<LoomWord>) -> u64 {
+    s.words[0].0.load(Ordering::Relaxed)
+}
+
+/// Scenario 4: two writes racing handle reads (checked first, then seqlock copies): `get`
+/// and `get_before` answer from real states, and `get` never goes back.
+#[test]
+fn handle_reads_newest_and_before() {
+    model(|| {
+        let s = slot_with(|s| live(s, "A", 1, &[(0, 1, 10)]));
+        let writer = {
+            let s = s.clone();
+            thread::spawn(move || {
+                slot::write_version(s.block(1), 1, 2, 20, Some(&value("A", 20)));
+                slot::write_version(s.block(0), 1, 3, 30, Some(&value("A", 30)));
+            })
+        };
+        let mut hseq = 0;
+        let mut last = 0;
+        for want in [Want::Newest, Want::Before(20), Want::Newest] {
+            let Some(a) = handle_read(&s, "A", &mut hseq, want) else {
+                continue;
+            };
+            match want {
+                Want::Newest => {
+                    assert!(
+                        [val("A", 10), val("A", 20), val("A", 30)].contains(&a),
+                        "newest: {a:?}"
+                    );
+                    assert!(a.ts >= last, "went back from {last} to {a:?}");
+                    last = a.ts;
+                }
+                Want::Before(_) => assert!(a == val("A", 10) || a == LAGGING, "before(20): {a:?}"),
+            }
+        }
+        writer.join().unwrap();
+    });
+}
+
+/// Scenario 5: the slot of A, already checked by the reader, is handed to B (a new header,
+/// then B's first version in the block A's only version was in). The reader's seqlock copy
+/// must never answer for A with B's version. (The owner also clears the other block, already
+/// empty here; leaving that out keeps the model small.)
+#[test]
+fn handle_reads_never_take_a_reused_slot_for_its_old_occupant() {
+    model(|| {
+        let s = slot_with(|s| live(s, "A", 1, &[(0, 1, 10)]));
+        let mut hseq = checked_before(&s);
+        let writer = {
+            let s = s.clone();
+            thread::spawn(move || {
+                slot::write_header(s.header(), STATE_LIVE, b"B", 0, 2);
+                slot::clear_version(s.block(0), 2);
+                slot::write_version(s.block(0), 2, 1, 50, Some(&value("B", 50)));
+            })
+        };
+        if let Some(a) = handle_read(&s, "A", &mut hseq, Want::Newest) {
+            assert_eq!(a, val("A", 10), "A answered from a reused slot");
+        }
+        writer.join().unwrap();
+    });
+}
+
+/// Scenario 6: a reader of B meets the slot while it passes from A to B. Its checked read
+/// may see B's header before B's blocks (A's version still visible): the checksums refuse
+/// that, so the seqlock copy that follows only ever sees B's blocks.
+#[test]
+fn handle_reads_of_a_new_occupant_never_see_the_old_ones_versions() {
+    model(|| {
+        let s = slot_with(|s| live(s, "A", 1, &[(0, 1, 10)]));
+        let writer = {
+            let s = s.clone();
+            thread::spawn(move || {
+                slot::write_header(s.header(), STATE_LIVE, b"B", 0, 2);
+                slot::clear_version(s.block(0), 2);
+                slot::write_version(s.block(0), 2, 1, 50, Some(&value("B", 50)));
+            })
+        };
+        let mut hseq = 0;
+        for _ in 0..2 {
+            if let Some(a) = handle_read(&s, "B", &mut hseq, Want::Newest) {
+                assert!(a == NOTHING || a == val("B", 50), "B answered with {a:?}");
+            }
+        }
+        writer.join().unwrap();
+    });
 }

@@ -1,16 +1,44 @@
 //! A replica's side of coordination: its own region (which peers write into), its peers'
 //! regions (which it writes into through any `Transport`), and the majority-plus-grace wait.
+//!
+//! The wait spins first (a peer in lockstep announces within microseconds, far less than a
+//! sleep and wake-up), then sleeps: on the doorbell of its own region when peers ring it (`shm`,
+//! see [`Coordinator::ring_doorbells`]), else in a bounded poll (`tcp`, `verbs`: a remote
+//! write wakes nobody). A wait can also stop after a time budget and be resumed later
+//! ([`Coordinator::coordinate_within`], [`Coordinator::advance`]), so a caller can wait on its
+//! own thread while that is cheap and hand the rest to another.
 
+use crate::doorbell::Doorbell;
 use crate::entry::{decode, encode, Entry, Layout, ENTRY_BYTES};
 use crate::error::{Error, Result};
-use remora_core::region::REGION_HEADER_BYTES;
+use remora_core::region::{Region, REGION_HEADER_BYTES};
 use remora_core::{RemoteMemory, Store, Transport};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Reads of one entry before a torn copy is an error: the single writer of an entry finishes
 /// its two-word store long before this many copies.
 const TORN_ATTEMPTS: u32 = 100_000;
+
+/// Longest single sleep on the doorbell: a peer that died between writing its entry and
+/// ringing costs at most this much, not the whole grace or timeout.
+const SLEEP_CAP: Duration = Duration::from_millis(50);
+
+/// Spin before sleeping, by default: a few round trips of a peer in lockstep on another core.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(30);
+
+/// How well spinning paid off lately, per phase, 0 to `SCORE_MAX`: a moving average of waits
+/// that ended while spinning (up) or had to sleep after their spin (down).
+const SCORE_MAX: u32 = 256;
+/// Below this score a wait does not spin (its peer shares its core, or is slower than a
+/// spin): spinning would only delay the peer it waits for. A spin costs at most its length.
+const SCORE_SPIN: u32 = 64;
+/// Waits that skip the spin still spin one time in this many, to notice it pays again.
+const PROBE_EVERY: u32 = 16;
+/// Phases are scored in this many slots (`phase % SLOTS`): 2 and 4 apart.
+const SLOTS: usize = 8;
 
 /// One replica: `replica` of `partition`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +54,21 @@ pub struct WaitOptions {
     pub grace: Duration,
     /// Give up (an error) if some involved partition has no majority by then.
     pub timeout: Duration,
+    /// Check the entries without sleeping for up to this long from the start of the wait. The
+    /// coordinator skips the spin while spinning keeps failing for this phase (it then only
+    /// delays a peer sharing the core), trying it again now and then.
+    pub spin: Duration,
+}
+
+impl WaitOptions {
+    /// `grace` and `timeout` with the default spin.
+    pub const fn new(grace: Duration, timeout: Duration) -> Self {
+        WaitOptions {
+            grace,
+            timeout,
+            spin: DEFAULT_SPIN,
+        }
+    }
 }
 
 /// What a wait found.
@@ -33,6 +76,9 @@ pub struct WaitOptions {
 pub struct Reached {
     /// Per involved partition, in the order asked: the replicas whose entries showed the phase.
     pub replicas: Vec<(u32, Vec<u32>)>,
+    /// Per involved partition, in the order asked: the same replicas as a bitmap (bit `q` is
+    /// replica `q`; replicas per partition are at most 31).
+    pub masks: Vec<u32>,
     /// Every replica of every involved partition showed it (no grace wait was cut short).
     pub complete: bool,
     /// From the start of the wait to a majority of every partition.
@@ -41,26 +87,103 @@ pub struct Reached {
     pub waited: Duration,
     /// Writes of our entry that failed (the peer is gone); retried by attaching again next time.
     pub failed_writes: usize,
+    /// Times the wait went to sleep (counted itself in on the doorbell, or paused between
+    /// polls) after spinning.
+    pub sleeps: u32,
+    /// The spin it got: `opts.spin`, or zero while spinning did not pay for this phase.
+    pub spin: Duration,
+}
+
+/// A wait that ran out of its time budget before it ended; [`Coordinator::advance`] goes on
+/// with it, keeping its start (the grace wait and timeout count from there).
+#[derive(Clone, Debug)]
+pub struct Pending {
+    ts: u64,
+    phase: u32,
+    partitions: Vec<u32>,
+    opts: WaitOptions,
+    start: Instant,
+    majority_at: Option<Instant>,
+    failed_writes: usize,
+    sleeps: u32,
+    /// The spin this wait got (`opts.spin` or none, see [`WaitOptions::spin`]).
+    spin: Duration,
+    /// It had a spin and did not end at its first look.
+    spun: bool,
+}
+
+impl Pending {
+    /// The transaction and phase waited for.
+    pub fn target(&self) -> (u64, u32) {
+        (self.ts, self.phase)
+    }
+
+    /// The partitions waited for, in the order asked.
+    pub fn partitions(&self) -> &[u32] {
+        &self.partitions
+    }
+}
+
+/// Where a budgeted wait stands.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    Reached(Reached),
+    Pending(Pending),
+}
+
+/// A peer, attached: its memory through the transport, and on `shm` our own mapping of its
+/// coordination region to ring its doorbell.
+struct Linked<P> {
+    mem: Arc<P>,
+    bell: Option<Arc<Region>>,
+}
+
+impl<P> Clone for Linked<P> {
+    fn clone(&self) -> Self {
+        Linked {
+            mem: self.mem.clone(),
+            bell: self.bell.clone(),
+        }
+    }
 }
 
 struct PeerSlot<P> {
     name: String,
     region: u32,
-    mem: Mutex<Option<Arc<P>>>,
+    linked: Mutex<Option<Linked<P>>>,
 }
 
 pub struct Coordinator<T: Transport> {
     layout: Layout,
     me: Member,
-    store: Arc<Store>,
+    _store: Arc<Store>,
     region: u32,
+    /// Our own region, mapped again here: scans read it directly, without the store's lock,
+    /// and the doorbell needs its address.
+    own: Region,
     transport: T,
     /// By entry index; `None` at our own index.
     peers: Vec<Option<PeerSlot<T::Peer>>>,
+    /// The cluster directory when peers ring doorbells (all on one host, over `shm`).
+    bells: Option<PathBuf>,
+    /// Whether spinning paid off lately, by phase slot; waits since the last probe.
+    spin_score: [AtomicU32; SLOTS],
+    unspun: AtomicU32,
 }
 
 fn entry_offset(index: usize) -> u64 {
     (REGION_HEADER_BYTES + index * ENTRY_BYTES) as u64
+}
+
+/// The doorbell word of a coordination region of `layout`, if the region holds it.
+fn doorbell_word(region: &Region, layout: Layout) -> Option<&AtomicU64> {
+    let offset = (REGION_HEADER_BYTES + layout.doorbell_offset()) as u64;
+    region.words_at(offset, 8).ok()?.first()
+}
+
+/// `t + d`, or `None` for never (`d` too large to represent).
+fn after(t: Instant, d: Duration) -> Option<Instant> {
+    t.checked_add(d)
 }
 
 impl<T: Transport> Coordinator<T> {
@@ -92,6 +215,7 @@ impl<T: Transport> Coordinator<T> {
         }
         let mine = layout.index(me.partition, me.replica);
         let region = store.add_shared_region(layout.bytes())?;
+        let own = Region::attach(store.dir(), region)?;
         let peers = peers
             .iter()
             .enumerate()
@@ -99,18 +223,32 @@ impl<T: Transport> Coordinator<T> {
                 (i != mine).then(|| PeerSlot {
                     name: name.clone(),
                     region: *region,
-                    mem: Mutex::new(None),
+                    linked: Mutex::new(None),
                 })
             })
             .collect();
         Ok(Coordinator {
             layout,
             me,
-            store,
+            _store: store,
             region,
+            own,
             transport,
             peers,
+            bells: None,
+            spin_score: std::array::from_fn(|_| AtomicU32::new(SCORE_MAX)),
+            unspun: AtomicU32::new(0),
         })
+    }
+
+    /// Every peer is a store in the cluster directory `dir` on this host (the `shm`
+    /// transport's directory): after announcing, ring each peer's doorbell through our own
+    /// mapping of its region, and sleep on our own doorbell instead of polling. Every replica
+    /// of a cluster must agree on this: a peer that does not ring is only noticed when a sleep
+    /// ends by its timeout.
+    pub fn ring_doorbells(mut self, dir: &Path) -> Self {
+        self.bells = Some(dir.to_path_buf());
+        self
     }
 
     pub fn layout(&self) -> Layout {
@@ -126,18 +264,46 @@ impl<T: Transport> Coordinator<T> {
         self.region
     }
 
-    fn peer(&self, slot: &PeerSlot<T::Peer>) -> remora_core::Result<Arc<T::Peer>> {
-        let mut mem = slot.mem.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = mem.as_ref() {
-            return Ok(m.clone());
+    /// Our doorbell, when peers ring it.
+    fn doorbell(&self) -> Option<Doorbell<'_>> {
+        self.bells.as_ref()?;
+        doorbell_word(&self.own, self.layout).map(Doorbell::new)
+    }
+
+    /// How many waits are asleep on this replica's doorbell (or about to be); 0 without
+    /// doorbells. For tests and diagnostics.
+    pub fn sleepers(&self) -> u32 {
+        self.doorbell().map_or(0, |d| d.sleepers())
+    }
+
+    fn peer(&self, slot: &PeerSlot<T::Peer>) -> remora_core::Result<Linked<T::Peer>> {
+        let mut linked = slot.linked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = linked.as_ref() {
+            return Ok(l.clone());
         }
-        let m = Arc::new(self.transport.attach(&slot.name)?);
-        *mem = Some(m.clone());
-        Ok(m)
+        let mem = Arc::new(self.transport.attach(&slot.name)?);
+        let bell = match &self.bells {
+            None => None,
+            Some(dir) => {
+                let region = Region::attach(&dir.join(&slot.name), slot.region)?;
+                if doorbell_word(&region, self.layout).is_none() {
+                    return Err(remora_core::Error::OutOfBounds {
+                        region: slot.region,
+                        offset: (REGION_HEADER_BYTES + self.layout.doorbell_offset()) as u64,
+                        len: 8,
+                        size: region.info.bytes,
+                    });
+                }
+                Some(Arc::new(region))
+            }
+        };
+        let l = Linked { mem, bell };
+        *linked = Some(l.clone());
+        Ok(l)
     }
 
     fn forget(slot: &PeerSlot<T::Peer>) {
-        slot.mem.lock().unwrap_or_else(|e| e.into_inner()).take();
+        slot.linked.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Attaches to every peer, retrying until `timeout` (peers start in any order). Fails
@@ -173,8 +339,9 @@ impl<T: Transport> Coordinator<T> {
     }
 
     /// Writes our entry ⟨ts, phase⟩ into the region of every replica of `partitions` (ours
-    /// locally). A peer that cannot be written is skipped (it is gone, or not up yet: the
-    /// majority wait is what copes with that); returns how many were skipped.
+    /// locally), ringing each peer's doorbell after its write. A peer that cannot be written is
+    /// skipped (it is gone, or not up yet: the majority wait is what copes with that); returns
+    /// how many were skipped.
     pub fn announce(&self, ts: u64, phase: u32, partitions: &[u32]) -> Result<usize> {
         self.check_partitions(partitions)?;
         let mine = self.layout.index(self.me.partition, self.me.replica);
@@ -184,11 +351,19 @@ impl<T: Transport> Coordinator<T> {
         for &h in partitions {
             for q in 0..self.layout.replicas {
                 match &self.peers[self.layout.index(h, q)] {
-                    None => self.store.write_region(self.region, offset, &bytes)?,
+                    None => self.own.write(offset, &bytes)?,
                     Some(slot) => {
-                        let wrote = self
-                            .peer(slot)
-                            .and_then(|m| m.write(slot.region, offset, &bytes));
+                        let wrote = self.peer(slot).and_then(|l| {
+                            l.mem.write(slot.region, offset, &bytes)?;
+                            if let Some(word) = l
+                                .bell
+                                .as_deref()
+                                .and_then(|r| doorbell_word(r, self.layout))
+                            {
+                                Doorbell::new(word).ring();
+                            }
+                            Ok(())
+                        });
                         if wrote.is_err() {
                             Self::forget(slot);
                             failed += 1;
@@ -204,8 +379,7 @@ impl<T: Transport> Coordinator<T> {
     pub fn entry(&self, index: usize) -> Result<Entry> {
         let mut buf = [0u8; ENTRY_BYTES];
         for _ in 0..TORN_ATTEMPTS {
-            self.store
-                .read_region(self.region, entry_offset(index), &mut buf)?;
+            self.own.read(entry_offset(index), &mut buf)?;
             if let Some(e) = decode(&buf, index) {
                 return Ok(e);
             }
@@ -222,6 +396,24 @@ impl<T: Transport> Coordinator<T> {
         (0..self.layout.entries()).map(|i| self.entry(i)).collect()
     }
 
+    /// Fills `masks` (one per partition of `p`) with the replicas whose entries show the phase;
+    /// returns how many replicas that is in all.
+    fn scan(&self, p: &Pending, masks: &mut Vec<u32>) -> Result<u32> {
+        masks.clear();
+        let mut total = 0;
+        for &h in &p.partitions {
+            let mut mask = 0u32;
+            for q in 0..self.layout.replicas {
+                if self.entry(self.layout.index(h, q))?.reached(p.ts, p.phase) {
+                    mask |= 1 << q;
+                }
+            }
+            total += mask.count_ones();
+            masks.push(mask);
+        }
+        Ok(total)
+    }
+
     /// Waits until our region shows phase `phase` of `ts` from a majority of every partition
     /// in `partitions`, then up to `opts.grace` for the rest.
     pub fn wait(
@@ -232,53 +424,11 @@ impl<T: Transport> Coordinator<T> {
         opts: WaitOptions,
     ) -> Result<Reached> {
         self.check_partitions(partitions)?;
-        let start = Instant::now();
-        let need = self.layout.majority();
-        let mut majority_at: Option<Instant> = None;
-        let mut idle = 0u32;
+        let mut p = self.pending(ts, phase, partitions, opts, Instant::now(), 0);
         loop {
-            let mut replicas = Vec::with_capacity(partitions.len());
-            for &h in partitions {
-                let mut got = Vec::new();
-                for q in 0..self.layout.replicas {
-                    if self.entry(self.layout.index(h, q))?.reached(ts, phase) {
-                        got.push(q);
-                    }
-                }
-                replicas.push((h, got));
+            if let Some(r) = self.run(&mut p, None)? {
+                return Ok(r);
             }
-            let now = Instant::now();
-            let complete = replicas
-                .iter()
-                .all(|(_, got)| got.len() == self.layout.replicas as usize);
-            let majority = replicas.iter().all(|(_, got)| got.len() >= need);
-            if majority {
-                let at = *majority_at.get_or_insert(now);
-                if complete || now - at >= opts.grace {
-                    return Ok(Reached {
-                        replicas,
-                        complete,
-                        majority_after: at - start,
-                        waited: now - start,
-                        failed_writes: 0,
-                    });
-                }
-            } else if now - start >= opts.timeout {
-                let (partition, got) = replicas
-                    .iter()
-                    .find(|(_, got)| got.len() < need)
-                    .map(|(h, got)| (*h, got.len()))
-                    .unwrap_or((partitions[0], 0));
-                return Err(Error::NoMajority {
-                    ts,
-                    phase,
-                    partition,
-                    have: got,
-                    need,
-                    waited: now - start,
-                });
-            }
-            pause(&mut idle);
         }
     }
 
@@ -295,16 +445,192 @@ impl<T: Transport> Coordinator<T> {
         reached.failed_writes = failed;
         Ok(reached)
     }
+
+    /// Announces, then waits for at most `budget`: the wait's end, or where it stands, to be
+    /// finished by [`Coordinator::advance`] (on another thread, say).
+    pub fn coordinate_within(
+        &self,
+        ts: u64,
+        phase: u32,
+        partitions: &[u32],
+        opts: WaitOptions,
+        budget: Duration,
+    ) -> Result<Progress> {
+        let start = Instant::now();
+        let failed_writes = self.announce(ts, phase, partitions)?;
+        let p = self.pending(ts, phase, partitions, opts, start, failed_writes);
+        self.advance(p, budget)
+    }
+
+    fn pending(
+        &self,
+        ts: u64,
+        phase: u32,
+        partitions: &[u32],
+        opts: WaitOptions,
+        start: Instant,
+        failed_writes: usize,
+    ) -> Pending {
+        let score = self.spin_score[phase as usize % SLOTS].load(Ordering::Relaxed);
+        let spin = if score >= SCORE_SPIN
+            || self.unspun.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == PROBE_EVERY - 1
+        {
+            opts.spin
+        } else {
+            Duration::ZERO
+        };
+        Pending {
+            ts,
+            phase,
+            partitions: partitions.to_vec(),
+            opts,
+            start,
+            majority_at: None,
+            failed_writes,
+            sleeps: 0,
+            spin,
+            spun: false,
+        }
+    }
+
+    /// Scores how the spin of a wait that ended did (see [`WaitOptions::spin`]). A wait that
+    /// ended at its first look says nothing about spinning.
+    fn score_spin(&self, p: &Pending) {
+        if !p.spun {
+            return;
+        }
+        let slot = &self.spin_score[p.phase as usize % SLOTS];
+        let old = slot.load(Ordering::Relaxed).min(SCORE_MAX);
+        let new = if p.sleeps == 0 {
+            old + (SCORE_MAX - old) / 4
+        } else {
+            old - old / 4
+        };
+        // Racing waits of one phase may lose an update: the score is only a hint.
+        slot.store(new, Ordering::Relaxed);
+    }
+
+    /// Goes on with a pending wait for at most `budget` more (`Duration::MAX`: to its end).
+    pub fn advance(&self, mut p: Pending, budget: Duration) -> Result<Progress> {
+        let until = after(Instant::now(), budget);
+        loop {
+            match self.run(&mut p, until)? {
+                Some(r) => return Ok(Progress::Reached(r)),
+                None if until.is_some_and(|u| Instant::now() >= u) => {
+                    return Ok(Progress::Pending(p))
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The wait itself: spins until `p.spin` after the start, then sleeps on the doorbell
+    /// (or polls). Returns `None` once `until` has passed.
+    fn run(&self, p: &mut Pending, until: Option<Instant>) -> Result<Option<Reached>> {
+        let need = self.layout.majority() as u32;
+        let all = self.layout.replicas;
+        let spin_end = after(p.start, p.spin);
+        let mut masks = Vec::with_capacity(p.partitions.len());
+        let mut idle = 0u32;
+        loop {
+            let seen = self.scan(p, &mut masks)?;
+            let now = Instant::now();
+            let majority = masks.iter().all(|m| m.count_ones() >= need);
+            let deadline = if majority {
+                let at = *p.majority_at.get_or_insert(now);
+                let complete = masks.iter().all(|m| m.count_ones() == all);
+                if complete || now - at >= p.opts.grace {
+                    return Ok(Some(self.reached(p, masks, complete, now)));
+                }
+                after(at, p.opts.grace)
+            } else {
+                if now - p.start >= p.opts.timeout {
+                    return Err(self.no_majority(p, &masks, need, now));
+                }
+                after(p.start, p.opts.timeout)
+            };
+            if until.is_some_and(|u| now >= u) {
+                return Ok(None);
+            }
+            // Not at the first look: how the spin does from here is what its score measures.
+            p.spun |= !p.spin.is_zero();
+            if spin_end.is_none_or(|e| now < e) {
+                std::hint::spin_loop();
+                continue;
+            }
+            let Some(bell) = self.doorbell() else {
+                pause(&mut idle);
+                p.sleeps = p.sleeps.saturating_add(1);
+                continue;
+            };
+            let sleeper = bell.prepare();
+            // Counted as a sleep from here: the spin did not end the wait.
+            p.sleeps = p.sleeps.saturating_add(1);
+            // Checked again once counted in: an announcement from here on rings us awake.
+            if self.scan(p, &mut masks)? != seen {
+                continue;
+            }
+            let wake = [deadline, until, Some(now + SLEEP_CAP)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now);
+            sleeper.sleep(wake.saturating_duration_since(now));
+        }
+    }
+
+    fn reached(&self, p: &Pending, masks: Vec<u32>, complete: bool, now: Instant) -> Reached {
+        self.score_spin(p);
+        let replicas = p
+            .partitions
+            .iter()
+            .zip(&masks)
+            .map(|(&h, &m)| {
+                (
+                    h,
+                    (0..self.layout.replicas)
+                        .filter(|q| m >> q & 1 == 1)
+                        .collect(),
+                )
+            })
+            .collect();
+        Reached {
+            replicas,
+            masks,
+            complete,
+            majority_after: p.majority_at.unwrap_or(now) - p.start,
+            waited: now - p.start,
+            failed_writes: p.failed_writes,
+            sleeps: p.sleeps,
+            spin: p.spin,
+        }
+    }
+
+    fn no_majority(&self, p: &Pending, masks: &[u32], need: u32, now: Instant) -> Error {
+        let (partition, have) = p
+            .partitions
+            .iter()
+            .zip(masks)
+            .find(|(_, m)| m.count_ones() < need)
+            .map(|(&h, m)| (h, m.count_ones() as usize))
+            .unwrap_or((p.partitions.first().copied().unwrap_or(0), 0));
+        Error::NoMajority {
+            ts: p.ts,
+            phase: p.phase,
+            partition,
+            have,
+            need: need as usize,
+            waited: now - p.start,
+        }
+    }
 }
 
-/// Backs off while polling: a few spins (a peer usually writes within microseconds), then
-/// yields, then short sleeps, so a wait on a busy two-core host does not starve the peers it
-/// waits for.
+/// Backs off while polling (no doorbell: `tcp`, `verbs`): yields, then short sleeps, so a
+/// wait on a busy two-core host does not starve the peers it waits for.
 fn pause(idle: &mut u32) {
     *idle = idle.saturating_add(1);
     match *idle {
-        0..64 => std::hint::spin_loop(),
-        64..512 => std::thread::yield_now(),
+        0..448 => std::thread::yield_now(),
         _ => std::thread::sleep(Duration::from_micros(20)),
     }
 }

@@ -13,6 +13,8 @@
 use crate::error::{Error, Result};
 
 pub const ENTRY_BYTES: usize = 16;
+/// The doorbell word (see `doorbell`) and the rest of its cache line.
+pub const DOORBELL_BYTES: usize = 64;
 /// Phase 2 of Algorithm 1: the transaction was delivered (and everything before it executed).
 pub const PHASE_DELIVERED: u32 = 2;
 /// Phase 4: the transaction was executed.
@@ -97,8 +99,15 @@ impl Layout {
         (self.partitions * self.replicas) as usize
     }
 
+    /// Entries, then the doorbell on a cache line of its own (peers bump it on every
+    /// announcement; it should not move the line the owner scans entries on).
     pub fn bytes(&self) -> usize {
-        self.entries() * ENTRY_BYTES
+        self.doorbell_offset() + DOORBELL_BYTES
+    }
+
+    /// Where the doorbell word lives, from the end of the region header.
+    pub fn doorbell_offset(&self) -> usize {
+        (self.entries() * ENTRY_BYTES).next_multiple_of(DOORBELL_BYTES)
     }
 
     /// Index of the entry of `replica` of `partition` (both in range).
@@ -176,7 +185,8 @@ mod tests {
     #[test]
     fn layouts_are_bounded() {
         let l = Layout::new(2, 3).unwrap();
-        assert_eq!((l.entries(), l.bytes(), l.majority()), (6, 96, 2));
+        assert_eq!((l.entries(), l.bytes(), l.majority()), (6, 192, 2));
+        assert_eq!(l.doorbell_offset(), 128);
         assert_eq!(l.index(1, 2), 5);
         assert_eq!(
             Layout::new(0, 3).unwrap_err().to_string(),

@@ -8,6 +8,10 @@ pub enum Error {
     BadLayout(String),
     #[error("bad coordination request: {0}")]
     BadRequest(String),
+    /// A state transfer that cannot go on: a bad request, a malformed shipment, a server that
+    /// stopped or could not collect a consistent state.
+    #[error("state transfer: {0}")]
+    Transfer(String),
     #[error(
         "no majority for phase {phase} of transaction {ts} within {waited:?}: partition {partition} \
          has {have} of the {need} replicas needed"

@@ -7,11 +7,14 @@
 //! one-sided too. No Node here: `bindings/node` runs the waits on native threads.
 
 pub mod coord;
+pub mod doorbell;
 pub mod entry;
 pub mod error;
+pub mod ring;
 pub mod transfer;
 
-pub use coord::{Coordinator, Member, Reached, WaitOptions};
+pub use coord::{Coordinator, Member, Pending, Progress, Reached, WaitOptions, DEFAULT_SPIN};
 pub use entry::{Entry, Layout, ENTRY_BYTES, PHASE_DELIVERED, PHASE_EXECUTED};
 pub use error::{Error, Result};
+pub use ring::{Dropped, Record, RecordIn, RingError, RingLayout, RingProducer, RingReader};
 pub use transfer::{Request, Transfer, TransferLayout};

@@ -1,27 +1,64 @@
 //! State transfer (Heron, Algorithm 3) between the replicas of one partition, one-sided both
-//! ways:
+//! ways, served by a native thread while the replica keeps executing:
 //!
-//! - **Requests**: every replica owns a request region with one 16-byte entry per replica of
-//!   its partition (the entry encoding of coordination memory, `ts` = the lagger's last applied
-//!   timestamp, `phase` = the lagger's request number). A lagger writes its entry into the
-//!   region of the replica it asks; that replica is its entry's only writer.
-//! - **Shipments**: every replica owns a landing region with one slot per replica of its
-//!   partition. A server writes the shipment into its own slot of the lagger's landing region,
-//!   data first, header last. The header carries the request number, the length and an xxh3 of
-//!   (request number, length, data), so a lagger never accepts a torn or stale shipment, and a
-//!   late server that was given up on writes only into its own slot.
+//! - **Requests**: every replica owns a request region: a doorbell line, then one 64-byte line
+//!   per replica of its partition holding that lagger's request (the entry encoding of
+//!   coordination memory: `ts` = the lagger's last applied timestamp, `phase` = its request
+//!   number) and its acknowledgement word (request number << 32 | chunks consumed). A lagger
+//!   writes only its own line, then rings the doorbell.
+//! - **Shipments**: every replica owns a landing region: a doorbell line, then one slot per
+//!   server of its partition, of two lanes. A shipment is a byte stream (the server's prefix,
+//!   then its objects) cut into chunks of at most a lane; chunk `k` goes to lane `k % 2`, data
+//!   first, header last (request number, chunk number, length, last-chunk flag, and an xxh3 of
+//!   all of them and the data), then the server rings the lagger's doorbell. The server writes
+//!   chunk `k` only once the lagger acknowledged chunk `k - 2`, so a lagger installs a chunk
+//!   while the next one lands, and any size transfers through a bounded slot. A torn, stale
+//!   or malformed chunk never passes the check; a late server answering an earlier request
+//!   writes only into its own slot, under an old request number.
+//! - **Consistency**: the replica publishes its applied prefix ([`Prefix`]: timestamp T,
+//!   applied count, digest) after each transaction's writes. The server ships exactly the
+//!   state as of the latest published T: for every object whose newest version is after the
+//!   lagger's `since`, the newest version before T + 1, read from the store a batch at a time
+//!   while execution writes newer versions. Dual versions keep that version readable until the
+//!   object is written twice after T; such objects are collected by another pass, at the then
+//!   latest prefix, over what changed since T (see `collect`). The lagger installs each version
+//!   at its own timestamp, skipping what it holds already, and resumes after the prefix.
 //!
-//! What a shipment holds is the caller's business (the replica's update log, encoded).
+//! Doorbells are futexes on the regions' files: a replica rings a peer through its own
+//! mapping of that peer's region file ([`Transfer::ring_peers_in`]). Without it (transports
+//! other than `shm`) waits fall back to sleeps of at most [`POLL`].
 
+use crate::doorbell::Doorbell;
 use crate::entry::{decode, encode, Entry, ENTRY_BYTES};
 use crate::error::{Error, Result};
-use remora_core::region::REGION_HEADER_BYTES;
+use remora_core::region::{region_path, Region, REGION_HEADER_BYTES};
 use remora_core::{RemoteMemory, Store, Transport};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Shipment header: request number (u64), data length (u64), check (u64).
-const SHIPMENT_HEADER: usize = 24;
+/// A line: the doorbell's, a lagger's request line, a lane header.
+const LINE: usize = 64;
+/// Offset of a lagger's acknowledgement word in its request line.
+const ACK_AT: usize = ENTRY_BYTES;
+/// Lane header words: request number, chunk number, length, last flag, check.
+const LANE_HEADER: usize = LINE;
+/// Stream manifest: up-to timestamp, applied count, digest, object count.
+const MANIFEST: usize = 8 + 8 + 32 + 8;
+/// Longest a wait sleeps between looks when no doorbell rings (a peer that cannot ring us).
+pub const POLL: Duration = Duration::from_millis(10);
+/// Objects read from the store per read-lock hold while collecting a shipment.
+const COLLECT_BATCH: usize = 64;
+/// Collections restarted because objects were overwritten twice meanwhile, before giving up.
+const COLLECT_ATTEMPTS: u32 = 64;
+/// How long a server waits for a lagger to consume a chunk before giving that request up.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes at the head of each lane mapped and backed with memory ahead of the first shipment.
+const PREFAULT_BYTES: usize = 256 << 10;
+/// A deletion's value length in a shipped record.
+const DELETED: u32 = u32::MAX;
 
 /// A lagger's request as the server sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,37 +70,91 @@ pub struct Request {
     pub since: u64,
 }
 
-/// Where the regions are and how big a shipment may be.
+/// Where the regions are and how large a landing slot is.
 #[derive(Clone, Copy, Debug)]
 pub struct TransferLayout {
     pub replicas: u32,
-    /// Largest shipment (data bytes) one server can land at one lagger.
+    /// Data bytes of one server's landing slot at one lagger (two lanes of half each): any
+    /// shipment transfers through it, chunk by chunk.
     pub slot_bytes: usize,
 }
 
 impl TransferLayout {
-    fn slot_stride(&self) -> usize {
-        (SHIPMENT_HEADER + self.slot_bytes).next_multiple_of(64)
+    /// The largest chunk: half a slot.
+    pub fn lane_bytes(&self) -> usize {
+        self.slot_bytes.div_ceil(2)
+    }
+    fn lane_stride(&self) -> usize {
+        LANE_HEADER + self.lane_bytes().next_multiple_of(LINE)
     }
     fn landing_bytes(&self) -> usize {
-        self.replicas as usize * self.slot_stride()
+        LINE + self.replicas as usize * 2 * self.lane_stride()
     }
     fn request_bytes(&self) -> usize {
-        self.replicas as usize * ENTRY_BYTES
+        LINE + self.replicas as usize * LINE
     }
-    fn slot_offset(&self, server: u32) -> u64 {
-        (REGION_HEADER_BYTES + server as usize * self.slot_stride()) as u64
+    /// Where lane `lane % 2` of `server`'s slot starts in a landing region: its header line,
+    /// then up to half the slot's bytes of data.
+    pub fn lane_offset(&self, server: u32, lane: u64) -> u64 {
+        let slot = server as usize * 2 * self.lane_stride();
+        (REGION_HEADER_BYTES + LINE + slot + (lane % 2) as usize * self.lane_stride()) as u64
     }
 }
 
 fn request_offset(replica: u32) -> u64 {
-    (REGION_HEADER_BYTES + replica as usize * ENTRY_BYTES) as u64
+    (REGION_HEADER_BYTES + LINE + replica as usize * LINE) as u64
 }
 
-fn shipment_check(number: u64, data: &[u8]) -> u64 {
+const BELL_OFFSET: usize = REGION_HEADER_BYTES;
+
+/// The prefix of the transaction sequence a replica applied: what a lagger adopts with the
+/// state as of `ts`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prefix {
+    pub ts: u64,
+    pub applied: u64,
+    pub digest: [u8; 32],
+}
+
+/// A shipment installed at the lagger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// The server's prefix: the lagger resumes after `prefix.ts`.
+    pub prefix: Prefix,
+    pub objects: u64,
+    /// Stream bytes received (manifest and records).
+    pub bytes: u64,
+    pub chunks: u64,
+}
+
+/// How a wait for a shipment ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    Installed(Installed),
+    /// Nothing whole in time; the last chunk refused and why, if any was.
+    TimedOut {
+        rejected: Option<String>,
+    },
+}
+
+/// A request served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub request: Request,
+    pub up_to: u64,
+    pub objects: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+    /// Collections started (more than one when objects were overwritten twice meanwhile).
+    pub attempts: u32,
+}
+
+fn chunk_check(number: u64, seq: u64, last: u64, data: &[u8]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(&number.to_le_bytes());
+    h.update(&seq.to_le_bytes());
     h.update(&(data.len() as u64).to_le_bytes());
+    h.update(&last.to_le_bytes());
     h.update(data);
     h.digest()
 }
@@ -74,8 +165,31 @@ fn word(bytes: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+fn ack_word(number: u32, consumed: u64) -> u64 {
+    (u64::from(number) << 32) | consumed.min(u64::from(u32::MAX))
+}
+
 /// A peer's memory once attached (again after a failed write).
 type Attached<P> = Mutex<Option<Arc<P>>>;
+
+struct Peer<P> {
+    name: String,
+    mem: Attached<P>,
+    /// Our own mappings of the peer's request region (we ask it) and landing region (we serve
+    /// it), to ring their doorbells, with the inode of the file mapped: a restarted peer's new
+    /// file is mapped anew.
+    bells: [Mutex<Option<Mapped>>; 2],
+}
+
+/// A peer's region file as we mapped it, and that file's inode.
+type Mapped = (Arc<Region>, u64);
+
+/// Which of a peer's doorbells.
+#[derive(Clone, Copy)]
+enum Bell {
+    Requests = 0,
+    Landing = 1,
+}
 
 pub struct Transfer<T: Transport> {
     layout: TransferLayout,
@@ -83,12 +197,22 @@ pub struct Transfer<T: Transport> {
     store: Arc<Store>,
     requests: u32,
     landing: u32,
+    /// Our own regions, mapped once more: read and slept on without the store's lock.
+    own_requests: Region,
+    own_landing: Region,
     transport: T,
-    /// Store names of this partition's replicas, by replica index, and attached peers.
-    peers: Vec<(String, Attached<T::Peer>)>,
+    /// This partition's replicas, by replica index.
+    peers: Vec<Peer<T::Peer>>,
+    /// The cluster directory, when peers' region files can be mapped to ring them.
+    ring_dir: Option<PathBuf>,
+    prefix: Mutex<Prefix>,
+    /// Tombstones before this were purged: state since an earlier point cannot be served.
+    horizon: AtomicU64,
     /// Last request number taken from each lagger.
     taken: Mutex<Vec<u32>>,
     next_number: Mutex<u32>,
+    served: AtomicU64,
+    stop: AtomicBool,
 }
 
 impl<T: Transport> Transfer<T> {
@@ -109,28 +233,57 @@ impl<T: Transport> Transfer<T> {
                 layout.replicas
             )));
         }
-        if layout.slot_bytes == 0 || layout.slot_bytes > 1 << 30 {
+        if layout.slot_bytes < 2 || layout.slot_bytes > 1 << 30 {
             return Err(Error::BadLayout(format!(
-                "shipment slots must be 1 byte to 1 GiB, got {}",
+                "transfer slots must be 2 bytes to 1 GiB, got {}",
                 layout.slot_bytes
             )));
         }
         let requests = store.add_shared_region(layout.request_bytes())?;
         let landing = store.add_shared_region(layout.landing_bytes())?;
+        let own_requests = Region::attach(store.dir(), requests)?;
+        let own_landing = Region::attach(store.dir(), landing)?;
+        // Backs the head of every lane with memory now: a small shipment should not wait for
+        // the file system to allocate the pages it lands in (a large one amortises them).
+        for server in 0..layout.replicas {
+            for lane in 0..2 {
+                let len = layout.lane_stride().min(PREFAULT_BYTES);
+                let zeros = vec![0u8; len];
+                own_landing.write(layout.lane_offset(server, lane), &zeros)?;
+            }
+        }
         Ok(Transfer {
             layout,
             me,
             store,
             requests,
             landing,
+            own_requests,
+            own_landing,
             transport,
             peers: peers
                 .iter()
-                .map(|n| (n.clone(), Mutex::new(None)))
+                .map(|n| Peer {
+                    name: n.clone(),
+                    mem: Mutex::new(None),
+                    bells: [Mutex::new(None), Mutex::new(None)],
+                })
                 .collect(),
+            ring_dir: None,
+            prefix: Mutex::new(Prefix::default()),
+            horizon: AtomicU64::new(0),
             taken: Mutex::new(vec![0; layout.replicas as usize]),
             next_number: Mutex::new(0),
+            served: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
         })
+    }
+
+    /// Rings peers' doorbells through mappings of their region files in the cluster directory
+    /// `dir` (peers on this host, as `shm` reaches them).
+    pub fn ring_peers_in(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.ring_dir = Some(dir.into());
+        self
     }
 
     /// Ids of (request region, landing region) in this store.
@@ -138,26 +291,50 @@ impl<T: Transport> Transfer<T> {
         (self.requests, self.landing)
     }
 
-    fn write_peer(&self, q: u32, region: u32, offset: u64, data: &[u8]) -> Result<()> {
-        let (name, slot) = self
-            .peers
-            .get(q as usize)
-            .ok_or_else(|| Error::BadRequest(format!("no replica {q} in this partition")))?;
+    /// Records the prefix this replica applied; call it after the prefix's writes are in the
+    /// store. What the server ships is the state as of the latest one.
+    pub fn publish(&self, prefix: Prefix) {
+        *self.prefix.lock().unwrap_or_else(|e| e.into_inner()) = prefix;
+    }
+
+    fn published(&self) -> Prefix {
+        *self.prefix.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Declares that tombstones before `ts` were purged from the store: a lagger behind that
+    /// point cannot be served from here (it asks another peer).
+    pub fn set_horizon(&self, ts: u64) {
+        self.horizon.fetch_max(ts, Ordering::AcqRel);
+    }
+
+    /// Requests served to completion (every chunk written).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    fn peer(&self, q: u32) -> Result<&Peer<T::Peer>> {
         if q == self.me {
-            return Err(Error::BadRequest(
+            return Err(Error::Transfer(
                 "a replica does not transfer state to itself".into(),
             ));
         }
-        let mut mem = slot.lock().unwrap_or_else(|e| e.into_inner());
-        let peer = match mem.as_ref() {
+        self.peers
+            .get(q as usize)
+            .ok_or_else(|| Error::Transfer(format!("no replica {q} in this partition")))
+    }
+
+    fn write_peer(&self, q: u32, region: u32, offset: u64, data: &[u8]) -> Result<()> {
+        let peer = self.peer(q)?;
+        let mut mem = peer.mem.lock().unwrap_or_else(|e| e.into_inner());
+        let p = match mem.as_ref() {
             Some(p) => p.clone(),
             None => {
-                let p = Arc::new(self.transport.attach(name)?);
+                let p = Arc::new(self.transport.attach(&peer.name)?);
                 *mem = Some(p.clone());
                 p
             }
         };
-        let wrote = peer.write(region, offset, data);
+        let wrote = p.write(region, offset, data);
         if wrote.is_err() {
             // Gone, perhaps restarted: attach again next time.
             mem.take();
@@ -165,9 +342,86 @@ impl<T: Transport> Transfer<T> {
         Ok(wrote?)
     }
 
-    /// Asks replica `server` for every object updated after `since`; returns the request
-    /// number to wait for with [`Transfer::wait_shipment`].
+    /// Maps `q`'s doorbell region to ring it later, unless the file mapped is still the one
+    /// there (nothing when peers cannot be mapped, or this one cannot now: its waits then end
+    /// by their timeouts).
+    fn attach_bell(&self, q: u32, which: Bell) {
+        let (Ok(peer), Some(dir)) = (self.peer(q), self.ring_dir.as_ref()) else {
+            return;
+        };
+        let region = match which {
+            Bell::Requests => self.requests,
+            Bell::Landing => self.landing,
+        };
+        let store_dir = dir.join(&peer.name);
+        let ino = std::fs::metadata(region_path(&store_dir, region))
+            .ok()
+            .map(|m| m.ino());
+        let mut bell = peer.bells[which as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match (bell.as_ref(), ino) {
+            (Some((_, mapped)), Some(ino)) if *mapped == ino => {}
+            (_, Some(ino)) => {
+                *bell = Region::attach(&store_dir, region)
+                    .ok()
+                    .map(|r| (Arc::new(r), ino));
+            }
+            (_, None) => *bell = None,
+        }
+    }
+
+    fn ring(&self, q: u32, which: Bell) {
+        let Ok(peer) = self.peer(q) else { return };
+        let bell = peer.bells[which as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(r, _)| r.clone());
+        if let Some(region) = bell {
+            if let Some(w) = region.words().get(BELL_OFFSET / 8) {
+                Doorbell::new(w).ring();
+            }
+        }
+    }
+
+    /// Attaches to every peer and maps its doorbells ahead of the first transfer (best effort:
+    /// what fails now is attached when used).
+    pub fn warm(&self) {
+        for q in (0..self.layout.replicas).filter(|&q| q != self.me) {
+            if let Ok(peer) = self.peer(q) {
+                let mut mem = peer.mem.lock().unwrap_or_else(|e| e.into_inner());
+                if mem.is_none() {
+                    *mem = self.transport.attach(&peer.name).ok().map(Arc::new);
+                }
+            }
+            // Maps the head of our lanes in the peer's landing region into this process (their
+            // pages fault in now rather than under a shipment); zeros are no chunk of any
+            // request.
+            let zeros = vec![0u8; self.layout.lane_stride().min(PREFAULT_BYTES)];
+            for lane in 0..2 {
+                let at = self.layout.lane_offset(self.me, lane);
+                let _ = self.write_peer(q, self.landing, at, &zeros);
+            }
+            self.attach_bell(q, Bell::Requests);
+            self.attach_bell(q, Bell::Landing);
+        }
+    }
+
+    fn own_bell(region: &Region) -> Result<Doorbell<'_>> {
+        let w = region
+            .words()
+            .get(BELL_OFFSET / 8)
+            .ok_or_else(|| Error::BadLayout("transfer region without a doorbell".into()))?;
+        Ok(Doorbell::new(w))
+    }
+
+    // ----- the lagger's side -----
+
+    /// Asks replica `server` for the state as of its latest prefix, every object updated after
+    /// `since`; returns the request number to [`Transfer::receive`] with.
     pub fn request(&self, server: u32, since: u64) -> Result<u32> {
+        self.peer(server)?;
         let number = {
             let mut n = self.next_number.lock().unwrap_or_else(|e| e.into_inner());
             *n = n.wrapping_add(1).max(1);
@@ -180,10 +434,121 @@ impl<T: Transport> Transfer<T> {
             },
             self.me as usize,
         );
+        self.attach_bell(server, Bell::Requests);
         // Requests sit in the server's request region, which has the same id as ours.
         self.write_peer(server, self.requests, request_offset(self.me), &bytes)?;
+        self.ring(server, Bell::Requests);
         Ok(number)
     }
+
+    /// Waits for `server`'s shipment answering request `number` and installs it chunk by
+    /// chunk into the store; [`Received::TimedOut`] if it is not whole within `timeout`.
+    /// Objects of a shipment not received whole stay installed: they are versions at or before
+    /// the server's prefix, which a later shipment overwrites or repeats (and repeats are
+    /// skipped).
+    pub fn receive(&self, server: u32, number: u32, timeout: Duration) -> Result<Received> {
+        self.peer(server)?;
+        let deadline = Instant::now() + timeout;
+        let bell = Self::own_bell(&self.own_landing)?;
+        let mut stream = Decoder::default();
+        let mut seq = 0u64;
+        let mut rejected = None;
+        loop {
+            let sleeper = bell.prepare();
+            match self.read_chunk(server, number, seq, &mut stream.pending) {
+                Ok(Some(last)) => {
+                    drop(sleeper);
+                    let records = stream
+                        .feed(last)
+                        .map_err(|why| malformed(server, number, seq, &why))?;
+                    let at = |range: &std::ops::Range<usize>| &stream.pending[range.clone()];
+                    let puts: Vec<_> = records
+                        .iter()
+                        .map(|r| (at(&r.id), r.value.as_ref().map(at), r.ts))
+                        .collect();
+                    self.store.install(&puts)?;
+                    stream.consumed();
+                    seq += 1;
+                    self.write_peer(
+                        server,
+                        self.requests,
+                        request_offset(self.me) + ACK_AT as u64,
+                        &ack_word(number, seq).to_le_bytes(),
+                    )?;
+                    self.ring(server, Bell::Requests);
+                    if last {
+                        let prefix = stream
+                            .prefix
+                            .ok_or_else(|| malformed(server, number, seq, "no manifest"))?;
+                        return Ok(Received::Installed(Installed {
+                            prefix,
+                            objects: stream.objects,
+                            bytes: stream.bytes,
+                            chunks: seq,
+                        }));
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(why) => rejected = Some(why),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Received::TimedOut { rejected });
+            }
+            sleeper.sleep((deadline - now).min(POLL));
+        }
+    }
+
+    /// Appends chunk `seq` of request `number` from `server`'s slot to `into` and says whether
+    /// it is the last: `None` while it is not there, `Err` (why) for a chunk that claims to be it
+    /// and fails the checks (`into` is then as it was).
+    fn read_chunk(
+        &self,
+        server: u32,
+        number: u32,
+        seq: u64,
+        into: &mut Vec<u8>,
+    ) -> std::result::Result<Option<bool>, String> {
+        let at = self.layout.lane_offset(server, seq);
+        let mut header = [0u8; LANE_HEADER];
+        self.own_landing
+            .read(at, &mut header)
+            .map_err(|e| e.to_string())?;
+        let (n, s, len, last, check) = (
+            word(&header, 0),
+            word(&header, 1),
+            word(&header, 2),
+            word(&header, 3),
+            word(&header, 4),
+        );
+        if n != u64::from(number) || s != seq {
+            // Nothing yet, an earlier chunk in this lane, or another request's.
+            return Ok(None);
+        }
+        let lane = self.layout.lane_bytes() as u64;
+        if len > lane || last > 1 {
+            return Err(format!(
+                "chunk {seq}: length {len} over the lane's {lane} bytes, or bad last flag {last}"
+            ));
+        }
+        let from = into.len();
+        into.resize(from + len as usize, 0);
+        let read = self
+            .own_landing
+            .read(at + LANE_HEADER as u64, &mut into[from..]);
+        if let Err(e) = read {
+            into.truncate(from);
+            return Err(e.to_string());
+        }
+        if chunk_check(n, s, last, &into[from..]) != check {
+            into.truncate(from);
+            return Err(format!("chunk {seq}: check mismatch (torn or corrupt)"));
+        }
+        Ok(Some(last == 1))
+    }
+
+    // ----- the server's side -----
 
     /// Requests not taken yet, each taken once.
     pub fn take_requests(&self) -> Result<Vec<Request>> {
@@ -193,11 +558,7 @@ impl<T: Transport> Transfer<T> {
             if q == self.me {
                 continue;
             }
-            let mut buf = [0u8; ENTRY_BYTES];
-            self.store
-                .read_region(self.requests, request_offset(q), &mut buf)?;
-            // A torn entry is being written right now: the next look takes it.
-            let Some(e) = decode(&buf, q as usize) else {
+            let Some(e) = self.request_entry(q)? else {
                 continue;
             };
             let last = &mut taken[q as usize];
@@ -213,81 +574,486 @@ impl<T: Transport> Transfer<T> {
         Ok(out)
     }
 
-    /// Waits until some request arrives or `timeout` passes (then an empty list).
-    pub fn wait_requests(&self, timeout: Duration) -> Result<Vec<Request>> {
-        let start = Instant::now();
-        let mut idle = 0u32;
-        loop {
+    /// What lagger `q` last asked for, taken or not (diagnostics): `None` when it never asked.
+    pub fn request_of(&self, q: u32) -> Result<Option<Request>> {
+        self.peer(q)?;
+        Ok(self
+            .request_entry(q)?
+            .filter(|e| e.phase != 0)
+            .map(|e| Request {
+                replica: q,
+                number: e.phase,
+                since: e.ts,
+            }))
+    }
+
+    /// `q`'s request entry; `None` while torn (being written: the next look takes it).
+    fn request_entry(&self, q: u32) -> Result<Option<Entry>> {
+        let mut buf = [0u8; ENTRY_BYTES];
+        self.own_requests.read(request_offset(q), &mut buf)?;
+        Ok(decode(&buf, q as usize))
+    }
+
+    /// Serves requests as they come until [`Transfer::stop`]: sleeps on the request doorbell,
+    /// serves each request in turn, and reports failures (a lagger gone, a purged horizon)
+    /// to `failed`; the lagger asks another peer.
+    pub fn serve_forever(&self, failed: impl Fn(Request, Error)) -> Result<()> {
+        let bell = Self::own_bell(&self.own_requests)?;
+        while !self.stop.load(Ordering::Acquire) {
+            let sleeper = bell.prepare();
             let got = self.take_requests()?;
-            if !got.is_empty() || start.elapsed() >= timeout {
-                return Ok(got);
+            if got.is_empty() {
+                // Laggers that map our region ring us; others are seen within a poll.
+                sleeper.sleep(if self.ring_dir.is_some() {
+                    Duration::from_millis(100)
+                } else {
+                    POLL
+                });
+                continue;
             }
-            pause(&mut idle);
-        }
-    }
-
-    /// Lands `data` in our slot of `lagger`'s landing region, answering request `number`.
-    pub fn ship(&self, lagger: u32, number: u32, data: &[u8]) -> Result<()> {
-        if data.len() > self.layout.slot_bytes {
-            return Err(Error::BadRequest(format!(
-                "a shipment of {} bytes does not fit a slot of {} bytes: give the cluster larger transfer slots",
-                data.len(),
-                self.layout.slot_bytes
-            )));
-        }
-        let offset = self.layout.slot_offset(self.me);
-        self.write_peer(lagger, self.landing, offset + SHIPMENT_HEADER as u64, data)?;
-        let n = u64::from(number);
-        let mut header = [0u8; SHIPMENT_HEADER];
-        header[..8].copy_from_slice(&n.to_le_bytes());
-        header[8..16].copy_from_slice(&(data.len() as u64).to_le_bytes());
-        header[16..].copy_from_slice(&shipment_check(n, data).to_le_bytes());
-        self.write_peer(lagger, self.landing, offset, &header)
-    }
-
-    /// The shipment `server` landed for request `number`, once whole; `None` after `timeout`.
-    pub fn wait_shipment(
-        &self,
-        server: u32,
-        number: u32,
-        timeout: Duration,
-    ) -> Result<Option<Vec<u8>>> {
-        if server >= self.layout.replicas || server == self.me {
-            return Err(Error::BadRequest(format!(
-                "replica {server} cannot ship to replica {}",
-                self.me
-            )));
-        }
-        let offset = self.layout.slot_offset(server);
-        let start = Instant::now();
-        let mut idle = 0u32;
-        let mut header = [0u8; SHIPMENT_HEADER];
-        loop {
-            self.store.read_region(self.landing, offset, &mut header)?;
-            let (n, len) = (word(&header, 0), word(&header, 1));
-            if n == u64::from(number) && len <= self.layout.slot_bytes as u64 {
-                let mut data = vec![0u8; len as usize];
-                self.store
-                    .read_region(self.landing, offset + SHIPMENT_HEADER as u64, &mut data)?;
-                if shipment_check(n, &data) == word(&header, 2) {
-                    return Ok(Some(data));
+            drop(sleeper);
+            for r in got {
+                if let Err(e) = self.serve(r) {
+                    failed(r, e);
                 }
             }
-            if start.elapsed() >= timeout {
-                return Ok(None);
-            }
-            pause(&mut idle);
         }
+        Ok(())
+    }
+
+    /// Ends [`Transfer::serve_forever`] (and a serve waiting for a lagger) soon.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Ok(b) = Self::own_bell(&self.own_requests) {
+            b.ring();
+        }
+    }
+
+    /// Ships the state as of the latest published prefix to `r.replica`, chunk by chunk.
+    pub fn serve(&self, r: Request) -> Result<Served> {
+        self.peer(r.replica)?;
+        let horizon = self.horizon.load(Ordering::Acquire);
+        if r.since < horizon {
+            return Err(Error::Transfer(format!(
+                "cannot serve state since {}: its log starts at {horizon} (tombstones before it were purged)",
+                r.since
+            )));
+        }
+        let (prefix, stream, objects, attempts) = self.collect(r.since)?;
+        self.attach_bell(r.replica, Bell::Landing);
+        let lane = self.layout.lane_bytes();
+        let chunks = stream.len().div_ceil(lane).max(1) as u64;
+        for k in 0..chunks {
+            if k >= 2 {
+                self.wait_ack(r, k - 1)?;
+            }
+            let from = (k as usize * lane).min(stream.len());
+            let data = &stream[from..(from + lane).min(stream.len())];
+            self.write_chunk(r, k, k + 1 == chunks, data)?;
+        }
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Ok(Served {
+            request: r,
+            up_to: prefix.ts,
+            objects,
+            bytes: stream.len() as u64,
+            chunks,
+            attempts,
+        })
+    }
+
+    fn write_chunk(&self, r: Request, seq: u64, last: bool, data: &[u8]) -> Result<()> {
+        let at = self.layout.lane_offset(self.me, seq);
+        let n = u64::from(r.number);
+        let last = u64::from(last);
+        self.write_peer(r.replica, self.landing, at + LANE_HEADER as u64, data)?;
+        let mut header = [0u8; 40];
+        for (i, w) in [
+            n,
+            seq,
+            data.len() as u64,
+            last,
+            chunk_check(n, seq, last, data),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            header[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        self.write_peer(r.replica, self.landing, at, &header)?;
+        self.ring(r.replica, Bell::Landing);
+        Ok(())
+    }
+
+    /// Waits until the lagger consumed `need` chunks of request `r`.
+    fn wait_ack(&self, r: Request, need: u64) -> Result<()> {
+        let bell = Self::own_bell(&self.own_requests)?;
+        let at = request_offset(r.replica) as usize + ACK_AT;
+        let ack = self
+            .own_requests
+            .words()
+            .get(at / 8)
+            .ok_or_else(|| Error::BadLayout("request region too small".into()))?;
+        let start = Instant::now();
+        loop {
+            let sleeper = bell.prepare();
+            if ack.load(Ordering::Acquire) >= ack_word(r.number, need)
+                && ack.load(Ordering::Acquire) >> 32 == u64::from(r.number)
+            {
+                return Ok(());
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return Err(Error::Transfer(format!(
+                    "stopped while serving replica {}",
+                    r.replica
+                )));
+            }
+            if let Some(e) = self.request_entry(r.replica)? {
+                if e.phase != r.number {
+                    return Err(Error::Transfer(format!(
+                        "replica {} replaced request {} by {} while it was served",
+                        r.replica, r.number, e.phase
+                    )));
+                }
+            }
+            if start.elapsed() >= ACK_TIMEOUT {
+                return Err(Error::Transfer(format!(
+                    "replica {} consumed no chunk {need} of request {} within {ACK_TIMEOUT:?}",
+                    r.replica, r.number
+                )));
+            }
+            sleeper.sleep(POLL);
+        }
+    }
+
+    /// The shipment stream as of the latest published prefix: manifest, then every object
+    /// whose version as of the prefix is after `since`. Objects overwritten twice since the
+    /// prefix a pass began with are left for another pass, at the then latest prefix, over
+    /// every object changed since the previous pass's prefix (so a pass is short, and passes
+    /// converge however hot an object is); a later pass's record of an object replaces an
+    /// earlier one's, and the stream is the state as of the last pass's prefix.
+    fn collect(&self, since: u64) -> Result<(Prefix, Vec<u8>, u64, u32)> {
+        let mut passes: Vec<Vec<u8>> = Vec::new();
+        let mut prefix = self.published();
+        let mut changed_after = since;
+        for attempt in 1..=COLLECT_ATTEMPTS {
+            if attempt > 1 {
+                let newer = self.published();
+                if newer.ts == prefix.ts {
+                    // Only our own install writes twice under one prefix: let it finish.
+                    std::thread::yield_now();
+                }
+                prefix = newer;
+            }
+            // Room for the manifest, so that a single pass is the stream as it is.
+            let mut out = vec![0u8; MANIFEST];
+            let mut gone = Vec::new();
+            let mut objects = 0;
+            if prefix.ts > since {
+                let bound = prefix.ts.saturating_add(1);
+                let ids = self.store.changed_since(changed_after);
+                // A batch per read-lock hold: execution writes in between.
+                for batch in ids.chunks(COLLECT_BATCH) {
+                    objects += self.store.export_before(
+                        batch,
+                        since,
+                        bound,
+                        &mut out,
+                        record_head,
+                        &mut gone,
+                    )?;
+                }
+            }
+            passes.push(out);
+            if gone.is_empty() {
+                let (stream, objects) = if passes.len() == 1 {
+                    (passes.swap_remove(0), objects)
+                } else {
+                    merge(&passes)?
+                };
+                let mut stream = stream;
+                stream[..8].copy_from_slice(&prefix.ts.to_le_bytes());
+                stream[8..16].copy_from_slice(&prefix.applied.to_le_bytes());
+                stream[16..48].copy_from_slice(&prefix.digest);
+                stream[48..MANIFEST].copy_from_slice(&objects.to_le_bytes());
+                return Ok((prefix, stream, objects, attempt));
+            }
+            changed_after = prefix.ts;
+        }
+        Err(Error::Transfer(format!(
+            "objects kept being overwritten twice while collecting state since {since} ({COLLECT_ATTEMPTS} attempts)"
+        )))
     }
 }
 
-/// Requests and shipments are rare: after a short spin, poll every 50 µs growing to 1 ms, so
-/// an idle replica costs its peers little CPU on a small host.
-fn pause(idle: &mut u32) {
-    *idle = idle.saturating_add(1);
-    match *idle {
-        0..64 => std::hint::spin_loop(),
-        64..256 => std::thread::yield_now(),
-        n => std::thread::sleep(Duration::from_micros(u64::from((n - 255).min(20)) * 50)),
+/// The records of every pass but those of an object a later pass has a record of, after room
+/// for the manifest; and how many.
+fn merge(passes: &[Vec<u8>]) -> Result<(Vec<u8>, u64)> {
+    type Span = std::ops::Range<usize>;
+    let records = |buf: &[u8]| -> Result<Vec<(Span, Span)>> {
+        let mut out = Vec::new();
+        let mut at = MANIFEST;
+        while at < buf.len() {
+            match decode_record(&buf[at..], at) {
+                Ok(Some((r, used))) => {
+                    out.push((r.id, at..at + used));
+                    at += used;
+                }
+                _ => return Err(Error::Transfer("a collected record does not decode".into())),
+            }
+        }
+        Ok(out)
+    };
+    let total: usize = passes.iter().map(Vec::len).sum();
+    let mut stream = vec![0u8; MANIFEST];
+    stream.reserve(total);
+    let mut later: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    let mut kept: Vec<(usize, Span)> = Vec::new();
+    for (p, buf) in passes.iter().enumerate().rev() {
+        let rs = records(buf)?;
+        let ids: Vec<&[u8]> = rs.iter().map(|(id, _)| &buf[id.clone()]).collect();
+        for ((_, span), id) in rs.into_iter().zip(&ids).rev() {
+            if !later.contains(id) {
+                kept.push((p, span));
+            }
+        }
+        later.extend(ids);
+    }
+    kept.reverse();
+    let objects = kept.len() as u64;
+    for (p, span) in kept {
+        stream.extend_from_slice(&passes[p][span]);
+    }
+    Ok((stream, objects))
+}
+
+fn malformed(server: u32, number: u32, seq: u64, why: &str) -> Error {
+    Error::Transfer(format!(
+        "malformed shipment from replica {server} (request {number}, chunk {seq}): {why}"
+    ))
+}
+
+/// A record's header: id length (u16), id, timestamp (u64), value length (u32; all ones:
+/// deleted); the value follows.
+fn record_head(out: &mut Vec<u8>, id: &[u8], ts: u64, len: Option<usize>) {
+    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    out.extend_from_slice(id);
+    out.extend_from_slice(&ts.to_le_bytes());
+    out.extend_from_slice(&len.map_or(DELETED, |l| l as u32).to_le_bytes());
+}
+
+/// A decoded record, as ranges of the decoder's buffer.
+struct Record {
+    id: std::ops::Range<usize>,
+    ts: u64,
+    value: Option<std::ops::Range<usize>>,
+}
+
+/// Decodes the stream as chunks arrive; a record may span chunks.
+#[derive(Default)]
+struct Decoder {
+    /// Bytes received and not consumed yet: chunks are read straight into it.
+    pending: Vec<u8>,
+    /// Bytes of `pending` that the last `feed` saw (and decoded, up to `decoded`).
+    seen: usize,
+    decoded: usize,
+    prefix: Option<Prefix>,
+    /// Objects the manifest announced, and decoded so far.
+    announced: u64,
+    objects: u64,
+    bytes: u64,
+}
+
+impl Decoder {
+    /// Decodes the whole records of `pending` once a chunk was appended to it; they stay in
+    /// `pending` until [`Decoder::consumed`].
+    fn feed(&mut self, last: bool) -> std::result::Result<Vec<Record>, String> {
+        let new = self.pending.len().saturating_sub(self.seen);
+        self.bytes = self.bytes.saturating_add(new as u64);
+        self.seen = self.pending.len();
+        let mut at = 0;
+        if self.prefix.is_none() {
+            if self.pending.len() < MANIFEST {
+                return if last {
+                    Err(format!(
+                        "{} bytes, shorter than a manifest",
+                        self.pending.len()
+                    ))
+                } else {
+                    Ok(Vec::new())
+                };
+            }
+            let m = &self.pending[..MANIFEST];
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(&m[16..48]);
+            self.prefix = Some(Prefix {
+                ts: word(m, 0),
+                applied: word(m, 1),
+                digest,
+            });
+            self.announced = word(m, 6);
+            at = MANIFEST;
+        }
+        let mut out = Vec::new();
+        while let Some((record, used)) = decode_record(&self.pending[at..], at)? {
+            if self.objects == self.announced {
+                return Err(format!(
+                    "more than the {} objects announced",
+                    self.announced
+                ));
+            }
+            self.objects += 1;
+            out.push(record);
+            at += used;
+        }
+        let stray = self.pending.len() - at;
+        if last && (stray != 0 || self.objects != self.announced) {
+            return Err(format!(
+                "ended with {} objects of {} and {stray} stray bytes",
+                self.objects, self.announced
+            ));
+        }
+        self.decoded = at;
+        Ok(out)
+    }
+
+    /// Drops what the last `feed` decoded, keeping a record's beginning.
+    fn consumed(&mut self) {
+        self.pending.drain(..self.decoded);
+        self.decoded = 0;
+        self.seen = self.pending.len();
+    }
+}
+
+/// One record from the front of `b` (which starts at `base` of the buffer) and its length;
+/// `None` while incomplete.
+fn decode_record(b: &[u8], base: usize) -> std::result::Result<Option<(Record, usize)>, String> {
+    let Some(len) = b.get(..2) else {
+        return Ok(None);
+    };
+    let id_len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+    if id_len == 0 || id_len > remora_core::slot::MAX_ID_LEN {
+        return Err(format!("id of {id_len} bytes"));
+    }
+    let head = 2 + id_len + 12;
+    let Some(h) = b.get(..head) else {
+        return Ok(None);
+    };
+    let id = base + 2..base + 2 + id_len;
+    let ts = word(&h[2 + id_len..], 0);
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&h[head - 4..]);
+    let vlen = u32::from_le_bytes(v);
+    if vlen == DELETED {
+        return Ok(Some((
+            Record {
+                id,
+                ts,
+                value: None,
+            },
+            head,
+        )));
+    }
+    let vlen = vlen as usize;
+    if vlen > remora_core::slot::MAX_VALUE_LEN {
+        return Err(format!("value of {vlen} bytes"));
+    }
+    if b.len() < head + vlen {
+        return Ok(None);
+    }
+    let value = Some(base + head..base + head + vlen);
+    Ok(Some((Record { id, ts, value }, head + vlen)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(out: &mut Vec<u8>, id: &[u8], ts: u64, value: Option<&[u8]>) {
+        record_head(out, id, ts, value.map(<[u8]>::len));
+        out.extend_from_slice(value.unwrap_or_default());
+    }
+
+    /// A decoded record copied out: id, timestamp, value.
+    type Owned = (Vec<u8>, u64, Option<Vec<u8>>);
+
+    /// Feeds `parts` as chunks; returns each record, copied out.
+    fn decode(d: &mut Decoder, parts: &[&[u8]]) -> std::result::Result<Vec<Owned>, String> {
+        let mut got = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            d.pending.extend_from_slice(part);
+            for r in d.feed(i + 1 == parts.len())? {
+                let at = |range: std::ops::Range<usize>| d.pending[range].to_vec();
+                got.push((at(r.id), r.ts, r.value.map(at)));
+            }
+            d.consumed();
+        }
+        Ok(got)
+    }
+
+    #[test]
+    fn a_later_pass_replaces_an_earlier_ones_records() {
+        let pass = |records: &[(&[u8], u64)]| {
+            let mut out = vec![0u8; MANIFEST];
+            for (id, ts) in records {
+                record(&mut out, id, *ts, Some(&ts.to_le_bytes()));
+            }
+            out
+        };
+        let passes = [
+            pass(&[(b"a", 3), (b"b", 4), (b"c", 5)]),
+            pass(&[(b"c", 8), (b"a", 7)]),
+            pass(&[(b"a", 9)]),
+        ];
+        let (stream, objects) = merge(&passes).unwrap();
+        assert_eq!(objects, 3);
+        let mut d = Decoder::default();
+        let mut manifest = stream;
+        manifest[48..MANIFEST].copy_from_slice(&objects.to_le_bytes());
+        let got = decode(&mut d, &[&manifest]).unwrap();
+        let got: Vec<(Vec<u8>, u64)> = got.into_iter().map(|(id, ts, _)| (id, ts)).collect();
+        assert_eq!(
+            got,
+            vec![(b"b".to_vec(), 4), (b"c".to_vec(), 8), (b"a".to_vec(), 9)]
+        );
+    }
+
+    #[test]
+    fn records_decode_across_any_split() {
+        let mut s = Vec::new();
+        s.extend_from_slice(&9u64.to_le_bytes());
+        s.extend_from_slice(&3u64.to_le_bytes());
+        s.extend_from_slice(&[7u8; 32]);
+        s.extend_from_slice(&2u64.to_le_bytes());
+        record(&mut s, b"a", 5, Some(b"hello"));
+        record(&mut s, b"bb", 6, None);
+        for cut in 1..s.len() {
+            let mut d = Decoder::default();
+            let got = decode(&mut d, &[&s[..cut], &s[cut..]]).unwrap();
+            assert_eq!(
+                got,
+                vec![
+                    (b"a".to_vec(), 5, Some(b"hello".to_vec())),
+                    (b"bb".to_vec(), 6, None)
+                ],
+                "cut {cut}"
+            );
+            assert_eq!(d.prefix.map(|p| (p.ts, p.applied)), Some((9, 3)));
+            assert_eq!(d.bytes, s.len() as u64);
+        }
+        assert_eq!(
+            decode(&mut Decoder::default(), &[&s[..s.len() - 1]])
+                .err()
+                .as_deref(),
+            Some("ended with 1 objects of 2 and 15 stray bytes")
+        );
+        let mut bad = s[..MANIFEST].to_vec();
+        bad.extend_from_slice(&[0, 0, 1]);
+        assert_eq!(
+            decode(&mut Decoder::default(), &[&bad, b""])
+                .err()
+                .as_deref(),
+            Some("id of 0 bytes")
+        );
     }
 }

@@ -1,15 +1,16 @@
 //! Several replicas in one process, each with its own store and coordination region, writing
-//! into each other's regions over `shm` (and once over `tcp`), on their own threads.
+//! into each other's regions over `shm` (ringing doorbells) and once over `tcp` (polling), on
+//! their own threads.
 
 use remora_core::{
     ControlServer, ShmTransport, Store, StoreConfig, TcpServer, TcpTransport, Transport,
 };
 use remora_heron::{
-    Coordinator, Entry, Layout, Member, WaitOptions, PHASE_DELIVERED, PHASE_EXECUTED,
+    Coordinator, Entry, Layout, Member, Progress, WaitOptions, PHASE_DELIVERED, PHASE_EXECUTED,
 };
 use std::path::PathBuf;
-use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Barrier};
+use std::time::{Duration, Instant};
 
 const SECRET: &[u8] = b"test-cluster-secret-0123456789";
 /// Every replica creates its coordination region first, so it is region 0 everywhere.
@@ -59,7 +60,9 @@ fn shm_replicas(dir: &Dir, layout: Layout, skip: &[Member]) -> Vec<Arc<Replica<S
             let store = Arc::new(Store::create(&cfg).unwrap());
             let control = ControlServer::start(&store, SECRET).unwrap();
             let t = ShmTransport::new(&dir.0, SECRET).unwrap();
-            let coord = Coordinator::create(store, t, layout, me, &peers).unwrap();
+            let coord = Coordinator::create(store, t, layout, me, &peers)
+                .unwrap()
+                .ring_doorbells(&dir.0);
             assert_eq!(coord.region(), REGION);
             out.push(Arc::new(Replica {
                 coord,
@@ -70,10 +73,7 @@ fn shm_replicas(dir: &Dir, layout: Layout, skip: &[Member]) -> Vec<Arc<Replica<S
     out
 }
 
-const OPTS: WaitOptions = WaitOptions {
-    grace: Duration::from_millis(200),
-    timeout: Duration::from_secs(20),
-};
+const OPTS: WaitOptions = WaitOptions::new(Duration::from_millis(200), Duration::from_secs(20));
 
 /// Transaction `ts` of the test workload: odd ones involve both partitions, even ones only
 /// partition `ts / 2 % 2` (and skip coordination, as single-partition transactions do).
@@ -186,10 +186,7 @@ fn no_majority_is_an_error_after_the_timeout() {
             },
         ],
     );
-    let opts = WaitOptions {
-        grace: Duration::ZERO,
-        timeout: Duration::from_millis(100),
-    };
+    let opts = WaitOptions::new(Duration::ZERO, Duration::from_millis(100));
     let err = replicas[0]
         .coord
         .coordinate(3, PHASE_DELIVERED, &[0, 1], opts)
@@ -268,4 +265,166 @@ fn coordination_works_over_tcp() {
     for t in threads {
         t.join().unwrap();
     }
+}
+
+/// Two replicas of one partition over `shm`, connected.
+fn pair(dir: &Dir) -> (Arc<Replica<ShmTransport>>, Arc<Replica<ShmTransport>>) {
+    let replicas = shm_replicas(dir, Layout::new(1, 2).unwrap(), &[]);
+    for r in &replicas {
+        r.coord.connect(Duration::from_secs(10)).unwrap();
+    }
+    (replicas[0].clone(), replicas[1].clone())
+}
+
+/// Waits (bounded) until `r` has a wait asleep on its doorbell.
+fn until_asleep(r: &Replica<ShmTransport>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.coord.sleepers() == 0 {
+        assert!(Instant::now() < deadline, "the waiter never went to sleep");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_sleeping_waiter_is_woken_by_its_peers_announcement() {
+    let dir = Dir::new("doorbell");
+    let (a, b) = pair(&dir);
+    let opts = WaitOptions {
+        spin: Duration::ZERO,
+        ..WaitOptions::new(Duration::ZERO, Duration::from_secs(20))
+    };
+    let (tx, rx) = mpsc::channel();
+    let waiter = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            tx.send(a.coord.coordinate(5, PHASE_DELIVERED, &[0], opts))
+                .is_ok()
+        })
+    };
+    until_asleep(&a);
+    assert_eq!(b.coord.announce(5, PHASE_DELIVERED, &[0]).unwrap(), 0);
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the announcement did not wake the waiter")
+        .unwrap();
+    assert!(waiter.join().unwrap());
+    assert!(got.complete, "{got:?}");
+    assert_eq!(got.replicas, vec![(0, vec![0, 1])]);
+    assert_eq!(got.masks, vec![0b11]);
+    assert!(got.sleeps >= 1, "{got:?}");
+    assert_eq!(a.coord.sleepers(), 0);
+}
+
+#[test]
+fn a_budgeted_wait_stops_pending_and_resumes_from_its_start() {
+    let dir = Dir::new("budget");
+    let (a, b) = pair(&dir);
+    let opts = WaitOptions::new(Duration::ZERO, Duration::from_secs(20));
+    let started = Instant::now();
+    let pending = match a
+        .coord
+        .coordinate_within(9, PHASE_EXECUTED, &[0], opts, Duration::from_millis(2))
+        .unwrap()
+    {
+        Progress::Pending(p) => p,
+        Progress::Reached(r) => panic!("reached without the peer: {r:?}"),
+    };
+    assert_eq!(pending.target(), (9, PHASE_EXECUTED));
+    assert!(started.elapsed() >= Duration::from_millis(2));
+    // The peer is still at an earlier phase of the same transaction: not enough.
+    b.coord.announce(9, PHASE_DELIVERED, &[0]).unwrap();
+    let pending = match a.coord.advance(pending, Duration::ZERO).unwrap() {
+        Progress::Pending(p) => p,
+        Progress::Reached(r) => panic!("phase 2 counted as phase 4: {r:?}"),
+    };
+    let (tx, rx) = mpsc::channel();
+    let waiter = {
+        let a = a.clone();
+        std::thread::spawn(move || tx.send(a.coord.advance(pending, Duration::MAX)).is_ok())
+    };
+    until_asleep(&a);
+    b.coord.announce(9, PHASE_EXECUTED, &[0]).unwrap();
+    let got = match rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap() {
+        Progress::Reached(r) => r,
+        Progress::Pending(p) => panic!("an unbounded wait came back pending: {p:?}"),
+    };
+    assert!(waiter.join().unwrap());
+    assert!(got.complete);
+    // Timed from the first call, not from the resumption.
+    assert!(got.waited >= Duration::from_millis(2), "{got:?}");
+    assert_eq!(got.majority_after, got.waited);
+    assert_eq!(got.failed_writes, 0);
+}
+
+#[test]
+fn lockstep_replicas_coordinate_within_a_budget() {
+    let dir = Dir::new("lockstep");
+    let (a, b) = pair(&dir);
+    let threads: Vec<_> = [a, b]
+        .into_iter()
+        .map(|r| {
+            std::thread::spawn(move || {
+                for ts in 1..=300u64 {
+                    for phase in [PHASE_DELIVERED, PHASE_EXECUTED] {
+                        let got = match r
+                            .coord
+                            .coordinate_within(ts, phase, &[0], OPTS, Duration::from_millis(1))
+                            .unwrap()
+                        {
+                            Progress::Reached(got) => got,
+                            // A descheduled peer pushes a round past its budget.
+                            Progress::Pending(p) => {
+                                match r.coord.advance(p, Duration::MAX).unwrap() {
+                                    Progress::Reached(got) => got,
+                                    Progress::Pending(p) => panic!("{p:?}"),
+                                }
+                            }
+                        };
+                        assert!(got.complete, "ts {ts} phase {phase}: {got:?}");
+                        assert_eq!(got.masks, vec![0b11]);
+                        assert_eq!(got.replicas, vec![(0, vec![0, 1])]);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_spin_that_keeps_failing_is_skipped_then_tried_again() {
+    let dir = Dir::new("spinscore");
+    let (a, b) = pair(&dir);
+    let opts = WaitOptions {
+        spin: Duration::from_micros(200),
+        ..WaitOptions::new(Duration::ZERO, Duration::from_secs(20))
+    };
+    // Each wait spins in vain, sleeps, and is woken by the peer.
+    let mut spins = Vec::new();
+    for ts in 1..=24u64 {
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                tx.send(a.coord.coordinate(ts, PHASE_EXECUTED, &[0], opts))
+                    .is_ok()
+            })
+        };
+        until_asleep(&a);
+        b.coord.announce(ts, PHASE_EXECUTED, &[0]).unwrap();
+        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert!(waiter.join().unwrap());
+        assert!(got.sleeps >= 1, "{got:?}");
+        spins.push(got.spin > Duration::ZERO);
+    }
+    // Five failed spins bring the score under the threshold; from then on only every 16th
+    // wait spins, to notice if spinning pays again.
+    let expected: Vec<bool> = (0..24).map(|i| i < 5 || i == 5 + 15).collect();
+    assert_eq!(spins, expected);
+    // Another phase has its own score.
+    b.coord.announce(25, PHASE_DELIVERED, &[0]).unwrap();
+    let got = a.coord.coordinate(25, PHASE_DELIVERED, &[0], opts).unwrap();
+    assert_eq!(got.spin, opts.spin);
 }

@@ -1,21 +1,22 @@
 //! Property tests of what a replica decodes out of memory its peers write one-sidedly:
 //! coordination entries (`entry::decode`) and state-transfer requests and shipments
-//! (`Transfer::take_requests`, `Transfer::wait_shipment`). A peer may write any bytes there.
+//! (`Transfer::take_requests`, `Transfer::receive`). A peer may write any bytes there.
 //!
 //! - arbitrary bytes never panic a decoder, and what one accepts is something a writer could
 //!   have written;
 //! - encode → decode round-trips;
-//! - a bit-flipped or truncated (torn) valid entry or shipment is refused, or decodes to a
-//!   valid one.
+//! - a bit-flipped or truncated (torn) valid entry or shipment chunk is refused, or decodes
+//!   to a valid one.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 use remora_core::region::REGION_HEADER_BYTES;
-use remora_core::{ControlServer, ShmTransport, Store, StoreConfig};
+use remora_core::{ControlServer, Lookup, ShmTransport, Store, StoreConfig};
 use remora_heron::entry::{decode, encode, Entry, ENTRY_BYTES};
+use remora_heron::transfer::{Prefix, Received};
 use remora_heron::{Transfer, TransferLayout};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,60 +112,59 @@ fn pair(tag: &str, slot_bytes: usize) -> Pair {
 }
 
 impl Pair {
-    /// Where replica 1's shipments land in replica 0's landing region.
-    fn slot(&self) -> (u32, u64) {
-        let stride = (24 + self.layout.slot_bytes).next_multiple_of(64);
+    /// Where replica 1's chunk `seq` lands in replica 0's landing region.
+    fn lane(&self, seq: u64) -> (u32, u64) {
         (
             self.transfers[0].regions().1,
-            (REGION_HEADER_BYTES + stride) as u64,
+            self.layout.lane_offset(1, seq),
         )
     }
 
-    fn landed(&self, number: u32) -> Option<Vec<u8>> {
-        self.transfers[0]
-            .wait_shipment(1, number, Duration::ZERO)
-            .unwrap()
+    /// Chunk 0 of request `number`, installed if it is whole and well formed.
+    fn landed(&self, number: u32) -> remora_heron::Result<Received> {
+        self.transfers[0].receive(1, number, Duration::ZERO)
     }
 }
 
-fn check(number: u64, data: &[u8]) -> u64 {
+/// A chunk header: request number, chunk number, length, last flag, check.
+fn header(number: u64, seq: u64, last: u64, data: &[u8], check: Option<u64>) -> Vec<u8> {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&number.to_le_bytes());
-    h.update(&(data.len() as u64).to_le_bytes());
+    for w in [number, seq, data.len() as u64, last] {
+        h.update(&w.to_le_bytes());
+    }
     h.update(data);
-    h.digest()
+    [
+        number,
+        seq,
+        data.len() as u64,
+        last,
+        check.unwrap_or(h.digest()),
+    ]
+    .iter()
+    .flat_map(|w| w.to_le_bytes())
+    .collect()
 }
 
-/// Whatever bytes a peer leaves in a landing slot or a request region, the lagger's and the
-/// server's decoders never panic; a shipment they accept is whole and checked.
+/// Whatever bytes a peer leaves in a landing lane or a request region, the lagger's and the
+/// server's decoders never panic; a chunk they accept is checked, and its stream well formed.
 #[test]
 fn arbitrary_landing_and_request_bytes_never_panic() {
-    let p = pair("arbitrary", 256);
-    let (landing, at) = p.slot();
+    let p = pair("arbitrary", 512);
+    let (landing, at) = p.lane(0);
     let requests = p.transfers[0].regions().0;
-    let header = prop_oneof![
-        vec(any::<u8>(), 24),
-        (any::<u32>(), 0u64..300, any::<u64>()).prop_map(|(n, len, sum)| {
-            [
-                u64::from(n).to_le_bytes(),
-                len.to_le_bytes(),
-                sum.to_le_bytes(),
-            ]
-            .concat()
-        }),
-    ];
-    proptest!(|(header in header, data in vec(any::<u8>(), 0..300), number in any::<u32>(), request in vec(any::<u8>(), 32))| {
-        p.stores[0].write_region(landing, at, &header).unwrap();
-        p.stores[0].write_region(landing, at + 24, &data).unwrap();
-        if let Some(got) = p.landed(number) {
-            let len = u64::from_le_bytes(header[8..16].try_into().unwrap());
-            let sum = u64::from_le_bytes(header[16..].try_into().unwrap());
-            prop_assert_eq!(got.len() as u64, len);
-            prop_assert!(got.len() <= p.layout.slot_bytes);
-            prop_assert_eq!(check(u64::from(number), &got), sum);
+    proptest!(|(raw in vec(any::<u8>(), 40), checked in any::<bool>(), data in vec(any::<u8>(), 0..300), number in any::<u32>(), request in vec(any::<u8>(), 32))| {
+        // Arbitrary header words, or a header whose check covers arbitrary data: the stream
+        // decoder then sees whatever a peer wrote.
+        let head = if checked { header(u64::from(number), 0, 1, &data, None) } else { raw };
+        p.stores[0].write_region(landing, at + 64, &data).unwrap();
+        p.stores[0].write_region(landing, at, &head).unwrap();
+        if let Ok(Received::Installed(got)) = p.landed(number) {
+            prop_assert!(checked || head == header(u64::from(number), 0, 1, &data, None));
+            prop_assert_eq!(got.bytes, data.len() as u64);
         }
-        // Both replicas' request entries, as a peer could write them.
-        p.stores[0].write_region(requests, REGION_HEADER_BYTES as u64, &request).unwrap();
+        // Request entries, as a peer could write them.
+        p.stores[0].write_region(requests, REGION_HEADER_BYTES as u64 + 64, &request[..16]).unwrap();
+        p.stores[0].write_region(requests, REGION_HEADER_BYTES as u64 + 128, &request[16..]).unwrap();
         for r in p.transfers[0].take_requests().unwrap() {
             prop_assert_eq!(r.replica, 1, "replica 0 does not ask itself");
             prop_assert!(r.number != 0);
@@ -173,40 +173,48 @@ fn arbitrary_landing_and_request_bytes_never_panic() {
 }
 
 /// A shipment lands whole; flipping any bit of it, or cutting its data short (a torn
-/// landing: the header of a longer shipment over shorter data), is refused or valid.
+/// landing: the header of a longer chunk over shorter data), is refused or valid.
 #[test]
 fn shipments_round_trip_and_damaged_ones_are_refused_or_valid() {
-    let p = pair("roundtrip", 512);
-    let (landing, at) = p.slot();
-    let next = AtomicUsize::new(0);
-    proptest!(|(data in vec(any::<u8>(), 0..512), bit in any::<usize>(), cut in any::<usize>())| {
-        // A new request number per case, as a lagger draws them.
-        let number = next.fetch_add(1, Ordering::Relaxed) as u32 + 1;
-        p.transfers[1].ship(0, number, &data).unwrap();
-        prop_assert_eq!(p.landed(number), Some(data.clone()));
-        prop_assert_eq!(p.landed(number.wrapping_add(1)), None, "a stale shipment");
+    let p = pair("roundtrip", 1024);
+    let (landing, at) = p.lane(0);
+    let next = AtomicU64::new(0);
+    proptest!(|(value in vec(any::<u8>(), 0..300), bit in any::<usize>(), cut in any::<usize>())| {
+        // A new version per case, shipped to a lagger that has every earlier one.
+        let ts = next.fetch_add(1, Ordering::Relaxed) + 1;
+        p.stores[1].set(b"k", &value, ts).unwrap();
+        p.transfers[1].publish(Prefix { ts, applied: ts, digest: [1; 32] });
+        let number = p.transfers[0].request(1, ts - 1).unwrap();
+        let req = p.transfers[1].take_requests().unwrap();
+        prop_assert_eq!(req.len(), 1);
+        p.transfers[1].serve(req[0]).unwrap();
+        match p.landed(number).unwrap() {
+            Received::Installed(got) => prop_assert_eq!((got.prefix.ts, got.objects), (ts, 1)),
+            other => prop_assert!(false, "not installed: {:?}", other),
+        }
+        prop_assert_eq!(p.stores[0].get(b"k").unwrap(), Lookup::Value { ts, value: value.clone() });
 
-        let mut landed = vec![0u8; 24 + data.len()];
+        let mut head = [0u8; 40];
+        p.stores[0].read_region(landing, at, &mut head).unwrap();
+        let len = u64::from_le_bytes(head[16..24].try_into().unwrap()) as usize;
+        let mut landed = vec![0u8; 64 + len];
         p.stores[0].read_region(landing, at, &mut landed).unwrap();
         let mut flipped = landed.clone();
         let bit = bit % (flipped.len() * 8);
         flipped[bit / 8] ^= 1 << (bit % 8);
         p.stores[0].write_region(landing, at, &flipped).unwrap();
-        if let Some(got) = p.landed(number) {
-            let len = u64::from_le_bytes(flipped[8..16].try_into().unwrap());
-            prop_assert_eq!(got.len() as u64, len);
-            prop_assert_eq!(check(u64::from(number), &got), u64::from_le_bytes(flipped[16..24].try_into().unwrap()));
+        // Refused, or the flip missed every checked byte (the header line's padding).
+        if let Ok(Received::Installed(_)) = p.landed(number) {
+            prop_assert!((40..64).contains(&(bit / 8)), "bit {} accepted", bit);
         }
 
-        // Torn: the header says `data.len()` bytes but only a prefix of them landed.
-        if !data.is_empty() {
-            let keep = cut % data.len();
-            let mut torn = landed.clone();
-            for b in &mut torn[24 + keep..] {
-                *b = !*b;
-            }
-            p.stores[0].write_region(landing, at, &torn).unwrap();
-            prop_assert_eq!(p.landed(number), None);
+        // Torn: the header says `len` bytes but only a prefix of them landed.
+        let keep = 64 + cut % len;
+        let mut torn = landed.clone();
+        for b in &mut torn[keep..] {
+            *b = !*b;
         }
+        p.stores[0].write_region(landing, at, &torn).unwrap();
+        prop_assert!(!matches!(p.landed(number), Ok(Received::Installed(_))));
     });
 }

@@ -1,11 +1,14 @@
 //! State transfer between three replicas of one partition, each with its own store, over
-//! `shm`: a lagger asks one server, and when that one never answers (it is not running its
-//! serving side) it asks the next, which ships; torn or oversized shipments are refused.
+//! `shm` with doorbells: shipments larger than the landing slot, a server that keeps executing
+//! while it serves, a silent server replaced by the next, and chunks that must be refused.
 
-use remora_core::{ControlServer, ShmTransport, Store, StoreConfig};
+use remora_core::{ControlServer, Lookup, ShmTransport, Store, StoreConfig};
+use remora_heron::transfer::{Prefix, Received};
 use remora_heron::{Request, Transfer, TransferLayout};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 const SECRET: &[u8] = b"test-cluster-secret-0123456789";
@@ -20,10 +23,11 @@ impl Drop for Dir {
 
 struct Replica {
     transfer: Transfer<ShmTransport>,
+    store: Arc<Store>,
     _control: ControlServer,
 }
 
-fn replicas(tag: &str, slot_bytes: usize) -> (Dir, Vec<Arc<Replica>>) {
+fn replicas(tag: &str, slot_bytes: usize) -> (Dir, Vec<Arc<Replica>>, TransferLayout) {
     let dir = std::env::temp_dir().join(format!("remora-transfer-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let names: Vec<String> = (0..3).map(|q| format!("r{q}")).collect();
@@ -38,91 +42,416 @@ fn replicas(tag: &str, slot_bytes: usize) -> (Dir, Vec<Arc<Replica>>) {
         let store = Arc::new(Store::create(&cfg).unwrap());
         let control = ControlServer::start(&store, SECRET).unwrap();
         let t = ShmTransport::new(&dir, SECRET).unwrap();
-        let transfer = Transfer::create(store, t, layout, q, &names).unwrap();
+        let transfer = Transfer::create(store.clone(), t, layout, q, &names)
+            .unwrap()
+            .ring_peers_in(&dir);
         assert_eq!(transfer.regions(), (0, 1));
         out.push(Arc::new(Replica {
             transfer,
+            store,
             _control: control,
         }));
     }
-    (Dir(dir), out)
+    (Dir(dir), out, layout)
+}
+
+/// Runs `r`'s serving thread until the returned guard is dropped (it stops and joins it).
+struct Serving(Arc<Replica>, Option<JoinHandle<()>>);
+
+fn serve(r: &Arc<Replica>) -> Serving {
+    let me = r.clone();
+    let h = std::thread::spawn(move || {
+        me.transfer
+            .serve_forever(|req, e| panic!("serving {req:?} failed: {e}"))
+            .unwrap()
+    });
+    Serving(r.clone(), Some(h))
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.transfer.stop();
+        if let Some(h) = self.1.take() {
+            // Not when already unwinding: a second panic would abort the test binary.
+            if h.join().is_err() && !std::thread::panicking() {
+                panic!("the serving thread panicked");
+            }
+        }
+    }
+}
+
+fn value(i: u32, ts: u64) -> Vec<u8> {
+    // Sizes from 0 to ~3 KB, so records straddle chunk boundaries.
+    let len = ((i as u64 * 37 + ts * 11) % 3000) as usize;
+    (0..len)
+        .map(|k| (k as u64 ^ ts ^ u64::from(i)) as u8)
+        .collect()
+}
+
+fn id(i: u32) -> Vec<u8> {
+    format!("obj-{i}").into_bytes()
+}
+
+fn installed(got: Received) -> remora_heron::transfer::Installed {
+    match got {
+        Received::Installed(i) => i,
+        other => panic!("expected an installed shipment, got {other:?}"),
+    }
 }
 
 #[test]
-fn a_silent_server_is_replaced_by_the_next() {
-    let (_dir, r) = replicas("failover", 1 << 20);
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    // Replica 1 is asked first and never serves.
+fn a_shipment_larger_than_the_slot_transfers_exactly() {
+    // Two lanes of 2 KB: a shipment of ~300 KB goes through in ~150 chunks.
+    let (_dir, r, layout) = replicas("large", 4096);
+    assert_eq!(layout.lane_bytes(), 2048);
+    // Both start with the same state at 10; the server then applies 11..=20.
+    for q in [0, 2] {
+        for i in 0..200 {
+            r[q].store.set(&id(i), &value(i, 10), 10).unwrap();
+        }
+    }
+    for ts in 11..=20u64 {
+        for i in 0..200 {
+            if (i + ts as u32).is_multiple_of(3) {
+                r[2].store.set(&id(i), &value(i, ts), ts).unwrap();
+            } else if i == ts as u32 * 7 {
+                r[2].store.delete(&id(i), ts).unwrap();
+            }
+        }
+        r[2].store.set(&id(1000 + ts as u32), b"new", ts).unwrap();
+        r[2].store.delete(&id(1000 + ts as u32), ts + 1).unwrap();
+    }
+    // An object created after the prefix is not shipped.
+    let digest = [9u8; 32];
+    r[2].transfer.publish(Prefix {
+        ts: 20,
+        applied: 20,
+        digest,
+    });
+    r[2].store.set(&id(5000), b"later", 21).unwrap();
+    let _serving = serve(&r[2]);
+    let number = r[0].transfer.request(2, 10).unwrap();
+    let got = installed(
+        r[0].transfer
+            .receive(2, number, Duration::from_secs(20))
+            .unwrap(),
+    );
+    assert_eq!(
+        got.prefix,
+        Prefix {
+            ts: 20,
+            applied: 20,
+            digest
+        }
+    );
+    assert!(got.chunks > 100, "{got:?}");
+    let mut expected = 0;
+    for i in (0..200).chain(1011..=1020) {
+        let want = r[2].store.get_before(&id(i), 21).unwrap();
+        let have = r[0].store.get(&id(i)).unwrap();
+        assert_eq!(have, want, "object {i}");
+        let newer = match want {
+            Lookup::Value { ts, .. } | Lookup::Deleted { ts } => ts > 10,
+            _ => false,
+        };
+        expected += u64::from(newer);
+    }
+    assert_eq!(got.objects, expected);
+    assert_eq!(r[0].store.get(&id(5000)).unwrap(), Lookup::Absent);
+    // Objects created and deleted after `since` arrive as tombstones, as the server has them.
+    assert_eq!(
+        r[0].store.get(&id(1011)).unwrap(),
+        Lookup::Deleted { ts: 12 }
+    );
+    assert_eq!(
+        r[0].store.get(&id(1020)).unwrap(),
+        Lookup::Value {
+            ts: 20,
+            value: b"new".to_vec()
+        }
+    );
+}
+
+#[test]
+fn a_server_that_keeps_executing_ships_the_state_at_one_prefix() {
+    let (_dir, r, _) = replicas("concurrent", 64 << 10);
+    // Enough objects that a collection outlasts many transactions: the hot objects are then
+    // overwritten twice under it, and passes over what changed follow.
+    const N: u32 = 512;
+    for q in [0, 1] {
+        for i in 0..N {
+            r[q].store.set(&id(i), &value(i, 1), 1).unwrap();
+        }
+    }
+    r[1].transfer.publish(Prefix {
+        ts: 1,
+        applied: 1,
+        digest: [1; 32],
+    });
+    // The writer executes transaction ts = 2, 3, ...: it writes a few objects (hot ones
+    // every time, so some get overwritten twice during a collection), then publishes.
+    let writing = Arc::new(AtomicBool::new(true));
+    let server = r[1].clone();
+    let flag = writing.clone();
+    let writer = std::thread::spawn(move || {
+        let mut ts = 1u64;
+        while flag.load(Ordering::Acquire) && ts < 200_000 {
+            ts += 1;
+            let other = (ts % u64::from(N)) as u32;
+            let hot = if other > 1 {
+                vec![0, 1, other]
+            } else {
+                vec![0, 1]
+            };
+            for i in hot {
+                server.store.set(&id(i), &value(i, ts), ts).unwrap();
+            }
+            server.transfer.publish(Prefix {
+                ts,
+                applied: ts,
+                digest: [(ts % 251) as u8; 32],
+            });
+        }
+        ts
+    });
+    let _serving = serve(&r[1]);
+    let mut shipped = Vec::new();
+    for _ in 0..5 {
+        let since = r[0]
+            .store
+            .ids()
+            .iter()
+            .map(|i| r[0].store.newest_version(i))
+            .max()
+            .unwrap();
+        let number = r[0].transfer.request(1, since).unwrap();
+        let got = installed(
+            r[0].transfer
+                .receive(1, number, Duration::from_secs(20))
+                .unwrap(),
+        );
+        let t = got.prefix.ts;
+        assert_eq!(got.prefix.digest, [(t % 251) as u8; 32]);
+        // Exactly the writer's state at t: each object's last write at or before t.
+        for i in 0..N {
+            let last = (1..=t)
+                .rev()
+                .find(|&ts| ts == 1 || i <= 1 || ts % u64::from(N) == u64::from(i))
+                .unwrap();
+            assert_eq!(
+                r[0].store.get(&id(i)).unwrap(),
+                Lookup::Value {
+                    ts: last,
+                    value: value(i, last)
+                },
+                "object {i} at prefix {t}"
+            );
+        }
+        shipped.push(t);
+    }
+    writing.store(false, Ordering::Release);
+    let wrote = writer.join().unwrap();
+    assert!(shipped.windows(2).all(|w| w[0] <= w[1]), "{shipped:?}");
+    assert!(shipped.iter().all(|&t| t <= wrote));
+}
+
+#[test]
+fn a_silent_server_is_replaced_by_the_next_and_its_late_answer_stays_in_its_slot() {
+    let (_dir, r, _) = replicas("failover", 1 << 16);
+    r[2].store.set(b"k", b"from-2", 50).unwrap();
+    r[2].transfer.publish(Prefix {
+        ts: 50,
+        applied: 7,
+        digest: [2; 32],
+    });
+    r[1].store.set(b"k", b"from-1", 60).unwrap();
+    r[1].transfer.publish(Prefix {
+        ts: 60,
+        applied: 8,
+        digest: [1; 32],
+    });
+    // Replica 1 is asked first and does not serve (yet).
     let first = r[0].transfer.request(1, 41).unwrap();
     assert_eq!(
         r[0].transfer
-            .wait_shipment(1, first, Duration::from_millis(50))
+            .receive(1, first, Duration::from_millis(20))
             .unwrap(),
-        None
+        Received::TimedOut { rejected: None }
     );
     let second = r[0].transfer.request(2, 41).unwrap();
     assert_eq!((first, second), (1, 2));
-    let server = r[2].clone();
-    let shipped = data.clone();
-    let serving = std::thread::spawn(move || {
-        let got = server
-            .transfer
-            .wait_requests(Duration::from_secs(10))
-            .unwrap();
-        assert_eq!(
-            got,
-            vec![Request {
-                replica: 0,
-                number: 2,
-                since: 41
-            }]
+    {
+        let _serving = serve(&r[2]);
+        let got = installed(
+            r[0].transfer
+                .receive(2, second, Duration::from_secs(10))
+                .unwrap(),
         );
-        server.transfer.ship(0, 2, &shipped).unwrap();
-        // Each request is taken once.
-        assert_eq!(server.transfer.take_requests().unwrap(), vec![]);
-    });
-    let landed = r[0]
-        .transfer
-        .wait_shipment(2, second, Duration::from_secs(10))
-        .unwrap();
-    serving.join().unwrap();
-    assert_eq!(landed.as_deref(), Some(&data[..]));
-    // The silent server sees the old request, but its late answer lands only in its own slot.
+        assert_eq!((got.prefix.ts, got.prefix.applied, got.objects), (50, 7, 1));
+    }
+    assert_eq!(r[2].transfer.served(), 1);
+    // The silent server sees the old request; its late answer lands only in its own slot.
+    let late = r[1].transfer.take_requests().unwrap();
     assert_eq!(
-        r[1].transfer.take_requests().unwrap(),
+        late,
         vec![Request {
             replica: 0,
             number: 1,
             since: 41
         }]
     );
-    r[1].transfer.ship(0, 1, b"late").unwrap();
+    r[1].transfer.serve(late[0]).unwrap();
     assert_eq!(
-        r[0].transfer
-            .wait_shipment(2, second, Duration::from_millis(1))
-            .unwrap()
-            .as_deref(),
-        Some(&data[..])
+        r[0].store.get(b"k").unwrap(),
+        Lookup::Value {
+            ts: 50,
+            value: b"from-2".to_vec()
+        }
+    );
+    // Each request is taken once.
+    assert_eq!(r[1].transfer.take_requests().unwrap(), vec![]);
+}
+
+/// Writes a chunk into `lagger`'s landing slot of `server` as a server would, with `check`
+/// computed over the given fields (or overridden).
+fn land(
+    lagger: &Replica,
+    layout: &TransferLayout,
+    server: u32,
+    fields: [u64; 4],
+    data: &[u8],
+    check: Option<u64>,
+) {
+    let [number, seq, len, last] = fields;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for w in [number, seq, len, last] {
+        h.update(&w.to_le_bytes());
+    }
+    h.update(data);
+    let at = layout.lane_offset(server, seq);
+    lagger.store.write_region(1, at + 64, data).unwrap();
+    let mut header = Vec::new();
+    for w in [number, seq, len, last, check.unwrap_or(h.digest())] {
+        header.extend_from_slice(&w.to_le_bytes());
+    }
+    lagger.store.write_region(1, at, &header).unwrap();
+}
+
+fn manifest(objects: u64) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&30u64.to_le_bytes());
+    m.extend_from_slice(&3u64.to_le_bytes());
+    m.extend_from_slice(&[0u8; 32]);
+    m.extend_from_slice(&objects.to_le_bytes());
+    m
+}
+
+#[test]
+fn torn_stale_oversized_and_malformed_chunks_are_never_installed() {
+    let (_dir, r, layout) = replicas("refused", 1024);
+    let wait = Duration::from_millis(5);
+    let mut rec = manifest(1);
+    rec.extend_from_slice(&1u16.to_le_bytes());
+    rec.extend_from_slice(b"x");
+    rec.extend_from_slice(&31u64.to_le_bytes());
+    rec.extend_from_slice(&2u32.to_le_bytes());
+    rec.extend_from_slice(b"hi");
+    let n = r[0].transfer.request(1, 0).unwrap();
+    let len = rec.len() as u64;
+
+    // Torn: the check does not cover what is there.
+    land(&r[0], &layout, 1, [n.into(), 0, len, 1], &rec, Some(12345));
+    assert_eq!(
+        r[0].transfer.receive(1, n, wait).unwrap(),
+        Received::TimedOut {
+            rejected: Some("chunk 0: check mismatch (torn or corrupt)".into())
+        }
+    );
+    // Stale: a whole chunk answering another request is not this one's.
+    land(&r[0], &layout, 1, [u64::from(n) + 7, 0, len, 1], &rec, None);
+    assert_eq!(
+        r[0].transfer.receive(1, n, wait).unwrap(),
+        Received::TimedOut { rejected: None }
+    );
+    // Longer than a lane.
+    land(&r[0], &layout, 1, [n.into(), 0, 600, 1], &rec, None);
+    assert_eq!(
+        r[0].transfer.receive(1, n, wait).unwrap(),
+        Received::TimedOut {
+            rejected: Some(
+                "chunk 0: length 600 over the lane's 512 bytes, or bad last flag 1".into()
+            )
+        }
+    );
+    // Whole but malformed (more records than announced): refused with the reason.
+    let mut two = rec.clone();
+    two.extend_from_slice(&rec[56..]);
+    land(
+        &r[0],
+        &layout,
+        1,
+        [n.into(), 0, two.len() as u64, 1],
+        &two,
+        None,
+    );
+    assert_eq!(
+        r[0].transfer.receive(1, n, wait).unwrap_err().to_string(),
+        "state transfer: malformed shipment from replica 1 (request 1, chunk 0): more than the 1 objects announced"
+    );
+    assert_eq!(r[0].store.get(b"x").unwrap(), Lookup::Absent);
+    // The same chunk made whole is installed.
+    land(&r[0], &layout, 1, [n.into(), 0, len, 1], &rec, None);
+    let got = installed(r[0].transfer.receive(1, n, wait).unwrap());
+    assert_eq!((got.prefix.ts, got.objects, got.chunks), (30, 1, 1));
+    assert_eq!(
+        r[0].store.get(b"x").unwrap(),
+        Lookup::Value {
+            ts: 31,
+            value: b"hi".to_vec()
+        }
     );
 }
 
 #[test]
-fn oversized_and_self_transfers_are_refused() {
-    let (_dir, r) = replicas("bounds", 1024);
-    assert_eq!(
-        r[1].transfer.ship(0, 1, &[0u8; 1025]).unwrap_err().to_string(),
-        "bad coordination request: a shipment of 1025 bytes does not fit a slot of 1024 bytes: give the cluster larger transfer slots"
-    );
+fn bad_requests_are_refused_with_reasons() {
+    let (_dir, r, _) = replicas("bounds", 1024);
     assert_eq!(
         r[1].transfer.request(1, 5).unwrap_err().to_string(),
-        "bad coordination request: a replica does not transfer state to itself"
+        "state transfer: a replica does not transfer state to itself"
     );
-    // A shipment answering another request number is not taken for this one.
-    r[1].transfer.ship(0, 7, b"x").unwrap();
     assert_eq!(
-        r[0].transfer
-            .wait_shipment(1, 8, Duration::from_millis(5))
-            .unwrap(),
-        None
+        r[1].transfer.request(3, 5).unwrap_err().to_string(),
+        "state transfer: no replica 3 in this partition"
+    );
+    // An object written twice after the latest published prefix: its version as of the
+    // prefix is gone, and no newer prefix comes to collect at.
+    r[1].store.set(b"hot", b"1", 4).unwrap();
+    r[1].transfer.publish(Prefix {
+        ts: 10,
+        applied: 10,
+        digest: [0; 32],
+    });
+    r[1].store.set(b"hot", b"2", 11).unwrap();
+    r[1].store.set(b"hot", b"3", 12).unwrap();
+    assert_eq!(
+        r[1].transfer
+            .serve(Request {
+                replica: 0,
+                number: 1,
+                since: 2
+            })
+            .unwrap_err()
+            .to_string(),
+        "state transfer: objects kept being overwritten twice while collecting state since 2 (64 attempts)"
+    );
+    r[1].transfer.set_horizon(10);
+    let req = Request {
+        replica: 0,
+        number: 1,
+        since: 5,
+    };
+    assert_eq!(
+        r[1].transfer.serve(req).unwrap_err().to_string(),
+        "state transfer: cannot serve state since 5: its log starts at 10 (tombstones before it were purged)"
     );
 }

@@ -2,9 +2,10 @@
 //! (region, offset, length)", whatever carries the bytes.
 
 use crate::error::Result;
-use crate::region::RegionInfo;
+use crate::region::{Region, RegionInfo};
 use crate::slot::{self, Reject, Snapshot};
 use crate::store::Addr;
+use std::sync::Arc;
 
 pub mod shm;
 pub mod tcp;
@@ -23,6 +24,15 @@ pub trait RemoteMemory: Send + Sync {
     fn write(&self, region: u32, offset: u64, data: &[u8]) -> Result<()>;
     /// Asks the peer, over its control channel, where objects live (`query_obj_addr`).
     fn lookup(&self, ids: &[&[u8]]) -> Result<Vec<Option<Addr>>>;
+
+    /// The region mapped into this process, when the transport reads by loading from a
+    /// mapping (`shm`): readers then validate slots in place with the sequence words alone
+    /// (`slot::read_seqlocked`) instead of copying them and checking checksums. Wrappers of a
+    /// transport must pass this on, or reads fall back to byte copies.
+    fn mapped(&self, region: u32) -> Result<Option<Arc<Region>>> {
+        let _ = region;
+        Ok(None)
+    }
 
     /// Copies and validates one slot of size class `class`. The outer error is the transport
     /// failing; the inner one a copy to retry. Transports that move bytes copy them and rely

@@ -86,6 +86,10 @@ impl RemoteMemory for ShmPeer {
         Ok(slot::read_slot(words, class))
     }
 
+    fn mapped(&self, region: u32) -> Result<Option<Arc<Region>>> {
+        self.region(region).map(Some)
+    }
+
     fn lookup(&self, ids: &[&[u8]]) -> Result<Vec<Option<Addr>>> {
         self.control
             .lock()

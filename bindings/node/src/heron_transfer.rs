@@ -1,0 +1,247 @@
+//! Heron state transfer (crate remora-heron) for JavaScript: a native thread serves peers'
+//! requests from the store while JavaScript keeps executing; a lagger's wait installs the
+//! shipment natively and resolves with numbers only.
+
+use napi::bindgen_prelude::{BigInt, Buffer, Object};
+use napi::{Env, Result};
+use napi_derive::napi;
+use remora_core::{ShmTransport, Store};
+use remora_heron::transfer::{Prefix, Received};
+use remora_heron::{Transfer, TransferLayout};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::heron::{heron_err, millis};
+use crate::invalid;
+
+#[napi(object)]
+pub struct TransferOptions {
+    pub dir: String,
+    pub secret: Buffer,
+    pub replicas: u32,
+    /// This replica's index in its partition.
+    pub replica: u32,
+    /// Store names of this partition's replicas, by replica index.
+    pub peers: Vec<String>,
+    /// Bytes of one server's landing slot here (two lanes of half each); any shipment
+    /// transfers through it, chunk by chunk.
+    pub slot_bytes: u32,
+    /// The ids the request and landing regions must get (every replica creates them at the
+    /// same point, so peers know them).
+    pub request_region: u32,
+}
+
+type SharedTransfer = Arc<Transfer<ShmTransport>>;
+
+/// This replica's state-transfer memory (requests in, shipments in) and its peers', over `shm`.
+#[napi]
+pub struct NativeTransfer {
+    transfer: SharedTransfer,
+    name: String,
+    serving: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Result<NativeTransfer> {
+    let transport = ShmTransport::new(&opts.dir, &opts.secret).map_err(crate::js_err)?;
+    let layout = TransferLayout {
+        replicas: opts.replicas,
+        slot_bytes: opts.slot_bytes as usize,
+    };
+    let name = store.name().to_string();
+    let transfer = Transfer::create(store, transport, layout, opts.replica, &opts.peers)
+        .map_err(heron_err)?
+        .ring_peers_in(&opts.dir);
+    if transfer.regions().0 != opts.request_region {
+        return Err(invalid(format!(
+            "transfer request region got id {}, expected {}",
+            transfer.regions().0,
+            opts.request_region
+        )));
+    }
+    Ok(NativeTransfer {
+        transfer: Arc::new(transfer),
+        name,
+        serving: Mutex::new(None),
+    })
+}
+
+/// A lagger's request as this replica, its server, sees it.
+#[napi(object)]
+pub struct TransferRequest {
+    pub replica: u32,
+    pub number: u32,
+    pub since: BigInt,
+}
+
+/// A shipment installed into this replica's store.
+#[napi(object)]
+pub struct InstalledShipment {
+    /// The server's last applied timestamp: the lagger resumes after it.
+    pub up_to: BigInt,
+    /// The server's applied count and digest at `upTo` (hex), which the lagger adopts.
+    pub applied: f64,
+    pub digest: String,
+    pub objects: f64,
+    pub bytes: f64,
+    pub chunks: f64,
+}
+
+fn installed(
+    got: Received,
+    server: u32,
+    number: u32,
+    timeout: Duration,
+) -> Result<Option<InstalledShipment>> {
+    match got {
+        Received::Installed(i) => Ok(Some(InstalledShipment {
+            up_to: BigInt::from(i.prefix.ts),
+            applied: i.prefix.applied as f64,
+            digest: i.prefix.digest.iter().map(|b| format!("{b:02x}")).collect(),
+            objects: i.objects as f64,
+            bytes: i.bytes as f64,
+            chunks: i.chunks as f64,
+        })),
+        Received::TimedOut { rejected: None } => Ok(None),
+        Received::TimedOut {
+            rejected: Some(why),
+        } => Err(invalid(format!(
+            "no whole shipment from replica {server} for request {number} within {timeout:?}: refused {why}"
+        ))),
+    }
+}
+
+fn digest_bytes(hex: &str) -> Result<[u8; 32]> {
+    let bad = || invalid("publish: digest must be 64 hex digits");
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+#[napi]
+impl NativeTransfer {
+    /// Asks replica `server` of this partition for its state, every object updated after
+    /// `since`; returns the request number.
+    #[napi]
+    pub fn request(&self, server: u32, since: BigInt) -> Result<u32> {
+        let (signed, since, lossless) = since.get_u64();
+        if signed || !lossless {
+            return Err(invalid("request: since must be a 64-bit unsigned integer"));
+        }
+        self.transfer.request(server, since).map_err(heron_err)
+    }
+
+    /// Waits for `server`'s shipment answering request `number` and installs it into the
+    /// store, chunk by chunk; resolves with what was installed, or null after `timeoutMs`.
+    /// Rejects when the shipment was malformed, or a chunk was refused until the timeout. The
+    /// wait runs on a thread of its own, not the libuv pool: a lagger's pool may be busy with
+    /// its other waits, and the transfer is what it waits for.
+    #[napi(ts_return_type = "Promise<InstalledShipment | null>")]
+    pub fn receive<'env>(
+        &self,
+        env: &'env Env,
+        server: u32,
+        number: u32,
+        timeout_ms: f64,
+    ) -> Result<Object<'env>> {
+        let timeout = millis("timeoutMs", timeout_ms)?;
+        let (deferred, promise) = env.create_deferred()?;
+        let transfer = self.transfer.clone();
+        std::thread::Builder::new()
+            .name("heron-receive".into())
+            .spawn(move || match transfer.receive(server, number, timeout) {
+                Ok(got) => deferred.resolve(move |_| installed(got, server, number, timeout)),
+                Err(e) => deferred.reject(heron_err(e)),
+            })
+            .map_err(|e| invalid(format!("starting the transfer thread: {e}")))?;
+        Ok(promise)
+    }
+
+    /// Records the prefix this replica applied (after its writes are in the store): what the
+    /// serving thread ships is the state as of the latest one.
+    #[napi]
+    pub fn publish(&self, ts: BigInt, applied: f64, digest: String) -> Result<()> {
+        let (signed, ts, lossless) = ts.get_u64();
+        if signed || !lossless {
+            return Err(invalid("publish: ts must be a 64-bit unsigned integer"));
+        }
+        if !(applied >= 0.0 && applied.fract() == 0.0 && applied <= 2f64.powi(53)) {
+            return Err(invalid(format!(
+                "publish: applied must be a non-negative integer, got {applied}"
+            )));
+        }
+        self.transfer.publish(Prefix {
+            ts,
+            applied: applied as u64,
+            digest: digest_bytes(&digest)?,
+        });
+        Ok(())
+    }
+
+    /// Starts the native serving thread (once): it sleeps on the request doorbell and ships
+    /// what peers ask for, while this thread keeps executing.
+    #[napi]
+    pub fn serve(&self) -> Result<()> {
+        let mut serving = self.serving.lock().unwrap_or_else(|e| e.into_inner());
+        if serving.is_some() {
+            return Ok(());
+        }
+        let transfer = self.transfer.clone();
+        let name = self.name.clone();
+        let handle = std::thread::Builder::new()
+            .name("heron-transfer".into())
+            .spawn(move || {
+                let failed = |r: remora_heron::Request, e: remora_heron::Error| {
+                    // The lagger asks another peer; this is for the operator.
+                    eprintln!(
+                        "heron: {name} could not serve replica {} (request {}): {e}",
+                        r.replica, r.number
+                    );
+                };
+                // Attaching to peers takes a handshake each: done here, before any request.
+                transfer.warm();
+                if let Err(e) = transfer.serve_forever(failed) {
+                    eprintln!("heron: {name} stopped serving state transfers: {e}");
+                }
+            })
+            .map_err(|e| invalid(format!("starting the transfer thread: {e}")))?;
+        *serving = Some(handle);
+        Ok(())
+    }
+
+    /// What replica `lagger` last asked this one for, served or not; null if it never asked.
+    #[napi]
+    pub fn request_of(&self, lagger: u32) -> Result<Option<TransferRequest>> {
+        let r = self.transfer.request_of(lagger).map_err(heron_err)?;
+        Ok(r.map(|r| TransferRequest {
+            replica: r.replica,
+            number: r.number,
+            since: BigInt::from(r.since),
+        }))
+    }
+
+    /// Requests served to completion.
+    #[napi]
+    pub fn served(&self) -> f64 {
+        self.transfer.served() as f64
+    }
+
+    /// Stops the serving thread and waits for it (a shipment in progress is abandoned).
+    #[napi]
+    pub fn close(&self) {
+        self.transfer.stop();
+        let handle = self
+            .serving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! What a state transfer (Heron, Algorithm 3) asks of the owner's store: on the serving side,
+//! which objects changed after the lagger's point (versions as of the shipped point are then
+//! read with [`Store::get_before_many`], a batch at a time, so execution goes on between
+//! batches); on the lagger's side, installing shipped versions with their timestamps.
+//!
+//! The store is the update log: every object keeps its newest version (tombstones included)
+//! with that version's timestamp, so "updated after `since`" is a scan of the index, with no
+//! separate log to keep in step with the writes.
+
+use super::{check_id, check_value, write_next, Put, Store};
+use crate::error::{show_id, Error, Result};
+use crate::slot;
+use std::sync::atomic::Ordering;
+
+/// Words of a version block's header: sequence, timestamp, meta (kind, length), checksum.
+const VERSION_HEADER_WORDS: usize = slot::VERSION_HEADER_BYTES / 8;
+
+impl Store {
+    /// Ids whose newest version (or tombstone) is after `since`: every object whose state as
+    /// of a later point can differ from its state at `since`. One pass over the index under
+    /// the read lock (a few ms per million objects): the owner's writes wait that long.
+    pub fn changed_since(&self, since: u64) -> Vec<Vec<u8>> {
+        self.read()
+            .index
+            .iter()
+            .filter(|(_, o)| o.newest_ts() > since)
+            .map(|(id, _)| id.to_vec())
+            .collect()
+    }
+
+    /// Appends to `out`, for each of `ids` whose newest version before `bound` is after
+    /// `since`, a record: `head(out, id, ts, len)` writes its header (`len`: the value's length,
+    /// `None` for a tombstone), then the value's bytes follow. One read-lock hold for the whole
+    /// batch, and one copy of each value, straight from the owner's slot (the owner's writes
+    /// wait for the lock, so nothing changes under the copy). Ids absent, or first written at or
+    /// after `bound`, are left out; the index in `ids` of each whose both versions are at or
+    /// after `bound` (the one needed is overwritten) goes to `gone`. Returns the records
+    /// appended.
+    pub fn export_before(
+        &self,
+        ids: &[Vec<u8>],
+        since: u64,
+        bound: u64,
+        out: &mut Vec<u8>,
+        mut head: impl FnMut(&mut Vec<u8>, &[u8], u64, Option<usize>),
+        gone: &mut Vec<usize>,
+    ) -> Result<u64> {
+        let inner = self.read();
+        let mut records = 0;
+        for (i, id) in ids.iter().enumerate() {
+            let Some(obj) = inner.index.get(id) else {
+                continue;
+            };
+            let corrupt = |why: &str| Error::Corrupt {
+                id: show_id(id),
+                why: why.to_string(),
+            };
+            let words = inner
+                .regions
+                .get(obj.region as usize)
+                .ok_or_else(|| corrupt("slot in a missing region"))?
+                .slot_words(obj.slot as usize);
+            let class = obj.class();
+            let word = |block: usize, i: usize| {
+                words
+                    .get(slot::version_offset(class, block) / 8 + i)
+                    .map(|w| w.load(Ordering::Relaxed))
+                    .ok_or_else(|| corrupt("slot shorter than its class"))
+            };
+            let newest = usize::from(obj.newest);
+            let block = if obj.gen == 0 {
+                continue;
+            } else if obj.ts < bound {
+                newest
+            } else if obj.gen == 1 {
+                // Its only version is at or after the bound: it did not exist before.
+                continue;
+            } else if word(1 - newest, 1)? < bound {
+                1 - newest
+            } else {
+                gone.push(i);
+                continue;
+            };
+            let (ts, meta) = (word(block, 1)?, word(block, 2)?);
+            if ts <= since {
+                continue;
+            }
+            match (meta >> 32) as u32 {
+                slot::KIND_VALUE => {
+                    let len = (meta & 0xffff_ffff) as usize;
+                    if len > slot::class_capacity(class) {
+                        return Err(corrupt("value longer than its slot"));
+                    }
+                    head(out, id, ts, Some(len));
+                    let start = slot::version_offset(class, block) / 8 + VERSION_HEADER_WORDS;
+                    let data = words
+                        .get(start..start + len.div_ceil(8))
+                        .ok_or_else(|| corrupt("slot shorter than its class"))?;
+                    let end = out.len() + len;
+                    out.reserve(data.len() * 8);
+                    for w in data {
+                        out.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+                    }
+                    out.truncate(end);
+                }
+                slot::KIND_TOMBSTONE => head(out, id, ts, None),
+                _ => return Err(corrupt("an empty block holds the version")),
+            }
+            records += 1;
+        }
+        Ok(records)
+    }
+
+    /// Installs versions a peer shipped: each `(id, value, ts)` is written unless the store
+    /// already holds a version at or after `ts` (so a shipment installed again, or a newer one
+    /// after a partly installed one, is harmless). A shipped tombstone of an object this store
+    /// never had is kept as a tombstone, as the peer has it. The batch is checked first (ids,
+    /// sizes): a bad entry changes nothing. Returns how many entries were written.
+    pub fn install(&self, entries: &[Put<'_>]) -> Result<usize> {
+        for &(id, value, _) in entries {
+            check_id(id)?;
+            if let Some(v) = value {
+                check_value(v)?;
+            }
+        }
+        let mut inner = self.write();
+        let mut written = 0;
+        for &(id, value, ts) in entries {
+            match inner.index.get(id) {
+                Some(obj) if obj.newest_ts() >= ts => continue,
+                Some(_) => self.apply(&mut inner, id, value, ts)?,
+                None if value.is_some() => self.apply(&mut inner, id, value, ts)?,
+                None => {
+                    let class = slot::class_for_len(0).unwrap_or(0);
+                    let mut obj = self.place(&mut inner, id, class)?;
+                    write_next(&inner.regions, &mut obj, ts, None);
+                    inner.index.insert(id, obj);
+                }
+            }
+            written += 1;
+        }
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::slot::Lookup;
+    use crate::{Store, StoreConfig};
+
+    fn store(tag: &str) -> (std::path::PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("remora-install-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Store::create(&StoreConfig::new(&dir, "s")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn changed_since_lists_newer_objects_and_tombstones() {
+        let (dir, s) = store("changed");
+        s.set(b"a", b"1", 3).unwrap();
+        s.set(b"b", b"2", 5).unwrap();
+        s.set(b"c", b"3", 7).unwrap();
+        s.delete(b"a", 9).unwrap();
+        let mut got = s.changed_since(5);
+        got.sort();
+        assert_eq!(got, vec![b"a".to_vec(), b"c".to_vec()]);
+        assert!(s.changed_since(9).is_empty());
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn export_before_copies_the_version_before_the_bound_or_says_it_is_gone() {
+        let (dir, s) = store("export");
+        s.set(b"a", b"a1", 3).unwrap();
+        s.set(b"a", b"a2-longer", 6).unwrap();
+        s.set(b"b", b"b1", 2).unwrap();
+        s.delete(b"b", 5).unwrap();
+        s.set(b"c", b"c1", 7).unwrap();
+        let ids: Vec<Vec<u8>> = [&b"a"[..], b"b", b"c", b"none"]
+            .iter()
+            .map(|i| i.to_vec())
+            .collect();
+        let export = |since, bound| {
+            let (mut out, mut gone) = (Vec::new(), Vec::new());
+            let head = |out: &mut Vec<u8>, id: &[u8], ts, len: Option<usize>| {
+                let id = String::from_utf8_lossy(id);
+                out.extend_from_slice(format!("[{id}@{ts}:{len:?}]").as_bytes())
+            };
+            let n = s
+                .export_before(&ids, since, bound, &mut out, head, &mut gone)
+                .unwrap();
+            (n, String::from_utf8(out).unwrap(), gone)
+        };
+        assert_eq!(
+            export(0, 6),
+            (2, "[a@3:Some(2)]a1[b@5:None]".into(), vec![])
+        );
+        assert_eq!(
+            export(0, 100),
+            (
+                3,
+                "[a@6:Some(9)]a2-longer[b@5:None][c@7:Some(2)]c1".into(),
+                vec![]
+            )
+        );
+        assert_eq!(
+            export(5, 100),
+            (2, "[a@6:Some(9)]a2-longer[c@7:Some(2)]c1".into(), vec![])
+        );
+        // Both of a's versions are at or after 3; b's first version is before it.
+        assert_eq!(export(0, 3), (1, "[b@2:Some(2)]b1".into(), vec![0]));
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn install_skips_what_is_held_and_keeps_shipped_tombstones() {
+        let (dir, s) = store("install");
+        s.set(b"a", b"old", 4).unwrap();
+        s.set(b"b", b"mine", 8).unwrap();
+        let n = s
+            .install(&[
+                (b"a", Some(b"new"), 6),
+                (b"b", Some(b"older"), 8),
+                (b"gone", None, 7),
+                (b"a", Some(b"again"), 6),
+            ])
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            s.get(b"a").unwrap(),
+            Lookup::Value {
+                ts: 6,
+                value: b"new".to_vec()
+            }
+        );
+        assert_eq!(
+            s.get_before(b"a", 6).unwrap(),
+            Lookup::Value {
+                ts: 4,
+                value: b"old".to_vec()
+            }
+        );
+        assert_eq!(
+            s.get(b"b").unwrap(),
+            Lookup::Value {
+                ts: 8,
+                value: b"mine".to_vec()
+            }
+        );
+        assert_eq!(s.get(b"gone").unwrap(), Lookup::Deleted { ts: 7 });
+        assert_eq!(
+            s.install(&[(b"", Some(b"x"), 9)]).unwrap_err().to_string(),
+            s.set(b"", b"x", 9).unwrap_err().to_string()
+        );
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
