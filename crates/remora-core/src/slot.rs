@@ -470,6 +470,16 @@ struct Head {
     len: usize,
 }
 
+impl Head {
+    const EMPTY: Head = Head {
+        seq: 0,
+        ts: 0,
+        meta: 0,
+        kind: KIND_EMPTY,
+        len: 0,
+    };
+}
+
 fn head(seq: u64, ts: u64, meta: u64, cap: usize) -> Result<Head, Reject> {
     if seq & 1 == 1 {
         return Err(Reject::Busy);
@@ -621,13 +631,7 @@ pub fn read_seqlocked<W: Word>(
         return Ok(None);
     }
     let bases = [version_offset(class, 0) / 8, version_offset(class, 1) / 8];
-    let mut heads = [Head {
-        seq: 0,
-        ts: 0,
-        meta: 0,
-        kind: KIND_EMPTY,
-        len: 0,
-    }; 2];
+    let mut heads = [Head::EMPTY; 2];
     for (h, &base) in heads.iter_mut().zip(&bases) {
         let seq = slot[base].load(Ordering::Acquire);
         *h = head(
@@ -738,13 +742,7 @@ fn checked_with(
         ours &= id.get(at..at + chunk.len()) == Some(chunk);
     });
     let bases = [version_offset(class, 0) / 8, version_offset(class, 1) / 8];
-    let mut heads = [Head {
-        seq: 0,
-        ts: 0,
-        meta: 0,
-        kind: KIND_EMPTY,
-        len: 0,
-    }; 2];
+    let mut heads = [Head::EMPTY; 2];
     let mut answer = (ReadMeta::ABSENT, None);
     let live = ours && state == STATE_LIVE;
     // Each block's checksum word and the digest of what we loaded, both taken inside the
