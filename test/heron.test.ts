@@ -272,6 +272,11 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
     let stopped = false;
     try {
       await one(cluster, history, t0, 0, 'put', { key: x, value: 1 });
+      // A transaction larger than the ring is refused at admission, before ordering; the
+      // cluster keeps serving everyone else.
+      await expect(cluster.submit(makeTx(kvApp, 'put', { key: y, value: 'z'.repeat(5000) }))).rejects.toThrow(
+        /^transaction of \d+ bytes does not fit the ordered stream's ring of 4096 bytes \(a record takes \d+\); give the cluster a larger ringBytes$/,
+      );
       cluster.signal(0, 2, 'SIGSTOP');
       stopped = true;
       for (let i = 0; i < 60; i++) await one(cluster, history, t0, 0, 'put', { key: i % 2 === 0 ? x : y, value: 100 + i });

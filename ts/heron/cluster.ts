@@ -8,7 +8,7 @@ import type { App } from '../app/app.js';
 import { encode } from '../app/codec.js';
 import type { LookupTable, Outcome } from '../app/exec.js';
 import { nativeFunctions } from '../app/natives.js';
-import type { DecodedTx, Transaction } from '../app/tx.js';
+import { TxError, type DecodedTx, type Transaction } from '../app/tx.js';
 import { AppLoadError, loadAppModule } from '../app/module.js';
 import type { Decision } from '../pipeline/merge.js';
 import { PreExecutor } from '../pipeline/preexecutor.js';
@@ -26,6 +26,7 @@ import {
   RING_BYTES,
   RING_REGION,
   RING_STORE,
+  ringRecordBytes,
   type Delivered,
   type FromReplica,
   type Ordering,
@@ -162,6 +163,8 @@ export class HeronCluster {
   private readonly partitionOf: (id: string) => number;
   private readonly log: (m: string) => void;
   readonly ordering: Ordering;
+  /** The ring's data bytes: a transaction whose record is larger is refused at admission. */
+  private readonly ringBytes: number;
   /** Replicas the ring dropped (they fell behind it): delivered to over their socket. */
   private readonly socketFed = new Set<string>();
   /** In-memory ordering: the next timestamp, digests ordered (for duplicates), log appends in flight. */
@@ -183,6 +186,7 @@ export class HeronCluster {
     private readonly ring: NativeRingProducer,
   ) {
     this.ordering = opts.ordering ?? 'synced';
+    this.ringBytes = Math.ceil((opts.ringBytes ?? RING_BYTES) / 32) * 32;
     this.partitionOf = partitionerOf(app, opts.partitions);
     this.log = opts.log ?? ((m) => console.error(m));
     // Speculation is off: a guess is retired by comparing a transaction's whole write set
@@ -331,7 +335,17 @@ export class HeronCluster {
       this.tables.delete(tx.digest);
       return { ts, body: tx.body, auth: tx.auth, dest: this.destinations(tx.objects), ...(table ? { table } : {}) };
     });
-    const records: RingRecordIn[] = deliveries.map((d, i) => ({ ts: d.ts, dest: d.dest, payload: encodeRingPayload(batch[i]?.tx.bytes ?? Buffer.alloc(0), d.table) }));
+    const records: RingRecordIn[] = deliveries.map((d, i) => {
+      const txBytes = batch[i]?.tx.bytes ?? Buffer.alloc(0);
+      let payload = encodeRingPayload(txBytes, d.table);
+      if (d.table && ringRecordBytes(d.dest.length, payload.length) > this.ringBytes) {
+        // The transaction fits (admission checked) but not with its table: the destinations
+        // execute it themselves, as they do any transaction without one.
+        delete d.table;
+        payload = encodeRingPayload(txBytes, undefined);
+      }
+      return { ts: d.ts, dest: d.dest, payload };
+    });
     for (const d of deliveries) for (const h of d.dest) this.lastDelivered.set(h, d.ts);
     const now = monotonicMicros();
     for (const d of deliveries) this.orderedAt.set(d.ts, now);
@@ -440,6 +454,12 @@ export class HeronCluster {
     if (this.failure) throw this.failure;
     const decoded = admitTx(this.app, tx);
     const dest = this.destinations(decoded.objects);
+    // Refused before ordering: once ordered, a record the ring cannot hold would stop delivery
+    // for everyone.
+    const record = ringRecordBytes(dest.length, decoded.bytes.length);
+    if (record > this.ringBytes) {
+      throw new TxError(`transaction of ${decoded.bytes.length} bytes does not fit the ordered stream's ring of ${this.ringBytes} bytes (a record takes ${record}); give the cluster a larger ringBytes`);
+    }
     if (this.preExecutor) {
       const [result] = this.preExecutor.run([decoded]);
       if (result) this.tables.set(result[0], result[1]);

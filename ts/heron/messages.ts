@@ -48,6 +48,12 @@ export interface Delivered {
 const packr = new Packr({ useRecords: false, int64AsType: 'bigint', copyBuffers: true });
 
 /** A ring record's payload: the `tx.v1` bytes, then the lookup table if there is one. */
+/** Bytes a ring record takes: header, destinations, payload, aligned (crates/remora-heron/src/ring.rs). */
+export function ringRecordBytes(dests: number, payloadBytes: number): number {
+  const unaligned = 32 + Math.ceil((2 * dests) / 8) * 8 + payloadBytes;
+  return Math.ceil(unaligned / 32) * 32;
+}
+
 export function encodeRingPayload(txBytes: Uint8Array, table: LookupTable | undefined): Buffer {
   return table ? Buffer.concat([txBytes, packr.pack(table)]) : Buffer.from(txBytes.buffer, txBytes.byteOffset, txBytes.byteLength);
 }

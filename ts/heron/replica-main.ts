@@ -49,8 +49,15 @@ async function pumpRing(reader: NativeRingReader, replica: HeronReplica, spinMic
       got = reader.poll(RING_BATCH);
       if (got.length === 0) {
         // Let the last reply leave (the socket uncorks on the next tick) and anything queued
-        // run, then wait on this thread for a while: one wake-up, not a pool hop, per record.
+        // run. A transaction still being applied waits on the event loop (a pool task: a
+        // coordination outlasting its budget, a first lookup of a remote object): blocking this
+        // thread now would hold it up, so wait for it to finish instead.
         await new Promise<void>((resolve) => setImmediate(resolve));
+        if (replica.busy) {
+          await replica.drained();
+          continue;
+        }
+        // Idle: wait on this thread for a while: one wake-up, not a pool hop, per record.
         got = reader.waitSync(RING_BATCH, spinMicros, RING_SYNC_WAIT_MICROS);
       }
       // Idle longer: wait on a pool thread, so the event loop serves the socket meanwhile.

@@ -171,6 +171,19 @@ export class HeronReplica {
     this.kick();
   }
 
+  /** A delivered transaction is being applied. */
+  get busy(): boolean {
+    return this.running !== null;
+  }
+
+  /**
+   * Resolves once everything delivered so far is applied (or the replica failed); at once when
+   * nothing is being applied.
+   */
+  drained(): Promise<void> {
+    return this.running?.then(() => undefined, () => undefined) ?? Promise.resolve();
+  }
+
   private kick(): void {
     this.running ??= this.run().finally(() => {
       this.running = null;
