@@ -21,6 +21,8 @@ export const PHASE_EXECUTED = 4;
 const COORD_PENDING = 0;
 const COORD_COMPLETE = 1;
 const COORD_MASKS = 5;
+/** Applied transactions between prefixes published for state transfer within one run. */
+const PUBLISH_EVERY = 64;
 
 export interface ReplicaOptions {
   dir: string;
@@ -171,6 +173,10 @@ export class HeronReplica {
     this.kick();
   }
 
+  private publish(): void {
+    if (this.lastTs > 0n) this.transfer.publish(this.lastTs, this.applied, this.digest);
+  }
+
   /** A delivered transaction is being applied. */
   get busy(): boolean {
     return this.running !== null;
@@ -196,6 +202,7 @@ export class HeronReplica {
       if (d === undefined) {
         this.queue = [];
         this.head = 0;
+        this.publish();
         return;
       }
       this.head++;
@@ -258,8 +265,10 @@ export class HeronReplica {
     this.applied++;
     this.decisions[decision]++;
     this.digest = nextDigest(this.digest, d.ts, writes);
-    // The prefix through d.ts is in the store: state transfers may ship it from now on.
-    this.transfer.publish(d.ts, this.applied, this.digest);
+    // The prefix through d.ts is in the store: state transfers may ship it from now on. Told
+    // natively once per run of deliveries (and every PUBLISH_EVERY), not per transaction: a
+    // server ships the newest prefix it was told, and a lagger given a shorter one asks again.
+    if (this.applied % PUBLISH_EVERY === 0) this.publish();
     timing.sent = nowMicros();
     this.opts.send({ t: 'outcome', ts: d.ts, outcome, partition, replica, timing, decision, ...(this.opts.reportWrites ? { writes } : {}) });
     if (this.applied % (this.opts.digestEvery ?? 16) === 0) {
