@@ -107,9 +107,11 @@ function expectAgreement(summaries: Awaited<ReturnType<HeronCluster['close']>>, 
     expect(mine.length).toBeGreaterThanOrEqual(2);
     expect(new Set(mine.map((s) => s.digest)).size).toBe(1);
     expect(new Set(mine.map((s) => s.applied)).size).toBe(1);
-    // The periodic checkpoints compared along the way, too.
+    // The periodic checkpoints compared along the way, too: one every 16 applied (the
+    // replicas' default), so none in a partition that applied fewer (random keys can leave a
+    // partition with 14 of 120 operations).
     const reports = cluster.digestReports(h);
-    expect(reports.size).toBeGreaterThan(0);
+    expect(reports.size).toBe(Math.floor((mine[0]?.applied ?? 0) / 16));
     for (const byReplica of reports.values()) expect(new Set(byReplica.values()).size).toBe(1);
   }
 }

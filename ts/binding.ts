@@ -18,7 +18,6 @@ export {
   precompileInputDigest,
 } from './native/index.js';
 export type {
-  CoordinateResult,
   CoordinationEntry,
   TransferRequest,
   InstalledShipment,

@@ -124,49 +124,11 @@ pub struct CoordinationEntry {
     pub phase: u32,
 }
 
-#[napi(object)]
-pub struct CoordinateResult {
-    /// Per involved partition, in the order asked: the replicas that reached the phase.
-    pub replicas: Vec<Vec<u32>>,
-    /// Every replica of every involved partition reached it.
-    pub complete: bool,
-    pub majority_micros: f64,
-    pub waited_micros: f64,
-    pub failed_writes: u32,
-}
-
 pub(crate) fn millis(what: &str, v: f64) -> Result<Duration> {
     if !(v >= 0.0 && v.is_finite() && v <= 3.6e6) {
         return Err(invalid(format!("{what} must be 0 to 3600000 ms, got {v}")));
     }
     Ok(Duration::from_secs_f64(v / 1000.0))
-}
-
-pub struct Coordinate {
-    coord: Shared,
-    ts: u64,
-    phase: u32,
-    partitions: Vec<u32>,
-    opts: WaitOptions,
-}
-
-impl Task for Coordinate {
-    type Output = Reached;
-    type JsValue = CoordinateResult;
-    fn compute(&mut self) -> Result<Reached> {
-        self.coord
-            .coordinate(self.ts, self.phase, &self.partitions, self.opts)
-            .map_err(heron_err)
-    }
-    fn resolve(&mut self, _: Env, r: Reached) -> Result<CoordinateResult> {
-        Ok(CoordinateResult {
-            replicas: r.replicas.into_iter().map(|(_, q)| q).collect(),
-            complete: r.complete,
-            majority_micros: r.majority_after.as_secs_f64() * 1e6,
-            waited_micros: r.waited.as_secs_f64() * 1e6,
-            failed_writes: r.failed_writes as u32,
-        })
-    }
 }
 
 /// The rest of a wait `coordinateSync` left pending, on a pool thread.
@@ -228,30 +190,6 @@ impl NativeCoordinator {
         Ok(AsyncTask::new(Connect {
             coord: self.coord.clone(),
             timeout: millis("timeoutMs", timeout_ms)?,
-        }))
-    }
-
-    /// Writes ⟨ts, phase⟩ into every replica of `partitions`, then waits (on a pool thread) for
-    /// a majority of each and up to `graceMs` more for the rest; rejects after `timeoutMs`
-    /// without a majority. `coordinateSync` is the fast path.
-    #[napi(ts_return_type = "Promise<CoordinateResult>")]
-    pub fn coordinate(
-        &self,
-        ts: BigInt,
-        phase: u32,
-        partitions: Vec<u32>,
-        grace_ms: f64,
-        timeout_ms: f64,
-    ) -> Result<AsyncTask<Coordinate>> {
-        Ok(AsyncTask::new(Coordinate {
-            coord: self.coord.clone(),
-            ts: positive_ts("coordinate", ts)?,
-            phase,
-            partitions,
-            opts: WaitOptions::new(
-                millis("graceMs", grace_ms)?,
-                millis("timeoutMs", timeout_ms)?,
-            ),
         }))
     }
 
