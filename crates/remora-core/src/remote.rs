@@ -11,7 +11,7 @@
 
 use crate::error::{show_id, Error, Result};
 use crate::region::Region;
-use crate::slot::{self, Checked, Lookup, ReadMeta, Reject, SlotRead, Snapshot, Status, Want};
+use crate::slot::{self, Checked, Lookup, ReadMeta, Reject, SlotRead, Snapshot, Want};
 use crate::store::{check_id, Addr};
 use crate::transport::RemoteMemory;
 use std::cell::RefCell;
@@ -416,11 +416,7 @@ impl<M: RemoteMemory> RemoteStore<M> {
             if loc.addr == NOWHERE {
                 self.refresh(&[&e.id])?;
                 if e.load().addr == NOWHERE {
-                    return Ok(ReadMeta {
-                        status: Status::Absent,
-                        ts: 0,
-                        len: 0,
-                    });
+                    return Ok(ReadMeta::ABSENT);
                 }
             } else {
                 let checked = if loc.words.is_null() {
@@ -469,11 +465,7 @@ impl<M: RemoteMemory> RemoteStore<M> {
                     }) => {
                         self.refresh(&[&e.id])?;
                         if e.load().addr == NOWHERE {
-                            return Ok(ReadMeta {
-                                status: Status::Absent,
-                                ts: 0,
-                                len: 0,
-                            });
+                            return Ok(ReadMeta::ABSENT);
                         }
                     }
                     Err(r) => self.count(r),
@@ -616,6 +608,7 @@ fn too_many(peer: &str) -> Error {
 mod tests {
     use super::*;
     use crate::region::RegionInfo;
+    use crate::slot::Status;
     use crate::transport::Transport;
     use crate::{ControlServer, ShmTransport, Store, StoreConfig, TcpServer, TcpTransport};
     use std::path::PathBuf;

@@ -430,7 +430,7 @@ pub struct ReadMeta {
 }
 
 impl ReadMeta {
-    const ABSENT: ReadMeta = ReadMeta {
+    pub const ABSENT: ReadMeta = ReadMeta {
         status: Status::Absent,
         ts: 0,
         len: 0,
