@@ -170,7 +170,7 @@ describe('cluster files', () => {
     expect(bad('{"app": "kv", "partitions": 0, "replicas": 3}')).toThrow('c.json: "partitions" must be an integer from 1 to 1024, got 0');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 0}')).toThrow('c.json: "replicas" must be an integer from 1 to 31, got 0');
     expect(bad('{"app": "kv", "partitions": 1.5, "replicas": 3}')).toThrow('c.json: "partitions" must be an integer from 1 to 1024, got 1.5');
-    expect(bad('{"app": 7, "partitions": 2, "replicas": 3}')).toThrow('c.json: "app" must be a built-in app (bank, kv, work), a module path or a package, got 7');
+    expect(bad('{"app": 7, "partitions": 2, "replicas": 3}')).toThrow('c.json: "app" must be a built-in app (bank, kv, work, tpcc), a module path or a package, got 7');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "preExecution": "yes"}')).toThrow('c.json: "preExecution" must be true or false, got "yes"');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "graceMs": -1}')).toThrow('c.json: "graceMs" must be an integer from 0 to 60000, got -1');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ordering": "fast"}')).toThrow('c.json: "ordering" must be "synced" or "memory", got "fast"');

@@ -16,8 +16,15 @@ export {
   precompileCounters,
   resetPrecompileCounters,
   precompileInputDigest,
+  readCheckpoint,
+  readCheckpointHeader,
+  verifyCheckpoint,
 } from './native/index.js';
 export type {
+  CheckpointHeaderJs,
+  CheckpointRecords,
+  CheckpointRestored,
+  CheckpointWritten,
   CoordinationEntry,
   TransferRequest,
   InstalledShipment,

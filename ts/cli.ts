@@ -9,6 +9,7 @@ import { HERON_PARTS, runHeron } from '../bench/heron.js';
 import { runMerge } from '../bench/merge.js';
 import { runOneside } from '../bench/oneside.js';
 import { runScale } from '../bench/scale.js';
+import { runSequencerBench } from '../bench/sequencer.js';
 import { runTransports } from '../bench/transports.js';
 import { checkCommand } from './cli/check.js';
 import { demoOneside } from './cli/demo-oneside.js';
@@ -51,6 +52,14 @@ const USAGE = `Usage:
                                   next position of the log (docs/apps.md) instead of refusing to start
       --transport T               how pulling pre-executors read the primary's store: shm (this host),
                                   tcp or verbs (served on the --listen host) (default shm)
+      --checkpoint-every N        checkpoint the primary's store every N applied transactions (default
+                                  50000; 0: never); a start installs the newest and replays the log after it
+      --sequencer URLS            follow a NATS JetStream stream instead of the embedded log: the engine's
+                                  servers as nats://HOST:PORT,...; nodes on one stream are replicated
+                                  primaries (docs/deployment.md) (default embedded)
+      --stream NAME               the stream (default REMORA)
+      --sequencer-token-file F    the engine's client token, if its servers ask for one
+      --node-name NAME            this node's name among replicated primaries (default host:dir)
   remora start pre-executor --join DIR --app APP --name NAME [--metrics-port N]
                                   one more pre-executor for the node running in cluster directory DIR
   remora start pre-executor --join HOST:PORT --secret-file FILE --app APP --name NAME
@@ -112,6 +121,10 @@ const USAGE = `Usage:
       --out FILE                  JSON results (default bench/results/heron.json; plots next to it)
       --only PART                 one part alone, its metrics only, no plots: coordination,
                                   breakdown or transfer
+  remora bench sequencer [options]  embedded vs replicated (NATS JetStream, 3 nodes on loopback) sequencer,
+                                  durable acks, batches of 1, 100 and 1000: tx/s and p50/p99 submit latency
+      --quick                     short run
+      --out FILE                  JSON results (default bench/results/sequencer.json)
   remora help                     this text
 
 Exit status: 0 done; 2 a mistake to fix, told in one line on stderr; 1 a failure, with its stack.
@@ -216,6 +229,10 @@ const suites: Record<string, (argv: string[]) => Promise<number>> = {
     const only = values.only === undefined ? undefined : HERON_PARTS.find((p) => p === values.only);
     if (values.only !== undefined && only === undefined) throw new UsageError(`--only must be ${HERON_PARTS.join(', ')}, got ${JSON.stringify(values.only)}`);
     return runHeron({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'heron.json'), ...(only ? { only } : {}) });
+  },
+  sequencer: (argv) => {
+    const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, out: { type: 'string' } } });
+    return runSequencerBench({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'sequencer.json') });
   },
 };
 

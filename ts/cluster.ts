@@ -1,14 +1,20 @@
 // The embedded cluster on one host: this process runs admission, the sequencer and the
 // primary; each pre-executor is a child process attached over the node's socket.
-import { join } from 'node:path';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
 import type { App } from './app/app.js';
 import { nativeFunctions } from './app/natives.js';
 import { loadAppModule } from './app/module.js';
 import { versionsForLog, writeAppHeader, type AppVersion } from './app/versions.js';
 import { createRegistry, NodeMetrics, serveMetrics, type MetricsServer } from './metrics.js';
 import { Autoscaler, type AutoscaleOptions, type ScaleDecision } from './pipeline/autoscaler.js';
+import { Checkpointer, chooseCheckpoint, CHECKPOINTS_DIR, DEFAULT_CHECKPOINT_EVERY, type CheckpointStats, type RestoredCheckpoint } from './pipeline/checkpoints.js';
 import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
+import type { Applied } from './pipeline/primary.js';
 import { DEFAULT_POLICY, type Policy } from './pipeline/scheduler.js';
+import { Agreement, type AgreementStats } from './pipeline/agreement.js';
+import { JetStreamSequencer } from './pipeline/jetstream-sequencer.js';
+import { openSequencer, type OpenedSequencer, type SequencerChoice } from './pipeline/open-sequencer.js';
 import { EmbeddedSequencer } from './pipeline/sequencer.js';
 import { serveNode, type ClientLimits, type NodeServer, type ServeStats } from './pipeline/server.js';
 import type { PushOptions, StateUpdate } from './pipeline/state-update.js';
@@ -67,9 +73,31 @@ export interface ClusterOptions {
    * (benchmarks); it must exec the rest of its arguments in place.
    */
   preExecutorPrefix?: readonly string[];
+  /**
+   * Applied transactions between checkpoints of the primary's store (default 50,000; 0: none).
+   * A start installs the newest valid one and replays only the log after it (docs/checkpoints.md).
+   */
+  checkpointEvery?: number;
+  /**
+   * The log this node follows (default: the embedded one). With `jetstream`, every node on the
+   * same stream applies the same sequence: replicated primaries (docs/deployment.md).
+   */
+  sequencer?: SequencerChoice;
+  /** This node's name among replicated primaries (default: host name and directory). */
+  nodeName?: string;
 }
 
 export const NODE_SOCKET = 'node.sock';
+
+/** How a started node reached the state its sequencer held at start. */
+export interface StartedFrom {
+  /** The checkpoint installed, or null: the whole log was replayed. */
+  checkpoint: RestoredCheckpoint | null;
+  /** Transactions replayed from the log after it. */
+  replayed: bigint;
+  /** The last timestamp the sequencer held at start, now applied. */
+  upTo: bigint;
+}
 
 export class EmbeddedCluster {
   private closed = false;
@@ -83,7 +111,7 @@ export class EmbeddedCluster {
   private constructor(
     readonly node: EmbeddedNode,
     readonly store: NativePrimaryStore,
-    private readonly sequencer: EmbeddedSequencer,
+    private readonly sequencer: OpenedSequencer,
     private readonly server: NodeServer,
     readonly children: Map<string, RoleProcess>,
     private readonly opts: ClusterOptions,
@@ -102,14 +130,45 @@ export class EmbeddedCluster {
    * sequenced, and transactions after it run with the new code everywhere (docs/apps.md).
    */
   async upgrade(spec: string): Promise<{ ts: bigint; version: AppVersion }> {
+    if (this.sequencer instanceof JetStreamSequencer) {
+      throw new Error('app upgrades are not supported on replicated primaries yet: every node would have to load the new code first (docs/deployment.md)');
+    }
     const loaded = await loadAppModule(spec);
     const ts = await this.node.upgrade(loaded);
     return { ts, version: this.node.versions.at(ts + 1n) };
   }
 
-  /** Resolves once the log this node started with is replayed (its state is then complete). */
-  replayed(): Promise<void> {
-    return this.node.whenApplied(this.replayTo);
+  /**
+   * Resolves once everything the sequencer held when the node started is applied (its state
+   * is then complete), with how the node got there.
+   */
+  async replayed(): Promise<StartedFrom> {
+    const upTo = await this.sequencer.caughtUp();
+    await this.node.whenApplied(upTo);
+    const from = this.restored?.ts ?? 0n;
+    return { checkpoint: this.restored, replayed: upTo > from ? upTo - from : 0n, upTo };
+  }
+
+  /**
+   * Replicated primaries: resolves once everything the stream holds now is applied here, with
+   * the last timestamp (so nodes stopped after it hold the same state). The embedded log: now.
+   */
+  async settled(): Promise<bigint> {
+    const upTo = this.sequencer instanceof JetStreamSequencer ? await this.sequencer.caughtUpNow() : this.sequencer.lastTs;
+    await this.node.whenApplied(upTo);
+    return upTo;
+  }
+
+  /** Replicated primaries only: how this node's applied windows compared with its peers'. */
+  agreementStats: AgreementStats | null = null;
+
+  /** The checkpoint this node started from, or null (the whole log was replayed). */
+  restored: RestoredCheckpoint | null = null;
+  private checkpointer: Checkpointer | null = null;
+
+  /** Checkpoints this node took, or null when they are off. */
+  get checkpoints(): CheckpointStats | null {
+    return this.checkpointer?.stats ?? null;
   }
 
   /** The node's TCP endpoint (`host:port`), or null when `listen` was not given. */
@@ -128,7 +187,6 @@ export class EmbeddedCluster {
   }
 
   private storeServed: string | null = null;
-  private replayTo = 0n;
 
   /** The port serving `GET /metrics`, or null when `metricsPort` was not given. */
   get metricsPort(): number | null {
@@ -136,8 +194,9 @@ export class EmbeddedCluster {
   }
 
   /**
-   * Starts the node (replaying the whole log into a fresh primary store, so a restart after a
-   * crash applies every sequenced transaction exactly once) and the pre-executor processes.
+   * Starts the node (installing the newest valid checkpoint into a fresh primary store and
+   * replaying the log after it, so a restart after a crash applies every sequenced transaction
+   * exactly once) and the pre-executor processes.
    */
   static async start(opts: ClusterOptions): Promise<EmbeddedCluster> {
     const loaded = await loadAppModule(opts.app);
@@ -146,7 +205,20 @@ export class EmbeddedCluster {
     const secret = loadOrCreateSecret(opts.dir);
     const logDir = join(opts.dir, 'log');
     const { versions, pendingUpgrade } = await versionsForLog(logDir, loaded, { upgrade: opts.upgrade ?? false });
-    const sequencer = new EmbeddedSequencer(logDir);
+    const checkpointDir = join(opts.dir, CHECKPOINTS_DIR);
+    const restored = chooseCheckpoint(checkpointDir, versions, opts.log ?? ((m) => process.stderr.write(`node: ${m}\n`)));
+    const say = opts.log ?? ((m: string) => process.stderr.write(`node: ${m}\n`));
+    const nodeName = opts.nodeName ?? `${hostname()}:${resolve(opts.dir)}`;
+    const sequencer = await openSequencer(opts.sequencer ?? { kind: 'embedded' }, logDir, restored, { name: nodeName, log: say });
+    const replicated = sequencer instanceof JetStreamSequencer ? sequencer : null;
+    if (replicated && pendingUpgrade) {
+      await sequencer.close();
+      throw new Error('app upgrades are not supported on replicated primaries yet: every node would have to load the new code first (docs/deployment.md)');
+    }
+    if (restored && sequencer instanceof EmbeddedSequencer && restored.ts > sequencer.lastTs) {
+      await sequencer.close();
+      throw new Error(`checkpoint ${restored.path} is at ts ${restored.ts}, after the log's last ts ${sequencer.lastTs}: the log lost entries the checkpoint holds; move ${checkpointDir} away to start from the log alone`);
+    }
     writeAppHeader(logDir, versions);
     const store = new NativePrimaryStore(Store.create({ dir: opts.dir, name: 'primary', secret }));
     // Until the cluster exists, a failure (no RDMA device, the port taken) releases by hand.
@@ -157,6 +229,9 @@ export class EmbeddedCluster {
     };
     let storeAddress: string | null = null;
     try {
+      // Checked whole when chosen: a failure here means the file changed since, and the
+      // sequencer already resumes from it, so the start fails rather than fall back.
+      if (restored) store.store.restore(restored.path);
       if (transport !== 'shm') {
         storeAddress = store.store.serve({ transport, listen: formatHostPort({ host: tcp?.host ?? '127.0.0.1', port: 0 }) });
       }
@@ -165,7 +240,28 @@ export class EmbeddedCluster {
     }
     const registry = opts.metricsPort === undefined ? null : createRegistry();
     const metrics = registry && new NodeMetrics(registry);
-    const [hooks, onApplied] = [metrics?.hooks, opts.onApplied];
+    const every = opts.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY;
+    const checkpointer = new Checkpointer({
+      dir: checkpointDir,
+      store: store.store,
+      every,
+      resumePoint: (ts) => sequencer.resumePoint(ts),
+      versions: () => node.versions,
+      ...(opts.log && { log: opts.log }),
+    });
+    // Each call is one delivered batch, applied whole: its end is a point to resume after.
+    const onCheckpoint = (batch: readonly Applied[]): void => {
+      const end = batch.at(-1);
+      if (end) checkpointer.applied(end.ts, batch.length);
+    };
+    // Replicated primaries compare what they applied, window by window, over the engine.
+    const agreement =
+      replicated &&
+      new Agreement(nodeName, replicated.channel('agreement'), {
+        onDisagree: (mine, theirs) => say(`DIVERGED from ${theirs.node} on timestamps up to ${mine.end}: ${mine.digest.slice(0, 12)} here, ${theirs.digest.slice(0, 12)} there`),
+      });
+    const afterApply = agreement ? both(onCheckpoint, (b: readonly Applied[]) => agreement.record(b)) : onCheckpoint;
+    const [hooks, onApplied] = [metrics?.hooks, opts.onApplied ? both(afterApply, opts.onApplied) : afterApply];
     const node: EmbeddedNode = new EmbeddedNode(versions, nativeFunctions, sequencer, store, {
       deadlineMs: opts.deadlineMs ?? 50,
       policy: opts.policy ?? DEFAULT_POLICY,
@@ -173,7 +269,7 @@ export class EmbeddedCluster {
       ...(opts.push && { push: opts.push }),
       speculation: opts.speculation ?? true,
       ...hooks,
-      ...(onApplied && { onApplied: both(hooks?.onApplied, onApplied) }),
+      onApplied: both(hooks?.onApplied, onApplied),
       ...(opts.onMerged && { onMerged: both(hooks?.onMerged, opts.onMerged) }),
       onUpgrade: () => writeAppHeader(logDir, node.versions),
       ...(opts.log && { log: opts.log }),
@@ -195,10 +291,11 @@ export class EmbeddedCluster {
         if (event === 'join') cluster?.joined(name);
       },
     }).catch(release);
-    const replayTo = sequencer.lastTs;
-    node.start(0n);
+    node.start(restored?.ts ?? 0n);
     cluster = new EmbeddedCluster(node, store, sequencer, server, new Map(), opts);
-    cluster.replayTo = replayTo;
+    cluster.restored = restored;
+    cluster.checkpointer = checkpointer;
+    cluster.agreementStats = agreement ? agreement.stats : null;
     cluster.storeServed = storeAddress;
     try {
       if (registry && opts.metricsPort !== undefined) cluster.metrics = await serveMetrics(registry, { port: opts.metricsPort });
@@ -287,6 +384,8 @@ export class EmbeddedCluster {
     await Promise.all([...this.children.values()].map((c) => c.stop(2000)));
     await this.server.close();
     await this.sequencer.close();
+    // The native export holds the store open until it ends: wait, so the next start can own it.
+    await this.checkpointer?.close();
     this.store.store.close();
   }
 }

@@ -13,6 +13,7 @@ import { nativeFunctions } from './app/natives.js';
 import { executeSequentially } from './app/reference.js';
 import type { Transaction } from './app/tx.js';
 import { WORK_MAX_ROUNDS } from './apps/index.js';
+import { runTpccDemo } from './apps/tpcc-demo.js';
 import { intOption, UsageError } from './cli/options.js';
 import { EmbeddedCluster } from './cluster.js';
 import { startLoadGenerators, type LoadMode, type LoadWorkload } from './loadgen.js';
@@ -23,7 +24,7 @@ import { readSequence } from './pipeline/sequencer.js';
 import { atExit } from './process.js';
 import { bankWorkload } from './workload.js';
 
-export type DemoApp = 'bank' | 'work';
+export type DemoApp = 'bank' | 'work' | 'tpcc';
 
 export interface DemoOptions {
   seconds: number;
@@ -66,7 +67,7 @@ export function demoLoadOptions(v: {
   rate?: string | undefined;
 }): Pick<DemoOptions, 'app' | 'rounds' | 'generators' | 'transactions' | 'rate'> {
   const app = v.app ?? 'bank';
-  if (app !== 'bank' && app !== 'work') throw new UsageError(`--app must be bank or work for the demo, got '${app}'`);
+  if (app !== 'bank' && app !== 'work' && app !== 'tpcc') throw new UsageError(`--app must be bank, work or tpcc for the demo, got '${app}'`);
   return {
     app,
     rounds: intOption(v.rounds, 'rounds', DEMO_WORK_ROUNDS, 0, WORK_MAX_ROUNDS),
@@ -82,6 +83,7 @@ const ms = (us: number | undefined) => (us === undefined ? '–' : `${(us / 1000
 
 export async function runDemo(o: DemoOptions): Promise<number> {
   const app = o.app ?? 'bank';
+  if (app === 'tpcc') return runTpccDemo(o);
   const rounds = o.rounds ?? DEMO_WORK_ROUNDS;
   const generators = o.generators ?? 1;
   if (o.rate === undefined && o.concurrency < generators) throw new UsageError(`--clients ${o.concurrency} cannot be split over ${generators} generators`);

@@ -2,10 +2,35 @@
 // view of another process's store.
 import { NativeRemote, NativeStore, type NativeCoordinator, type NativeTransfer } from './binding.js';
 import type { NativeReadResult, RemoteStats, StoreStats, StressReport, Latency } from './binding.js';
+import {
+  readCheckpoint as nativeReadCheckpoint,
+  readCheckpointHeader as nativeReadCheckpointHeader,
+  verifyCheckpoint as nativeVerifyCheckpoint,
+  type CheckpointHeaderJs as CheckpointHeader,
+  type CheckpointRecords,
+  type CheckpointRestored,
+  type CheckpointWritten,
+} from './binding.js';
 import { idBytes, timestamp, valueBytes, type ObjectId } from './ids.js';
 import { isTransport, type NetTransport, type Transport } from './transport.js';
 
 export type { RemoteStats, StoreStats, StressReport, Latency };
+export type { CheckpointWritten, CheckpointRestored, CheckpointRecords, CheckpointHeader };
+
+/** A checkpoint file's format, `ts` and meta, checked (its records are checked on restore). */
+export function readCheckpointHeader(path: string): CheckpointHeader {
+  return nativeReadCheckpointHeader(path);
+}
+
+/** Every record of a checkpoint file, laid flat, after checking the whole file. */
+export function readCheckpoint(path: string): CheckpointRecords {
+  return nativeReadCheckpoint(path);
+}
+
+/** Like `readCheckpointHeader`, but reads and checks every record too (installs nothing). */
+export function verifyCheckpoint(path: string): CheckpointHeader {
+  return nativeVerifyCheckpoint(path);
+}
 
 /** What one native adoption run did: adopted transactions, and why it stopped. */
 export interface AdoptRun {
@@ -197,6 +222,29 @@ export class Store {
     requestRegion: number;
   }): NativeTransfer {
     return this.native.heronTransfer({ ...opts, secret: Buffer.from(opts.secret) });
+  }
+
+  /**
+   * Writes the state as of `ts` (every object's newest version at or before it, tombstones
+   * included) to `path` from the libuv pool, a chunk of objects per read-lock hold, so writes
+   * go on meanwhile (docs/checkpoints.md). `gone` > 0: objects were overwritten twice after
+   * `ts` during the export and no file was written; retry at a newer point.
+   */
+  checkpoint(path: string, ts: bigint, meta: Uint8Array, opts: { chunkObjects?: number } = {}): Promise<CheckpointWritten> {
+    return this.native.checkpoint(path, timestamp(ts), Buffer.from(meta.buffer, meta.byteOffset, meta.byteLength), opts.chunkObjects);
+  }
+
+  /**
+   * Like `checkpoint`, but exports now, on this thread, under one read-lock hold (the caller
+   * must be the writer, at `ts`: then nothing is gone); only the file is written off-thread.
+   */
+  checkpointHeld(path: string, ts: bigint, meta: Uint8Array): Promise<CheckpointWritten> {
+    return this.native.checkpointHeld(path, timestamp(ts), Buffer.from(meta.buffer, meta.byteOffset, meta.byteLength));
+  }
+
+  /** Installs the checkpoint at `path` into this (empty) store; a damaged file changes nothing. */
+  restore(path: string): CheckpointRestored {
+    return this.native.restore(path);
   }
 
   /** Torn-read stress, owner side (native thread): rewrites self-checking values. */

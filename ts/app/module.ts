@@ -29,6 +29,7 @@ const BUILTIN_MODULES: Record<string, string> = {
   bank: '../apps/builtin-bank.js',
   kv: '../apps/builtin-kv.js',
   work: '../apps/builtin-work.js',
+  tpcc: '../apps/builtin-tpcc.js',
 };
 
 const isPath = (spec: string): boolean => spec.startsWith('.') || isAbsolute(spec) || /\.(m?js|cjs|ts)$/.test(spec);

@@ -4,10 +4,14 @@ import type { App } from '../app/app.js';
 import { bankApp, keyPairFromSeed, type KeyPair } from './bank.js';
 import { kvApp } from './kv.js';
 import { workApp } from './work.js';
+import { tpccApp } from './tpcc.js';
 
 export { accountId, bankApp, keyPairFromSeed, stampId, type Account, type BankApp, type BankConfig, type KeyPair } from './bank.js';
 export { kvApp, kvId, MAX_KEY_BYTES, type KvApp } from './kv.js';
 export { crunchDigest, WORK_MAX_OBJECTS, WORK_MAX_ROUNDS, workApp, workId, type Counter, type WorkApp } from './work.js';
+export { tpccApp, type TpccApp } from './tpcc.js';
+export { formatConsistency, memorySnapshot, tpccConsistency, type Snapshot, type TpccCondition } from './tpcc-check.js';
+export { TPCC_DEFAULT_SCALE, TPCC_MIX, TpccMix, tpccLoad, tpccWorkload, type TpccKind, type TpccScale } from './tpcc-workload.js';
 
 /**
  * The mint authority of the built-in `bank`: derived from a fixed, public seed so a cluster's
@@ -22,6 +26,7 @@ export const builtinApps = {
   bank: bankApp({ mintAuthority: DEMO_MINT_AUTHORITY.publicKey }),
   kv: kvApp,
   work: workApp,
+  tpcc: tpccApp,
 } as const satisfies Record<string, App>;
 
 export type BuiltinAppName = keyof typeof builtinApps;

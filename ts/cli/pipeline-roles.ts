@@ -7,6 +7,8 @@ import { installDeterminismGuard } from '../app/guard.js';
 import { nativeFunctions } from '../app/natives.js';
 import { loadAppModule } from '../app/module.js';
 import { EmbeddedCluster, NODE_SOCKET } from '../cluster.js';
+import { parseSequencerUrls, type SequencerChoice } from '../pipeline/open-sequencer.js';
+import { CHECKPOINTS_DIR, DEFAULT_CHECKPOINT_EVERY, seedFromCheckpoint } from '../pipeline/checkpoints.js';
 import { createRegistry, PreExecutorMetrics, serveMetrics } from '../metrics.js';
 import { runPreExecutor } from '../pipeline/preexecutor-main.js';
 import { serveRole } from '../process.js';
@@ -70,6 +72,12 @@ export function preExecutorRole(argv: string[]) {
       natives: nativeFunctions,
       ...(metrics && { onBatch: metrics.onBatch }),
     });
+    if ('dir' in target) {
+      // On the node's host its newest checkpoint seeds the copy (only where newer than what
+      // state updates brought meanwhile): fewer misses than starting from nothing.
+      const seeded = seedFromCheckpoint(join(target.dir, CHECKPOINTS_DIR), p.pre.state, (m) => process.stderr.write(`pre-executor ${name}: ${m}\n`));
+      if (seeded) process.stderr.write(`pre-executor ${name}: copy seeded from checkpoint at ts ${seeded.ts} (${seeded.objects} objects)\n`);
+    }
     metrics?.attach(p.pre);
     return {
       failed: p.closed.then(() => Promise.reject(p.error() ?? new Error('the node closed the connection'))),
@@ -100,8 +108,14 @@ export function nodeRole(argv: string[]) {
       autoscale: { type: 'string' },
       'metrics-port': { type: 'string' },
       upgrade: { type: 'boolean' },
+      'checkpoint-every': { type: 'string' },
+      sequencer: { type: 'string' },
+      stream: { type: 'string' },
+      'sequencer-token-file': { type: 'string' },
+      'node-name': { type: 'string' },
     },
   });
+  const sequencer = sequencerOption(values.sequencer, values.stream, values['sequencer-token-file']);
   const autoscale = autoscaleOption(values.autoscale);
   const metricsPort = metricsPortOption(values['metrics-port']);
   const options = {
@@ -116,20 +130,54 @@ export function nodeRole(argv: string[]) {
     ...(values.listen !== undefined && { listen: listenOption(values.listen) }),
     ...(autoscale && { autoscale }),
     ...(metricsPort !== undefined && { metricsPort }),
+    checkpointEvery: intOption(values['checkpoint-every'], 'checkpoint-every', DEFAULT_CHECKPOINT_EVERY, 0, 1_000_000_000),
+    ...(sequencer && { sequencer }),
+    ...(values['node-name'] !== undefined && { nodeName: values['node-name'] }),
   };
   return serveRole(async () => {
     const cluster = await EmbeddedCluster.start(options);
+    // `ready` means the state is complete: everything logged before the start is applied.
+    const started = await Promise.race([cluster.replayed(), cluster.node.failed]);
+    const from = started.checkpoint ? `from checkpoint at ts ${started.checkpoint.ts} + ${started.replayed} replayed` : `from the log: ${started.replayed} replayed`;
+    process.stderr.write(`node: started ${from}\n`);
     if (cluster.address !== null) process.stderr.write(`node: clients and pre-executors may join at ${cluster.address}\n`);
     if (cluster.metricsPort !== null) process.stderr.write(`node: metrics at http://127.0.0.1:${cluster.metricsPort}/metrics\n`);
     return {
-      info: { address: cluster.address, storeAddress: cluster.storeAddress },
+      info: { address: cluster.address, storeAddress: cluster.storeAddress, started: from, lastApplied: String(cluster.node.lastApplied) },
       stop: async () => {
-        const result = { digest: cluster.store.digest(), lastApplied: String(cluster.node.lastApplied), stats: cluster.node.stats };
+        // Replicated primaries first apply what the stream holds, so stopped nodes compare.
+        if (sequencer) await Promise.race([cluster.settled(), new Promise((r) => setTimeout(r, SETTLE_MS).unref())]);
+        const result = {
+          digest: cluster.store.digest(),
+          lastApplied: String(cluster.node.lastApplied),
+          stats: cluster.node.stats,
+          checkpoints: cluster.checkpoints && { ...cluster.checkpoints, lastTs: String(cluster.checkpoints.lastTs) },
+          ...(cluster.agreementStats && { agreement: cluster.agreementStats }),
+        };
         await cluster.close();
         return result;
       },
     };
   });
+}
+
+/** How long a stopping replicated primary waits to apply the stream's end before it reports. */
+const SETTLE_MS = 10_000;
+
+/** `--sequencer embedded|nats://HOST:PORT,...` with its `--stream` and token file. */
+function sequencerOption(raw: string | undefined, stream: string | undefined, tokenFile: string | undefined): SequencerChoice | null {
+  let servers: string[] | null;
+  try {
+    servers = raw === undefined ? null : parseSequencerUrls(raw);
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
+  if (servers === null) {
+    if (stream !== undefined || tokenFile !== undefined) throw new UsageError('--stream and --sequencer-token-file need --sequencer nats://...');
+    return null;
+  }
+  if (stream !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(stream)) throw new UsageError(`--stream must be 1 to 64 letters, digits, '-' or '_', got '${stream}'`);
+  return { kind: 'jetstream', servers, ...(stream !== undefined && { stream }), ...(tokenFile !== undefined && { tokenFile }) };
 }
 
 /** `--join DIR` or `--join HOST:PORT`: an existing directory wins over a name that looks like an address. */

@@ -25,6 +25,17 @@ export interface Sequencer {
   submit(tx: DecodedTx): Promise<Accepted>;
   /** `onError`: delivery stopped for good because `deliver` (or reading the log) failed. */
   subscribe(afterTs: bigint, deliver: (batch: Sequenced[]) => Promise<void> | void, onError?: (e: unknown) => void): void;
+  /**
+   * Resolves with the last timestamp once everything the log held when `subscribe` was called
+   * is delivered: a node that restarted is complete from then on.
+   */
+  caughtUp(): Promise<bigint>;
+  /**
+   * What a sequencer of the same kind, opened anew, needs to resume delivery after `ts` (the
+   * end of a batch it delivered), kept in a checkpoint beside the state at `ts`; null if it no
+   * longer remembers that point. Empty where the log alone suffices (the embedded one).
+   */
+  resumePoint(ts: bigint): Uint8Array | null;
   close(): Promise<void>;
 }
 
@@ -112,6 +123,7 @@ export class EmbeddedSequencer implements Sequencer {
   subscribe(afterTs: bigint, deliver: (batch: Sequenced[]) => Promise<void> | void, onError?: (e: unknown) => void): void {
     if (this.deliver) throw new Error('sequencer already has a subscriber');
     this.deliver = deliver;
+    this.caughtUpTo = this.log.lastTs();
     if (onError) this.onDeliveryError = onError;
     this.delivered = afterTs;
     this.pump();
@@ -129,8 +141,29 @@ export class EmbeddedSequencer implements Sequencer {
         this.pumping = null;
         this.deliveryFailed = true;
         this.onDeliveryError(e);
+        for (const w of this.caughtUpWaiters.splice(0)) w();
       },
     );
+  }
+
+  private caughtUpTo = 0n;
+
+  caughtUp(): Promise<bigint> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (this.delivered >= this.caughtUpTo) resolve(this.caughtUpTo);
+        else if (this.deliveryFailed || this.closed) reject(new Error('sequencer stopped delivering before catching up'));
+        else this.caughtUpWaiters.push(check);
+      };
+      check();
+    });
+  }
+
+  private caughtUpWaiters: (() => void)[] = [];
+
+  /** The log holds every timestamp, so resuming needs nothing more than `ts` itself. */
+  resumePoint(): Uint8Array {
+    return new Uint8Array(0);
   }
 
   private async pumpLoop(): Promise<void> {
@@ -150,6 +183,9 @@ export class EmbeddedSequencer implements Sequencer {
       if (batch.length === 0) return;
       await deliver(batch);
       this.delivered = batch[batch.length - 1]?.ts ?? this.delivered;
+      const waiters = this.caughtUpWaiters;
+      this.caughtUpWaiters = [];
+      for (const w of waiters) w();
     }
   }
 

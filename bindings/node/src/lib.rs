@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod bench;
+pub mod checkpoint;
 pub mod heron;
 pub mod heron_ring;
 pub mod heron_transfer;

@@ -6,6 +6,7 @@
 //! The index is a module of its own (`crate::index`), and so is the merge (`store::adopt`).
 
 mod adopt;
+pub mod checkpoint;
 mod transfer;
 
 use crate::error::{show_id, Error, IoContext, Result};
