@@ -164,7 +164,7 @@ describe('cluster files', () => {
     expect(bad('{"app": "kv", "partitions": 2')).toThrow(/^c\.json: not JSON \(/);
     expect(bad('[1]')).toThrow('c.json: expected a JSON object');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "replica": 1, "x": 0}')).toThrow(
-      'c.json: unknown keys "replica", "x" (known: app, partitions, replicas, preExecution, graceMs, transferBytes, ordering, ringBytes)',
+      'c.json: unknown keys "replica", "x" (known: app, partitions, replicas, preExecution, graceMs, transferBytes, ordering, ringBytes, sequencer)',
     );
     expect(bad('{"app": "kv", "replicas": 3}')).toThrow('c.json: "partitions" is required');
     expect(bad('{"app": "kv", "partitions": 0, "replicas": 3}')).toThrow('c.json: "partitions" must be an integer from 1 to 1024, got 0');
@@ -175,6 +175,15 @@ describe('cluster files', () => {
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "graceMs": -1}')).toThrow('c.json: "graceMs" must be an integer from 0 to 60000, got -1');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ordering": "fast"}')).toThrow('c.json: "ordering" must be "synced" or "memory", got "fast"');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ringBytes": 100}')).toThrow('c.json: "ringBytes" must be an integer from 4096 to 1073741824, got 100');
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "sequencer": {"servers": ["http://h:4222"]}}')).toThrow('c.json: "sequencer" "servers" must be a non-empty list of nats://HOST:PORT URLs, got ["http://h:4222"]');
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "sequencer": {"servers": ["nats://h:4222"], "token": "x"}}')).toThrow('c.json: "sequencer" has unknown keys "token"');
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ordering": "memory", "sequencer": {"servers": ["nats://h:4222"]}}')).toThrow('c.json: "ordering": "memory" orders in the launcher, so it cannot be used with "sequencer"');
+    expect(parseHeronConfig('{"app": "kv", "partitions": 2, "replicas": 3, "sequencer": {"servers": ["nats://h:4222"], "stream": "H"}}', 'c.json')).toEqual({
+      app: 'kv',
+      partitions: 2,
+      replicas: 3,
+      sequencer: { kind: 'jetstream', servers: ['nats://h:4222'], stream: 'H' },
+    });
     expect(() => readHeronConfig(join(work, 'absent.json'))).toThrow(`${join(work, 'absent.json')}: cannot read the cluster file (ENOENT`);
     expect(parseHeronConfig('{"app": "bank", "partitions": 4, "replicas": 1}', 'c.json')).toEqual({ app: 'bank', partitions: 4, replicas: 1 });
   });

@@ -17,6 +17,7 @@ import type { Transaction } from '../ts/app/tx.js';
 import { kvApp, loadApp } from '../ts/apps/index.js';
 import { RemoraClient } from '../ts/client.js';
 import { haveGo, startNatsCluster, type NatsCluster } from '../ts/engine/nats.js';
+import { HeronCluster } from '../ts/heron/cluster.js';
 import { JetStreamSequencer } from '../ts/pipeline/jetstream-sequencer.js';
 import type { Reply } from '../ts/pipeline/node.js';
 import type { Sequenced } from '../ts/pipeline/sequencer.js';
@@ -184,6 +185,19 @@ describe.skipIf(!GO)('replicated primaries on JetStream, under faults', () => {
     let total = 0;
     for (const [id, o] of reference.objects) if (id.startsWith('acct/') && o.value) total += (decode(o.value) as { balance: number }).balance;
     expect(total).toBe(work.minted);
+
+    // Everything restarted: the engine's three servers killed and started again, then both
+    // nodes, each from its newest checkpoint and the stream after it, to the same state.
+    const servers = engine.urls.map((_, i) => i);
+    for (const i of servers) await engine.kill(i);
+    // Together: a lone server reports itself healthy only once JetStream has a quorum.
+    await Promise.all(servers.map((i) => engine.start(i)));
+    const again = await Promise.all([startNode(dirA, 'a', 'BANK', 'bank', true), startNode(dirB, 'b', 'BANK', 'bank', false)]);
+    for (const n of again) expect((n.node.readyInfo as { started: string }).started).toMatch(/^from checkpoint at ts \d+ \+ \d+ replayed$/);
+    for (const r of await Promise.all(again.map((n) => finish(n.node)))) {
+      expect(r.lastApplied).toBe(String(entries.length));
+      expect(r.digest).toBe(reference.digest());
+    }
   }, 180_000);
 
   it('kv: histories across a primary killed and one cut off are linearizable (Porcupine)', async () => {
@@ -243,5 +257,61 @@ describe.skipIf(!GO)('replicated primaries on JetStream, under faults', () => {
     expect(ra.lastApplied).toBe(String(entries.length));
     expect(ra.digest).toBe(executeSequentially(loadApp('kv'), entries, nativeFunctions).state.digest());
     expect(ra.agreement.disagreed).toBe(0);
+  }, 180_000);
+
+  it('heron: orders on the stream; a multi-partition history is linearizable and the replicas agree', async () => {
+    const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
+    console.log(`replicated heron test: seed ${seed}`);
+    const heron = await HeronCluster.start({
+      dir: join(tmp.dir, 'heron'),
+      app: 'kv',
+      partitions: 2,
+      replicas: 3,
+      sequencer: { kind: 'jetstream', servers: engine.urls, stream: 'HERON', tokenFile },
+    });
+    const t0 = process.hrtime.bigint();
+    const micros = () => Number((process.hrtime.bigint() - t0) / 1000n);
+    const history: { client: number; call: number; return: number; input: Record<string, string>; output: string }[] = [];
+    let multi = 0;
+    try {
+      await Promise.all(
+        Array.from({ length: 3 }, async (_, c) => {
+          let r = (seed ^ (c * 0x85ebca6b)) >>> 0;
+          const next = () => ((r = (Math.imul(r, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+          const key = () => ['a', 'b', 'c', 'd', 'e', 'f'][Math.floor(next() * 6)] ?? 'a';
+          for (let i = 0; i < 20; i++) {
+            const nonce = `${c}.${i}`;
+            const value = c * 1000 + i;
+            const pick = next();
+            const [k, from, to] = [key(), key(), key()];
+            const [tx, input]: [Transaction, Record<string, string>] =
+              pick < 0.35
+                ? [makeTx(kvApp, 'get', { key: k, nonce }), { op: 'get', key: k }]
+                : pick < 0.7
+                  ? [makeTx(kvApp, 'put', { key: k, value, nonce }), { op: 'put', key: k, value: JSON.stringify(value) }]
+                  : [makeTx(kvApp, 'copy', { from, to, nonce }), { op: 'copy', from, to }];
+            const call = micros();
+            const reply = await heron.submit(tx);
+            const ret = micros();
+            if (reply.outcome.status !== 'ok') throw new Error(`op ${JSON.stringify(input)} aborted: ${reply.outcome.reason}`);
+            if (reply.dest.length > 1) multi++;
+            history.push({ client: c, call, return: ret, input, output: JSON.stringify(reply.outcome.result) });
+          }
+        }),
+      );
+    } finally {
+      const summaries = await heron.close();
+      expect(heron.divergences).toEqual([]);
+      for (const h of [0, 1]) expect(new Set(summaries.filter((x) => x.partition === h).map((x) => x.digest)).size).toBe(1);
+    }
+    console.log(`replicated heron test: ${multi} multi-partition of ${history.length}`);
+    const path = join(tmp.dir, 'heron-history.json');
+    writeFileSync(path, JSON.stringify({ operations: history }));
+    const check = spawnSync(CHECKER, [path], { encoding: 'utf8', timeout: 120_000 });
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+    // The order is the stream's: every operation in it once.
+    const entries = await readStream(engine.urls, token, 'HERON');
+    expect(entries.length).toBe(60);
+    expect(new Set(entries.map((e) => e.tx.digest)).size).toBe(60);
   }, 180_000);
 });

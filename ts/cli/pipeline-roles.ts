@@ -11,6 +11,7 @@ import { parseSequencerUrls, type SequencerChoice } from '../pipeline/open-seque
 import { CHECKPOINTS_DIR, DEFAULT_CHECKPOINT_EVERY, seedFromCheckpoint } from '../pipeline/checkpoints.js';
 import { createRegistry, PreExecutorMetrics, serveMetrics } from '../metrics.js';
 import { runPreExecutor } from '../pipeline/preexecutor-main.js';
+import type { PreExecutor } from '../pipeline/preexecutor.js';
 import { serveRole } from '../process.js';
 import { loadOrCreateSecret, readSecretFile } from '../secret.js';
 import { parseHostPort, type HostPort } from '../transport.js';
@@ -64,20 +65,22 @@ export function preExecutorRole(argv: string[]) {
     const server = registry && (await serveMetrics(registry, { port: metricsPort ?? 0 }));
     if (server) process.stderr.write(`pre-executor: metrics at http://127.0.0.1:${server.port}/metrics\n`);
     const app = await loadAppModule(spec);
+    // On the node's host its newest checkpoint seeds the copy before the node attaches this
+    // member and hands it work: fewer misses than starting from nothing.
+    const seed = (pre: PreExecutor): void => {
+      if (!('dir' in target)) return;
+      const seeded = seedFromCheckpoint(join(target.dir, CHECKPOINTS_DIR), pre.state, (m) => process.stderr.write(`pre-executor ${name}: ${m}\n`));
+      if (seeded) process.stderr.write(`pre-executor ${name}: copy seeded from checkpoint at ts ${seeded.ts} (${seeded.objects} objects)\n`);
+    };
     const p = await runPreExecutor({
       ...('dir' in target ? { path: join(target.dir, NODE_SOCKET), dir: target.dir } : { node: target.node }),
       secret,
       name,
       app,
       natives: nativeFunctions,
+      seed,
       ...(metrics && { onBatch: metrics.onBatch }),
     });
-    if ('dir' in target) {
-      // On the node's host its newest checkpoint seeds the copy (only where newer than what
-      // state updates brought meanwhile): fewer misses than starting from nothing.
-      const seeded = seedFromCheckpoint(join(target.dir, CHECKPOINTS_DIR), p.pre.state, (m) => process.stderr.write(`pre-executor ${name}: ${m}\n`));
-      if (seeded) process.stderr.write(`pre-executor ${name}: copy seeded from checkpoint at ts ${seeded.ts} (${seeded.objects} objects)\n`);
-    }
     metrics?.attach(p.pre);
     return {
       failed: p.closed.then(() => Promise.reject(p.error() ?? new Error('the node closed the connection'))),

@@ -12,6 +12,7 @@ import { TxError, type DecodedTx, type Transaction } from '../app/tx.js';
 import { AppLoadError, loadAppModule } from '../app/module.js';
 import type { Decision } from '../pipeline/merge.js';
 import { PreExecutor } from '../pipeline/preexecutor.js';
+import { openSequencer, type OpenedSequencer, type SequencerChoice } from '../pipeline/open-sequencer.js';
 import { EmbeddedSequencer, type Sequenced } from '../pipeline/sequencer.js';
 import { RoleProcess } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
@@ -63,6 +64,11 @@ export interface HeronOptions {
   ringBytes?: number;
   /** How long a replica's ring reader spins after a record before sleeping (µs, default 50). */
   ringSpinMicros?: number;
+  /**
+   * Order on a JetStream stream instead of the launcher's embedded log (`synced` ordering
+   * only): the order then survives the loss of the launcher's host (docs/deployment.md).
+   */
+  sequencer?: SequencerChoice;
   /** Where divergences and replica failures are reported (default console.error). */
   log?: (msg: string) => void;
 }
@@ -179,7 +185,7 @@ export class HeronCluster {
   private constructor(
     readonly app: App,
     readonly opts: HeronOptions,
-    private readonly sequencer: EmbeddedSequencer,
+    private readonly sequencer: OpenedSequencer,
     private server: Server | null,
     readonly replicas: Map<string, RoleProcess>,
     private readonly launcherStore: NativeStore,
@@ -210,11 +216,15 @@ export class HeronCluster {
     // The ring lives in the launcher's own store, which replicas attach to like any peer.
     const launcherStore = NativeStore.create({ dir: opts.dir, name: RING_STORE, secret: Buffer.from(secret) });
     let ring: NativeRingProducer;
-    let sequencer: EmbeddedSequencer;
+    let sequencer: OpenedSequencer;
+    const logDir = join(opts.dir, 'log');
     try {
       ring = launcherStore.heronRing({ partitions: opts.partitions, replicas: opts.replicas, capacity: opts.ringBytes ?? RING_BYTES });
       if (ring.region !== RING_REGION) throw new Error(`the ring got region ${ring.region}, expected ${RING_REGION}`);
-      sequencer = new EmbeddedSequencer(join(opts.dir, 'log'), ordering === 'memory' ? { dedupWindow: MEMORY_DEDUP_WINDOW } : {});
+      if (opts.sequencer && opts.sequencer.kind !== 'embedded') {
+        if (ordering === 'memory') throw new RangeError("ordering 'memory' orders in the launcher, so it cannot be used with a replicated sequencer");
+        sequencer = await openSequencer(opts.sequencer, logDir, null, { name: `heron:${opts.dir}`, ...(opts.log && { log: opts.log }) });
+      } else sequencer = new EmbeddedSequencer(logDir, ordering === 'memory' ? { dedupWindow: MEMORY_DEDUP_WINDOW } : {});
     } catch (e) {
       launcherStore.close();
       throw e;

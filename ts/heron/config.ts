@@ -9,6 +9,13 @@ import { ORDERINGS } from './messages.js';
 /** Everything a cluster file may say; the directory is given where the cluster starts. */
 export type HeronConfig = Omit<HeronOptions, 'dir' | 'log'>;
 
+/** `"sequencer"` in a cluster file: a JetStream stream to order on, instead of the embedded log. */
+interface SequencerEntry {
+  servers: string[];
+  stream?: string;
+  tokenFile?: string;
+}
+
 /** A cluster file that cannot be used; the message names the file and what is wrong. */
 export class HeronConfigError extends Error {}
 
@@ -18,7 +25,7 @@ interface IntKey {
   max: number;
 }
 
-const KEYS: Record<string, { required: boolean; type: 'app' | 'boolean' | 'ordering' | IntKey }> = {
+const KEYS: Record<string, { required: boolean; type: 'app' | 'boolean' | 'ordering' | 'sequencer' | IntKey }> = {
   app: { required: true, type: 'app' },
   partitions: { required: true, type: { kind: 'int', min: 1, max: 1024 } },
   replicas: { required: true, type: { kind: 'int', min: 1, max: 31 } },
@@ -27,6 +34,7 @@ const KEYS: Record<string, { required: boolean; type: 'app' | 'boolean' | 'order
   transferBytes: { required: false, type: { kind: 'int', min: 2, max: 1 << 30 } },
   ordering: { required: false, type: 'ordering' },
   ringBytes: { required: false, type: { kind: 'int', min: 4096, max: 1 << 30 } },
+  sequencer: { required: false, type: 'sequencer' },
 };
 
 /** Most replicas per partition (f = 3). */
@@ -101,16 +109,37 @@ export function parseHeronConfig(text: string, source: string): HeronConfig {
       }
     } else if (t === 'ordering') {
       if (!ORDERINGS.some((o) => o === v)) fail(`"ordering" must be ${ORDERINGS.map((o) => JSON.stringify(o)).join(' or ')}, got ${JSON.stringify(v)}`);
+    } else if (t === 'sequencer') {
+      const why = sequencerProblem(v);
+      if (why !== null) fail(`"sequencer" ${why}`);
     } else if (t === 'boolean') {
       if (typeof v !== 'boolean') fail(`"${key}" must be true or false, got ${JSON.stringify(v)}`);
     } else if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < t.min || v > t.max) {
       fail(`"${key}" must be an integer from ${t.min} to ${t.max}, got ${JSON.stringify(v)}`);
     }
   }
-  const config = obj as unknown as HeronConfig;
+  const { sequencer, ...rest } = obj as unknown as Omit<HeronConfig, 'sequencer'> & { sequencer?: SequencerEntry };
+  const config: HeronConfig = { ...rest, ...(sequencer && { sequencer: { kind: 'jetstream' as const, ...sequencer } }) };
+  if (sequencer && config.ordering === 'memory') fail('"ordering": "memory" orders in the launcher, so it cannot be used with "sequencer"');
   const size = checkClusterSize(config.partitions, config.replicas);
   if (size.errors.length > 0) fail(size.errors.join('; '));
   return config;
+}
+
+/** Why `v` is not a `"sequencer"` entry, or null. */
+function sequencerProblem(v: unknown): string | null {
+  const shape = 'must be {"servers": ["nats://HOST:PORT", ...], "stream"?: NAME, "tokenFile"?: FILE}';
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return shape;
+  const e = v as Record<string, unknown>;
+  const extra = Object.keys(e).filter((k) => !['servers', 'stream', 'tokenFile'].includes(k));
+  if (extra.length > 0) return `has unknown keys ${extra.map((k) => JSON.stringify(k)).join(', ')}: it ${shape}`;
+  const servers = e['servers'];
+  if (!Array.isArray(servers) || servers.length === 0 || !servers.every((u) => typeof u === 'string' && /^(nats|tls):\/\/[^\s/@]+:\d{1,5}$/.test(u))) {
+    return `"servers" must be a non-empty list of nats://HOST:PORT URLs, got ${JSON.stringify(servers)}`;
+  }
+  if (e['stream'] !== undefined && (typeof e['stream'] !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(e['stream']))) return `"stream" must be 1 to 64 letters, digits, '-' or '_', got ${JSON.stringify(e['stream'])}`;
+  if (e['tokenFile'] !== undefined && (typeof e['tokenFile'] !== 'string' || e['tokenFile'] === '')) return `"tokenFile" must be a file name, got ${JSON.stringify(e['tokenFile'])}`;
+  return null;
 }
 
 /** Reads and validates a cluster file. */
@@ -122,6 +151,12 @@ export function readHeronConfig(path: string): HeronConfig {
     throw new HeronConfigError(`${path}: cannot read the cluster file (${e instanceof Error ? e.message : String(e)})`);
   }
   const config = parseHeronConfig(text, path);
-  // A module path in a cluster file means a path from the file, wherever the cluster starts.
-  return config.app.startsWith('.') ? { ...config, app: resolve(dirname(path), config.app) } : config;
+  // A path in a cluster file means a path from the file, wherever the cluster starts.
+  const fromFile = (p: string) => resolve(dirname(path), p);
+  const seq = config.sequencer;
+  return {
+    ...config,
+    ...(config.app.startsWith('.') && { app: fromFile(config.app) }),
+    ...(seq?.kind === 'jetstream' && seq.tokenFile !== undefined && { sequencer: { ...seq, tokenFile: fromFile(seq.tokenFile) } }),
+  };
 }

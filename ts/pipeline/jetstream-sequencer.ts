@@ -188,7 +188,7 @@ export class JetStreamSequencer implements Sequencer {
     }
     try {
       const js = jetstream(nc);
-      const jsm = await jetstreamManager(nc);
+      const jsm = await managerOf(nc);
       await ensureStream(jsm, stream, opts.replicas ?? 3);
       return new JetStreamSequencer(nc, js, jsm, stream, opts);
     } catch (e) {
@@ -489,10 +489,11 @@ export class JetStreamSequencer implements Sequencer {
       batch.push({ ts: BigInt(ts), tx });
       results.push({ ts: BigInt(ts), duplicate: false });
     }
+    // Remembered before delivery: a checkpoint taken as the batch is applied asks for it.
+    if (batch.length > 0) this.rememberBatchEnd({ ts: this.ts, seq, index: digests.length });
     if (batch.length > 0) await deliver(batch);
     this.skip = 0;
     this.processedSeq = seq;
-    if (batch.length > 0) this.rememberBatchEnd({ ts: this.ts, seq, index: digests.length });
     if (mine) {
       mine.results = results;
       if (mine.ackSeq !== null) this.settle(mine, null);
@@ -624,6 +625,19 @@ function checkOptions(o: JetStreamSequencerOptions): void {
   count('dedupWindow', o.dedupWindow, 1, 100_000_000);
   count('publishTimeoutMs', o.publishTimeoutMs, 1, 3_600_000);
   if (o.stream !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(o.stream)) throw new Error(`JetStream sequencer: stream name must be 1-64 of A-Z a-z 0-9 _ -, got ${JSON.stringify(o.stream)}`);
+}
+
+/** The JetStream manager, once the engine answers: a cluster that just (re)started may not have elected its leader yet. */
+async function managerOf(nc: NatsConnection): Promise<JetStreamManager> {
+  const deadline = Date.now() + SETUP_TIMEOUT_MS;
+  for (;;) {
+    try {
+      return await jetstreamManager(nc);
+    } catch (e) {
+      if (!TRANSIENT.test(message(e)) || Date.now() > deadline) throw new Error(`JetStream sequencer: JetStream is not available: ${message(e)}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
 }
 
 async function ensureStream(jsm: JetStreamManager, name: string, replicas: number): Promise<void> {

@@ -43,11 +43,15 @@ export async function runPreExecutor(opts: {
   log?: (m: string) => void;
   /** Called after each batch is executed, with its size and the time it took (ms), e.g. for metrics. */
   onBatch?: (txs: number, ms: number) => void;
+  /** Fills the copy (e.g. from a checkpoint) before the node hears from this member. */
+  seed?: (pre: PreExecutor) => void;
 }): Promise<PreExecutorProcess> {
   const log = opts.log ?? ((m: string) => console.error(m));
   const where = opts.path !== undefined ? { path: opts.path } : { ...opts.node };
   const conn: Conn = await connect({ ...where, secret: opts.secret, role: PRE_EXECUTOR_ROLE + opts.name, log });
   const pre = new PreExecutor(opts.app.app, opts.natives);
+  // Before `hello`: the node attaches a member, and hands it work, only once it has said hello.
+  opts.seed?.(pre);
   let refused: string | null = null;
   let admitted: () => void = () => undefined;
   const closed = new Promise<string | null>((resolve) => conn.onClose(() => resolve(refused)));
