@@ -14,6 +14,7 @@ import { JetStreamSequencer } from '../ts/pipeline/jetstream-sequencer.js';
 import { EmbeddedSequencer, type Sequencer } from '../ts/pipeline/sequencer.js';
 import { atExit } from '../ts/process.js';
 import { describeMachine, summariseMachine } from './machine.js';
+import { processCpuSeconds } from './proc-cpu.js';
 import { benchRestart } from './restart.js';
 
 export interface SequencerBenchOptions {
@@ -30,7 +31,7 @@ const fmt = (n: number) => n.toLocaleString('en-US');
 /** Offered batch size -> closed-loop clients issuing batches of it. */
 const SHAPES = [
   { batch: 1, clients: 64 },
-  { batch: 100, clients: 8 },
+  { batch: 100, clients: 32 },
   { batch: 1000, clients: 8 },
 ] as const;
 
@@ -81,15 +82,25 @@ async function load(seq: Sequencer, txs: DecodedTx[], batch: number, clients: nu
   return { tps: Math.round(done / elapsed), p50_us: round(percentile(sorted, 50) * 1000), p99_us: round(percentile(sorted, 99) * 1000), transactions: done, seconds: round(elapsed, 2) };
 }
 
-async function measure(kind: string, seq: Sequencer, seconds: number, perRun: number, pool: (n: number) => DecodedTx[], m: Metrics, detail: Record<string, unknown>): Promise<void> {
+/**
+ * Measures each shape; `servers()` gives the CPU seconds the engine's processes have used (the
+ * replicated sequencer), so each run reports CPU per transaction here and there: the model.
+ */
+async function measure(kind: string, seq: Sequencer, seconds: number, perRun: number, pool: (n: number) => DecodedTx[], m: Metrics, detail: Record<string, unknown>, servers?: () => number): Promise<void> {
   // Warm-up: connections, JIT, the first file segments.
   await load(seq, pool(2000), 100, 4, 1);
   for (const { batch, clients } of SHAPES) {
     // Runs end after `seconds` or when their transactions run out, whichever comes first.
     const txs = pool(batch === 1 ? perRun / 4 : perRun);
     say(`${kind}: batches of ${batch}, ${clients} clients, up to ${seconds} s`);
+    const [cpu0, servers0] = [process.cpuUsage(), servers?.() ?? 0];
     const r = await load(seq, txs, batch, clients, seconds);
-    say(`  ${fmt(r.tps)} tx/s, p50 ${fmt(r.p50_us)} µs, p99 ${fmt(r.p99_us)} µs (${fmt(r.transactions)} transactions)`);
+    const cpu = process.cpuUsage(cpu0);
+    const here = round((cpu.user + cpu.system) / r.transactions, 2);
+    const there = servers ? round(((servers() - servers0) * 1e6) / r.transactions, 2) : null;
+    say(`  ${fmt(r.tps)} tx/s, p50 ${fmt(r.p50_us)} µs, p99 ${fmt(r.p99_us)} µs (${fmt(r.transactions)} transactions); CPU per tx: ${here} µs in this process${there === null ? '' : `, ${there} µs in the 3 servers`}`);
+    m[`sequencer_${kind}_cpu_us_per_tx_b${batch}`] = here;
+    if (there !== null) m[`sequencer_${kind}_server_cpu_us_per_tx_b${batch}`] = there;
     m[`sequencer_${kind}_tps_b${batch}`] = r.tps;
     m[`sequencer_${kind}_p50_us_b${batch}`] = r.p50_us;
     m[`sequencer_${kind}_p99_us_b${batch}`] = r.p99_us;
@@ -107,12 +118,11 @@ export async function runSequencerBench(opts: SequencerBenchOptions): Promise<nu
   const m: Metrics = {};
   const detail: Record<string, unknown> = {};
   try {
-    say('generating transactions (decoded before timing)');
     const perRun = opts.quick ? 150_000 : 600_000;
-    const txs = transactions(2000 + perRun / 4 + 2 * perRun);
-    let used = 0;
-    // Each run of a sequencer takes fresh transactions: a repeated digest would be a duplicate.
-    const pool = (n: number): DecodedTx[] => txs.slice(used, (used += n));
+    // Each run takes fresh transactions (a repeated digest would be a duplicate), made and
+    // decoded just before it: holding every run's at once would make the process's heap, and
+    // so its garbage collection, the thing measured.
+    const pool = (n: number): DecodedTx[] => transactions(n);
 
     const embedded = new EmbeddedSequencer(join(dir, 'embedded'));
     embedded.subscribe(0n, () => undefined);
@@ -122,14 +132,16 @@ export async function runSequencerBench(opts: SequencerBenchOptions): Promise<nu
       await embedded.close();
     }
 
-    // The same transactions again: the replicated sequencer has its own log.
-    used = 0;
     const cluster = await startNatsCluster({ dir: join(dir, 'nats'), log: say });
     try {
       const replicated = await JetStreamSequencer.open({ servers: cluster.urls, log: say });
       replicated.subscribe(0n, () => undefined);
       try {
-        await measure('replicated', replicated, seconds, perRun, pool, m, detail);
+        const servers = () => cluster.pids().reduce((t, pid) => t + processCpuSeconds(pid), 0);
+        await measure('replicated', replicated, seconds, perRun, pool, m, detail, servers);
+        // Both sides busy on 2 cores: the most this machine can order is 2 cores / CPU per tx.
+        const perTx = (m['sequencer_replicated_cpu_us_per_tx_b1000'] ?? 0) + (m['sequencer_replicated_server_cpu_us_per_tx_b1000'] ?? 0);
+        if (perTx > 0) m['sequencer_replicated_model_tps_2_cores_b1000'] = Math.round(2e6 / perTx);
         m['sequencer_replicated_mean_message_txs'] = round(Number(replicated.lastTs) / Math.max(1, replicated.messages), 0);
       } finally {
         await replicated.close();
@@ -149,7 +161,7 @@ export async function runSequencerBench(opts: SequencerBenchOptions): Promise<nu
       workload: 'kv put, ~100-byte tx.v1 bytes, distinct digests, decoded before timing',
       embedded: 'EmbeddedSequencer on the temporary directory: group commit, one fsync per append',
       replicated: 'JetStreamSequencer, 3 nats-server nodes on loopback, file storage, 3 replicas, sync_interval always; batchMax 1000, inFlight 8; submit resolves once acked and delivered to its own subscriber',
-      note: 'batch = submits a client issues together before awaiting them all; latency is per submit, from issue to resolve. Both sequencers and the 3 servers share this machine.',
+      note: 'batch = submits a client issues together before awaiting them all; latency is per submit, from issue to resolve. Both sequencers and the 3 servers share this machine. CPU per tx: this process (client + sequencer, every thread) and the 3 servers (/proc), measured per run; the 2-core model divides 2 cores by their sum.',
     };
     mkdirSync(dirname(opts.out), { recursive: true });
     writeFileSync(`${opts.out}.tmp`, `${JSON.stringify({ suite: 'sequencer', machine, settings, metrics: m, detail }, null, 2)}\n`);

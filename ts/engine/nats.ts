@@ -102,6 +102,8 @@ export interface NatsCluster {
   start(i: number): Promise<void>;
   /** The index of the node leading `stream`, waiting (bounded) for one to be elected. */
   leader(stream: string): Promise<number>;
+  /** Process ids of the running servers (benches charge them their CPU). */
+  pids(): number[];
   /** Stops every node (SIGTERM, SIGKILL after a bound). Idempotent. */
   stop(): Promise<void>;
 }
@@ -251,6 +253,7 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
         }
         return null;
       }),
+    pids: () => nodes.flatMap((n) => (n.child?.pid === undefined ? [] : [n.child.pid])),
     stop,
   };
 }
