@@ -91,9 +91,10 @@ describe.skipIf(!GO)('replicated primaries on JetStream, under faults', () => {
   };
 
   /** A node on `stream`: `a` reaches the engine through the partition proxies, `b` directly. */
-  const startNode = async (dir: string, name: string, stream: string, app: string, viaProxy: boolean, port = 0): Promise<{ node: RoleProcess; endpoint: { host: string; port: number } }> => {
+  const startNode = async (dir: string, name: string, stream: string, app: string, viaProxy: boolean, port = 0, extra: string[] = []): Promise<{ node: RoleProcess; endpoint: { host: string; port: number } }> => {
     const servers = (viaProxy ? proxies.map((p) => p.url) : engine.urls).join(',');
     const node = await RoleProcess.start('node', [
+      ...extra,
       ...['--dir', dir, '--app', app, '--pre-executors', '1', '--listen', `127.0.0.1:${port}`],
       ...['--sequencer', servers, '--stream', stream, '--sequencer-token-file', tokenFile, '--node-name', name, '--checkpoint-every', '400'],
     ]);
@@ -192,8 +193,24 @@ describe.skipIf(!GO)('replicated primaries on JetStream, under faults', () => {
     for (const i of servers) await engine.kill(i);
     // Together: a lone server reports itself healthy only once JetStream has a quorum.
     await Promise.all(servers.map((i) => engine.start(i)));
-    const again = await Promise.all([startNode(dirA, 'a', 'BANK', 'bank', true), startNode(dirB, 'b', 'BANK', 'bank', false)]);
+    // a serves its store over tcp, so members elsewhere can copy its checkpoint.
+    const again = await Promise.all([startNode(dirA, 'a', 'BANK', 'bank', true, 0, ['--transport', 'tcp']), startNode(dirB, 'b', 'BANK', 'bank', false)]);
     for (const n of again) expect((n.node.readyInfo as { started: string }).started).toMatch(/^from checkpoint at ts \d+ \+ \d+ replayed$/);
+    // A third primary with an empty directory starts from a's checkpoint, copied over tcp.
+    const dirC = join(tmp.dir, 'bank-c');
+    mkdirSync(dirC, { mode: 0o700 });
+    for (const f of [SECRET_FILE, CLIENT_SECRET_FILE]) copyFileSync(join(dirA, f), join(dirC, f));
+    const peer = `${again[0]?.endpoint.host ?? ''}:${again[0]?.endpoint.port ?? 0}`;
+    const c = await startNode(dirC, 'c', 'BANK', 'bank', false, 0, ['--bootstrap', peer]);
+    again.push(c);
+    expect(c.node.stderr).toMatch(/node: bootstrap: copied the checkpoint at ts \d+ \(\d+ bytes\) from /);
+    expect((c.node.readyInfo as { started: string }).started).toMatch(/^from checkpoint at ts \d+ \+ \d+ replayed$/);
+    // A pre-executor joining a from elsewhere (its TCP endpoint) is seeded the same way.
+    const remoteJoiner = await RoleProcess.start('start', ['pre-executor', '--join', peer, '--secret-file', join(dirA, SECRET_FILE), '--app', 'bank', '--name', 'remote']);
+    children.add(remoteJoiner);
+    await expect.poll(() => remoteJoiner.stderr, { timeout: 10_000 }).toMatch(/pre-executor remote: copy seeded from checkpoint at ts \d+ \(\d+ objects\)/);
+    await remoteJoiner.stop(2000);
+    children.delete(remoteJoiner);
     for (const r of await Promise.all(again.map((n) => finish(n.node)))) {
       expect(r.lastApplied).toBe(String(entries.length));
       expect(r.digest).toBe(reference.digest());

@@ -25,6 +25,7 @@ export type {
   CheckpointRecords,
   CheckpointRestored,
   CheckpointWritten,
+  SharedCheckpoint,
   CoordinationEntry,
   TransferRequest,
   InstalledShipment,

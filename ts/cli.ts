@@ -60,6 +60,9 @@ const USAGE = `Usage:
       --stream NAME               the stream (default REMORA)
       --sequencer-token-file F    the engine's client token, if its servers ask for one
       --node-name NAME            this node's name among replicated primaries (default host:dir)
+      --bootstrap HOST:PORT       start from a peer primary's newest checkpoint (its --listen; copied over
+                                  its store transport, so start the peer with --transport tcp) when newer
+                                  than this node's own
   remora start pre-executor --join DIR --app APP --name NAME [--metrics-port N]
                                   one more pre-executor for the node running in cluster directory DIR
   remora start pre-executor --join HOST:PORT --secret-file FILE --app APP --name NAME

@@ -13,6 +13,7 @@ import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
 import type { Applied } from './pipeline/primary.js';
 import { DEFAULT_POLICY, type Policy } from './pipeline/scheduler.js';
 import { Agreement, type AgreementStats } from './pipeline/agreement.js';
+import type { SharedCheckpointInfo } from './pipeline/messages.js';
 import { JetStreamSequencer } from './pipeline/jetstream-sequencer.js';
 import { openSequencer, type OpenedSequencer, type SequencerChoice } from './pipeline/open-sequencer.js';
 import { EmbeddedSequencer } from './pipeline/sequencer.js';
@@ -241,10 +242,22 @@ export class EmbeddedCluster {
     const registry = opts.metricsPort === undefined ? null : createRegistry();
     const metrics = registry && new NodeMetrics(registry);
     const every = opts.checkpointEvery ?? DEFAULT_CHECKPOINT_EVERY;
+    // The newest checkpoint, shared in a region of the store for members to copy one-sidedly.
+    let shared: SharedCheckpointInfo | null = null;
+    const share = (path: string, ts: bigint): void => {
+      try {
+        const at = store.store.shareCheckpoint(path, shared?.region);
+        shared = { ts, store: store.store.name, transport, address: storeAddress, ...at };
+      } catch (e) {
+        say(`sharing checkpoint ${path} failed: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    };
+    if (restored) share(restored.path, restored.ts);
     const checkpointer = new Checkpointer({
       dir: checkpointDir,
       store: store.store,
       every,
+      onTaken: share,
       resumePoint: (ts) => sequencer.resumePoint(ts),
       versions: () => node.versions,
       ...(opts.log && { log: opts.log }),
@@ -285,6 +298,7 @@ export class EmbeddedCluster {
       secret,
       store: store.store.name,
       storeTransport: { transport, address: storeAddress },
+      sharedCheckpoint: () => shared,
       ...(opts.clientLimits && { clientLimits: opts.clientLimits }),
       ...(opts.log ? { log: opts.log } : {}),
       onPool: (event, name) => {

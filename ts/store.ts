@@ -10,6 +10,7 @@ import {
   type CheckpointRecords,
   type CheckpointRestored,
   type CheckpointWritten,
+  type SharedCheckpoint,
 } from './binding.js';
 import { idBytes, timestamp, valueBytes, type ObjectId } from './ids.js';
 import { isTransport, type NetTransport, type Transport } from './transport.js';
@@ -242,6 +243,14 @@ export class Store {
     return this.native.checkpointHeld(path, timestamp(ts), Buffer.from(meta.buffer, meta.byteOffset, meta.byteLength));
   }
 
+  /**
+   * Copies the checkpoint file at `path` into a shared region of this store (`region` when it
+   * is large enough, else a new one) for peers to copy one-sidedly; returns where it lies.
+   */
+  shareCheckpoint(path: string, region?: number): SharedCheckpoint {
+    return this.native.shareCheckpoint(path, region);
+  }
+
   /** Installs the checkpoint at `path` into this (empty) store; a damaged file changes nothing. */
   restore(path: string): CheckpointRestored {
     return this.native.restore(path);
@@ -372,6 +381,11 @@ export class RemoteStore {
     const t = this.native.transport;
     if (!isTransport(t)) throw new Error(`native remote reports an unknown transport: ${t}`);
     return t;
+  }
+
+  /** Copies `len` bytes at `offset` of the peer's region `region` one-sidedly (shared memory the peer laid out). */
+  readRegion(region: number, offset: number, len: number): Buffer {
+    return this.native.readRegion(region, offset, len);
   }
 
   /** Learns where objects live (one control round trip); later reads need none. */

@@ -1,5 +1,5 @@
 // The pipeline's child-process roles: a pre-executor, and a whole node (for kill-and-restart tests).
-import { statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { heronStartCommand } from './heron-roles.js';
@@ -9,6 +9,7 @@ import { loadAppModule } from '../app/module.js';
 import { EmbeddedCluster, NODE_SOCKET } from '../cluster.js';
 import { parseSequencerUrls, type SequencerChoice } from '../pipeline/open-sequencer.js';
 import { CHECKPOINTS_DIR, DEFAULT_CHECKPOINT_EVERY, seedFromCheckpoint } from '../pipeline/checkpoints.js';
+import { bootstrapFrom, copiedCheckpoint } from './peer-seed.js';
 import { createRegistry, PreExecutorMetrics, serveMetrics } from '../metrics.js';
 import { runPreExecutor } from '../pipeline/preexecutor-main.js';
 import type { PreExecutor } from '../pipeline/preexecutor.js';
@@ -65,12 +66,16 @@ export function preExecutorRole(argv: string[]) {
     const server = registry && (await serveMetrics(registry, { port: metricsPort ?? 0 }));
     if (server) process.stderr.write(`pre-executor: metrics at http://127.0.0.1:${server.port}/metrics\n`);
     const app = await loadAppModule(spec);
-    // On the node's host its newest checkpoint seeds the copy before the node attaches this
-    // member and hands it work: fewer misses than starting from nothing.
+    // The node's newest checkpoint seeds the copy before the node attaches this member and
+    // hands it work: fewer misses than starting from nothing. On the node's host it is read
+    // from the node's directory; from elsewhere it is copied over the node's store transport.
+    const say = (m: string) => process.stderr.write(`pre-executor ${name}: ${m}\n`);
+    const from = 'dir' in target ? join(target.dir, CHECKPOINTS_DIR) : await copiedCheckpoint(target.node, secret, say);
     const seed = (pre: PreExecutor): void => {
-      if (!('dir' in target)) return;
-      const seeded = seedFromCheckpoint(join(target.dir, CHECKPOINTS_DIR), pre.state, (m) => process.stderr.write(`pre-executor ${name}: ${m}\n`));
-      if (seeded) process.stderr.write(`pre-executor ${name}: copy seeded from checkpoint at ts ${seeded.ts} (${seeded.objects} objects)\n`);
+      if (from === null) return;
+      const seeded = seedFromCheckpoint(from, pre.state, say);
+      if (seeded) say(`copy seeded from checkpoint at ts ${seeded.ts} (${seeded.objects} objects)`);
+      if (!('dir' in target)) rmSync(from, { recursive: true, force: true });
     };
     const p = await runPreExecutor({
       ...('dir' in target ? { path: join(target.dir, NODE_SOCKET), dir: target.dir } : { node: target.node }),
@@ -116,8 +121,10 @@ export function nodeRole(argv: string[]) {
       stream: { type: 'string' },
       'sequencer-token-file': { type: 'string' },
       'node-name': { type: 'string' },
+      bootstrap: { type: 'string' },
     },
   });
+  const bootstrap = values.bootstrap === undefined ? null : bootstrapOption(values.bootstrap);
   const sequencer = sequencerOption(values.sequencer, values.stream, values['sequencer-token-file']);
   const autoscale = autoscaleOption(values.autoscale);
   const metricsPort = metricsPortOption(values['metrics-port']);
@@ -137,7 +144,9 @@ export function nodeRole(argv: string[]) {
     ...(sequencer && { sequencer }),
     ...(values['node-name'] !== undefined && { nodeName: values['node-name'] }),
   };
+  if (bootstrap && !sequencer) throw new UsageError('--bootstrap needs --sequencer nats://...: only nodes following one stream can start from each other\'s checkpoints');
   return serveRole(async () => {
+    if (bootstrap) await bootstrapFrom(bootstrap, options.dir);
     const cluster = await EmbeddedCluster.start(options);
     // `ready` means the state is complete: everything logged before the start is applied.
     const started = await Promise.race([cluster.replayed(), cluster.node.failed]);
@@ -162,6 +171,13 @@ export function nodeRole(argv: string[]) {
       },
     };
   });
+}
+
+/** `--bootstrap HOST:PORT`: a peer node (its `--listen`) on the same stream. */
+function bootstrapOption(raw: string): HostPort {
+  const hp = parseHostPort(raw);
+  if (hp === null) throw new UsageError(`--bootstrap must be HOST:PORT (a peer node's --listen), got '${raw}'`);
+  return hp;
 }
 
 /** How long a stopping replicated primary waits to apply the stream's end before it reports. */

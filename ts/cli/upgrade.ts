@@ -40,6 +40,7 @@ export async function upgradeCommand(argv: string[]): Promise<number> {
       conn.send({ t: 'upgrade', spec });
     });
     if (answer.t === 'failed') throw new ConfigError(`upgrade to ${spec} failed: ${answer.error}`);
+    if (answer.t !== 'upgraded') throw new Error(`the node answered an upgrade with ${answer.t}`);
     process.stdout.write(`upgraded to ${answer.app} ${answer.digest.slice(0, 12)} (${spec}): active after ${answer.ts}\n`);
     return 0;
   } finally {

@@ -57,6 +57,8 @@ export interface CheckpointerOptions {
   /** The sequencer's resume point after `ts`, the end of a batch it delivered. */
   resumePoint(ts: bigint): Uint8Array | null;
   versions(): AppVersions;
+  /** Told of each checkpoint once its file is in place (e.g. to share it with peers). */
+  onTaken?: (path: string, ts: bigint) => void;
   log?: (m: string) => void;
 }
 
@@ -281,6 +283,7 @@ export class Checkpointer {
     if (attempt === 'held') this.stats.held++;
     Object.assign(this.stats, { taken: this.stats.taken + 1, lastTs: ts, lastMs: ms, bytes: w.bytes, records: w.records });
     for (const old of listCheckpoints(this.opts.dir).slice(KEEP_CHECKPOINTS)) rmSync(old.path, { force: true });
+    this.opts.onTaken?.(checkpointFile(this.opts.dir, ts), ts);
   }
 
   private say(m: string): void {

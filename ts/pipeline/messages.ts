@@ -25,8 +25,23 @@ export type NodeToClient =
   | { t: 'rejected'; id: number; error: string };
 
 /** The operator's requests (`remora upgrade`) and the node's answers. */
-export type AdminToNode = { t: 'upgrade'; spec: string };
-export type NodeToAdmin = { t: 'upgraded'; ts: bigint; app: string; digest: string } | { t: 'failed'; error: string };
+export type AdminToNode = { t: 'upgrade'; spec: string } | { t: 'checkpoint' };
+export type NodeToAdmin =
+  | { t: 'upgraded'; ts: bigint; app: string; digest: string }
+  | { t: 'failed'; error: string }
+  | { t: 'checkpoint'; at: SharedCheckpointInfo | null };
+
+/** Where a node shares its newest checkpoint, for members to copy one-sidedly (docs/checkpoints.md). */
+export interface SharedCheckpointInfo {
+  ts: bigint;
+  /** The store holding it, and how it is served: shm (the node's host only), tcp or verbs. */
+  store: string;
+  transport: 'shm' | 'tcp' | 'verbs';
+  address: string | null;
+  region: number;
+  bytes: number;
+  generation: number;
+}
 
 /** How the final outcome compares with the optimistic one the client was sent, if any. */
 export type OptimisticCheck = 'confirmed' | 'wrong' | 'none';
@@ -92,7 +107,22 @@ const isText = (v: unknown, max = 4096): v is string => typeof v === 'string' &&
 
 export function parseAdminMessage(m: unknown): AdminToNode {
   if (isObj(m) && m['t'] === 'upgrade' && isText(m['spec'])) return { t: 'upgrade', spec: m['spec'] };
-  fail(`expected an upgrade request, got ${describe(m)}`);
+  if (isObj(m) && m['t'] === 'checkpoint') return { t: 'checkpoint' };
+  fail(`expected an upgrade or checkpoint request, got ${describe(m)}`);
+}
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** A node's answer to `{ t: 'checkpoint' }`. */
+export function parseSharedCheckpoint(m: unknown): SharedCheckpointInfo | null {
+  if (!isObj(m) || m['t'] !== 'checkpoint') fail(`expected a checkpoint answer, got ${describe(m)}`);
+  const at = m['at'];
+  if (at === null) return null;
+  if (!isObj(at)) fail('checkpoint answer: "at" must be a map or null');
+  const { ts, store, transport, address, region, bytes, generation } = at;
+  if (!isTs(ts) || !isText(store, 255) || (transport !== 'shm' && transport !== 'tcp' && transport !== 'verbs')) fail('checkpoint answer: bad ts, store or transport');
+  if (!(address === null || isText(address, 255)) || !isCount(region) || !isCount(bytes) || !isCount(generation)) fail('checkpoint answer: bad address, region, bytes or generation');
+  return { ts, store, transport, address, region, bytes, generation };
 }
 
 export function parseNodeToPre(m: unknown): NodeToPre {

@@ -19,6 +19,7 @@ import {
   type NodeToAdmin,
   type NodeToClient,
   type NodeToPreSent,
+  type SharedCheckpointInfo,
 } from './messages.js';
 import type { EmbeddedNode, OptimisticReply, PreExecutorLink } from './node.js';
 
@@ -43,6 +44,8 @@ export interface ServeOptions {
   store?: string;
   /** How pulling pre-executors read that store (default `shm`), and where it is served (tcp, verbs). */
   storeTransport?: { transport: Transport; address: string | null };
+  /** Where the node shares its newest checkpoint, told to members that ask (`admin` role). */
+  sharedCheckpoint?: () => SharedCheckpointInfo | null;
 }
 
 export interface ClientLimits {
@@ -88,7 +91,7 @@ export async function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise
   const onConnection = (conn: Conn) => {
     if (conn.role === CLIENT_ROLE) serveClient(node, conn, log, limits, stats);
     else if (conn.role.startsWith(PRE_EXECUTOR_ROLE)) attachPreExecutor(node, conn, log, opts);
-    else if (conn.role === ADMIN_ROLE) serveAdmin(node, conn, log);
+    else if (conn.role === ADMIN_ROLE) serveAdmin(node, conn, log, opts.sharedCheckpoint);
     else {
       log(`${conn.peer}: unknown role ${JSON.stringify(conn.role)}, closing`);
       conn.close();
@@ -183,7 +186,7 @@ function serveClient(node: EmbeddedNode, conn: Conn, log: (m: string) => void, l
 }
 
 /** The operator asks for an upgrade; the answer says at which timestamp it became active. */
-function serveAdmin(node: EmbeddedNode, conn: Conn, log: (m: string) => void): void {
+function serveAdmin(node: EmbeddedNode, conn: Conn, log: (m: string) => void, shared?: () => SharedCheckpointInfo | null): void {
   const answer = (m: NodeToAdmin) => {
     try {
       conn.send(m);
@@ -194,6 +197,10 @@ function serveAdmin(node: EmbeddedNode, conn: Conn, log: (m: string) => void): v
   conn.onMessage(
     guard(conn, log, (raw) => {
       const m = parseAdminMessage(raw);
+      if (m.t === 'checkpoint') {
+        answer({ t: 'checkpoint', at: shared?.() ?? null });
+        return;
+      }
       log(`admin at ${conn.peer}: upgrade to ${m.spec}`);
       loadAppModule(m.spec)
         .then((v) => node.upgrade(v).then((ts) => answer({ t: 'upgraded', ts, app: v.app.name, digest: v.digest })))

@@ -237,3 +237,66 @@ pub fn read_checkpoint(path: String) -> Result<CheckpointRecords> {
         tombstones: tombstones.into(),
     })
 }
+
+/// Where this store shares its newest checkpoint: peers (a primary starting empty, a
+/// pre-executor joining from another host) copy it one-sidedly over the store's transport.
+#[napi(object)]
+pub struct SharedCheckpoint {
+    pub region: u32,
+    /// The file's length; it starts `SHARE_HEADER` bytes into the region's data.
+    pub bytes: f64,
+    /// Counts the files shared into `region`: a copy whose generation changed under it is torn.
+    pub generation: f64,
+}
+
+/// The shared region's data starts with the generation (u64) and the file's length (u64,
+/// 0 while a file is being written), then the file.
+const SHARE_HEADER: u64 = 16;
+const SHARE_AT: u64 = remora_core::region::REGION_HEADER_BYTES as u64;
+
+#[napi]
+impl NativeStore {
+    /// Copies the checkpoint file at `path` into a shared region of this store, `region` if it
+    /// is given and large enough, else a new one half as large again as needed. Returns where.
+    #[napi]
+    pub fn share_checkpoint(&self, path: String, region: Option<u32>) -> Result<SharedCheckpoint> {
+        let store = self.store()?;
+        let file = std::fs::read(&path)
+            .map_err(|e| invalid(format!("cannot read checkpoint {path}: {e}")))?;
+        let need = SHARE_HEADER + file.len() as u64;
+        let fits = |r: u32| {
+            store
+                .read_region(r, SHARE_AT + need - 1, &mut [0u8; 1])
+                .is_ok()
+        };
+        let region = match region {
+            Some(r) if fits(r) => r,
+            _ => store
+                .add_shared_region((need + need / 2) as usize)
+                .map_err(js_err)?,
+        };
+        let mut word = [0u8; 8];
+        store
+            .read_region(region, SHARE_AT, &mut word)
+            .map_err(js_err)?;
+        let generation = u64::from_le_bytes(word) + 1;
+        // Length 0 while the file is replaced: a peer copying meanwhile finds its copy invalid.
+        store
+            .write_region(region, SHARE_AT + 8, &0u64.to_le_bytes())
+            .map_err(js_err)?;
+        store
+            .write_region(region, SHARE_AT + SHARE_HEADER, &file)
+            .map_err(js_err)?;
+        store
+            .write_region(region, SHARE_AT, &generation.to_le_bytes())
+            .map_err(js_err)?;
+        store
+            .write_region(region, SHARE_AT + 8, &(file.len() as u64).to_le_bytes())
+            .map_err(js_err)?;
+        Ok(SharedCheckpoint {
+            region,
+            bytes: file.len() as f64,
+            generation: generation as f64,
+        })
+    }
+}
