@@ -30,7 +30,7 @@ import { RoleProcess } from '../ts/process.js';
 import { loadClientSecret } from '../ts/secret.js';
 import { readCheckpointHeader, Store } from '../ts/store.js';
 import { bankWorkload } from '../ts/workload.js';
-import { tempCluster } from './helpers.js';
+import { clusterPerTest, tempCluster } from './helpers.js';
 
 const versionsOf = (digest: string): AppVersions => new AppVersions({ app: loadApp('kv'), spec: 'kv', digest });
 const meta = (digest: string) => encodeMeta({ format: 1, resume: new Uint8Array(0), versions: [{ after: 0n, spec: 'kv', digest }] });
@@ -198,15 +198,8 @@ interface ReadyInfo {
 }
 
 describe('a node restarted after SIGKILL', () => {
-  let cluster: ReturnType<typeof tempCluster>;
-  const children: RoleProcess[] = [];
-  beforeEach(() => {
-    cluster = tempCluster();
-  });
-  afterEach(async () => {
-    await Promise.all(children.splice(0).map((c) => c.stop(2000)));
-    cluster.cleanup();
-  });
+  const cluster = clusterPerTest();
+  const children = cluster.children;
 
   // Restarts run no pre-executor: `ready` would then come at once if it did not wait for the tail.
   const startNode = async (preExecutors = 0): Promise<RoleProcess> => {

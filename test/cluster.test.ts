@@ -2,7 +2,7 @@
 // bad input, and a node killed mid-run and restarted (DESIGN invariant 4, no loss).
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { nativeFunctions } from '../ts/app/natives.js';
 import { executeSequentially } from '../ts/app/reference.js';
 import { encodeBody, type Transaction } from '../ts/app/tx.js';
@@ -17,7 +17,7 @@ import { RoleProcess } from '../ts/process.js';
 import { loadClientSecret } from '../ts/secret.js';
 import { connect } from '../ts/wire.js';
 import { kvWorkload } from '../ts/workload.js';
-import { tempCluster } from './helpers.js';
+import { clusterPerTest } from './helpers.js';
 
 const startNode = (dir: string) => RoleProcess.start('node', ['--dir', dir, '--app', 'kv', '--pre-executors', '2']);
 
@@ -46,15 +46,8 @@ async function submitAll(client: RemoraClient, txs: readonly Transaction[], wind
 }
 
 describe('embedded cluster processes', () => {
-  let cluster: ReturnType<typeof tempCluster>;
-  const children: RoleProcess[] = [];
-  beforeEach(() => {
-    cluster = tempCluster();
-  });
-  afterEach(async () => {
-    await Promise.all(children.splice(0).map((c) => c.stop(2000)));
-    cluster.cleanup();
-  });
+  const cluster = clusterPerTest();
+  const children = cluster.children;
 
   it('rejects bad input with clear errors, applies nothing, and keeps serving', async () => {
     const node = await startNode(cluster.dir);

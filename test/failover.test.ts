@@ -3,7 +3,7 @@
 // twice (DESIGN invariant 4), every submit answered.
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { nativeFunctions } from '../ts/app/natives.js';
 import { executeSequentially } from '../ts/app/reference.js';
 import type { Transaction } from '../ts/app/tx.js';
@@ -15,20 +15,13 @@ import { readSequence } from '../ts/pipeline/sequencer.js';
 import { RoleProcess } from '../ts/process.js';
 import { loadClientSecret } from '../ts/secret.js';
 import { kvWorkload } from '../ts/workload.js';
-import { tempCluster } from './helpers.js';
+import { clusterPerTest } from './helpers.js';
 
 const startNode = (dir: string) => RoleProcess.start('node', ['--dir', dir, '--app', 'kv', '--pre-executors', '1']);
 
 describe('client failover', () => {
-  let cluster: ReturnType<typeof tempCluster>;
-  const children: RoleProcess[] = [];
-  beforeEach(() => {
-    cluster = tempCluster();
-  });
-  afterEach(async () => {
-    await Promise.all(children.splice(0).map((c) => c.stop(2000)));
-    cluster.cleanup();
-  });
+  const cluster = clusterPerTest();
+  const children = cluster.children;
 
   it('resubmits what was in flight when the node died; every submit gets its one outcome', async () => {
     const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());

@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach } from 'vitest';
+import type { RoleProcess } from '../ts/process.js';
 
 /** xorshift32 in [0, 1): a test's own choices, reproducible from the seed it printed. */
 export function xorshift(seed: number): () => number {
@@ -21,6 +23,29 @@ export function xorshift(seed: number): () => number {
 export function tempCluster(): { dir: string; secret: Buffer; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'remora-vitest-'));
   return { dir, secret: randomBytes(32), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Inside a `describe`: a fresh cluster directory for each test, and the role processes the test
+ * pushes on `children`, stopped (then the directory removed) after it.
+ */
+export function clusterPerTest(): { readonly dir: string; readonly children: RoleProcess[] } {
+  let cluster: ReturnType<typeof tempCluster> | null = null;
+  const children: RoleProcess[] = [];
+  beforeEach(() => {
+    cluster = tempCluster();
+  });
+  afterEach(async () => {
+    await Promise.all(children.splice(0).map((c) => c.stop(2000)));
+    cluster?.cleanup();
+  });
+  return {
+    get dir() {
+      if (cluster === null) throw new Error('clusterPerTest: no test is running');
+      return cluster.dir;
+    },
+    children,
+  };
 }
 
 /** A store owner in another process; `send` waits for its one-line reply. */

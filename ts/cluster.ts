@@ -310,6 +310,7 @@ export class EmbeddedCluster {
     cluster.restored = restored;
     cluster.checkpointer = checkpointer;
     cluster.agreementStats = agreement ? agreement.stats : null;
+    if (metrics) metrics.agreement = cluster.agreementStats;
     cluster.storeServed = storeAddress;
     try {
       if (registry && opts.metricsPort !== undefined) cluster.metrics = await serveMetrics(registry, { port: opts.metricsPort });

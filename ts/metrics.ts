@@ -3,6 +3,7 @@
 // The pipeline itself knows nothing of Prometheus: it calls hooks, and this module listens.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AgreementStats } from './pipeline/agreement.js';
 import type { NodeOptions, OptimisticStats } from './pipeline/node.js';
 import type { Applied, PrimaryStats } from './pipeline/primary.js';
 import { stages } from './stages.js';
@@ -51,6 +52,8 @@ export class NodeMetrics {
   readonly hooks: NodeMetricsHooks;
   private source: NodeSource | null = null;
   private sequencerTs: (() => bigint) | null = null;
+  /** Replicated primaries: how this node's windows compared with its peers' (set by the cluster). */
+  agreement: AgreementStats | null = null;
   /** Decisions of the last `window.length` applied transactions: 1 adopted, 0 not. */
   private readonly window: Uint8Array;
   private windowNext = 0;
@@ -177,6 +180,22 @@ export class NodeMetrics {
       collect() {
         const s = source();
         if (s) this.set(s.feedback.hot().size);
+      },
+    });
+    const agreement = () => this.agreement;
+    const seenAgreement = { agreed: 0, disagreed: 0 };
+    new Counter({
+      name: 'remora_agreement_windows_total',
+      help: "Replicated primaries: peers' window digests compared with this node's (agreed, disagreed: the application is not deterministic, or a node is damaged).",
+      labelNames: ['result'] as const,
+      registers,
+      collect() {
+        const now = agreement();
+        if (!now) return;
+        for (const result of ['agreed', 'disagreed'] as const) {
+          this.labels(result).inc(now[result] - seenAgreement[result]);
+          seenAgreement[result] = now[result];
+        }
       },
     });
     const seenOptimistic: OptimisticStats = { sent: 0, confirmed: 0, wrong: 0 };

@@ -6,13 +6,17 @@
 // `dedupWindow` timestamps. Because that rule looks only at the stream and at timestamps,
 // every node, and every restart from a resume point, decides the same.
 import { randomBytes } from 'node:crypto';
-import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
-import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
-import { decodeTx, type DecodedTx } from '../app/tx.js';
+import { DeliverPolicy, jetstream, type ConsumerMessages, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { DecodedTx } from '../app/tx.js';
+import { decodeMessage, decodeResumePoint, encodeMessage, encodeResumePoint, MESSAGE_HEADER, TX_HEADER } from './jetstream-layout.js';
+import { ensureStream, managerOf, message, TRANSIENT } from './jetstream-stream.js';
 import type { Accepted, Sequenced, Sequencer } from './sequencer.js';
 
+export { decodeMessage } from './jetstream-layout.js';
+
 export interface JetStreamSequencerOptions {
-  /** NATS URLs of the cluster (any subset: the client learns the rest and reconnects). */
+  /** NATS URLs of the cluster: all of them (servers with `no_advertise`, as docs/deployment.md has it, name no others). */
   servers: string[];
   /** Stream name (default `REMORA`); its one subject is `<stream>.log`. */
   stream?: string;
@@ -41,19 +45,10 @@ export interface SideChannel {
   onMessage(handler: (bytes: Uint8Array) => void): void;
 }
 
-/** Layout byte of a stream message (docs/binary-layouts.md, "Sequencer message"). */
-const MESSAGE_LAYOUT = 1;
-/** Layout byte of a resume point (docs/binary-layouts.md, "Sequencer resume point"). */
-const RESUME_LAYOUT = 1;
-const MESSAGE_HEADER = 5;
-const TX_HEADER = 36;
-const RESUME_HEADER = 25;
 /** Largest message this sequencer writes: under the server's default max_payload with room for headers. */
 const MESSAGE_BYTES = (1 << 20) - 4096;
-const STREAM_MAX_MSG = 1 << 20;
 const BATCH_ENDS_KEPT = 1024;
 const ACK_TIMEOUT_MS = 5_000;
-const SETUP_TIMEOUT_MS = 30_000;
 /** Messages the consumer buffers ahead of delivery (each at most 1 MiB). */
 const CONSUMER_MAX_MESSAGES = 32;
 /** Pull requests expire, and heartbeats come, quickly: a dead server is noticed in seconds. */
@@ -61,7 +56,6 @@ const CONSUMER_EXPIRES_MS = 5_000;
 const CONSUMER_HEARTBEAT_MS = 1_000;
 /** Seconds without progress, while the stream holds more, before the consumer is replaced. */
 const STALL_TICKS = 3;
-const TRANSIENT = /temporarily unavailable|timeout|no responders|not ready|not enabled|disconnect|connection/i;
 
 interface Pending {
   tx: DecodedTx;
@@ -88,11 +82,6 @@ interface BatchEnd {
   index: number;
 }
 
-/** A stream message decoded: each transaction with the digest it was published under. */
-interface Decoded {
-  digests: string[];
-  txs: DecodedTx[];
-}
 
 export class JetStreamSequencer implements Sequencer {
   private readonly subject: string;
@@ -271,16 +260,7 @@ export class JetStreamSequencer implements Sequencer {
       n++;
     }
     const pending = this.queue.splice(0, n);
-    const payload = Buffer.allocUnsafe(bytes);
-    payload[0] = MESSAGE_LAYOUT;
-    payload.writeUInt32LE(n, 1);
-    let at = MESSAGE_HEADER;
-    for (const p of pending) {
-      payload.write(p.tx.digest, at, 32, 'hex');
-      payload.writeUInt32LE(p.tx.bytes.length, at + 32);
-      at += TX_HEADER;
-      at += p.tx.bytes.copy(payload, at);
-    }
+    const payload = encodeMessage(pending.map((p) => p.tx), bytes);
     const out: Outgoing = { id: `${this.instance}-${++this.counter}`, payload, pending, ackSeq: null, results: null, settled: false };
     this.outgoing.set(out.id, out);
     this.messages++;
@@ -563,14 +543,7 @@ export class JetStreamSequencer implements Sequencer {
     const keep = Math.min(t, this.window);
     const from = t - keep + 1;
     if (end === undefined || from < this.histBase) return null;
-    const out = Buffer.allocUnsafe(RESUME_HEADER + 32 * keep);
-    out[0] = RESUME_LAYOUT;
-    out.writeBigUInt64LE(BigInt(end.seq), 1);
-    out.writeUInt32LE(end.index, 9);
-    out.writeBigUInt64LE(BigInt(t), 13);
-    out.writeUInt32LE(keep, 21);
-    for (let i = 0; i < keep; i++) out.write(this.digestAt(from + i) ?? '', RESUME_HEADER + 32 * i, 32, 'hex');
-    return out;
+    return encodeResumePoint({ seq: end.seq, index: end.index, ts: t }, keep, (i) => this.digestAt(from + i) ?? '');
   }
 
   /** Waits for published messages to be acknowledged and, while delivery runs, delivered; then disconnects. Idempotent. */
@@ -610,9 +583,6 @@ function collision(out: Outgoing, seq: number): Error {
   return new Error(`JetStream stream holds another message at sequence ${seq} under message id ${out.id}; its transactions are not in the log, and resubmitting them is safe`);
 }
 
-function message(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
 
 function checkOptions(o: JetStreamSequencerOptions): void {
   if (!Array.isArray(o.servers) || o.servers.length === 0) throw new Error('JetStream sequencer: servers must list at least one NATS URL');
@@ -627,109 +597,3 @@ function checkOptions(o: JetStreamSequencerOptions): void {
   if (o.stream !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(o.stream)) throw new Error(`JetStream sequencer: stream name must be 1-64 of A-Z a-z 0-9 _ -, got ${JSON.stringify(o.stream)}`);
 }
 
-/** The JetStream manager, once the engine answers: a cluster that just (re)started may not have elected its leader yet. */
-async function managerOf(nc: NatsConnection): Promise<JetStreamManager> {
-  const deadline = Date.now() + SETUP_TIMEOUT_MS;
-  for (;;) {
-    try {
-      return await jetstreamManager(nc);
-    } catch (e) {
-      if (!TRANSIENT.test(message(e)) || Date.now() > deadline) throw new Error(`JetStream sequencer: JetStream is not available: ${message(e)}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
-
-async function ensureStream(jsm: JetStreamManager, name: string, replicas: number): Promise<void> {
-  const config: Partial<StreamConfig> & { name: string } = {
-    name,
-    subjects: [`${name}.log`],
-    num_replicas: replicas,
-    storage: StorageType.File,
-    retention: RetentionPolicy.Limits,
-    discard: DiscardPolicy.New,
-    max_msg_size: STREAM_MAX_MSG,
-    duplicate_window: nanos(120_000),
-  };
-  const deadline = Date.now() + SETUP_TIMEOUT_MS;
-  for (;;) {
-    try {
-      const info = await jsm.streams.info(name).catch((e: unknown) => {
-        if (/stream not found/i.test(message(e))) return null;
-        throw e;
-      });
-      if (info === null) {
-        await jsm.streams.add(config);
-        return;
-      }
-      const c = info.config;
-      const problems = [
-        c.subjects.includes(`${name}.log`) ? null : `its subjects are ${JSON.stringify(c.subjects)}`,
-        c.num_replicas === replicas ? null : `it has ${c.num_replicas} replicas, not ${replicas}`,
-        c.storage === StorageType.File ? null : `its storage is ${c.storage}`,
-        c.retention === RetentionPolicy.Limits ? null : `its retention is ${c.retention}`,
-        c.max_msg_size === -1 || c.max_msg_size >= STREAM_MAX_MSG ? null : `its max_msg_size is ${c.max_msg_size}`,
-        (c.max_msgs ?? -1) <= 0 && (c.max_bytes ?? -1) <= 0 && (c.max_age ?? 0) === 0 ? null : 'it drops old messages (max_msgs, max_bytes or max_age set)',
-      ].filter((p) => p !== null);
-      if (problems.length > 0) throw new Error(`JetStream sequencer: stream ${name} exists but cannot be the log: ${problems.join('; ')}`);
-      return;
-    } catch (e) {
-      // A cluster that just started may not have elected its JetStream leader yet.
-      const transient = TRANSIENT.test(message(e));
-      if (!transient || Date.now() > deadline) throw e instanceof Error && e.message.startsWith('JetStream sequencer') ? e : new Error(`JetStream sequencer: cannot set up stream ${name}: ${message(e)}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
-
-/** Decodes and validates a stream message written by any instance: each transaction as admission would. */
-export function decodeMessage(b: Buffer, seq: number): Decoded {
-  const bad = (why: string) => new Error(`JetStream stream message ${seq} is malformed: ${why}`);
-  if (b.length < MESSAGE_HEADER) throw bad(`${b.length} bytes, shorter than its header`);
-  if (b[0] !== MESSAGE_LAYOUT) throw bad(`layout ${b[0]}, expected ${MESSAGE_LAYOUT}`);
-  const n = b.readUInt32LE(1);
-  if (n === 0) throw bad('it holds no transactions');
-  if (n > (b.length - MESSAGE_HEADER) / TX_HEADER) throw bad(`it claims ${n} transactions in ${b.length} bytes`);
-  const digests: string[] = [];
-  const txs: DecodedTx[] = [];
-  let at = MESSAGE_HEADER;
-  for (let i = 0; i < n; i++) {
-    if (b.length - at < TX_HEADER) throw bad(`transaction ${i} is truncated`);
-    const digest = b.toString('hex', at, at + 32);
-    const len = b.readUInt32LE(at + 32);
-    at += TX_HEADER;
-    if (len > b.length - at) throw bad(`transaction ${i} claims ${len} bytes, ${b.length - at} remain`);
-    let tx: DecodedTx;
-    try {
-      tx = decodeTx(b.subarray(at, at + len));
-    } catch (e) {
-      throw bad(`transaction ${i} does not decode: ${message(e)}`);
-    }
-    if (tx.digest !== digest) throw bad(`transaction ${i} has digest ${tx.digest}, the message says ${digest}`);
-    at += len;
-    digests.push(digest);
-    txs.push(tx);
-  }
-  if (at !== b.length) throw bad(`${b.length - at} bytes after its last transaction`);
-  return { digests, txs };
-}
-
-function decodeResumePoint(b: Uint8Array, window: number): { seq: number; index: number; ts: number; digests: string[] } {
-  const bad = (why: string) => new Error(`JetStream sequencer: resume point is invalid: ${why}`);
-  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  if (buf.length < RESUME_HEADER) throw bad(`${buf.length} bytes, shorter than its header of ${RESUME_HEADER}`);
-  if (buf[0] !== RESUME_LAYOUT) throw bad(`layout ${buf[0]}, expected ${RESUME_LAYOUT}`);
-  const seq = buf.readBigUInt64LE(1);
-  const index = buf.readUInt32LE(9);
-  const ts = buf.readBigUInt64LE(13);
-  const count = buf.readUInt32LE(21);
-  if (seq < 1n || seq > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`stream sequence ${seq} is out of range`);
-  if (ts < 1n || ts > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`timestamp ${ts} is out of range`);
-  const expected = Math.min(Number(ts), window);
-  if (count !== expected) throw bad(`it holds ${count} digests, a dedup window of ${window} at ts ${ts} needs ${expected} (was it made with another dedupWindow?)`);
-  if (buf.length !== RESUME_HEADER + 32 * count) throw bad(`${buf.length} bytes, ${count} digests need ${RESUME_HEADER + 32 * count}`);
-  const digests: string[] = [];
-  for (let i = 0; i < count; i++) digests.push(buf.toString('hex', RESUME_HEADER + 32 * i, RESUME_HEADER + 32 * (i + 1)));
-  if (new Set(digests).size !== count) throw bad('its dedup window holds a digest twice');
-  return { seq: Number(seq), index, ts: Number(ts), digests };
-}

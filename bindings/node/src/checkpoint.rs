@@ -6,7 +6,8 @@ use napi::{Env, Result, Task};
 use napi_derive::napi;
 use remora_core::store::checkpoint::{
     read_checkpoint as read_all, read_checkpoint_header as read_header,
-    verify_checkpoint as verify, write_checkpoint, Exported, ExportedState, DEFAULT_CHUNK,
+    verify_checkpoint as verify, write_checkpoint, CheckpointHeader, Exported, ExportedState,
+    DEFAULT_CHUNK,
 };
 use remora_core::Store;
 use std::path::PathBuf;
@@ -163,29 +164,26 @@ impl NativeStore {
     }
 }
 
-/// Reads and checks a checkpoint file's header and meta, without its records.
-#[napi]
-pub fn read_checkpoint_header(path: String) -> Result<CheckpointHeaderJs> {
-    let h = read_header(path.as_ref()).map_err(js_err)?;
-    Ok(CheckpointHeaderJs {
+fn header_js(h: CheckpointHeader) -> CheckpointHeaderJs {
+    CheckpointHeaderJs {
         format: h.format,
         ts: BigInt::from(h.ts),
         records: h.records as f64,
         meta: h.meta.into(),
-    })
+    }
+}
+
+/// Reads and checks a checkpoint file's header and meta, without its records.
+#[napi]
+pub fn read_checkpoint_header(path: String) -> Result<CheckpointHeaderJs> {
+    read_header(path.as_ref()).map(header_js).map_err(js_err)
 }
 
 /// Reads and checks a whole checkpoint file (header, meta and every record) without installing
 /// it: to choose a file before the store it will go to exists.
 #[napi]
 pub fn verify_checkpoint(path: String) -> Result<CheckpointHeaderJs> {
-    let h = verify(path.as_ref()).map_err(js_err)?;
-    Ok(CheckpointHeaderJs {
-        format: h.format,
-        ts: BigInt::from(h.ts),
-        records: h.records as f64,
-        meta: h.meta.into(),
-    })
+    verify(path.as_ref()).map(header_js).map_err(js_err)
 }
 
 /// A checkpoint's records laid flat (no object per record crosses the binding): record i has

@@ -125,6 +125,17 @@ impl Pending {
         }
     }
 
+    /// The temporary file, created (or emptied) owner-only.
+    fn create(&self) -> Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&self.tmp)
+            .ctx(|| format!("creating {}", self.tmp.display()))
+    }
+
     fn commit(mut self, file: File) -> Result<()> {
         file.sync_all()
             .ctx(|| format!("syncing {}", self.tmp.display()))?;
@@ -259,13 +270,7 @@ impl Store {
     ) -> Result<Exported> {
         check_meta(meta)?;
         let pending = Pending::new(path);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&pending.tmp)
-            .ctx(|| format!("creating {}", pending.tmp.display()))?;
+        let file = pending.create()?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let placeholder = [0u8; HEADER_BYTES];
         out.write_all(&placeholder)
@@ -360,13 +365,7 @@ pub struct ExportedState {
 pub fn write_checkpoint(path: &Path, state: &ExportedState, meta: &[u8]) -> Result<Exported> {
     check_meta(meta)?;
     let pending = Pending::new(path);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&pending.tmp)
-        .ctx(|| format!("creating {}", pending.tmp.display()))?;
+    let file = pending.create()?;
     let head = header(
         state.ts,
         state.records,
