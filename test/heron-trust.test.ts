@@ -17,12 +17,14 @@ import { kvApp, kvId } from '../ts/apps/kv.js';
 import { HeronCluster } from '../ts/heron/cluster.js';
 import { HeronConfigError, parseHeronConfig } from '../ts/heron/config.js';
 import { DIGEST_ZERO, nextDigest } from '../ts/heron/digest.js';
-import type { Delivered, FromReplica } from '../ts/heron/messages.js';
+import { HERON_SOCKET, REPLICA_ROLE, type Delivered, type FromReplica } from '../ts/heron/messages.js';
+import { parseFromReplica, parseTable, parseToReplica, ProtocolError } from '../ts/heron/parse.js';
 import { destinations, partitionerOf } from '../ts/heron/partition.js';
 import { HeronReplica, type ReplicaSummary } from '../ts/heron/replica.js';
 import type { Decision } from '../ts/pipeline/merge.js';
 import { RoleProcess } from '../ts/process.js';
 import { loadOrCreateSecret } from '../ts/secret.js';
+import { connect } from '../ts/wire.js';
 
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-trust-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -302,4 +304,99 @@ describe('cluster sizes', () => {
     expect(stopped.code).toBe(0);
     expect(proc.stderr.split('\n').filter((l) => l === ONE_REPLICA_WARNING)).toEqual([ONE_REPLICA_WARNING]);
   }, 60_000);
+});
+
+describe('malformed frames on the launcher socket', () => {
+  const timing = { phase2: 0, execute: 1, phase4: 0, delayed: 0, graceWaits: 0, graceMicros: 0 };
+  const ok: Outcome = { status: 'ok', result: null };
+  const hex = 'ab'.repeat(32);
+
+  it('cut off the member connection that sent them, with the reason logged; the cluster keeps serving', async () => {
+    const logged: string[] = [];
+    const dir = join(work, 'frames');
+    const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: 1, replicas: 1, log: (m) => logged.push(m) });
+    let summaries: ReplicaSummary[] = [];
+    try {
+      const secret = loadOrCreateSecret(dir);
+      const before = await cluster.submit(makeTx(kvApp, 'put', { key: 'k', value: 1, nonce: 'f.1' }));
+      expect([before.ts, before.outcome]).toEqual([1n, ok]);
+      /** Connects as `role` with the member credential, sends `frame`, and resolves once the launcher hung up. */
+      const sendAs = async (role: string, frame: unknown): Promise<void> => {
+        const conn = await connect({ path: join(dir, HERON_SOCKET), secret, role, log: () => undefined });
+        const closed = new Promise<void>((resolve) => conn.onClose(() => resolve()));
+        conn.onMessage(() => undefined);
+        conn.send(frame);
+        await closed;
+      };
+      const role = `${REPLICA_ROLE}:0.0`;
+      const cases: [frame: unknown, reason: string][] = [
+        [42, 'expected a replica message, got number'],
+        [[1, 2], 'expected a replica message, got an array'],
+        [{ t: 'deliver', txs: [] }, 'expected hello, outcome, digest or transferred, got a message of type "deliver"'],
+        [{ t: 'hello', partition: 0, replica: 0, digest: 'x' }, 'hello: digest must be 64 hex digits'],
+        [{ t: 'hello', partition: -1, replica: 0, digest: hex }, 'hello: partition and replica must be counts below 1024 and 31'],
+        [{ t: 'outcome', ts: '2', outcome: ok, partition: 0, replica: 0, timing, decision: 'executed' }, 'outcome: ts must be a non-negative 64-bit integer'],
+        [{ t: 'outcome', ts: 2n, outcome: ok, partition: 0, replica: 0, timing, decision: 'guessed' }, 'outcome: decision must be one of adopted, reexecuted, executed'],
+        [
+          { t: 'outcome', ts: 2n, outcome: { status: 'fine' }, partition: 0, replica: 0, timing, decision: 'executed' },
+          "outcome: outcome must be { status: 'ok', result } with an encodable result, or { status: 'aborted', reason }",
+        ],
+        [{ t: 'outcome', ts: 2n, outcome: ok, partition: 0, replica: 0, timing: { ...timing, delayed: 0.5 }, decision: 'executed' }, 'outcome: timing.delayed must be a count'],
+        [{ t: 'outcome', ts: 2n, outcome: ok, partition: 0, replica: 0, timing, decision: 'executed', writes: [['kv/k', 5]] }, 'outcome: writes must be [id, bytes | null] pairs'],
+        [{ t: 'digest', partition: 0, replica: 0, applied: -1, ts: 1n, digest: hex }, 'digest: applied must be a count, ts a 64-bit integer, digest 64 hex digits'],
+        [
+          { t: 'transferred', partition: 0, replica: 0, from: 1, since: 0n, ts: 1n, objects: 1, bytes: 1 },
+          'transferred: from must be a replica, since and ts 64-bit integers, objects, bytes and micros counts',
+        ],
+        // Well-formed, but out of turn or for another replica.
+        [{ t: 'outcome', ts: 1n, outcome: { status: 'ok', result: 'forged' }, partition: 0, replica: 0, timing, decision: 'executed' }, 'the first message must be hello, got outcome'],
+        [{ t: 'hello', partition: 0, replica: 1, digest: hex }, 'hello names replica 0.1'],
+        [{ t: 'hello', partition: 0, replica: 0, digest: hex }, 'that replica is already connected'],
+      ];
+      for (const [frame, reason] of cases) {
+        const at = logged.length;
+        await sendAs(role, frame);
+        expect(logged.slice(at).map((l) => l.replace(/ at .*?: /, ' at PEER: '))).toEqual([`heron: replica 0.0 at PEER: ${reason}; closing the connection`]);
+      }
+      // A role naming no replica of this cluster is refused before any frame is read.
+      const at = logged.length;
+      await sendAs(`${REPLICA_ROLE}:3.0`, { t: 'hello', partition: 3, replica: 0, digest: hex });
+      expect(logged.slice(at).map((l) => l.replace(/: .*?: role/, ': PEER: role'))).toEqual([
+        'heron: PEER: role "heron-replica:3.0" names no replica of this cluster of 1 × 1; closing the connection',
+      ]);
+
+      // Nothing changed: the real replica still answers, in order, and nothing forged was taken.
+      const after = await cluster.submit(makeTx(kvApp, 'get', { key: 'k', nonce: 'f.2' }));
+      expect([after.ts, after.outcome, after.from]).toEqual([2n, { status: 'ok', result: 1 }, { partition: 0, replica: 0 }]);
+    } finally {
+      summaries = await cluster.close();
+    }
+    expect(summaries.map((s) => [s.partition, s.replica, s.applied])).toEqual([[0, 0, 2]]);
+    expect([cluster.outcomeMismatches, cluster.decisionMismatches, cluster.divergences, cluster.transfers]).toEqual([[], [], [], []]);
+  }, 60_000);
+
+  it('a replica checks each delivery and table before it is queued', async () => {
+    const put = makeTx(kvApp, 'put', { key: 'k', value: 1, nonce: 'd.1' });
+    const reason = (f: () => unknown) => thrown(f, ProtocolError);
+    expect(await reason(() => parseToReplica({ t: 'hello' }))).toBe('expected a deliver message, got a message of type "hello"');
+    expect(await reason(() => parseToReplica({ t: 'deliver', txs: {} }))).toBe('deliver: txs must be an array');
+    expect(await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: -1n, body: put.body, auth: [], dest: [0] }] }))).toBe(
+      'deliver: transaction 0: ts must be a non-negative 64-bit integer',
+    );
+    expect(await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: put.body, auth: [], dest: [] }] }))).toBe('deliver: transaction 0: dest must be partition numbers');
+    expect(await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: 'put', auth: [], dest: [0] }] }))).toBe(
+      'deliver: transaction 0 (ts 1) does not decode: transaction body must be bytes',
+    );
+    const table: LookupTable = { reads: [['kv/k', 3n]], dynamic: [], speculative: [], writes: [['kv/k', encode(1)]], auth: [], precompiles: [], outcome: { status: 'ok', result: null } };
+    expect(await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: put.body, auth: [], dest: [0], table: { ...table, reads: [['kv/k', 3]] } }] }))).toBe(
+      'deliver: transaction 0: table: reads must be [id, version] pairs',
+    );
+    expect(await reason(() => parseTable({ ...table, outcome: { status: 'ok', result: new Date(0) } }))).toBe(
+      "lookup table: outcome must be { status: 'ok', result } with an encodable result, or { status: 'aborted', reason }",
+    );
+    // A good one comes back decoded, its table intact.
+    const [d] = parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: put.body, auth: [], dest: [0], table }] }).txs;
+    expect([d?.ts, d?.dest, d?.tx?.objects, d?.table]).toEqual([1n, [0], ['kv/k'], table]);
+    expect(parseFromReplica({ t: 'digest', partition: 0, replica: 2, applied: 5, ts: 9n, digest: hex })).toEqual({ t: 'digest', partition: 0, replica: 2, applied: 5, ts: 9n, digest: hex });
+  });
 });

@@ -68,10 +68,12 @@ const USAGE = `Usage:
   remora start pre-executor --join HOST:PORT --secret-file FILE --app APP --name NAME
                                   the same from any host: the node's --listen address, and a copy of
                                   DIR/cluster.secret
-  remora start heron --config FILE --dir DIR
+  remora start heron --config FILE --dir DIR [--listen HOST:PORT]
                                   a Heron cluster (partitions of replicas) described by a JSON file:
                                   {"app": "kv", "partitions": 2, "replicas": 3, "preExecution": true}
-                                  (optional: graceMs, transferBytes); see docs/heron.md
+                                  (optional: graceMs, transferBytes); see docs/heron.md. Clients
+                                  (RemoraClient, DIR/client.secret) connect to DIR/heron.sock, and to
+                                  --listen HOST:PORT if given
   remora upgrade --dir DIR --app APP
                                   a running node activates another version of its app at the next position
                                   of its log; its pre-executors load it first (docs/apps.md)

@@ -1,17 +1,23 @@
 // `remora start heron` (a cluster from its file) and the Heron replica role (started by
 // `HeronCluster`, one process per partition replica).
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HeronCluster } from '../heron/cluster.js';
 import { HeronConfigError, readHeronConfig } from '../heron/config.js';
-import { DEFAULT_RING_SPIN_MICROS, ORDERINGS, type Ordering } from '../heron/messages.js';
+import { DEFAULT_RING_SPIN_MICROS, HERON_SOCKET, ORDERINGS, type Ordering } from '../heron/messages.js';
 import { runReplicaRole } from '../heron/replica-main.js';
 import { serveRole } from '../process.js';
-import { appOption, ConfigError, intOption, required } from './options.js';
+import { parseHostPort } from '../transport.js';
+import { appOption, ConfigError, intOption, listenOption, required } from './options.js';
 
 /** A Heron cluster described by `--config FILE`, in `--dir DIR`, until stdin ends or a signal. */
 export function heronStartCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { config: { type: 'string' }, dir: { type: 'string' }, ordering: { type: 'string' } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { config: { type: 'string' }, dir: { type: 'string' }, ordering: { type: 'string' }, listen: { type: 'string' } },
+  });
   const file = required(values.config, 'config');
+  const listen = values.listen === undefined ? undefined : parseHostPort(listenOption(values.listen));
   const dir = required(values.dir, 'dir');
   let config;
   try {
@@ -22,9 +28,18 @@ export function heronStartCommand(argv: string[]): Promise<number> {
   // `--ordering` overrides the file's `ordering`.
   if (values.ordering !== undefined) config = { ...config, ordering: orderingOption(values.ordering) };
   return serveRole(async () => {
-    const cluster = await HeronCluster.start({ dir, ...config }).catch((e: unknown) => Promise.reject(fileError(e)));
+    const cluster = await HeronCluster.start({ dir, ...config, ...(listen && { listen }) }).catch((e: unknown) => Promise.reject(fileError(e)));
+    process.stderr.write(`heron: clients may connect at ${join(dir, HERON_SOCKET)}${cluster.tcpAddress === null ? '' : ` and ${cluster.tcpAddress}`}\n`);
     return {
-      info: { app: config.app, partitions: config.partitions, replicas: config.replicas, preExecution: config.preExecution === true, ordering: config.ordering ?? 'synced' },
+      info: {
+        app: config.app,
+        partitions: config.partitions,
+        replicas: config.replicas,
+        preExecution: config.preExecution === true,
+        ordering: config.ordering ?? 'synced',
+        // Where clients connect over TCP, with `--listen` only.
+        ...(cluster.tcpAddress !== null && { address: cluster.tcpAddress }),
+      },
       stop: async () => ({ replicas: await cluster.close(), divergences: cluster.divergences.length, decisionMismatches: cluster.decisionMismatches.length }),
     };
   });

@@ -16,6 +16,7 @@ import { openSequencer, type OpenedSequencer, type SequencerChoice } from '../pi
 import { EmbeddedSequencer, type Sequenced } from '../pipeline/sequencer.js';
 import { RoleProcess } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
+import type { HostPort } from '../transport.js';
 import { listen, type Conn, type Server } from '../wire.js';
 import { checkClusterSize } from './config.js';
 import {
@@ -34,6 +35,8 @@ import {
   type Timing,
 } from './messages.js';
 import { destinations, partitionerOf } from './partition.js';
+import { HeronClients } from './serve.js';
+import { guarded, parseFromReplica, ProtocolError, replicaOfRole } from './parse.js';
 import type { ReplicaSummary } from './replica.js';
 import type { DroppedConsumer, NativeRingProducer, RingRecordIn } from '../binding.js';
 
@@ -69,6 +72,11 @@ export interface HeronOptions {
    * only): the order then survives the loss of the launcher's host (docs/deployment.md).
    */
   sequencer?: SequencerChoice;
+  /**
+   * Also accept clients over TCP here (port 0: any free one); they are always accepted on the
+   * launcher's socket in `dir`. Either way with the client credential (docs/heron.md).
+   */
+  listen?: HostPort;
   /** Where divergences and replica failures are reported (default console.error). */
   log?: (msg: string) => void;
 }
@@ -89,6 +97,8 @@ export interface HeronReply {
   repliedAt: number;
   /** How the first replica merged it. */
   decision: Decision;
+  /** The same transaction was submitted before: this is the first submission's reply. */
+  duplicate?: true;
 }
 
 /** A lagger caught up by state transfer (Heron, Algorithm 3). */
@@ -181,6 +191,8 @@ export class HeronCluster {
   private readonly orderedAt = new Map<bigint, number>();
   /** Why the cluster refuses submissions (the background log failed or disagreed). */
   private failure: Error | null = null;
+  /** Clients on the launcher's socket and on `listen`. */
+  readonly clients: HeronClients;
 
   private constructor(
     readonly app: App,
@@ -198,6 +210,7 @@ export class HeronCluster {
     // Speculation is off: a guess is retired by comparing a transaction's whole write set
     // with what was applied, and here each partition reports only its own part.
     this.preExecutor = opts.preExecution === true ? new PreExecutor(app, nativeFunctions, { speculate: false }) : null;
+    this.clients = new HeronClients((tx, onOptimistic) => this.submit(tx, onOptimistic), this.log);
   }
 
   static async start(opts: HeronOptions): Promise<HeronCluster> {
@@ -240,30 +253,50 @@ export class HeronCluster {
     try {
       cluster.server = await listen({
         path: join(opts.dir, HERON_SOCKET),
-        // Replicas are members: only the member credential opens their role, and no other role.
-        secretFor: (role) => (role.startsWith(`${REPLICA_ROLE}:`) ? secret : undefined),
+        // Replicas are members: only the member credential opens their role. Clients hold the
+        // client credential, which opens theirs and no other.
+        secretFor: (role) => (role.startsWith(`${REPLICA_ROLE}:`) ? secret : HeronClients.isClient(role) ? HeronClients.credential(secret) : undefined),
         log: cluster.log,
         onConnection: (conn) => {
-          if (!conn.role.startsWith(`${REPLICA_ROLE}:`)) {
-            cluster.log(`heron: unexpected role ${conn.role}`);
+          if (HeronClients.isClient(conn.role)) {
+            cluster.clients.accept(conn);
+            return;
+          }
+          let role: { partition: number; replica: number };
+          try {
+            role = replicaOfRole(conn.role, opts.partitions, opts.replicas);
+          } catch (e) {
+            cluster.log(`heron: ${conn.peer}: ${e instanceof Error ? e.message : String(e)}; closing the connection`);
             conn.close();
             return;
           }
-          conn.onMessage((m) => {
-            const msg = m as FromReplica;
-            if (msg.t === 'hello') {
-              const k = key(msg.partition, msg.replica);
+          const k = key(role.partition, role.replica);
+          let greeted = false;
+          conn.onMessage(
+            guarded(conn, cluster.log, `heron: replica ${k}`, (m) => {
+              const msg = parseFromReplica(m);
+              // A member speaks only for the replica its role names, and that replica has one connection.
+              if (key(msg.partition, msg.replica) !== k) throw new ProtocolError(`${msg.t} names replica ${key(msg.partition, msg.replica)}`);
+              if ((msg.t === 'hello') === greeted) throw new ProtocolError(greeted ? 'hello sent twice' : `the first message must be hello, got ${msg.t}`);
+              if (msg.t !== 'hello') {
+                cluster.onReplica(msg);
+                return;
+              }
+              if (cluster.conns.has(k)) throw new ProtocolError('that replica is already connected');
               if (msg.digest !== loaded.digest) {
                 // Replicas running other code would diverge at the first command that differs.
-                hellos.get(k)?.reject(new AppLoadError(`heron replica ${k} loaded app digest ${String(msg.digest).slice(0, 12)}, but the launcher runs ${app.name} ${loaded.digest.slice(0, 12)} (${loaded.spec})`));
+                hellos.get(k)?.reject(new AppLoadError(`heron replica ${k} loaded app digest ${msg.digest.slice(0, 12)}, but the launcher runs ${app.name} ${loaded.digest.slice(0, 12)} (${loaded.spec})`));
                 conn.close();
                 return;
               }
+              greeted = true;
               cluster.conns.set(k, conn);
-              conn.onClose(() => cluster.conns.delete(k));
+              conn.onClose(() => {
+                if (cluster.conns.get(k) === conn) cluster.conns.delete(k);
+              });
               hellos.get(k)?.resolve();
-            } else cluster.onReplica(msg);
-          });
+            }),
+          );
         },
       });
       const args = (h: number, q: number) => [
@@ -299,7 +332,7 @@ export class HeronCluster {
     }
     if (ordering === 'synced') {
       sequencer.subscribe(0n, (batch) => cluster.multicast(batch));
-      return cluster;
+      return cluster.openToClients(secret);
     }
     // In-memory ordering: what an earlier run logged is replayed from the log first; new
     // transactions are multicast as they are ordered, so the log's own delivery stops there.
@@ -319,7 +352,22 @@ export class HeronCluster {
         reject,
       );
     });
-    return cluster;
+    return cluster.openToClients(secret);
+  }
+
+  private async openToClients(secret: Buffer): Promise<HeronCluster> {
+    try {
+      await this.clients.open(secret, this.opts.listen);
+    } catch (e) {
+      await this.close();
+      throw e;
+    }
+    return this;
+  }
+
+  /** `host:port` where clients are accepted over TCP (option `listen`), if anywhere. */
+  get tcpAddress(): string | null {
+    return this.clients.tcpAddress;
   }
 
   private rememberOrdered(digest: string, ts: bigint): void {
@@ -459,7 +507,7 @@ export class HeronCluster {
    * objects other than the app's for the command are refused (a `TxError`) before ordering:
    * they choose the destinations, and a partition left out would never see its writes.
    */
-  async submit(tx: Transaction): Promise<HeronReply> {
+  async submit(tx: Transaction | Uint8Array, onOptimistic?: (outcome: Outcome) => void): Promise<HeronReply> {
     if (this.closed) throw new Error('heron cluster is closed');
     if (this.failure) throw this.failure;
     const decoded = admitTx(this.app, tx);
@@ -472,7 +520,10 @@ export class HeronCluster {
     }
     if (this.preExecutor) {
       const [result] = this.preExecutor.run([decoded]);
-      if (result) this.tables.set(result[0], result[1]);
+      if (result) {
+        this.tables.set(result[0], result[1]);
+        onOptimistic?.(result[1].outcome);
+      }
     }
     if (this.ordering === 'memory') return this.orderInMemory(decoded, dest);
     const accepted = await this.sequencer.submit(decoded);
@@ -492,7 +543,7 @@ export class HeronCluster {
       throw new Error(`transaction is a duplicate of ts ${ts}, whose reply is no longer kept`);
     }
     const first = known ?? (await new Promise<HeronReply>((resolve) => this.dupWaiters.push({ ts, resolve })));
-    return { ...first, dest };
+    return { ...first, dest, duplicate: true };
   }
 
   /**
@@ -604,6 +655,7 @@ export class HeronCluster {
   async close(): Promise<ReplicaSummary[]> {
     const wasClosed = this.closed;
     this.closed = true;
+    await this.clients.close();
     if (!wasClosed) {
       // Replicas still behind need their peers' memory to finish (remote reads): stop together.
       if (!(await this.settle())) this.log('heron: replicas did not catch up within 30 s; stopping anyway');

@@ -4,6 +4,7 @@ import type { LookupTable, Outcome } from '../app/exec.js';
 import type { Write } from '../app/state.js';
 import type { Decision } from '../pipeline/merge.js';
 import { decodeTx, splitTxBytes, type Authenticator, type DecodedTx } from '../app/tx.js';
+import { parseTable } from './parse.js';
 
 export const REPLICA_ROLE = 'heron-replica';
 export const HERON_SOCKET = 'heron.sock';
@@ -64,7 +65,8 @@ export function decodeRingRecord(ts: bigint, dest: number[], payload: Uint8Array
     const { end } = splitTxBytes(payload);
     const tx = decodeTx(payload.subarray(0, end));
     const d: Delivered = { ts, body: tx.body, auth: tx.auth, dest, tx };
-    if (end < payload.length) d.table = packr.unpack(payload.subarray(end)) as LookupTable;
+    // The launcher's memory is input like any peer's: the table is checked before it is used.
+    if (end < payload.length) d.table = parseTable(packr.unpack(payload.subarray(end)));
     return d;
   } catch (e) {
     throw new Error(`ring record ${ts} does not decode: ${e instanceof Error ? e.message : String(e)}`);

@@ -9,7 +9,8 @@ import { serveRole } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
 import { connect } from '../wire.js';
 import { NativeRingReader } from '../binding.js';
-import { decodeRingRecord, monotonicMicros, HERON_SOCKET, REPLICA_ROLE, RING_REGION, RING_STORE, type FromReplica, type ToReplica } from './messages.js';
+import { decodeRingRecord, monotonicMicros, HERON_SOCKET, REPLICA_ROLE, RING_REGION, RING_STORE, type FromReplica } from './messages.js';
+import { guarded, parseToReplica } from './parse.js';
 import { HeronReplica } from './replica.js';
 
 export interface ReplicaArgs {
@@ -99,16 +100,20 @@ export function runReplicaRole(a: ReplicaArgs): Promise<never> {
     send = (m) => {
       conn.send(m);
     };
+    // First, before the ring can hand over anything to answer: the launcher takes nothing else first.
+    send({ t: 'hello', partition: a.partition, replica: a.replica, digest: loaded.digest });
     const closed = new Promise<never>((_, reject) => conn.onClose(() => reject(new Error('the launcher closed the connection'))));
     const reader = NativeRingReader.attach({ dir: a.dir, store: RING_STORE, region: RING_REGION, consumer: a.partition * a.replicas + a.replica });
     let stopping = false;
     const pumping = pumpRing(reader, replica, a.ringSpinMicros, () => stopping, (m) => console.error(m));
     const pumpFailed = pumping.then(() => new Promise<never>(() => undefined));
-    conn.onMessage((raw) => {
-      const m = raw as ToReplica;
-      if (m.t === 'deliver') replica.deliver(m.txs);
-    });
-    send({ t: 'hello', partition: a.partition, replica: a.replica, digest: loaded.digest });
+    // The launcher is a member, but its frames are still checked: a malformed one closes the
+    // connection (so this replica stops, saying why) before anything reaches the replica.
+    conn.onMessage(
+      guarded(conn, (m) => console.error(m), 'heron replica: the launcher', (raw) => {
+        replica.deliver(parseToReplica(raw).txs);
+      }),
+    );
     return {
       failed: Promise.race([replica.failed, closed, pumpFailed]),
       stop: async () => {

@@ -21,7 +21,7 @@ import {
   type NodeToPreSent,
   type SharedCheckpointInfo,
 } from './messages.js';
-import type { EmbeddedNode, OptimisticReply, PreExecutorLink } from './node.js';
+import type { EmbeddedNode, OptimisticReply, PreExecutorLink, Reply } from './node.js';
 
 export const PRE_EXECUTOR_ROLE = 'pre-executor:';
 export const CLIENT_ROLE = 'client';
@@ -127,7 +127,17 @@ function guard(conn: Conn, log: (m: string) => void, handle: (m: unknown) => voi
   };
 }
 
-function serveClient(node: EmbeddedNode, conn: Conn, log: (m: string) => void, limits: ClientLimits, stats: ServeStats): void {
+/** What serving clients needs of a node: Heron's launcher answers them too (heron/serve.ts). */
+export interface ClientSubmitter {
+  /** Admits `raw` (a `TxError` says why not) and resolves with its final reply. */
+  submit(raw: unknown, onOptimistic?: (o: OptimisticReply) => void): Promise<Reply>;
+}
+
+/**
+ * One client's connection: its submissions, parsed, go to `node`; replies come back in the
+ * order they are ready, under `limits`.
+ */
+export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) => void, limits: ClientLimits, stats: ServeStats): void {
   let inFlight = 0;
   let paused = false;
   const blocked = () => inFlight >= limits.inFlight || conn.buffered >= limits.pauseBytes;
