@@ -118,7 +118,7 @@ export class RemoraClient {
     return client;
   }
 
-  /** The endpoint connected to now (the only one without failover). */
+  /** The endpoint connected to now, with failover (null without: it is the one given). */
   get endpoint(): Endpoint | null {
     return this.failover?.endpoints[this.at] ?? null;
   }

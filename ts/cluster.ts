@@ -207,8 +207,8 @@ export class EmbeddedCluster {
     const logDir = join(opts.dir, 'log');
     const { versions, pendingUpgrade } = await versionsForLog(logDir, loaded, { upgrade: opts.upgrade ?? false });
     const checkpointDir = join(opts.dir, CHECKPOINTS_DIR);
-    const restored = chooseCheckpoint(checkpointDir, versions, opts.log ?? ((m) => process.stderr.write(`node: ${m}\n`)));
     const say = opts.log ?? ((m: string) => process.stderr.write(`node: ${m}\n`));
+    const restored = chooseCheckpoint(checkpointDir, versions, say);
     const nodeName = opts.nodeName ?? `${hostname()}:${resolve(opts.dir)}`;
     const sequencer = await openSequencer(opts.sequencer ?? { kind: 'embedded' }, logDir, restored, { name: nodeName, log: say });
     const replicated = sequencer instanceof JetStreamSequencer ? sequencer : null;
