@@ -4,7 +4,6 @@
 import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { Transaction } from '../ts/app/tx.js';
 import { EmbeddedCluster } from '../ts/cluster.js';
 import { POLICIES, type Policy } from '../ts/pipeline/scheduler.js';
 import { STATE_UPDATES, type StateUpdate } from '../ts/pipeline/state-update.js';
@@ -117,7 +116,7 @@ async function step(dir: string, phaseSeconds: number, seed: number, m: Metrics)
       await Promise.all(
         Array.from({ length: n }, async () => {
           while (performance.now() < end) {
-            await cluster.node.submit(work.next() as Transaction);
+            await cluster.node.submit(work.next());
             done++;
           }
         }),

@@ -1,7 +1,7 @@
 // Everything a fresh clone needs before it runs: npm dependencies, the native addon (built from
 // source with cargo), and the TypeScript. Each step is skipped when its output is current.
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -30,4 +30,9 @@ run('npx', ['tsc', '-p', 'tsconfig.build.json']);
 const native = join(root, 'ts', 'native');
 const out = join(root, 'dist', 'ts', 'native');
 mkdirSync(out, { recursive: true });
-for (const f of readdirSync(native)) cpSync(join(native, f), join(out, f));
+// Copied beside, then renamed into place: a process that has the addon loaded keeps its
+// mapping of the old file, where overwriting it in place would crash that process.
+for (const f of readdirSync(native)) {
+  cpSync(join(native, f), join(out, `.${f}.tmp`));
+  renameSync(join(out, `.${f}.tmp`), join(out, f));
+}

@@ -136,6 +136,8 @@ class LogBook {
     ['member name taken', /pre-executor fuzz is already attached; closing( the connection)?$/s],
     ['member refused (other app)', /: pre-executor fuzz loaded app .* but the node runs .*; closing$/s],
     ['member broke the protocol', /^pre-executor:fuzz at .*; closing the connection$/s],
+    // The wire's own rate limit on those lines (ts/wire.ts): a loaded host reaches its burst.
+    ['lines left out by the rate limit', /^remora wire: \d+ more lines like these left out in the last [\d.]+ s$/],
   ];
 
   readonly log = (m: string): void => {

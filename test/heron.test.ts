@@ -164,7 +164,7 @@ describe('cluster files', () => {
     expect(bad('{"app": "kv", "partitions": 2')).toThrow(/^c\.json: not JSON \(/);
     expect(bad('[1]')).toThrow('c.json: expected a JSON object');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "replica": 1, "x": 0}')).toThrow(
-      'c.json: unknown keys "replica", "x" (known: app, partitions, replicas, preExecution, graceMs, transferBytes, ordering, ringBytes, sequencer)',
+      'c.json: unknown keys "replica", "x" (known: app, partitions, replicas, preExecution, preExecutors, graceMs, transferBytes, ordering, ringBytes, sequencer, restartReplicas, remoteCacheEntries)',
     );
     expect(bad('{"app": "kv", "replicas": 3}')).toThrow('c.json: "partitions" is required');
     expect(bad('{"app": "kv", "partitions": 0, "replicas": 3}')).toThrow('c.json: "partitions" must be an integer from 1 to 1024, got 0');
@@ -345,7 +345,9 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       const r = check('pre', { operations: history });
       expect(r.out).toContain('linearizable: 124 operations');
       expect(r.status).toBe(0);
-      expect(cluster.preExecutor?.executed).toBe(124);
+      // Every submission was pre-executed by a member of the pool, and its table carried.
+      expect(cluster.poolStats().reduce((n, m) => n + m.executed, 0)).toBe(124);
+      expect(cluster.tablesCarried).toBe(124);
     } finally {
       const summaries = await cluster.close();
       expect(summaries.length).toBe(6);

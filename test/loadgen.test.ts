@@ -81,9 +81,10 @@ describe('load generator processes', () => {
   it('two closed-loop bank generators: every transfer answered, none aborted, state equals sequential re-execution', async () => {
     const seed = 41;
     const accounts = 24;
-    cluster = await EmbeddedCluster.start({ dir: tmp.dir, app: 'bank', preExecutors: 1 });
+    const started = await EmbeddedCluster.start({ dir: tmp.dir, app: 'bank', preExecutors: 1 });
+    cluster = started;
     const setup = bankWorkload({ accounts, alpha: 1, seed });
-    const replies = await Promise.all(setup.setup.map((tx) => cluster?.node.submit(tx)));
+    const replies = await Promise.all(setup.setup.map((tx) => started.node.submit(tx)));
     expect(replies.every((r) => r?.outcome?.status === 'ok')).toBe(true);
 
     gens = await startLoadGenerators({

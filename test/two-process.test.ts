@@ -87,6 +87,6 @@ describe('one-sided reads across processes', () => {
     expect(report.verified).toBeGreaterThan(500_000);
     // The writer was still rewriting when we finished (it runs for up to 60 s): the reads
     // raced it. afterEach ends the owner process, and the writer with it.
-    expect(await Promise.race([writing, 'still writing'])).toBe('still writing');
+    expect(await Promise.race([writing, Promise.resolve('still writing')])).toBe('still writing');
   });
 });

@@ -6,7 +6,9 @@ import { parseArgs } from 'node:util';
 import { runAppBench } from '../bench/app.js';
 import { runElastic } from '../bench/elastic.js';
 import { HERON_PARTS, runHeron } from '../bench/heron.js';
+import { heronTpccLoadgenRole, runHeronTpcc } from '../bench/heron-tpcc.js';
 import { runMerge } from '../bench/merge.js';
+import { runPrimaryBench } from '../bench/primary.js';
 import { runOneside } from '../bench/oneside.js';
 import { runScale } from '../bench/scale.js';
 import { runSequencerBench } from '../bench/sequencer.js';
@@ -19,6 +21,7 @@ import { loadgenRole } from './cli/loadgen-role.js';
 import { appOption, intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
 import { upgradeCommand } from './cli/upgrade.js';
+import { statusCommand } from './cli/status.js';
 import { transportOwnerRole, transportReaderRole } from './cli/transport-roles.js';
 import { benchWriterRole, demoWriterRole, stressWriterRole } from './cli/writers.js';
 import { demoLoadOptions, runDemo as runBankDemo } from './demo.js';
@@ -40,7 +43,8 @@ const USAGE = `Usage:
       --state-update S            how pre-executors stay fresh: broadcast, push, pull (default broadcast)
       --seed N                    workload seed (default random; printed)
       --dir DIR                   cluster directory (default: a temporary one, removed after)
-      --metrics-port N            serve Prometheus metrics at http://127.0.0.1:N/metrics (0: any free port)
+      --metrics-port N            serve Prometheus metrics at http://127.0.0.1:N/metrics (0: any free port),
+                                  and readiness at /ready (200, or 503 with the reason)
   remora start node --dir DIR --app APP [options]
                                   a node (admission, sequencer, primary) and its pre-executors; runs until
                                   stdin ends or SIGINT/SIGTERM
@@ -60,6 +64,9 @@ const USAGE = `Usage:
       --stream NAME               the stream (default REMORA)
       --sequencer-token-file F    the engine's client token, if its servers ask for one
       --node-name NAME            this node's name among replicated primaries (default host:dir)
+      --merge-threads N           threads the primary's merge uses, its own included (default 1): more
+                                  execute transactions without a table ahead of the in-order merge
+                                  (docs/primary.md)
       --bootstrap HOST:PORT       start from a peer primary's newest checkpoint (its --listen; copied over
                                   its store transport, so start the peer with --transport tcp) when newer
                                   than this node's own
@@ -68,17 +75,23 @@ const USAGE = `Usage:
   remora start pre-executor --join HOST:PORT --secret-file FILE --app APP --name NAME
                                   the same from any host: the node's --listen address, and a copy of
                                   DIR/cluster.secret
-  remora start heron --config FILE --dir DIR [--listen HOST:PORT]
+  remora start heron --config FILE --dir DIR [--listen HOST:PORT] [--pre-executors N]
                                   a Heron cluster (partitions of replicas) described by a JSON file:
-                                  {"app": "kv", "partitions": 2, "replicas": 3, "preExecution": true}
-                                  (optional: graceMs, transferBytes); see docs/heron.md. Clients
-                                  (RemoraClient, DIR/client.secret) connect to DIR/heron.sock, and to
-                                  --listen HOST:PORT if given
+                                  {"app": "kv", "partitions": 2, "replicas": 3, "preExecutors": 2}
+                                  (optional: preExecution, graceMs, transferBytes, ordering, ringBytes,
+                                  sequencer, restartReplicas, remoteCacheEntries); see docs/heron.md.
+                                  Clients (RemoraClient, DIR/client.secret) connect to DIR/heron.sock,
+                                  and to --listen HOST:PORT if given; --pre-executors overrides the file
   remora upgrade --dir DIR --app APP
                                   a running node activates another version of its app at the next position
                                   of its log; its pre-executors load it first (docs/apps.md)
   remora upgrade --node HOST:PORT --secret-file FILE --app APP
                                   the same from another host (the node's --listen, a copy of cluster.secret)
+  remora status DIR [--json]      what a running node is doing: ready or why not, applied and ordered
+                                  timestamps and the lag, adopted/re-executed/executed shares, the pool;
+                                  exit code 3 when not ready
+  remora status --node HOST:PORT --secret-file FILE [--json]
+                                  the same from another host
   remora check --app APP [options]
                                   runs the app's workload(seed) export on an embedded cluster with every
                                   process under the determinism guard, then re-executes the log
@@ -105,6 +118,10 @@ const USAGE = `Usage:
       --quick                     short run
       --out FILE                  JSON results (default bench/results/merge.json)
       --seed N                    workload seed (default random; printed)
+  remora bench primary [options]  the overloaded primary: merge throughput with 1 and 2 merge threads at
+                                  0, 10 and 50 % conflicts, no pre-executors (docs/primary.md)
+      --quick, --seed N
+      --out FILE                  JSON results (default bench/results/primary.json; chart next to it)
   remora bench elastic [options]  scheduling policies and state updates by adoption, primary CPU and
                                   throughput (bank, Zipf α 0, 0.8, 1.2); the pool following a load step
       --quick                     short run
@@ -126,6 +143,9 @@ const USAGE = `Usage:
       --out FILE                  JSON results (default bench/results/heron.json; plots next to it)
       --only PART                 one part alone, its metrics only, no plots: coordination,
                                   breakdown or transfer
+      --app tpcc                  TPC-C instead: New-Order latency split (cf. Heron Fig. 6) and the mix's
+                                  throughput at 1, 2, 4 partitions x 1, 3 replicas with the consistency
+                                  check (default out bench/results/heron-tpcc.json; --seed N)
   remora bench sequencer [options]  embedded vs replicated (NATS JetStream, 3 nodes on loopback) sequencer,
                                   durable acks, batches of 1, 100 and 1000: tx/s and p50/p99 submit latency
       --quick                     short run
@@ -198,6 +218,10 @@ const suites: Record<string, (argv: string[]) => Promise<number>> = {
     const { seed, ...a } = suiteArgs('merge', argv);
     return runMerge({ ...a, seed: workloadSeed(seed) });
   },
+  primary: (argv) => {
+    const { seed, ...a } = suiteArgs('primary', argv);
+    return runPrimaryBench({ ...a, seed: workloadSeed(seed) });
+  },
   elastic: (argv) => {
     const { seed, ...a } = suiteArgs('elastic', argv);
     return runElastic({ ...a, seed: workloadSeed(seed) });
@@ -230,7 +254,13 @@ const suites: Record<string, (argv: string[]) => Promise<number>> = {
     return runScale({ ...a, seed: workloadSeed(seed) });
   },
   heron: (argv) => {
-    const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' } } });
+    const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, app: { type: 'string' }, seed: { type: 'string' } } });
+    if (values.app !== undefined && values.app !== 'kv') {
+      if (values.app !== 'tpcc') throw new UsageError(`--app must be kv or tpcc, got ${JSON.stringify(values.app)}`);
+      if (values.only !== undefined) throw new UsageError('--only applies to bench heron without --app tpcc');
+      return runHeronTpcc({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'heron-tpcc.json'), seed: workloadSeed(values.seed) });
+    }
+    if (values.seed !== undefined) throw new UsageError('--seed applies to bench heron --app tpcc');
     const only = values.only === undefined ? undefined : HERON_PARTS.find((p) => p === values.only);
     if (values.only !== undefined && only === undefined) throw new UsageError(`--only must be ${HERON_PARTS.join(', ')}, got ${JSON.stringify(values.only)}`);
     return runHeron({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'heron.json'), ...(only ? { only } : {}) });
@@ -257,10 +287,11 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   bench,
   check: checkCommand,
   upgrade: upgradeCommand,
+  status: statusCommand,
   start: startCommand,
-  help: async () => {
+  help: () => {
     process.stdout.write(USAGE);
-    return 0;
+    return Promise.resolve(0);
   },
   // Hidden: the child processes the commands above start (see process.ts).
   'demo-writer': demoWriterRole,
@@ -271,6 +302,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   'pre-executor': preExecutorRole,
   node: nodeRole,
   'heron-replica': heronReplicaRole,
+  'heron-tpcc-loadgen': heronTpccLoadgenRole,
   loadgen: loadgenRole,
 };
 

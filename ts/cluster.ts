@@ -23,6 +23,8 @@ import { NativePrimaryStore } from './pipeline/store-adapter.js';
 import { RoleProcess } from './process.js';
 import { loadOrCreateSecret } from './secret.js';
 import { Store } from './store.js';
+import { nodeStatus, type NodeStatus } from './pipeline/status.js';
+import { MergeThreads } from './pipeline/merge-threads.js';
 import { formatHostPort, parseHostPort, type HostPort, type Transport } from './transport.js';
 
 export interface ClusterOptions {
@@ -86,6 +88,12 @@ export interface ClusterOptions {
   sequencer?: SequencerChoice;
   /** This node's name among replicated primaries (default: host name and directory). */
   nodeName?: string;
+  /**
+   * Threads the primary's merge uses, its own included (default 1: the sequential merge); more
+   * execute transactions without a table on worker threads ahead of the in-order merge
+   * (docs/primary.md).
+   */
+  mergeThreads?: number;
 }
 
 export const NODE_SOCKET = 'node.sock';
@@ -137,6 +145,34 @@ export class EmbeddedCluster {
     const loaded = await loadAppModule(spec);
     const ts = await this.node.upgrade(loaded);
     return { ts, version: this.node.versions.at(ts + 1n) };
+  }
+
+  startedAt = performance.now();
+  /** The primary's merge threads, when it has more than its own. */
+  mergeThreads: MergeThreads | null = null;
+  private ready: { ready: boolean; reason: string | null } = { ready: false, reason: 'replaying the log' };
+
+  /** Serving (`GET /ready`, `remora status`): caught up with the log, not failed, not stopping. */
+  readiness(): { ready: boolean; reason: string | null } {
+    return this.closed ? { ready: false, reason: 'stopping' } : this.ready;
+  }
+
+  ordered(): bigint {
+    return this.sequencer.lastTs;
+  }
+
+  status(): NodeStatus {
+    return nodeStatus(this.node, this);
+  }
+
+  private trackReadiness(): void {
+    const failed = (e: unknown) => {
+      this.ready = { ready: false, reason: `failed: ${e instanceof Error ? e.message : String(e)}` };
+    };
+    this.replayed().then(() => {
+      if (!this.ready.reason?.startsWith('failed')) this.ready = { ready: true, reason: null };
+    }, failed);
+    this.node.failed.catch(failed);
   }
 
   /**
@@ -200,6 +236,7 @@ export class EmbeddedCluster {
    * exactly once) and the pre-executor processes.
    */
   static async start(opts: ClusterOptions): Promise<EmbeddedCluster> {
+    const startedAt = performance.now();
     const loaded = await loadAppModule(opts.app);
     const tcp = listenOption(opts.listen);
     const transport = opts.transport ?? 'shm';
@@ -275,7 +312,9 @@ export class EmbeddedCluster {
       });
     const afterApply = agreement ? both(onCheckpoint, (b: readonly Applied[]) => agreement.record(b)) : onCheckpoint;
     const [hooks, onApplied] = [metrics?.hooks, opts.onApplied ? both(afterApply, opts.onApplied) : afterApply];
+    const threads = (opts.mergeThreads ?? 1) > 1 ? new MergeThreads(opts.mergeThreads ?? 1, nativeFunctions, say) : undefined;
     const node: EmbeddedNode = new EmbeddedNode(versions, nativeFunctions, sequencer, store, {
+      ...(threads && { mergeThreads: threads }),
       deadlineMs: opts.deadlineMs ?? 50,
       policy: opts.policy ?? DEFAULT_POLICY,
       stateUpdate: opts.stateUpdate ?? 'broadcast',
@@ -304,16 +343,24 @@ export class EmbeddedCluster {
       onPool: (event, name) => {
         if (event === 'join') cluster?.joined(name);
       },
-    }).catch(release);
+      status: () => nodeStatus(node, cluster ?? { ordered: () => sequencer.lastTs, readiness: () => ({ ready: false, reason: 'starting' }), startedAt }),
+    }).catch(async (e: unknown) => {
+      await threads?.close();
+      return release(e);
+    });
     node.start(restored?.ts ?? 0n);
     cluster = new EmbeddedCluster(node, store, sequencer, server, new Map(), opts);
+    cluster.mergeThreads = threads ?? null;
+    cluster.startedAt = startedAt;
+    cluster.trackReadiness();
     cluster.restored = restored;
     cluster.checkpointer = checkpointer;
     cluster.agreementStats = agreement ? agreement.stats : null;
     if (metrics) metrics.agreement = cluster.agreementStats;
     cluster.storeServed = storeAddress;
     try {
-      if (registry && opts.metricsPort !== undefined) cluster.metrics = await serveMetrics(registry, { port: opts.metricsPort });
+      const c = cluster;
+      if (registry && opts.metricsPort !== undefined) cluster.metrics = await serveMetrics(registry, { port: opts.metricsPort, readiness: () => c.readiness() });
       if (pendingUpgrade) await node.upgrade(loaded);
       for (let i = 0; i < opts.preExecutors; i++) await cluster.addPreExecutor();
     } catch (e) {
@@ -401,6 +448,7 @@ export class EmbeddedCluster {
     await this.sequencer.close();
     // The native export holds the store open until it ends: wait, so the next start can own it.
     await this.checkpointer?.close();
+    await this.mergeThreads?.close();
     this.store.store.close();
   }
 }

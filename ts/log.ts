@@ -43,7 +43,7 @@ export class SequencerLog {
    * duplicates are detected).
    */
   async append(txs: readonly LogTx[]): Promise<LogAppended[]> {
-    if (!Array.isArray(txs)) throw new TypeError('append(txs) must be an array');
+    if (!Array.isArray(txs satisfies unknown)) throw new TypeError('append(txs) must be an array');
     return this.native.append([...txs]);
   }
 

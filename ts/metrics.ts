@@ -33,6 +33,8 @@ export interface NodeSource {
   /** Null unless the state update is `push`. */
   readonly push: { pushes(name: string): number } | null;
   readonly optimisticStats: OptimisticStats;
+  /** Last timestamp the primary applied (absent in sources that do not track it). */
+  readonly lastApplied?: bigint;
 }
 
 export interface NodeMetricsOptions {
@@ -232,6 +234,27 @@ export class NodeMetrics {
       collect: mirror(() => this.source?.stats.malformedTables),
     });
     new Gauge({
+      name: 'remora_applied_ts',
+      help: 'Last timestamp the primary applied: remora_sequencer_last_ts minus this is the lag (ordered, not yet applied).',
+      registers,
+      collect() {
+        const ts = source()?.lastApplied;
+        if (ts !== undefined) this.set(Number(ts));
+      },
+    });
+    new Counter({
+      name: 'remora_merge_speculated_total',
+      help: 'Transactions without a table that the merge threads executed ahead of the in-order merge (mergeThreads > 1).',
+      registers,
+      collect: mirror(() => this.source?.stats.speculated),
+    });
+    new Counter({
+      name: 'remora_merge_speculations_kept_total',
+      help: "Of those, the ones whose table the in-order merge kept (the rest were executed again: an earlier transaction of the batch changed what they read).",
+      registers,
+      collect: mirror(() => this.source?.stats.speculationsKept),
+    });
+    new Gauge({
       name: 'remora_sequencer_last_ts',
       help: 'Newest timestamp the sequencer assigned.',
       registers,
@@ -352,9 +375,15 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves `registry` at `GET /metrics` over HTTP; every other request gets a 404. */
-export async function serveMetrics(registry: Registry, opts: { port: number; host?: string }): Promise<MetricsServer> {
-  const server = createServer((req, res) => void respond(registry, req, res));
+/** Whether the process serves: `GET /ready` answers 200, or 503 with the reason. */
+export type Readiness = () => { ready: boolean; reason: string | null };
+
+/**
+ * Serves `registry` at `GET /metrics` over HTTP, and readiness at `GET /ready` when given (for
+ * a load balancer or an orchestrator's probe); every other request gets a 404.
+ */
+export async function serveMetrics(registry: Registry, opts: { port: number; host?: string; readiness?: Readiness }): Promise<MetricsServer> {
+  const server = createServer((req, res) => void respond(registry, req, res, opts.readiness));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host ?? '127.0.0.1', () => {
@@ -375,10 +404,16 @@ export async function serveMetrics(registry: Registry, opts: { port: number; hos
   };
 }
 
-async function respond(registry: Registry, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function respond(registry: Registry, req: IncomingMessage, res: ServerResponse, readiness?: Readiness): Promise<void> {
   const path = (req.url ?? '').split('?', 1)[0];
+  const text = { 'Content-Type': 'text/plain; charset=utf-8' };
+  if (req.method === 'GET' && path === '/ready' && readiness) {
+    const r = readiness();
+    res.writeHead(r.ready ? 200 : 503, text).end(r.ready ? 'ready\n' : `not ready: ${r.reason ?? 'unknown'}\n`);
+    return;
+  }
   if (req.method !== 'GET' || path !== '/metrics') {
-    res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end('not found; metrics are at GET /metrics\n');
+    res.writeHead(404, text).end(`not found; metrics are at GET /metrics${readiness ? ', readiness at GET /ready' : ''}\n`);
     return;
   }
   try {

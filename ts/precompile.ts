@@ -37,7 +37,7 @@ export function precompile(name: string, input: Uint8Array): Buffer {
 
 /** One result per call, in order; a failing call gives `{ error }` and does not affect the others. */
 export function precompileBatch(calls: readonly PrecompileCall[]): PrecompileResult[] {
-  if (!Array.isArray(calls)) throw new TypeError('precompileBatch(calls) must be an array');
+  if (!Array.isArray(calls satisfies unknown)) throw new TypeError('precompileBatch(calls) must be an array');
   return nativeBatch([...calls]).map((r) => {
     if (r.output !== undefined) return { output: r.output };
     if (r.error !== undefined) return { error: r.error };
@@ -47,7 +47,7 @@ export function precompileBatch(calls: readonly PrecompileCall[]): PrecompileRes
 
 /** Strictly verifies each signature in one native call; malformed keys or signatures are `false`. */
 export function verifyEd25519Batch(items: readonly Ed25519Item[]): boolean[] {
-  if (!Array.isArray(items)) throw new TypeError('verifyEd25519Batch(items) must be an array');
+  if (!Array.isArray(items satisfies unknown)) throw new TypeError('verifyEd25519Batch(items) must be an array');
   return nativeVerify([...items]);
 }
 

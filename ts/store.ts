@@ -65,7 +65,7 @@ function narrow(r: NativeReadResult): ReadResult {
 }
 
 function list<T>(items: readonly T[], what: string): readonly T[] {
-  if (!Array.isArray(items)) throw new TypeError(`${what} must be an array`);
+  if (!Array.isArray(items satisfies unknown)) throw new TypeError(`${what} must be an array`);
   return items;
 }
 
@@ -170,7 +170,7 @@ export class Store {
       case 'malformed':
         return { adopted: r.adopted, stop: r.stop, error: r.error ?? null };
     }
-    throw new Error(`native adoption stopped for an unknown reason: ${r.stop}`);
+    throw new Error(`native adoption stopped for an unknown reason: ${String(r.stop)}`);
   }
 
   /** Every object id the store holds (deleted ones until purged), as bytes. */

@@ -90,5 +90,8 @@ echo done | nc "$PEER" 7400
 # The conformance suite itself, on this VM's rxe0 (loopback: both ends here).
 REMORA_REQUIRE_RDMA=1 timeout 600 conformance --test-threads 1 verbs \
   && echo "RIG-CONFORMANCE ok" || { echo "RIG-FAIL conformance"; rc=1; }
+# Heron state transfer to an empty replica over verbs, on the same rxe0.
+REMORA_REQUIRE_RDMA=1 timeout 600 heron-transfer --test-threads 1 over_verbs \
+  && echo "RIG-HERON-TRANSFER ok" || { echo "RIG-FAIL heron-transfer"; rc=1; }
 echo "RIG-DONE rc=$rc"
 poweroff -f

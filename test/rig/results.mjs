@@ -17,6 +17,7 @@ for (const l of [...server, ...client]) if (l.startsWith('RIG-FAIL')) failures.p
 const done = client.find((l) => l.startsWith('RIG-DONE'));
 if (done !== 'RIG-DONE rc=0') failures.push(`client finished with: ${done ?? 'no RIG-DONE line'}`);
 if (!client.includes('RIG-CONFORMANCE ok')) failures.push('conformance suite on verbs did not pass');
+if (!client.includes('RIG-HERON-TRANSFER ok')) failures.push('heron state transfer over verbs did not pass');
 
 // perftest: the data line after each "RIG-PERFTEST <tool> <size>" marker.
 let tool = null;

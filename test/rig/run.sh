@@ -42,6 +42,15 @@ CONFORMANCE=$(cd "$ROOT" && cargo test --release -q -p remora-core --test confor
     if (!exe) process.exit(1);
     console.log(exe);')
 VERBS_RIG="$ROOT/target/release/examples/verbs_rig"
+# Heron state transfer over verbs (remora-heron's transfer tests; the rig runs the verbs one).
+HERON_TRANSFER=$(cd "$ROOT" && cargo test --release -q -p remora-heron --test transfer --no-run \
+  --message-format=json | node -e '
+    let exe = "";
+    for (const l of require("fs").readFileSync(0, "utf8").split("\n")) {
+      try { const m = JSON.parse(l); if (m.executable && m.target.name === "transfer") exe = m.executable; } catch {}
+    }
+    if (!exe) process.exit(1);
+    console.log(exe);')
 
 # ---- guest packages (cached) ----
 cd "$RIG/debs"
@@ -117,6 +126,8 @@ copy_with_libs "$X/usr/bin/rdma" usr/bin
 copy_with_libs "$VERBS_RIG" usr/bin
 copy_with_libs "$CONFORMANCE" usr/bin
 mv "$I/usr/bin/$(basename "$CONFORMANCE")" "$I/usr/bin/conformance"
+copy_with_libs "$HERON_TRANSFER" usr/bin
+mv "$I/usr/bin/$(basename "$HERON_TRANSFER")" "$I/usr/bin/heron-transfer"
 copy_with_libs "$X/usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so" usr/lib/x86_64-linux-gnu/libibverbs
 copy_with_libs "$X/usr/lib/x86_64-linux-gnu/libibverbs.so.1" usr/lib/x86_64-linux-gnu
 (cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) >"$RIG/initramfs.cpio.gz"

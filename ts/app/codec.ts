@@ -28,7 +28,7 @@ function kind(v: unknown, depth: number): 'leaf' | 'array' | 'map' {
   if (Array.isArray(v)) return 'array';
   const proto: unknown = Object.getPrototypeOf(v);
   if (proto !== Object.prototype && proto !== null) {
-    throw new TypeError(`${(v as object).constructor?.name ?? 'object'} cannot be encoded: use plain objects`);
+    throw new TypeError(`${v.constructor?.name ?? 'object'} cannot be encoded: use plain objects`);
   }
   return 'map';
 }

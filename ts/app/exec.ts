@@ -79,6 +79,10 @@ export interface ExecCounts {
 /** Largest encoded object value (the native store's largest size class). */
 export const MAX_VALUE_BYTES = 1 << 20;
 
+/**
+ * A command's abort. Not an Error on purpose: an abort is an outcome, not a failure, so it
+ * carries no stack, and an app's own `catch (e) { if (e instanceof Error) … }` lets it through.
+ */
 class Abort {
   constructor(readonly reason: string) {}
 }
@@ -145,6 +149,7 @@ export function execute(
       // The store's largest value; refusing here makes it the command's abort, identical at
       // every member, rather than a failure of the primary's store write.
       if (bytes.length > MAX_VALUE_BYTES) {
+        // eslint-disable-next-line @typescript-eslint/only-throw-error -- see Abort
         throw new Abort(`value for ${id} is ${bytes.length} bytes, over the limit of ${MAX_VALUE_BYTES}`);
       }
       writes.set(id, bytes);
@@ -186,6 +191,7 @@ export function execute(
       return out;
     },
     abort(reason) {
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- see Abort
       throw new Abort(String(reason));
     },
   };

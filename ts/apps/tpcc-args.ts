@@ -17,8 +17,10 @@ export type DeliveryArgs = { w: number; carrier: number; date: number };
 export type StockLevelArgs = { w: number; d: number; threshold: number; ref: number };
 
 /** Thrown only inside this module, to carry a reason out of nested checks. */
-class Bad {
-  constructor(readonly reason: string) {}
+class Bad extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
 }
 
 const asRaw = (args: unknown): Raw => {

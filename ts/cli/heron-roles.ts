@@ -2,7 +2,7 @@
 // `HeronCluster`, one process per partition replica).
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { HeronCluster } from '../heron/cluster.js';
+import { HeronCluster, preExecutorsOf } from '../heron/cluster.js';
 import { HeronConfigError, readHeronConfig } from '../heron/config.js';
 import { DEFAULT_RING_SPIN_MICROS, HERON_SOCKET, ORDERINGS, type Ordering } from '../heron/messages.js';
 import { runReplicaRole } from '../heron/replica-main.js';
@@ -14,7 +14,7 @@ import { appOption, ConfigError, intOption, listenOption, required } from './opt
 export function heronStartCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { config: { type: 'string' }, dir: { type: 'string' }, ordering: { type: 'string' }, listen: { type: 'string' } },
+    options: { config: { type: 'string' }, dir: { type: 'string' }, ordering: { type: 'string' }, listen: { type: 'string' }, 'pre-executors': { type: 'string' } },
   });
   const file = required(values.config, 'config');
   const listen = values.listen === undefined ? undefined : parseHostPort(listenOption(values.listen));
@@ -27,15 +27,21 @@ export function heronStartCommand(argv: string[]): Promise<number> {
   }
   // `--ordering` overrides the file's `ordering`.
   if (values.ordering !== undefined) config = { ...config, ordering: orderingOption(values.ordering) };
+  // `--pre-executors N` overrides the file's `preExecutors` (and `preExecution`'s default pool).
+  const members = values['pre-executors'];
+  if (members !== undefined) config = { ...config, preExecutors: intOption(members, 'pre-executors', 0, 0, 16) };
   return serveRole(async () => {
-    const cluster = await HeronCluster.start({ dir, ...config, ...(listen && { listen }) }).catch((e: unknown) => Promise.reject(fileError(e)));
+    const cluster = await HeronCluster.start({ dir, ...config, ...(listen && { listen }) }).catch((e: unknown) => {
+      throw fileError(e);
+    });
     process.stderr.write(`heron: clients may connect at ${join(dir, HERON_SOCKET)}${cluster.tcpAddress === null ? '' : ` and ${cluster.tcpAddress}`}\n`);
     return {
       info: {
         app: config.app,
         partitions: config.partitions,
         replicas: config.replicas,
-        preExecution: config.preExecution === true,
+        preExecution: preExecutorsOf(config) > 0,
+        ...(config.preExecutors !== undefined && { preExecutors: config.preExecutors }),
         ordering: config.ordering ?? 'synced',
         // Where clients connect over TCP, with `--listen` only.
         ...(cluster.tcpAddress !== null && { address: cluster.tcpAddress }),
@@ -54,6 +60,12 @@ function orderingOption(v: string): Ordering {
   return o;
 }
 
+/** A timestamp flag (0 and up), for a restarted replica's `--rejoin-after`. */
+function timestampOption(v: string, name: string): bigint {
+  if (!/^\d{1,20}$/.test(v) || BigInt(v) >= 1n << 64n) throw new ConfigError(`--${name} must be a timestamp (0 to 2^64-1), got ${JSON.stringify(v)}`);
+  return BigInt(v);
+}
+
 export function heronReplicaRole(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -68,6 +80,8 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
       'transfer-bytes': { type: 'string' },
       'report-writes': { type: 'boolean' },
       'ring-spin-us': { type: 'string' },
+      'rejoin-after': { type: 'string' },
+      'remote-cache-entries': { type: 'string' },
     },
   });
   const partitions = intOption(values.partitions, 'partitions', 1, 1, 1024);
@@ -83,5 +97,7 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
     transferSlotBytes: intOption(values['transfer-bytes'], 'transfer-bytes', 1 << 20, 2, 1 << 30),
     reportWrites: values['report-writes'] === true,
     ringSpinMicros: intOption(values['ring-spin-us'], 'ring-spin-us', DEFAULT_RING_SPIN_MICROS, 0, 1_000_000),
+    ...(values['rejoin-after'] !== undefined && { rejoinAfter: timestampOption(values['rejoin-after'], 'rejoin-after') }),
+    ...(values['remote-cache-entries'] !== undefined && { remoteCacheEntries: intOption(values['remote-cache-entries'], 'remote-cache-entries', 4096, 0, 1 << 20) }),
   });
 }

@@ -15,6 +15,7 @@ import { runPreExecutor } from '../pipeline/preexecutor-main.js';
 import type { PreExecutor } from '../pipeline/preexecutor.js';
 import { serveRole } from '../process.js';
 import { loadOrCreateSecret, readSecretFile } from '../secret.js';
+import { asError } from '../errors.js';
 import { parseHostPort, type HostPort } from '../transport.js';
 import {
   appOption,
@@ -88,7 +89,10 @@ export function preExecutorRole(argv: string[]) {
     });
     metrics?.attach(p.pre);
     return {
-      failed: p.closed.then(() => Promise.reject(p.error() ?? new Error('the node closed the connection'))),
+      failed: p.closed.then(() => {
+        const e = p.error();
+        throw e === null || e === undefined ? new Error('the node closed the connection') : asError(e);
+      }),
       stop: async () => {
         p.close();
         await server?.close();
@@ -122,6 +126,7 @@ export function nodeRole(argv: string[]) {
       'sequencer-token-file': { type: 'string' },
       'node-name': { type: 'string' },
       bootstrap: { type: 'string' },
+      'merge-threads': { type: 'string' },
     },
   });
   const bootstrap = values.bootstrap === undefined ? null : bootstrapOption(values.bootstrap);
@@ -143,6 +148,7 @@ export function nodeRole(argv: string[]) {
     checkpointEvery: intOption(values['checkpoint-every'], 'checkpoint-every', DEFAULT_CHECKPOINT_EVERY, 0, 1_000_000_000),
     ...(sequencer && { sequencer }),
     ...(values['node-name'] !== undefined && { nodeName: values['node-name'] }),
+    mergeThreads: intOption(values['merge-threads'], 'merge-threads', 1, 1, 64),
   };
   if (bootstrap && !sequencer) throw new UsageError('--bootstrap needs --sequencer nats://...: only nodes following one stream can start from each other\'s checkpoints');
   return serveRole(async () => {

@@ -6,6 +6,7 @@ import { BENCH_STORE, benchLayout, STRESS_STORE, stressIds } from '../../bench/o
 import { serveRole, type Role } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
 import { Store } from '../store.js';
+import { asError } from '../errors.js';
 import { intOption, required, seedOption } from './options.js';
 
 // ---- self-checking values, written by the writer roles and verified by the demo ----
@@ -177,7 +178,7 @@ export function stressWriterRole(argv: string[]) {
     const last = stressIds(objects).at(-1) ?? '';
     const deadline = performance.now() + 10_000;
     while (store.get([last])[0]?.status === 'absent') {
-      if (error !== null) throw error;
+      if (error !== null) throw asError(error);
       if (performance.now() > deadline) throw new Error('stress writer did not populate its objects within 10 s');
       await yieldToLoop();
     }

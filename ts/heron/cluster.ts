@@ -1,17 +1,20 @@
 // The embedded Heron cluster on one host: this process runs the sequencer (one durable log: the
 // total order of the atomic multicast) and hands each partition's replicas exactly the
 // transactions addressed to it; every replica of every partition is a child process.
+import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { admitTx } from '../app/admit.js';
 import { NativeStore } from '../binding.js';
 import type { App } from '../app/app.js';
 import { encode } from '../app/codec.js';
 import type { LookupTable, Outcome } from '../app/exec.js';
-import { nativeFunctions } from '../app/natives.js';
 import { TxError, type DecodedTx, type Transaction } from '../app/tx.js';
 import { AppLoadError, loadAppModule } from '../app/module.js';
 import type { Decision } from '../pipeline/merge.js';
-import { PreExecutor } from '../pipeline/preexecutor.js';
+import { attachMember, PreExecutionPool, type MemberStats } from '../pipeline/pool.js';
+import type { Applied } from '../pipeline/primary.js';
+import { PRE_EXECUTOR_ROLE } from '../pipeline/server.js';
+import { decodeTable, type ReceivedTable } from '../pipeline/table-bytes.js';
 import { openSequencer, type OpenedSequencer, type SequencerChoice } from '../pipeline/open-sequencer.js';
 import { EmbeddedSequencer, type Sequenced } from '../pipeline/sequencer.js';
 import { RoleProcess } from '../process.js';
@@ -52,11 +55,24 @@ export interface HeronOptions {
   graceMs?: number;
   /** Landing slot per peer for state transfer, in bytes (default 1 MiB; any size transfers, in chunks of half of it). */
   transferBytes?: number;
+  /** Remote objects each replica keeps by version, reused while current (default 4096; 0 turns caching and prefetching off). */
+  remoteCacheEntries?: number;
   /**
    * Pre-execute every submission before ordering it and multicast its lookup table with it;
-   * each destination adopts or re-executes it by the pipeline's merge rule (default off).
+   * each destination adopts or re-executes it by the pipeline's merge rule (default off). On
+   * its own it means a pool of `DEFAULT_PRE_EXECUTORS` pre-executor processes.
    */
   preExecution?: boolean;
+  /**
+   * Pre-executor processes in the launcher's pool (0 to 16; default 0, or
+   * `DEFAULT_PRE_EXECUTORS` with `preExecution`). Any number turns pre-execution on.
+   */
+  preExecutors?: number;
+  /**
+   * How long a submission waits for its table before it is ordered without one (ms, default
+   * 100): a slow or dead pre-executor delays its transactions by this much at most.
+   */
+  preExecutionWaitMs?: number;
   /**
    * When transactions reach the replicas: `synced` (default) after the log's fsync; `memory`
    * as soon as they are ordered, the log written and synced in the background, replies not
@@ -77,6 +93,12 @@ export interface HeronOptions {
    * launcher's socket in `dir`. Either way with the client credential (docs/heron.md).
    */
   listen?: HostPort;
+  /**
+   * Restart a replica whose process exits unexpectedly (default off): it starts empty, catches
+   * up by state transfer and serves again (docs/heron.md, "Rejoin"). At most
+   * `RESTARTS_PER_MINUTE` per replica, then the launcher gives up on it and says so.
+   */
+  restartReplicas?: boolean;
   /** Where divergences and replica failures are reported (default console.error). */
   log?: (msg: string) => void;
 }
@@ -116,6 +138,28 @@ export interface StateTransfer {
   micros: number;
 }
 
+/** A restarted replica caught up and serving again. */
+export interface Rejoin {
+  partition: number;
+  replica: number;
+  /** The peer whose state it started from. */
+  from: number;
+  /** It needed the state as of `needed` at least (the last transaction its partition was sent before the restart) and resumed after `ts`. */
+  needed: bigint;
+  ts: bigint;
+  objects: number;
+  bytes: number;
+  /** From the restart to the installed state. */
+  micros: number;
+}
+
+/** Restarts of one replica within a minute, before the launcher gives up on it. */
+export const RESTARTS_PER_MINUTE = 3;
+/** How long after an unexpected exit a replica is restarted. */
+const RESTART_DELAY_MS = 100;
+/** How long a restarted replica may take to start and catch up. */
+const REJOIN_TIMEOUT_MS = 60_000;
+
 /** Replicas of one partition disagreeing on the digest after the same prefix. */
 export interface Divergence {
   partition: number;
@@ -126,6 +170,22 @@ export interface Divergence {
 interface Waiter {
   resolve: (r: HeronReply) => void;
   dest: number[];
+}
+
+/** Pool size that `preExecution: true` stands for. */
+export const DEFAULT_PRE_EXECUTORS = 2;
+const MAX_PRE_EXECUTORS = 16;
+const DEFAULT_PRE_EXECUTION_WAIT_MS = 100;
+
+/** The pre-executor processes `opts` asks for. */
+export function preExecutorsOf(opts: Pick<HeronOptions, 'preExecution' | 'preExecutors'>): number {
+  return opts.preExecutors ?? (opts.preExecution === true ? DEFAULT_PRE_EXECUTORS : 0);
+}
+
+/** A submission waiting for its table; released in admission order, each at most the wait. */
+interface Admitting {
+  ready: boolean;
+  go: () => void;
 }
 
 /** Replies kept to answer duplicates; an older duplicate waits for nothing and is refused. */
@@ -159,15 +219,46 @@ export class HeronCluster {
   /** Replicas (of any destination) that merged a transaction differently from the first. */
   readonly decisionMismatches: string[] = [];
   /**
-   * The pre-executor (option `preExecution`): its copy of the whole state follows the first
-   * replica of each partition to report its writes; tables wait here, by digest, for the log.
+   * The pre-executor pool (options `preExecutors`, `preExecution`): member processes attach on
+   * the launcher's socket; their copies follow the first replica of each partition to report
+   * its writes; tables wait here, by digest, for the log.
    */
-  readonly preExecutor: PreExecutor | null;
-  private readonly tables = new Map<string, LookupTable>();
-  /** Per partition, the newest timestamp whose writes the pre-executor's copy holds. */
+  readonly pool: PreExecutionPool | null;
+  /** The pool's member processes, by name. */
+  readonly memberProcesses = new Map<string, RoleProcess>();
+  private nextMember = 1;
+  private readonly joining = new Map<string, () => void>();
+  private readonly tables = new Map<string, { table: LookupTable; from: string }>();
+  /** Per digest, what waits for its table: admission, and optimistic replies. */
+  private readonly tableWaits = new Map<string, (() => void)[]>();
+  private readonly optimisticWaits = new Map<string, ((outcome: Outcome) => void)[]>();
+  private readonly admitting: Admitting[] = [];
+  /** Per ts carried with a table: its member and the objects it read, for the pool's feedback. */
+  private readonly handed = new Map<bigint, { digest: string; from: string; reads: string[] }>();
+  /** Tables received in time to be carried (or dropped as duplicates). */
+  private tablesReceived = 0;
+  /** Per partition, the newest timestamp whose writes the members' copies were sent. */
   private readonly preApplied = new Map<number, bigint>();
+  /** The app members must run: its spec to start them, its digest to check their hello. */
+  private appSpec = '';
+  private appDigest = '';
   readonly transfers: StateTransfer[] = [];
   private transferWaiters: (() => void)[] = [];
+  /**
+   * Whether a replica whose process exits unexpectedly is restarted (option `restartReplicas`);
+   * may be changed while the cluster runs.
+   */
+  restartReplicas = false;
+  /** Restarted replicas that caught up, in order; and what a restart in progress waits for. */
+  readonly rejoins: Rejoin[] = [];
+  private rejoinWaiters: (() => void)[] = [];
+  private readonly rejoining = new Map<string, { needed: bigint; started: number; done: (r: Rejoin) => void; fail: (e: Error) => void }>();
+  /** Replica processes being started again, restarts scheduled, and recent restart times. */
+  private readonly respawning = new Map<string, Promise<RoleProcess>>();
+  private readonly restartTimers = new Set<NodeJS.Timeout>();
+  private readonly restartTimes = new Map<string, number[]>();
+  /** A replica's command line (set once the launcher is listening). */
+  private replicaArgs: (h: number, q: number) => string[] = () => [];
   private closed = false;
   /** Last timestamp multicast to each partition, and last one each replica answered. */
   private readonly lastDelivered = new Map<number, bigint>();
@@ -207,9 +298,25 @@ export class HeronCluster {
     this.ringBytes = Math.ceil((opts.ringBytes ?? RING_BYTES) / 32) * 32;
     this.partitionOf = partitionerOf(app, opts.partitions);
     this.log = opts.log ?? ((m) => console.error(m));
-    // Speculation is off: a guess is retired by comparing a transaction's whole write set
-    // with what was applied, and here each partition reports only its own part.
-    this.preExecutor = opts.preExecution === true ? new PreExecutor(app, nativeFunctions, { speculate: false }) : null;
+    this.pool =
+      preExecutorsOf(opts) > 0
+        ? new PreExecutionPool({
+            offer: (digest, table, from) => this.tableCame(digest, table, from),
+            malformed: (digest, from, e) => {
+              this.log(`heron: dropped the table of ${digest.slice(0, 12)} from pre-executor ${from}: ${e.message}`);
+              this.noTable(digest);
+            },
+            forget: (digest) => this.noTable(digest),
+            orphaned: (digests) => {
+              for (const d of digests) this.noTable(d);
+            },
+            log: this.log,
+          }, {
+            // Speculation is off: a guess is retired by comparing a transaction's whole write
+            // set with what was applied, and here each partition reports only its own part.
+            speculation: false,
+          })
+        : null;
     this.clients = new HeronClients((tx, onOptimistic) => this.submit(tx, onOptimistic), this.log);
   }
 
@@ -218,6 +325,10 @@ export class HeronCluster {
     const app = loaded.app;
     for (const [name, v, max] of [['partitions', opts.partitions, 1024], ['replicas', opts.replicas, 31]] as const) {
       if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${v}`);
+    }
+    const members = preExecutorsOf(opts);
+    if (!Number.isInteger(members) || members < 0 || members > MAX_PRE_EXECUTORS) {
+      throw new RangeError(`preExecutors must be an integer from 0 to ${MAX_PRE_EXECUTORS}, got ${members}`);
     }
     const size = checkClusterSize(opts.partitions, opts.replicas);
     if (size.errors.length > 0) throw new RangeError(`heron: ${size.errors.join('; ')}`);
@@ -243,6 +354,8 @@ export class HeronCluster {
       throw e;
     }
     const cluster = new HeronCluster(app, opts, sequencer, null, new Map(), launcherStore, ring);
+    cluster.appSpec = loaded.spec;
+    cluster.appDigest = loaded.digest;
     const hellos = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
     const helloFrom = (k: string) =>
       new Promise<void>((resolve, reject) => {
@@ -255,11 +368,16 @@ export class HeronCluster {
         path: join(opts.dir, HERON_SOCKET),
         // Replicas are members: only the member credential opens their role. Clients hold the
         // client credential, which opens theirs and no other.
-        secretFor: (role) => (role.startsWith(`${REPLICA_ROLE}:`) ? secret : HeronClients.isClient(role) ? HeronClients.credential(secret) : undefined),
+        secretFor: (role) =>
+          role.startsWith(`${REPLICA_ROLE}:`) || role.startsWith(PRE_EXECUTOR_ROLE) ? secret : HeronClients.isClient(role) ? HeronClients.credential(secret) : undefined,
         log: cluster.log,
         onConnection: (conn) => {
           if (HeronClients.isClient(conn.role)) {
             cluster.clients.accept(conn);
+            return;
+          }
+          if (conn.role.startsWith(PRE_EXECUTOR_ROLE)) {
+            cluster.acceptMember(conn);
             return;
           }
           let role: { partition: number; replica: number };
@@ -304,28 +422,28 @@ export class HeronCluster {
         '--partitions', String(opts.partitions), '--replicas', String(opts.replicas),
         '--partition', String(h), '--replica', String(q), '--grace-ms', String(opts.graceMs ?? 2),
         '--transfer-bytes', String(opts.transferBytes ?? 1 << 20),
-        ...(opts.preExecution === true ? ['--report-writes'] : []),
+        ...(members > 0 ? ['--report-writes'] : []),
         ...(opts.ringSpinMicros !== undefined ? ['--ring-spin-us', String(opts.ringSpinMicros)] : []),
+        ...(opts.remoteCacheEntries !== undefined ? ['--remote-cache-entries', String(opts.remoteCacheEntries)] : []),
       ];
+      cluster.replicaArgs = args;
+      cluster.restartReplicas = opts.restartReplicas === true;
+      // Coordination files kept by restarted replicas of an earlier run would be copied from.
+      forgetDeadIncarnations(opts.dir);
       const starting: Promise<void>[] = [];
       for (let h = 0; h < opts.partitions; h++) {
         for (let q = 0; q < opts.replicas; q++) {
           starting.push(
             RoleProcess.start('heron-replica', args(h, q), { readyTimeoutMs: 60_000 }).then((p) => {
               cluster.replicas.set(key(h, q), p);
-              // A replica that exited keeps its place in the ring until the ring next fills: the
-              // producer then stops waiting for it after its stall budget. (Retiring it from
-              // here would call into the addon from an exit path, which is unsafe while this
-              // process itself is exiting.)
-              void p.exited.then((e) => {
-                if (!cluster.closed) cluster.log(`heron: replica ${key(h, q)} exited (${e.signal ?? `code ${e.code}`}): ${p.stderr.trim()}`);
-              });
+              cluster.watchReplica(h, q, p);
             }),
           );
         }
       }
       await Promise.all(starting);
       await Promise.all(expected);
+      await Promise.all(Array.from({ length: members }, () => cluster.addPreExecutor()));
     } catch (e) {
       await cluster.close();
       throw e;
@@ -389,10 +507,17 @@ export class HeronCluster {
    */
   private multicast(batch: Sequenced[]): void {
     const deliveries: Delivered[] = batch.map(({ ts, tx }) => {
-      const table = this.tables.get(tx.digest);
-      this.tables.delete(tx.digest);
-      return { ts, body: tx.body, auth: tx.auth, dest: this.destinations(tx.objects), ...(table ? { table } : {}) };
+      const table = this.takeTable(tx.digest);
+      if (table) this.handed.set(ts, { digest: tx.digest, from: table.from, reads: table.table.reads.map(([id]) => id) });
+      return { ts, body: tx.body, auth: tx.auth, dest: this.destinations(tx.objects), ...(table ? { table: table.table } : {}) };
     });
+    if (this.handed.size > RECENT_REPLIES) {
+      // Transactions no replica answered (their partition is gone) stop being followed.
+      for (const ts of this.handed.keys()) {
+        if (this.handed.size <= RECENT_REPLIES) break;
+        this.handed.delete(ts);
+      }
+    }
     const records: RingRecordIn[] = deliveries.map((d, i) => {
       const txBytes = batch[i]?.tx.bytes ?? Buffer.alloc(0);
       let payload = encodeRingPayload(txBytes, d.table);
@@ -439,10 +564,12 @@ export class HeronCluster {
   private onReplica(msg: FromReplica): void {
     if (msg.t === 'outcome') {
       this.lastAnswered.set(key(msg.partition, msg.replica), msg.ts);
-      // A partition's first reports come in timestamp order (each replica reports in order).
-      if (this.preExecutor && msg.writes && msg.ts > (this.preApplied.get(msg.partition) ?? 0n)) {
-        this.preExecutor.state.apply(msg.writes, msg.ts);
-        this.preApplied.set(msg.partition, msg.ts);
+      // A partition's first reports come in timestamp order (each replica reports in order);
+      // across partitions they do not, so members install objects by version, not effects.
+      if (this.pool && msg.writes && msg.ts > (this.preApplied.get(msg.partition) ?? 0n)) {
+        const ts = msg.ts;
+        this.pool.broadcastObjects(msg.writes.map(([id, value]) => [id, ts, value]));
+        this.preApplied.set(msg.partition, ts);
       }
       if (this.settled()) for (const w of this.settledWaiters.splice(0)) w();
       const bytes = encode(msg.outcome).toString('hex');
@@ -467,6 +594,7 @@ export class HeronCluster {
           w.resolve(reply);
         } else this.early.set(msg.ts, reply);
         this.outcomes.set(msg.ts, { bytes, decision: msg.decision, count: 1, expected: 0 });
+        this.decided(msg.ts, msg.outcome, msg.decision);
       } else {
         if (seen.bytes !== bytes) {
           const m = `heron: OUTCOME MISMATCH at ts ${msg.ts}: replica ${key(msg.partition, msg.replica)} computed a different outcome`;
@@ -487,11 +615,12 @@ export class HeronCluster {
       this.lastAnswered.set(key(msg.partition, msg.replica), msg.ts);
       if (this.settled()) for (const w of this.settledWaiters.splice(0)) w();
       for (const w of this.transferWaiters.splice(0)) w();
+      this.rejoined(msg);
     } else if (msg.t === 'digest') {
       let byApplied = this.digests.get(msg.partition);
-      if (!byApplied) this.digests.set(msg.partition, (byApplied = new Map()));
+      if (!byApplied) this.digests.set(msg.partition, (byApplied = new Map<number, Map<number, string>>()));
       let byReplica = byApplied.get(msg.applied);
-      if (!byReplica) byApplied.set(msg.applied, (byReplica = new Map()));
+      if (!byReplica) byApplied.set(msg.applied, (byReplica = new Map<number, string>()));
       byReplica.set(msg.replica, msg.digest);
       const distinct = new Set(byReplica.values());
       if (distinct.size > 1) {
@@ -518,16 +647,19 @@ export class HeronCluster {
     if (record > this.ringBytes) {
       throw new TxError(`transaction of ${decoded.bytes.length} bytes does not fit the ordered stream's ring of ${this.ringBytes} bytes (a record takes ${record}); give the cluster a larger ringBytes`);
     }
-    if (this.preExecutor) {
-      const [result] = this.preExecutor.run([decoded]);
-      if (result) {
-        this.tables.set(result[0], result[1]);
-        onOptimistic?.(result[1].outcome);
-      }
-    }
+    if (this.pool) await this.preExecute(decoded, onOptimistic);
     if (this.ordering === 'memory') return this.orderInMemory(decoded, dest);
-    const accepted = await this.sequencer.submit(decoded);
-    if (accepted.duplicate) return this.duplicateOf(accepted.ts, dest);
+    let accepted;
+    try {
+      accepted = await this.sequencer.submit(decoded);
+    } catch (e) {
+      this.takeTable(decoded.digest);
+      throw e;
+    }
+    if (accepted.duplicate) {
+      this.takeTable(decoded.digest);
+      return this.duplicateOf(accepted.ts, dest);
+    }
     const early = this.early.get(accepted.ts);
     if (early) {
       this.early.delete(accepted.ts);
@@ -555,7 +687,7 @@ export class HeronCluster {
   private orderInMemory(decoded: DecodedTx, dest: number[]): Promise<HeronReply> {
     const seen = this.ordered.get(decoded.digest);
     if (seen !== undefined) {
-      this.tables.delete(decoded.digest);
+      this.takeTable(decoded.digest);
       return this.duplicateOf(seen, dest);
     }
     const ts = this.nextTs++;
@@ -571,6 +703,150 @@ export class HeronCluster {
     this.appending.add(logged);
     void logged.finally(() => this.appending.delete(logged));
     return reply;
+  }
+
+  /**
+   * Hands `tx` to the pool and resolves once its table is back, or it will not come (no member
+   * took it, the member left, the table was malformed), or `preExecutionWaitMs` passed: it is
+   * then ordered with whatever table there is. Submissions are released in admission order,
+   * so waiting keeps the order clients submitted in; no wait exceeds its own bound.
+   */
+  private preExecute(tx: DecodedTx, onOptimistic?: (outcome: Outcome) => void): Promise<void> {
+    const pool = this.pool;
+    if (!pool) return Promise.resolve();
+    const have = this.tables.get(tx.digest);
+    if (onOptimistic) {
+      if (have) onOptimistic(have.table.outcome);
+      else this.optimisticWaits.set(tx.digest, [...(this.optimisticWaits.get(tx.digest) ?? []), onOptimistic]);
+    }
+    return new Promise<void>((go) => {
+      const entry: Admitting = { ready: false, go };
+      this.admitting.push(entry);
+      if (have || !pool.dispatch(tx)) {
+        entry.ready = true;
+        this.release();
+        return;
+      }
+      const ready = () => {
+        if (entry.ready) return;
+        entry.ready = true;
+        clearTimeout(timer);
+        this.release();
+      };
+      const timer = setTimeout(ready, this.opts.preExecutionWaitMs ?? DEFAULT_PRE_EXECUTION_WAIT_MS);
+      this.tableWaits.set(tx.digest, [...(this.tableWaits.get(tx.digest) ?? []), ready]);
+    });
+  }
+
+  /** Lets submissions go on to ordering, oldest first, while the oldest is ready. */
+  private release(): void {
+    while (this.admitting[0]?.ready) this.admitting.shift()?.go();
+  }
+
+  /** A member's table, checked by the pool: kept for the multicast; optimistic replies go now. */
+  private tableCame(digest: string, received: ReceivedTable, from: string): void {
+    const table = decodeTable(received.bytes, received.rest);
+    this.tables.set(digest, { table, from });
+    this.tablesReceived++;
+    const optimistic = this.optimisticWaits.get(digest);
+    this.optimisticWaits.delete(digest);
+    for (const o of optimistic ?? []) o(table.outcome);
+    this.noTable(digest);
+  }
+
+  /** Whatever waits for `digest`'s table stops waiting (it came, or none will). */
+  private noTable(digest: string): void {
+    const waits = this.tableWaits.get(digest);
+    this.tableWaits.delete(digest);
+    for (const w of waits ?? []) w();
+  }
+
+  /** The table carried with `digest` (if any); from now on none is wanted. */
+  private takeTable(digest: string): { table: LookupTable; from: string } | undefined {
+    const t = this.tables.get(digest);
+    this.tables.delete(digest);
+    this.optimisticWaits.delete(digest);
+    this.pool?.done(digest);
+    this.noTable(digest);
+    return t;
+  }
+
+  /** The first replica's decision on `ts`: the pool's feedback, as the primary's in the pipeline. */
+  private decided(ts: bigint, outcome: Outcome, decision: Decision): void {
+    if (!this.pool) return;
+    const h = this.handed.get(ts);
+    this.handed.delete(ts);
+    // Replicas do not report which reads were stale: every object the table read stands for them.
+    const a: Applied = {
+      ts,
+      digest: h?.digest ?? '',
+      outcome,
+      decision,
+      preExecutor: h?.from ?? null,
+      writes: [],
+      writeCount: 0,
+      conflicts: decision === 'reexecuted' ? (h?.reads ?? []) : [],
+    };
+    this.pool.decided([a]);
+  }
+
+  /** A pre-executor process on the launcher's socket, checked like a pipeline node checks one. */
+  private acceptMember(conn: Conn): void {
+    const pool = this.pool;
+    if (!pool) {
+      this.log(`heron: ${conn.peer}: pre-executor ${conn.role}, but this cluster runs without pre-execution; closing`);
+      conn.close();
+      return;
+    }
+    const name = conn.role.slice(PRE_EXECUTOR_ROLE.length) || conn.peer;
+    attachMember(pool, conn, name, {
+      refuse: (n, spec, digest) =>
+        digest === this.appDigest
+          ? null
+          : `pre-executor ${n} loaded app ${spec} with digest ${digest.slice(0, 12)}, but the launcher runs ${this.app.name} ${this.appDigest.slice(0, 12)} (${this.appSpec}): start it with the same --app`,
+      config: { t: 'config', stateUpdate: 'broadcast', store: null, transport: 'shm', address: null, speculate: pool.speculation },
+      log: this.log,
+      onPool: (event, n) => {
+        if (event === 'join') {
+          this.joining.get(n)?.();
+          this.joining.delete(n);
+        } else if (!this.closed) this.log(`heron: pre-executor ${n} left the pool`);
+      },
+    });
+  }
+
+  /** Starts one more pre-executor process; resolves with its name once it joined the pool. */
+  async addPreExecutor(): Promise<string> {
+    if (!this.pool) throw new Error('this cluster runs without pre-execution');
+    const name = `pre-${this.nextMember++}`;
+    const attached = new Promise<void>((resolve) => this.joining.set(name, resolve));
+    const p = await RoleProcess.start('pre-executor', ['--join', this.opts.dir, '--app', this.appSpec, '--name', name], { readyTimeoutMs: 60_000 });
+    this.memberProcesses.set(name, p);
+    void p.exited.then((e) => {
+      if (!this.closed) this.log(`heron: pre-executor ${name} exited (${e.signal ?? `code ${e.code}`}): ${p.stderr.trim()}`);
+    });
+    await Promise.race([
+      attached,
+      p.exited.then((e) => Promise.reject(new Error(`pre-executor ${name} exited before joining (${JSON.stringify(e)})`))),
+    ]);
+    return name;
+  }
+
+  /** Work per pool member (results returned, results owed); empty without pre-execution. */
+  poolStats(): MemberStats[] {
+    return this.pool?.stats() ?? [];
+  }
+
+  /** Tables members returned in time to be carried with their transactions. */
+  get tablesCarried(): number {
+    return this.tablesReceived;
+  }
+
+  /** Sends a signal to a pool member's process (SIGKILL to crash it). */
+  signalPreExecutor(name: string, signal: NodeJS.Signals): void {
+    const p = this.memberProcesses.get(name);
+    if (!p) throw new Error(`no pre-executor ${name}`);
+    p.kill(signal);
   }
 
   private fail(e: Error): void {
@@ -638,7 +914,129 @@ export class HeronCluster {
 
   /** Checkpoints every replica of `partition` reported, by applied count. */
   digestReports(partition: number): Map<number, Map<number, string>> {
-    return this.digests.get(partition) ?? new Map();
+    return this.digests.get(partition) ?? new Map<number, Map<number, string>>();
+  }
+
+  /**
+   * A replica's exit is logged; with `restartReplicas` an unexpected one is restarted, at most
+   * RESTARTS_PER_MINUTE times a minute. The ring keeps its place until it is restarted or the
+   * ring next fills (the producer then stops waiting for it after its stall budget); the
+   * restart runs from a timer, never from the exit path itself (calling into the addon while
+   * this process exits is unsafe).
+   */
+  private watchReplica(h: number, q: number, p: RoleProcess): void {
+    void p.exited.then((e) => {
+      if (this.closed || this.replicas.get(key(h, q)) !== p) return;
+      this.log(`heron: replica ${key(h, q)} exited (${e.signal ?? `code ${e.code}`}): ${p.stderr.trim()}`);
+      if (!this.restartReplicas) return;
+      const now = Date.now();
+      const recent = (this.restartTimes.get(key(h, q)) ?? []).filter((t) => now - t < 60_000);
+      if (recent.length >= RESTARTS_PER_MINUTE) {
+        this.log(`heron: replica ${key(h, q)} exited ${recent.length + 1} times within a minute; not restarting it again (restartReplica restarts it by hand)`);
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.restartTimers.delete(timer);
+        this.restartReplica(h, q).catch((err: unknown) => this.log(`heron: restarting replica ${key(h, q)} failed: ${err instanceof Error ? err.message : String(err)}`));
+      }, RESTART_DELAY_MS);
+      this.restartTimers.add(timer);
+    });
+  }
+
+  /**
+   * Starts a replica whose process exited again, and resolves once it caught up and serves:
+   * the ring takes it back at its head, the process starts with an empty store and is given
+   * the last timestamp its partition was sent before that point; it installs a peer's state
+   * that covers it (state transfer since 0), then applies what the ring holds after it. Refused
+   * while the replica's process runs, or after `close`.
+   */
+  async restartReplica(partition: number, replica: number): Promise<Rejoin> {
+    const k = key(partition, replica);
+    const old = this.replicas.get(k);
+    if (!old) throw new Error(`no replica ${k}`);
+    if (this.closed) throw new Error('heron cluster is closed');
+    if (this.respawning.has(k) || this.rejoining.has(k)) throw new Error(`replica ${k} is being restarted already`);
+    if (old.exitStatus === null) throw new Error(`replica ${k} is running (pid ${old.pid ?? '?'}): only a replica that exited can be restarted`);
+    const times = this.restartTimes.get(k) ?? [];
+    times.push(Date.now());
+    this.restartTimes.set(k, times.filter((t) => Date.now() - t < 60_000));
+    // Its old connection may not have noticed the exit yet; the new one says hello afresh.
+    this.conns.get(k)?.close();
+    this.conns.delete(k);
+    const consumer = partition * this.opts.replicas + replica;
+    this.ring.reattach(consumer);
+    this.socketFed.delete(k);
+    // Every record before the ring's head addressed to the partition is at or before this.
+    const needed = this.lastDelivered.get(partition) ?? 0n;
+    const started = monotonicMicros();
+    const rejoined = new Promise<Rejoin>((resolve, reject) => {
+      const fail = (e: Error) => {
+        clearTimeout(timer);
+        this.rejoining.delete(k);
+        reject(e);
+      };
+      const timer = setTimeout(() => fail(new Error(`replica ${k} did not catch up within ${REJOIN_TIMEOUT_MS} ms of its restart`)), REJOIN_TIMEOUT_MS);
+      this.rejoining.set(k, {
+        needed,
+        started,
+        done: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        fail,
+      });
+    });
+    rejoined.catch(() => undefined);
+    const spawn = RoleProcess.start('heron-replica', [...this.replicaArgs(partition, replica), '--rejoin-after', String(needed)], { readyTimeoutMs: REJOIN_TIMEOUT_MS });
+    this.respawning.set(k, spawn);
+    let p: RoleProcess;
+    try {
+      p = await spawn;
+    } catch (e) {
+      this.rejoining.get(k)?.fail(e instanceof Error ? e : new Error(String(e)));
+      // Nobody reads as this consumer: the ring must not wait for it.
+      if (!this.closed) this.ring.retire(consumer);
+      throw e;
+    } finally {
+      this.respawning.delete(k);
+    }
+    this.replicas.set(k, p);
+    this.watchReplica(partition, replica, p);
+    this.log(`heron: replica ${k} restarted (pid ${p.pid ?? '?'}); catching up to at least ts ${needed}`);
+    return rejoined;
+  }
+
+  /** A restarted replica's first state transfer: it serves again. */
+  private rejoined(msg: { partition: number; replica: number; from: number; ts: bigint; objects: number; bytes: number }): void {
+    const k = key(msg.partition, msg.replica);
+    const r = this.rejoining.get(k);
+    if (!r) return;
+    this.rejoining.delete(k);
+    const rejoin: Rejoin = { partition: msg.partition, replica: msg.replica, from: msg.from, needed: r.needed, ts: msg.ts, objects: msg.objects, bytes: msg.bytes, micros: monotonicMicros() - r.started };
+    this.rejoins.push(rejoin);
+    this.log(`heron: replica ${k} rejoined: state as of ts ${msg.ts} from replica ${msg.from} (needed ${r.needed})`);
+    r.done(rejoin);
+    for (const w of this.rejoinWaiters.splice(0)) w();
+  }
+
+  /** Resolves once `count` restarted replicas rejoined in all (false on timeout). */
+  async waitRejoins(count: number, timeoutMs = 30_000): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const reached = new Promise<boolean>((resolve) => {
+      const check = () => {
+        if (this.rejoins.length >= count) resolve(true);
+        else this.rejoinWaiters.push(check);
+      };
+      check();
+    });
+    const ok = await Promise.race([
+      reached,
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    return ok;
   }
 
   /** Sends a signal to one replica (SIGKILL to crash it, SIGSTOP/SIGCONT to slow it). */
@@ -655,6 +1053,11 @@ export class HeronCluster {
   async close(): Promise<ReplicaSummary[]> {
     const wasClosed = this.closed;
     this.closed = true;
+    for (const t of this.restartTimers) clearTimeout(t);
+    this.restartTimers.clear();
+    // A replica being started again is stopped with the others.
+    await Promise.allSettled([...this.respawning.values()]);
+    for (const r of [...this.rejoining.values()]) r.fail(new Error('heron cluster closed before the replica caught up'));
     await this.clients.close();
     if (!wasClosed) {
       // Replicas still behind need their peers' memory to finish (remote reads): stop together.
@@ -663,6 +1066,7 @@ export class HeronCluster {
       await Promise.all([...this.appending]);
       await this.sequencer.close().catch(() => undefined);
     }
+    await Promise.all([...this.memberProcesses.values()].filter((p) => p.exitStatus === null).map((p) => p.stop(2000)));
     const summaries: ReplicaSummary[] = [];
     await Promise.all(
       [...this.replicas.values()].map(async (p) => {
@@ -675,5 +1079,15 @@ export class HeronCluster {
     this.server = null;
     if (!wasClosed) this.launcherStore.close();
     return summaries.sort((a, b) => a.partition - b.partition || a.replica - b.replica);
+  }
+}
+
+/**
+ * Removes the coordination files restarted replicas kept (`STORE.prev-N`, see replica-main):
+ * they belong to a run that is over.
+ */
+function forgetDeadIncarnations(dir: string): void {
+  for (const name of readdirSync(dir)) {
+    if (/^heron-p\d+r\d+\.prev-\d+$/.test(name)) rmSync(join(dir, name), { recursive: true, force: true });
   }
 }

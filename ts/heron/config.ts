@@ -30,11 +30,14 @@ const KEYS: Record<string, { required: boolean; type: 'app' | 'boolean' | 'order
   partitions: { required: true, type: { kind: 'int', min: 1, max: 1024 } },
   replicas: { required: true, type: { kind: 'int', min: 1, max: 31 } },
   preExecution: { required: false, type: 'boolean' },
+  preExecutors: { required: false, type: { kind: 'int', min: 0, max: 16 } },
   graceMs: { required: false, type: { kind: 'int', min: 0, max: 60_000 } },
   transferBytes: { required: false, type: { kind: 'int', min: 2, max: 1 << 30 } },
   ordering: { required: false, type: 'ordering' },
   ringBytes: { required: false, type: { kind: 'int', min: 4096, max: 1 << 30 } },
   sequencer: { required: false, type: 'sequencer' },
+  restartReplicas: { required: false, type: 'boolean' },
+  remoteCacheEntries: { required: false, type: { kind: 'int', min: 0, max: 1 << 20 } },
 };
 
 /** Most replicas per partition (f = 3). */

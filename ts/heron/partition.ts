@@ -24,7 +24,7 @@ export function hashPartition(id: string, partitions: number): number {
 /** The application's partitioner, checked: a result out of range is a bug worth naming. */
 export function partitionerOf(app: App, partitions: number): (id: string) => number {
   if (!Number.isInteger(partitions) || partitions < 1) throw new RangeError(`partitions must be a positive integer, got ${partitions}`);
-  const pick = app.partition ?? hashPartition;
+  const pick = app.partition?.bind(app) ?? hashPartition;
   return (id) => {
     const h = pick(id, partitions);
     if (!Number.isInteger(h) || h < 0 || h >= partitions) {

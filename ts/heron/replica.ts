@@ -10,10 +10,11 @@ import { decodeTx, type DecodedTx } from '../app/tx.js';
 import type { NativeCoordinator, NativeTransfer } from '../binding.js';
 import { staleReads, type Decision } from '../pipeline/merge.js';
 import { NativePrimaryStore } from '../pipeline/store-adapter.js';
-import { NO_HANDLE, RemoteStore, Store, type ReadResult } from '../store.js';
+import { Store, type ReadResult } from '../store.js';
 import { nextDigest, DIGEST_ZERO } from './digest.js';
 import { COORD_REGION, TRANSFER_REGION, storeName, type Delivered, type FromReplica, type Timing } from './messages.js';
 import { destinations, partitionerOf } from './partition.js';
+import { DEFAULT_REMOTE_CACHE_ENTRIES, RemoteCache, VersionedRemote } from './remote-cache.js';
 
 export const PHASE_DELIVERED = 2;
 export const PHASE_EXECUTED = 4;
@@ -49,6 +50,8 @@ export interface ReplicaOptions {
   transferTimeoutMs?: number;
   /** Send this partition's writes with each outcome (a pre-executor's copy follows them). */
   reportWrites?: boolean;
+  /** Remote objects kept by version, reused while current (default 4096; 0 turns caching and prefetching off). */
+  remoteCacheEntries?: number;
   send: (msg: FromReplica) => void;
 }
 
@@ -73,6 +76,11 @@ export interface ReplicaSummary {
   adopted: number;
   reexecuted: number;
   executed: number;
+  /** Remote-object cache: reads answered from it, reads of objects it lacked, reads that found a newer version, entries prefetched. */
+  cacheHits: number;
+  cacheMisses: number;
+  cacheStale: number;
+  cachePrefetched: number;
 }
 
 interface Executed {
@@ -90,9 +98,13 @@ const nowMicros = (): number => Number(process.hrtime.bigint() / 1000n);
 export class HeronReplica {
   private readonly state: NativePrimaryStore;
   private readonly partitionOf: (id: string) => number;
-  private readonly remotes = new Map<number, RemoteStore>();
-  /** Per remote replica (as `remotes`), the handles of the ids resolved there. */
-  private readonly handles = new Map<number, Map<string, number>>();
+  /** Remote replicas (key `h * replicas + q`), connected on first use. */
+  private readonly remotes = new Map<number, Promise<VersionedRemote>>();
+  private readonly cache: RemoteCache;
+  /** Per remote partition, the replica that last served a read: prefetches go there only. */
+  private readonly servedBy = new Map<number, number>();
+  /** Peers (as `remotes`) with a prefetch under way: at most one each. */
+  private readonly prefetching = new Set<number>();
   private queue: Delivered[] = [];
   private head = 0;
   private transfers = 0;
@@ -121,6 +133,7 @@ export class HeronReplica {
   ) {
     this.state = new NativePrimaryStore(store);
     this.partitionOf = partitionerOf(opts.app, opts.partitions);
+    this.cache = new RemoteCache(opts.remoteCacheEntries ?? DEFAULT_REMOTE_CACHE_ENTRIES);
     this.failed = new Promise<never>((_, reject) => {
       this.failure = reject;
     });
@@ -167,9 +180,38 @@ export class HeronReplica {
     this.transfer.serve();
   }
 
+  /**
+   * A restarted replica (empty store): catches up by state transfer since 0, from a peer of its
+   * partition, until the shipped prefix covers `need` (the last transaction addressed to this
+   * partition before the ring took it back: what follows comes from the ring, and whatever of
+   * it the prefix covers is skipped). Deliveries queue meanwhile and are applied after it.
+   * Call it before the first delivery; a failure fails the replica.
+   */
+  rejoin(need: bigint): Promise<void> {
+    if (this.running || this.applied > 0) throw new Error('rejoin must come before any transaction is applied');
+    const rejoined = this.catchUp(need, 'restarted with an empty store');
+    this.running = rejoined.then(
+      () => {
+        this.running = null;
+        this.kick();
+      },
+      (e: unknown) => {
+        this.failure?.(e);
+      },
+    );
+    return rejoined;
+  }
+
+  /** A restarted replica copies peers' entries out of its dead incarnations' coordination files. */
+  mirrorStale(dirs: readonly string[]): void {
+    const { partitions, replicas, partition, replica } = this.opts;
+    this.transfer.mirrorStale({ dirs: [...dirs], partitions, replicas, partition, replica, region: COORD_REGION });
+  }
+
   /** Queues transactions addressed to this partition, in timestamp order. */
   deliver(txs: readonly Delivered[]): void {
     for (const d of txs) this.queue.push(d);
+    this.prefetch(txs);
     this.kick();
   }
 
@@ -551,11 +593,11 @@ export class HeronReplica {
             else into.set(id, { version: 0n, value: undefined });
           });
           this.remoteReads += group.length;
+          this.servedBy.set(h, q);
           done = true;
         } catch (e) {
           // The peer is gone (Algorithm 2, lines 19-21): forget it and try another.
           this.remotes.delete(h * this.opts.replicas + q);
-          this.handles.delete(h * this.opts.replicas + q);
           this.remoteRetries++;
           errors.push(`replica ${h}.${q}: ${e instanceof Error ? e.message : String(e)}`);
         }
@@ -570,35 +612,73 @@ export class HeronReplica {
     }
   }
 
-  /**
-   * `get_before(ts)` of `ids` at replica h.q: ids are resolved to handles once (a control
-   * round trip), then read on this thread (a copy out of the shared mapping, no pool hop).
-   */
-  private async readBefore(h: number, q: number, ids: string[], ts: bigint): Promise<ReadResult[]> {
+  /** Replica h.q's store, connected once (a failed connection is forgotten, tried again next time). */
+  private peer(h: number, q: number): Promise<VersionedRemote> {
     const key = h * this.opts.replicas + q;
     let r = this.remotes.get(key);
-    let handles = this.handles.get(key);
-    if (!r || !handles) {
-      r = await RemoteStore.connect({ dir: this.opts.dir, store: storeName(h, q), secret: this.opts.secret });
-      handles = new Map();
+    if (!r) {
+      r = VersionedRemote.connect({ dir: this.opts.dir, store: storeName(h, q), secret: this.opts.secret });
       this.remotes.set(key, r);
-      this.handles.set(key, handles);
-    }
-    const cache = handles;
-    const missing = ids.filter((id) => !cache.has(id));
-    if (missing.length > 0) {
-      const got = await r.handles(missing);
-      // An id the owner does not hold yet reads as absent, and is resolved again next time.
-      missing.forEach((id, i) => {
-        const handle = got[i] ?? NO_HANDLE;
-        if (handle !== NO_HANDLE) cache.set(id, handle);
+      r.catch(() => {
+        if (this.remotes.get(key) === r) this.remotes.delete(key);
       });
     }
-    const batch = r.readMany(
-      Uint32Array.from(ids, (id) => cache.get(id) ?? NO_HANDLE),
-      new BigUint64Array(ids.length).fill(ts),
-    );
-    return ids.map((_, i) => batch.result(i));
+    return r;
+  }
+
+  /**
+   * `get_before(ts)` of `ids` at replica h.q: ids are resolved to handles once (a control
+   * round trip, usually done already by `prefetch`), then checked and read in one call on
+   * this thread: a version held in the cache is reused when it is the one chosen, so only
+   * other versions' values are copied out of the shared mapping.
+   */
+  private async readBefore(h: number, q: number, ids: string[], ts: bigint): Promise<ReadResult[]> {
+    const r = await this.peer(h, q);
+    await r.resolve(ids);
+    return r.readBefore(ids, ts, this.cache);
+  }
+
+  /**
+   * State prefetching (S-SMR 4.3.2), as far as one-sided reads allow: a delivery names the
+   * remote objects its transaction declares, so while earlier transactions execute their
+   * handles are resolved and the cache is filled with the newest versions of those it lacks.
+   * Reads for the transaction still happen after its phase 2 (only then is a version choice
+   * valid); a prefetched version is used only when it is the one chosen.
+   *
+   * Only at the replica of each partition that served this replica's last read there (it was
+   * alive and up to date then), and one prefetch per peer at a time: resolving is a control
+   * round trip on the libuv pool, and a peer stopped mid-run would hold the pool thread until
+   * it resumes; more of them would starve coordination waits. Failures are ignored: the read
+   * after phase 2 reports them.
+   */
+  private prefetch(txs: readonly Delivered[]): void {
+    if (this.cache.capacity === 0) return;
+    const { partition, replicas } = this.opts;
+    const byPartition = new Map<number, Set<string>>();
+    for (const d of txs) {
+      if (d.dest.length < 2 || d.ts <= this.lastTs) continue;
+      for (const id of d.tx?.objects ?? []) {
+        const h = this.partitionOf(id);
+        if (h === partition || !d.dest.includes(h)) continue;
+        let set = byPartition.get(h);
+        if (!set) byPartition.set(h, (set = new Set()));
+        set.add(id);
+      }
+    }
+    for (const [h, set] of byPartition) {
+      const q = this.servedBy.get(h);
+      const key = h * replicas + (q ?? 0);
+      if (q === undefined || this.prefetching.has(key)) continue;
+      const ids = [...set];
+      this.prefetching.add(key);
+      void this.peer(h, q)
+        .then(async (r) => {
+          await r.resolve(ids);
+          r.prefetch(ids, this.cache);
+        })
+        .catch(() => undefined)
+        .finally(() => this.prefetching.delete(key));
+    }
   }
 
   summary(): ReplicaSummary {
@@ -617,6 +697,10 @@ export class HeronReplica {
       transfers: this.transfers,
       served: this.transfer.served(),
       ...this.decisions,
+      cacheHits: this.cache.counters.hits,
+      cacheMisses: this.cache.counters.misses,
+      cacheStale: this.cache.counters.stale,
+      cachePrefetched: this.cache.counters.prefetched,
     };
   }
 

@@ -1,8 +1,8 @@
 // Heron's launcher serves clients as a pipeline node does: the client role and its credential
 // (derived from the cluster secret, so no client can open the replica role), the same submit
 // messages, replies and per-client limits (pipeline/server.ts), on the launcher's socket and,
-// if asked, over TCP. The launcher's answers are final; with pre-execution on, the launcher's
-// own pre-executed outcome goes first as the optimistic reply.
+// if asked, over TCP. The launcher's answers are final; with pre-execution on, the outcome in
+// the table a pool member returned goes first as the optimistic reply.
 import { encode } from '../app/codec.js';
 import type { Outcome } from '../app/exec.js';
 import type { Transaction } from '../app/tx.js';
@@ -13,7 +13,7 @@ import type { HostPort } from '../transport.js';
 import { listen, type Conn, type Server } from '../wire.js';
 import type { HeronReply } from './cluster.js';
 
-/** Whom an optimistic reply names: the launcher's pre-executor. */
+/** Whom an optimistic reply names: the launcher's pool (the member is not told to clients). */
 export const OPTIMISTIC_FROM = 'heron-launcher';
 
 /** What the launcher does with a client's transaction. */

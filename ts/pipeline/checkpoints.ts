@@ -5,6 +5,7 @@ import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { decode, encode } from '../app/codec.js';
 import type { AppVersions } from '../app/versions.js';
+import { asError } from '../errors.js';
 import { readCheckpoint, verifyCheckpoint, type CheckpointRestored, type CheckpointWritten } from '../store.js';
 
 /** The layout of the meta blob this module keeps in a checkpoint file. */
@@ -260,7 +261,7 @@ export class Checkpointer {
     try {
       writing = attempt === 'held' ? this.opts.store.checkpointHeld(path, endTs, meta) : this.opts.store.checkpoint(path, endTs, meta);
     } catch (e) {
-      writing = Promise.reject(e);
+      writing = Promise.reject(asError(e));
     }
     this.running = writing
       .then(

@@ -388,7 +388,7 @@ export class JetStreamSequencer implements Sequencer {
         this.endSession = null;
         await messages.close();
       }
-      if (stalled !== null) this.log(`JetStream sequencer: ${stalled}; reading stream ${this.stream} again from ${this.processedSeq + 1}`);
+      if (stalled !== null) this.log(`JetStream sequencer: ${String(stalled)}; reading stream ${this.stream} again from ${this.processedSeq + 1}`);
       else if (!this.closed) throw new Error(`JetStream sequencer: the consumer of stream ${this.stream} ended (was the stream deleted?)`);
     }
   }

@@ -7,6 +7,7 @@ import type { Effect, Feedback } from './preexecutor.js';
 import { decodeEffects, RecordError, splitResults } from './records.js';
 import { STATE_UPDATES, type PushedObject, type StateUpdate } from './state-update.js';
 import { isTransport, type Transport } from '../transport.js';
+import type { NodeStatus } from './status.js';
 
 /** `optimistic`: also send the pre-executor's outcome as soon as it is known. */
 /** `tx`: its `tx.v1` bytes (docs/binary-layouts.md), or `{ body, auth }`; admission checks either. */
@@ -25,11 +26,12 @@ export type NodeToClient =
   | { t: 'rejected'; id: number; error: string };
 
 /** The operator's requests (`remora upgrade`) and the node's answers. */
-export type AdminToNode = { t: 'upgrade'; spec: string } | { t: 'checkpoint' };
+export type AdminToNode = { t: 'upgrade'; spec: string } | { t: 'checkpoint' } | { t: 'status' };
 export type NodeToAdmin =
   | { t: 'upgraded'; ts: bigint; app: string; digest: string }
   | { t: 'failed'; error: string }
-  | { t: 'checkpoint'; at: SharedCheckpointInfo | null };
+  | { t: 'checkpoint'; at: SharedCheckpointInfo | null }
+  | { t: 'status'; status: NodeStatus };
 
 /** Where a node shares its newest checkpoint, for members to copy one-sidedly (docs/checkpoints.md). */
 export interface SharedCheckpointInfo {
@@ -108,7 +110,8 @@ const isText = (v: unknown, max = 4096): v is string => typeof v === 'string' &&
 export function parseAdminMessage(m: unknown): AdminToNode {
   if (isObj(m) && m['t'] === 'upgrade' && isText(m['spec'])) return { t: 'upgrade', spec: m['spec'] };
   if (isObj(m) && m['t'] === 'checkpoint') return { t: 'checkpoint' };
-  fail(`expected an upgrade or checkpoint request, got ${describe(m)}`);
+  if (isObj(m) && m['t'] === 'status') return { t: 'status' };
+  fail(`expected an upgrade, checkpoint or status request, got ${describe(m)}`);
 }
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -160,7 +163,7 @@ export function parseNodeToPre(m: unknown): NodeToPre {
     if (!count(f['misses']) || !count(f['pushes']) || !Array.isArray(f['hot']) || !f['hot'].every((h) => typeof h === 'string')) {
       fail('malformed feedback');
     }
-    return { t: 'feedback', feedback: { misses: f['misses'] as number, pushes: f['pushes'] as number, hot: f['hot'] as string[] } };
+    return { t: 'feedback', feedback: { misses: f['misses'] as number, pushes: f['pushes'] as number, hot: f['hot'] } };
   }
   fail(`expected config, exec, effects, objects or feedback, got ${describe(m)}`);
 }

@@ -7,33 +7,20 @@ import type { LoadedApp } from '../app/module.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
 import { AppVersions, upgradeBody, type AppVersion } from '../app/versions.js';
 import { encode } from '../app/codec.js';
+import { asError } from '../errors.js';
 import { stages } from '../stages.js';
 import type { Decision } from './merge.js';
-import { ConflictFeedback, type FeedbackOptions } from './feedback.js';
+import type { MergeThreads } from './merge-threads.js';
+import type { ConflictFeedback, FeedbackOptions } from './feedback.js';
 import type { OptimisticCheck } from './messages.js';
-import type { Effect, Feedback } from './preexecutor.js';
-import { Primary, writesBytes, type Applied, type PrimaryOptions, type PrimaryStats, type PrimaryStore } from './primary.js';
-import { effectHead, encodeEffects } from './records.js';
-import { encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
-import { DEFAULT_POLICY, Scheduler, type Policy, type SchedulerOptions } from './scheduler.js';
+import { PreExecutionPool, type MemberStats, type PreExecutorLink } from './pool.js';
+import { Primary, type Applied, type PrimaryOptions, type PrimaryStats, type PrimaryStore } from './primary.js';
+import type { ReceivedTable } from './table-bytes.js';
+import type { Policy, Scheduler, SchedulerOptions } from './scheduler.js';
 import type { Sequencer } from './sequencer.js';
-import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from './state-update.js';
+import type { MissPush, PushOptions, StateUpdate } from './state-update.js';
 
-/** How the node reaches one pre-executor. */
-export interface PreExecutorLink {
-  readonly name: string;
-  /** Digest of the app version it executes with (undefined: whatever is active, in-process). */
-  app?: string;
-  send(txs: readonly DecodedTx[]): void;
-  /** Asks it to load an app version ahead of its upgrade; resolves with the digest it loaded. */
-  load?(v: { spec: string; digest: string }): Promise<string>;
-  /** Tells it `digest` is now active: what it is handed from here on runs with that version. */
-  upgrade?(digest: string): void;
-  /** The primary's applied writes as effects.v1 bytes: one buffer per batch, shared by every member. */
-  sendEffects(effects: Buffer): void;
-  sendObjects(objects: readonly PushedObject[]): void;
-  sendFeedback(feedback: Feedback): void;
-}
+export type { MemberStats, PreExecutorLink } from './pool.js';
 
 /** The final answer to a client. */
 export interface Reply {
@@ -98,20 +85,11 @@ export interface NodeOptions {
    * (speculation.ts; default true). Told to pre-executors when they attach.
    */
   speculation?: boolean;
-}
-
-interface PoolEntry {
-  link: PreExecutorLink;
-  executed: number;
-  queued: DecodedTx[];
   /**
-   * Digests handed to it whose results are still useful (not returned, not yet applied): what
-   * a retirement waits for. The scheduler's load counts results not returned, applied or not,
-   * so a member that stops answering keeps looking busy and stops being chosen.
+   * The primary's merge threads (docs/primary.md): transactions without a table are executed on
+   * them ahead of the in-order merge. Owned by the caller, who closes them after the node.
    */
-  owed: Set<string>;
-  /** Set while retiring: called once nothing is owed. */
-  drained: (() => void)[] | null;
+  mergeThreads?: MergeThreads;
 }
 
 interface OptimisticWait {
@@ -121,23 +99,10 @@ interface OptimisticWait {
 
 export class EmbeddedNode {
   readonly primary: Primary;
-  readonly scheduler: Scheduler;
-  /** Conflicts per object and misses per pre-executor, fed by every applied batch. */
-  readonly feedback: ConflictFeedback;
-  readonly stateUpdate: StateUpdate;
-  readonly speculation: boolean;
-  /** `push` only: misses per pre-executor and object, and what each follows. */
-  readonly push: MissPush | null;
+  /** The pre-executors: scheduling, what each owes, tables in, state updates and feedback out. */
+  readonly pool: PreExecutionPool;
   readonly optimisticStats: OptimisticStats = { sent: 0, confirmed: 0, wrong: 0 };
-  /** Results dropped because their sender did not owe them (late, or not handed the transaction). */
-  unowedResults = 0;
-  private readonly pool = new Map<string, PoolEntry>();
-  /** Digest → the pre-executor that owes its result. */
-  private readonly owedBy = new Map<string, string>();
-  /** Digest → the app version the pre-executor owing it runs (when it told us). */
-  private readonly handedApp = new Map<string, string>();
   private readonly optimistic = new Map<string, OptimisticWait>();
-  private sinceFeedback = 0;
   private readonly waiters = new Map<string, ((a: Applied, optimistic: OptimisticCheck) => void)[]>();
   /** Outcomes of recent transactions, for answering duplicates: only what a reply needs, so no table or buffer stays alive with them. */
   private readonly recent = new Map<string, { ts: bigint; outcome: Outcome; decision: Decision }>();
@@ -145,7 +110,6 @@ export class EmbeddedNode {
   private fatal!: (e: unknown) => void;
   private appliedWaiters: { ts: bigint; resolve: () => void }[] = [];
   private appliedTs = 0n;
-  private flushScheduled = false;
   private started = false;
 
   constructor(
@@ -155,11 +119,24 @@ export class EmbeddedNode {
     store: PrimaryStore,
     private readonly opts: NodeOptions,
   ) {
-    this.scheduler = new Scheduler({ ...opts.scheduling, policy: opts.policy ?? DEFAULT_POLICY });
-    this.feedback = new ConflictFeedback(opts.feedback);
-    this.stateUpdate = opts.stateUpdate ?? 'broadcast';
-    this.speculation = opts.speculation ?? true;
-    this.push = this.stateUpdate === 'push' ? new MissPush(opts.push) : null;
+    this.pool = new PreExecutionPool(
+      {
+        offer: (digest, table, from, app) => this.offer(digest, table, from, app),
+        malformed: (digest, from, e) => this.primary.malformed(digest, from, e),
+        forget: (digest) => this.primary.forget(digest),
+        current: (ids) => this.primary.current(ids),
+        ...(opts.log && { log: opts.log }),
+      },
+      {
+        ...(opts.policy && { policy: opts.policy }),
+        ...(opts.scheduling && { scheduling: opts.scheduling }),
+        ...(opts.feedback && { feedback: opts.feedback }),
+        ...(opts.stateUpdate && { stateUpdate: opts.stateUpdate }),
+        ...(opts.push && { push: opts.push }),
+        ...(opts.feedbackEvery !== undefined && { feedbackEvery: opts.feedbackEvery }),
+        ...(opts.speculation !== undefined && { speculation: opts.speculation }),
+      },
+    );
     this.primary = new Primary(app, store, natives, {
       deadlineMs: opts.deadlineMs,
       onApplied: (batch) => this.applied(batch),
@@ -167,6 +144,7 @@ export class EmbeddedNode {
       ...(opts.onMerged ? { onMerged: opts.onMerged } : {}),
       ...(opts.onWaited ? { onWaited: opts.onWaited } : {}),
       ...(opts.log ? { log: opts.log } : {}),
+      ...(opts.mergeThreads && { threads: opts.mergeThreads }),
     });
   }
 
@@ -196,16 +174,7 @@ export class EmbeddedNode {
    */
   async upgrade(v: LoadedApp): Promise<bigint> {
     this.primary.stage(v);
-    await Promise.all(
-      [...this.pool.values()].map(async ({ link }) => {
-        if (!link.load) return;
-        const got = await link.load({ spec: v.spec, digest: v.digest }).catch((e: unknown) => `failed: ${e instanceof Error ? e.message : String(e)}`);
-        if (got !== v.digest) {
-          this.opts.log?.(`pre-executor ${link.name} could not load app ${v.digest.slice(0, 12)} (${got}); detaching it`);
-          this.removePreExecutor(link.name);
-        }
-      }),
-    );
+    await this.pool.load({ spec: v.spec, digest: v.digest });
     const tx = decodeTx({ body: upgradeBody(v, this.versions.active.after), auth: [] });
     const accepted = await this.sequencer.submit(tx);
     await this.whenApplied(accepted.ts);
@@ -214,12 +183,7 @@ export class EmbeddedNode {
 
   /** Members hear of the new version after everything handed to them under the old one. */
   private upgraded(v: AppVersion, ts: bigint): void {
-    this.flush();
-    for (const p of this.pool.values()) {
-      if (p.link.app === undefined) continue;
-      p.link.app = v.digest;
-      p.link.upgrade?.(v.digest);
-    }
+    this.pool.upgraded(v.digest);
     this.opts.onUpgrade?.(v, ts);
   }
 
@@ -244,7 +208,7 @@ export class EmbeddedNode {
   readonly failed: Promise<never> = new Promise<never>((_, reject) => {
     this.fatal = (e) => {
       (this.opts.log ?? ((m: string) => console.error(m)))(`node: stopped applying the sequence: ${e instanceof Error ? e.message : String(e)}`);
-      reject(e);
+      reject(asError(e));
     };
   });
 
@@ -254,22 +218,40 @@ export class EmbeddedNode {
     return new Promise((resolve) => this.appliedWaiters.push({ ts, resolve }));
   }
 
+  get scheduler(): Scheduler {
+    return this.pool.scheduler;
+  }
+
+  /** Conflicts per object and misses per pre-executor, fed by every applied batch. */
+  get feedback(): ConflictFeedback {
+    return this.pool.feedback;
+  }
+
+  get stateUpdate(): StateUpdate {
+    return this.pool.stateUpdate;
+  }
+
+  get speculation(): boolean {
+    return this.pool.speculation;
+  }
+
+  /** `push` only: misses per pre-executor and object, and what each follows. */
+  get push(): MissPush | null {
+    return this.pool.push;
+  }
+
+  /** Results dropped because their sender did not owe them (late, or not handed the transaction). */
+  get unowedResults(): number {
+    return this.pool.unowedResults;
+  }
+
   addPreExecutor(link: PreExecutorLink): void {
-    if (this.pool.has(link.name)) throw new Error(`pre-executor ${link.name} is already attached`);
-    this.pool.set(link.name, { link, executed: 0, queued: [], owed: new Set(), drained: null });
-    this.scheduler.add(link.name);
-    this.push?.add(link.name);
+    this.pool.add(link);
   }
 
   /** Detaches a pre-executor (left or crashed): its outstanding work falls to the deadline. */
   removePreExecutor(name: string): void {
-    const p = this.pool.get(name);
-    if (!p) return;
-    this.pool.delete(name);
-    this.scheduler.remove(name);
-    this.push?.remove(name);
-    for (const digest of p.owed) this.owedBy.delete(digest);
-    for (const d of p.drained ?? []) d();
+    this.pool.remove(name);
   }
 
   /**
@@ -278,51 +260,21 @@ export class EmbeddedNode {
    * then closes it; nothing it was handed waits for the deadline.
    */
   retire(name: string): Promise<void> {
-    const p = this.pool.get(name);
-    if (!p) return Promise.resolve();
-    this.scheduler.remove(name);
-    // Queued but not yet sent: the primary must not wait for those.
-    for (const tx of p.queued) this.settle(tx.digest, name, false);
-    p.queued = [];
-    return new Promise((resolve) => {
-      if (p.owed.size === 0) return resolve();
-      (p.drained ??= []).push(resolve);
-    });
+    return this.pool.retire(name);
   }
 
   /** Names of the pre-executors being handed work (retiring ones excluded). */
   get members(): string[] {
-    return [...this.pool.keys()].filter((n) => this.scheduler.has(n));
+    return this.pool.active;
   }
 
-  /**
-   * A pre-executor's result for `digest`. Taken only from the member the transaction was handed
-   * to, while it still owes it: a table is trusted (adopted as it is), so no other member, and
-   * no late copy, may put one in front of the primary. Anything else is counted and dropped.
-   */
+  /** A pre-executor's result for `digest` (see `PreExecutionPool.result`). */
   result(from: string, digest: string, table: LookupTable | Uint8Array): void {
-    stages.time('tables', () => this.intake(from, digest, table));
+    this.pool.result(from, digest, table);
   }
 
-  private intake(from: string, digest: string, table: LookupTable | Uint8Array): void {
-    const p = this.pool.get(from);
-    if (!p || this.owedBy.get(digest) !== from) {
-      this.unowedResults++;
-      return;
-    }
-    this.scheduler.completed(from);
-    p.executed++;
-    const app = this.handedApp.get(digest);
-    this.settle(digest, from, true);
-    let received: ReceivedTable;
-    try {
-      received = receiveTable(table instanceof Uint8Array ? Buffer.from(table.buffer, table.byteOffset, table.byteLength) : encodeTable(table));
-    } catch (e) {
-      if (!(e instanceof TableError)) throw e;
-      // The transaction is executed by the primary, as if no result had come.
-      this.primary.malformed(digest, from, e);
-      return;
-    }
+  /** A checked table from the pool: the first one answers optimistic waiters, then the primary keeps it. */
+  private offer(digest: string, received: ReceivedTable, from: string, app: string | undefined): void {
     const wait = this.optimistic.get(digest);
     if (wait && wait.first === null) {
       wait.first = { outcome: received.rest.outcome, from };
@@ -333,13 +285,8 @@ export class EmbeddedNode {
   }
 
   /** Work per pre-executor: results returned and results still owed. */
-  poolStats(): { name: string; executed: number; outstanding: number; retiring: boolean }[] {
-    return [...this.pool.values()].map((p) => ({
-      name: p.link.name,
-      executed: p.executed,
-      outstanding: p.owed.size,
-      retiring: !this.scheduler.has(p.link.name),
-    }));
+  poolStats(): MemberStats[] {
+    return this.pool.stats();
   }
 
   get stats(): PrimaryStats {
@@ -389,7 +336,7 @@ export class EmbeddedNode {
       if (wait.first !== null) onOptimistic(wait.first);
     }
     // The primary waits for a result only if some pre-executor was handed the transaction.
-    if (this.dispatch(tx)) this.primary.expect(tx.digest);
+    if (this.pool.dispatch(tx)) this.primary.expect(tx.digest);
     return applied;
   }
 
@@ -418,7 +365,7 @@ export class EmbeddedNode {
         this.dropWaiters(tx.digest);
         this.primary.forget(tx.digest);
         this.optimistic.delete(tx.digest);
-        this.settle(tx.digest, this.owedBy.get(tx.digest), false);
+        this.pool.done(tx.digest);
         return {
           ts: accepted.ts,
           duplicate: true,
@@ -438,50 +385,6 @@ export class EmbeddedNode {
     this.waiters.delete(digest);
   }
 
-  /** The scheduler picks the pre-executor; sent in one message per pre-executor per tick. */
-  private dispatch(tx: DecodedTx): boolean {
-    // A resubmission while a pre-executor still owes the result: that result will do.
-    if (this.owedBy.has(tx.digest)) return true;
-    const name = this.scheduler.choose(tx.objects);
-    const best = name === null ? undefined : this.pool.get(name);
-    if (!best || name === null) return false;
-    best.queued.push(tx);
-    best.owed.add(tx.digest);
-    this.owedBy.set(tx.digest, name);
-    if (best.link.app !== undefined) this.handedApp.set(tx.digest, best.link.app);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
-    return true;
-  }
-
-  private flush(): void {
-    stages.time('dispatch', () => this.flushNow());
-  }
-
-  private flushNow(): void {
-    this.flushScheduled = false;
-    for (const p of this.pool.values()) {
-      if (p.queued.length === 0) continue;
-      const txs = p.queued;
-      p.queued = [];
-      p.link.send(txs);
-    }
-  }
-
-  /** `digest`'s result is no longer owed by `name` (returned, or its transaction applied). */
-  private settle(digest: string, name: string | undefined, returned: boolean): void {
-    if (name === undefined || this.owedBy.get(digest) !== name) return;
-    this.owedBy.delete(digest);
-    this.handedApp.delete(digest);
-    const p = this.pool.get(name);
-    if (!p) return;
-    p.owed.delete(digest);
-    if (!returned && !this.scheduler.has(name)) this.primary.forget(digest);
-    if (p.drained && p.owed.size === 0) for (const d of p.drained.splice(0)) d();
-  }
-
   /** Whether the optimistic reply sent for `a` (if any) was the final outcome. */
   private checkOptimistic(a: Applied): OptimisticCheck {
     const wait = this.optimistic.get(a.digest);
@@ -498,7 +401,6 @@ export class EmbeddedNode {
     for (const a of batch) {
       this.appliedTs = a.ts;
       this.recent.set(a.digest, { ts: a.ts, outcome: a.outcome, decision: a.decision });
-      this.settle(a.digest, this.owedBy.get(a.digest), false);
       const optimistic = this.checkOptimistic(a);
       const list = this.waiters.get(a.digest);
       if (list) {
@@ -516,56 +418,7 @@ export class EmbeddedNode {
       this.appliedWaiters = this.appliedWaiters.filter((w) => w.ts > this.appliedTs);
       for (const w of due) w.resolve();
     }
-    stages.time('state-update', () => this.updatePreExecutors(batch));
-    this.feedback.record(batch);
-    if (this.scheduler.policy === 'load+affinity+hot') this.scheduler.setHot(this.feedback.hot());
-    this.sinceFeedback += batch.length;
-    if (this.sinceFeedback >= (this.opts.feedbackEvery ?? 1024)) {
-      this.sinceFeedback = 0;
-      this.sendFeedback();
-    }
+    this.pool.applied(batch);
     this.opts.onApplied?.(batch);
-  }
-
-  /**
-   * Brings pre-executors' copies forward as the state-update strategy says. `broadcast`: one
-   * effects buffer per batch for every member, holding every transaction that wrote something
-   * and every one a member executed (so it drops the guesses an abort left).
-   */
-  private updatePreExecutors(batch: readonly Applied[]): void {
-    if (this.stateUpdate === 'pull' || this.pool.size === 0) return;
-    if (!this.push) {
-      const parts: Buffer[] = [];
-      for (const a of batch) {
-        if (a.writeCount === 0 && a.preExecutor === null) continue;
-        parts.push(effectHead(a.ts, a.digest), writesBytes(a));
-      }
-      if (parts.length === 0) return;
-      const effects = Buffer.concat(parts);
-      // After this turn of the event loop: the batch's replies leave first, members hear next.
-      setImmediate(() => stages.time('state-update', () => {
-        for (const p of this.pool.values()) p.link.sendEffects(effects);
-      }));
-      return;
-    }
-    // Effects first: the pushed versions read from the store below are at least as new.
-    const effects: Effect[] = batch.filter((a) => a.writeCount > 0).map((a) => [a.ts, a.writes, a.digest]);
-    for (const p of this.pool.values()) {
-      const mine = this.push.filter(p.link.name, effects);
-      if (mine.length > 0) p.link.sendEffects(encodeEffects(mine));
-    }
-    for (const [name, ids] of this.push.record(batch)) {
-      const values = this.primary.current(ids);
-      this.pool.get(name)?.link.sendObjects(ids.map((id, i) => [id, values[i]?.version ?? 0n, values[i]?.value ?? null]));
-    }
-  }
-
-  private sendFeedback(): void {
-    const hot = [...this.feedback.hot()];
-    const misses = this.feedback.misses();
-    for (const p of this.pool.values()) {
-      const name = p.link.name;
-      p.link.sendFeedback({ misses: misses.get(name) ?? 0, pushes: this.push?.pushes(name) ?? 0, hot });
-    }
   }
 }

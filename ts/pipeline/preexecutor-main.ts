@@ -1,5 +1,8 @@
 // A pre-executor process: attaches to the node, executes what it is handed, returns tables.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Natives } from '../app/exec.js';
+import { HERON_SOCKET } from '../heron/messages.js';
 import { loadAppModule, type LoadedApp } from '../app/module.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
 import type { RemoteStore } from '../store.js';
@@ -47,7 +50,7 @@ export async function runPreExecutor(opts: {
   seed?: (pre: PreExecutor) => void;
 }): Promise<PreExecutorProcess> {
   const log = opts.log ?? ((m: string) => console.error(m));
-  const where = opts.path !== undefined ? { path: opts.path } : { ...opts.node };
+  const where = opts.path !== undefined ? { path: heronSocketInstead(opts.path, opts.dir) } : { ...opts.node };
   const conn: Conn = await connect({ ...where, secret: opts.secret, role: PRE_EXECUTOR_ROLE + opts.name, log });
   const pre = new PreExecutor(opts.app.app, opts.natives);
   // Before `hello`: the node attaches a member, and hands it work, only once it has said hello.
@@ -167,4 +170,14 @@ function splitTxsOrNone(b: Buffer, log: (e: string) => void): Buffer[] {
     log(e instanceof Error ? e.message : String(e));
     return [];
   }
+}
+
+/**
+ * A Heron launcher takes pool members on its own socket: joining its directory means that
+ * socket when the directory has no node's socket.
+ */
+function heronSocketInstead(path: string, dir: string | undefined): string {
+  if (dir === undefined || existsSync(path)) return path;
+  const heron = join(dir, HERON_SOCKET);
+  return existsSync(heron) ? heron : path;
 }

@@ -6,16 +6,18 @@
 // stale read, a malformed table) is merged here in JavaScript by the one rule in merge.ts,
 // and the native run resumes after it.
 import type { App } from '../app/app.js';
-import type { LookupTable, Natives, StateSource, Versioned } from '../app/exec.js';
+import type { ExecCounts, LookupTable, Natives, StateSource, Versioned } from '../app/exec.js';
 import type { LoadedApp } from '../app/module.js';
 import { applyWrites, type Write } from '../app/state.js';
 import type { DecodedTx } from '../app/tx.js';
 import { AppVersions, isAdmin, upgradeOf, type AppVersion } from '../app/versions.js';
-import { merge, type Decision } from './merge.js';
+import { merge, type Decision, type Merged } from './merge.js';
 import { AdoptedTx, type Applied } from './applied.js';
 import type { Sequenced } from './sequencer.js';
 import { stages } from '../stages.js';
 import { decodeTable, encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
+import { MIN_PARALLEL_RUN, type MergeThreads } from './merge-threads.js';
+import type { SnapshotEntry, Speculated } from './speculate.js';
 
 /** What one native adoption run did (see `PrimaryStore.adopt`). */
 export interface AdoptRun {
@@ -56,6 +58,11 @@ export interface PrimaryOptions {
   onUpgrade?(version: AppVersion, ts: bigint): void;
   /** Where the primary reports tables it could not use. */
   log?: (msg: string) => void;
+  /**
+   * Threads that execute the transactions without a table speculatively, all at once, before
+   * the batch is merged in order (docs/pipeline.md, "Multi-core merge"). Absent: one thread.
+   */
+  threads?: MergeThreads;
 }
 
 export interface PrimaryStats {
@@ -70,6 +77,9 @@ export interface PrimaryStats {
   nativeVerifies: number;
   authFromTables: number;
   precompilesReused: number;
+  /** Executed by the merge threads ahead of the in-order merge, and of those, kept as executed. */
+  speculated: number;
+  speculationsKept: number;
 }
 
 interface Offer {
@@ -94,6 +104,8 @@ export class Primary {
     nativeVerifies: 0,
     authFromTables: 0,
     precompilesReused: 0,
+    speculated: 0,
+    speculationsKept: 0,
   };
 
   /** Versions loaded ahead of the upgrade transaction that activates them, by digest. */
@@ -158,15 +170,53 @@ export class Primary {
     const w0 = this.opts.onWaited ? performance.now() : 0;
     await this.awaitResults(batch);
     this.opts.onWaited?.(performance.now() - w0);
+    const speculated = this.opts.threads ? await this.speculate(this.opts.threads, batch) : null;
     const prev = stages.enter('merge');
     try {
-      this.applyBatch(batch);
+      this.applyBatch(batch, speculated);
     } finally {
       stages.leave(prev);
     }
   }
 
-  private applyBatch(batch: readonly Sequenced[]): void {
+  /**
+   * Executes the batch's transactions that have no table on the merge threads, against the
+   * state before the batch. Only up to the first administrative transaction: after it the
+   * version that executes is not known until it is applied. The tables are merged in order
+   * like a pre-executor's, so a snapshot made stale by an earlier transaction of the batch
+   * costs a re-execution (with the signatures already checked), never a different result.
+   */
+  private async speculate(threads: MergeThreads, batch: readonly Sequenced[]): Promise<(Speculated | undefined)[] | null> {
+    const picked: number[] = [];
+    for (let k = 0; k < batch.length; k++) {
+      const item = batch[k] as Sequenced;
+      if (isAdmin(item.tx)) break;
+      if (!this.offers.has(item.tx.digest)) picked.push(k);
+    }
+    if (picked.length < MIN_PARALLEL_RUN) return null;
+    const prev = stages.enter('merge');
+    let pending: Promise<Speculated[]>;
+    try {
+      const txs = picked.map((k) => (batch[k] as Sequenced).tx);
+      const ids = [...new Set(txs.flatMap((tx) => tx.objects))];
+      const current = new Map<string, SnapshotEntry>();
+      this.store.get(ids).forEach((v, i) => {
+        const id = ids[i] as string;
+        current.set(id, [id, v.version, v.value ?? null]);
+      });
+      const states = txs.map((tx) => tx.objects.map((id): SnapshotEntry => current.get(id) ?? [id, 0n, null]));
+      // The primary's own share runs here, synchronously; the workers' shares meanwhile.
+      pending = threads.run(this.versions.at((batch[picked[0] as number] as Sequenced).ts), txs, states);
+    } finally {
+      stages.leave(prev);
+    }
+    const results = await pending;
+    const out: (Speculated | undefined)[] = new Array<Speculated | undefined>(batch.length);
+    picked.forEach((k, i) => (out[k] = results[i]));
+    return out;
+  }
+
+  private applyBatch(batch: readonly Sequenced[], speculated: readonly (Speculated | undefined)[] | null): void {
     const t0 = this.opts.onMerged ? performance.now() : 0;
     const offers = batch.map(({ tx }) => this.offers.get(tx.digest));
     for (const { tx } of batch) {
@@ -181,9 +231,9 @@ export class Primary {
     while (i < batch.length) {
       let stale = false;
       if (native && this.store.adopt) {
-        const { adopt } = this.store;
+        const store = this.store as Required<PrimaryStore>;
         const from = i;
-        const run = stages.time('store', () => adopt.call(this.store, native.tables, native.ends, native.ts, from));
+        const run = stages.time('store', () => store.adopt(native.tables, native.ends, native.ts, from));
         for (let k = i; k < i + run.adopted; k++) {
           const offer = offers[k];
           const item = batch[k];
@@ -205,7 +255,7 @@ export class Primary {
       let j = i + 1;
       if (!native) j = batch.length;
       else if (!stale) while (j < batch.length && noTable(j)) j++;
-      this.mergeRun(batch, offers, i, j, applied, upgrades);
+      this.mergeRun(batch, offers, i, j, applied, upgrades, speculated);
       i = j;
     }
     this.opts.onMerged?.(performance.now() - t0, batch.length);
@@ -243,7 +293,15 @@ export class Primary {
   }
 
   /** Merges `batch[from..to)` in JavaScript against a view of the store, then stores their writes. */
-  private mergeRun(batch: readonly Sequenced[], offers: (Offer | undefined)[], from: number, to: number, applied: Applied[], upgrades: [AppVersion, bigint][]): void {
+  private mergeRun(
+    batch: readonly Sequenced[],
+    offers: (Offer | undefined)[],
+    from: number,
+    to: number,
+    applied: Applied[],
+    upgrades: [AppVersion, bigint][],
+    speculated: readonly (Speculated | undefined)[] | null,
+  ): void {
     const tables: (LookupTable | undefined)[] = [];
     for (let k = from; k < to; k++) tables.push(this.decoded(batch[k], offers, k));
     const overlay = new Overlay(this.store, batch.slice(from, to), tables);
@@ -260,7 +318,11 @@ export class Primary {
       const offer = offers[k];
       const table = tables[k - from];
       const version = this.versions.at(ts);
-      const m = merge(version.app, tx, table, overlay, this.natives, offer === undefined || this.sameCode(offer, ts));
+      const guess = table === undefined ? speculated?.[k] : undefined;
+      const m =
+        guess && 'table' in guess
+          ? this.mergeSpeculated(version.app, tx, guess, overlay)
+          : merge(version.app, tx, table, overlay, this.natives, offer === undefined || this.sameCode(offer, ts));
       this.count(m.decision, m.counts);
       overlay.apply(m.table.writes, ts);
       for (const [id, value] of m.table.writes) writes.push([id, ts, value]);
@@ -276,6 +338,22 @@ export class Primary {
       });
     }
     if (writes.length > 0) stages.time('store', () => this.store.write(writes));
+  }
+
+  /**
+   * A merge thread's table, merged like a pre-executor's: kept when every read is still
+   * current, otherwise executed again here with its hints. Either way the primary executed the
+   * transaction, so the decision stays `executed`.
+   */
+  private mergeSpeculated(app: App, tx: DecodedTx, guess: { table: LookupTable; counts: ExecCounts }, state: StateSource): Merged {
+    const m = merge(app, tx, guess.table, state, this.natives);
+    this.stats.speculated++;
+    if (m.decision === 'adopted') {
+      this.stats.speculationsKept++;
+      return { table: m.table, decision: 'executed', counts: guess.counts, conflicts: [] };
+    }
+    const counts = m.counts ?? guess.counts;
+    return { table: m.table, decision: 'executed', counts: { ...counts, verified: counts.verified + guess.counts.verified }, conflicts: [] };
   }
 
   /** The whole table of `batch[k]`, or undefined (none, or malformed: then counted and dropped). */

@@ -1,6 +1,7 @@
 // The embedded sequencer: the durable log, group-committed, delivering in timestamp order.
 import { decode } from '../app/codec.js';
-import { decodeTx, type DecodedTx, type Transaction } from '../app/tx.js';
+import { decodeTx, type DecodedTx } from '../app/tx.js';
+import { asError } from '../errors.js';
 import { SequencerLog } from '../log.js';
 import { stages } from '../stages.js';
 
@@ -74,7 +75,7 @@ export class EmbeddedSequencer implements Sequencer {
   /** Resolves when this transaction and every one submitted with it is durable. */
   submit(tx: DecodedTx): Promise<Accepted> {
     if (this.closed) return Promise.reject(new Error('sequencer is closed'));
-    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.failure !== null) return Promise.reject(asError(this.failure));
     return new Promise((resolve, reject) => {
       this.pending.push({ tx, resolve, reject });
       // Everything submitted while an append runs goes into the next one: group commit.
@@ -201,7 +202,7 @@ function decodeLogged(bytes: Uint8Array, ts: bigint): DecodedTx {
   try {
     // Logs written before transactions were logged as `tx.v1` hold a msgpack map instead,
     // whose first byte can never be the layout byte 1.
-    return decodeTx(bytes[0] === 1 ? bytes : (decode(bytes) as Transaction));
+    return decodeTx(bytes[0] === 1 ? bytes : decode(bytes));
   } catch (e) {
     // Only admitted transactions are logged, so this is damage or a version mismatch.
     throw new Error(`sequencer log entry ${ts} does not decode: ${e instanceof Error ? e.message : String(e)}`);

@@ -14,14 +14,14 @@ import { listen, type Conn, type Server } from '../wire.js';
 import {
   parseAdminMessage,
   parseClientMessage,
-  parsePreMessage,
   ProtocolError,
   type NodeToAdmin,
   type NodeToClient,
-  type NodeToPreSent,
   type SharedCheckpointInfo,
 } from './messages.js';
-import type { EmbeddedNode, OptimisticReply, PreExecutorLink, Reply } from './node.js';
+import type { EmbeddedNode, OptimisticReply, Reply } from './node.js';
+import { attachMember } from './pool.js';
+import type { NodeStatus } from './status.js';
 
 export const PRE_EXECUTOR_ROLE = 'pre-executor:';
 export const CLIENT_ROLE = 'client';
@@ -46,6 +46,8 @@ export interface ServeOptions {
   storeTransport?: { transport: Transport; address: string | null };
   /** Where the node shares its newest checkpoint, told to members that ask (`admin` role). */
   sharedCheckpoint?: () => SharedCheckpointInfo | null;
+  /** The node's status, answered to `{ t: 'status' }` on the admin role (`remora status`). */
+  status?: () => NodeStatus;
 }
 
 export interface ClientLimits {
@@ -91,7 +93,7 @@ export async function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise
   const onConnection = (conn: Conn) => {
     if (conn.role === CLIENT_ROLE) serveClient(node, conn, log, limits, stats);
     else if (conn.role.startsWith(PRE_EXECUTOR_ROLE)) attachPreExecutor(node, conn, log, opts);
-    else if (conn.role === ADMIN_ROLE) serveAdmin(node, conn, log, opts.sharedCheckpoint);
+    else if (conn.role === ADMIN_ROLE) serveAdmin(node, conn, log, opts);
     else {
       log(`${conn.peer}: unknown role ${JSON.stringify(conn.role)}, closing`);
       conn.close();
@@ -196,7 +198,7 @@ export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) 
 }
 
 /** The operator asks for an upgrade; the answer says at which timestamp it became active. */
-function serveAdmin(node: EmbeddedNode, conn: Conn, log: (m: string) => void, shared?: () => SharedCheckpointInfo | null): void {
+function serveAdmin(node: EmbeddedNode, conn: Conn, log: (m: string) => void, opts: ServeOptions): void {
   const answer = (m: NodeToAdmin) => {
     try {
       conn.send(m);
@@ -208,7 +210,11 @@ function serveAdmin(node: EmbeddedNode, conn: Conn, log: (m: string) => void, sh
     guard(conn, log, (raw) => {
       const m = parseAdminMessage(raw);
       if (m.t === 'checkpoint') {
-        answer({ t: 'checkpoint', at: shared?.() ?? null });
+        answer({ t: 'checkpoint', at: opts.sharedCheckpoint?.() ?? null });
+        return;
+      }
+      if (m.t === 'status') {
+        answer(opts.status ? { t: 'status', status: opts.status() } : { t: 'failed', error: 'this node does not report its status' });
         return;
       }
       log(`admin at ${conn.peer}: upgrade to ${m.spec}`);
@@ -220,8 +226,9 @@ function serveAdmin(node: EmbeddedNode, conn: Conn, log: (m: string) => void, sh
 }
 
 /**
- * A pre-executor attaches once its first message, `hello`, names the app it loaded: one running
- * other code than the node's is refused with both digests, and told why.
+ * A pre-executor joins the node's pool once its first message, `hello`, names the app it
+ * loaded (pool.ts, `attachMember`): one running other code than the node's is refused with
+ * both digests, and told why.
  */
 function attachPreExecutor(node: EmbeddedNode, conn: Conn, log: (m: string) => void, opts: ServeOptions): void {
   if (node.stateUpdate === 'pull' && opts.store === undefined) {
@@ -229,81 +236,20 @@ function attachPreExecutor(node: EmbeddedNode, conn: Conn, log: (m: string) => v
     conn.close();
     return;
   }
-  const name = conn.role.slice(PRE_EXECUTOR_ROLE.length) || conn.peer;
-  const send = (m: NodeToPreSent) => {
-    try {
-      conn.send(m);
-    } catch {
-      // Closing: the node detaches this link on close, and the deadline covers what it owed.
-    }
-  };
-  // Loads asked of this member, answered in order: each resolves with the digest it loaded.
-  const loads: ((answer: string) => void)[] = [];
-  let link: PreExecutorLink | null = null;
-  const hello = (app: string, digest: string): void => {
-    const refused = node.refuseMember(name, app, digest);
-    if (refused !== null) {
-      log(`${conn.peer}: ${refused}; closing`);
-      send({ t: 'refused', reason: refused });
-      conn.close();
-      return;
-    }
-    const l: PreExecutorLink = {
-      name,
-      app: digest,
-      send: (txs) => send({ t: 'exec', txs: Buffer.concat(txs.map((tx) => tx.bytes)) }),
-      sendEffects: (effects) => send({ t: 'effects', effects }),
-      sendObjects: (objects) => send({ t: 'objects', objects: [...objects] }),
-      sendFeedback: (feedback) => send({ t: 'feedback', feedback }),
-      load: (v) =>
-        new Promise<string>((resolve) => {
-          loads.push(resolve);
-          send({ t: 'load', spec: v.spec, digest: v.digest });
-        }),
-      upgrade: (digest) => send({ t: 'upgrade', digest }),
-    };
-    node.addPreExecutor(l);
-    link = l;
-    const pull = node.stateUpdate === 'pull';
-    const served = opts.storeTransport ?? { transport: 'shm', address: null };
-    send({
+  const pull = node.stateUpdate === 'pull';
+  const served = opts.storeTransport ?? { transport: 'shm', address: null };
+  attachMember(node.pool, conn, conn.role.slice(PRE_EXECUTOR_ROLE.length) || conn.peer, {
+    refuse: (name, app, digest) => node.refuseMember(name, app, digest),
+    config: {
       t: 'config',
       stateUpdate: node.stateUpdate,
       store: pull ? (opts.store ?? null) : null,
       transport: served.transport,
       address: pull ? served.address : null,
       speculate: node.speculation,
-    });
-    opts.onPool?.('join', name);
-  };
-  conn.onMessage(
-    guard(conn, log, (raw) => {
-      const m = parsePreMessage(raw);
-      if (link === null) {
-        if (m.t !== 'hello') throw new ProtocolError(`a pre-executor's first message must be hello, got ${m.t}`);
-        hello(m.app, m.digest);
-        return;
-      }
-      switch (m.t) {
-        case 'results':
-          for (const [digest, table] of m.results) node.result(name, digest, table);
-          return;
-        case 'loaded':
-          loads.shift()?.(m.digest);
-          return;
-        case 'load-failed':
-          loads.shift()?.(`failed: ${m.reason}`);
-          return;
-        case 'hello':
-          throw new ProtocolError('hello sent twice');
-      }
-    }),
-  );
-  conn.onClose(() => {
-    for (const answer of loads.splice(0)) answer('the connection closed');
-    if (link === null) return;
-    node.removePreExecutor(name);
-    opts.onPool?.('leave', name);
+    },
+    log,
+    ...(opts.onPool && { onPool: opts.onPool }),
   });
 }
 

@@ -164,7 +164,7 @@ export function decodeTableRest(b: Buffer, shape: TableShape): TableRest {
   if (okOutcome !== shape.ok) throw new TableError('table: flags disagree with the outcome');
   // Rebuilt, so an adopted outcome is the same object, key order included, as an executed one.
   const o2: Outcome = okOutcome ? { status: 'ok', result: o['result'] as Data } : { status: 'aborted', reason: o?.['reason'] as string };
-  return { dynamic, auth, precompiles, outcome: o2 } as TableRest;
+  return { dynamic: dynamic as TableRest['dynamic'], auth: auth as TableRest['auth'], precompiles: precompiles as TableRest['precompiles'], outcome: o2 };
 }
 
 /** Reads the entries of a section as the walk in `tableShape` checked them. */

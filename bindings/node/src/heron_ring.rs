@@ -133,6 +133,16 @@ impl NativeRingProducer {
             .map_err(ring_err)
     }
 
+    /// Takes `consumer` back (its replica restarted): the producer waits for it again from the
+    /// head, which it returns (a stream position); a reader attaching as `consumer` starts there.
+    #[napi]
+    pub fn reattach(&self, consumer: u32) -> Result<f64> {
+        self.ring()
+            .reattach(consumer)
+            .map(|head| head as f64)
+            .map_err(ring_err)
+    }
+
     /// Whether the producer still waits for `consumer`.
     #[napi]
     pub fn is_live(&self, consumer: u32) -> bool {

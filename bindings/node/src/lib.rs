@@ -21,6 +21,7 @@ pub mod log;
 pub mod net;
 pub mod precompile;
 pub mod remote;
+pub mod remote_versions;
 pub mod transports;
 
 fn js_err(e: remora_core::Error) -> Error {

@@ -559,6 +559,26 @@ impl RingProducer {
         })
     }
 
+    /// Takes `consumer` back (a restarted replica): the producer waits for it again, from the
+    /// head on, and its dropped mark is cleared. Returns the head: a reader attaching as
+    /// `consumer` now starts there, and everything before it must reach that replica some
+    /// other way (state transfer). Whatever the consumer's line said before is forgotten.
+    pub fn reattach(&mut self, consumer: u32) -> RingResult<u64> {
+        if consumer >= self.layout.consumers() {
+            return Err(RingError::BadRequest(format!(
+                "no consumer {consumer}: the ring has {}",
+                self.layout.consumers()
+            )));
+        }
+        let line = self.layout.line(consumer);
+        // Both words before the reader can attach: it takes its position from the line, and a
+        // stale mark would turn its first unreadable record into an overrun.
+        self.word(line).store(self.head, Ordering::Release);
+        self.word(line + 8).store(0, Ordering::Release);
+        self.live[consumer as usize] = true;
+        Ok(self.head)
+    }
+
     /// Stops waiting for `consumer` (it is gone); returns what it had not read.
     pub fn retire(&mut self, consumer: u32) -> RingResult<Dropped> {
         if consumer >= self.layout.consumers() {

@@ -26,7 +26,7 @@
 //!
 //! Doorbells are futexes on the regions' files: a replica rings a peer through its own
 //! mapping of that peer's region file ([`Transfer::ring_peers_in`]). Without it (transports
-//! other than `shm`) waits fall back to sleeps of at most [`POLL`].
+//! other than `shm`) waits poll: yields, then sleeps growing from 20 µs to [`POLL`].
 
 use crate::doorbell::Doorbell;
 use crate::entry::{decode, encode, Entry, ENTRY_BYTES};
@@ -167,6 +167,23 @@ fn word(bytes: &[u8], i: usize) -> u64 {
 
 fn ack_word(number: u32, consumed: u64) -> u64 {
     (u64::from(number) << 32) | consumed.min(u64::from(u32::MAX))
+}
+
+/// Polling without a doorbell (`tcp`, `verbs`: no peer can wake us): yields, then sleeps of
+/// 20 µs for a while, then of [`POLL`]; so a request or chunk under way is seen within tens of
+/// µs, and an idle serving thread costs one wake-up per `POLL`.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn pause(&mut self, limit: Duration) {
+        self.0 = self.0.saturating_add(1);
+        match self.0 {
+            0..64 => std::thread::yield_now(),
+            64..2048 => std::thread::sleep(Duration::from_micros(20).min(limit)),
+            _ => std::thread::sleep(POLL.min(limit)),
+        }
+    }
 }
 
 /// A peer's memory once attached (again after a failed write).
@@ -366,6 +383,10 @@ impl<T: Transport> Transfer<T> {
                 *bell = Region::attach(&store_dir, region)
                     .ok()
                     .map(|r| (Arc::new(r), ino));
+                // A new file is a new incarnation of the peer (a restarted replica creates its
+                // store afresh): what we attached before writes into the dead one's memory,
+                // where nothing fails to tell us. Attach again on the next write.
+                peer.mem.lock().unwrap_or_else(|e| e.into_inner()).take();
             }
             (_, None) => *bell = None,
         }
@@ -389,6 +410,9 @@ impl<T: Transport> Transfer<T> {
     /// what fails now is attached when used).
     pub fn warm(&self) {
         for q in (0..self.layout.replicas).filter(|&q| q != self.me) {
+            // Bells first: mapping one drops what was attached before (see `attach_bell`).
+            self.attach_bell(q, Bell::Requests);
+            self.attach_bell(q, Bell::Landing);
             if let Ok(peer) = self.peer(q) {
                 let mut mem = peer.mem.lock().unwrap_or_else(|e| e.into_inner());
                 if mem.is_none() {
@@ -403,8 +427,17 @@ impl<T: Transport> Transfer<T> {
                 let at = self.layout.lane_offset(self.me, lane);
                 let _ = self.write_peer(q, self.landing, at, &zeros);
             }
-            self.attach_bell(q, Bell::Requests);
-            self.attach_bell(q, Bell::Landing);
+        }
+    }
+
+    /// Waits for a peer's next move, at most `limit`: asleep on our doorbell when peers ring it
+    /// (`sleeper`, counted in before the caller's last look), polling when they cannot.
+    fn pause(&self, sleeper: crate::doorbell::Sleeper<'_>, idle: &mut Backoff, limit: Duration) {
+        if self.ring_dir.is_some() {
+            sleeper.sleep(limit);
+        } else {
+            drop(sleeper);
+            idle.pause(limit);
         }
     }
 
@@ -453,6 +486,7 @@ impl<T: Transport> Transfer<T> {
         let mut stream = Decoder::default();
         let mut seq = 0u64;
         let mut rejected = None;
+        let mut idle = Backoff::default();
         loop {
             let sleeper = bell.prepare();
             match self.read_chunk(server, number, seq, &mut stream.pending) {
@@ -476,6 +510,7 @@ impl<T: Transport> Transfer<T> {
                         &ack_word(number, seq).to_le_bytes(),
                     )?;
                     self.ring(server, Bell::Requests);
+                    idle = Backoff::default();
                     if last {
                         let prefix = stream
                             .prefix
@@ -496,7 +531,7 @@ impl<T: Transport> Transfer<T> {
             if now >= deadline {
                 return Ok(Received::TimedOut { rejected });
             }
-            sleeper.sleep((deadline - now).min(POLL));
+            self.pause(sleeper, &mut idle, deadline - now);
         }
     }
 
@@ -599,19 +634,18 @@ impl<T: Transport> Transfer<T> {
     /// to `failed`; the lagger asks another peer.
     pub fn serve_forever(&self, failed: impl Fn(Request, Error)) -> Result<()> {
         let bell = Self::own_bell(&self.own_requests)?;
+        let mut idle = Backoff::default();
         while !self.stop.load(Ordering::Acquire) {
             let sleeper = bell.prepare();
             let got = self.take_requests()?;
             if got.is_empty() {
-                // Laggers that map our region ring us; others are seen within a poll.
-                sleeper.sleep(if self.ring_dir.is_some() {
-                    Duration::from_millis(100)
-                } else {
-                    POLL
-                });
+                // Laggers that map our region ring us (the timeout is a safety net); others are
+                // seen within a poll.
+                self.pause(sleeper, &mut idle, Duration::from_millis(100));
                 continue;
             }
             drop(sleeper);
+            idle = Backoff::default();
             for r in got {
                 if let Err(e) = self.serve(r) {
                     failed(r, e);
@@ -695,6 +729,7 @@ impl<T: Transport> Transfer<T> {
             .get(at / 8)
             .ok_or_else(|| Error::BadLayout("request region too small".into()))?;
         let start = Instant::now();
+        let mut idle = Backoff::default();
         loop {
             let sleeper = bell.prepare();
             if ack.load(Ordering::Acquire) >= ack_word(r.number, need)
@@ -722,7 +757,7 @@ impl<T: Transport> Transfer<T> {
                     r.replica, r.number
                 )));
             }
-            sleeper.sleep(POLL);
+            self.pause(sleeper, &mut idle, POLL);
         }
     }
 
@@ -783,6 +818,110 @@ impl<T: Transport> Transfer<T> {
         Err(Error::Transfer(format!(
             "objects kept being overwritten twice while collecting state since {since} ({COLLECT_ATTEMPTS} attempts)"
         )))
+    }
+}
+
+/// A restarted replica's coordination entries that peers still write into its previous
+/// region file. Peers attach to a replica's coordination region once; a restarted replica
+/// creates a new file, and writes through the old mapping land in the old one without any
+/// error to tell the writer. Until every writer re-attaches by itself, the restarted replica
+/// keeps the old file linked (under another name) and copies each peer's entry from it into
+/// its own region whenever the old one is newer, then rings its own doorbell, so its waits see
+/// what peers announced. Entries are facts ("replica q reached phase k of ts"), so copying an
+/// older one over a newer one (a peer that writes both files, racing a copy) delays a wait,
+/// never misleads it; its own entry is never copied (the old one describes a state it lost).
+pub struct StaleEntries {
+    layout: crate::entry::Layout,
+    mine: usize,
+    own: Region,
+    stale: Region,
+}
+
+impl StaleEntries {
+    /// `own`: the coordination region of this replica (its store directory and region id);
+    /// `stale`: the directory holding the previous incarnation's file under the same id.
+    pub fn open(
+        layout: crate::entry::Layout,
+        mine: usize,
+        own: (&std::path::Path, u32),
+        stale: &std::path::Path,
+    ) -> Result<Self> {
+        if mine >= layout.entries() {
+            return Err(Error::BadLayout(format!(
+                "entry {mine} out of range: the layout has {}",
+                layout.entries()
+            )));
+        }
+        let own = Region::attach(own.0, own.1)?;
+        let stale = Region::attach(stale, own.info.id)?;
+        for (what, r) in [("own", &own), ("previous", &stale)] {
+            if Self::bell_word(r, layout).is_none() {
+                return Err(Error::BadLayout(format!(
+                    "the {what} coordination region has {} bytes, too few for {} entries",
+                    r.info.bytes,
+                    layout.entries()
+                )));
+            }
+        }
+        Ok(StaleEntries {
+            layout,
+            mine,
+            own,
+            stale,
+        })
+    }
+
+    fn bell_word(r: &Region, layout: crate::entry::Layout) -> Option<&AtomicU64> {
+        let at = (REGION_HEADER_BYTES + layout.doorbell_offset()) as u64;
+        r.words_at(at, 8).ok()?.first()
+    }
+
+    fn entry(r: &Region, index: usize) -> Option<Entry> {
+        let mut buf = [0u8; ENTRY_BYTES];
+        r.read((REGION_HEADER_BYTES + index * ENTRY_BYTES) as u64, &mut buf)
+            .ok()?;
+        decode(&buf, index)
+    }
+
+    /// Copies every peer's entry that is newer in the old file; returns how many. A torn entry
+    /// (being written) is left for the next pass: its writer rings after writing it.
+    pub fn copy_newer(&self) -> Result<usize> {
+        let mut copied = 0;
+        for index in (0..self.layout.entries()).filter(|&i| i != self.mine) {
+            let Some(old) = Self::entry(&self.stale, index) else {
+                continue;
+            };
+            let Some(now) = Self::entry(&self.own, index) else {
+                continue;
+            };
+            if old.ts > now.ts || (old.ts == now.ts && old.phase > now.phase) {
+                let at = (REGION_HEADER_BYTES + index * ENTRY_BYTES) as u64;
+                self.own.write(at, &encode(old, index))?;
+                copied += 1;
+            }
+        }
+        if copied > 0 {
+            if let Some(w) = Self::bell_word(&self.own, self.layout) {
+                Doorbell::new(w).ring();
+            }
+        }
+        Ok(copied)
+    }
+
+    /// Copies until `stop`, asleep on the old file's doorbell between passes (the stale
+    /// writers ring it through their old mapping; 50 ms at most, to notice `stop`).
+    pub fn run(&self, stop: &AtomicBool) -> Result<()> {
+        let Some(word) = Self::bell_word(&self.stale, self.layout) else {
+            return Ok(());
+        };
+        let bell = Doorbell::new(word);
+        while !stop.load(Ordering::Acquire) {
+            let sleeper = bell.prepare();
+            if self.copy_newer()? == 0 {
+                sleeper.sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
     }
 }
 

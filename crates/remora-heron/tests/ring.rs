@@ -348,3 +348,87 @@ fn a_push_wakes_a_sleeping_reader() {
     assert_eq!(got.iter().map(|x| x.ts).collect::<Vec<_>>(), vec![2]);
     assert!(waited < LONG);
 }
+
+#[test]
+fn a_dropped_consumer_reattaches_at_the_head_and_is_waited_for_again() {
+    let mut r = ring("reattach", 1, 2, 4096);
+    let mut live = reader(&r, 0);
+    let gone = reader(&r, 1);
+    let body = vec![3u8; 100];
+    let batch = |from: u64, to: u64| -> Vec<u64> { (from..to).collect() };
+    let records =
+        |ts: &[u64]| -> Vec<(u64, Vec<u8>)> { ts.iter().map(|&t| (t, body.clone())).collect() };
+    // Consumer 1 reads nothing and is dropped once the ring fills; then it is retired for good.
+    let mut ts = 1u64;
+    let mut dropped = Vec::new();
+    while dropped.is_empty() {
+        let owned = records(&batch(ts, ts + 4));
+        let recs: Vec<RecordIn<'_>> = owned
+            .iter()
+            .map(|(t, p)| RecordIn {
+                ts: *t,
+                dest: &[0],
+                payload: p,
+            })
+            .collect();
+        dropped = r.producer.push(&recs, Duration::from_millis(20)).unwrap();
+        ts += 4;
+        live.poll(usize::MAX).unwrap();
+    }
+    assert_eq!(dropped[0].consumer, 1);
+    assert!(!r.producer.is_live(1));
+    drop(gone);
+    assert!(r.producer.retire(1).is_ok());
+    // The restarted replica: taken back at the head, attaching from its line.
+    let head = r.producer.head();
+    assert_eq!(r.producer.reattach(1).unwrap(), head);
+    assert!(r.producer.is_live(1));
+    assert_eq!(r.producer.consumed(1), head);
+    let mut back = reader(&r, 1);
+    assert_eq!(back.position(), head);
+    assert!(back.poll(usize::MAX).unwrap().is_empty());
+    // It gets exactly what is pushed from now on, with no overrun from its old mark.
+    let first = ts;
+    push(&mut r, first, first + 10, |_| vec![0]);
+    let got: Vec<u64> = back
+        .poll(usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|x| x.ts)
+        .collect();
+    assert_eq!(got, (first..first + 10).collect::<Vec<_>>());
+    live.poll(usize::MAX).unwrap();
+    // And the producer waits for it again: a push needing its room is not done while it does
+    // not read (it is dropped only after the stall budget, with exactly what it missed).
+    let more: Vec<(u64, Vec<u8>)> = records(&batch(first + 10, first + 40));
+    let recs: Vec<RecordIn<'_>> = more
+        .iter()
+        .map(|(t, p)| RecordIn {
+            ts: *t,
+            dest: &[0],
+            payload: p,
+        })
+        .collect();
+    let started = Instant::now();
+    let dropped = r.producer.push(&recs, Duration::from_millis(50)).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!(
+        dropped.len(),
+        2,
+        "both readers were in the way: {dropped:?}"
+    );
+    let missed: Vec<u64> = dropped
+        .iter()
+        .find(|d| d.consumer == 1)
+        .unwrap()
+        .records
+        .iter()
+        .map(|x| x.ts)
+        .collect();
+    assert_eq!(missed.first(), Some(&(first + 10)));
+    // A consumer out of range is refused.
+    assert_eq!(
+        r.producer.reattach(2).unwrap_err().to_string(),
+        "bad ring request: no consumer 2: the ring has 2"
+    );
+}

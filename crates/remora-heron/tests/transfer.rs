@@ -2,7 +2,10 @@
 //! `shm` with doorbells: shipments larger than the landing slot, a server that keeps executing
 //! while it serves, a silent server replaced by the next, and chunks that must be refused.
 
-use remora_core::{ControlServer, Lookup, ShmTransport, Store, StoreConfig};
+use remora_core::{
+    ControlServer, Lookup, ShmTransport, Store, StoreConfig, TcpServer, TcpTransport, Transport,
+    VerbsServer, VerbsTransport,
+};
 use remora_heron::transfer::{Prefix, Received};
 use remora_heron::{Request, Transfer, TransferLayout};
 use std::path::PathBuf;
@@ -453,5 +456,131 @@ fn bad_requests_are_refused_with_reasons() {
     assert_eq!(
         r[1].transfer.serve(req).unwrap_err().to_string(),
         "state transfer: cannot serve state since 5: its log starts at 10 (tombstones before it were purged)"
+    );
+}
+
+/// An empty replica (a restarted one) asks for everything since 0 over a transport without
+/// doorbells (`tcp`, `verbs`): the server's request wait and the lagger's chunk wait poll. The
+/// shipment, through a slot far smaller than it, installs exactly the server's state at its
+/// prefix. `serve` starts a store's server and gives its address (peers are named by address).
+fn empty_replica_receives_the_whole_state<T: Transport + 'static>(
+    tag: &str,
+    serve: impl Fn(&Arc<Store>) -> (Box<dyn std::any::Any>, String),
+    transport: impl Fn() -> T,
+) {
+    let dir = std::env::temp_dir().join(format!("remora-transfer-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _cleanup = Dir(dir.clone());
+    let layout = TransferLayout {
+        replicas: 3,
+        slot_bytes: 8192,
+    };
+    // Bind first: peers are named by address.
+    let mut stores = Vec::new();
+    let mut servers = Vec::new();
+    let mut names = Vec::new();
+    for q in 0..3 {
+        let mut cfg = StoreConfig::new(&dir, format!("r{q}"));
+        cfg.region_bytes = 64 * 1024;
+        let store = Arc::new(Store::create(&cfg).unwrap());
+        let (server, addr) = serve(&store);
+        servers.push(server);
+        names.push(addr);
+        stores.push(store);
+    }
+    let transfers: Vec<Arc<Transfer<T>>> = stores
+        .iter()
+        .enumerate()
+        .map(|(q, store)| {
+            Arc::new(
+                Transfer::create(store.clone(), transport(), layout, q as u32, &names).unwrap(),
+            )
+        })
+        .collect();
+    // The server's state: 300 objects written at 1..=30, some deleted, then one written after
+    // its prefix (not shipped).
+    let server = &stores[1];
+    for ts in 1..=30u64 {
+        for i in 0..300u32 {
+            if (i + ts as u32).is_multiple_of(7) {
+                server.set(&id(i), &value(i, ts), ts).unwrap();
+            } else if i == ts as u32 * 9 {
+                server.delete(&id(i), ts).unwrap();
+            }
+        }
+    }
+    transfers[1].publish(Prefix {
+        ts: 30,
+        applied: 30,
+        digest: [7; 32],
+    });
+    server.set(&id(1), b"after the prefix", 31).unwrap();
+    let serving = {
+        let t = transfers[1].clone();
+        std::thread::spawn(move || {
+            t.serve_forever(|r, e| panic!("serving {r:?} failed: {e}"))
+                .unwrap()
+        })
+    };
+    let got = (|| {
+        let number = transfers[0].request(1, 0)?;
+        transfers[0].receive(1, number, Duration::from_secs(60))
+    })();
+    transfers[1].stop();
+    serving.join().unwrap();
+    let got = installed(got.unwrap());
+    assert_eq!(
+        got.prefix,
+        Prefix {
+            ts: 30,
+            applied: 30,
+            digest: [7; 32]
+        }
+    );
+    assert!(got.chunks > 10, "{got:?}");
+    let mut shipped = 0;
+    for i in 0..300u32 {
+        let want = server.get_before(&id(i), 31).unwrap();
+        assert_eq!(stores[0].get(&id(i)).unwrap(), want, "object {i}");
+        shipped += u64::from(want != Lookup::Absent);
+    }
+    assert_eq!(got.objects, shipped);
+    assert_eq!(stores[0].ids().len() as u64, shipped);
+    assert_eq!(transfers[1].served(), 1);
+    drop(servers);
+}
+
+#[test]
+fn an_empty_replica_receives_the_whole_state_over_tcp() {
+    empty_replica_receives_the_whole_state(
+        "tcp",
+        |store| {
+            let s = TcpServer::start(store, SECRET, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = s.local_addr().to_string();
+            (Box::new(s), addr)
+        },
+        || TcpTransport::new(SECRET).unwrap(),
+    );
+}
+
+/// The same over `verbs`: needs an RDMA device (the soft-RoCE rig, test/rig, runs it with
+/// `REMORA_REQUIRE_RDMA=1`); without one it says why and passes.
+#[test]
+fn an_empty_replica_receives_the_whole_state_over_verbs() {
+    if let Err(why) = remora_core::transport::verbs::probe() {
+        if std::env::var("REMORA_REQUIRE_RDMA").is_ok_and(|v| v == "1") {
+            panic!("REMORA_REQUIRE_RDMA=1 but: {why}");
+        }
+        println!("skipped: {why}");
+        return;
+    }
+    empty_replica_receives_the_whole_state(
+        "verbs",
+        |store| {
+            let s = VerbsServer::start(store, SECRET, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = s.local_addr().to_string();
+            (Box::new(s), addr)
+        },
+        || VerbsTransport::new(SECRET).unwrap(),
     );
 }

@@ -1,0 +1,151 @@
+// `remora bench primary`: the overloaded primary's way out through more cores (seed 000).
+//
+// Runs the real Primary over the native store in this process, with no pre-executors: every
+// signed transfer is the primary's to verify and execute, as when the pool cannot keep up.
+// The same transfers, over identical state and order, are merged with 1 thread (the
+// sequential merge) and with 2 (speculation on a merge worker beside the primary's thread,
+// then the in-order merge). What is timed is `Primary.deliver` (merge and store writes); CPU is
+// the process's, all threads, over the same window.
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { nativeFunctions } from '../ts/app/natives.js';
+import { decodeTx, type DecodedTx } from '../ts/app/tx.js';
+import { MergeThreads } from '../ts/pipeline/merge-threads.js';
+import { Primary } from '../ts/pipeline/primary.js';
+import type { Sequenced } from '../ts/pipeline/sequencer.js';
+import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
+import { atExit } from '../ts/process.js';
+import { loadOrCreateSecret } from '../ts/secret.js';
+import { Store } from '../ts/store.js';
+import { BANK_HOT_ACCOUNTS, bankBench, DEMO_MINT_AUTHORITY_APP } from '../ts/workload.js';
+import { describeMachine, summariseMachine } from './machine.js';
+import { barChart } from './plot.js';
+
+export interface PrimaryBenchOptions {
+  quick: boolean;
+  out: string;
+  seed: number;
+}
+
+type Metrics = Record<string, number>;
+const BATCH = 256;
+const CONFLICT_RATES = [0, 0.1, 0.5] as const;
+const THREADS = [1, 2] as const;
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+const stage = (m: string) => process.stdout.write(`» ${m}\n`);
+const pct = (rate: number) => `${Math.round(rate * 100)}pct`;
+
+function batches(txs: readonly DecodedTx[], firstTs: bigint): Sequenced[][] {
+  const out: Sequenced[][] = [];
+  for (let i = 0; i < txs.length; i += BATCH) out.push(txs.slice(i, i + BATCH).map((tx, j) => ({ ts: firstTs + BigInt(i + j), tx })));
+  return out;
+}
+
+interface Run {
+  seconds: number;
+  cpuSeconds: number;
+  digest: string;
+  kept: number;
+  speculated: number;
+}
+
+/** One timed run over a fresh store: set-up untimed, then the transfers. */
+async function run(dir: string, name: string, setup: readonly DecodedTx[], txs: readonly DecodedTx[], threads: number): Promise<Run> {
+  const store = new NativePrimaryStore(Store.create({ dir, name, secret: loadOrCreateSecret(dir) }));
+  const pool = threads > 1 ? new MergeThreads(threads, nativeFunctions) : undefined;
+  try {
+    const primary = new Primary(DEMO_MINT_AUTHORITY_APP, store, nativeFunctions, { deadlineMs: 0, onApplied: () => {}, ...(pool && { threads: pool }) });
+    for (const b of batches(setup, 1n)) await primary.deliver(b);
+    const before = { ...primary.stats };
+    const work = batches(txs, BigInt(setup.length + 1));
+    // One batch first, so the threads have loaded the app before the window.
+    const first = work.shift();
+    if (first) await primary.deliver(first);
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (const b of work) await primary.deliver(b);
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    return {
+      seconds,
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      digest: store.digest(),
+      kept: primary.stats.speculationsKept - before.speculationsKept,
+      speculated: primary.stats.speculated - before.speculated,
+    };
+  } finally {
+    await pool?.close();
+    store.store.close();
+  }
+}
+
+export async function runPrimaryBench(opts: PrimaryBenchOptions): Promise<number> {
+  const machine = describeMachine();
+  const transfers = opts.quick ? 4_000 : 30_000;
+  const settings = {
+    quick: opts.quick,
+    seed: opts.seed,
+    batch: BATCH,
+    transfers,
+    conflict_rates: [...CONFLICT_RATES],
+    threads: [...THREADS],
+    note: 'Primary.deliver in this process, no pre-executors (every transfer verified and executed by the primary); threads = the primary thread plus merge workers; tx/s over the timed window, CPU = process CPU time (all threads) / transfers. 2-core machine: 2 threads use both cores, so nothing else may run beside the bench.',
+  };
+  process.stdout.write(`remora bench primary (${opts.quick ? 'quick' : 'full'})\nmachine: ${summariseMachine(machine)}\nseed ${opts.seed}\n`);
+  const dir = mkdtempSync(join(tmpdir(), 'remora-bench-primary-'));
+  const cancel = atExit(() => rmSync(dir, { recursive: true, force: true }));
+  const m: Metrics = {};
+  try {
+    for (const rate of CONFLICT_RATES) {
+      // Two fresh accounts per transfer: conflicts come only from the hot accounts, at `rate`.
+      const work = bankBench({ transfers, conflictRate: rate, seed: opts.seed, accounts: 2 * transfers + BANK_HOT_ACCOUNTS });
+      const setup = work.setup.map(decodeTx);
+      const txs = work.transfers.map(decodeTx);
+      const digests = new Set<string>();
+      for (const n of THREADS) {
+        stage(`${fmt(transfers)} signed transfers, conflict rate ${Math.round(rate * 100)} %, ${n} merge thread${n === 1 ? '' : 's'}`);
+        const r = await run(dir, `primary-${pct(rate)}-${n}`, setup, txs, n);
+        digests.add(r.digest);
+        const timed = transfers - Math.min(BATCH, transfers);
+        m[`merge_tps_threads_${n}_conflict_${pct(rate)}`] = Math.round(timed / r.seconds);
+        m[`merge_cpu_us_per_tx_threads_${n}_conflict_${pct(rate)}`] = Math.round((r.cpuSeconds / timed) * 1e7) / 10;
+        if (n > 1) m[`merge_kept_share_threads_${n}_conflict_${pct(rate)}`] = Math.round((r.kept / Math.max(1, r.speculated)) * 1000) / 1000;
+      }
+      // The thread count must not change the state: checked here too, not only in the tests.
+      if (digests.size !== 1) throw new Error(`merge threads changed the state at conflict rate ${rate}: ${[...digests].join(' vs ')}`);
+      const one = m[`merge_tps_threads_1_conflict_${pct(rate)}`] ?? NaN;
+      m[`merge_speedup_threads_2_conflict_${pct(rate)}`] = Math.round(((m[`merge_tps_threads_2_conflict_${pct(rate)}`] ?? NaN) / one) * 100) / 100;
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    cancel();
+  }
+  for (const n of THREADS) m[`merge_tps_threads_${n}`] = m[`merge_tps_threads_${n}_conflict_0pct`] ?? NaN;
+  mkdirSync(dirname(opts.out), { recursive: true });
+  const tmp = `${opts.out}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify({ suite: 'primary', machine, settings, metrics: m }, null, 2)}\n`);
+  renameSync(tmp, opts.out);
+  const svg = opts.out.replace(/\.json$/, '') + '-threads.svg';
+  writeFileSync(
+    svg,
+    barChart({
+      title: 'Primary merge throughput, no pre-executors (measured)',
+      yLabel: 'tx/s',
+      groups: CONFLICT_RATES.map((r) => `${Math.round(r * 100)} % conflicts`),
+      series: THREADS.map((n) => ({ name: `${n} thread${n === 1 ? '' : 's'}`, values: CONFLICT_RATES.map((r) => m[`merge_tps_threads_${n}_conflict_${pct(r)}`] ?? 0) })),
+    }),
+  );
+  const lines = ['', 'conflict  1 thread tx/s  2 threads tx/s  speedup  CPU µs/tx (1 → 2)  kept'];
+  for (const rate of CONFLICT_RATES) {
+    const l = pct(rate);
+    lines.push(
+      `${`${Math.round(rate * 100)} %`.padEnd(9)} ${fmt(m[`merge_tps_threads_1_conflict_${l}`] ?? NaN).padStart(13)}  ${fmt(m[`merge_tps_threads_2_conflict_${l}`] ?? NaN).padStart(14)}  ` +
+        `${(m[`merge_speedup_threads_2_conflict_${l}`] ?? NaN).toFixed(2).padStart(6)}x  ` +
+        `${`${m[`merge_cpu_us_per_tx_threads_1_conflict_${l}`]} → ${m[`merge_cpu_us_per_tx_threads_2_conflict_${l}`]}`.padStart(17)}  ${((m[`merge_kept_share_threads_2_conflict_${l}`] ?? NaN) * 100).toFixed(1)} %`,
+    );
+  }
+  process.stdout.write(`${lines.join('\n')}\nresults: ${opts.out}, ${svg}\n`);
+  return 0;
+}

@@ -1,0 +1,471 @@
+// The pre-executor pool: who is in it, which member is handed each admitted transaction (the
+// scheduler), what each member owes, intake of the tables they return, and how their copies
+// follow the applied state (state updates and conflict feedback). Its host decides what a
+// table is for: the pipeline's node offers it to the primary, Heron's launcher carries it in
+// the multicast.
+import type { LookupTable, Versioned } from '../app/exec.js';
+import type { DecodedTx } from '../app/tx.js';
+import { stages } from '../stages.js';
+import type { Conn } from '../wire.js';
+import { ConflictFeedback, type FeedbackOptions } from './feedback.js';
+import { parsePreMessage, ProtocolError, type NodeToPre, type NodeToPreSent } from './messages.js';
+import type { Effect, Feedback } from './preexecutor.js';
+import { writesBytes, type Applied } from './primary.js';
+import { effectHead, encodeEffects } from './records.js';
+import { DEFAULT_POLICY, Scheduler, type Policy, type SchedulerOptions } from './scheduler.js';
+import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from './state-update.js';
+import { encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
+
+/** How the pool reaches one pre-executor. */
+export interface PreExecutorLink {
+  readonly name: string;
+  /** Digest of the app version it executes with (undefined: whatever is active, in-process). */
+  app?: string;
+  send(txs: readonly DecodedTx[]): void;
+  /** Asks it to load an app version ahead of its upgrade; resolves with the digest it loaded. */
+  load?(v: { spec: string; digest: string }): Promise<string>;
+  /** Tells it `digest` is now active: what it is handed from here on runs with that version. */
+  upgrade?(digest: string): void;
+  /** Applied writes as effects.v1 bytes: one buffer per batch, shared by every member. */
+  sendEffects(effects: Buffer): void;
+  sendObjects(objects: readonly PushedObject[]): void;
+  sendFeedback(feedback: Feedback): void;
+}
+
+/** What the pool needs from the process it runs in. */
+export interface PoolHost {
+  /** A member's well-formed table for `digest`, computed with app `app` when it said which. */
+  offer(digest: string, table: ReceivedTable, from: string, app: string | undefined): void;
+  /** A member's table that does not decode: its transaction is executed as if none came. */
+  malformed(digest: string, from: string, e: TableError): void;
+  /** A retiring member will not be waited for on `digest`. */
+  forget(digest: string): void;
+  /** A member left owing these results: none will come (optional; else they fall to a deadline). */
+  orphaned?(digests: readonly string[]): void;
+  /** `push` only: the current version and value of `ids`. */
+  current?(ids: readonly string[]): Versioned[];
+  log?: (msg: string) => void;
+}
+
+export interface PoolOptions {
+  /** Which member a transaction is handed (default `DEFAULT_POLICY`). */
+  policy?: Policy;
+  /** Tuning of the policy: affinity slack and capacity, `hotToPrimary`. */
+  scheduling?: Omit<SchedulerOptions, 'policy'>;
+  /** When an object counts as hot, and how fast conflict counts decay. */
+  feedback?: FeedbackOptions;
+  /** How members' copies follow the applied state (default `broadcast`). */
+  stateUpdate?: StateUpdate;
+  /** `push` only: when an object is pushed. */
+  push?: PushOptions;
+  /** Applied transactions between feedback messages to the members (default 1024). */
+  feedbackEvery?: number;
+  /** Whether members read their own results not yet applied (default true); told when they attach. */
+  speculation?: boolean;
+}
+
+/** One member's work, as `poolStats` reports it. */
+export interface MemberStats {
+  name: string;
+  /** Results it returned while they were owed. */
+  executed: number;
+  /** Results it still owes. */
+  outstanding: number;
+  retiring: boolean;
+}
+
+interface Member {
+  link: PreExecutorLink;
+  executed: number;
+  queued: DecodedTx[];
+  /**
+   * Digests handed to it whose results are still useful (not returned, not yet applied): what
+   * a retirement waits for. The scheduler's load counts results not returned, applied or not,
+   * so a member that stops answering keeps looking busy and stops being chosen.
+   */
+  owed: Set<string>;
+  /** Set while retiring: called once nothing is owed. */
+  drained: (() => void)[] | null;
+}
+
+export class PreExecutionPool {
+  readonly scheduler: Scheduler;
+  /** Conflicts per object and misses per member, fed by every applied transaction. */
+  readonly feedback: ConflictFeedback;
+  readonly stateUpdate: StateUpdate;
+  readonly speculation: boolean;
+  /** `push` only: misses per member and object, and what each follows. */
+  readonly push: MissPush | null;
+  /** Results dropped because their sender did not owe them (late, or not handed the transaction). */
+  unowedResults = 0;
+  private readonly members = new Map<string, Member>();
+  /** Digest → the member that owes its result. */
+  private readonly owedBy = new Map<string, string>();
+  /** Digest → the app version the member owing it runs (when it told us). */
+  private readonly handedApp = new Map<string, string>();
+  /** Objects for every member, sent before the next transactions they are handed. */
+  private pendingObjects: PushedObject[] = [];
+  private sinceFeedback = 0;
+  private flushScheduled = false;
+
+  constructor(
+    private readonly host: PoolHost,
+    private readonly opts: PoolOptions = {},
+  ) {
+    this.scheduler = new Scheduler({ ...opts.scheduling, policy: opts.policy ?? DEFAULT_POLICY });
+    this.feedback = new ConflictFeedback(opts.feedback);
+    this.stateUpdate = opts.stateUpdate ?? 'broadcast';
+    this.speculation = opts.speculation ?? true;
+    this.push = this.stateUpdate === 'push' ? new MissPush(opts.push) : null;
+  }
+
+  add(link: PreExecutorLink): void {
+    if (this.members.has(link.name)) throw new Error(`pre-executor ${link.name} is already attached`);
+    this.members.set(link.name, { link, executed: 0, queued: [], owed: new Set(), drained: null });
+    this.scheduler.add(link.name);
+    this.push?.add(link.name);
+  }
+
+  /** Detaches a member (left or crashed); the host hears what it still owed. */
+  remove(name: string): void {
+    const p = this.members.get(name);
+    if (!p) return;
+    this.members.delete(name);
+    this.scheduler.remove(name);
+    this.push?.remove(name);
+    for (const digest of p.owed) {
+      this.owedBy.delete(digest);
+      this.handedApp.delete(digest);
+    }
+    if (p.owed.size > 0) this.host.orphaned?.([...p.owed]);
+    for (const d of p.drained ?? []) d();
+  }
+
+  /**
+   * Retires a member gracefully: it is handed nothing more, and the promise resolves once
+   * every result it owes has come back (or was settled without it).
+   */
+  retire(name: string): Promise<void> {
+    const p = this.members.get(name);
+    if (!p) return Promise.resolve();
+    this.scheduler.remove(name);
+    // Queued but not yet sent: nobody must wait for those.
+    for (const tx of p.queued) this.settle(tx.digest, name, false);
+    p.queued = [];
+    return new Promise((resolve) => {
+      if (p.owed.size === 0) return resolve();
+      (p.drained ??= []).push(resolve);
+    });
+  }
+
+  /** Names of the members being handed work (retiring ones excluded). */
+  get active(): string[] {
+    return [...this.members.keys()].filter((n) => this.scheduler.has(n));
+  }
+
+  /** Links of every member, retiring ones included. */
+  links(): PreExecutorLink[] {
+    return [...this.members.values()].map((p) => p.link);
+  }
+
+  /** The member that owes `digest`'s result, if any. */
+  owing(digest: string): string | undefined {
+    return this.owedBy.get(digest);
+  }
+
+  /**
+   * Hands `tx` to the member the scheduler picks; sent in one message per member per tick.
+   * False when nobody was handed it (no member, or the policy keeps it from the pool).
+   */
+  dispatch(tx: DecodedTx): boolean {
+    // A resubmission while a member still owes the result: that result will do.
+    if (this.owedBy.has(tx.digest)) return true;
+    const name = this.scheduler.choose(tx.objects);
+    const best = name === null ? undefined : this.members.get(name);
+    if (!best || name === null) return false;
+    best.queued.push(tx);
+    best.owed.add(tx.digest);
+    this.owedBy.set(tx.digest, name);
+    if (best.link.app !== undefined) this.handedApp.set(tx.digest, best.link.app);
+    this.scheduleFlush();
+    return true;
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** Sends what is queued now: objects first, so what members are handed runs on them. */
+  flush(): void {
+    stages.time('dispatch', () => this.flushNow());
+  }
+
+  private flushNow(): void {
+    this.flushScheduled = false;
+    if (this.pendingObjects.length > 0) {
+      const objects = this.pendingObjects;
+      this.pendingObjects = [];
+      for (const p of this.members.values()) p.link.sendObjects(objects);
+    }
+    for (const p of this.members.values()) {
+      if (p.queued.length === 0) continue;
+      const txs = p.queued;
+      p.queued = [];
+      p.link.send(txs);
+    }
+  }
+
+  /**
+   * A member's result for `digest`. Taken only from the member the transaction was handed to,
+   * while it still owes it: a table is trusted (adopted as it is), so no other member, and no
+   * late copy, may put one in front of the host. Anything else is counted and dropped.
+   */
+  result(from: string, digest: string, table: LookupTable | Uint8Array): void {
+    stages.time('tables', () => this.intake(from, digest, table));
+  }
+
+  private intake(from: string, digest: string, table: LookupTable | Uint8Array): void {
+    const p = this.members.get(from);
+    if (!p || this.owedBy.get(digest) !== from) {
+      this.unowedResults++;
+      return;
+    }
+    this.scheduler.completed(from);
+    p.executed++;
+    const app = this.handedApp.get(digest);
+    this.settle(digest, from, true);
+    let received: ReceivedTable;
+    try {
+      received = receiveTable(table instanceof Uint8Array ? Buffer.from(table.buffer, table.byteOffset, table.byteLength) : encodeTable(table));
+    } catch (e) {
+      if (!(e instanceof TableError)) throw e;
+      this.host.malformed(digest, from, e);
+      return;
+    }
+    this.host.offer(digest, received, from, app);
+  }
+
+  /** `digest`'s result is no longer wanted (its transaction was applied or ordered without it). */
+  done(digest: string): void {
+    this.settle(digest, this.owedBy.get(digest), false);
+  }
+
+  /** `digest`'s result is no longer owed by `name` (returned, or no longer wanted). */
+  private settle(digest: string, name: string | undefined, returned: boolean): void {
+    if (name === undefined || this.owedBy.get(digest) !== name) return;
+    this.owedBy.delete(digest);
+    this.handedApp.delete(digest);
+    const p = this.members.get(name);
+    if (!p) return;
+    p.owed.delete(digest);
+    if (!returned && !this.scheduler.has(name)) this.host.forget(digest);
+    if (p.drained && p.owed.size === 0) for (const d of p.drained.splice(0)) d();
+  }
+
+  /** Work per member: results returned and results still owed. */
+  stats(): MemberStats[] {
+    return [...this.members.values()].map((p) => ({
+      name: p.link.name,
+      executed: p.executed,
+      outstanding: p.owed.size,
+      retiring: !this.scheduler.has(p.link.name),
+    }));
+  }
+
+  /**
+   * Every member loads app version `v` ahead of its activation; a member that cannot, or loads
+   * other code, is detached.
+   */
+  async load(v: { spec: string; digest: string }): Promise<void> {
+    await Promise.all(
+      this.links().map(async (link) => {
+        if (!link.load) return;
+        const got = await link.load(v).catch((e: unknown) => `failed: ${e instanceof Error ? e.message : String(e)}`);
+        if (got !== v.digest) {
+          this.host.log?.(`pre-executor ${link.name} could not load app ${v.digest.slice(0, 12)} (${got}); detaching it`);
+          this.remove(link.name);
+        }
+      }),
+    );
+  }
+
+  /** Members hear of the new version after everything handed to them under the old one. */
+  upgraded(digest: string): void {
+    this.flush();
+    for (const link of this.links()) {
+      if (link.app === undefined) continue;
+      link.app = digest;
+      link.upgrade?.(digest);
+    }
+  }
+
+  /**
+   * A batch the primary applied, in timestamp order: results for it are no longer owed,
+   * members' copies move forward, and its decisions feed the scheduler.
+   */
+  applied(batch: readonly Applied[]): void {
+    for (const a of batch) this.done(a.digest);
+    stages.time('state-update', () => this.updateMembers(batch));
+    this.decided(batch);
+  }
+
+  /**
+   * Decisions on pre-executed transactions (adopted, re-executed with the objects that were
+   * stale, executed alone), in timestamp order: hot objects for the scheduler, and every
+   * `feedbackEvery` transactions the members' misses and the hot set for the members.
+   */
+  decided(batch: readonly Applied[]): void {
+    this.feedback.record(batch);
+    if (this.scheduler.policy === 'load+affinity+hot') this.scheduler.setHot(this.feedback.hot());
+    this.sinceFeedback += batch.length;
+    if (this.sinceFeedback >= (this.opts.feedbackEvery ?? 1024)) {
+      this.sinceFeedback = 0;
+      this.sendFeedback();
+    }
+  }
+
+  /**
+   * Objects at their versions for every member's copy (each installs an object only if newer
+   * than its own), sent before the next transactions they are handed: a state update for hosts
+   * whose writes arrive in pieces, out of timestamp order across pieces (Heron's partitions).
+   */
+  broadcastObjects(objects: readonly PushedObject[]): void {
+    if (this.members.size === 0 || objects.length === 0) return;
+    for (const o of objects) this.pendingObjects.push(o);
+    this.scheduleFlush();
+  }
+
+  /**
+   * Brings members' copies forward as the state-update strategy says. `broadcast`: one effects
+   * buffer per batch for every member, holding every transaction that wrote something and every
+   * one a member executed (so it drops the guesses an abort left).
+   */
+  private updateMembers(batch: readonly Applied[]): void {
+    if (this.stateUpdate === 'pull' || this.members.size === 0) return;
+    if (!this.push) {
+      const parts: Buffer[] = [];
+      for (const a of batch) {
+        if (a.writeCount === 0 && a.preExecutor === null) continue;
+        parts.push(effectHead(a.ts, a.digest), writesBytes(a));
+      }
+      if (parts.length === 0) return;
+      const effects = Buffer.concat(parts);
+      // After this turn of the event loop: the batch's replies leave first, members hear next.
+      setImmediate(() =>
+        stages.time('state-update', () => {
+          for (const p of this.members.values()) p.link.sendEffects(effects);
+        }),
+      );
+      return;
+    }
+    // Effects first: the pushed versions read from the store below are at least as new.
+    const effects: Effect[] = batch.filter((a) => a.writeCount > 0).map((a) => [a.ts, a.writes, a.digest]);
+    for (const p of this.members.values()) {
+      const mine = this.push.filter(p.link.name, effects);
+      if (mine.length > 0) p.link.sendEffects(encodeEffects(mine));
+    }
+    if (!this.host.current) return;
+    for (const [name, ids] of this.push.record(batch)) {
+      const values = this.host.current(ids);
+      this.members.get(name)?.link.sendObjects(ids.map((id, i) => [id, values[i]?.version ?? 0n, values[i]?.value ?? null]));
+    }
+  }
+
+  private sendFeedback(): void {
+    const hot = [...this.feedback.hot()];
+    const misses = this.feedback.misses();
+    for (const p of this.members.values()) {
+      const name = p.link.name;
+      p.link.sendFeedback({ misses: misses.get(name) ?? 0, pushes: this.push?.pushes(name) ?? 0, hot });
+    }
+  }
+}
+
+/** How a member connected over the wire is admitted (`attachMember`). */
+export interface MemberAdmission {
+  /** Why a member that loaded app `app` with `digest` may not join, or null if it may. */
+  refuse(name: string, app: string, digest: string): string | null;
+  /** The config message a member is sent once attached. */
+  config: Extract<NodeToPre, { t: 'config' }>;
+  log: (msg: string) => void;
+  /** Called when the member attached (after its config was sent) and when it left. */
+  onPool?: (event: 'join' | 'leave', name: string) => void;
+}
+
+/**
+ * A pre-executor on `conn` (role `pre-executor:NAME`, already authenticated with the member
+ * credential) joins `pool` once its first message, `hello`, names the app it loaded; one
+ * running other code is refused, and told why. It is detached when the connection closes.
+ */
+export function attachMember(pool: PreExecutionPool, conn: Conn, name: string, admission: MemberAdmission): void {
+  const { log } = admission;
+  const send = (m: NodeToPreSent) => {
+    try {
+      conn.send(m);
+    } catch {
+      // Closing: the member is detached on close, and the host handles what it owed.
+    }
+  };
+  const loads: ((answer: string) => void)[] = [];
+  let attached = false;
+  const hello = (app: string, digest: string): void => {
+    const refused = admission.refuse(name, app, digest);
+    if (refused !== null) {
+      log(`${conn.peer}: ${refused}; closing`);
+      send({ t: 'refused', reason: refused });
+      conn.close();
+      return;
+    }
+    pool.add({
+      name,
+      app: digest,
+      send: (txs) => send({ t: 'exec', txs: Buffer.concat(txs.map((tx) => tx.bytes)) }),
+      sendEffects: (effects) => send({ t: 'effects', effects }),
+      sendObjects: (objects) => send({ t: 'objects', objects: [...objects] }),
+      sendFeedback: (feedback) => send({ t: 'feedback', feedback }),
+      load: (v) =>
+        new Promise<string>((resolve) => {
+          loads.push(resolve);
+          send({ t: 'load', spec: v.spec, digest: v.digest });
+        }),
+      upgrade: (d) => send({ t: 'upgrade', digest: d }),
+    });
+    attached = true;
+    send(admission.config);
+    admission.onPool?.('join', name);
+  };
+  conn.onMessage((raw) => {
+    try {
+      const m = parsePreMessage(raw);
+      if (!attached) {
+        if (m.t !== 'hello') throw new ProtocolError(`a pre-executor's first message must be hello, got ${m.t}`);
+        hello(m.app, m.digest);
+        return;
+      }
+      switch (m.t) {
+        case 'results':
+          for (const [digest, table] of m.results) pool.result(name, digest, table);
+          return;
+        case 'loaded':
+          loads.shift()?.(m.digest);
+          return;
+        case 'load-failed':
+          loads.shift()?.(`failed: ${m.reason}`);
+          return;
+        case 'hello':
+          throw new ProtocolError('hello sent twice');
+      }
+    } catch (e) {
+      log(`${conn.role} at ${conn.peer}: ${e instanceof Error ? e.message : String(e)}; closing the connection`);
+      conn.close();
+    }
+  });
+  conn.onClose(() => {
+    for (const answer of loads.splice(0)) answer('the connection closed');
+    if (!attached) return;
+    pool.remove(name);
+    admission.onPool?.('leave', name);
+  });
+}
