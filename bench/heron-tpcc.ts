@@ -10,7 +10,6 @@
 import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { encodeTxBytes } from '../ts/app/tx.js';
 import { execute } from '../ts/app/exec.js';
@@ -20,6 +19,7 @@ import { formatConsistency, memorySnapshot, tpccConsistency } from '../ts/apps/t
 import { loadTpcc, TPCC_MODULE, type Submit } from '../ts/apps/tpcc-run.js';
 import { TPCC_KINDS, TpccMix, type TpccKind, type TpccScale } from '../ts/apps/tpcc-workload.js';
 import { tpccApp } from '../ts/apps/tpcc.js';
+import { startSignal } from '../ts/cli/loadgen-role.js';
 import { intOption, required } from '../ts/cli/options.js';
 import { RemoraClient } from '../ts/client.js';
 import { HeronCluster, type HeronReply } from '../ts/heron/cluster.js';
@@ -202,30 +202,6 @@ function latencyMetrics(tag: string, samples: readonly Sample[], m: Metrics, mea
 /** What one TPC-C generator reports: the load loop's counts plus committed / rolled back / aborted by kind. */
 export interface TpccGeneratorResult extends GeneratorResult {
   kinds: Record<TpccKind, { committed: number; rolledBack: number; aborted: number }>;
-}
-
-/** Resolves 'go' at the start signal (SIGUSR2 or a `go` line), 'stop' if stdin ends first; `onEnd` hears a later end. */
-function startSignal(onEnd: () => void): Promise<'go' | 'stop'> {
-  return new Promise((resolve) => {
-    let started = false;
-    const go = () => {
-      if (started) return;
-      started = true;
-      resolve('go');
-    };
-    process.on(GO_SIGNAL, go);
-    const lines = createInterface({ input: process.stdin });
-    lines.on('line', (line) => {
-      if (line.trim() === 'go') go();
-    });
-    lines.on('close', () => {
-      if (started) onEnd();
-      else {
-        started = true;
-        resolve('stop');
-      }
-    });
-  });
 }
 
 /**

@@ -14,6 +14,7 @@ import type { Ordering } from '../ts/heron/messages.js';
 import { partitionerOf } from '../ts/heron/partition.js';
 import type { ReplicaSummary } from '../ts/heron/replica.js';
 import { atExit } from '../ts/process.js';
+import type { Transport } from '../ts/transport.js';
 import { describeMachine, summariseMachine } from './machine.js';
 import { barChart } from './plot.js';
 
@@ -22,6 +23,8 @@ export interface HeronBenchOptions {
   out: string;
   /** Run one part alone (its metrics alone go to `out`, no plots). */
   only?: HeronPart;
+  /** How replicas reach each other in the coordination runs (default `shm`). */
+  transport?: Transport;
 }
 
 export const HERON_PARTS = ['coordination', 'breakdown', 'transfer'] as const;
@@ -72,7 +75,7 @@ async function timed(cluster: HeronCluster, tx: ReturnType<typeof put>): Promise
   return { total: micros() - t0, reply };
 }
 
-async function withCluster<T>(dir: string, p: number, r: number, extra: { graceMs?: number; transferBytes?: number; ordering?: Ordering }, body: (c: HeronCluster) => Promise<T>): Promise<{ value: T; summaries: ReplicaSummary[] }> {
+async function withCluster<T>(dir: string, p: number, r: number, extra: { graceMs?: number; transferBytes?: number; ordering?: Ordering; transport?: Transport }, body: (c: HeronCluster) => Promise<T>): Promise<{ value: T; summaries: ReplicaSummary[] }> {
   const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: p, replicas: r, log: () => undefined, ...extra });
   let value: T;
   try {
@@ -103,9 +106,9 @@ function pinReplicas(c: HeronCluster, p: number, r: number): void {
 }
 
 /** Phases 2 + 4 of multi-partition copies (the first replier's), one closed-loop client. */
-async function coordination(dir: string, p: number, r: number, ops: number, pinned = false) {
+async function coordination(dir: string, p: number, r: number, ops: number, pinned = false, transport: Transport = 'shm') {
   const keys = keysByPartition(p);
-  const { value } = await withCluster(dir, p, r, {}, async (c) => {
+  const { value } = await withCluster(dir, p, r, { transport }, async (c) => {
     if (pinned) pinReplicas(c, p, r);
     const coord: number[] = [];
     for (let i = 0; i < ops + 10; i++) {
@@ -216,7 +219,7 @@ async function transfer(dir: string, bytes: number, valueBytes: number) {
 function writeOnly(opts: HeronBenchOptions, machine: ReturnType<typeof describeMachine>, m: Metrics): number {
   mkdirSync(dirname(opts.out), { recursive: true });
   const tmp = `${opts.out}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify({ suite: 'heron', only: opts.only, machine, metrics: m }, null, 2)}\n`);
+  writeFileSync(tmp, `${JSON.stringify({ suite: 'heron', only: opts.only, transport: opts.transport ?? 'shm', machine, metrics: m }, null, 2)}\n`);
   renameSync(tmp, opts.out);
   process.stdout.write(`${Object.entries(m).map(([key, v]) => `${key.padEnd(44)} ${v}`).join('\n')}\nresults: ${opts.out}\n`);
   return 0;
@@ -228,7 +231,7 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
   const sizes = [64_000, 640_000, 6_400_000];
   const settings = {
     quick: opts.quick,
-    transport: 'shm',
+    transport: opts.transport ?? 'shm',
     app: 'kv',
     ops_per_configuration: ops,
     coordination: 'multi-partition copies between two partitions, one closed-loop client; phase 2 + phase 4 as the first replying replica measured them',
@@ -273,13 +276,13 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
     for (const p of [2, 4]) {
       for (const r of [1, 3]) {
         say(`coordination: ${p} partitions x ${r} replicas, ${ops} copies`);
-        const c = await coordination(fresh(), p, r, ops);
+        const c = await coordination(fresh(), p, r, ops, false, opts.transport);
         m[`coord_p${p}_r${r}_p50_us`] = round(c.p50);
         m[`coord_p${p}_r${r}_p99_us`] = round(c.p99);
       }
     }
     say(`coordination: 2 partitions x 1 replica, each replica pinned to its own core, ${ops} copies`);
-    const pinned = await coordination(fresh(), 2, 1, ops, true);
+    const pinned = await coordination(fresh(), 2, 1, ops, true, opts.transport);
     m['coord_p2_r1_pinned_p50_us'] = round(pinned.p50);
     m['coord_p2_r1_pinned_p99_us'] = round(pinned.p99);
     if (opts.only === 'coordination') return writeOnly(opts, machine, m);

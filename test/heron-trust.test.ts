@@ -378,7 +378,12 @@ describe('malformed frames on the launcher socket', () => {
   it('a replica checks each delivery and table before it is queued', async () => {
     const put = makeTx(kvApp, 'put', { key: 'k', value: 1, nonce: 'd.1' });
     const reason = (f: () => unknown) => thrown(f, ProtocolError);
-    expect(await reason(() => parseToReplica({ t: 'hello' }))).toBe('expected a deliver message, got a message of type "hello"');
+    expect(await reason(() => parseToReplica({ t: 'hello' }))).toBe('expected a deliver or peers message, got a message of type "hello"');
+    expect(await reason(() => parseToReplica({ t: 'peers', addresses: ['nowhere'], ring: null, rejoined: null }))).toBe('peers: addresses must be null or a list of host:port');
+    expect(await reason(() => parseToReplica({ t: 'peers', addresses: null, ring: 7, rejoined: null }))).toBe('peers: ring must be null or host:port');
+    expect(await reason(() => parseToReplica({ t: 'peers', addresses: null, ring: null, rejoined: -1 }))).toBe('peers: rejoined must be null or an entry index');
+    expect(parseToReplica({ t: 'peers', addresses: ['127.0.0.1:4000'], ring: '127.0.0.1:4001', rejoined: 0 })).toEqual({ t: 'peers', addresses: ['127.0.0.1:4000'], ring: '127.0.0.1:4001', rejoined: 0 });
+    expect(await reason(() => parseFromReplica({ t: 'hello', partition: 0, replica: 0, digest: hex, address: 'x' }))).toBe('hello: address must be host:port');
     expect(await reason(() => parseToReplica({ t: 'deliver', txs: {} }))).toBe('deliver: txs must be an array');
     expect(await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: -1n, body: put.body, auth: [], dest: [0] }] }))).toBe(
       'deliver: transaction 0: ts must be a non-negative 64-bit integer',
@@ -395,7 +400,8 @@ describe('malformed frames on the launcher socket', () => {
       "lookup table: outcome must be { status: 'ok', result } with an encodable result, or { status: 'aborted', reason }",
     );
     // A good one comes back decoded, its table intact.
-    const [d] = parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: put.body, auth: [], dest: [0], table }] }).txs;
+    const delivered = parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: put.body, auth: [], dest: [0], table }] });
+    const [d] = delivered.t === 'deliver' ? delivered.txs : [];
     expect([d?.ts, d?.dest, d?.tx?.objects, d?.table]).toEqual([1n, [0], ['kv/k'], table]);
     expect(parseFromReplica({ t: 'digest', partition: 0, replica: 2, applied: 5, ts: 9n, digest: hex })).toEqual({ t: 'digest', partition: 0, replica: 2, applied: 5, ts: 9n, digest: hex });
   });

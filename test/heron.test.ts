@@ -164,7 +164,7 @@ describe('cluster files', () => {
     expect(bad('{"app": "kv", "partitions": 2')).toThrow(/^c\.json: not JSON \(/);
     expect(bad('[1]')).toThrow('c.json: expected a JSON object');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "replica": 1, "x": 0}')).toThrow(
-      'c.json: unknown keys "replica", "x" (known: app, partitions, replicas, preExecution, preExecutors, graceMs, transferBytes, ordering, ringBytes, sequencer, restartReplicas, remoteCacheEntries)',
+      'c.json: unknown keys "replica", "x" (known: app, partitions, replicas, preExecution, preExecutors, graceMs, transferBytes, ordering, ringBytes, sequencer, restartReplicas, remoteCacheEntries, transport)',
     );
     expect(bad('{"app": "kv", "replicas": 3}')).toThrow('c.json: "partitions" is required');
     expect(bad('{"app": "kv", "partitions": 0, "replicas": 3}')).toThrow('c.json: "partitions" must be an integer from 1 to 1024, got 0');

@@ -21,6 +21,7 @@ import { RemoteStore, Store } from '../ts/store.js';
 import { kvWorkload } from '../ts/workload.js';
 import { tempCluster, xorshift } from './helpers.js';
 import { decodeEffects } from '../ts/pipeline/records.js';
+import type { LeaseEnd } from '../ts/pipeline/delegation.js';
 
 type Behaviour = 'prompt' | 'slow' | 'stale' | 'silent' | 'crashes';
 
@@ -34,6 +35,8 @@ class FaultyLink implements PreExecutorLink {
   private readonly puller: Puller | null;
   private handled = 0;
   crashed = false;
+  /** Crashes the next time it is sent transactions while it holds the node's delegation lease. */
+  crashOnSend = false;
 
   constructor(
     readonly name: string,
@@ -50,6 +53,10 @@ class FaultyLink implements PreExecutorLink {
 
   send(txs: readonly DecodedTx[]): void {
     if (this.behaviour === 'silent' || this.crashed) return;
+    if (this.crashOnSend && this.node.delegation?.lease?.member === this.name) {
+      this.crash();
+      return;
+    }
     if (this.puller && !(this.behaviour === 'stale' && this.rand() < 0.7)) {
       void this.puller.refresh(txs).then(() => this.execute(txs));
     } else this.execute(txs);
@@ -94,11 +101,19 @@ class FaultyLink implements PreExecutorLink {
   }
 }
 
-interface Variant extends Pick<NodeOptions, 'policy' | 'scheduling' | 'stateUpdate'> {
+interface Variant extends Pick<NodeOptions, 'policy' | 'scheduling' | 'stateUpdate' | 'delegation'> {
   /** Pre-executors join, retire gracefully and crash while transactions flow. */
   churn?: boolean;
   /** Threads the primary's merge uses (default 1). */
   threads?: number;
+  /** Delegation only: the lease's member crashes, mid-lease, now and then (twice at most). */
+  crashDelegates?: boolean;
+  /** Delegation only: lease ends that must have happened. */
+  ends?: LeaseEnd[];
+  /** The members (default: one of each behaviour). */
+  behaviours?: Behaviour[];
+  /** The last this many transactions are submitted one at a time: batches of one. */
+  serialTail?: number;
 }
 
 const jsonable = (_: string, v: unknown): unknown => (typeof v === 'bigint' ? `${v}n` : v);
@@ -113,13 +128,15 @@ describe('pipeline on one host', () => {
   /** Runs `total` transactions through a node configured as `variant` and checks them. */
   async function property(total: number, variant: Variant): Promise<void> {
     const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
-    const { churn, threads: threadCount, ...options } = variant;
+    const { churn, threads: threadCount, crashDelegates, ends, behaviours: members, serialTail, ...options } = variant;
     const described = [
       threadCount ? `${threadCount} merge threads` : null,
       variant.policy ?? `${DEFAULT_POLICY} (default)`,
       variant.scheduling?.hotToPrimary ? 'hotToPrimary' : null,
       `state update ${variant.stateUpdate ?? 'broadcast'}`,
       churn ? 'joins, retirements and crashes' : null,
+      variant.delegation ? `delegation ${JSON.stringify(variant.delegation)}` : null,
+      crashDelegates ? 'delegates crash mid-lease' : null,
     ].filter((x) => x !== null);
     console.log(`pipeline property test: seed ${seed}, ${total} transactions, ${described.join(', ')} (REMORA_SEED to replay)`);
     const rand = xorshift(seed);
@@ -137,7 +154,7 @@ describe('pipeline on one host', () => {
       links.set(name, link);
       node.addPreExecutor(link);
     };
-    const behaviours: Behaviour[] = ['prompt', 'slow', 'stale', 'silent', 'crashes'];
+    const behaviours: Behaviour[] = members ?? ['prompt', 'slow', 'stale', 'silent', 'crashes'];
     for (const b of behaviours) attach(b, b);
     node.start();
     const pool = { joined: 0, retired: 0, crashed: 0 };
@@ -171,8 +188,15 @@ describe('pipeline on one host', () => {
       });
       inFlight.add(p);
       if (churn && i % 1000 === 999) churnOnce(Math.floor(i / 1000));
+      // Arms the lease's member (only it) to crash when next sent work while it holds the lease.
+      const lease = node.delegation?.lease;
+      if (crashDelegates && lease && i % 500 === 499) {
+        const crashed = [...links.values()].filter((l) => l.crashOnSend && l.crashed).length;
+        for (const l of links.values()) if (!l.crashed) l.crashOnSend = crashed < 2 && l.name === lease.member;
+      }
       // A window of outstanding transactions, as many clients would keep.
       if (inFlight.size >= 512) await Promise.race(inFlight);
+      if (serialTail !== undefined && i >= total - serialTail - 1) await Promise.all(inFlight);
     }
     await Promise.all(inFlight);
     // Every graceful retirement completes: what a retiring member owed came back or was applied.
@@ -182,7 +206,8 @@ describe('pipeline on one host', () => {
     await sequencer.close();
     await threads?.close();
     store.store.close();
-    console.log(JSON.stringify({ stats, pool: node.poolStats(), churn: pool, hot: node.scheduler.hot.size }));
+    const delegation = node.delegation ? { ...node.delegation.stats, crashedDelegates: [...links.values()].filter((l) => l.crashOnSend && l.crashed).length } : null;
+    console.log(JSON.stringify({ stats, pool: node.poolStats(), churn: pool, hot: node.scheduler.hot.size, delegation }));
 
     const entries = await readSequence(logDir);
     expect(entries.length).toBe(total - replies.filter((r) => r.duplicate).length);
@@ -201,6 +226,12 @@ describe('pipeline on one host', () => {
     if (churn) expect(Math.min(pool.joined, pool.retired, pool.crashed)).toBeGreaterThan(0);
     // The threads took part: transactions without a table were executed on them ahead of the merge.
     if (threads) expect(stats.speculated).toBeGreaterThan(0);
+    // Delegation took part, its tables were merged, and its leases ended the ways asked.
+    if (delegation) {
+      expect(delegation.delegated).toBeGreaterThan(0);
+      expect(delegation.adopted).toBeGreaterThan(0);
+      for (const end of ends ?? []) expect(delegation.ended[end], `leases ended by ${end}`).toBeGreaterThan(0);
+    }
   }
 
   it('equals sequential execution with slow, stale, silent and crashing pre-executors', async () => {
@@ -211,6 +242,23 @@ describe('pipeline on one host', () => {
   // no table executed on 2 and 4 threads ahead of the in-order merge.
   it.each([2, 4])('equals sequential execution with %i merge threads', async (threads) => {
     await property(Math.min(20_000, Number(process.env['REMORA_PIPELINE_TXS'] ?? 20_000)), { threads });
+  });
+
+  // Delegation when overwhelmed (docs/primary.md): a backlog threshold low enough that leases
+  // are granted all the time; leases so short they expire mid-run; delegates crashing
+  // mid-lease. The state and every outcome stay the sequential ones.
+  const delegations: [string, Variant][] = [
+    // Leases that never expire (and no silent member to hold one), ended by the batches of one
+    // at the end if not before.
+    [
+      'constant leases',
+      { delegation: { backlog: 16, leaseMs: 60_000, maxObjects: 8 }, behaviours: ['prompt', 'slow', 'stale', 'crashes'], serialTail: 3, ends: ['load'] },
+    ],
+    ['leases expiring', { delegation: { backlog: 16, leaseMs: 1, maxObjects: 8 }, ends: ['expired'] }],
+    ['delegates crashing mid-lease', { delegation: { backlog: 16, leaseMs: 50, maxObjects: 8 }, crashDelegates: true, ends: ['member'] }],
+  ];
+  it.each(delegations)('equals sequential execution with delegation: %s', async (_, variant) => {
+    await property(Math.min(10_000, Number(process.env['REMORA_PIPELINE_TXS'] ?? 10_000)), variant);
   });
 
   // Every policy with every state update, pre-executors joining, retiring and crashing

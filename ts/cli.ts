@@ -18,7 +18,7 @@ import { demoOneside } from './cli/demo-oneside.js';
 import { report } from './cli/errors.js';
 import { heronReplicaRole } from './cli/heron-roles.js';
 import { loadgenRole } from './cli/loadgen-role.js';
-import { appOption, intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, UsageError } from './cli/options.js';
+import { appOption, intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, transportOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
 import { upgradeCommand } from './cli/upgrade.js';
 import { statusCommand } from './cli/status.js';
@@ -67,6 +67,11 @@ const USAGE = `Usage:
       --merge-threads N           threads the primary's merge uses, its own included (default 1): more
                                   execute transactions without a table ahead of the in-order merge
                                   (docs/primary.md)
+      --delegate-backlog N        delegation when overwhelmed (docs/primary.md; default off): once N
+                                  transactions are ordered and not applied, lease the hot objects to
+                                  the least-loaded pre-executor, which executes theirs in order
+      --lease-ms N                how long a lease holds (default 500)
+      --lease-objects N           hot objects a lease covers at most (default 64)
       --bootstrap HOST:PORT       start from a peer primary's newest checkpoint (its --listen; copied over
                                   its store transport, so start the peer with --transport tcp) when newer
                                   than this node's own
@@ -75,13 +80,14 @@ const USAGE = `Usage:
   remora start pre-executor --join HOST:PORT --secret-file FILE --app APP --name NAME
                                   the same from any host: the node's --listen address, and a copy of
                                   DIR/cluster.secret
-  remora start heron --config FILE --dir DIR [--listen HOST:PORT] [--pre-executors N]
+  remora start heron --config FILE --dir DIR [--listen HOST:PORT] [--pre-executors N] [--transport shm|tcp]
                                   a Heron cluster (partitions of replicas) described by a JSON file:
                                   {"app": "kv", "partitions": 2, "replicas": 3, "preExecutors": 2}
                                   (optional: preExecution, graceMs, transferBytes, ordering, ringBytes,
-                                  sequencer, restartReplicas, remoteCacheEntries); see docs/heron.md.
-                                  Clients (RemoraClient, DIR/client.secret) connect to DIR/heron.sock,
-                                  and to --listen HOST:PORT if given; --pre-executors overrides the file
+                                  sequencer, restartReplicas, remoteCacheEntries, transport); see
+                                  docs/heron.md. Clients (RemoraClient, DIR/client.secret) connect to
+                                  DIR/heron.sock, and to --listen HOST:PORT if given; --pre-executors and
+                                  --transport override the file
   remora upgrade --dir DIR --app APP
                                   a running node activates another version of its app at the next position
                                   of its log; its pre-executors load it first (docs/apps.md)
@@ -143,6 +149,7 @@ const USAGE = `Usage:
       --out FILE                  JSON results (default bench/results/heron.json; plots next to it)
       --only PART                 one part alone, its metrics only, no plots: coordination,
                                   breakdown or transfer
+      --transport T               shm (default) or tcp between the replicas of the coordination runs
       --app tpcc                  TPC-C instead: New-Order latency split (cf. Heron Fig. 6) and the mix's
                                   throughput at 1, 2, 4 partitions x 1, 3 replicas with the consistency
                                   check (default out bench/results/heron-tpcc.json; --seed N)
@@ -254,8 +261,12 @@ const suites: Record<string, (argv: string[]) => Promise<number>> = {
     return runScale({ ...a, seed: workloadSeed(seed) });
   },
   heron: (argv) => {
-    const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, app: { type: 'string' }, seed: { type: 'string' } } });
+    const { values } = parseArgs({
+      args: argv,
+      options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, app: { type: 'string' }, seed: { type: 'string' }, transport: { type: 'string' } },
+    });
     if (values.app !== undefined && values.app !== 'kv') {
+      if (values.transport !== undefined) throw new UsageError('--transport applies to bench heron without --app tpcc');
       if (values.app !== 'tpcc') throw new UsageError(`--app must be kv or tpcc, got ${JSON.stringify(values.app)}`);
       if (values.only !== undefined) throw new UsageError('--only applies to bench heron without --app tpcc');
       return runHeronTpcc({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'heron-tpcc.json'), seed: workloadSeed(values.seed) });
@@ -263,7 +274,12 @@ const suites: Record<string, (argv: string[]) => Promise<number>> = {
     if (values.seed !== undefined) throw new UsageError('--seed applies to bench heron --app tpcc');
     const only = values.only === undefined ? undefined : HERON_PARTS.find((p) => p === values.only);
     if (values.only !== undefined && only === undefined) throw new UsageError(`--only must be ${HERON_PARTS.join(', ')}, got ${JSON.stringify(values.only)}`);
-    return runHeron({ quick: values.quick ?? false, out: values.out ?? join('bench', 'results', 'heron.json'), ...(only ? { only } : {}) });
+    return runHeron({
+      quick: values.quick ?? false,
+      out: values.out ?? join('bench', 'results', 'heron.json'),
+      ...(only ? { only } : {}),
+      ...(values.transport !== undefined && { transport: transportOption(values.transport) }),
+    });
   },
   sequencer: (argv) => {
     const { values } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, out: { type: 'string' } } });

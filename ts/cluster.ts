@@ -25,6 +25,7 @@ import { loadOrCreateSecret } from './secret.js';
 import { Store } from './store.js';
 import { nodeStatus, type NodeStatus } from './pipeline/status.js';
 import { MergeThreads } from './pipeline/merge-threads.js';
+import type { DelegationOptions } from './pipeline/delegation.js';
 import { formatHostPort, parseHostPort, type HostPort, type Transport } from './transport.js';
 
 export interface ClusterOptions {
@@ -94,6 +95,11 @@ export interface ClusterOptions {
    * (docs/primary.md).
    */
   mergeThreads?: number;
+  /**
+   * Delegation when overwhelmed (docs/primary.md): past `backlog` transactions ordered and not
+   * yet applied, a hot subset of the state is leased to the least-loaded pre-executor. Off when absent.
+   */
+  delegation?: DelegationOptions;
 }
 
 export const NODE_SOCKET = 'node.sock';
@@ -315,6 +321,7 @@ export class EmbeddedCluster {
     const threads = (opts.mergeThreads ?? 1) > 1 ? new MergeThreads(opts.mergeThreads ?? 1, nativeFunctions, say) : undefined;
     const node: EmbeddedNode = new EmbeddedNode(versions, nativeFunctions, sequencer, store, {
       ...(threads && { mergeThreads: threads }),
+      ...(opts.delegation && { delegation: opts.delegation }),
       deadlineMs: opts.deadlineMs ?? 50,
       policy: opts.policy ?? DEFAULT_POLICY,
       stateUpdate: opts.stateUpdate ?? 'broadcast',

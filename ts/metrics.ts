@@ -4,6 +4,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AgreementStats } from './pipeline/agreement.js';
+import { LEASE_ENDS, type DelegationStats, type LeaseEnd } from './pipeline/delegation.js';
 import type { NodeOptions, OptimisticStats } from './pipeline/node.js';
 import type { Applied, PrimaryStats } from './pipeline/primary.js';
 import { stages } from './stages.js';
@@ -35,6 +36,8 @@ export interface NodeSource {
   readonly optimisticStats: OptimisticStats;
   /** Last timestamp the primary applied (absent in sources that do not track it). */
   readonly lastApplied?: bigint;
+  /** Delegation when overwhelmed; null or absent when off. */
+  readonly delegation?: { readonly stats: DelegationStats } | null;
 }
 
 export interface NodeMetricsOptions {
@@ -253,6 +256,33 @@ export class NodeMetrics {
       help: "Of those, the ones whose table the in-order merge kept (the rest were executed again: an earlier transaction of the batch changed what they read).",
       registers,
       collect: mirror(() => this.source?.stats.speculationsKept),
+    });
+    const seenEnds: Record<LeaseEnd, number> = { load: 0, expired: 0, member: 0 };
+    new Counter({
+      name: 'remora_delegation_leases_total',
+      help: 'Leases of hot objects to a free pre-executor that ended, by why: load (the backlog fell), expired, member (it left).',
+      labelNames: ['end'] as const,
+      registers,
+      collect() {
+        const ended = source()?.delegation?.stats.ended;
+        if (!ended) return;
+        for (const end of LEASE_ENDS) {
+          this.labels(end).inc(ended[end] - seenEnds[end]);
+          seenEnds[end] = ended[end];
+        }
+      },
+    });
+    new Counter({
+      name: 'remora_delegated_transactions_total',
+      help: 'Transactions handed to the pre-executor holding a lease, in sequence order (delegation on).',
+      registers,
+      collect: mirror(() => this.source?.delegation?.stats.delegated),
+    });
+    new Counter({
+      name: 'remora_delegated_adopted_total',
+      help: "Of those, the ones whose delegate's table the primary adopted (the rest were executed or re-executed by the primary).",
+      registers,
+      collect: mirror(() => this.source?.delegation?.stats.adopted),
     });
     new Gauge({
       name: 'remora_sequencer_last_ts',

@@ -205,6 +205,7 @@ export class Store {
     replica: number;
     peers: string[];
     region: number;
+    transport?: Transport;
   }): NativeCoordinator {
     return this.native.heronCoordinator({ ...opts, secret: Buffer.from(opts.secret) });
   }
@@ -221,6 +222,7 @@ export class Store {
     peers: string[];
     slotBytes: number;
     requestRegion: number;
+    transport?: Transport;
   }): NativeTransfer {
     return this.native.heronTransfer({ ...opts, secret: Buffer.from(opts.secret) });
   }

@@ -8,13 +8,20 @@ import { DEFAULT_RING_SPIN_MICROS, HERON_SOCKET, ORDERINGS, type Ordering } from
 import { runReplicaRole } from '../heron/replica-main.js';
 import { serveRole } from '../process.js';
 import { parseHostPort } from '../transport.js';
-import { appOption, ConfigError, intOption, listenOption, required } from './options.js';
+import { appOption, ConfigError, intOption, listenOption, required, transportOption } from './options.js';
 
 /** A Heron cluster described by `--config FILE`, in `--dir DIR`, until stdin ends or a signal. */
 export function heronStartCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { config: { type: 'string' }, dir: { type: 'string' }, ordering: { type: 'string' }, listen: { type: 'string' }, 'pre-executors': { type: 'string' } },
+    options: {
+      config: { type: 'string' },
+      dir: { type: 'string' },
+      ordering: { type: 'string' },
+      listen: { type: 'string' },
+      'pre-executors': { type: 'string' },
+      transport: { type: 'string' },
+    },
   });
   const file = required(values.config, 'config');
   const listen = values.listen === undefined ? undefined : parseHostPort(listenOption(values.listen));
@@ -30,6 +37,8 @@ export function heronStartCommand(argv: string[]): Promise<number> {
   // `--pre-executors N` overrides the file's `preExecutors` (and `preExecution`'s default pool).
   const members = values['pre-executors'];
   if (members !== undefined) config = { ...config, preExecutors: intOption(members, 'pre-executors', 0, 0, 16) };
+  // `--transport` overrides the file's `transport`.
+  if (values.transport !== undefined) config = { ...config, transport: transportOption(values.transport) };
   return serveRole(async () => {
     const cluster = await HeronCluster.start({ dir, ...config, ...(listen && { listen }) }).catch((e: unknown) => {
       throw fileError(e);
@@ -43,6 +52,8 @@ export function heronStartCommand(argv: string[]): Promise<number> {
         preExecution: preExecutorsOf(config) > 0,
         ...(config.preExecutors !== undefined && { preExecutors: config.preExecutors }),
         ordering: config.ordering ?? 'synced',
+        // How replicas reach each other, when the file or `--transport` chose one.
+        ...(config.transport !== undefined && { transport: config.transport }),
         // Where clients connect over TCP, with `--listen` only.
         ...(cluster.tcpAddress !== null && { address: cluster.tcpAddress }),
       },
@@ -82,6 +93,7 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
       'ring-spin-us': { type: 'string' },
       'rejoin-after': { type: 'string' },
       'remote-cache-entries': { type: 'string' },
+      transport: { type: 'string' },
     },
   });
   const partitions = intOption(values.partitions, 'partitions', 1, 1, 1024);
@@ -99,5 +111,6 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
     ringSpinMicros: intOption(values['ring-spin-us'], 'ring-spin-us', DEFAULT_RING_SPIN_MICROS, 0, 1_000_000),
     ...(values['rejoin-after'] !== undefined && { rejoinAfter: timestampOption(values['rejoin-after'], 'rejoin-after') }),
     ...(values['remote-cache-entries'] !== undefined && { remoteCacheEntries: intOption(values['remote-cache-entries'], 'remote-cache-entries', 4096, 0, 1 << 20) }),
+    transport: transportOption(values.transport),
   });
 }

@@ -73,7 +73,7 @@ function endpointOption(v: Record<string, string | undefined>): Parameters<typeo
 }
 
 /** Resolves with 'go' at the start signal, 'stop' when stdin ends first; `onEnd` hears a later end. */
-function startSignal(onEnd: () => void): Promise<'go' | 'stop'> {
+export function startSignal(onEnd: () => void): Promise<'go' | 'stop'> {
   return new Promise((resolve) => {
     let started = false;
     const go = () => {

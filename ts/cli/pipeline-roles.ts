@@ -12,6 +12,7 @@ import { CHECKPOINTS_DIR, DEFAULT_CHECKPOINT_EVERY, seedFromCheckpoint } from '.
 import { bootstrapFrom, copiedCheckpoint } from './peer-seed.js';
 import { createRegistry, PreExecutorMetrics, serveMetrics } from '../metrics.js';
 import { runPreExecutor } from '../pipeline/preexecutor-main.js';
+import { DELEGATION_DEFAULTS, type DelegationOptions } from '../pipeline/delegation.js';
 import type { PreExecutor } from '../pipeline/preexecutor.js';
 import { serveRole } from '../process.js';
 import { loadOrCreateSecret, readSecretFile } from '../secret.js';
@@ -104,6 +105,19 @@ export function preExecutorRole(argv: string[]) {
   });
 }
 
+/** `--delegate-backlog N [--lease-ms N] [--lease-objects N]`: delegation on (docs/primary.md), else off. */
+function delegationOptions(backlog: string | undefined, leaseMs: string | undefined, objects: string | undefined): DelegationOptions | null {
+  if (backlog === undefined) {
+    if (leaseMs !== undefined || objects !== undefined) throw new UsageError('--lease-ms and --lease-objects need --delegate-backlog N, which turns delegation on');
+    return null;
+  }
+  return {
+    backlog: intOption(backlog, 'delegate-backlog', DELEGATION_DEFAULTS.backlog, 1, 1_000_000),
+    leaseMs: intOption(leaseMs, 'lease-ms', DELEGATION_DEFAULTS.leaseMs, 1, 600_000),
+    maxObjects: intOption(objects, 'lease-objects', DELEGATION_DEFAULTS.maxObjects, 1, 100_000),
+  };
+}
+
 /** An embedded node with its pre-executors (`remora start node`); tests kill and restart it. */
 export function nodeRole(argv: string[]) {
   const { values } = parseArgs({
@@ -127,8 +141,12 @@ export function nodeRole(argv: string[]) {
       'node-name': { type: 'string' },
       bootstrap: { type: 'string' },
       'merge-threads': { type: 'string' },
+      'delegate-backlog': { type: 'string' },
+      'lease-ms': { type: 'string' },
+      'lease-objects': { type: 'string' },
     },
   });
+  const delegation = delegationOptions(values['delegate-backlog'], values['lease-ms'], values['lease-objects']);
   const bootstrap = values.bootstrap === undefined ? null : bootstrapOption(values.bootstrap);
   const sequencer = sequencerOption(values.sequencer, values.stream, values['sequencer-token-file']);
   const autoscale = autoscaleOption(values.autoscale);
@@ -149,6 +167,7 @@ export function nodeRole(argv: string[]) {
     ...(sequencer && { sequencer }),
     ...(values['node-name'] !== undefined && { nodeName: values['node-name'] }),
     mergeThreads: intOption(values['merge-threads'], 'merge-threads', 1, 1, 64),
+    ...(delegation && { delegation }),
   };
   if (bootstrap && !sequencer) throw new UsageError('--bootstrap needs --sequencer nats://...: only nodes following one stream can start from each other\'s checkpoints');
   return serveRole(async () => {

@@ -1,7 +1,6 @@
 // The embedded Heron cluster on one host: this process runs the sequencer (one durable log: the
 // total order of the atomic multicast) and hands each partition's replicas exactly the
 // transactions addressed to it; every replica of every partition is a child process.
-import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { admitTx } from '../app/admit.js';
 import { NativeStore } from '../binding.js';
@@ -19,7 +18,7 @@ import { openSequencer, type OpenedSequencer, type SequencerChoice } from '../pi
 import { EmbeddedSequencer, type Sequenced } from '../pipeline/sequencer.js';
 import { RoleProcess } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
-import type { HostPort } from '../transport.js';
+import { isTransport, type HostPort, type Transport } from '../transport.js';
 import { listen, type Conn, type Server } from '../wire.js';
 import { checkClusterSize } from './config.js';
 import {
@@ -36,6 +35,7 @@ import {
   type FromReplica,
   type Ordering,
   type Timing,
+  type ToReplica,
 } from './messages.js';
 import { destinations, partitionerOf } from './partition.js';
 import { HeronClients } from './serve.js';
@@ -99,6 +99,13 @@ export interface HeronOptions {
    * `RESTARTS_PER_MINUTE` per replica, then the launcher gives up on it and says so.
    */
   restartReplicas?: boolean;
+  /**
+   * How replicas reach each other's memory and the ring (default `shm`, one host through
+   * `dir`). With `tcp` (or `verbs`) every replica serves its store on 127.0.0.1 at a port of its
+   * own and the launcher serves the ring's store; coordination, state transfer, remote reads
+   * and the ring go over it (docs/heron.md, "Transports").
+   */
+  transport?: Transport;
   /** Where divergences and replica failures are reported (default console.error). */
   log?: (msg: string) => void;
 }
@@ -259,6 +266,11 @@ export class HeronCluster {
   private readonly restartTimes = new Map<string, number[]>();
   /** A replica's command line (set once the launcher is listening). */
   private replicaArgs: (h: number, q: number) => string[] = () => [];
+  /** Over `tcp`/`verbs`: each replica's store address (by entry index) and the ring's store. */
+  private readonly addresses: (string | undefined)[] = [];
+  private ringAddress: string | null = null;
+  /** Replicas (entry indices) that said hello at least once: a second hello is a restart. */
+  private readonly greetedOnce = new Set<number>();
   private closed = false;
   /** Last timestamp multicast to each partition, and last one each replica answered. */
   private readonly lastDelivered = new Map<number, bigint>();
@@ -336,15 +348,20 @@ export class HeronCluster {
     for (const w of size.warnings) (opts.log ?? ((m: string) => console.error(m)))(w);
     const ordering = opts.ordering ?? 'synced';
     if (ordering !== 'synced' && ordering !== 'memory') throw new RangeError(`ordering must be 'synced' or 'memory', got ${String(ordering)}`);
+    const transport = opts.transport ?? 'shm';
+    if (!isTransport(transport)) throw new RangeError(`transport must be 'shm', 'tcp' or 'verbs', got ${String(transport)}`);
     const secret = loadOrCreateSecret(opts.dir);
     // The ring lives in the launcher's own store, which replicas attach to like any peer.
     const launcherStore = NativeStore.create({ dir: opts.dir, name: RING_STORE, secret: Buffer.from(secret) });
     let ring: NativeRingProducer;
+    let ringAddress: string | null = null;
     let sequencer: OpenedSequencer;
     const logDir = join(opts.dir, 'log');
     try {
       ring = launcherStore.heronRing({ partitions: opts.partitions, replicas: opts.replicas, capacity: opts.ringBytes ?? RING_BYTES });
       if (ring.region !== RING_REGION) throw new Error(`the ring got region ${ring.region}, expected ${RING_REGION}`);
+      // Replicas read the ring (and write their positions) through the launcher's store.
+      if (transport !== 'shm') ringAddress = launcherStore.serve({ transport, listen: '127.0.0.1:0' });
       if (opts.sequencer && opts.sequencer.kind !== 'embedded') {
         if (ordering === 'memory') throw new RangeError("ordering 'memory' orders in the launcher, so it cannot be used with a replicated sequencer");
         sequencer = await openSequencer(opts.sequencer, logDir, null, { name: `heron:${opts.dir}`, ...(opts.log && { log: opts.log }) });
@@ -354,6 +371,7 @@ export class HeronCluster {
       throw e;
     }
     const cluster = new HeronCluster(app, opts, sequencer, null, new Map(), launcherStore, ring);
+    cluster.ringAddress = ringAddress;
     cluster.appSpec = loaded.spec;
     cluster.appDigest = loaded.digest;
     const hellos = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
@@ -407,11 +425,13 @@ export class HeronCluster {
                 conn.close();
                 return;
               }
+              if (transport !== 'shm' && msg.address === undefined) throw new ProtocolError(`hello: a ${transport} cluster needs the address the replica serves its store at`);
               greeted = true;
               cluster.conns.set(k, conn);
               conn.onClose(() => {
                 if (cluster.conns.get(k) === conn) cluster.conns.delete(k);
               });
+              cluster.greeted(msg.partition * opts.replicas + msg.replica, msg.address);
               hellos.get(k)?.resolve();
             }),
           );
@@ -425,11 +445,10 @@ export class HeronCluster {
         ...(members > 0 ? ['--report-writes'] : []),
         ...(opts.ringSpinMicros !== undefined ? ['--ring-spin-us', String(opts.ringSpinMicros)] : []),
         ...(opts.remoteCacheEntries !== undefined ? ['--remote-cache-entries', String(opts.remoteCacheEntries)] : []),
+        ...(transport !== 'shm' ? ['--transport', transport] : []),
       ];
       cluster.replicaArgs = args;
       cluster.restartReplicas = opts.restartReplicas === true;
-      // Coordination files kept by restarted replicas of an earlier run would be copied from.
-      forgetDeadIncarnations(opts.dir);
       const starting: Promise<void>[] = [];
       for (let h = 0; h < opts.partitions; h++) {
         for (let q = 0; q < opts.replicas; q++) {
@@ -1006,6 +1025,32 @@ export class HeronCluster {
     return rejoined;
   }
 
+  /**
+   * A replica said hello (entry index `index`, its store served at `address` over the network).
+   * Once all did, over `tcp`/`verbs`, each is told where every peer is; a second hello is a
+   * restarted replica, and every replica is told (so each attaches to its new incarnation,
+   * at its new address, instead of writing into the dead one's memory).
+   */
+  private greeted(index: number, address: string | undefined): void {
+    const restarted = this.greetedOnce.has(index);
+    this.greetedOnce.add(index);
+    if (address !== undefined) this.addresses[index] = address;
+    const total = this.opts.partitions * this.opts.replicas;
+    const net = (this.opts.transport ?? 'shm') !== 'shm';
+    if (!restarted && (!net || this.greetedOnce.size < total)) return;
+    const addresses = net ? Array.from({ length: total }, (_, i) => this.addresses[i] ?? '') : null;
+    const msg: ToReplica = { t: 'peers', addresses, ring: this.ringAddress, rejoined: restarted ? index : null };
+    for (const conn of this.conns.values()) conn.send(msg);
+  }
+
+  /**
+   * Over `tcp`/`verbs`: where each replica serves its store (by entry index, the latest
+   * incarnation's) and where the launcher serves the ring; empty and null over `shm`.
+   */
+  get storeAddresses(): { replicas: readonly (string | undefined)[]; ring: string | null } {
+    return { replicas: [...this.addresses], ring: this.ringAddress };
+  }
+
   /** A restarted replica's first state transfer: it serves again. */
   private rejoined(msg: { partition: number; replica: number; from: number; ts: bigint; objects: number; bytes: number }): void {
     const k = key(msg.partition, msg.replica);
@@ -1079,15 +1124,5 @@ export class HeronCluster {
     this.server = null;
     if (!wasClosed) this.launcherStore.close();
     return summaries.sort((a, b) => a.partition - b.partition || a.replica - b.replica);
-  }
-}
-
-/**
- * Removes the coordination files restarted replicas kept (`STORE.prev-N`, see replica-main):
- * they belong to a run that is over.
- */
-function forgetDeadIncarnations(dir: string): void {
-  for (const name of readdirSync(dir)) {
-    if (/^heron-p\d+r\d+\.prev-\d+$/.test(name)) rmSync(join(dir, name), { recursive: true, force: true });
   }
 }

@@ -5,6 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { builtinApps } from '../apps/index.js';
 import type { HeronOptions } from './cluster.js';
 import { ORDERINGS } from './messages.js';
+import { TRANSPORTS } from '../transport.js';
 
 /** Everything a cluster file may say; the directory is given where the cluster starts. */
 export type HeronConfig = Omit<HeronOptions, 'dir' | 'log'>;
@@ -25,7 +26,7 @@ interface IntKey {
   max: number;
 }
 
-const KEYS: Record<string, { required: boolean; type: 'app' | 'boolean' | 'ordering' | 'sequencer' | IntKey }> = {
+const KEYS: Record<string, { required: boolean; type: 'app' | 'boolean' | 'ordering' | 'sequencer' | 'transport' | IntKey }> = {
   app: { required: true, type: 'app' },
   partitions: { required: true, type: { kind: 'int', min: 1, max: 1024 } },
   replicas: { required: true, type: { kind: 'int', min: 1, max: 31 } },
@@ -38,6 +39,7 @@ const KEYS: Record<string, { required: boolean; type: 'app' | 'boolean' | 'order
   sequencer: { required: false, type: 'sequencer' },
   restartReplicas: { required: false, type: 'boolean' },
   remoteCacheEntries: { required: false, type: { kind: 'int', min: 0, max: 1 << 20 } },
+  transport: { required: false, type: 'transport' },
 };
 
 /** Most replicas per partition (f = 3). */
@@ -112,6 +114,8 @@ export function parseHeronConfig(text: string, source: string): HeronConfig {
       }
     } else if (t === 'ordering') {
       if (!ORDERINGS.some((o) => o === v)) fail(`"ordering" must be ${ORDERINGS.map((o) => JSON.stringify(o)).join(' or ')}, got ${JSON.stringify(v)}`);
+    } else if (t === 'transport') {
+      if (!TRANSPORTS.some((o) => o === v)) fail(`"transport" must be ${TRANSPORTS.map((o) => JSON.stringify(o)).join(', ')}, got ${JSON.stringify(v)}`);
     } else if (t === 'sequencer') {
       const why = sequencerProblem(v);
       if (why !== null) fail(`"sequencer" ${why}`);

@@ -73,11 +73,29 @@ export function decodeRingRecord(ts: bigint, dest: number[], payload: Uint8Array
   }
 }
 
-export type ToReplica = { t: 'deliver'; txs: Delivered[] };
+/**
+ * Where a replica's peers are. Sent over `tcp`/`verbs` once every replica said hello (each
+ * serves its store at an address of its own), and, over any transport, to every replica when a
+ * restarted one says hello: `rejoined` is its entry index (partition * replicas + replica), so
+ * peers attach to its new incarnation instead of writing into the dead one's memory.
+ */
+export interface PeersMessage {
+  t: 'peers';
+  /** Every replica's store address by entry index (`tcp`, `verbs`); null over `shm`. */
+  addresses: string[] | null;
+  /** The launcher's store, holding the ring (`tcp`, `verbs`); null over `shm`. */
+  ring: string | null;
+  rejoined: number | null;
+}
+
+export type ToReplica = { t: 'deliver'; txs: Delivered[] } | PeersMessage;
 
 export type FromReplica =
-  /** `digest`: of the app the replica loaded (module.ts); it must be the launcher's. */
-  | { t: 'hello'; partition: number; replica: number; digest: string }
+  /**
+   * `digest`: of the app the replica loaded (module.ts); it must be the launcher's.
+   * `address`: where its store is served (`tcp`, `verbs`).
+   */
+  | { t: 'hello'; partition: number; replica: number; digest: string; address?: string }
   | {
       t: 'outcome';
       ts: bigint;

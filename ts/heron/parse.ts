@@ -9,6 +9,7 @@ import { decodeTx, LIMITS } from '../app/tx.js';
 import { ProtocolError } from '../pipeline/messages.js';
 import type { Decision } from '../pipeline/merge.js';
 import type { Conn } from '../wire.js';
+import { parseHostPort } from '../transport.js';
 import { REPLICA_ROLE, type Delivered, type FromReplica, type Timing, type ToReplica } from './messages.js';
 
 export { ProtocolError };
@@ -33,6 +34,7 @@ const isMicros = (v: unknown): v is number => typeof v === 'number' && Number.is
 const isText = (v: unknown, max: number): v is string => typeof v === 'string' && v.length <= max;
 const isId = (v: unknown): v is string => isText(v, LIMITS.idBytes);
 const isHexDigest = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v);
+const isAddress = (v: unknown): v is string => isText(v, 300) && parseHostPort(v) !== null;
 
 /** What the peer sent, named without serialising it or calling anything on it. */
 function describe(m: unknown): string {
@@ -126,7 +128,9 @@ export function parseFromReplica(m: unknown): FromReplica {
     case 'hello': {
       const at = place(m, 'hello');
       if (!isHexDigest(m['digest'])) fail('hello: digest must be 64 hex digits');
-      return { t: 'hello', ...at, digest: m['digest'] };
+      const address = m['address'];
+      if (address !== undefined && !isAddress(address)) fail('hello: address must be host:port');
+      return { t: 'hello', ...at, digest: m['digest'], ...(address !== undefined && { address }) };
     }
     case 'outcome': {
       const at = place(m, 'outcome');
@@ -177,7 +181,16 @@ function parseDelivered(v: unknown, i: number): Delivered {
 
 /** The launcher's message to a replica. */
 export function parseToReplica(m: unknown): ToReplica {
-  if (!isObj(m) || m['t'] !== 'deliver') fail(`expected a deliver message, got ${describe(m)}`);
+  if (isObj(m) && m['t'] === 'peers') {
+    const { addresses, ring, rejoined } = m;
+    if (addresses !== null && !(Array.isArray(addresses) && addresses.length <= MAX_PARTITIONS * MAX_REPLICAS && addresses.every(isAddress))) {
+      fail('peers: addresses must be null or a list of host:port');
+    }
+    if (ring !== null && !isAddress(ring)) fail('peers: ring must be null or host:port');
+    if (rejoined !== null && !(isCount(rejoined) && rejoined < MAX_PARTITIONS * MAX_REPLICAS)) fail('peers: rejoined must be null or an entry index');
+    return { t: 'peers', addresses, ring, rejoined };
+  }
+  if (!isObj(m) || m['t'] !== 'deliver') fail(`expected a deliver or peers message, got ${describe(m)}`);
   const txs = m['txs'];
   if (!Array.isArray(txs)) fail('deliver: txs must be an array');
   return { t: 'deliver', txs: txs.map(parseDelivered) };

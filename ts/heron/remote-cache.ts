@@ -7,6 +7,7 @@
 import { NativeVersionedRemote } from '../native/index.js';
 import { idBytes } from '../ids.js';
 import { NO_HANDLE, type ReadResult } from '../store.js';
+import type { NetTransport } from '../transport.js';
 
 /** Entries a replica keeps by default (`remoteCacheEntries`; 0 turns the cache off). */
 export const DEFAULT_REMOTE_CACHE_ENTRIES = 4096;
@@ -99,11 +100,8 @@ export class RemoteCache {
   }
 }
 
-export interface VersionedRemoteOptions {
-  dir: string;
-  store: string;
-  secret: Uint8Array;
-}
+/** A peer's store in the cluster directory (`shm`), or served at an address (`tcp`, `verbs`). */
+export type VersionedRemoteOptions = { dir: string; store: string; secret: Uint8Array } | { transport: NetTransport; address: string; secret: Uint8Array };
 
 /** A version a check found: what `get_before` would choose, without its value. */
 export type VersionFound =
@@ -113,7 +111,8 @@ export type VersionFound =
   | { status: 'lagging' };
 
 /**
- * One peer store read one-sidedly over `shm` through handles, by a reader holding a
+ * One peer store read one-sidedly (over `shm`, or `tcp`/`verbs` blocking the thread for the
+ * round trips) through handles, by a reader holding a
  * `RemoteCache`: a batch of reads is one native call that checks every object's chosen
  * version and copies only the values the cache does not hold.
  */
@@ -130,7 +129,10 @@ export class VersionedRemote {
   private constructor(private readonly native: NativeVersionedRemote) {}
 
   static async connect(opts: VersionedRemoteOptions): Promise<VersionedRemote> {
-    return new VersionedRemote(await NativeVersionedRemote.connect({ transport: 'shm', dir: opts.dir, store: opts.store, secret: Buffer.from(opts.secret) }));
+    const secret = Buffer.from(opts.secret);
+    return new VersionedRemote(
+      await NativeVersionedRemote.connect('address' in opts ? { transport: opts.transport, address: opts.address, secret } : { transport: 'shm', dir: opts.dir, store: opts.store, secret }),
+    );
   }
 
   /** Resolves the ids without a handle yet (one control round trip); unknown ids stay so. */

@@ -2,15 +2,16 @@
 // until stdin ends. It prints `ready` once its store exists and it reached every peer.
 // Transactions arrive through the launcher's ring, read one-sidedly; the socket carries the
 // replies, and deliveries only if the ring dropped this replica for falling behind.
-import { closeSync, existsSync, fstatSync, linkSync, mkdirSync, openSync, readdirSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { nativeFunctions } from '../app/natives.js';
 import { loadAppModule } from '../app/module.js';
 import { serveRole } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
+import type { Transport } from '../transport.js';
 import { connect } from '../wire.js';
 import { NativeRingReader } from '../binding.js';
-import { COORD_REGION, decodeRingRecord, monotonicMicros, HERON_SOCKET, REPLICA_ROLE, RING_REGION, RING_STORE, storeName, type FromReplica } from './messages.js';
+import { decodeRingRecord, monotonicMicros, HERON_SOCKET, REPLICA_ROLE, RING_REGION, RING_STORE, storeName, type FromReplica, type PeersMessage } from './messages.js';
 import { guarded, parseToReplica } from './parse.js';
 import { HeronReplica } from './replica.js';
 
@@ -34,7 +35,12 @@ export interface ReplicaArgs {
   rejoinAfter?: bigint;
   /** Remote objects kept by version (`--remote-cache-entries`; default 4096, 0 = off). */
   remoteCacheEntries?: number;
+  /** How peers and the ring are reached (`--transport`; default `shm`). */
+  transport?: Transport;
 }
+
+/** How long a replica over the network waits for the launcher to say where its peers are. */
+const PEERS_TIMEOUT_MS = 60_000;
 
 /** Where a region's size class is in its header (remora-core `region.rs`): all ones for a raw region. */
 const CLASS_WORD = 24;
@@ -42,14 +48,13 @@ const RAW_REGION = 0xffff_ffff_ffff_ffffn;
 const PAGE = 4096;
 
 /**
- * Before a restarted replica creates its store afresh (which unlinks the dead incarnation's
- * region files): peers attached to those files keep their mappings, and nothing fails to tell
- * them the files are dead. So (1) every slot region is zeroed, so a peer's one-sided read of an
- * object there finds its slot gone, asks the dead owner, fails and attaches again; (2) the
- * coordination region is kept under `STORE.prev-N/`, where peers' announcements still land, for
- * the new incarnation to copy from (`mirrorStale`). Returns every such directory kept so far.
+ * Before a restarted replica creates its store afresh over `shm` (which unlinks the dead
+ * incarnation's region files): peers attached to those files keep their mappings, and nothing
+ * fails to tell them the files are dead. So every slot region is zeroed: a peer's one-sided
+ * read of an object there finds its slot gone, asks the dead owner, fails and attaches again.
+ * (Coordination and state transfer attach again when the launcher says the replica restarted.)
  */
-function retireDeadIncarnation(dir: string, store: string): string[] {
+function retireDeadIncarnation(dir: string, store: string): void {
   const storeDir = join(dir, store);
   const names = existsSync(storeDir) ? readdirSync(storeDir) : [];
   const zeros = Buffer.alloc(1 << 20);
@@ -65,16 +70,6 @@ function retireDeadIncarnation(dir: string, store: string): string[] {
       closeSync(fd);
     }
   }
-  const coord = `region-${String(COORD_REGION).padStart(6, '0')}`;
-  const prefix = `${store}.prev-`;
-  const kept = () => readdirSync(dir).filter((n) => n.startsWith(prefix) && /^\d+$/.test(n.slice(prefix.length)));
-  if (names.includes(coord)) {
-    const n = kept().reduce((m, d) => Math.max(m, Number(d.slice(prefix.length))), 0) + 1;
-    const keep = join(dir, `${prefix}${n}`);
-    mkdirSync(keep, { mode: 0o700 });
-    linkSync(join(storeDir, coord), join(keep, coord));
-  }
-  return kept().map((d) => join(dir, d));
 }
 
 /** Records taken from the ring per hand-over to the replica. */
@@ -130,11 +125,13 @@ export function runReplicaRole(a: ReplicaArgs): Promise<never> {
   return serveRole(async () => {
     const secret = loadOrCreateSecret(a.dir);
     const loaded = await loadAppModule(a.app);
-    const stale = a.rejoinAfter === undefined ? [] : retireDeadIncarnation(a.dir, storeName(a.partition, a.replica));
+    const transport = a.transport ?? 'shm';
+    if (a.rejoinAfter !== undefined && transport === 'shm') retireDeadIncarnation(a.dir, storeName(a.partition, a.replica));
     let send: (m: FromReplica) => void = () => undefined;
     const replica = HeronReplica.create({
       dir: a.dir,
       secret,
+      transport,
       app: loaded.app,
       natives: nativeFunctions,
       partitions: a.partitions,
@@ -147,29 +144,60 @@ export function runReplicaRole(a: ReplicaArgs): Promise<never> {
       ...(a.remoteCacheEntries !== undefined && { remoteCacheEntries: a.remoteCacheEntries }),
       send: (m) => send(m),
     });
-    if (stale.length > 0) replica.mirrorStale(stale);
-    await replica.connect();
+    // Over the network the store is served before hello, which carries its address; peers
+    // are attached once the launcher says where they are. On one host they are there already.
+    const address = transport === 'shm' ? undefined : replica.store.serve({ transport, listen: '127.0.0.1:0' });
+    if (transport === 'shm') await replica.connect();
     const conn = await connect({ path: join(a.dir, HERON_SOCKET), secret, role: `${REPLICA_ROLE}:${a.partition}.${a.replica}` });
     send = (m) => {
       conn.send(m);
     };
-    // First, before the ring can hand over anything to answer: the launcher takes nothing else first.
-    send({ t: 'hello', partition: a.partition, replica: a.replica, digest: loaded.digest });
     const closed = new Promise<never>((_, reject) => conn.onClose(() => reject(new Error('the launcher closed the connection'))));
-    const reader = NativeRingReader.attach({ dir: a.dir, store: RING_STORE, region: RING_REGION, consumer: a.partition * a.replicas + a.replica });
+    closed.catch(() => undefined);
+    let peersCame: (m: PeersMessage) => void = () => undefined;
+    const firstPeers = new Promise<PeersMessage>((resolve) => {
+      peersCame = resolve;
+    });
+    // The launcher is a member, but its frames are still checked: a malformed one closes the
+    // connection (so this replica stops, saying why) before anything reaches the replica.
+    conn.onMessage(
+      guarded(conn, (m) => console.error(m), 'heron replica: the launcher', (raw) => {
+        const m = parseToReplica(raw);
+        if (m.t === 'deliver') {
+          replica.deliver(m.txs);
+          return;
+        }
+        replica.peersAt(m.addresses, m.rejoined);
+        peersCame(m);
+      }),
+    );
+    // First, before the ring can hand over anything to answer: the launcher takes nothing else first.
+    send({ t: 'hello', partition: a.partition, replica: a.replica, digest: loaded.digest, ...(address !== undefined && { address }) });
+    let ring: string | null = null;
+    if (transport !== 'shm') {
+      let timer: NodeJS.Timeout | undefined;
+      const peers = await Promise.race([
+        firstPeers,
+        closed,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`the launcher did not say where the peers are within ${PEERS_TIMEOUT_MS} ms`)), PEERS_TIMEOUT_MS);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      if (peers.ring === null || peers.addresses === null) throw new Error(`the launcher sent no addresses for a ${transport} cluster`);
+      ring = peers.ring;
+      await replica.connect();
+    }
+    const consumer = a.partition * a.replicas + a.replica;
+    const reader =
+      ring === null
+        ? NativeRingReader.attach({ dir: a.dir, store: RING_STORE, region: RING_REGION, consumer })
+        : NativeRingReader.attach({ transport, address: ring, secret: Buffer.from(secret), dir: a.dir, store: RING_STORE, region: RING_REGION, consumer });
     let stopping = false;
     // Before the first record is applied: the ring holds only what came after the launcher
     // took this replica back; the rest is in the peers' state.
     if (a.rejoinAfter !== undefined) void replica.rejoin(a.rejoinAfter).catch(() => undefined);
     const pumping = pumpRing(reader, replica, a.ringSpinMicros, () => stopping, (m) => console.error(m));
     const pumpFailed = pumping.then(() => new Promise<never>(() => undefined));
-    // The launcher is a member, but its frames are still checked: a malformed one closes the
-    // connection (so this replica stops, saying why) before anything reaches the replica.
-    conn.onMessage(
-      guarded(conn, (m) => console.error(m), 'heron replica: the launcher', (raw) => {
-        replica.deliver(parseToReplica(raw).txs);
-      }),
-    );
     return {
       failed: Promise.race([replica.failed, closed, pumpFailed]),
       stop: async () => {

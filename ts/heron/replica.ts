@@ -11,6 +11,7 @@ import type { NativeCoordinator, NativeTransfer } from '../binding.js';
 import { staleReads, type Decision } from '../pipeline/merge.js';
 import { NativePrimaryStore } from '../pipeline/store-adapter.js';
 import { Store, type ReadResult } from '../store.js';
+import type { Transport } from '../transport.js';
 import { nextDigest, DIGEST_ZERO } from './digest.js';
 import { COORD_REGION, TRANSFER_REGION, storeName, type Delivered, type FromReplica, type Timing } from './messages.js';
 import { destinations, partitionerOf } from './partition.js';
@@ -28,6 +29,11 @@ const PUBLISH_EVERY = 64;
 export interface ReplicaOptions {
   dir: string;
   secret: Uint8Array;
+  /**
+   * How peers' memory is reached (default `shm`, through `dir`). Over `tcp`/`verbs` every
+   * replica serves its store at an address of its own, learnt through `peersAt`.
+   */
+  transport?: Transport;
   app: App;
   natives: Natives;
   partitions: number;
@@ -100,6 +106,8 @@ export class HeronReplica {
   private readonly partitionOf: (id: string) => number;
   /** Remote replicas (key `h * replicas + q`), connected on first use. */
   private readonly remotes = new Map<number, Promise<VersionedRemote>>();
+  /** Over `tcp`/`verbs`: every replica's store address, by entry index (`peersAt`). */
+  private addresses: string[] | null = null;
   private readonly cache: RemoteCache;
   /** Per remote partition, the replica that last served a read: prefetches go there only. */
   private readonly servedBy = new Map<number, number>();
@@ -146,7 +154,13 @@ export class HeronReplica {
     try {
       const peers: string[] = [];
       for (let h = 0; h < opts.partitions; h++) for (let q = 0; q < opts.replicas; q++) peers.push(storeName(h, q));
-      const coordinator = store.heronCoordinator({
+      // Over the network peers are named by address, learnt later (`peersAt`); until then
+      // their store names stand in, and attaching to them fails (the majority wait copes).
+      const transport = opts.transport ?? 'shm';
+      // `Store.heronCoordinator`/`heronTransfer` hand their options to the binding whole; the
+      // transport rides along (their declared option types predate it).
+      const coordOpts: Parameters<Store['heronCoordinator']>[0] & { transport: Transport } = {
+        transport,
         dir: opts.dir,
         secret: opts.secret,
         partitions: opts.partitions,
@@ -155,8 +169,10 @@ export class HeronReplica {
         replica: opts.replica,
         peers,
         region: COORD_REGION,
-      });
-      const transfer = store.heronTransfer({
+      };
+      const coordinator = store.heronCoordinator(coordOpts);
+      const transferOpts: Parameters<Store['heronTransfer']>[0] & { transport: Transport } = {
+        transport,
         dir: opts.dir,
         secret: opts.secret,
         replicas: opts.replicas,
@@ -164,7 +180,8 @@ export class HeronReplica {
         peers: Array.from({ length: opts.replicas }, (_, q) => storeName(opts.partition, q)),
         slotBytes: opts.transferSlotBytes ?? 1 << 20,
         requestRegion: TRANSFER_REGION,
-      });
+      };
+      const transfer = store.heronTransfer(transferOpts);
       return new HeronReplica(opts, store, coordinator, transfer);
     } catch (e) {
       store.close();
@@ -202,10 +219,29 @@ export class HeronReplica {
     return rejoined;
   }
 
-  /** A restarted replica copies peers' entries out of its dead incarnations' coordination files. */
-  mirrorStale(dirs: readonly string[]): void {
+  /**
+   * Where the peers are (`addresses` by entry index, over `tcp`/`verbs`; null over `shm`), and
+   * which one restarted (`rejoined`): coordination, state transfer and remote reads attach to
+   * a peer whose address changed, or that restarted, afresh; coordination also writes our
+   * latest entry into its new memory (what we announced since its restart went to the dead
+   * incarnation's).
+   */
+  peersAt(addresses: readonly string[] | null, rejoined: number | null): void {
     const { partitions, replicas, partition, replica } = this.opts;
-    this.transfer.mirrorStale({ dirs: [...dirs], partitions, replicas, partition, replica, region: COORD_REGION });
+    const mine = partition * replicas + replica;
+    if (addresses !== null && addresses.length !== partitions * replicas) {
+      throw new Error(`peers: ${addresses.length} addresses for ${partitions} × ${replicas} replicas`);
+    }
+    const before = this.addresses;
+    if (addresses !== null) this.addresses = [...addresses];
+    for (let i = 0; i < partitions * replicas; i++) {
+      if (i === mine) continue;
+      const address = addresses?.[i];
+      if (i !== rejoined && address === before?.[i]) continue;
+      this.coordinator.reattach(i, address);
+      if (Math.floor(i / replicas) === partition) this.transfer.reattach(i % replicas, address);
+      this.remotes.delete(i);
+    }
   }
 
   /** Queues transactions addressed to this partition, in timestamp order. */
@@ -617,7 +653,14 @@ export class HeronReplica {
     const key = h * this.opts.replicas + q;
     let r = this.remotes.get(key);
     if (!r) {
-      r = VersionedRemote.connect({ dir: this.opts.dir, store: storeName(h, q), secret: this.opts.secret });
+      const address = this.addresses?.[key];
+      const transport = this.opts.transport ?? 'shm';
+      r =
+        transport === 'shm'
+          ? VersionedRemote.connect({ dir: this.opts.dir, store: storeName(h, q), secret: this.opts.secret })
+          : address === undefined
+            ? Promise.reject(new Error(`the address of replica ${h}.${q} is not known yet`))
+            : VersionedRemote.connect({ transport, address, secret: this.opts.secret });
       this.remotes.set(key, r);
       r.catch(() => {
         if (this.remotes.get(key) === r) this.remotes.delete(key);

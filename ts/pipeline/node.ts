@@ -9,6 +9,7 @@ import { AppVersions, upgradeBody, type AppVersion } from '../app/versions.js';
 import { encode } from '../app/codec.js';
 import { asError } from '../errors.js';
 import { stages } from '../stages.js';
+import { Delegator, type DelegationOptions } from './delegation.js';
 import type { Decision } from './merge.js';
 import type { MergeThreads } from './merge-threads.js';
 import type { ConflictFeedback, FeedbackOptions } from './feedback.js';
@@ -90,6 +91,11 @@ export interface NodeOptions {
    * them ahead of the in-order merge. Owned by the caller, who closes them after the node.
    */
   mergeThreads?: MergeThreads;
+  /**
+   * Delegation when overwhelmed (docs/primary.md): past `backlog` transactions ordered and not
+   * yet applied, a hot subset of the state is leased to the least-loaded pre-executor. Absent: off.
+   */
+  delegation?: DelegationOptions;
 }
 
 interface OptimisticWait {
@@ -102,6 +108,8 @@ export class EmbeddedNode {
   /** The pre-executors: scheduling, what each owes, tables in, state updates and feedback out. */
   readonly pool: PreExecutionPool;
   readonly optimisticStats: OptimisticStats = { sent: 0, confirmed: 0, wrong: 0 };
+  /** Leases of hot objects to a free pre-executor; null when delegation is off. */
+  readonly delegation: Delegator | null;
   private readonly optimistic = new Map<string, OptimisticWait>();
   private readonly waiters = new Map<string, ((a: Applied, optimistic: OptimisticCheck) => void)[]>();
   /** Outcomes of recent transactions, for answering duplicates: only what a reply needs, so no table or buffer stays alive with them. */
@@ -124,6 +132,11 @@ export class EmbeddedNode {
         offer: (digest, table, from, app) => this.offer(digest, table, from, app),
         malformed: (digest, from, e) => this.primary.malformed(digest, from, e),
         forget: (digest) => this.primary.forget(digest),
+        orphaned: (digests) => {
+          // No result will come: the primary executes these as soon as it reaches them.
+          for (const d of digests) this.primary.forget(d);
+          this.delegation?.check();
+        },
         current: (ids) => this.primary.current(ids),
         ...(opts.log && { log: opts.log }),
       },
@@ -145,6 +158,26 @@ export class EmbeddedNode {
       ...(opts.onWaited ? { onWaited: opts.onWaited } : {}),
       ...(opts.log ? { log: opts.log } : {}),
       ...(opts.mergeThreads && { threads: opts.mergeThreads }),
+    });
+    this.delegation = opts.delegation ? this.delegator(opts.delegation) : null;
+  }
+
+  private delegator(opts: DelegationOptions): Delegator {
+    return new Delegator(opts, {
+      hot: () => {
+        const f = this.pool.feedback;
+        return [...f.hot()].sort((a, b) => f.count(b) - f.count(a));
+      },
+      members: () => this.pool.active.map((name) => ({ name, load: this.pool.scheduler.outstanding(name) })),
+      current: (ids) => this.primary.current(ids),
+      hand: (member, objects, txs, until) => {
+        // Expected first: a member that fails as it is sent is removed at once, and what it
+        // owed must then be forgotten, not waited for.
+        for (const tx of txs) this.primary.expectUntil(tx.digest, until);
+        if (!this.pool.delegate(member, objects, txs)) for (const tx of txs) this.primary.forget(tx.digest);
+      },
+      now: () => performance.now(),
+      leased: (lease) => (this.pool.lease = lease),
     });
   }
 
@@ -192,7 +225,14 @@ export class EmbeddedNode {
     if (this.started) throw new Error('node already started');
     this.started = true;
     this.appliedTs = afterTs;
-    this.sequencer.subscribe(afterTs, (batch) => this.primary.deliver(batch), (e) => this.fatal(e));
+    this.sequencer.subscribe(
+      afterTs,
+      (batch) => {
+        this.delegation?.batch(batch);
+        return this.primary.deliver(batch);
+      },
+      (e) => this.fatal(e),
+    );
     // Reported through the log line above; `failed` is for whoever runs the node's process.
     this.failed.catch(() => undefined);
   }
@@ -249,7 +289,7 @@ export class EmbeddedNode {
     this.pool.add(link);
   }
 
-  /** Detaches a pre-executor (left or crashed): its outstanding work falls to the deadline. */
+  /** Detaches a pre-executor (left or crashed): the primary executes what it owed without waiting. */
   removePreExecutor(name: string): void {
     this.pool.remove(name);
   }
@@ -418,6 +458,7 @@ export class EmbeddedNode {
       this.appliedWaiters = this.appliedWaiters.filter((w) => w.ts > this.appliedTs);
       for (const w of due) w.resolve();
     }
+    this.delegation?.applied(batch);
     this.pool.applied(batch);
     this.opts.onApplied?.(batch);
   }

@@ -103,6 +103,16 @@ export class PreExecutionPool {
   private readonly owedBy = new Map<string, string>();
   /** Digest → the app version the member owing it runs (when it told us). */
   private readonly handedApp = new Map<string, string>();
+  /**
+   * Digests delegated (`delegate`), which the scheduler never counted: their results do not
+   * lower the owing member's load, so admission's view of it stays what admission handed it.
+   */
+  private readonly uncharged = new Set<string>();
+  /**
+   * Digests delegated to the member that already owed them from admission: the first result it
+   * returns is the admission copy (it executes in arrival order), dropped as unowed.
+   */
+  private readonly supersededOnce = new Set<string>();
   /** Objects for every member, sent before the next transactions they are handed. */
   private pendingObjects: PushedObject[] = [];
   private sinceFeedback = 0;
@@ -136,6 +146,8 @@ export class PreExecutionPool {
     for (const digest of p.owed) {
       this.owedBy.delete(digest);
       this.handedApp.delete(digest);
+      this.uncharged.delete(digest);
+      this.supersededOnce.delete(digest);
     }
     if (p.owed.size > 0) this.host.orphaned?.([...p.owed]);
     for (const d of p.drained ?? []) d();
@@ -180,15 +192,82 @@ export class PreExecutionPool {
   dispatch(tx: DecodedTx): boolean {
     // A resubmission while a member still owes the result: that result will do.
     if (this.owedBy.has(tx.digest)) return true;
-    const name = this.scheduler.choose(tx.objects);
+    const lease = this.lease;
+    // Under a lease, a transaction on a leased object is the delegate's once it is ordered:
+    // executed now, out of order, it would only be thrown away.
+    if (lease && tx.objects.some((id) => lease.objects.has(id))) return false;
+    let name = this.scheduler.choose(tx.objects);
+    let charged = true;
+    if (lease && name === lease.member) {
+      // The delegate stays free for the leased objects: another member takes this one.
+      const other = this.active.filter((n) => n !== lease.member).sort((a, b) => this.scheduler.outstanding(a) - this.scheduler.outstanding(b))[0];
+      if (other !== undefined) {
+        this.scheduler.completed(name);
+        name = other;
+        charged = false;
+      }
+    }
     const best = name === null ? undefined : this.members.get(name);
     if (!best || name === null) return false;
     best.queued.push(tx);
     best.owed.add(tx.digest);
     this.owedBy.set(tx.digest, name);
+    if (!charged) this.uncharged.add(tx.digest);
     if (best.link.app !== undefined) this.handedApp.set(tx.digest, best.link.app);
     this.scheduleFlush();
     return true;
+  }
+
+  /**
+   * The delegation lease in force (delegation.ts), or null: while it holds, admission hands the
+   * delegate nothing and nobody the transactions on leased objects.
+   */
+  lease: { readonly member: string; readonly objects: ReadonlySet<string> } | null = null;
+
+  /**
+   * Delegation (delegation.ts): hands `txs` to member `name` alone, now, after `objects`, in
+   * this order. It owes their results from here on; a result another member owed is no
+   * longer taken from that member (its copy counts as unowed). False if `name` is not an
+   * active member (nothing is sent then).
+   */
+  delegate(name: string, objects: readonly PushedObject[], txs: readonly DecodedTx[]): boolean {
+    const p = this.members.get(name);
+    if (!p || !this.scheduler.has(name)) return false;
+    const digests = new Set(txs.map((tx) => tx.digest));
+    // Handed at admission but not sent yet: not sent at all, the delegated copy replaces it.
+    const unsent = new Set<string>();
+    for (const m of this.members.values()) {
+      if (!m.queued.some((tx) => digests.has(tx.digest))) continue;
+      for (const tx of m.queued) if (digests.has(tx.digest)) unsent.add(tx.digest);
+      m.queued = m.queued.filter((tx) => !digests.has(tx.digest));
+    }
+    for (const tx of txs) {
+      const prev = this.owedBy.get(tx.digest);
+      if (prev === name) {
+        // Its admission copy, executed out of order, comes back first: not the one wanted.
+        if (!unsent.has(tx.digest)) this.supersededOnce.add(tx.digest);
+        continue;
+      }
+      if (prev !== undefined) this.reassign(tx.digest, prev);
+      p.owed.add(tx.digest);
+      this.owedBy.set(tx.digest, name);
+      this.uncharged.add(tx.digest);
+      if (p.link.app !== undefined) this.handedApp.set(tx.digest, p.link.app);
+      else this.handedApp.delete(tx.digest);
+    }
+    if (objects.length > 0) p.link.sendObjects(objects);
+    // Last: a link may fail as it sends (a crashed member is removed then, owing these).
+    p.link.send(txs);
+    return true;
+  }
+
+  /** `digest` is no longer owed by `prev`: its load drops, a retirement may complete. */
+  private reassign(digest: string, prev: string): void {
+    if (!this.uncharged.delete(digest)) this.scheduler.completed(prev);
+    const q = this.members.get(prev);
+    if (!q) return;
+    q.owed.delete(digest);
+    if (q.drained && q.owed.size === 0) for (const d of q.drained.splice(0)) d();
   }
 
   private scheduleFlush(): void {
@@ -232,7 +311,14 @@ export class PreExecutionPool {
       this.unowedResults++;
       return;
     }
-    this.scheduler.completed(from);
+    if (this.supersededOnce.delete(digest)) {
+      // Admission charged this copy; the delegated one is not charged.
+      if (!this.uncharged.has(digest)) this.scheduler.completed(from);
+      this.uncharged.add(digest);
+      this.unowedResults++;
+      return;
+    }
+    if (!this.uncharged.delete(digest)) this.scheduler.completed(from);
     p.executed++;
     const app = this.handedApp.get(digest);
     this.settle(digest, from, true);
@@ -257,6 +343,8 @@ export class PreExecutionPool {
     if (name === undefined || this.owedBy.get(digest) !== name) return;
     this.owedBy.delete(digest);
     this.handedApp.delete(digest);
+    this.uncharged.delete(digest);
+    this.supersededOnce.delete(digest);
     const p = this.members.get(name);
     if (!p) return;
     p.owed.delete(digest);

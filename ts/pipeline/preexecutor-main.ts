@@ -128,7 +128,9 @@ export async function runPreExecutor(opts: {
           pre.install(m.effects);
           return;
         case 'objects':
-          pre.installObjects(m.objects);
+          // In order with the batches sent before them: a delegate is sent a lease's
+          // authoritative versions, then the transactions to run on them (docs/primary.md).
+          queue = queue.then(() => pre.installObjects(m.objects)).catch(fail);
           return;
         case 'feedback':
           pre.feedback = m.feedback;

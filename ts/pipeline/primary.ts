@@ -94,6 +94,8 @@ export class Primary {
   private readonly waiting = new Map<string, () => void>();
   /** Digests whose results are still useful: sequenced, or expected from admission. */
   private readonly expected = new Set<string>();
+  /** Delegated digests: waited for until this time (performance.now()), past the deadline. */
+  private readonly waitBounds = new Map<string, number>();
   readonly stats: PrimaryStats = {
     applied: 0,
     adopted: 0,
@@ -131,6 +133,17 @@ export class Primary {
     this.expected.add(digest);
   }
 
+  /**
+   * Delegation (delegation.ts): `digest`'s result will come from a delegate, and is worth
+   * waiting for until `until` (performance.now() clock) even past the deadline. A table already
+   * here is dropped: the delegate's, computed in sequence order, replaces it.
+   */
+  expectUntil(digest: string, until: number): void {
+    this.expected.add(digest);
+    this.offers.delete(digest);
+    this.waitBounds.set(digest, until);
+  }
+
   /** The current version and value of `ids` in the primary's store. */
   current(ids: readonly string[]): Versioned[] {
     return this.store.get(ids);
@@ -140,6 +153,7 @@ export class Primary {
   forget(digest: string): void {
     this.expected.delete(digest);
     this.offers.delete(digest);
+    this.waitBounds.delete(digest);
     this.waiting.get(digest)?.();
   }
 
@@ -222,6 +236,7 @@ export class Primary {
     for (const { tx } of batch) {
       this.offers.delete(tx.digest);
       this.expected.delete(tx.digest);
+      this.waitBounds.delete(tx.digest);
     }
     const applied: Applied[] = [];
     const upgrades: [AppVersion, bigint][] = [];
@@ -399,17 +414,40 @@ export class Primary {
     }
   }
 
-  /** Waits, up to the deadline, for results of the batch's expected transactions. */
+  /**
+   * Waits, up to the deadline, for results of the batch's expected transactions; then, for
+   * delegated ones still missing, up to their lease's end (a delegate answers a whole batch
+   * at once, after the round trip the deadline is not sized for).
+   */
   private async awaitResults(batch: readonly Sequenced[]): Promise<void> {
     const missing = batch.filter(({ tx }) => this.expected.has(tx.digest) && !this.offers.has(tx.digest));
-    if (missing.length === 0 || this.opts.deadlineMs <= 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.opts.deadlineMs)));
-    const arrivals = missing.map(({ tx }) => new Promise<void>((resolve) => this.waiting.set(tx.digest, resolve)));
-    await Promise.race([Promise.all(arrivals), deadline]);
-    clearTimeout(timer);
-    for (const { tx } of missing) this.waiting.delete(tx.digest);
+    if (missing.length === 0) return;
+    if (this.opts.deadlineMs <= 0 && (this.waitBounds.size === 0 || !missing.some(({ tx }) => this.waitBounds.has(tx.digest)))) return;
+    const arrivals = new Map(missing.map(({ tx }) => [tx.digest, new Promise<void>((resolve) => this.waiting.set(tx.digest, resolve))]));
+    try {
+      if (this.opts.deadlineMs > 0) await within([...arrivals.values()], this.opts.deadlineMs);
+      let until = -Infinity;
+      const bounded: Promise<void>[] = [];
+      for (const [digest, arrival] of arrivals) {
+        const bound = this.waitBounds.get(digest);
+        if (bound === undefined || this.offers.has(digest) || !this.expected.has(digest)) continue;
+        until = Math.max(until, bound);
+        bounded.push(arrival);
+      }
+      const left = until - performance.now();
+      if (bounded.length > 0 && left > 0) await within(bounded, left);
+    } finally {
+      for (const digest of arrivals.keys()) this.waiting.delete(digest);
+    }
   }
+}
+
+/** Resolves when every one of `arrivals` has, or after `ms`, whichever is first. */
+async function within(arrivals: readonly Promise<void>[], ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  await Promise.race([Promise.all(arrivals), deadline]);
+  clearTimeout(timer);
 }
 
 /**

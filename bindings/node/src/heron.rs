@@ -9,13 +9,81 @@ use napi::bindgen_prelude::{
 };
 use napi::{Env, Error, Result, Status, Task};
 use napi_derive::napi;
-use remora_core::{ShmTransport, Store};
+use remora_core::{ShmTransport, Store, TcpTransport, Transport, VerbsTransport};
 use remora_heron::{Coordinator, Layout, Member, Pending, Progress, Reached, WaitOptions};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::invalid;
+use crate::net::{AnyPeer, Kind};
+
+/// How long a Heron peer over `tcp` may take to answer one request before it counts as gone,
+/// for state transfer: a peer killed answers at once (refused, reset); one stopped would
+/// otherwise hold a request for the transport's default of 10 s.
+pub(crate) const NET_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The same for coordination writes: shorter, since a write that times out costs nothing but
+/// a retry (the coordinator hands the peer to a thread that keeps writing the latest entry),
+/// while waiting for a stopped peer holds up the replica's announcement.
+const COORD_NET_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The transport a replica reaches its peers with, chosen per cluster: one type for every
+/// Heron class (coordination, state transfer), so each is instantiated once, over `AnyPeer`.
+/// Peers are named by store (`shm`, in the cluster directory) or by address (`tcp`, `verbs`).
+pub(crate) enum HeronTransport {
+    Shm(ShmTransport),
+    Tcp(TcpTransport),
+    Verbs(VerbsTransport),
+}
+
+impl HeronTransport {
+    /// `transport` as JS names it (default `shm`); `dir` is the cluster directory; `timeout`
+    /// bounds one request to a `tcp` peer.
+    pub(crate) fn new(
+        transport: Option<&str>,
+        dir: &str,
+        secret: &[u8],
+        timeout: Duration,
+    ) -> Result<Self> {
+        Ok(match Kind::parse(transport.unwrap_or("shm"))? {
+            Kind::Shm => {
+                HeronTransport::Shm(ShmTransport::new(dir, secret).map_err(crate::js_err)?)
+            }
+            Kind::Tcp => HeronTransport::Tcp(
+                TcpTransport::new(secret)
+                    .map_err(crate::js_err)?
+                    .with_timeout(timeout),
+            ),
+            Kind::Verbs => {
+                HeronTransport::Verbs(VerbsTransport::new(secret).map_err(crate::js_err)?)
+            }
+        })
+    }
+
+    /// Peers' region files can be mapped here to ring their doorbells (one host, `shm`).
+    pub(crate) fn rings(&self) -> bool {
+        matches!(self, HeronTransport::Shm(_))
+    }
+}
+
+impl Transport for HeronTransport {
+    type Peer = AnyPeer;
+    fn name(&self) -> &'static str {
+        match self {
+            HeronTransport::Shm(t) => t.name(),
+            HeronTransport::Tcp(t) => t.name(),
+            HeronTransport::Verbs(t) => t.name(),
+        }
+    }
+    fn attach(&self, peer: &str) -> remora_core::Result<AnyPeer> {
+        match self {
+            HeronTransport::Shm(t) => t.attach(peer).map(AnyPeer::Shm),
+            HeronTransport::Tcp(t) => t.attach(peer).map(AnyPeer::Tcp),
+            HeronTransport::Verbs(t) => t.attach(peer).map(|p| AnyPeer::Verbs(Box::new(p))),
+        }
+    }
+}
 
 pub(crate) fn heron_err(e: remora_heron::Error) -> Error {
     Error::new(Status::GenericFailure, e.to_string())
@@ -23,6 +91,8 @@ pub(crate) fn heron_err(e: remora_heron::Error) -> Error {
 
 #[napi(object)]
 pub struct CoordinatorOptions {
+    /// `shm` (default), `tcp` or `verbs`.
+    pub transport: Option<String>,
     /// The cluster directory (peers' stores live in it).
     pub dir: String,
     pub secret: Buffer,
@@ -31,15 +101,16 @@ pub struct CoordinatorOptions {
     /// This replica's place.
     pub partition: u32,
     pub replica: u32,
-    /// Store names of all replicas, by entry index (partition * replicas + replica).
+    /// All replicas by entry index (partition * replicas + replica): store names over `shm`,
+    /// `host:port` addresses their stores are served at over `tcp` and `verbs`.
     pub peers: Vec<String>,
     /// The region id every replica's coordination region has (each creates it first).
     pub region: u32,
 }
 
-type Shared = Arc<Coordinator<ShmTransport>>;
+type Shared = Arc<Coordinator<HeronTransport>>;
 
-/// This replica's coordination memory and its peers', over `shm`.
+/// This replica's coordination memory and its peers', over the cluster's transport.
 #[napi]
 pub struct NativeCoordinator {
     coord: Shared,
@@ -96,15 +167,22 @@ fn positive_ts(what: &str, ts: BigInt) -> Result<u64> {
 
 pub(crate) fn create(store: Arc<Store>, opts: CoordinatorOptions) -> Result<NativeCoordinator> {
     let layout = Layout::new(opts.partitions, opts.replicas).map_err(heron_err)?;
-    let transport = ShmTransport::new(&opts.dir, &opts.secret).map_err(crate::js_err)?;
+    let transport = HeronTransport::new(
+        opts.transport.as_deref(),
+        &opts.dir,
+        &opts.secret,
+        COORD_NET_TIMEOUT,
+    )?;
+    let rings = transport.rings();
     let peers: Vec<(String, u32)> = opts.peers.into_iter().map(|p| (p, opts.region)).collect();
     let me = Member {
         partition: opts.partition,
         replica: opts.replica,
     };
-    let coord = Coordinator::create(store, transport, layout, me, &peers)
-        .map_err(heron_err)?
-        .ring_doorbells(Path::new(&opts.dir));
+    let mut coord = Coordinator::create(store, transport, layout, me, &peers).map_err(heron_err)?;
+    if rings {
+        coord = coord.ring_doorbells(Path::new(&opts.dir));
+    }
     if coord.region() != opts.region {
         return Err(invalid(format!(
             "coordination region got id {}, expected {}: create the coordinator before the store holds objects",
@@ -281,6 +359,16 @@ impl NativeCoordinator {
             .announce(ts, phase, &partitions)
             .map_err(heron_err)?;
         Ok(failed as u32)
+    }
+
+    /// Replica `index` (partition * replicas + replica) restarted: attach to its new
+    /// incarnation (at `address` over `tcp`/`verbs`) and write our latest entry there. Returns
+    /// whether that write failed (it is retried with the next announcement).
+    #[napi]
+    pub fn reattach(&self, index: u32, address: Option<String>) -> Result<bool> {
+        self.coord
+            .reattach(index as usize, address.as_deref())
+            .map_err(heron_err)
     }
 
     /// Every entry of this replica's coordination region, by index.

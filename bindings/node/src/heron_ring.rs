@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::heron::millis;
 use crate::invalid;
+use crate::net::{self, AnyPeer};
 
 fn ring_err(e: RingError) -> Error {
     Error::new(Status::GenericFailure, e.to_string())
@@ -152,6 +153,11 @@ impl NativeRingProducer {
 
 #[napi(object)]
 pub struct RingReaderOptions {
+    /// `shm` (default): the ring's region file in `dir`, mapped; `tcp` or `verbs`: the
+    /// launcher's store served at `address`, read with `secret` (no doorbell: a wait polls).
+    pub transport: Option<String>,
+    pub address: Option<String>,
+    pub secret: Option<Buffer>,
     /// The cluster directory (private to its owner: that is what guards the ring's file).
     pub dir: String,
     /// The launcher's store name and the ring's region in it.
@@ -200,15 +206,48 @@ impl RemoteMemory for MappedRing {
     }
 }
 
-type SharedReader = Arc<Mutex<RingReader<MappedRing>>>;
+/// The ring's memory: mapped on this host, or the launcher's store over the network.
+enum RingMemory {
+    Mapped(MappedRing),
+    Net(AnyPeer),
+}
 
-/// A replica's view of the launcher's ring, over `shm`.
+impl RingMemory {
+    fn inner(&self) -> &dyn RemoteMemory {
+        match self {
+            RingMemory::Mapped(m) => m,
+            RingMemory::Net(p) => p,
+        }
+    }
+}
+
+impl RemoteMemory for RingMemory {
+    fn peer(&self) -> &str {
+        self.inner().peer()
+    }
+    fn region_info(&self, region: u32) -> remora_core::Result<RegionInfo> {
+        self.inner().region_info(region)
+    }
+    fn read(&self, region: u32, offset: u64, buf: &mut [u8]) -> remora_core::Result<()> {
+        self.inner().read(region, offset, buf)
+    }
+    fn write(&self, region: u32, offset: u64, data: &[u8]) -> remora_core::Result<()> {
+        self.inner().write(region, offset, data)
+    }
+    fn lookup(&self, ids: &[&[u8]]) -> remora_core::Result<Vec<Option<Addr>>> {
+        self.inner().lookup(ids)
+    }
+}
+
+type SharedReader = Arc<Mutex<RingReader<RingMemory>>>;
+
+/// A replica's view of the launcher's ring, over `shm` (mapped) or the network.
 #[napi]
 pub struct NativeRingReader {
     reader: SharedReader,
 }
 
-fn lock(r: &SharedReader) -> std::sync::MutexGuard<'_, RingReader<MappedRing>> {
+fn lock(r: &SharedReader) -> std::sync::MutexGuard<'_, RingReader<RingMemory>> {
     r.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -234,9 +273,30 @@ impl Task for WaitRing {
 
 #[napi]
 impl NativeRingReader {
-    /// Attaches to the launcher's ring as `consumer`, resuming where it last read.
+    /// Attaches to the launcher's ring as `consumer`, resuming where it last read. Over `tcp`
+    /// or `verbs` this connects on the calling thread: once, as a replica starts.
     #[napi(factory)]
     pub fn attach(opts: RingReaderOptions) -> Result<Self> {
+        if opts.transport.as_deref().unwrap_or("shm") != "shm" {
+            let secret = opts
+                .secret
+                .as_ref()
+                .ok_or_else(|| invalid("attach: a ring over the network needs 'secret'"))?;
+            let target = net::Target::from_options(&net::RemoteOptions {
+                transport: opts.transport.clone(),
+                dir: None,
+                address: opts.address.clone(),
+                store: None,
+                secret: secret.to_vec().into(),
+            })?;
+            let peer = target.attach(secret).map_err(crate::js_err)?;
+            let reader =
+                RingReader::attach(RingMemory::Net(peer), opts.region, opts.consumer, None)
+                    .map_err(ring_err)?;
+            return Ok(NativeRingReader {
+                reader: Arc::new(Mutex::new(reader)),
+            });
+        }
         remora_core::store::check_name(&opts.store).map_err(crate::js_err)?;
         let dir = std::path::Path::new(&opts.dir).join(&opts.store);
         // One mapping serves the reads, the position writes and the doorbell's futex.
@@ -246,8 +306,13 @@ impl NativeRingReader {
             store_dir: dir.display().to_string(),
             region: region.clone(),
         };
-        let reader =
-            RingReader::attach(mem, opts.region, opts.consumer, Some(region)).map_err(ring_err)?;
+        let reader = RingReader::attach(
+            RingMemory::Mapped(mem),
+            opts.region,
+            opts.consumer,
+            Some(region),
+        )
+        .map_err(ring_err)?;
         Ok(NativeRingReader {
             reader: Arc::new(Mutex::new(reader)),
         })

@@ -5,25 +5,27 @@
 use napi::bindgen_prelude::{BigInt, Buffer, Object};
 use napi::{Env, Result};
 use napi_derive::napi;
-use remora_core::{ShmTransport, Store};
-use remora_heron::transfer::{Prefix, Received, StaleEntries};
-use remora_heron::{Layout, Transfer, TransferLayout};
-use std::sync::atomic::{AtomicBool, Ordering};
+use remora_core::Store;
+use remora_heron::transfer::{Prefix, Received};
+use remora_heron::{Transfer, TransferLayout};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::heron::{heron_err, millis};
+use crate::heron::{heron_err, millis, HeronTransport, NET_TIMEOUT};
 use crate::invalid;
 
 #[napi(object)]
 pub struct TransferOptions {
+    /// `shm` (default), `tcp` or `verbs`.
+    pub transport: Option<String>,
     pub dir: String,
     pub secret: Buffer,
     pub replicas: u32,
     /// This replica's index in its partition.
     pub replica: u32,
-    /// Store names of this partition's replicas, by replica index.
+    /// This partition's replicas, by replica index: store names over `shm`, the addresses
+    /// their stores are served at over `tcp` and `verbs`.
     pub peers: Vec<String>,
     /// Bytes of one server's landing slot here (two lanes of half each); any shipment
     /// transfers through it, chunk by chunk.
@@ -33,45 +35,35 @@ pub struct TransferOptions {
     pub request_region: u32,
 }
 
-type SharedTransfer = Arc<Transfer<ShmTransport>>;
+type SharedTransfer = Arc<Transfer<HeronTransport>>;
 
-/// This replica's state-transfer memory (requests in, shipments in) and its peers', over `shm`.
+/// This replica's state-transfer memory (requests in, shipments in) and its peers', over the
+/// cluster's transport.
 #[napi]
 pub struct NativeTransfer {
     transfer: SharedTransfer,
     name: String,
-    /// The store's directory (its coordination region, for `mirrorStale`).
-    store_dir: std::path::PathBuf,
     serving: Mutex<Option<JoinHandle<()>>>,
-    /// Threads copying entries out of previous incarnations' coordination files.
-    mirrors: Mutex<Vec<JoinHandle<()>>>,
-    stop_mirrors: Arc<AtomicBool>,
-}
-
-/// A restarted replica's previous coordination files, still written by peers attached to them.
-#[napi(object)]
-pub struct StaleCoordination {
-    /// Directories each holding one previous file under the coordination region's id.
-    pub dirs: Vec<String>,
-    pub partitions: u32,
-    pub replicas: u32,
-    pub partition: u32,
-    pub replica: u32,
-    /// The coordination region's id in this store.
-    pub region: u32,
 }
 
 pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Result<NativeTransfer> {
-    let transport = ShmTransport::new(&opts.dir, &opts.secret).map_err(crate::js_err)?;
+    let transport = HeronTransport::new(
+        opts.transport.as_deref(),
+        &opts.dir,
+        &opts.secret,
+        NET_TIMEOUT,
+    )?;
+    let rings = transport.rings();
     let layout = TransferLayout {
         replicas: opts.replicas,
         slot_bytes: opts.slot_bytes as usize,
     };
     let name = store.name().to_string();
-    let store_dir = store.dir().to_path_buf();
-    let transfer = Transfer::create(store, transport, layout, opts.replica, &opts.peers)
-        .map_err(heron_err)?
-        .ring_peers_in(&opts.dir);
+    let mut transfer =
+        Transfer::create(store, transport, layout, opts.replica, &opts.peers).map_err(heron_err)?;
+    if rings {
+        transfer = transfer.ring_peers_in(&opts.dir);
+    }
     if transfer.regions().0 != opts.request_region {
         return Err(invalid(format!(
             "transfer request region got id {}, expected {}",
@@ -82,10 +74,7 @@ pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Resul
     Ok(NativeTransfer {
         transfer: Arc::new(transfer),
         name,
-        store_dir,
         serving: Mutex::new(None),
-        mirrors: Mutex::new(Vec::new()),
-        stop_mirrors: Arc::new(AtomicBool::new(false)),
     })
 }
 
@@ -254,56 +243,18 @@ impl NativeTransfer {
         self.transfer.served() as f64
     }
 
-    /// A restarted replica: copies peers' coordination entries from its previous incarnations'
-    /// files (which peers attached before the restart still write into) into its own region,
-    /// one native thread per file, until `close`.
+    /// Replica `replica` of this partition restarted: attach to its new incarnation next
+    /// time (at `address` over `tcp`/`verbs`).
     #[napi]
-    pub fn mirror_stale(&self, opts: StaleCoordination) -> Result<()> {
-        let layout = Layout::new(opts.partitions, opts.replicas).map_err(heron_err)?;
-        if opts.partition >= opts.partitions || opts.replica >= opts.replicas {
-            return Err(invalid(format!(
-                "mirrorStale: replica {}.{} is not in a {} x {} cluster",
-                opts.partition, opts.replica, opts.partitions, opts.replicas
-            )));
-        }
-        let mine = layout.index(opts.partition, opts.replica);
-        let mut mirrors = self.mirrors.lock().unwrap_or_else(|e| e.into_inner());
-        for dir in &opts.dirs {
-            let stale = StaleEntries::open(
-                layout,
-                mine,
-                (&self.store_dir, opts.region),
-                std::path::Path::new(dir),
-            )
-            .map_err(heron_err)?;
-            let stop = self.stop_mirrors.clone();
-            let name = self.name.clone();
-            let handle = std::thread::Builder::new()
-                .name("heron-stale-entries".into())
-                .spawn(move || {
-                    if let Err(e) = stale.run(&stop) {
-                        eprintln!("heron: {name} stopped copying stale coordination entries: {e}");
-                    }
-                })
-                .map_err(|e| invalid(format!("starting the mirror thread: {e}")))?;
-            mirrors.push(handle);
-        }
-        Ok(())
+    pub fn reattach(&self, replica: u32, address: Option<String>) -> Result<()> {
+        self.transfer
+            .reattach(replica, address.as_deref())
+            .map_err(heron_err)
     }
 
     /// Stops the serving thread and waits for it (a shipment in progress is abandoned).
     #[napi]
     pub fn close(&self) {
-        self.stop_mirrors.store(true, Ordering::Release);
-        let mirrors: Vec<_> = self
-            .mirrors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
-        for h in mirrors {
-            let _ = h.join();
-        }
         self.transfer.stop();
         let handle = self
             .serving

@@ -2,7 +2,7 @@
 //! copies of versions (a cache by version timestamp). Besides resolving handles, it checks
 //! which version a read would choose without copying its value (`versionsInto`), and reads a
 //! batch copying only the values the caller does not hold already (`readUnlessCurrent`).
-//! Both run on the JS thread over `shm` and create no JS object per read.
+//! Both run on the JS thread (over `tcp`/`verbs` blocking it for the round trips) and create no JS object per read.
 
 use crate::remote::{Remote, READ_ABSENT, READ_DELETED, READ_LAGGING, READ_NO_ROOM, READ_VALUE};
 use crate::{invalid, js_err, net, same_len};
@@ -91,14 +91,10 @@ impl NativeVersionedRemote {
         })
     }
 
+    // Any transport: over `tcp`/`verbs` the call blocks this thread for the round trips, which
+    // costs less than a pool hop, and a Heron replica has nothing else to do until its remote
+    // reads are in (as with `coordinateSync`).
     fn check(&self, what: &str, n: usize, meta: usize, ts: usize) -> Result<()> {
-        let peer = self.remote.memory();
-        if !peer.is_local() {
-            return Err(invalid(format!(
-                "{what} needs the shm transport (this peer reads over {})",
-                peer.transport()
-            )));
-        }
         if meta < 3 * n || ts < n {
             return Err(invalid(format!(
                 "{what}: {n} handles need meta of {} numbers and ts of {n} (got {meta} and {ts})",

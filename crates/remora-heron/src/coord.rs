@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use remora_core::region::{Region, REGION_HEADER_BYTES};
 use remora_core::{RemoteMemory, Store, Transport};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -148,12 +148,20 @@ impl<P> Clone for Linked<P> {
 }
 
 struct PeerSlot<P> {
-    name: String,
     region: u32,
-    linked: Mutex<Option<Linked<P>>>,
+    /// What the transport attaches to (a store name for `shm`, an address for `tcp`), and the
+    /// attachment; one lock, so a re-attach never pairs a new name with an old attachment.
+    linked: Mutex<(String, Option<Linked<P>>)>,
+    /// Over the network: our latest entry for a peer whose last write failed, which a thread
+    /// of its own keeps writing (see [`Coordinator::defer`]); `None` while writes go inline.
+    deferred: Mutex<Option<[u8; ENTRY_BYTES]>>,
 }
 
-pub struct Coordinator<T: Transport> {
+/// A deferred write is retried after this pause, doubling up to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_millis(1);
+const RETRY_MAX: Duration = Duration::from_millis(100);
+
+pub struct Coordinator<T: Transport + 'static> {
     layout: Layout,
     me: Member,
     _store: Arc<Store>,
@@ -161,9 +169,11 @@ pub struct Coordinator<T: Transport> {
     /// Our own region, mapped again here: scans read it directly, without the store's lock,
     /// and the doorbell needs its address.
     own: Region,
-    transport: T,
+    transport: Arc<T>,
     /// By entry index; `None` at our own index.
-    peers: Vec<Option<PeerSlot<T::Peer>>>,
+    peers: Vec<Option<Arc<PeerSlot<T::Peer>>>>,
+    /// Tells threads retrying deferred writes to end (the coordinator is dropped).
+    stop: Arc<AtomicBool>,
     /// The cluster directory when peers ring doorbells (all on one host, over `shm`).
     bells: Option<PathBuf>,
     /// Whether spinning paid off lately, by phase slot; waits since the last probe.
@@ -186,7 +196,7 @@ fn after(t: Instant, d: Duration) -> Option<Instant> {
     t.checked_add(d)
 }
 
-impl<T: Transport> Coordinator<T> {
+impl<T: Transport + 'static> Coordinator<T> {
     /// Adds this replica's coordination region to `store` (its id is [`Coordinator::region`])
     /// and prepares to write into peers' regions. `peers[i]` names the store and the region of
     /// the replica at entry index `i` (see [`Layout::index`]); our own is ignored. Nothing is
@@ -220,10 +230,12 @@ impl<T: Transport> Coordinator<T> {
             .iter()
             .enumerate()
             .map(|(i, (name, region))| {
-                (i != mine).then(|| PeerSlot {
-                    name: name.clone(),
-                    region: *region,
-                    linked: Mutex::new(None),
+                (i != mine).then(|| {
+                    Arc::new(PeerSlot {
+                        region: *region,
+                        linked: Mutex::new((name.clone(), None)),
+                        deferred: Mutex::new(None),
+                    })
                 })
             })
             .collect();
@@ -233,8 +245,9 @@ impl<T: Transport> Coordinator<T> {
             _store: store,
             region,
             own,
-            transport,
+            transport: Arc::new(transport),
             peers,
+            stop: Arc::new(AtomicBool::new(false)),
             bells: None,
             spin_score: std::array::from_fn(|_| AtomicU32::new(SCORE_MAX)),
             unspun: AtomicU32::new(0),
@@ -277,15 +290,16 @@ impl<T: Transport> Coordinator<T> {
     }
 
     fn peer(&self, slot: &PeerSlot<T::Peer>) -> remora_core::Result<Linked<T::Peer>> {
-        let mut linked = slot.linked.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = slot.linked.lock().unwrap_or_else(|e| e.into_inner());
+        let (name, linked) = &mut *guard;
         if let Some(l) = linked.as_ref() {
             return Ok(l.clone());
         }
-        let mem = Arc::new(self.transport.attach(&slot.name)?);
+        let mem = Arc::new(self.transport.attach(name)?);
         let bell = match &self.bells {
             None => None,
             Some(dir) => {
-                let region = Region::attach(&dir.join(&slot.name), slot.region)?;
+                let region = Region::attach(&dir.join(&*name), slot.region)?;
                 if doorbell_word(&region, self.layout).is_none() {
                     return Err(remora_core::Error::OutOfBounds {
                         region: slot.region,
@@ -303,7 +317,140 @@ impl<T: Transport> Coordinator<T> {
     }
 
     fn forget(slot: &PeerSlot<T::Peer>) {
-        slot.linked.lock().unwrap_or_else(|e| e.into_inner()).take();
+        slot.linked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .take();
+    }
+
+    /// The peer at entry `index` restarted (a new incarnation with a new coordination region:
+    /// a new file on `shm`, a new server, perhaps at a new `address`, on `tcp`): drops what was
+    /// attached, which may still write into the dead incarnation's memory without an error,
+    /// attaches again and writes our latest entry there (announcements since its restart went
+    /// to the dead one; the latest covers them, entries only move forward), ringing its
+    /// doorbell. Returns whether that write failed (the peer is then attached on the next
+    /// announcement, as any peer that could not be written).
+    pub fn reattach(&self, index: usize, address: Option<&str>) -> Result<bool> {
+        let slot = match self.peers.get(index) {
+            Some(Some(slot)) => slot,
+            Some(None) => {
+                return Err(Error::BadRequest(format!(
+                    "entry {index} is this replica's own: it does not re-attach to itself"
+                )))
+            }
+            None => {
+                return Err(Error::BadRequest(format!(
+                    "entry {index} out of range: the layout has {}",
+                    self.layout.entries()
+                )))
+            }
+        };
+        {
+            let mut guard = slot.linked.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(a) = address {
+                guard.0 = a.to_string();
+            }
+            guard.1 = None;
+        }
+        // A new incarnation: written inline at once (a thread retrying the dead one ends).
+        slot.deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let mine = self.layout.index(self.me.partition, self.me.replica);
+        let latest = self.entry(mine)?;
+        if latest.ts == 0 {
+            return Ok(false);
+        }
+        Ok(!self.send(slot, &encode(latest, mine)))
+    }
+
+    /// Writes our entry `bytes` into `slot`'s region and rings it; returns whether it was
+    /// written now. Over the network a peer that cannot be written (gone, or stopped: a write
+    /// waits for its answer until the transport's timeout) gets a thread that keeps writing
+    /// our latest entry until one lands, and meanwhile our writes to it only update what that
+    /// thread writes: a stopped peer costs one timeout, not one per announcement. Entries only
+    /// move forward, so writing just the latest loses nothing.
+    fn send(&self, slot: &Arc<PeerSlot<T::Peer>>, bytes: &[u8; ENTRY_BYTES]) -> bool {
+        if self.bells.is_none() {
+            let mut deferred = slot.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            if deferred.is_some() {
+                *deferred = Some(*bytes);
+                return false;
+            }
+        }
+        let mine = self.layout.index(self.me.partition, self.me.replica);
+        let wrote = self.peer(slot).and_then(|l| {
+            l.mem.write(slot.region, entry_offset(mine), bytes)?;
+            if let Some(word) = l
+                .bell
+                .as_deref()
+                .and_then(|r| doorbell_word(r, self.layout))
+            {
+                Doorbell::new(word).ring();
+            }
+            Ok(())
+        });
+        if wrote.is_ok() {
+            return true;
+        }
+        Self::forget(slot);
+        if self.bells.is_none() {
+            self.defer(slot, *bytes, entry_offset(mine));
+        }
+        false
+    }
+
+    /// Starts the thread that writes `slot`'s deferred entry until one lands (see `send`).
+    fn defer(&self, slot: &Arc<PeerSlot<T::Peer>>, bytes: [u8; ENTRY_BYTES], offset: u64) {
+        *slot.deferred.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
+        let (peer, transport, stop) = (slot.clone(), self.transport.clone(), self.stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("heron-coord-retry".into())
+            .spawn(move || {
+                let mut pause = RETRY_FIRST;
+                while !stop.load(Ordering::Acquire) {
+                    let Some(bytes) = *peer.deferred.lock().unwrap_or_else(|e| e.into_inner())
+                    else {
+                        return;
+                    };
+                    let wrote = Self::attach_net(&*transport, &peer)
+                        .and_then(|mem| mem.write(peer.region, offset, &bytes));
+                    if wrote.is_ok() {
+                        let mut deferred = peer.deferred.lock().unwrap_or_else(|e| e.into_inner());
+                        // Done unless a newer entry came meanwhile: writes go inline again.
+                        if *deferred == Some(bytes) {
+                            *deferred = None;
+                            return;
+                        }
+                        pause = RETRY_FIRST;
+                        continue;
+                    }
+                    Self::forget(&peer);
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+            });
+        if spawned.is_err() {
+            // No thread: writes go inline again (each costing its timeout while the peer is stopped).
+            *slot.deferred.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// A network peer's memory, attached if it is not (no doorbell to map: see `peer`).
+    fn attach_net(transport: &T, slot: &PeerSlot<T::Peer>) -> remora_core::Result<Arc<T::Peer>> {
+        let mut guard = slot.linked.lock().unwrap_or_else(|e| e.into_inner());
+        let (name, linked) = &mut *guard;
+        if let Some(l) = linked.as_ref() {
+            return Ok(l.mem.clone());
+        }
+        let mem = Arc::new(transport.attach(name)?);
+        *linked = Some(Linked {
+            mem: mem.clone(),
+            bell: None,
+        });
+        Ok(mem)
     }
 
     /// Attaches to every peer, retrying until `timeout` (peers start in any order). Fails
@@ -314,12 +461,12 @@ impl<T: Transport> Coordinator<T> {
             let mut last = None;
             for slot in self.peers.iter().flatten() {
                 if let Err(e) = self.peer(slot) {
-                    last = Some((slot.name.clone(), e));
+                    last = Some(e);
                 }
             }
             match last {
                 None => return Ok(()),
-                Some((_, e)) if Instant::now() >= deadline => return Err(e.into()),
+                Some(e) if Instant::now() >= deadline => return Err(e.into()),
                 Some(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
@@ -353,19 +500,7 @@ impl<T: Transport> Coordinator<T> {
                 match &self.peers[self.layout.index(h, q)] {
                     None => self.own.write(offset, &bytes)?,
                     Some(slot) => {
-                        let wrote = self.peer(slot).and_then(|l| {
-                            l.mem.write(slot.region, offset, &bytes)?;
-                            if let Some(word) = l
-                                .bell
-                                .as_deref()
-                                .and_then(|r| doorbell_word(r, self.layout))
-                            {
-                                Doorbell::new(word).ring();
-                            }
-                            Ok(())
-                        });
-                        if wrote.is_err() {
-                            Self::forget(slot);
+                        if !self.send(slot, &bytes) {
                             failed += 1;
                         }
                     }
@@ -622,6 +757,12 @@ impl<T: Transport> Coordinator<T> {
             need: need as usize,
             waited: now - p.start,
         }
+    }
+}
+
+impl<T: Transport + 'static> Drop for Coordinator<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
     }
 }
 

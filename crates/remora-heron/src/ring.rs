@@ -516,7 +516,8 @@ impl RingProducer {
                 self.ring_all();
                 last_ring = now;
             }
-            pause(&mut idle);
+            // Local memory: never the idle reader's long sleeps.
+            pause(&mut idle, Duration::from_micros(50));
         }
     }
 
@@ -603,6 +604,9 @@ pub struct RingReader<M: RemoteMemory> {
     pos: u64,
     bell: Option<Arc<Region>>,
     buf: Vec<u8>,
+    /// Polls without a record since the last one, across waits (no doorbell: how long the
+    /// partition has been idle, to back off).
+    idle: u32,
 }
 
 impl<M: RemoteMemory> RingReader<M> {
@@ -654,6 +658,7 @@ impl<M: RemoteMemory> RingReader<M> {
             pos: 0,
             bell,
             buf: Vec::new(),
+            idle: 0,
         };
         let mut line = [0u8; 8];
         r.read_at(layout.line(consumer), &mut line)?;
@@ -765,10 +770,10 @@ impl<M: RemoteMemory> RingReader<M> {
         timeout: Duration,
     ) -> RingResult<Vec<Record>> {
         let start = Instant::now();
-        let mut idle = 0u32;
         loop {
             let got = self.poll(max)?;
             if !got.is_empty() {
+                self.idle = 0;
                 return Ok(got);
             }
             let waited = start.elapsed();
@@ -792,19 +797,23 @@ impl<M: RemoteMemory> RingReader<M> {
                     }
                     sleeper.sleep((timeout - waited).min(Duration::from_millis(50)));
                 }
-                None => pause(&mut idle),
+                None => pause(&mut self.idle, timeout - waited),
             }
         }
     }
 }
 
-/// Polls backing off: spins, yields, then short sleeps.
-fn pause(idle: &mut u32) {
+/// Polls without a doorbell (a reader over `tcp`/`verbs`: every look is a round trip to the
+/// producer's server) backing off: spins, yields, sleeps of 50 µs, then, once its partition has
+/// been idle for a few thousand looks (some 150 ms), of 1 ms, so an idle reader costs the
+/// producer's server about a thousand reads a second, not tens of thousands.
+fn pause(idle: &mut u32, limit: Duration) {
     *idle = idle.saturating_add(1);
     match *idle {
         0..64 => std::hint::spin_loop(),
         64..256 => std::thread::yield_now(),
-        _ => std::thread::sleep(Duration::from_micros(50)),
+        256..2048 => std::thread::sleep(Duration::from_micros(50).min(limit)),
+        _ => std::thread::sleep(Duration::from_millis(1).min(limit)),
     }
 }
 

@@ -190,12 +190,20 @@ impl Backoff {
 type Attached<P> = Mutex<Option<Arc<P>>>;
 
 struct Peer<P> {
-    name: String,
+    /// What the transport attaches to: a store name (`shm`) or an address (`tcp`), which a
+    /// restarted peer may change ([`Transfer::reattach`]).
+    name: Mutex<String>,
     mem: Attached<P>,
     /// Our own mappings of the peer's request region (we ask it) and landing region (we serve
     /// it), to ring their doorbells, with the inode of the file mapped: a restarted peer's new
     /// file is mapped anew.
     bells: [Mutex<Option<Mapped>>; 2],
+}
+
+impl<P> Peer<P> {
+    fn name(&self) -> String {
+        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A peer's region file as we mapped it, and that file's inode.
@@ -281,7 +289,7 @@ impl<T: Transport> Transfer<T> {
             peers: peers
                 .iter()
                 .map(|n| Peer {
-                    name: n.clone(),
+                    name: Mutex::new(n.clone()),
                     mem: Mutex::new(None),
                     bells: [Mutex::new(None), Mutex::new(None)],
                 })
@@ -346,7 +354,7 @@ impl<T: Transport> Transfer<T> {
         let p = match mem.as_ref() {
             Some(p) => p.clone(),
             None => {
-                let p = Arc::new(self.transport.attach(&peer.name)?);
+                let p = Arc::new(self.transport.attach(&peer.name())?);
                 *mem = Some(p.clone());
                 p
             }
@@ -370,7 +378,7 @@ impl<T: Transport> Transfer<T> {
             Bell::Requests => self.requests,
             Bell::Landing => self.landing,
         };
-        let store_dir = dir.join(&peer.name);
+        let store_dir = dir.join(peer.name());
         let ino = std::fs::metadata(region_path(&store_dir, region))
             .ok()
             .map(|m| m.ino());
@@ -416,7 +424,7 @@ impl<T: Transport> Transfer<T> {
             if let Ok(peer) = self.peer(q) {
                 let mut mem = peer.mem.lock().unwrap_or_else(|e| e.into_inner());
                 if mem.is_none() {
-                    *mem = self.transport.attach(&peer.name).ok().map(Arc::new);
+                    *mem = self.transport.attach(&peer.name()).ok().map(Arc::new);
                 }
             }
             // Maps the head of our lanes in the peer's landing region into this process (their
@@ -428,6 +436,20 @@ impl<T: Transport> Transfer<T> {
                 let _ = self.write_peer(q, self.landing, at, &zeros);
             }
         }
+    }
+
+    /// Replica `q` restarted: drops what was attached (it may write into the dead
+    /// incarnation's memory) and attaches next time, at `address` when given (`tcp`: its new
+    /// server). On `shm` a new region file is noticed by itself (see `attach_bell`); this makes
+    /// it certain, and is how a new address is learnt.
+    pub fn reattach(&self, q: u32, address: Option<&str>) -> Result<()> {
+        let peer = self.peer(q)?;
+        let mut mem = peer.mem.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = address {
+            *peer.name.lock().unwrap_or_else(|e| e.into_inner()) = a.to_string();
+        }
+        mem.take();
+        Ok(())
     }
 
     /// Waits for a peer's next move, at most `limit`: asleep on our doorbell when peers ring it
@@ -818,110 +840,6 @@ impl<T: Transport> Transfer<T> {
         Err(Error::Transfer(format!(
             "objects kept being overwritten twice while collecting state since {since} ({COLLECT_ATTEMPTS} attempts)"
         )))
-    }
-}
-
-/// A restarted replica's coordination entries that peers still write into its previous
-/// region file. Peers attach to a replica's coordination region once; a restarted replica
-/// creates a new file, and writes through the old mapping land in the old one without any
-/// error to tell the writer. Until every writer re-attaches by itself, the restarted replica
-/// keeps the old file linked (under another name) and copies each peer's entry from it into
-/// its own region whenever the old one is newer, then rings its own doorbell, so its waits see
-/// what peers announced. Entries are facts ("replica q reached phase k of ts"), so copying an
-/// older one over a newer one (a peer that writes both files, racing a copy) delays a wait,
-/// never misleads it; its own entry is never copied (the old one describes a state it lost).
-pub struct StaleEntries {
-    layout: crate::entry::Layout,
-    mine: usize,
-    own: Region,
-    stale: Region,
-}
-
-impl StaleEntries {
-    /// `own`: the coordination region of this replica (its store directory and region id);
-    /// `stale`: the directory holding the previous incarnation's file under the same id.
-    pub fn open(
-        layout: crate::entry::Layout,
-        mine: usize,
-        own: (&std::path::Path, u32),
-        stale: &std::path::Path,
-    ) -> Result<Self> {
-        if mine >= layout.entries() {
-            return Err(Error::BadLayout(format!(
-                "entry {mine} out of range: the layout has {}",
-                layout.entries()
-            )));
-        }
-        let own = Region::attach(own.0, own.1)?;
-        let stale = Region::attach(stale, own.info.id)?;
-        for (what, r) in [("own", &own), ("previous", &stale)] {
-            if Self::bell_word(r, layout).is_none() {
-                return Err(Error::BadLayout(format!(
-                    "the {what} coordination region has {} bytes, too few for {} entries",
-                    r.info.bytes,
-                    layout.entries()
-                )));
-            }
-        }
-        Ok(StaleEntries {
-            layout,
-            mine,
-            own,
-            stale,
-        })
-    }
-
-    fn bell_word(r: &Region, layout: crate::entry::Layout) -> Option<&AtomicU64> {
-        let at = (REGION_HEADER_BYTES + layout.doorbell_offset()) as u64;
-        r.words_at(at, 8).ok()?.first()
-    }
-
-    fn entry(r: &Region, index: usize) -> Option<Entry> {
-        let mut buf = [0u8; ENTRY_BYTES];
-        r.read((REGION_HEADER_BYTES + index * ENTRY_BYTES) as u64, &mut buf)
-            .ok()?;
-        decode(&buf, index)
-    }
-
-    /// Copies every peer's entry that is newer in the old file; returns how many. A torn entry
-    /// (being written) is left for the next pass: its writer rings after writing it.
-    pub fn copy_newer(&self) -> Result<usize> {
-        let mut copied = 0;
-        for index in (0..self.layout.entries()).filter(|&i| i != self.mine) {
-            let Some(old) = Self::entry(&self.stale, index) else {
-                continue;
-            };
-            let Some(now) = Self::entry(&self.own, index) else {
-                continue;
-            };
-            if old.ts > now.ts || (old.ts == now.ts && old.phase > now.phase) {
-                let at = (REGION_HEADER_BYTES + index * ENTRY_BYTES) as u64;
-                self.own.write(at, &encode(old, index))?;
-                copied += 1;
-            }
-        }
-        if copied > 0 {
-            if let Some(w) = Self::bell_word(&self.own, self.layout) {
-                Doorbell::new(w).ring();
-            }
-        }
-        Ok(copied)
-    }
-
-    /// Copies until `stop`, asleep on the old file's doorbell between passes (the stale
-    /// writers ring it through their old mapping; 50 ms at most, to notice `stop`).
-    pub fn run(&self, stop: &AtomicBool) -> Result<()> {
-        let Some(word) = Self::bell_word(&self.stale, self.layout) else {
-            return Ok(());
-        };
-        let bell = Doorbell::new(word);
-        while !stop.load(Ordering::Acquire) {
-            let sleeper = bell.prepare();
-            if self.copy_newer()? == 0 {
-                sleeper.sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(())
     }
 }
 

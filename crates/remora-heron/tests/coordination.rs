@@ -36,7 +36,7 @@ fn name(h: u32, q: u32) -> String {
     format!("p{h}r{q}")
 }
 
-struct Replica<T: Transport> {
+struct Replica<T: Transport + 'static> {
     coord: Coordinator<T>,
     _control: ControlServer,
 }
@@ -427,4 +427,83 @@ fn a_spin_that_keeps_failing_is_skipped_then_tried_again() {
     b.coord.announce(25, PHASE_DELIVERED, &[0]).unwrap();
     let got = a.coord.coordinate(25, PHASE_DELIVERED, &[0], opts).unwrap();
     assert_eq!(got.spin, opts.spin);
+}
+
+/// A peer whose server accepts connections but never answers (a stopped process): the first
+/// write to it waits for the transport's timeout; later announcements do not wait again, and a
+/// thread keeps writing the latest entry, which lands once the peer answers.
+#[test]
+fn over_tcp_a_silent_peer_costs_one_timeout_and_gets_the_latest_entry_when_it_answers() {
+    let dir = Dir::new("silent");
+    let layout = Layout::new(1, 3).unwrap();
+    let timeout = Duration::from_millis(500);
+    let mut stores = Vec::new();
+    let mut servers = Vec::new();
+    for q in 0..2 {
+        let mut cfg = StoreConfig::new(&dir.0, name(0, q));
+        cfg.region_bytes = 64 * 1024;
+        let store = Arc::new(Store::create(&cfg).unwrap());
+        servers.push(TcpServer::start(&store, SECRET, "127.0.0.1:0".parse().unwrap()).unwrap());
+        stores.push(store);
+    }
+    // Replica 2's address, where nothing answers yet: the kernel completes connections into
+    // the listener's backlog, and nobody reads them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let peers = vec![
+        (servers[0].local_addr().to_string(), REGION),
+        (servers[1].local_addr().to_string(), REGION),
+        (silent_addr.to_string(), REGION),
+    ];
+    let t = TcpTransport::new(SECRET).unwrap().with_timeout(timeout);
+    let me = Member {
+        partition: 0,
+        replica: 0,
+    };
+    let coord = Coordinator::create(stores[0].clone(), t, layout, me, &peers).unwrap();
+    // Replica 1 answers: it has its coordination region.
+    let second = Member {
+        partition: 0,
+        replica: 1,
+    };
+    let t = TcpTransport::new(SECRET).unwrap();
+    let _second = Coordinator::create(stores[1].clone(), t, layout, second, &peers).unwrap();
+    let started = Instant::now();
+    assert_eq!(coord.announce(1, PHASE_EXECUTED, &[0]).unwrap(), 1);
+    assert!(started.elapsed() >= timeout, "the first write did not wait");
+    // Ten more announcements: none waits for the silent peer again (each would take `timeout`).
+    let started = Instant::now();
+    for ts in 2..=11 {
+        assert_eq!(coord.announce(ts, PHASE_EXECUTED, &[0]).unwrap(), 1);
+    }
+    assert!(
+        started.elapsed() < timeout * 5,
+        "announcements waited for the silent peer: {:?}",
+        started.elapsed()
+    );
+    // The peer answers at last, at the same address: the latest entry lands there.
+    drop(silent);
+    let mut cfg = StoreConfig::new(&dir.0, name(0, 2));
+    cfg.region_bytes = 64 * 1024;
+    let store = Arc::new(Store::create(&cfg).unwrap());
+    let _server = TcpServer::start(&store, SECRET, silent_addr).unwrap();
+    let t = TcpTransport::new(SECRET).unwrap();
+    let me = Member {
+        partition: 0,
+        replica: 2,
+    };
+    let third = Coordinator::create(store, t, layout, me, &peers).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while third.entry(0).unwrap()
+        != (Entry {
+            ts: 11,
+            phase: PHASE_EXECUTED,
+        })
+    {
+        assert!(Instant::now() < deadline, "the latest entry never landed");
+        std::thread::yield_now();
+    }
+    // Writes go inline again.
+    assert_eq!(coord.announce(12, 2, &[0]).unwrap(), 0);
+    assert_eq!(third.entry(0).unwrap(), Entry { ts: 12, phase: 2 });
 }

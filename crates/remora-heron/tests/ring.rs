@@ -1,5 +1,5 @@
 //! The ordered-stream ring between one producer (the launcher's store) and readers attached
-//! over `shm`: records reach exactly the consumers of their destinations, in order, across
+//! over `shm` (and one over `tcp`, polling): records reach exactly the consumers of their destinations, in order, across
 //! wraparound; the producer never overwrites what a live reader has not read and drops a
 //! reader only after its stall budget, handing back what it missed; damaged records are
 //! refused with a clear error; a sleeping reader is woken by a push.
@@ -431,4 +431,35 @@ fn a_dropped_consumer_reattaches_at_the_head_and_is_waited_for_again() {
         r.producer.reattach(2).unwrap_err().to_string(),
         "bad ring request: no consumer 2: the ring has 2"
     );
+}
+
+#[test]
+fn a_reader_over_tcp_polls_its_records_and_an_idle_one_still_gets_the_next() {
+    let mut r = ring("tcp", 2, 1, 64 * 1024);
+    let server =
+        remora_core::TcpServer::start(&r.store, SECRET, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let peer = remora_core::TcpTransport::new(SECRET)
+        .unwrap()
+        .attach(&server.local_addr().to_string())
+        .unwrap();
+    // No doorbell reaches a reader over the network: its waits poll.
+    let mut reader = RingReader::attach(peer, r.producer.region(), 1, None).unwrap();
+    push(&mut r, 1, 41, |ts| vec![(ts % 2) as u32]);
+    let got = reader.wait(64, Duration::ZERO, LONG).unwrap();
+    let ts: Vec<u64> = got.iter().map(|x| x.ts).collect();
+    assert_eq!(ts, (1..41).filter(|t| t % 2 == 1).collect::<Vec<_>>());
+    assert!(got.iter().all(|x| x.payload == payload(x.ts)));
+    // Idle for longer than the backoff's short sleeps (it polls once a millisecond by then).
+    assert_eq!(
+        reader
+            .wait(64, Duration::ZERO, Duration::from_millis(300))
+            .unwrap(),
+        vec![]
+    );
+    let waiting = std::thread::spawn(move || {
+        let got = reader.wait(64, Duration::ZERO, LONG).unwrap();
+        got.iter().map(|x| x.ts).collect::<Vec<_>>()
+    });
+    push(&mut r, 41, 43, |_| vec![1]);
+    assert_eq!(waiting.join().unwrap(), vec![41, 42]);
 }
