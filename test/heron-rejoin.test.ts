@@ -5,8 +5,7 @@
 // restarted by hand. Peers re-attach to a restarted replica's new coordination region when the
 // launcher tells them it restarted. The whole history must be linearizable (Porcupine, test/porcupine) and
 // the replicas of each partition must end equal.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,88 +14,13 @@ import { kvApp } from '../ts/apps/kv.js';
 import { HeronCluster } from '../ts/heron/cluster.js';
 import { parseHeronConfig } from '../ts/heron/config.js';
 
-const ROOT = join(import.meta.dirname, '..');
-const CHECKER = join(ROOT, 'target', 'porcupine-kv');
+import { buildChecker, check as checkIn, finalReads, micros, runClients, type Op } from './kv-history.js';
+
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-rejoin-'));
+const check = (name: string, history: unknown) => checkIn(work, name, history);
 
-beforeAll(() => {
-  // The first run fetches Porcupine through the Go module proxy: bounded.
-  execFileSync('go', ['build', '-o', CHECKER, '.'], { cwd: join(ROOT, 'test', 'porcupine'), stdio: 'inherit', timeout: 180_000 });
-}, 200_000);
-
+beforeAll(buildChecker, 200_000);
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-function check(name: string, history: unknown): { status: number | null; out: string } {
-  const path = join(work, `${name}.json`);
-  writeFileSync(path, JSON.stringify(history));
-  const r = spawnSync(CHECKER, [path], { encoding: 'utf8', timeout: 120_000 });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-}
-
-/** mulberry32: a failing run replays from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-interface Op {
-  client: number;
-  call: number;
-  return: number;
-  input: Record<string, string>;
-  output: string;
-}
-
-// Four of these keys are in partition 1 (f, h, i, j), six in partition 0.
-const KEYS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
-const micros = (): number => Number(process.hrtime.bigint() / 1000n);
-
-/**
- * Closed-loop clients of random kv operations (a third of them copies, most across
- * partitions), each going on while `more(i)` says so. `after(n)` sees progress.
- */
-async function runClients(cluster: HeronCluster, seed: number, clients: number, first: number, t0: number, more: (i: number) => boolean, after?: (done: number) => void): Promise<Op[]> {
-  const history: Op[] = [];
-  let done = 0;
-  await Promise.all(
-    Array.from({ length: clients }, async (_, c) => {
-      const client = first + c;
-      const next = rng(seed * 31 + client);
-      const key = () => KEYS[Math.floor(next() * KEYS.length)] ?? 'a';
-      for (let i = 0; more(i); i++) {
-        const value = client * 1000 + i;
-        // Every operation distinct: the log treats an identical body as a retry of the first.
-        const nonce = `${client}.${i}`;
-        const pick = next();
-        let tx;
-        let input: Record<string, string>;
-        if (pick < 0.3) {
-          const k = key();
-          [tx, input] = [makeTx(kvApp, 'get', { key: k, nonce }), { op: 'get', key: k }];
-        } else if (pick < 0.65) {
-          const k = key();
-          [tx, input] = [makeTx(kvApp, 'put', { key: k, value, nonce }), { op: 'put', key: k, value: JSON.stringify(value) }];
-        } else {
-          const [f, t] = [key(), key()];
-          [tx, input] = [makeTx(kvApp, 'copy', { from: f, to: t, nonce }), { op: 'copy', from: f, to: t }];
-        }
-        const call = micros() - t0;
-        const reply = await cluster.submit(tx);
-        const ret = micros() - t0;
-        if (reply.outcome.status !== 'ok') throw new Error(`op ${JSON.stringify(input)} aborted: ${reply.outcome.reason}`);
-        history.push({ client, call, return: ret, input, output: JSON.stringify(reply.outcome.result) });
-        after?.(++done);
-      }
-    }),
-  );
-  return history;
-}
 
 /** A cluster log that can be waited on: `next(re)` resolves with the first line matching it (bounded). */
 function watchedLog(): { log: (m: string) => void; lines: string[]; next: (re: RegExp, timeoutMs: number) => Promise<string> } {
@@ -219,11 +143,7 @@ describe('heron rejoin', () => {
       history.push(...(await runClients(cluster, seed + 2, 4, 20, t0, (i) => i < 8)));
 
       // 4. A final read of every key, then the whole history must linearize.
-      const tEnd = micros() - t0;
-      for (const k of KEYS) {
-        const reply = await cluster.submit(makeTx(kvApp, 'get', { key: k, nonce: 'final' }));
-        history.push({ client: 99, call: tEnd, return: micros() - t0, input: { op: 'get', key: k }, output: JSON.stringify(reply.outcome.status === 'ok' ? reply.outcome.result : 'aborted') });
-      }
+      await finalReads(cluster, history, t0);
       const r = check('rejoin', { operations: history });
       expect(r.out).toContain(`linearizable: ${history.length} operations`);
       expect(r.status).toBe(0);

@@ -6,7 +6,7 @@
 // linearizable (Porcupine, test/porcupine) and the survivors must agree. A replica SIGSTOPped
 // over tcp holds nobody up and catches up by state transfer over tcp. A sequential seeded
 // workload gives the same replies and digests over tcp as over shm.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,97 +19,14 @@ import { partitionerOf } from '../ts/heron/partition.js';
 import type { ReplicaSummary } from '../ts/heron/replica.js';
 import { RoleProcess } from '../ts/process.js';
 
+import { buildChecker, check as checkIn, finalReads, KEYS, micros, nextOp, rng, runClients, type Op } from './kv-history.js';
+
 const ROOT = join(import.meta.dirname, '..');
-const CHECKER = join(ROOT, 'target', 'porcupine-kv');
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-tcp-'));
+const check = (name: string, history: unknown) => checkIn(work, name, history);
 
-beforeAll(() => {
-  // The first run fetches Porcupine through the Go module proxy: bounded.
-  execFileSync('go', ['build', '-o', CHECKER, '.'], { cwd: join(ROOT, 'test', 'porcupine'), stdio: 'inherit', timeout: 180_000 });
-}, 200_000);
-
+beforeAll(buildChecker, 200_000);
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-function check(name: string, history: unknown): { status: number | null; out: string } {
-  const path = join(work, `${name}.json`);
-  writeFileSync(path, JSON.stringify(history));
-  const r = spawnSync(CHECKER, [path], { encoding: 'utf8', timeout: 120_000 });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-}
-
-/** mulberry32: a failing run replays from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-interface Op {
-  client: number;
-  call: number;
-  return: number;
-  input: Record<string, string>;
-  output: string;
-}
-
-// Keys of both partitions (kv hashes them: f, h, i, j are in partition 1).
-const KEYS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
-const micros = (): number => Number(process.hrtime.bigint() / 1000n);
-
-/** One client's next operation: a get, a put or a copy (most copies cross partitions). */
-function nextOp(next: () => number, client: number, i: number): { tx: ReturnType<typeof makeTx>; input: Record<string, string> } {
-  const key = () => KEYS[Math.floor(next() * KEYS.length)] ?? 'a';
-  const value = client * 1000 + i;
-  // Every operation distinct: the log treats an identical body as a retry of the first.
-  const nonce = `${client}.${i}`;
-  const pick = next();
-  if (pick < 0.3) {
-    const k = key();
-    return { tx: makeTx(kvApp, 'get', { key: k, nonce }), input: { op: 'get', key: k } };
-  }
-  if (pick < 0.65) {
-    const k = key();
-    return { tx: makeTx(kvApp, 'put', { key: k, value, nonce }), input: { op: 'put', key: k, value: JSON.stringify(value) } };
-  }
-  const [f, t] = [key(), key()];
-  return { tx: makeTx(kvApp, 'copy', { from: f, to: t, nonce }), input: { op: 'copy', from: f, to: t } };
-}
-
-/** Closed-loop clients, each going on while `more(i)` says so; `after(n)` sees progress. */
-async function runClients(cluster: HeronCluster, seed: number, clients: number, first: number, t0: number, more: (i: number) => boolean, after?: (done: number) => void): Promise<Op[]> {
-  const history: Op[] = [];
-  let done = 0;
-  await Promise.all(
-    Array.from({ length: clients }, async (_, c) => {
-      const client = first + c;
-      const next = rng(seed * 31 + client);
-      for (let i = 0; more(i); i++) {
-        const { tx, input } = nextOp(next, client, i);
-        const call = micros() - t0;
-        const reply = await cluster.submit(tx);
-        const ret = micros() - t0;
-        if (reply.outcome.status !== 'ok') throw new Error(`op ${JSON.stringify(input)} aborted: ${reply.outcome.reason}`);
-        history.push({ client, call, return: ret, input, output: JSON.stringify(reply.outcome.result) });
-        after?.(++done);
-      }
-    }),
-  );
-  return history;
-}
-
-/** A final read of every key, appended to `history` after everything else returned. */
-async function finalReads(cluster: HeronCluster, history: Op[], t0: number): Promise<void> {
-  const tEnd = micros() - t0;
-  for (const k of KEYS) {
-    const reply = await cluster.submit(makeTx(kvApp, 'get', { key: k, nonce: 'final' }));
-    history.push({ client: 99, call: tEnd, return: micros() - t0, input: { op: 'get', key: k }, output: JSON.stringify(reply.outcome.status === 'ok' ? reply.outcome.result : 'aborted') });
-  }
-}
 
 const isLoopback = (a: string | undefined | null): boolean => a !== undefined && a !== null && /^127\.0\.0\.1:\d+$/.test(a);
 const place = (s: ReplicaSummary): string => `${s.partition}.${s.replica}`;

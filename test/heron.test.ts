@@ -2,7 +2,7 @@
 // clients mixing single- and multi-partition operations; every history is checked for
 // linearizability by Porcupine (test/porcupine), and replicas of a partition must agree on
 // their state digest. One run crashes a replica mid-run.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,47 +15,16 @@ import { RoleProcess } from '../ts/process.js';
 import { destinations, hashPartition, partitionerOf } from '../ts/heron/partition.js';
 import { bankApp } from '../ts/apps/bank.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
+import { buildChecker, check as checkIn, micros, rng, type Op } from './kv-history.js';
 
 const ROOT = join(import.meta.dirname, '..');
-const CHECKER = join(ROOT, 'target', 'porcupine-kv');
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-'));
+const check = (name: string, history: unknown) => checkIn(work, name, history);
 
-beforeAll(() => {
-  // The first run fetches Porcupine through the Go module proxy: bounded.
-  execFileSync('go', ['build', '-o', CHECKER, '.'], { cwd: join(ROOT, 'test', 'porcupine'), stdio: 'inherit', timeout: 180_000 });
-}, 200_000);
-
+beforeAll(buildChecker, 200_000);
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-function check(name: string, history: unknown): { status: number | null; out: string } {
-  const path = join(work, `${name}.json`);
-  writeFileSync(path, JSON.stringify(history));
-  const r = spawnSync(CHECKER, [path], { encoding: 'utf8', timeout: 120_000 });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-}
-
-/** A small deterministic generator (mulberry32), so a failing run can be replayed by seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-interface Op {
-  client: number;
-  call: number;
-  return: number;
-  input: Record<string, string>;
-  output: string;
-}
-
 const KEYS = ['a', 'b', 'c', 'd', 'e', 'f'];
-const micros = (): number => Number(process.hrtime.bigint() / 1000n);
 
 /** Runs `clients` closed-loop clients of `opsEach` random kv operations; `after(n)` sees progress. */
 async function runClients(cluster: HeronCluster, seed: number, clients: number, opsEach: number, after?: (done: number) => void, base = { t0: micros(), client: 0 }) {

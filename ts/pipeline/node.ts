@@ -12,14 +12,14 @@ import { stages } from '../stages.js';
 import { Delegator, type DelegationOptions } from './delegation.js';
 import type { Decision } from './merge.js';
 import type { MergeThreads } from './merge-threads.js';
-import type { ConflictFeedback, FeedbackOptions } from './feedback.js';
+import type { ConflictFeedback } from './feedback.js';
 import type { OptimisticCheck } from './messages.js';
-import { PreExecutionPool, type MemberStats, type PreExecutorLink } from './pool.js';
+import { PreExecutionPool, type MemberStats, type PoolOptions, type PreExecutorLink } from './pool.js';
 import { Primary, type Applied, type PrimaryOptions, type PrimaryStats, type PrimaryStore } from './primary.js';
 import type { ReceivedTable } from './table-bytes.js';
-import type { Policy, Scheduler, SchedulerOptions } from './scheduler.js';
+import type { Scheduler } from './scheduler.js';
 import type { Sequencer } from './sequencer.js';
-import type { MissPush, PushOptions, StateUpdate } from './state-update.js';
+import type { MissPush, StateUpdate } from './state-update.js';
 
 export type { MemberStats, PreExecutorLink } from './pool.js';
 
@@ -51,7 +51,8 @@ export interface OptimisticStats {
   wrong: number;
 }
 
-export interface NodeOptions {
+/** The pool's options (`PoolOptions`: policy, scheduling, feedback, state update, push, speculation) and the node's own. */
+export interface NodeOptions extends PoolOptions {
   deadlineMs: number;
   /** Outcomes remembered for answering duplicates (default 100,000). */
   rememberOutcomes?: number;
@@ -69,23 +70,6 @@ export interface NodeOptions {
   log?: (msg: string) => void;
   /** Called once an upgrade transaction activated a new app version. */
   onUpgrade?: (version: AppVersion, ts: bigint) => void;
-  /** Which pre-executor admission hands a transaction (default `DEFAULT_POLICY`). */
-  policy?: Policy;
-  /** Tuning of the policy: affinity slack and capacity, `hotToPrimary`. */
-  scheduling?: Omit<SchedulerOptions, 'policy'>;
-  /** When an object counts as hot, and how fast conflict counts decay. */
-  feedback?: FeedbackOptions;
-  /** How pre-executors' copies follow the primary (default `broadcast`). */
-  stateUpdate?: StateUpdate;
-  /** `push` only: when an object is pushed. */
-  push?: PushOptions;
-  /** Applied transactions between feedback messages to the pre-executors (default 1024). */
-  feedbackEvery?: number;
-  /**
-   * Whether pre-executors let later transactions read their own results not yet applied
-   * (speculation.ts; default true). Told to pre-executors when they attach.
-   */
-  speculation?: boolean;
   /**
    * The primary's merge threads (docs/primary.md): transactions without a table are executed on
    * them ahead of the in-order merge. Owned by the caller, who closes them after the node.
@@ -140,15 +124,8 @@ export class EmbeddedNode {
         current: (ids) => this.primary.current(ids),
         ...(opts.log && { log: opts.log }),
       },
-      {
-        ...(opts.policy && { policy: opts.policy }),
-        ...(opts.scheduling && { scheduling: opts.scheduling }),
-        ...(opts.feedback && { feedback: opts.feedback }),
-        ...(opts.stateUpdate && { stateUpdate: opts.stateUpdate }),
-        ...(opts.push && { push: opts.push }),
-        ...(opts.feedbackEvery !== undefined && { feedbackEvery: opts.feedbackEvery }),
-        ...(opts.speculation !== undefined && { speculation: opts.speculation }),
-      },
+      // The node's options are the pool's plus its own; the pool reads only its part.
+      opts,
     );
     this.primary = new Primary(app, store, natives, {
       deadlineMs: opts.deadlineMs,

@@ -1,0 +1,108 @@
+// What the Heron linearizability tests share: the Porcupine checker (test/porcupine, built
+// once per file, bounded), a seeded generator, the kv history's operation shape, and
+// closed-loop clients of random get / put / copy operations over keys of both partitions.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeTx } from '../ts/app/app.js';
+import { kvApp } from '../ts/apps/kv.js';
+import type { HeronCluster } from '../ts/heron/cluster.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const CHECKER = join(ROOT, 'target', 'porcupine-kv');
+
+/** Builds the checker; call from `beforeAll` (the first run fetches Porcupine through the Go module proxy). */
+export function buildChecker(): void {
+  execFileSync('go', ['build', '-o', CHECKER, '.'], { cwd: join(ROOT, 'test', 'porcupine'), stdio: 'inherit', timeout: 180_000 });
+}
+
+/** Runs the checker on `history`, written as `dir/name.json`. */
+export function check(dir: string, name: string, history: unknown): { status: number | null; out: string } {
+  const path = join(dir, `${name}.json`);
+  writeFileSync(path, JSON.stringify(history));
+  const r = spawnSync(CHECKER, [path], { encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+/** mulberry32: a failing run replays from its seed. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** One operation of a history, as the checker reads it. */
+export interface Op {
+  client: number;
+  call: number;
+  return: number;
+  input: Record<string, string>;
+  output: string;
+}
+
+/** Keys of both partitions (kv hashes them: f, h, i, j are in partition 1 of 2). */
+export const KEYS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
+export const micros = (): number => Number(process.hrtime.bigint() / 1000n);
+
+/** One client's next operation: a get, a put or a copy (most copies cross partitions). */
+export function nextOp(next: () => number, client: number, i: number): { tx: ReturnType<typeof makeTx>; input: Record<string, string> } {
+  const key = () => KEYS[Math.floor(next() * KEYS.length)] ?? 'a';
+  const value = client * 1000 + i;
+  // Every operation distinct: the log treats an identical body as a retry of the first.
+  const nonce = `${client}.${i}`;
+  const pick = next();
+  if (pick < 0.3) {
+    const k = key();
+    return { tx: makeTx(kvApp, 'get', { key: k, nonce }), input: { op: 'get', key: k } };
+  }
+  if (pick < 0.65) {
+    const k = key();
+    return { tx: makeTx(kvApp, 'put', { key: k, value, nonce }), input: { op: 'put', key: k, value: JSON.stringify(value) } };
+  }
+  const [f, t] = [key(), key()];
+  return { tx: makeTx(kvApp, 'copy', { from: f, to: t, nonce }), input: { op: 'copy', from: f, to: t } };
+}
+
+/** Closed-loop clients, each going on while `more(i)` says so; `after(n)` sees progress. */
+export async function runClients(
+  cluster: HeronCluster,
+  seed: number,
+  clients: number,
+  first: number,
+  t0: number,
+  more: (i: number) => boolean,
+  after?: (done: number) => void,
+): Promise<Op[]> {
+  const history: Op[] = [];
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      const client = first + c;
+      const next = rng(seed * 31 + client);
+      for (let i = 0; more(i); i++) {
+        const { tx, input } = nextOp(next, client, i);
+        const call = micros() - t0;
+        const reply = await cluster.submit(tx);
+        const ret = micros() - t0;
+        if (reply.outcome.status !== 'ok') throw new Error(`op ${JSON.stringify(input)} aborted: ${reply.outcome.reason}`);
+        history.push({ client, call, return: ret, input, output: JSON.stringify(reply.outcome.result) });
+        after?.(++done);
+      }
+    }),
+  );
+  return history;
+}
+
+/** A final read of every key, appended to `history` after everything else returned. */
+export async function finalReads(cluster: HeronCluster, history: Op[], t0: number): Promise<void> {
+  const tEnd = micros() - t0;
+  for (const k of KEYS) {
+    const reply = await cluster.submit(makeTx(kvApp, 'get', { key: k, nonce: 'final' }));
+    history.push({ client: 99, call: tEnd, return: micros() - t0, input: { op: 'get', key: k }, output: JSON.stringify(reply.outcome.status === 'ok' ? reply.outcome.result : 'aborted') });
+  }
+}
