@@ -4,7 +4,7 @@
 // So a copy of the version of `id` written at `v` answers any read whose chosen version is
 // `v`; a read checks only the chosen version's timestamp (no value copied) and copies the
 // value only when it is another version (the copy then replaces the entry).
-import { NativeVersionedRemote } from '../native/index.js';
+import { NativeRemote } from '../binding.js';
 import { idBytes } from '../ids.js';
 import { NO_HANDLE, type ReadResult } from '../store.js';
 import type { NetTransport } from '../transport.js';
@@ -126,12 +126,12 @@ export class VersionedRemote {
   private ts = new BigUint64Array(0);
   private out: Buffer = Buffer.alloc(16 * 1024);
 
-  private constructor(private readonly native: NativeVersionedRemote) {}
+  private constructor(private readonly native: NativeRemote) {}
 
   static async connect(opts: VersionedRemoteOptions): Promise<VersionedRemote> {
     const secret = Buffer.from(opts.secret);
     return new VersionedRemote(
-      await NativeVersionedRemote.connect('address' in opts ? { transport: opts.transport, address: opts.address, secret } : { transport: 'shm', dir: opts.dir, store: opts.store, secret }),
+      await NativeRemote.connect('address' in opts ? { transport: opts.transport, address: opts.address, secret } : { transport: 'shm', dir: opts.dir, store: opts.store, secret }),
     );
   }
 

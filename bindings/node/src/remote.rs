@@ -40,7 +40,7 @@ pub struct RemoteStatsJs {
 /// Another process's store, read one-sidedly through shared memory, TCP or RDMA.
 #[napi]
 pub struct NativeRemote {
-    remote: Remote,
+    pub(crate) remote: Remote,
 }
 
 pub struct Connect {

@@ -1,63 +1,22 @@
-//! `NativeVersionedRemote`: another process's store read one-sidedly by a reader that keeps
-//! copies of versions (a cache by version timestamp). Besides resolving handles, it checks
-//! which version a read would choose without copying its value (`versionsInto`), and reads a
-//! batch copying only the values the caller does not hold already (`readUnlessCurrent`).
+//! `NativeRemote`'s reads for a reader that keeps copies of versions (a cache by version
+//! timestamp): which version a read would choose, without copying its value (`versionsInto`),
+//! and a batch read copying only the values the caller does not hold already
+//! (`readUnlessCurrent`).
 //! Both run on the JS thread (over `tcp`/`verbs` blocking it for the round trips) and create no JS object per read.
 
-use crate::remote::{Remote, READ_ABSENT, READ_DELETED, READ_LAGGING, READ_NO_ROOM, READ_VALUE};
-use crate::{invalid, js_err, net, same_len};
-use napi::bindgen_prelude::{
-    AsyncTask, BigUint64ArraySlice, BufferSlice, Uint32Array, Uint32ArraySlice, Uint8Array,
+use crate::remote::{
+    NativeRemote, READ_ABSENT, READ_DELETED, READ_LAGGING, READ_NO_ROOM, READ_VALUE,
 };
-use napi::{Env, Result, Task};
+use crate::{invalid, js_err, same_len};
+use napi::bindgen_prelude::{BigUint64ArraySlice, BufferSlice, Uint32ArraySlice};
+use napi::Result;
 use napi_derive::napi;
-use remora_core::remote::{Handle, NO_HANDLE};
+use remora_core::remote::NO_HANDLE;
 use remora_core::slot::{ReadMeta, Status, Want};
-use remora_core::{Fresh, RemoteStore};
-use std::sync::Arc;
+use remora_core::Fresh;
 
 /// `readUnlessCurrent`: the chosen version is the value written at `known[i]`; not copied.
 pub const READ_CURRENT: u32 = 5;
-
-/// A peer's store, read one-sidedly by a reader that caches versions.
-#[napi]
-pub struct NativeVersionedRemote {
-    remote: Remote,
-}
-
-pub struct ConnectVersioned {
-    target: net::Target,
-    secret: Vec<u8>,
-}
-
-impl Task for ConnectVersioned {
-    type Output = Remote;
-    type JsValue = NativeVersionedRemote;
-    fn compute(&mut self) -> Result<Remote> {
-        let peer = self.target.attach(&self.secret).map_err(js_err)?;
-        Ok(Arc::new(RemoteStore::new(peer)))
-    }
-    fn resolve(&mut self, _: Env, remote: Remote) -> Result<NativeVersionedRemote> {
-        Ok(NativeVersionedRemote { remote })
-    }
-}
-
-pub struct ResolveHandles {
-    remote: Remote,
-    ids: Vec<Vec<u8>>,
-}
-
-impl Task for ResolveHandles {
-    type Output = Vec<Handle>;
-    type JsValue = Uint32Array;
-    fn compute(&mut self) -> Result<Vec<Handle>> {
-        let ids: Vec<&[u8]> = self.ids.iter().map(Vec::as_slice).collect();
-        self.remote.handles(&ids).map_err(js_err)
-    }
-    fn resolve(&mut self, _: Env, out: Vec<Handle>) -> Result<Uint32Array> {
-        Ok(Uint32Array::new(out))
-    }
-}
 
 /// Status code, offset and length for `meta`, and the timestamp, of one answer.
 fn encode(m: ReadMeta, at: usize, room: usize) -> (u32, usize, usize, u64) {
@@ -70,27 +29,9 @@ fn encode(m: ReadMeta, at: usize, room: usize) -> (u32, usize, usize, u64) {
     }
 }
 
+/// The cache's reads, on the same peer store as every other one-sided read.
 #[napi]
-impl NativeVersionedRemote {
-    /// Attaches to a store, as `NativeRemote.connect` does.
-    #[napi(ts_return_type = "Promise<NativeVersionedRemote>")]
-    pub fn connect(opts: net::RemoteOptions) -> Result<AsyncTask<ConnectVersioned>> {
-        Ok(AsyncTask::new(ConnectVersioned {
-            target: net::Target::from_options(&opts)?,
-            secret: opts.secret.to_vec(),
-        }))
-    }
-
-    /// Resolves `ids` (one round trip for those not resolved yet) into handles; an id the
-    /// owner does not know gets 0xFFFFFFFF.
-    #[napi(ts_return_type = "Promise<Uint32Array>")]
-    pub fn handles(&self, ids: Vec<Uint8Array>) -> AsyncTask<ResolveHandles> {
-        AsyncTask::new(ResolveHandles {
-            remote: self.remote.clone(),
-            ids: ids.iter().map(|i| i.to_vec()).collect(),
-        })
-    }
-
+impl NativeRemote {
     // Any transport: over `tcp`/`verbs` the call blocks this thread for the round trips, which
     // costs less than a pool hop, and a Heron replica has nothing else to do until its remote
     // reads are in (as with `coordinateSync`).

@@ -605,7 +605,7 @@ fn too_many(peer: &str) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::region::RegionInfo;
     use crate::slot::Status;
@@ -613,9 +613,10 @@ mod tests {
     use crate::{ControlServer, ShmTransport, Store, StoreConfig, TcpServer, TcpTransport};
     use std::path::PathBuf;
 
-    const SECRET: &[u8] = b"remote-unit-secret-0123456789";
+    pub(crate) const SECRET: &[u8] = b"remote-unit-secret-0123456789";
 
-    struct Dir(PathBuf);
+    /// A store directory, removed when dropped.
+    pub(crate) struct Dir(pub(crate) PathBuf);
 
     impl Drop for Dir {
         fn drop(&mut self) {
@@ -623,7 +624,8 @@ mod tests {
         }
     }
 
-    fn owner(tag: &str) -> (Dir, Arc<Store>, ControlServer) {
+    /// An owner's store in a fresh directory (`tag` unique per test), with its control server.
+    pub(crate) fn owner(tag: &str) -> (Dir, Arc<Store>, ControlServer) {
         let dir = std::env::temp_dir().join(format!("remora-remote-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cfg = StoreConfig::new(&dir, "own");
@@ -634,7 +636,7 @@ mod tests {
     }
 
     /// `shm` without its mapping: reads take the byte-copy path that `tcp` and `verbs` use.
-    struct ByteCopies(crate::ShmPeer);
+    pub(crate) struct ByteCopies(pub(crate) crate::ShmPeer);
 
     impl RemoteMemory for ByteCopies {
         fn peer(&self) -> &str {

@@ -62,56 +62,12 @@ impl<M: RemoteMemory> RemoteStore<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::region::RegionInfo;
+    use crate::remote::tests::{owner, ByteCopies, SECRET};
     use crate::remote::NO_HANDLE;
-    use crate::store::Addr;
     use crate::transport::Transport;
-    use crate::{ControlServer, ShmTransport, Store, StoreConfig};
-    use std::path::PathBuf;
+    use crate::{ShmTransport, Store};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-
-    const SECRET: &[u8] = b"remote-versions-secret-012345";
-
-    struct Dir(PathBuf);
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn owner(tag: &str) -> (Dir, Arc<Store>, ControlServer) {
-        let dir =
-            std::env::temp_dir().join(format!("remora-versions-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut cfg = StoreConfig::new(&dir, "own");
-        cfg.region_bytes = 64 * 1024;
-        let store = Arc::new(Store::create(&cfg).unwrap());
-        let control = ControlServer::start(&store, SECRET).unwrap();
-        (Dir(dir), store, control)
-    }
-
-    /// `shm` without its mapping: reads take the byte-copy path of `tcp` and `verbs`.
-    struct ByteCopies(crate::ShmPeer);
-
-    impl RemoteMemory for ByteCopies {
-        fn peer(&self) -> &str {
-            self.0.peer()
-        }
-        fn region_info(&self, region: u32) -> Result<RegionInfo> {
-            self.0.region_info(region)
-        }
-        fn read(&self, region: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
-            self.0.read(region, offset, buf)
-        }
-        fn write(&self, region: u32, offset: u64, data: &[u8]) -> Result<()> {
-            self.0.write(region, offset, data)
-        }
-        fn lookup(&self, ids: &[&[u8]]) -> Result<Vec<Option<Addr>>> {
-            self.0.lookup(ids)
-        }
-    }
 
     fn meta(status: Status, ts: u64, len: usize) -> ReadMeta {
         ReadMeta { status, ts, len }
@@ -227,14 +183,14 @@ mod tests {
 
     #[test]
     fn shm_version_checks_are_exact() {
-        let (dir, store, _ctl) = owner("shm");
+        let (dir, store, _ctl) = owner("versions-shm");
         let t = ShmTransport::new(&dir.0, SECRET).unwrap();
         versions_and_reuse(&store, &RemoteStore::new(t.attach("own").unwrap()));
     }
 
     #[test]
     fn byte_copy_version_checks_are_exact() {
-        let (dir, store, _ctl) = owner("bytes");
+        let (dir, store, _ctl) = owner("versions-bytes");
         let t = ShmTransport::new(&dir.0, SECRET).unwrap();
         versions_and_reuse(
             &store,
@@ -247,7 +203,7 @@ mod tests {
     /// and an answer "current" must be one for the timestamp the reader holds.
     #[test]
     fn version_checks_under_concurrent_writes_are_whole() {
-        let (dir, store, _ctl) = owner("race");
+        let (dir, store, _ctl) = owner("versions-race");
         store.set(b"hot", &1u64.to_le_bytes(), 1).unwrap();
         let t = ShmTransport::new(&dir.0, SECRET).unwrap();
         let r = RemoteStore::new(t.attach("own").unwrap());
