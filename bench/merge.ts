@@ -34,14 +34,16 @@ export interface MergeOptions {
 }
 
 type Metrics = Record<string, number>;
-const BATCH = 256;
+/** Transactions per delivered batch in the primary-only runs (also `bench primary`'s). */
+export const BATCH = 256;
 const CONFLICT_RATES = [0, 0.1, 0.5] as const;
 const POOL_SIZES = [0, 1, 2, 4] as const;
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 const stage = (m: string) => process.stdout.write(`» ${m}\n`);
 
-function batches(txs: readonly DecodedTx[], firstTs: bigint): Sequenced[][] {
+/** `txs` as the sequencer would deliver them: batches of `BATCH`, timestamps from `firstTs`. */
+export function batches(txs: readonly DecodedTx[], firstTs: bigint): Sequenced[][] {
   const out: Sequenced[][] = [];
   for (let i = 0; i < txs.length; i += BATCH) {
     out.push(txs.slice(i, i + BATCH).map((tx, j) => ({ ts: firstTs + BigInt(i + j), tx })));

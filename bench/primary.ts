@@ -17,7 +17,6 @@ import { nativeFunctions } from '../ts/app/natives.js';
 import { decodeTx, type DecodedTx } from '../ts/app/tx.js';
 import { MergeThreads } from '../ts/pipeline/merge-threads.js';
 import { Primary } from '../ts/pipeline/primary.js';
-import type { Sequenced } from '../ts/pipeline/sequencer.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import { atExit } from '../ts/process.js';
 import { loadOrCreateSecret } from '../ts/secret.js';
@@ -29,6 +28,7 @@ import { EmbeddedCluster } from '../ts/cluster.js';
 import { startLoadGenerators } from '../ts/loadgen.js';
 import { bankWorkload } from '../ts/workload.js';
 import { DELEGATION_DEFAULTS, type DelegationOptions } from '../ts/pipeline/delegation.js';
+import { BATCH, batches } from './merge.js';
 
 export interface PrimaryBenchOptions {
   quick: boolean;
@@ -37,19 +37,12 @@ export interface PrimaryBenchOptions {
 }
 
 type Metrics = Record<string, number>;
-const BATCH = 256;
 const CONFLICT_RATES = [0, 0.1, 0.5] as const;
 const THREADS = [1, 2] as const;
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 const stage = (m: string) => process.stdout.write(`» ${m}\n`);
 const pct = (rate: number) => `${Math.round(rate * 100)}pct`;
-
-function batches(txs: readonly DecodedTx[], firstTs: bigint): Sequenced[][] {
-  const out: Sequenced[][] = [];
-  for (let i = 0; i < txs.length; i += BATCH) out.push(txs.slice(i, i + BATCH).map((tx, j) => ({ ts: firstTs + BigInt(i + j), tx })));
-  return out;
-}
 
 interface Run {
   seconds: number;

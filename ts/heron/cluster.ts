@@ -208,6 +208,32 @@ const RING_STALL_MS = 100;
 
 const key = (partition: number, replica: number): string => `${partition}.${replica}`;
 
+/**
+ * Resolves true once `done()` holds, checked now and each time `waiters` are woken (whoever
+ * changes what it reads wakes them), or false after `timeoutMs`.
+ */
+async function until(done: () => boolean, waiters: (() => void)[], timeoutMs: number): Promise<boolean> {
+  if (done()) return true;
+  let timer: NodeJS.Timeout | undefined;
+  let check: (() => void) | undefined;
+  const ok = await Promise.race([
+    new Promise<boolean>((resolve) => {
+      check = () => {
+        if (done()) resolve(true);
+        else if (check) waiters.push(check);
+      };
+      waiters.push(check);
+    }),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  // Timed out: not woken again for nothing.
+  check = undefined;
+  return ok;
+}
+
 /** A delivery as the socket carries it (the decoded transaction stays behind). */
 function socketDelivery(d: Delivered): Delivered {
   return { ts: d.ts, body: d.body, auth: d.auth, dest: d.dest, ...(d.table ? { table: d.table } : {}) };
@@ -898,37 +924,13 @@ export class HeronCluster {
   }
 
   /** Resolves once every running replica caught up with what was delivered (false on timeout). */
-  async settle(timeoutMs = 30_000): Promise<boolean> {
-    if (this.settled()) return true;
-    let timer: NodeJS.Timeout | undefined;
-    const ok = await Promise.race([
-      new Promise<boolean>((resolve) => this.settledWaiters.push(() => resolve(true))),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    return ok;
+  settle(timeoutMs = 30_000): Promise<boolean> {
+    return until(() => this.settled(), this.settledWaiters, timeoutMs);
   }
 
   /** Resolves once `count` state transfers happened in all (false on timeout). */
-  async waitTransfers(count: number, timeoutMs = 30_000): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const reached = new Promise<boolean>((resolve) => {
-      const check = () => {
-        if (this.transfers.length >= count) resolve(true);
-        else this.transferWaiters.push(check);
-      };
-      check();
-    });
-    const ok = await Promise.race([
-      reached,
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    return ok;
+  waitTransfers(count: number, timeoutMs = 30_000): Promise<boolean> {
+    return until(() => this.transfers.length >= count, this.transferWaiters, timeoutMs);
   }
 
   /** Checkpoints every replica of `partition` reported, by applied count. */
@@ -1065,23 +1067,8 @@ export class HeronCluster {
   }
 
   /** Resolves once `count` restarted replicas rejoined in all (false on timeout). */
-  async waitRejoins(count: number, timeoutMs = 30_000): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const reached = new Promise<boolean>((resolve) => {
-      const check = () => {
-        if (this.rejoins.length >= count) resolve(true);
-        else this.rejoinWaiters.push(check);
-      };
-      check();
-    });
-    const ok = await Promise.race([
-      reached,
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    return ok;
+  waitRejoins(count: number, timeoutMs = 30_000): Promise<boolean> {
+    return until(() => this.rejoins.length >= count, this.rejoinWaiters, timeoutMs);
   }
 
   /** Sends a signal to one replica (SIGKILL to crash it, SIGSTOP/SIGCONT to slow it). */
