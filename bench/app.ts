@@ -45,11 +45,7 @@ function round(x: number, digits: number): number {
 }
 
 /** Submits `txs` in order with `clients` outstanding; each reply's latency in ms. */
-async function closedLoop(
-  cluster: EmbeddedCluster,
-  txs: readonly Transaction[],
-  clients: number,
-): Promise<{ latencies: Float64Array; aborted: number }> {
+async function closedLoop(cluster: EmbeddedCluster, txs: readonly Transaction[], clients: number): Promise<{ latencies: Float64Array; aborted: number }> {
   const latencies = new Float64Array(txs.length);
   let next = 0;
   let aborted = 0;
@@ -107,7 +103,9 @@ export async function runAppBench(opts: AppBenchOptions): Promise<number> {
   const m: Metrics = {};
   try {
     for (const size of POOL_SIZES) {
-      stage(`${size} pre-executor${size === 1 ? '' : 's'}: ${fmt(warm.length)} transactions untimed, then ${fmt(txs.length)} timed, ${CLIENTS} closed-loop clients`);
+      stage(
+        `${size} pre-executor${size === 1 ? '' : 's'}: ${fmt(warm.length)} transactions untimed, then ${fmt(txs.length)} timed, ${CLIENTS} closed-loop clients`,
+      );
       const cluster = await EmbeddedCluster.start({ dir: join(dir, `cluster-${size}`), app: opts.spec, preExecutors: size, deadlineMs: 50 });
       try {
         await closedLoop(cluster, warm, CLIENTS);

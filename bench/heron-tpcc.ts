@@ -25,7 +25,7 @@ import { RemoraClient } from '../ts/client.js';
 import { HeronCluster, type HeronReply } from '../ts/heron/cluster.js';
 import { DIGEST_ZERO, nextDigest } from '../ts/heron/digest.js';
 import { HERON_SOCKET, type Ordering } from '../ts/heron/messages.js';
-import { destinations, partitionerOf } from '../ts/heron/partition.js';
+import { destinations, partitionerOf } from '../ts/app/partition.js';
 import { GO_SIGNAL, runLoad, type GeneratorResult } from '../ts/loadgen.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import { atExit, RoleProcess } from '../ts/process.js';
@@ -96,7 +96,8 @@ function percentile(xs: readonly number[], p: number): number {
 /** The database: the app's default rows per warehouse, one warehouse per partition. */
 const scaleFor = (warehouses: number): TpccScale => ({ warehouses, customers: 30, items: 1000 });
 
-const isRollback = (r: { outcome: { status: string; reason?: string } | null }) => r.outcome?.status === 'aborted' && (r.outcome.reason ?? '').startsWith('rollback: ');
+const isRollback = (r: { outcome: { status: string; reason?: string } | null }) =>
+  r.outcome?.status === 'aborted' && (r.outcome.reason ?? '').startsWith('rollback: ');
 
 // ---------------------------------------------------------------------------------------------
 // New-Order latency (Figure 6)
@@ -266,13 +267,34 @@ export async function heronTpccLoadgenRole(argv: string[]): Promise<never> {
   }
   client.close();
   const now = Date.now();
-  const none: GeneratorResult = { seed, sent: 0, committed: 0, aborted: 0, rejected: 0, unanswered: 0, duplicates: 0, elapsed: 0, startMs: now, endMs: now, cpuUs: 0, ranOut: false, latencyUs: null, abortReasons: {}, rejectReasons: {}, error: null };
+  const none: GeneratorResult = {
+    seed,
+    sent: 0,
+    committed: 0,
+    aborted: 0,
+    rejected: 0,
+    unanswered: 0,
+    duplicates: 0,
+    elapsed: 0,
+    startMs: now,
+    endMs: now,
+    cpuUs: 0,
+    ranOut: false,
+    latencyUs: null,
+    abortReasons: {},
+    rejectReasons: {},
+    error: null,
+  };
   process.stdout.write(`result ${JSON.stringify({ ...(result ?? none), kinds })}\n`);
   process.exit(0);
 }
 
 function checkGeneratorResult(v: unknown): TpccGeneratorResult {
-  const ok = typeof v === 'object' && v !== null && ['sent', 'elapsed', 'startMs', 'endMs', 'cpuUs'].every((k) => typeof (v as Record<string, unknown>)[k] === 'number') && typeof (v as Record<string, unknown>)['kinds'] === 'object';
+  const ok =
+    typeof v === 'object' &&
+    v !== null &&
+    ['sent', 'elapsed', 'startMs', 'endMs', 'cpuUs'].every((k) => typeof (v as Record<string, unknown>)[k] === 'number') &&
+    typeof (v as Record<string, unknown>)['kinds'] === 'object';
   if (!ok) throw new Error(`${LOADGEN_ROLE} child printed a result without its counts: ${JSON.stringify(v)}`);
   return v as TpccGeneratorResult;
 }
@@ -302,7 +324,12 @@ interface Throughput {
  * be the replay's, partition by partition, and TPC-C's conditions 1–4 must hold on its state.
  * Throws, naming what failed.
  */
-async function verify(dir: string, p: number, cluster: HeronCluster, summaries: Awaited<ReturnType<HeronCluster['close']>>): Promise<{ lines: string[]; logged: number }> {
+async function verify(
+  dir: string,
+  p: number,
+  cluster: HeronCluster,
+  summaries: Awaited<ReturnType<HeronCluster['close']>>,
+): Promise<{ lines: string[]; logged: number }> {
   const problems: string[] = [...cluster.outcomeMismatches, ...cluster.divergences.map((d) => `divergence in partition ${d.partition} after ${d.applied}`)];
   const entries = await readSequence(join(dir, 'log'));
   const partitionOf = partitionerOf(tpccApp, p);
@@ -323,11 +350,17 @@ async function verify(dir: string, p: number, cluster: HeronCluster, summaries: 
   const conditions = tpccConsistency(memorySnapshot(state));
   const lines = formatConsistency(conditions);
   for (const [i, c] of conditions.entries()) if (!c.ok) problems.push(lines[i] ?? `condition ${c.n} failed`);
-  if (problems.length > 0) throw new Error(`TPC-C consistency check FAILED at ${p} partitions x ${cluster.opts.replicas} replicas:\n  ${problems.join('\n  ')}`);
+  if (problems.length > 0)
+    throw new Error(`TPC-C consistency check FAILED at ${p} partitions x ${cluster.opts.replicas} replicas:\n  ${problems.join('\n  ')}`);
   return { lines, logged: entries.length };
 }
 
-async function throughput(dir: string, p: number, r: number, o: { seconds: number; generators: number; clients: number; perGenerator: number; seed: number }): Promise<Throughput> {
+async function throughput(
+  dir: string,
+  p: number,
+  r: number,
+  o: { seconds: number; generators: number; clients: number; perGenerator: number; seed: number },
+): Promise<Throughput> {
   const scale = scaleFor(p);
   const cluster = await HeronCluster.start({ dir, app: TPCC_MODULE, partitions: p, replicas: r, ordering: 'memory', log: () => undefined });
   let summaries: Awaited<ReturnType<HeronCluster['close']>> = [];
@@ -341,15 +374,32 @@ async function throughput(dir: string, p: number, r: number, o: { seconds: numbe
     // A short in-process warm-up (the replicas' code paths compiled before the window): the
     // start of the stream the generators continue.
     const warm = new TpccMix(scale, o.seed);
-    await Promise.all(Array.from({ length: 4 }, async () => {
-      for (let i = 0; i < WARMUP / 4; i++) await submit(warm.next().tx);
-    }));
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        for (let i = 0; i < WARMUP / 4; i++) await submit(warm.next().tx);
+      }),
+    );
     const split = (total: number, i: number) => Math.floor(total / o.generators) + (i < total % o.generators ? 1 : 0);
     const started = await Promise.allSettled(
       Array.from({ length: o.generators }, (_, i) =>
         RoleProcess.start(
           LOADGEN_ROLE,
-          ['--dir', dir, '--warehouses', String(p), '--seed', String(o.seed), '--skip', String(WARMUP + i * o.perGenerator), '--clients', String(split(o.clients, i)), '--transactions', String(o.perGenerator), '--seconds', String(o.seconds)],
+          [
+            '--dir',
+            dir,
+            '--warehouses',
+            String(p),
+            '--seed',
+            String(o.seed),
+            '--skip',
+            String(WARMUP + i * o.perGenerator),
+            '--clients',
+            String(split(o.clients, i)),
+            '--transactions',
+            String(o.perGenerator),
+            '--seconds',
+            String(o.seconds),
+          ],
           { readyTimeoutMs: 120_000 },
         ),
       ),
@@ -377,12 +427,15 @@ async function throughput(dir: string, p: number, r: number, o: { seconds: numbe
   const { lines, logged } = await verify(dir, p, cluster, summaries);
 
   const sum = (f: (g: TpccGeneratorResult) => number) => results.reduce((n, g) => n + f(g), 0);
-  const byKind = (f: (k: { committed: number; rolledBack: number; aborted: number }) => number, only?: TpccKind) => sum((g) => TPCC_KINDS.filter((k) => only === undefined || k === only).reduce((n, k) => n + f(g.kinds[k]), 0));
+  const byKind = (f: (k: { committed: number; rolledBack: number; aborted: number }) => number, only?: TpccKind) =>
+    sum((g) => TPCC_KINDS.filter((k) => only === undefined || k === only).reduce((n, k) => n + f(g.kinds[k]), 0));
   const done = byKind((k) => k.committed + k.rolledBack);
   const seconds = (Math.max(...results.map((g) => g.endMs)) - Math.min(...results.map((g) => g.startMs))) / 1000;
   const abortReasons: Record<string, number> = {};
-  for (const g of results) for (const [why, n] of Object.entries(g.abortReasons)) if (!why.startsWith('rollback: ')) abortReasons[why] = (abortReasons[why] ?? 0) + n;
-  for (const g of results) for (const [why, n] of Object.entries(g.rejectReasons)) abortReasons[`rejected: ${why}`] = (abortReasons[`rejected: ${why}`] ?? 0) + n;
+  for (const g of results)
+    for (const [why, n] of Object.entries(g.abortReasons)) if (!why.startsWith('rollback: ')) abortReasons[why] = (abortReasons[why] ?? 0) + n;
+  for (const g of results)
+    for (const [why, n] of Object.entries(g.rejectReasons)) abortReasons[`rejected: ${why}`] = (abortReasons[`rejected: ${why}`] ?? 0) + n;
   const aborted = byKind((k) => k.aborted) + sum((g) => g.rejected + g.unanswered);
   if (aborted > 0) throw new Error(`${aborted} TPC-C transactions failed other than by rollback at ${p} x ${r}: ${JSON.stringify(abortReasons)}`);
   const perTx = (us: number) => (done === 0 ? 0 : us / done);
@@ -401,8 +454,14 @@ async function throughput(dir: string, p: number, r: number, o: { seconds: numbe
     replicaCpuUsPerTx: perTx(replicaCpu),
     launcherCpuUsPerTx: perTx(launcherCpu),
     loadgenCpuUsPerTx: perTx(sum((g) => g.cpuUs)),
-    p50Us: percentile(lat.map((l) => l.p50), 50),
-    p99Us: percentile(lat.map((l) => l.p99), 50),
+    p50Us: percentile(
+      lat.map((l) => l.p50),
+      50,
+    ),
+    p99Us: percentile(
+      lat.map((l) => l.p99),
+      50,
+    ),
     consistency: lines,
     logged,
   };
@@ -427,7 +486,13 @@ function plots(m: Metrics): string {
         m[`tpcc_neworder_${leg}_mean_us`] ?? 0,
         m[`tpcc_neworder_single_${leg}_mean_us`] ?? 0,
         m[`tpcc_neworder_multi_${leg}_mean_us`] ?? 0,
-        leg === 'ordering' ? PAPER.paper_tpcc_neworder_ordering_us : leg === 'coordination' ? PAPER.paper_tpcc_neworder_coordination_us : leg === 'execution' ? PAPER.paper_tpcc_neworder_execution_us : 0,
+        leg === 'ordering'
+          ? PAPER.paper_tpcc_neworder_ordering_us
+          : leg === 'coordination'
+            ? PAPER.paper_tpcc_neworder_coordination_us
+            : leg === 'execution'
+              ? PAPER.paper_tpcc_neworder_execution_us
+              : 0,
       ],
     })),
   });
@@ -464,10 +529,13 @@ export async function runHeronTpcc(opts: HeronTpccOptions): Promise<number> {
     app: 'tpcc',
     scale: 'one warehouse per partition; per warehouse 10 districts, 30 customers a district, 1,000 items (docs/tpcc.md, Scale)',
     latency: `one closed-loop client in the launcher's process submitting New-Orders only (the mix's: 5-15 lines, 1 % rollbacks, 1 % of lines from another warehouse, so about 10 % of New-Orders span both partitions), ${ops} timed after a warm-up; 2 partitions x 3 replicas with in-memory ordering (tpcc_neworder_*, the headline: Heron's model), the same with ordering synced to disk (tpcc_neworder_synced_*), and 1 x 1 (tpcc_neworder_p1_r1_*)`,
-    latency_legs: "ordering = submit to the first replying replica taking it from the ring (admission, the log or in-memory timestamp, the ring; sequencing = the part before the launcher's ring push); coordination = phase 2 + phase 4; execution = the command; replica = the rest of that replica's time (waiting for its turn, reply encoding); reply = the replica's reply reaching the client's promise. Stamps of the host's monotonic clock; p50 of each leg, means for the plot",
+    latency_legs:
+      "ordering = submit to the first replying replica taking it from the ring (admission, the log or in-memory timestamp, the ring; sequencing = the part before the launcher's ring push); coordination = phase 2 + phase 4; execution = the command; replica = the rest of that replica's time (waiting for its turn, reply encoding); reply = the replica's reply reaching the client's promise. Stamps of the host's monotonic clock; p50 of each leg, means for the plot",
     throughput: `the full mix (45 % New-Order, 43 % Payment, 4 % each Order-Status, Delivery, Stock-Level) from ${generators} load-generator processes over the launcher's client socket, ${clientsFor(1)} closed-loop clients per partition in all, ${seconds} s window, in-memory ordering; one mix stream from the seed: its first ${WARMUP} transactions submitted by the launcher as a warm-up, then disjoint slices of it built and encoded by each generator before the window (so no two bodies are equal); tps counts committed and rolled-back transactions (rollbacks are the specification's)`,
-    consistency: "after every throughput run the log is replayed sequentially: every replica's digest must equal the replay's for its partition and TPC-C's conditions 1-4 must hold on the replayed state; the bench fails otherwise",
-    latency_under_load: 'tpcc_latency_p50_us_* and _p99_us_*: the median over the load generators of their own p50 and p99 (quantiles of different generators do not combine; indicative only)',
+    consistency:
+      "after every throughput run the log is replayed sequentially: every replica's digest must equal the replay's for its partition and TPC-C's conditions 1-4 must hold on the replayed state; the bench fails otherwise",
+    latency_under_load:
+      'tpcc_latency_p50_us_* and _p99_us_*: the median over the load generators of their own p50 and p99 (quantiles of different generators do not combine; indicative only)',
     cpu: 'tpcc_replica_cpu_us_per_tx_*: CPU (user + system) of all replica processes over the window / transactions; tpcc_launcher_cpu_us_per_tx_*: the launcher (this process); tpcc_loadgen_cpu_us_per_tx_*: the generators',
     note: 'the host has 2 cores shared by every replica process (up to 12), the launcher and the load generators, and by other jobs: throughput cannot scale with partitions here (more partitions only add processes to the same 2 cores); CPU per transaction is the comparable figure. Heron ran one machine per replica with RDMA NICs',
     paper_machine: PAPER_MACHINE,

@@ -11,7 +11,7 @@ import { makeTx } from '../ts/app/app.js';
 import { kvApp } from '../ts/apps/kv.js';
 import { HeronCluster, type HeronReply } from '../ts/heron/cluster.js';
 import type { Ordering } from '../ts/heron/messages.js';
-import { partitionerOf } from '../ts/heron/partition.js';
+import { partitionerOf } from '../ts/app/partition.js';
 import type { ReplicaSummary } from '../ts/heron/replica.js';
 import { atExit } from '../ts/process.js';
 import type { Transport } from '../ts/transport.js';
@@ -75,7 +75,13 @@ async function timed(cluster: HeronCluster, tx: ReturnType<typeof put>): Promise
   return { total: micros() - t0, reply };
 }
 
-async function withCluster<T>(dir: string, p: number, r: number, extra: { graceMs?: number; transferBytes?: number; ordering?: Ordering; transport?: Transport }, body: (c: HeronCluster) => Promise<T>): Promise<{ value: T; summaries: ReplicaSummary[] }> {
+async function withCluster<T>(
+  dir: string,
+  p: number,
+  r: number,
+  extra: { graceMs?: number; transferBytes?: number; ordering?: Ordering; transport?: Transport },
+  body: (c: HeronCluster) => Promise<T>,
+): Promise<{ value: T; summaries: ReplicaSummary[] }> {
   const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: p, replicas: r, log: () => undefined, ...extra });
   let value: T;
   try {
@@ -143,7 +149,16 @@ async function breakdown(dir: string, ops: number, ordering: Ordering) {
   return Object.fromEntries(
     (['single', 'multi'] as const).map((kind) => [
       kind,
-      { total: avg(value[kind], 0), ordering: avg(value[kind], 1), coordination: avg(value[kind], 2), execution: avg(value[kind], 3), p50: percentile(value[kind].map((x) => x[0] ?? 0), 50) },
+      {
+        total: avg(value[kind], 0),
+        ordering: avg(value[kind], 1),
+        coordination: avg(value[kind], 2),
+        execution: avg(value[kind], 3),
+        p50: percentile(
+          value[kind].map((x) => x[0] ?? 0),
+          50,
+        ),
+      },
     ]),
   ) as Record<'single' | 'multi', { total: number; ordering: number; coordination: number; execution: number; p50: number }>;
 }
@@ -181,7 +196,12 @@ async function delays(dir: string, p: number, graceMs: number, ops: number, clie
   const delayed = summaries.reduce((n, s) => n + s.graceWaits, 0);
   const cut = summaries.reduce((n, s) => n + s.delayed, 0);
   const delayMicros = summaries.reduce((n, s) => n + s.graceMicros, 0);
-  return { share: waits === 0 ? 0 : delayed / waits, avgDelay: delayed === 0 ? 0 : delayMicros / delayed, cutShare: waits === 0 ? 0 : cut / waits, retries: summaries.reduce((n, s) => n + s.remoteRetries, 0) };
+  return {
+    share: waits === 0 ? 0 : delayed / waits,
+    avgDelay: delayed === 0 ? 0 : delayMicros / delayed,
+    cutShare: waits === 0 ? 0 : cut / waits,
+    retries: summaries.reduce((n, s) => n + s.remoteRetries, 0),
+  };
 }
 
 /**
@@ -221,7 +241,11 @@ function writeOnly(opts: HeronBenchOptions, machine: ReturnType<typeof describeM
   const tmp = `${opts.out}.tmp`;
   writeFileSync(tmp, `${JSON.stringify({ suite: 'heron', only: opts.only, transport: opts.transport ?? 'shm', machine, metrics: m }, null, 2)}\n`);
   renameSync(tmp, opts.out);
-  process.stdout.write(`${Object.entries(m).map(([key, v]) => `${key.padEnd(44)} ${v}`).join('\n')}\nresults: ${opts.out}\n`);
+  process.stdout.write(
+    `${Object.entries(m)
+      .map(([key, v]) => `${key.padEnd(44)} ${v}`)
+      .join('\n')}\nresults: ${opts.out}\n`,
+  );
   return 0;
 }
 
@@ -235,10 +259,14 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
     app: 'kv',
     ops_per_configuration: ops,
     coordination: 'multi-partition copies between two partitions, one closed-loop client; phase 2 + phase 4 as the first replying replica measured them',
-    coordination_pinned: 'the same at 2 partitions x 1 replica, each replica process pinned to its own core with taskset (the launcher and client are not pinned)',
-    breakdown: '2 partitions x 3 replicas; ordering = client latency - coordination - execution (log append unless in memory, the ring, delivery and the reply message); breakdown_* with in-memory ordering (log synced in the background), breakdown_*_synced_* with delivery after the fsync',
-    table_i: '2 and 4 partitions x 3 replicas, 4 closed-loop clients of copies; grace 2 ms vs 0; a wait is delayed when it found a majority but not every replica',
-    state_transfer: 'one lagger (replica 2 of partition 0, SIGSTOPped) caught up from its first request to the installed shipment; values of 1 KB (64 KB) or 10 KB; 1 MiB landing slots (chunks of 512 KiB); cluster directory on tmpfs (/dev/shm) when there is one',
+    coordination_pinned:
+      'the same at 2 partitions x 1 replica, each replica process pinned to its own core with taskset (the launcher and client are not pinned)',
+    breakdown:
+      '2 partitions x 3 replicas; ordering = client latency - coordination - execution (log append unless in memory, the ring, delivery and the reply message); breakdown_* with in-memory ordering (log synced in the background), breakdown_*_synced_* with delivery after the fsync',
+    table_i:
+      '2 and 4 partitions x 3 replicas, 4 closed-loop clients of copies; grace 2 ms vs 0; a wait is delayed when it found a majority but not every replica',
+    state_transfer:
+      'one lagger (replica 2 of partition 0, SIGSTOPped) caught up from its first request to the installed shipment; values of 1 KB (64 KB) or 10 KB; 1 MiB landing slots (chunks of 512 KiB); cluster directory on tmpfs (/dev/shm) when there is one',
     note: 'the host has 2 cores shared by every replica process (up to 12), the launcher and the client; memory is shared through files, not a NIC',
   };
   process.stdout.write(`remora bench heron (${opts.quick ? 'quick' : 'full'})\nmachine: ${summariseMachine(machine)}\n`);
@@ -314,34 +342,49 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
   };
   const configs = ['2 x 1', '2 x 3', '4 x 1', '4 x 3'];
   const coordKeys = ['p2_r1', 'p2_r3', 'p4_r1', 'p4_r3'];
-  writeFileSync(plots['coordination'] ?? '', barChart({
-    title: 'Coordination latency (phase 2 + phase 4), partitions x replicas',
-    yLabel: 'µs',
-    groups: configs,
-    series: ['p50', 'p99'].map((q) => ({ name: q, values: coordKeys.map((c) => m[`coord_${c}_${q}_us`] ?? 0) })),
-  }));
-  writeFileSync(plots['breakdown'] ?? '', barChart({
-    title: 'Where a request goes (2 x 3, one client; cf. Heron Fig. 6)',
-    yLabel: 'mean µs',
-    groups: ['single-partition', 'multi-partition'],
-    series: ['ordering', 'coordination', 'execution'].map((f) => ({ name: f, values: ['single', 'multi'].map((kind) => m[`breakdown_${kind}_${f}_us`] ?? 0) })),
-  }));
-  writeFileSync(plots['delays'] ?? '', barChart({
-    title: 'Delayed coordination waits (cf. Heron Table I)',
-    yLabel: '% of waits / mean delay ÷ 100 µs',
-    groups: ['2 x 3, grace 2 ms', '2 x 3, no grace', '4 x 3, grace 2 ms', '4 x 3, no grace'],
-    series: [
-      { name: 'delayed %', values: ['p2_grace2', 'p2_grace0', 'p4_grace2', 'p4_grace0'].map((t) => (m[`delays_${t}_share`] ?? 0) * 100) },
-      { name: 'still incomplete %', values: ['p2_grace2', 'p2_grace0', 'p4_grace2', 'p4_grace0'].map((t) => (m[`delays_${t}_incomplete_share`] ?? 0) * 100) },
-      { name: 'mean delay ÷ 100 µs', values: ['p2_grace2', 'p2_grace0', 'p4_grace2', 'p4_grace0'].map((t) => (m[`delays_${t}_avg_delay_us`] ?? 0) / 100) },
-    ],
-  }));
-  writeFileSync(plots['transfer'] ?? '', barChart({
-    title: 'State transfer time (cf. Heron Fig. 8)',
-    yLabel: 'ms',
-    groups: ['64 KB', '640 KB', '6.4 MB'],
-    series: [{ name: 'request to installed', values: sizes.map((s) => (m[`transfer_${s}_us`] ?? 0) / 1000) }],
-  }));
+  writeFileSync(
+    plots['coordination'] ?? '',
+    barChart({
+      title: 'Coordination latency (phase 2 + phase 4), partitions x replicas',
+      yLabel: 'µs',
+      groups: configs,
+      series: ['p50', 'p99'].map((q) => ({ name: q, values: coordKeys.map((c) => m[`coord_${c}_${q}_us`] ?? 0) })),
+    }),
+  );
+  writeFileSync(
+    plots['breakdown'] ?? '',
+    barChart({
+      title: 'Where a request goes (2 x 3, one client; cf. Heron Fig. 6)',
+      yLabel: 'mean µs',
+      groups: ['single-partition', 'multi-partition'],
+      series: ['ordering', 'coordination', 'execution'].map((f) => ({
+        name: f,
+        values: ['single', 'multi'].map((kind) => m[`breakdown_${kind}_${f}_us`] ?? 0),
+      })),
+    }),
+  );
+  writeFileSync(
+    plots['delays'] ?? '',
+    barChart({
+      title: 'Delayed coordination waits (cf. Heron Table I)',
+      yLabel: '% of waits / mean delay ÷ 100 µs',
+      groups: ['2 x 3, grace 2 ms', '2 x 3, no grace', '4 x 3, grace 2 ms', '4 x 3, no grace'],
+      series: [
+        { name: 'delayed %', values: ['p2_grace2', 'p2_grace0', 'p4_grace2', 'p4_grace0'].map((t) => (m[`delays_${t}_share`] ?? 0) * 100) },
+        { name: 'still incomplete %', values: ['p2_grace2', 'p2_grace0', 'p4_grace2', 'p4_grace0'].map((t) => (m[`delays_${t}_incomplete_share`] ?? 0) * 100) },
+        { name: 'mean delay ÷ 100 µs', values: ['p2_grace2', 'p2_grace0', 'p4_grace2', 'p4_grace0'].map((t) => (m[`delays_${t}_avg_delay_us`] ?? 0) / 100) },
+      ],
+    }),
+  );
+  writeFileSync(
+    plots['transfer'] ?? '',
+    barChart({
+      title: 'State transfer time (cf. Heron Fig. 8)',
+      yLabel: 'ms',
+      groups: ['64 KB', '640 KB', '6.4 MB'],
+      series: [{ name: 'request to installed', values: sizes.map((s) => (m[`transfer_${s}_us`] ?? 0) / 1000) }],
+    }),
+  );
   const tmp = `${opts.out}.tmp`;
   writeFileSync(tmp, `${JSON.stringify({ suite: 'heron', machine, settings, metrics: m, plots }, null, 2)}\n`);
   renameSync(tmp, opts.out);

@@ -59,8 +59,5 @@ export function describeMachine(): Machine {
 
 /** One line for humans. */
 export function summariseMachine(m: Machine): string {
-  return (
-    `${m.cpu_model}, ${m.cores} cores, ${m.memory_gib} GiB, ${m.os} (kernel ${m.kernel}), ` +
-    `node ${m.node_version}, load ${m.load_average.join(' ')}`
-  );
+  return `${m.cpu_model}, ${m.cores} cores, ${m.memory_gib} GiB, ${m.os} (kernel ${m.kernel}), ` + `node ${m.node_version}, load ${m.load_average.join(' ')}`;
 }

@@ -203,7 +203,9 @@ export async function runMerge(opts: MergeOptions): Promise<number> {
   }
   lines.push('', 'pre-executors  end-to-end tx/s  adopted (2-core machine: all processes share 2 cores)');
   for (const n of POOL_SIZES) {
-    lines.push(`${String(n).padEnd(14)} ${fmt(m[`e2e_tps_${n}_preexecutors`] ?? NaN).padStart(15)}  ${((m[`e2e_adopted_share_${n}_preexecutors`] ?? NaN) * 100).toFixed(1)} %`);
+    lines.push(
+      `${String(n).padEnd(14)} ${fmt(m[`e2e_tps_${n}_preexecutors`] ?? NaN).padStart(15)}  ${((m[`e2e_adopted_share_${n}_preexecutors`] ?? NaN) * 100).toFixed(1)} %`,
+    );
   }
   process.stdout.write(`${lines.join('\n')}\nresults: ${opts.out}\n`);
   return 0;

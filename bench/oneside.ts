@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { benchMemcpy, benchTimer, type Latency } from '../ts/binding.js';
+import { benchMemcpy, benchTimer, type Latency } from './native.js';
 import { atExit, RoleProcess } from '../ts/process.js';
 import { loadOrCreateSecret } from '../ts/secret.js';
 import { RemoteStore, Store, type ReadBatch, type ReadResult } from '../ts/store.js';
@@ -29,9 +29,7 @@ export function sizeLabel(bytes: number): string {
 
 /** The objects the bench writer keeps rewriting: `bench/<size>/<n>`. */
 export function benchLayout(): { id: string; size: number }[] {
-  return SIZES.flatMap((size) =>
-    Array.from({ length: OBJECTS_PER_SIZE }, (_, i) => ({ id: `bench/${sizeLabel(size)}/${i}`, size })),
-  );
+  return SIZES.flatMap((size) => Array.from({ length: OBJECTS_PER_SIZE }, (_, i) => ({ id: `bench/${sizeLabel(size)}/${i}`, size })));
 }
 
 /** The ids the native stress writer uses (remora-core `stress::object_id`). */
@@ -153,13 +151,7 @@ function latencyMetrics(m: Metrics, name: string, l: Latency | Summary): void {
  * Times `op` once per iteration with the JS clock, checking each result outside the timed
  * span. Yields to the event loop every ~50 ms so signals (Ctrl-C) are still handled.
  */
-async function timeJs<T>(
-  iterations: number,
-  warmup: number,
-  perOp: number,
-  op: (i: number) => T,
-  check: (result: T, i: number) => void,
-): Promise<Summary> {
+async function timeJs<T>(iterations: number, warmup: number, perOp: number, op: (i: number) => T, check: (result: T, i: number) => void): Promise<Summary> {
   for (let i = 0; i < warmup; i++) check(op(i), i);
   const ns = new Float64Array(iterations);
   let lastYield = performance.now();
@@ -241,13 +233,7 @@ async function measureReads(dir: string, secret: Buffer, s: Settings, m: Metrics
 
       const singles = ids.map((id) => [id]);
       const check = expectValues(size, failures);
-      const oneObj = await timeJs(
-        s.js_batch1_iterations,
-        s.js_warmup_batches,
-        1,
-        (i) => remote.readSync(singles[i % singles.length] ?? []),
-        check,
-      );
+      const oneObj = await timeJs(s.js_batch1_iterations, s.js_warmup_batches, 1, (i) => remote.readSync(singles[i % singles.length] ?? []), check);
       latencyMetrics(m, `js_read_${label}_batch1_objects_api`, oneObj);
       const manyObj = await timeJs(s.js_batch64_iterations, s.js_warmup_batches / 10, BATCH, () => remote.readSync(ids), check);
       latencyMetrics(m, `js_read_${label}_batch64_objects_api_per_object`, manyObj);
@@ -302,10 +288,14 @@ function newestVersion(found: ReadResult[]): bigint {
 async function measureStress(dir: string, secret: Buffer, s: Settings, m: Metrics): Promise<string[]> {
   stage(`torn-read stress: ${formatCount(s.stress_reads)} verified reads of ${s.stress_objects} objects rewritten flat out`);
   const writer = await RoleProcess.start('stress-writer', [
-    '--dir', dir,
-    '--objects', String(s.stress_objects),
-    '--seed', s.stress_writer_seed,
-    '--millis', String(s.stress_writer_max_ms),
+    '--dir',
+    dir,
+    '--objects',
+    String(s.stress_objects),
+    '--seed',
+    s.stress_writer_seed,
+    '--millis',
+    String(s.stress_writer_max_ms),
   ]);
   try {
     const remote = await RemoteStore.connect({ dir, store: STRESS_STORE, secret });
@@ -348,7 +338,14 @@ export function resultNumber(result: unknown, key: string): number {
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? [];
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((cell, c) => cell.padEnd(widths[c] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function report(m: Metrics, s: Settings, wallSeconds: number): string {
@@ -420,7 +417,13 @@ export async function runOneside(opts: OnesideOptions): Promise<number> {
     latencyMetrics(
       m,
       'js_timer_overhead',
-      await timeJs(settings.js_timer_iterations, 0, 1, () => 0, () => undefined),
+      await timeJs(
+        settings.js_timer_iterations,
+        0,
+        1,
+        () => 0,
+        () => undefined,
+      ),
     );
     for (const size of SIZES) {
       stage(`memcpy baseline, ${sizeLabel(size)}`);

@@ -77,7 +77,9 @@ export function barChart(c: BarChart): string {
       if (!Number.isFinite(v)) return;
       const h = (v / top) * ph;
       const color = PALETTE[si % PALETTE.length] ?? '#000';
-      out.push(`<rect x="${x0 + si * bw}" y="${M.top + ph - h}" width="${bw - 1}" height="${h}" fill="${color}"><title>${esc(`${g}, ${s.name}: ${num(v)}`)}</title></rect>`);
+      out.push(
+        `<rect x="${x0 + si * bw}" y="${M.top + ph - h}" width="${bw - 1}" height="${h}" fill="${color}"><title>${esc(`${g}, ${s.name}: ${num(v)}`)}</title></rect>`,
+      );
     });
     const lx = x0 + gw * 0.4;
     out.push(`<text transform="translate(${lx} ${M.top + ph + 12}) rotate(30)" text-anchor="start">${esc(g)}</text>`);

@@ -126,7 +126,11 @@ async function overload(dir: string, seed: number, rate: number, seconds: number
       const samples: Sample[] = [];
       const t0 = performance.now();
       const sample = () =>
-        samples.push({ t: (performance.now() - t0) / 1000, applied: node.stats.applied - applied0, backlog: Math.max(0, Number(cluster.ordered() - node.lastApplied)) });
+        samples.push({
+          t: (performance.now() - t0) / 1000,
+          applied: node.stats.applied - applied0,
+          backlog: Math.max(0, Number(cluster.ordered() - node.lastApplied)),
+        });
       gens.go();
       sample();
       const timer = setInterval(sample, OVERLOAD.sampleMs);
@@ -162,7 +166,9 @@ async function measureOverload(dir: string, m: Metrics, quick: boolean, seed: nu
     ['off', null],
     ['on', BENCH_DELEGATION],
   ] as const) {
-    stage(`overload: ${fmt(rate)} transfers/s offered for ${seconds} s (Zipf α ${OVERLOAD.alpha}, ${OVERLOAD.preExecutors} pre-executors), delegation ${label}`);
+    stage(
+      `overload: ${fmt(rate)} transfers/s offered for ${seconds} s (Zipf α ${OVERLOAD.alpha}, ${OVERLOAD.preExecutors} pre-executors), delegation ${label}`,
+    );
     const r = await overload(join(dir, `overload-${label}`), seed, rate, seconds, delegation);
     runs.set(label, r);
     m[`overload_tps_delegation_${label}`] = r.tps;
@@ -259,7 +265,10 @@ export async function runPrimaryBench(opts: PrimaryBenchOptions): Promise<number
       title: 'Primary merge throughput, no pre-executors (measured)',
       yLabel: 'tx/s',
       groups: CONFLICT_RATES.map((r) => `${Math.round(r * 100)} % conflicts`),
-      series: THREADS.map((n) => ({ name: `${n} thread${n === 1 ? '' : 's'}`, values: CONFLICT_RATES.map((r) => m[`merge_tps_threads_${n}_conflict_${pct(r)}`] ?? 0) })),
+      series: THREADS.map((n) => ({
+        name: `${n} thread${n === 1 ? '' : 's'}`,
+        values: CONFLICT_RATES.map((r) => m[`merge_tps_threads_${n}_conflict_${pct(r)}`] ?? 0),
+      })),
     }),
   );
   const lines = ['', 'conflict  1 thread tx/s  2 threads tx/s  speedup  CPU µs/tx (1 → 2)  kept'];
@@ -278,7 +287,9 @@ export async function runPrimaryBench(opts: PrimaryBenchOptions): Promise<number
         `${fmt(m[`overload_avg_backlog_delegation_${label}`] ?? NaN).padStart(11)}  ${((m[`overload_adopted_share_delegation_${label}`] ?? NaN) * 100).toFixed(1)} %`,
     );
   }
-  lines.push(`leases ${m['overload_leases'] ?? 0}, delegated ${fmt(m['overload_delegated'] ?? 0)}, of which adopted ${fmt(m['overload_delegated_adopted'] ?? 0)}`);
+  lines.push(
+    `leases ${m['overload_leases'] ?? 0}, delegated ${fmt(m['overload_delegated'] ?? 0)}, of which adopted ${fmt(m['overload_delegated_adopted'] ?? 0)}`,
+  );
   const base = opts.out.replace(/\.json$/, '');
   process.stdout.write(`${lines.join('\n')}\nresults: ${opts.out}, ${svg}, ${base}-overload-tps.svg, ${base}-overload-backlog.svg\n`);
   return 0;

@@ -113,7 +113,9 @@ export async function benchRestart(opts: RestartBenchOptions): Promise<Record<st
     out['checkpoint_bytes'] = stats.bytes;
     out['checkpoint_records'] = stats.records;
     out['checkpoints_gone'] = stats.gone;
-    opts.log(`restart: replay with checkpoints every ${DEFAULT_CHECKPOINT_EVERY}: ${taking.s.toFixed(2)} s; ${stats.taken} taken, the last at ts ${stats.lastTs}: ${stats.records} objects, ${(stats.bytes / 1e6).toFixed(1)} MB in ${stats.lastMs.toFixed(0)} ms`);
+    opts.log(
+      `restart: replay with checkpoints every ${DEFAULT_CHECKPOINT_EVERY}: ${taking.s.toFixed(2)} s; ${stats.taken} taken, the last at ts ${stats.lastTs}: ${stats.records} objects, ${(stats.bytes / 1e6).toFixed(1)} MB in ${stats.lastMs.toFixed(0)} ms`,
+    );
 
     // The restart measured: newest checkpoint + the log after it.
     const restart = await timedStart(dir, DEFAULT_CHECKPOINT_EVERY);

@@ -15,7 +15,7 @@ import { atExit } from '../ts/process.js';
 import { perTransaction, stages, type StageTotals } from '../ts/stages.js';
 import { bankWorkload, kvWorkload } from '../ts/workload.js';
 import { EmbeddedSequencer } from '../ts/pipeline/sequencer.js';
-import { benchAdopt } from '../ts/binding.js';
+import { benchAdopt } from './native.js';
 import { describeMachine, summariseMachine } from './machine.js';
 import { lineChart } from './plot.js';
 import { processCpuSeconds } from './proc-cpu.js';
@@ -73,7 +73,15 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
       const setup = bankWorkload({ accounts: o.workload.accounts, alpha: o.workload.alpha, seed: o.workload.seed }).setup;
       for (let i = 0; i < setup.length; i += 1024) await Promise.all(setup.slice(i, i + 1024).map((tx) => cluster.node.submit(tx)));
     }
-    const gens = await startLoadGenerators({ dir, count: o.generators, workload: o.workload, mode: o.mode, transactions: o.transactions, seconds: o.seconds, ...(prefix && { prefix }) });
+    const gens = await startLoadGenerators({
+      dir,
+      count: o.generators,
+      workload: o.workload,
+      mode: o.mode,
+      transactions: o.transactions,
+      seconds: o.seconds,
+      ...(prefix && { prefix }),
+    });
     try {
       const pids = [...cluster.children.values()].map((c) => c.pid);
       const pre0 = pids.map(processCpuSeconds);
@@ -146,11 +154,7 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
   const seconds = q ? 3 : 6;
   try {
     // The native batch check-and-apply alone, one core.
-    for (const [objects, key] of [
-      [1e4, 'adopt_tps_native_1e4'],
-      [1e6, 'adopt_tps_native'],
-      ...(q ? [] : [[1e7, 'adopt_tps_native_1e7'] as const]),
-    ] as const) {
+    for (const [objects, key] of [[1e4, 'adopt_tps_native_1e4'], [1e6, 'adopt_tps_native'], ...(q ? [] : [[1e7, 'adopt_tps_native_1e7'] as const])] as const) {
       say(`native adoption: ${fmt(objects)} objects, 2 reads + 2 writes per transaction`);
       // Regions are memory: on tmpfs, as a deployment keeps its cluster directory.
       const memDir = mkdtempSync(join(existsSync(SHM) ? SHM : tmpdir(), 'remora-bench-adopt-'));
@@ -163,7 +167,13 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
     }
 
     // The durable sequencer through the binding.
-    const seqTxs = Array.from({ length: q ? 50_000 : 200_000 }, ((gen) => () => gen.next().value)(kvWorkload({ keys: 1 << 20, hotKeys: 0, conflictRate: 0, dynamicRate: 0, seed: opts.seed })));
+    const seqTxs = Array.from(
+      { length: q ? 50_000 : 200_000 },
+      (
+        (gen) => () =>
+          gen.next().value
+      )(kvWorkload({ keys: 1 << 20, hotKeys: 0, conflictRate: 0, dynamicRate: 0, seed: opts.seed })),
+    );
     say(`sequencer: ${fmt(seqTxs.length)} kv transactions, durable (fsync per batch)`);
     const seq = await sequencerTps(fresh(), seqTxs, 65_536);
     m['sequencer_tps_durable'] = seq.tps;
@@ -176,9 +186,25 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
     const nodeCpu = async (alpha: number) => {
       const a = String(alpha).replace('.', '_');
       say(`bank α ${alpha}: node CPU per transaction, 0 pre-executors`);
-      const executed = await run(fresh(), { workload: bank(alpha), preExecutors: 0, mode: closed, transactions: perRun, seconds, generators: 2, deadlineMs: 50 });
+      const executed = await run(fresh(), {
+        workload: bank(alpha),
+        preExecutors: 0,
+        mode: closed,
+        transactions: perRun,
+        seconds,
+        generators: 2,
+        deadlineMs: 50,
+      });
       say(`bank α ${alpha}: node CPU per transaction, 2 pre-executors, every result waited for`);
-      const adopted = await run(fresh(), { workload: bank(alpha), preExecutors: 2, mode: closed, transactions: perRun, seconds, generators: 2, deadlineMs: 2000 });
+      const adopted = await run(fresh(), {
+        workload: bank(alpha),
+        preExecutors: 2,
+        mode: closed,
+        transactions: perRun,
+        seconds,
+        generators: 2,
+        deadlineMs: 2000,
+      });
       const suffix = alpha === 0 ? '' : `_alpha_${a}`;
       m[`node_cpu_us_per_tx_executed${suffix}`] = executed.node['total'] ?? NaN;
       m[`node_cpu_us_per_tx_adopted${suffix}`] = adopted.node['total'] ?? NaN;
@@ -194,14 +220,30 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
     // the capacity just measured; before the heavier runs, which leave this process's heap larger.
     for (const pre of [0, 2]) {
       say(`latency: 1 client, ${pre} pre-executors`);
-      const r = await run(fresh(), { workload: bank(0), preExecutors: pre, mode: { kind: 'closed', clients: 1 }, transactions: q ? 1500 : 4000, seconds, generators: 1, deadlineMs: 50 });
+      const r = await run(fresh(), {
+        workload: bank(0),
+        preExecutors: pre,
+        mode: { kind: 'closed', clients: 1 },
+        transactions: q ? 1500 : 4000,
+        seconds,
+        generators: 1,
+        deadlineMs: 50,
+      });
       m[`latency_1client_p50_us_${pre === 0 ? 'nopre' : 'pre'}`] = round(r.load.latencyUs?.p50 ?? NaN);
       m[`latency_1client_p99_us_${pre === 0 ? 'nopre' : 'pre'}`] = round(r.load.latencyUs?.p99 ?? NaN);
     }
     const capacity = m['e2e_tps_2_preexecutors'] ?? 1000;
     const rate = Math.max(100, Math.round(capacity / 2));
     say(`latency: open loop at ${fmt(rate)} tx/s (half the measured capacity), 2 pre-executors`);
-    const open = await run(fresh(), { workload: bank(0), preExecutors: 2, mode: { kind: 'open', rate }, transactions: rate * seconds, seconds, generators: 2, deadlineMs: 50 });
+    const open = await run(fresh(), {
+      workload: bank(0),
+      preExecutors: 2,
+      mode: { kind: 'open', rate },
+      transactions: rate * seconds,
+      seconds,
+      generators: 2,
+      deadlineMs: 50,
+    });
     m['open_loop_rate'] = rate;
     m['open_loop_p50_us'] = round(open.load.latencyUs?.p50 ?? NaN);
     m['open_loop_p99_us'] = round(open.load.latencyUs?.p99 ?? NaN);
@@ -215,7 +257,16 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
     if (availableParallelism() >= 2 && pin('0')) {
       try {
         const pinnedRun = (pre: number) =>
-          run(fresh(), { workload: work, preExecutors: pre, mode: { kind: 'closed', clients: 64 }, transactions: q ? 8_000 : 20_000, seconds, generators: 1, deadlineMs: 2000, pinned: true });
+          run(fresh(), {
+            workload: work,
+            preExecutors: pre,
+            mode: { kind: 'closed', clients: 64 },
+            transactions: q ? 8_000 : 20_000,
+            seconds,
+            generators: 1,
+            deadlineMs: 2000,
+            pinned: true,
+          });
         say(`work (${fmt(rounds)} rounds), pinned: 0 pre-executors`);
         const p0 = await pinnedRun(0);
         say(`work (${fmt(rounds)} rounds), pinned: 1 pre-executor`);
@@ -249,7 +300,11 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
     writeFileSync(`${opts.out}.tmp`, `${JSON.stringify({ suite: 'scale', machine, settings, metrics: m, detail, model: model?.describe ?? null }, null, 2)}\n`);
     renameSync(`${opts.out}.tmp`, opts.out);
     if (model) writeFileSync(opts.out.replace(/\.json$/, '') + '-model.svg', model.plot());
-    process.stdout.write(`\n${Object.entries(m).map(([k, v]) => `${k.padEnd(40)} ${v}`).join('\n')}\nresults: ${opts.out}\n`);
+    process.stdout.write(
+      `\n${Object.entries(m)
+        .map(([k, v]) => `${k.padEnd(40)} ${v}`)
+        .join('\n')}\nresults: ${opts.out}\n`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
     cancel();
@@ -310,7 +365,13 @@ function capacityModel(p0: Run, p1: Run): Model {
         yLabel: 'transactions / s',
         series: [
           { name: 'predicted (model)', points: [[0, predict(0)], ...ks.map((k): [number, number] => [k, predict(k)])] },
-          { name: 'measured', points: [[0, p0.tps], [1, p1.tps]] },
+          {
+            name: 'measured',
+            points: [
+              [0, p0.tps],
+              [1, p1.tps],
+            ],
+          },
         ],
       }),
   };

@@ -79,14 +79,29 @@ async function load(seq: Sequencer, txs: DecodedTx[], batch: number, clients: nu
   await Promise.all(Array.from({ length: clients }, client));
   const elapsed = (performance.now() - t0) / 1000;
   const sorted = latencies.subarray(0, done).sort();
-  return { tps: Math.round(done / elapsed), p50_us: round(percentile(sorted, 50) * 1000), p99_us: round(percentile(sorted, 99) * 1000), transactions: done, seconds: round(elapsed, 2) };
+  return {
+    tps: Math.round(done / elapsed),
+    p50_us: round(percentile(sorted, 50) * 1000),
+    p99_us: round(percentile(sorted, 99) * 1000),
+    transactions: done,
+    seconds: round(elapsed, 2),
+  };
 }
 
 /**
  * Measures each shape; `servers()` gives the CPU seconds the engine's processes have used (the
  * replicated sequencer), so each run reports CPU per transaction here and there: the model.
  */
-async function measure(kind: string, seq: Sequencer, seconds: number, perRun: number, pool: (n: number) => DecodedTx[], m: Metrics, detail: Record<string, unknown>, servers?: () => number): Promise<void> {
+async function measure(
+  kind: string,
+  seq: Sequencer,
+  seconds: number,
+  perRun: number,
+  pool: (n: number) => DecodedTx[],
+  m: Metrics,
+  detail: Record<string, unknown>,
+  servers?: () => number,
+): Promise<void> {
   // Warm-up: connections, JIT, the first file segments.
   await load(seq, pool(2000), 100, 4, 1);
   for (const { batch, clients } of SHAPES) {
@@ -98,7 +113,9 @@ async function measure(kind: string, seq: Sequencer, seconds: number, perRun: nu
     const cpu = process.cpuUsage(cpu0);
     const here = round((cpu.user + cpu.system) / r.transactions, 2);
     const there = servers ? round(((servers() - servers0) * 1e6) / r.transactions, 2) : null;
-    say(`  ${fmt(r.tps)} tx/s, p50 ${fmt(r.p50_us)} µs, p99 ${fmt(r.p99_us)} µs (${fmt(r.transactions)} transactions); CPU per tx: ${here} µs in this process${there === null ? '' : `, ${there} µs in the 3 servers`}`);
+    say(
+      `  ${fmt(r.tps)} tx/s, p50 ${fmt(r.p50_us)} µs, p99 ${fmt(r.p99_us)} µs (${fmt(r.transactions)} transactions); CPU per tx: ${here} µs in this process${there === null ? '' : `, ${there} µs in the 3 servers`}`,
+    );
     m[`sequencer_${kind}_cpu_us_per_tx_b${batch}`] = here;
     if (there !== null) m[`sequencer_${kind}_server_cpu_us_per_tx_b${batch}`] = there;
     m[`sequencer_${kind}_tps_b${batch}`] = r.tps;
@@ -160,13 +177,18 @@ export async function runSequencerBench(opts: SequencerBenchOptions): Promise<nu
       shapes: SHAPES,
       workload: 'kv put, ~100-byte tx.v1 bytes, distinct digests, decoded before timing',
       embedded: 'EmbeddedSequencer on the temporary directory: group commit, one fsync per append',
-      replicated: 'JetStreamSequencer, 3 nats-server nodes on loopback, file storage, 3 replicas, sync_interval always; batchMax 1000, inFlight 8; submit resolves once acked and delivered to its own subscriber',
+      replicated:
+        'JetStreamSequencer, 3 nats-server nodes on loopback, file storage, 3 replicas, sync_interval always; batchMax 1000, inFlight 8; submit resolves once acked and delivered to its own subscriber',
       note: 'batch = submits a client issues together before awaiting them all; latency is per submit, from issue to resolve. Both sequencers and the 3 servers share this machine. CPU per tx: this process (client + sequencer, every thread) and the 3 servers (/proc), measured per run; the 2-core model divides 2 cores by their sum.',
     };
     mkdirSync(dirname(opts.out), { recursive: true });
     writeFileSync(`${opts.out}.tmp`, `${JSON.stringify({ suite: 'sequencer', machine, settings, metrics: m, detail }, null, 2)}\n`);
     renameSync(`${opts.out}.tmp`, opts.out);
-    process.stdout.write(`\n${Object.entries(m).map(([k, v]) => `${k.padEnd(40)} ${v}`).join('\n')}\nresults: ${opts.out}\n`);
+    process.stdout.write(
+      `\n${Object.entries(m)
+        .map(([k, v]) => `${k.padEnd(40)} ${v}`)
+        .join('\n')}\nresults: ${opts.out}\n`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
     cancel();

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, w
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TRANSPORT_BENCH_SIZES } from '../ts/cli/transport-roles.js';
-import { benchTransport, type Latency, type TransportLatency } from '../ts/native/index.js';
+import { benchTransport, type Latency, type TransportLatency } from './native.js';
 import { RoleProcess } from '../ts/process.js';
 import { describeMachine } from './machine.js';
 import { NetnsPair, netnsUnavailable } from './netns.js';

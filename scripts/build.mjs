@@ -1,7 +1,7 @@
 // Everything a fresh clone needs before it runs: npm dependencies, the native addon (built from
 // source with cargo), and the TypeScript. Each step is skipped when its output is current.
-import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, statSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -12,17 +12,37 @@ const run = (cmd, args) => {
 };
 const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
 
-// `npm install` rather than `npm ci`: npm omits other platforms' optional packages from the
-// lock file and `npm ci` then rejects the lock as out of sync (npm/cli#9846). With a lock that
-// satisfies package.json, `npm install` installs exactly the locked versions.
-if (mtime(join(root, 'package-lock.json')) > mtime(join(root, 'node_modules', '.package-lock.json'))) {
-  run('npm', ['install', '--no-audit', '--no-fund']);
+// Exactly the locked versions, and the committed lock stays byte-identical: `npm ci` when npm
+// judges the lock in sync with package.json, else `npm install --no-save`, which installs from
+// the lock without writing it. The fallback is for a host where npm rejects a lock written
+// elsewhere (npm/cli#9846: an optional package npm cannot fetch there). The platform packages
+// are not in package.json (docs/deployment.md), so our own addon never puts the lock out of sync.
+const lockFile = join(root, 'package-lock.json');
+if (mtime(lockFile) > mtime(join(root, 'node_modules', '.package-lock.json'))) {
+  const lock = readFileSync(lockFile);
+  const flags = ['--no-audit', '--no-fund'];
+  const inSync = spawnSync('npm', ['ci', '--dry-run', '--ignore-scripts', ...flags], { cwd: root, stdio: 'ignore' }).status === 0;
+  if (!inSync) console.error('» npm ci rejects package-lock.json here; installing from it without rewriting it');
+  run('npm', inSync ? ['ci', ...flags] : ['install', '--no-save', ...flags]);
+  if (!readFileSync(lockFile).equals(lock)) throw new Error('npm rewrote package-lock.json; the build must leave it as committed');
 }
 
 run('npx', [
-  'napi', 'build', '--platform', '--release',
-  '--manifest-path', 'bindings/node/Cargo.toml', '--package', 'remora-node',
-  '--output-dir', 'ts/native', '--esm', '--js', 'index.js', '--dts', 'index.d.ts',
+  'napi',
+  'build',
+  '--platform',
+  '--release',
+  '--manifest-path',
+  'bindings/node/Cargo.toml',
+  '--package',
+  'remora-node',
+  '--output-dir',
+  'ts/native',
+  '--esm',
+  '--js',
+  'index.js',
+  '--dts',
+  'index.d.ts',
 ]);
 run('npx', ['tsc', '-p', 'tsconfig.build.json']);
 

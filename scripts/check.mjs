@@ -19,5 +19,6 @@ run('cargo', ['test', '-p', 'remora-core', '--release', '--test', 'loom_slot'], 
   CARGO_TARGET_DIR: join(root, 'target', 'loom'),
 });
 run('npx', ['eslint', '.']);
+run('npx', ['prettier', '--check', '.']);
 run('npx', ['tsc', '--noEmit', '-p', 'tsconfig.json']);
 run('npx', ['vitest', 'run']);

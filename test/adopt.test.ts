@@ -59,7 +59,7 @@ function makeCase(seed: number, total: number): Case {
     effects.push([ts, writes, tx.digest]);
   }
   const batches: Case['batches'] = [];
-  for (let i = 0; i < entries.length; ) {
+  for (let i = 0; i < entries.length;) {
     const n = 1 + Math.floor(rand() * 40);
     batches.push(entries.slice(i, i + n));
     i += n;

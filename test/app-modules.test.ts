@@ -17,8 +17,6 @@ import { RemoraClient } from '../ts/client.js';
 import { loadClientSecret } from '../ts/secret.js';
 import { runCli, tempCluster, xorshift } from './helpers.js';
 
-
-
 /** A counter app whose `add` multiplies by `factor`: two versions differ in one number. */
 const counterSource = (factor: number, extra = '') => `${extra}
 export default {
@@ -74,16 +72,23 @@ describe('app modules', () => {
     const pkg = await loadAppModule('my-counter', join(tmp.dir, 'app'));
     expect(pkg).toMatchObject({ spec: 'my-counter' });
     expect(pkg.app.name).toBe('counter');
-
   });
 
   it('refuse bad modules with one clear error each', async () => {
     const cases: [string, string, RegExp][] = [
       ['none.mjs', 'export const app = 1;', /^app module .*none\.mjs has no default export \(export default defineApp\(\{ … \}\)\)$/],
       ['num.mjs', 'export default 42;', /^app module .*num\.mjs: the default export is a number, not an app made by defineApp$/],
-      ['cmd.mjs', "export default { name: 'x', commands: { go: 'no' }, objects: () => [] };", /^app module .*cmd\.mjs: command go of app x is a string, not a function$/],
+      [
+        'cmd.mjs',
+        "export default { name: 'x', commands: { go: 'no' }, objects: () => [] };",
+        /^app module .*cmd\.mjs: command go of app x is a string, not a function$/,
+      ],
       ['throws.mjs', "throw new Error('boom at import');", /^app module .*throws\.mjs failed to load: boom at import$/],
-      ['reserved.mjs', "export default { name: 'x', commands: { 'remora.upgrade': () => 1 }, objects: () => [] };", /command remora\.upgrade: names starting with "remora\." are reserved/],
+      [
+        'reserved.mjs',
+        "export default { name: 'x', commands: { 'remora.upgrade': () => 1 }, objects: () => [] };",
+        /command remora\.upgrade: names starting with "remora\." are reserved/,
+      ],
       ['noobjects.mjs', "export default { name: 'x', commands: {} };", /app x has no objects\(command, args\) function$/],
     ];
     for (const [name, text, error] of cases) {

@@ -9,16 +9,7 @@ import { executeSequentially } from '../ts/app/reference.js';
 import { MemoryState } from '../ts/app/state.js';
 import { decodeTx, type Transaction } from '../ts/app/tx.js';
 import { accountId, builtinApps, DEMO_MINT_AUTHORITY, kvApp, loadApp, stampId, type Account } from '../ts/apps/index.js';
-import {
-  BANK_INITIAL_BALANCE,
-  BankAccounts,
-  bankBench,
-  bankWorkload,
-  kvWorkload,
-  Rng,
-  zipf,
-  zipfProbability,
-} from '../ts/workload.js';
+import { BANK_INITIAL_BALANCE, BankAccounts, bankBench, bankWorkload, kvWorkload, Rng, zipf, zipfProbability } from '../ts/workload.js';
 
 const bank = builtinApps.bank;
 
@@ -83,9 +74,7 @@ describe('bank', () => {
     expect(accounts.map((a) => a?.balance)).toEqual(expected);
     expect(accounts.reduce((s, a) => s + (a?.balance ?? 0), 0)).toBe(work.minted);
     expect(accounts.map((a) => a?.nonce)).toEqual(accounts.map((_, i) => work.accounts.nonce(i)));
-    expect(accounts.map((a) => Buffer.from(a?.owner ?? []).toString('hex'))).toEqual(
-      work.accounts.keys.map((k) => Buffer.from(k.publicKey).toString('hex')),
-    );
+    expect(accounts.map((a) => Buffer.from(a?.owner ?? []).toString('hex'))).toEqual(work.accounts.keys.map((k) => Buffer.from(k.publicKey).toString('hex')));
   });
 
   it('aborts bad signatures, replays, future nonces and overdrafts without changing anything', () => {
@@ -108,9 +97,7 @@ describe('bank', () => {
     expect(r.one(good)).toEqual(ok());
     const afterGood = r.state.digest();
     expect(r.one(good)).toEqual(aborted('stale nonce'));
-    expect(r.one(makeTx(bank, 'transfer', { from: 0, to: 1, amount: 1, nonce: 5 }, [alice]))).toEqual(
-      aborted('nonce too high: account 0 expects nonce 1'),
-    );
+    expect(r.one(makeTx(bank, 'transfer', { from: 0, to: 1, amount: 1, nonce: 5 }, [alice]))).toEqual(aborted('nonce too high: account 0 expects nonce 1'));
     expect(r.one(accts.transfer(0, 1, 991))).toEqual(aborted('insufficient funds'));
     expect(r.state.digest()).toBe(afterGood);
     expect(r.value<Account>(accountId(0))).toMatchObject({ balance: 990, nonce: 1 });
@@ -133,16 +120,10 @@ describe('bank', () => {
       aborted('mint must be signed by the mint authority'),
     );
     expect(r.one(makeTx(bank, 'mint', { account: 8, amount: 5 }, [DEMO_MINT_AUTHORITY]))).toEqual(aborted('account 8 does not exist'));
-    expect(r.one(makeTx(bank, 'mint', { account: 7, amount: Number.MAX_SAFE_INTEGER }, [DEMO_MINT_AUTHORITY]))).toEqual(
-      ok(Number.MAX_SAFE_INTEGER),
-    );
-    expect(r.one(makeTx(bank, 'mint', { account: 7, amount: 1 }, [DEMO_MINT_AUTHORITY]))).toEqual(
-      aborted('balance would exceed the largest safe integer'),
-    );
+    expect(r.one(makeTx(bank, 'mint', { account: 7, amount: Number.MAX_SAFE_INTEGER }, [DEMO_MINT_AUTHORITY]))).toEqual(ok(Number.MAX_SAFE_INTEGER));
+    expect(r.one(makeTx(bank, 'mint', { account: 7, amount: 1 }, [DEMO_MINT_AUTHORITY]))).toEqual(aborted('balance would exceed the largest safe integer'));
     expect(r.one(makeTx(bank, 'open', { account: 9, owner: new Uint8Array(31) }))).toEqual(aborted('owner must be 32 bytes'));
-    expect(r.one(makeTx(bank, 'open', { account: -1, owner }))).toEqual(
-      aborted('account must be a non-negative safe integer account number'),
-    );
+    expect(r.one(makeTx(bank, 'open', { account: -1, owner }))).toEqual(aborted('account must be a non-negative safe integer account number'));
     const zero = { from: 7, to: 7, amount: 0, nonce: 0 };
     expect(r.one(makeTx(bank, 'transfer', zero))).toEqual(aborted('amount must be a positive safe integer'));
     expect(r.one(makeTx(bank, 'balance', { account: 3 }))).toEqual(aborted('account 3 does not exist'));
@@ -155,7 +136,9 @@ describe('bank', () => {
     const memo = Buffer.from('audit 2024');
     const tx = decodeTx(makeTx(bank, 'stamp', { account: 0, memo }));
     expect(tx.objects).toEqual([accountId(0), stampId(0)]);
-    const want = createHash('sha256').update(Buffer.concat([memo, Buffer.from('00000000000004d2', 'hex')])).digest();
+    const want = createHash('sha256')
+      .update(Buffer.concat([memo, Buffer.from('00000000000004d2', 'hex')]))
+      .digest();
 
     const first = execute(bank, tx, r.state, nativeFunctions);
     expect(first.table.outcome).toEqual(ok(want));

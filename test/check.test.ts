@@ -27,7 +27,10 @@ function failure(r: { code: number | null; stderr: string }): string {
   expect(r.code, r.stderr).toBe(2);
   expect(r.stderr).not.toMatch(/^\s+at /m);
   const lines = r.stderr.trimEnd().split('\n');
-  expect(lines.filter((l) => l.startsWith('remora: ')), r.stderr).toHaveLength(1);
+  expect(
+    lines.filter((l) => l.startsWith('remora: ')),
+    r.stderr,
+  ).toHaveLength(1);
   return lines.at(-1) ?? '';
 }
 
@@ -91,7 +94,11 @@ describe('remora check', () => {
     const txs: DecodedTx[] = Array.from({ length: count }, () => decodeTx(it.next().value as Transaction));
     const unique = [...new Map(txs.map((tx) => [tx.digest, tx])).values()];
     const { app, digest } = await loadAppModule(TOKEN);
-    const reference = executeSequentially(app, unique.map((tx, i) => ({ ts: BigInt(i + 1), tx })), nativeFunctions);
+    const reference = executeSequentially(
+      app,
+      unique.map((tx, i) => ({ ts: BigInt(i + 1), tx })),
+      nativeFunctions,
+    );
     const outcomeOf = new Map(unique.map((tx, i) => [tx.digest, reference.outcomes.get(BigInt(i + 1)) as Outcome]));
     const committed = txs.filter((tx) => outcomeOf.get(tx.digest)?.status === 'ok').length;
     // The mix has both, so the counts below say something.

@@ -129,9 +129,16 @@ describe('checkpoint files', () => {
     expect(versionMismatch(20n, taken, log)).toBeNull();
     expect(versionMismatch(50n, taken, log)).toBeNull();
     expect(versionMismatch(51n, taken, log)).toBe("it was taken with 2 app versions up to ts 51, the log's header has 3");
-    expect(versionMismatch(20n, [{ after: 0n, spec: 'kv', digest: 'v0' }, { after: 10n, spec: 'x', digest: 'other' }], log)).toBe(
-      "it was taken with app other after ts 10, the log's header has v1 after ts 10",
-    );
+    expect(
+      versionMismatch(
+        20n,
+        [
+          { after: 0n, spec: 'kv', digest: 'v0' },
+          { after: 10n, spec: 'x', digest: 'other' },
+        ],
+        log,
+      ),
+    ).toBe("it was taken with app other after ts 10, the log's header has v1 after ts 10");
     const meta = encodeMeta({ format: 1, resume: Uint8Array.of(1, 2), versions: taken });
     expect(decodeMeta(meta)).toEqual({ format: 1, resume: Uint8Array.of(1, 2), versions: taken });
     expect(() => decodeMeta(Uint8Array.of(0xc0))).toThrow(/not a map/);
@@ -149,7 +156,14 @@ describe('checkpoint files', () => {
     };
     const target: CheckpointTarget = { checkpoint: write('chunked'), checkpointHeld: write('held') };
     const logged: string[] = [];
-    const cp = new Checkpointer({ dir, store: target, every: 10, resumePoint: () => new Uint8Array(0), versions: () => versionsOf('d'), log: (m) => logged.push(m) });
+    const cp = new Checkpointer({
+      dir,
+      store: target,
+      every: 10,
+      resumePoint: () => new Uint8Array(0),
+      versions: () => versionsOf('d'),
+      log: (m) => logged.push(m),
+    });
     const settle = () => new Promise((r) => setImmediate(r));
     cp.applied(4n, 4); // not yet due
     cp.applied(10n, 6);
@@ -162,7 +176,11 @@ describe('checkpoint files', () => {
     expect(cp.stats).toMatchObject({ taken: 1, lastTs: 13n, records: 7, gone: 2, held: 1, failed: 0 });
     expect(logged).toHaveLength(2);
     // Two are kept: the newest and one to fall back to.
-    for (const [ts, n] of [[20n, 10], [30n, 10], [40n, 10]] as const) {
+    for (const [ts, n] of [
+      [20n, 10],
+      [30n, 10],
+      [40n, 10],
+    ] as const) {
       cp.applied(ts, n);
       await settle();
     }
@@ -203,9 +221,13 @@ describe('a node restarted after SIGKILL', () => {
 
   // Restarts run no pre-executor: `ready` would then come at once if it did not wait for the tail.
   const startNode = async (preExecutors = 0): Promise<RoleProcess> => {
-    const node = await RoleProcess.start('node', ['--dir', cluster.dir, '--app', 'bank', '--pre-executors', String(preExecutors), '--checkpoint-every', '300'], {
-      readyTimeoutMs: 60_000,
-    });
+    const node = await RoleProcess.start(
+      'node',
+      ['--dir', cluster.dir, '--app', 'bank', '--pre-executors', String(preExecutors), '--checkpoint-every', '300'],
+      {
+        readyTimeoutMs: 60_000,
+      },
+    );
     children.push(node);
     return node;
   };

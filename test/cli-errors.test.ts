@@ -50,11 +50,11 @@ function ready(child: ChildProcess): Promise<unknown> {
   });
 }
 
-/** Stops a running CLI child by closing its stdin (SIGKILL if that hangs); its exit code. */
+/** Stops a running CLI child with SIGTERM, as a service manager would (SIGKILL if that hangs); its exit code. */
 function stop(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null) return Promise.resolve(child.exitCode);
   const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
-  child.stdin?.end();
+  child.kill('SIGTERM');
   const timer = setTimeout(() => child.kill('SIGKILL'), RUN_MS);
   return exited.finally(() => clearTimeout(timer));
 }
@@ -184,7 +184,7 @@ describe('report', () => {
     });
     expect(report(inUse)).toEqual({ exitCode: 2, text: 'remora: cannot listen on 127.0.0.1:7: address already in use\n' });
     expect(report(new Error('binding 127.0.0.1:7: Address already in use (os error 98)')).exitCode).toBe(2);
-    expect(report(new Error('store \'primary\' is owned by a live process')).text).toMatch(/^remora: store 'primary' is owned by another running process/);
+    expect(report(new Error("store 'primary' is owned by a live process")).text).toMatch(/^remora: store 'primary' is owned by another running process/);
     expect(report(new Error('outer', { cause: new UsageError('--x must be\nsomething') })).text).toBe(
       "remora: --x must be something\nrun 'remora help' for usage\n",
     );

@@ -76,7 +76,13 @@ describe('delegable', () => {
 
 describe('freest', () => {
   it('is the member with the fewest results not returned, the first listed on a tie', () => {
-    expect(freest([{ name: 'x', load: 3 }, { name: 'y', load: 1 }, { name: 'z', load: 1 }])).toBe('y');
+    expect(
+      freest([
+        { name: 'x', load: 3 },
+        { name: 'y', load: 1 },
+        { name: 'z', load: 1 },
+      ]),
+    ).toBe('y');
     expect(freest([])).toBeNull();
   });
 });

@@ -138,7 +138,7 @@ describe('elastic pre-execution', () => {
       decision: 'reexecuted',
       preExecutor: pre,
       writes: [],
-  writeCount: 0,
+      writeCount: 0,
       conflicts,
     });
     expect([...push.record([miss('p1', 'x'), miss('p1', 'x'), miss('p2', 'x', 'y')])]).toEqual([]);
@@ -146,7 +146,18 @@ describe('elastic pre-execution', () => {
     expect([...push.record([miss('p1', 'x', 'y')])]).toEqual([['p1', ['x']]]);
     // Followed objects no longer count, and adopted or alone-executed results never do.
     expect([...push.record([miss('p1', 'x'), { ...miss('p2', 'x'), decision: 'adopted' }])]).toEqual([]);
-    expect(push.filter('p1', [[5n, [['x', null], ['y', null]], 'd5']])).toEqual([[5n, [['x', null]], 'd5']]);
+    expect(
+      push.filter('p1', [
+        [
+          5n,
+          [
+            ['x', null],
+            ['y', null],
+          ],
+          'd5',
+        ],
+      ]),
+    ).toEqual([[5n, [['x', null]], 'd5']]);
     expect(push.filter('p2', [[5n, [['x', null]], 'd5']])).toEqual([]);
     expect(() => new MissPush({ threshold: 0 })).toThrow(/threshold must be a positive integer/);
   });

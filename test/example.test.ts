@@ -58,7 +58,10 @@ describe('the token example', () => {
     expect(ran.code).toBe(0);
     const { addressOf, demoKey } = (await import(TOKEN)) as TokenModule;
     const issuer = addressOf(demoKey('issuer').publicKey);
-    const steps: unknown[] = ran.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as unknown);
+    const steps: unknown[] = ran.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as unknown);
     const ok = (result: string | number) => ({ status: 'ok', result });
     const aborted = (reason: string) => ({ status: 'aborted', reason });
     expect(steps).toEqual([
@@ -81,7 +84,18 @@ describe('the token example', () => {
     await cluster.close();
     cluster = null;
     const entries = await readSequence(join(tmp.dir, 'log'));
-    expect(entries.map((e) => e.tx.command)).toEqual(['create', 'transfer', 'transfer', 'transfer', 'transfer', 'transfer', 'balance', 'balance', 'balance', 'balance']);
+    expect(entries.map((e) => e.tx.command)).toEqual([
+      'create',
+      'transfer',
+      'transfer',
+      'transfer',
+      'transfer',
+      'transfer',
+      'balance',
+      'balance',
+      'balance',
+      'balance',
+    ]);
     const { app } = await loadAppModule(TOKEN);
     const reference = executeSequentially(app, entries, nativeFunctions);
     expect(reference.state.digest()).toBe(digest);

@@ -298,8 +298,7 @@ function writeValue(w: Writer, v: Mp, widen: Widen): Writer {
     for (const x of items) writeValue(w, x, widen);
     return w;
   }
-  const pairs: readonly (readonly [Mp, Mp])[] =
-    v instanceof Pairs ? v.pairs : Object.entries(v as { readonly [key: string]: Mp });
+  const pairs: readonly (readonly [Mp, Mp])[] = v instanceof Pairs ? v.pairs : Object.entries(v as { readonly [key: string]: Mp });
   writeHeader(w, pairs.length, wide, 0x80, 16, null, 0xde, 0xdf);
   for (const [k, x] of pairs) writeValue(writeValue(w, k, widen), x, widen);
   return w;
@@ -325,14 +324,75 @@ export function sorted(v: Mp): Mp {
 // ---------------------------------------------------------------------------------------------
 // Random values
 
-const INTS = [0, 1, -1, 31, 32, -32, -33, 127, 128, -128, -129, 255, 256, 65535, 65536, -32768, -32769, 2 ** 31 - 1, 2 ** 31, -(2 ** 31), U32 - 1, U32, 2 ** 53 - 1, -(2 ** 53 - 1)];
+const INTS = [
+  0,
+  1,
+  -1,
+  31,
+  32,
+  -32,
+  -33,
+  127,
+  128,
+  -128,
+  -129,
+  255,
+  256,
+  65535,
+  65536,
+  -32768,
+  -32769,
+  2 ** 31 - 1,
+  2 ** 31,
+  -(2 ** 31),
+  U32 - 1,
+  U32,
+  2 ** 53 - 1,
+  -(2 ** 53 - 1),
+];
 const FLOATS = [0.5, -0, NaN, Infinity, -Infinity, 1e308, 5e-324, 2 ** 53, -(2 ** 53), 2 ** 63, 1.0000000000000002];
 const BIGINTS = [0n, 1n, 2n ** 63n, 2n ** 63n - 1n, 2n ** 64n - 1n, -(2n ** 63n), -1n, 2n ** 64n, 2n ** 100n, -(2n ** 64n)];
 const WORDS = [
-  '', 't', 'submit', 'hello', 'auth', 'challenge', 'ok', 'results', 'exec', 'config', 'effects', 'objects', 'feedback',
-  'reply', 'rejected', 'optimistic', '__proto__', 'constructor', 'prototype', 'toString', 'valueOf', 'hasOwnProperty',
-  'body', 'auth', 'ed25519', 'status', 'aborted', 'reads', 'writes', TX_TAG, PROTO, 'client', 'pre-executor:fuzz',
-  'kv/a', 'key/1', 'hot/0', 'é', '\u0000', '\ud83d\ude00', 'x'.repeat(40),
+  '',
+  't',
+  'submit',
+  'hello',
+  'auth',
+  'challenge',
+  'ok',
+  'results',
+  'exec',
+  'config',
+  'effects',
+  'objects',
+  'feedback',
+  'reply',
+  'rejected',
+  'optimistic',
+  '__proto__',
+  'constructor',
+  'prototype',
+  'toString',
+  'valueOf',
+  'hasOwnProperty',
+  'body',
+  'auth',
+  'ed25519',
+  'status',
+  'aborted',
+  'reads',
+  'writes',
+  TX_TAG,
+  PROTO,
+  'client',
+  'pre-executor:fuzz',
+  'kv/a',
+  'key/1',
+  'hot/0',
+  'é',
+  '\u0000',
+  '\ud83d\ude00',
+  'x'.repeat(40),
 ];
 
 /** Ext payloads msgpackr reads without a care: undefined, dates, big integers. */
@@ -401,10 +461,13 @@ export function randomValue(r: Prng, depth: number, o: ValueOptions): Mp {
   const n = r.length(12);
   if (r.chance(0.5)) return Array.from({ length: n }, () => randomValue(r, depth - 1, o));
   if (o.stringKeys || r.chance(0.7)) {
-    return new Pairs(Array.from({ length: n }, () => [r.chance(0.7) ? r.pick(WORDS) : r.bytes(r.length(12)).toString('latin1'), randomValue(r, depth - 1, o)] as const));
+    return new Pairs(
+      Array.from({ length: n }, () => [r.chance(0.7) ? r.pick(WORDS) : r.bytes(r.length(12)).toString('latin1'), randomValue(r, depth - 1, o)] as const),
+    );
   }
   // Keys msgpackr turns into strings; containers, bytes and dates as keys it refuses outright.
-  const key = (): Mp => (o.decodable ? r.pick<Mp>([null, true, r.pick(INTS), r.pick(FLOATS), 2n ** 63n, new StrBytes(r.bytes(3))]) : randomValue(r, depth - 1, o));
+  const key = (): Mp =>
+    o.decodable ? r.pick<Mp>([null, true, r.pick(INTS), r.pick(FLOATS), 2n ** 63n, new StrBytes(r.bytes(3))]) : randomValue(r, depth - 1, o);
   return new Pairs(Array.from({ length: n }, () => [key(), randomValue(r, depth - 1, o)] as const));
 }
 
@@ -456,8 +519,7 @@ export const hello = (role: string, nonce: Uint8Array): Buffer => frame(mp({ t: 
  */
 export function brokenFrame(r: Prng, limit: number): Frame {
   switch (r.int(9)) {
-    case 0:
-    {
+    case 0: {
       // Closed at once if the first four bytes announce too much; else the node awaits the rest.
       const bytes = r.bytes(r.range(5, 600));
       return { bytes, frames: 1, expect: bytes.readUInt32BE(0) > limit ? 'close' : 'either', what: 'random bytes' };
@@ -481,8 +543,20 @@ export function brokenFrame(r: Prng, limit: number): Frame {
     }
     case 6: {
       // Containers announcing more items than the frame holds.
-      const head = r.pick([[0xdd, 0xff, 0xff, 0xff, 0xff], [0xdf, 0x7f, 0xff, 0xff, 0xff], [0xdb, 0x00, 0x10, 0x00, 0x00], [0xc6, 0xff, 0xff, 0xff, 0xf0], [0x9f], [0x8f, 0xa1, 0x74]]);
-      return { bytes: frame(Buffer.from(head)), frames: 1, expect: 'close', what: `a container header claiming more than the body (${Buffer.from(head).toString('hex')})` };
+      const head = r.pick([
+        [0xdd, 0xff, 0xff, 0xff, 0xff],
+        [0xdf, 0x7f, 0xff, 0xff, 0xff],
+        [0xdb, 0x00, 0x10, 0x00, 0x00],
+        [0xc6, 0xff, 0xff, 0xff, 0xf0],
+        [0x9f],
+        [0x8f, 0xa1, 0x74],
+      ]);
+      return {
+        bytes: frame(Buffer.from(head)),
+        frames: 1,
+        expect: 'close',
+        what: `a container header claiming more than the body (${Buffer.from(head).toString('hex')})`,
+      };
     }
     case 7: {
       // Arrays nested as deep as the frame allows: a recursive decoder must not take the node down.
@@ -513,7 +587,10 @@ function badRole(r: Prng): Mp {
     case 4:
       return r.pick(BIGINTS.filter((b) => b >= -(2n ** 63n) && b < 2n ** 64n));
     case 5:
-      return new Pairs([['role', 'client'], ['nested', { deeper: { client: true } }]]);
+      return new Pairs([
+        ['role', 'client'],
+        ['nested', { deeper: { client: true } }],
+      ]);
     case 6:
       return ['client'];
     case 7:
@@ -580,7 +657,12 @@ export function badHello(r: Prng, role: string): Frame {
       what = 'hello with a wrong t';
       break;
     case 5:
-      return { bytes: frame(mp(randomValue(r, 3, { decodable: true, stringKeys: r.chance(0.5) }))), frames: 1, expect: 'close', what: 'a random value as hello' };
+      return {
+        bytes: frame(mp(randomValue(r, 3, { decodable: true, stringKeys: r.chance(0.5) }))),
+        frames: 1,
+        expect: 'close',
+        what: 'a random value as hello',
+      };
     case 6:
       return { bytes: frame(mp([...base.map(([, v]) => v)])), frames: 1, expect: 'close', what: 'hello as an array' };
     case 7:
@@ -635,7 +717,10 @@ export function badAuth(r: Prng, mac: Buffer | null, wrongCredentialMac: Buffer 
       what = 'auth with a MAC of the wrong type';
       break;
     case 5:
-      v = new Pairs([['t', r.pick<Mp>(['Auth', 'hello', 'ok', null, 1])], ['mac', good]]);
+      v = new Pairs([
+        ['t', r.pick<Mp>(['Auth', 'hello', 'ok', null, 1])],
+        ['mac', good],
+      ]);
       what = 'auth with a wrong t';
       break;
     case 6:
@@ -715,7 +800,12 @@ export function mutateBody(r: Prng, tx: Transaction, other: Transaction): { body
       };
     case 9:
       return {
-        body: canonical([tag, r.pick<Mp>(['', 'launch', 'PUT', 'x'.repeat(65), 'constructor', '__proto__', 'toString', 'hasOwnProperty', 'remora.x', 7, null, ['put']]), args, objects]),
+        body: canonical([
+          tag,
+          r.pick<Mp>(['', 'launch', 'PUT', 'x'.repeat(65), 'constructor', '__proto__', 'toString', 'hasOwnProperty', 'remora.x', 7, null, ['put']]),
+          args,
+          objects,
+        ]),
         what: 'body with a bad command',
         must: 'reject',
       };
@@ -741,12 +831,28 @@ export function mutateBody(r: Prng, tx: Transaction, other: Transaction): { body
       // The same map with its keys out of order: a second encoding of one transaction.
       const a = args !== null && typeof args === 'object' && !Array.isArray(args) ? (args as Record<string, Mp>) : { key: 'a', value: 1 };
       const keys = Object.keys(a).sort().reverse();
-      const unsorted = new Pairs(keys.length > 1 ? keys.map((k) => [k, a[k]] as const) : [['value', 1], ['key', 'a']]);
+      const unsorted = new Pairs(
+        keys.length > 1
+          ? keys.map((k) => [k, a[k]] as const)
+          : [
+              ['value', 1],
+              ['key', 'a'],
+            ],
+      );
       return { body: mp([tag, command, unsorted, objects]), what: 'map keys out of order', must: 'reject' };
     }
     case 13: {
       const a = args !== null && typeof args === 'object' && !Array.isArray(args) ? (args as Record<string, Mp>) : {};
-      return { body: canonical([tag, command, { ...a, [r.pick(['extra', 'zz', 'into', 'value', '_'])]: randomValue(r, 2, { decodable: true, stringKeys: true }) }, objects]), what: 'args with an extra field', must: undefined };
+      return {
+        body: canonical([
+          tag,
+          command,
+          { ...a, [r.pick(['extra', 'zz', 'into', 'value', '_'])]: randomValue(r, 2, { decodable: true, stringKeys: true }) },
+          objects,
+        ]),
+        what: 'args with an extra field',
+        must: undefined,
+      };
     }
     case 14:
       return { body: canonical([tag, command, randomValue(r, 3, { decodable: true }), objects]), what: 'random args', must: undefined };
@@ -767,7 +873,11 @@ export function mutateBody(r: Prng, tx: Transaction, other: Transaction): { body
       return { body: mp([tag, command, sorted({ ...a, value: new Wide(r.pick(INTS)) }), objects]), what: 'a wide integer inside the body', must: undefined };
     }
     case 18:
-      return { body: mp([tag, command, sorted({ key: 'a', value: r.chance(0.5) ? benignExt(r) : anyExt(r) }), ['kv/a']]), what: 'an extension value inside the body', must: undefined };
+      return {
+        body: mp([tag, command, sorted({ key: 'a', value: r.chance(0.5) ? benignExt(r) : anyExt(r) }), ['kv/a']]),
+        what: 'an extension value inside the body',
+        must: undefined,
+      };
     case 19: {
       // The node's own upgrade transaction, as a client might forge it.
       const forged = canonical([tag, 'remora.upgrade', { digest: r.bytes(32).toString('hex'), since: '0', spec: r.pick(['kv', 'bank', './evil.js']) }, []]);
@@ -888,18 +998,71 @@ export function fatalClientFrame(r: Prng, tx: Transaction, id: number): Frame {
   const submit = (fields: [string, Mp][]): Buffer => frame(mp(new Pairs([['t', 'submit'], ...fields])));
   switch (r.int(7)) {
     case 0: {
-      const id = r.pick<Mp>([1.5, -0.5, NaN, Infinity, 2 ** 53, -(2 ** 53), 1e300, 2n ** 63n, 2n ** 64n - 1n, -(2n ** 63n), '1', '', null, [1], { id: 1 }, true, undefined]);
+      const id = r.pick<Mp>([
+        1.5,
+        -0.5,
+        NaN,
+        Infinity,
+        2 ** 53,
+        -(2 ** 53),
+        1e300,
+        2n ** 63n,
+        2n ** 64n - 1n,
+        -(2n ** 63n),
+        '1',
+        '',
+        null,
+        [1],
+        { id: 1 },
+        true,
+        undefined,
+      ]);
       const fields: [string, Mp][] = [['tx', { body: tx.body, auth: [] }]];
       if (r.chance(0.8)) fields.unshift(['id', id]);
       return { bytes: submit(fields), frames: 1, expect: 'close', what: `submit with id ${describeMp(id)}${fields.length === 1 ? ' (absent)' : ''}` };
     }
     case 1: {
       const opt = r.pick<Mp>(['true', 1, 0, null, [], {}, Buffer.alloc(1), 'false']);
-      return { bytes: submit([['id', 1], ['tx', { body: tx.body, auth: [] }], ['optimistic', opt]]), frames: 1, expect: 'close', what: `submit with optimistic ${describeMp(opt)}` };
+      return {
+        bytes: submit([
+          ['id', 1],
+          ['tx', { body: tx.body, auth: [] }],
+          ['optimistic', opt],
+        ]),
+        frames: 1,
+        expect: 'close',
+        what: `submit with optimistic ${describeMp(opt)}`,
+      };
     }
     case 2: {
-      const t = r.pick<Mp>(['Submit', 'submit ', 'reply', 'results', 'hello', 'auth', 'exec', '', null, 0, ['submit'], new StrBytes(Buffer.from([0x73, 0x75, 0x62, 0xff]))]);
-      return { bytes: frame(mp(new Pairs([['t', t], ['id', 1], ['tx', { body: tx.body, auth: [] }]]))), frames: 1, expect: 'close', what: `message of type ${describeMp(t)}` };
+      const t = r.pick<Mp>([
+        'Submit',
+        'submit ',
+        'reply',
+        'results',
+        'hello',
+        'auth',
+        'exec',
+        '',
+        null,
+        0,
+        ['submit'],
+        new StrBytes(Buffer.from([0x73, 0x75, 0x62, 0xff])),
+      ]);
+      return {
+        bytes: frame(
+          mp(
+            new Pairs([
+              ['t', t],
+              ['id', 1],
+              ['tx', { body: tx.body, auth: [] }],
+            ]),
+          ),
+        ),
+        frames: 1,
+        expect: 'close',
+        what: `message of type ${describeMp(t)}`,
+      };
     }
     case 3: {
       let v = randomValue(r, 3, { decodable: true, stringKeys: r.chance(0.5) });
@@ -914,7 +1077,11 @@ export function fatalClientFrame(r: Prng, tx: Transaction, id: number): Frame {
       return { bytes: frame(body), frames: 1, expect: 'close', what: 'a submit whose msgpack is cut or has trailing bytes' };
     }
     case 5: {
-      const bad = new Pairs([['t', 'submit'], ['id', id], ['tx', anyExt(r)]]);
+      const bad = new Pairs([
+        ['t', 'submit'],
+        ['id', id],
+        ['tx', anyExt(r)],
+      ]);
       return { bytes: frame(mp(bad)), frames: 1, expect: 'either', what: 'a submit whose tx is an extension value' };
     }
     default:
@@ -964,7 +1131,9 @@ const BULK_BYTES = 3.5 * 1024 * 1024;
 
 /** A results message holding `records` (results.v1), with an extra field now and then. */
 function resultsMessage(r: Prng, records: Buffer): Buffer {
-  return mp(r.chance(0.1) ? { t: 'results', tables: records, extra: randomValue(r, 1, { decodable: true, stringKeys: true }) } : { t: 'results', tables: records });
+  return mp(
+    r.chance(0.1) ? { t: 'results', tables: records, extra: randomValue(r, 1, { decodable: true, stringKeys: true }) } : { t: 'results', tables: records },
+  );
 }
 
 /**
@@ -1017,7 +1186,10 @@ export function malformedTable(r: Prng): { table: Buffer; what: string } {
     case 5:
       return { table: set(8, (c) => c.writeUInt32LE(r.pick([0xffffffff, c.readUInt32LE(8) + 1, 0]), 8)), what: 'a table whose rest length lies' };
     case 6:
-      return { table: Buffer.concat([good.subarray(0, good.length - good.readUInt32LE(8)), mp(r.pick<Mp>([null, [], [[], [], [], { status: 'ok' }], 'x']))]), what: 'a table whose rest is not a table' };
+      return {
+        table: Buffer.concat([good.subarray(0, good.length - good.readUInt32LE(8)), mp(r.pick<Mp>([null, [], [[], [], [], { status: 'ok' }], 'x']))]),
+        what: 'a table whose rest is not a table',
+      };
     default:
       return { table: r.bytes(r.int(40)), what: 'random bytes' };
   }
@@ -1030,13 +1202,20 @@ export function fatalMemberFrame(r: Prng): Frame {
     case 1: {
       // Records whose framing lies: a length past the end, or a record cut short.
       const records = encodeResults(Array.from({ length: r.range(1, 3) }, () => [r.bytes(32).toString('hex'), wellFormedTable(r, 0)]));
-      const bad = r.chance(0.5) ? records.subarray(0, records.length - r.range(1, Math.min(records.length, 36))) : Buffer.concat([records, r.bytes(r.range(1, 35))]);
+      const bad = r.chance(0.5)
+        ? records.subarray(0, records.length - r.range(1, Math.min(records.length, 36)))
+        : Buffer.concat([records, r.bytes(r.range(1, 35))]);
       if (bad.length === 0) return { bytes: frame(mp({ t: 'results' })), frames: 1, expect: 'close', what: 'results without tables' };
       return { bytes: frame(mp({ t: 'results', tables: bad })), frames: 1, expect: 'close', what: 'results whose record framing lies' };
     }
     case 2: {
       const v = r.pick<Mp>([null, 'results', {}, 5, [[1, {}]], [['d']], [null], [[r.bytes(32), {}]]]);
-      return { bytes: frame(mp(r.chance(0.5) ? { t: 'results', tables: v } : { t: 'results', results: v })), frames: 1, expect: 'close', what: `results holding ${describeMp(v)}` };
+      return {
+        bytes: frame(mp(r.chance(0.5) ? { t: 'results', tables: v } : { t: 'results', results: v })),
+        frames: 1,
+        expect: 'close',
+        what: `results holding ${describeMp(v)}`,
+      };
     }
     case 3: {
       const t = r.pick<Mp>(['exec', 'config', 'effects', 'objects', 'feedback', 'submit', 'hello', 'result', 'Results', '', null, 3]);
@@ -1070,7 +1249,14 @@ export function badMemberHello(r: Prng, digest: string): Frame & { refused: bool
     case 4:
       return close({ t: 'hello', app: r.pick<Mp>([null, 1, ['kv'], Buffer.from('kv')]), digest }, 'hello with an app that is not a string');
     case 5:
-      return close(r.pick<Mp>([{ t: 'loaded', digest }, { t: 'load-failed', reason: 'no' }, { t: 'results', results: [] }]), 'another message before hello');
+      return close(
+        r.pick<Mp>([
+          { t: 'loaded', digest },
+          { t: 'load-failed', reason: 'no' },
+          { t: 'results', results: [] },
+        ]),
+        'another message before hello',
+      );
     case 6: {
       let v = randomValue(r, 3, { decodable: true, stringKeys: true });
       if (v instanceof Pairs) v = new Pairs(v.pairs.filter(([k]) => k !== 't'));

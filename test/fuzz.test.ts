@@ -241,8 +241,7 @@ class RawPeer {
   }
 }
 
-const jsonable = (_: string, v: unknown): unknown =>
-  typeof v === 'bigint' ? `${v}n` : v instanceof Uint8Array ? `0x${Buffer.from(v).toString('hex')}` : v;
+const jsonable = (_: string, v: unknown): unknown => (typeof v === 'bigint' ? `${v}n` : v instanceof Uint8Array ? `0x${Buffer.from(v).toString('hex')}` : v);
 
 /** The client side of the handshake (wire.ts), by hand, so the socket stays ours afterwards. */
 async function handshake(peer: RawPeer, secret: Buffer, role: string): Promise<boolean> {
@@ -381,8 +380,7 @@ describe('wire fuzzing of a live node', () => {
           else if (kind === 10) {
             const f = r.chance(0.5) ? brokenFrame(r, HANDSHAKE_FRAME_BYTES) : badHello(r, role);
             await send({ ...f, what: `${f.what}, in place of auth` });
-          }
-          else if (role === 'client') {
+          } else if (role === 'client') {
             // Right MAC, extra fields: a well-formed auth the node accepts.
             expectOk = true;
             let bytes = frame(mp({ t: 'auth', mac, extra: randomValue(r, 2, { decodable: true, stringKeys: true }) }));
@@ -460,7 +458,8 @@ describe('wire fuzzing of a live node', () => {
             return;
           }
           if (m['t'] === 'reply') {
-            if (m['duplicate'] !== true && typeof m['ts'] === 'bigint') outcomes.set(m['ts'], { outcome: m['outcome'] as Outcome | null, from: `phase 2 conn ${i}: ${p.what}` });
+            if (m['duplicate'] !== true && typeof m['ts'] === 'bigint')
+              outcomes.set(m['ts'], { outcome: m['outcome'] as Outcome | null, from: `phase 2 conn ${i}: ${p.what}` });
             if (p.must === 'reject') anomaly(`admitted ${p.what} (id ${m['id']}): ${hexHead(mp(p.tx))}`);
             else admitted++;
           } else if (m['t'] === 'rejected' && typeof m['error'] === 'string') {
@@ -507,7 +506,9 @@ describe('wire fuzzing of a live node', () => {
           });
         }
         if (peer.isClosed) {
-          anomaly(`the connection closed (${peer.badReply ?? (peer.endedByNode ? 'by the node' : 'here')}) while ${pending.size} well-formed submits were pending`);
+          anomaly(
+            `the connection closed (${peer.badReply ?? (peer.endedByNode ? 'by the node' : 'here')}) while ${pending.size} well-formed submits were pending`,
+          );
           return;
         }
         const fatal = fatalClientFrame(r, nextTx(), idBase + count);
@@ -598,7 +599,8 @@ describe('wire fuzzing of a live node', () => {
           // Digests of answered honest transactions: owed by nobody any more, unless handed
           // here. Drawn whatever is answered yet, so the stream stays the seed's.
           const draws = Array.from({ length: 8 }, () => r.u32());
-          const digests = answeredDigests.length === 0 ? [] : draws.map((x) => answeredDigests[x % answeredDigests.length] ?? '').filter((d) => d !== '' && !handed.has(d));
+          const digests =
+            answeredDigests.length === 0 ? [] : draws.map((x) => answeredDigests[x % answeredDigests.length] ?? '').filter((d) => d !== '' && !handed.has(d));
           const u = unowedResults(r, digests);
           entries += u.entries;
           batch.push(frame(u.body));
@@ -686,7 +688,9 @@ describe('wire fuzzing of a live node', () => {
         .slice(0, 5)
         .map(([ts, o]) => ({ ts, from: o.from, node: o.outcome, reference: reference.outcomes.get(ts) }));
       expect(JSON.parse(JSON.stringify(differing, jsonable))).toEqual([]);
-      console.log(`fuzz: seed ${seed}: ${mutated} mutated frames written, ${entries.length} transactions sequenced, state equal to the reference, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      console.log(
+        `fuzz: seed ${seed}: ${mutated} mutated frames written, ${entries.length} transactions sequenced, state equal to the reference, ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+      );
     } finally {
       progress.finish();
       for (const peer of live) peer.destroy();
@@ -695,4 +699,3 @@ describe('wire fuzzing of a live node', () => {
     }
   });
 });
-

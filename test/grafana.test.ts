@@ -16,7 +16,11 @@ describe('Grafana dashboard', () => {
   const registry = createRegistry();
   new NodeMetrics(registry);
   const exported = new Set(registry.getMetricsAsArray().map((m) => m.name));
-  const queried = new Set(dashboard.panels.flatMap((p) => p.targets.flatMap((t) => [...t.expr.matchAll(/\b(remora_[a-z0-9_]+|process_[a-z0-9_]+)/g)].map((m) => (m[1] ?? '').replace(/_(bucket|sum|count)$/, '')))));
+  const queried = new Set(
+    dashboard.panels.flatMap((p) =>
+      p.targets.flatMap((t) => [...t.expr.matchAll(/\b(remora_[a-z0-9_]+|process_[a-z0-9_]+)/g)].map((m) => (m[1] ?? '').replace(/_(bucket|sum|count)$/, ''))),
+    ),
+  );
 
   it('queries only series the node exports', () => {
     expect([...queried].filter((name) => !exported.has(name))).toEqual([]);

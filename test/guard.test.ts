@@ -54,9 +54,11 @@ describe('determinism guard', () => {
       ['bytes', 'crypto.randomBytes()'],
     ];
     for (const [command, what] of cases) {
-      expect(() => run(command)).toThrow(new NondeterminismError(
-        `command ${command} called ${what}, which differs between members; commands may only use ctx, their arguments and pure computation (docs/apps.md)`,
-      ));
+      expect(() => run(command)).toThrow(
+        new NondeterminismError(
+          `command ${command} called ${what}, which differs between members; commands may only use ctx, their arguments and pure computation (docs/apps.md)`,
+        ),
+      );
     }
     expect(run('fixedDate')).toEqual({ status: 'ok', result: 2 });
     expect(run('pure')).toEqual({ status: 'ok', result: 4 });

@@ -103,8 +103,8 @@ export interface Ran {
 export const CLI = fileURLToPath(new URL('../dist/ts/cli.js', import.meta.url));
 
 /**
- * Runs `node ...args` to its end with stdin closed (so a command that did start stops at once);
- * killed, and rejected, if it is still running after `timeoutMs`.
+ * Runs `node ...args` to its end with stdin closed; a command that does start runs until it is
+ * killed, and rejected, at `timeoutMs`: use it for commands that end on their own.
  */
 export function runNode(args: readonly string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<Ran> {
   const timeoutMs = opts.timeoutMs ?? 30_000;

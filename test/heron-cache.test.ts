@@ -14,7 +14,7 @@ import type { Outcome } from '../ts/app/exec.js';
 import { nativeFunctions } from '../ts/app/natives.js';
 import { kvApp, kvId } from '../ts/apps/kv.js';
 import type { Delivered, FromReplica } from '../ts/heron/messages.js';
-import { destinations, partitionerOf } from '../ts/heron/partition.js';
+import { destinations, partitionerOf } from '../ts/app/partition.js';
 import { RemoteCache, VersionedRemote } from '../ts/heron/remote-cache.js';
 import { HeronReplica, type ReplicaSummary } from '../ts/heron/replica.js';
 import { loadOrCreateSecret } from '../ts/secret.js';
@@ -151,10 +151,21 @@ async function runWorkload(name: string, R: number, entries: number, txs: { comm
       for (let q = 0; q < R; q++) {
         replicas.push(
           HeronReplica.create({
-            dir, secret, app: kvApp, natives: nativeFunctions, partitions: P, replicas: R, partition: h, replica: q,
-            graceMs: 2, timeoutMs: 20_000, transferSlotBytes: 1 << 16, remoteCacheEntries: entries,
+            dir,
+            secret,
+            app: kvApp,
+            natives: nativeFunctions,
+            partitions: P,
+            replicas: R,
+            partition: h,
+            replica: q,
+            graceMs: 2,
+            timeoutMs: 20_000,
+            transferSlotBytes: 1 << 16,
+            remoteCacheEntries: entries,
             // Peers run in this process: waiting on this thread would only hold them up.
-            coordSpinMicros: 0, coordBudgetMicros: 0,
+            coordSpinMicros: 0,
+            coordBudgetMicros: 0,
             send: (m) => {
               if (m.t !== 'outcome') return;
               const k = at(m.partition, m.replica, m.ts);
@@ -213,10 +224,15 @@ async function runWorkload(name: string, R: number, entries: number, txs: { comm
       for (let q = 0; q < R; q++) {
         const own = keys.filter((k) => part(kvId(k)) === h);
         const found = replica(h, q).store.get(own.map(kvId));
-        states.set(`${h}.${q}`, new Map(own.map((k, i) => {
-          const r = found[i];
-          return [k, r?.status === 'value' ? r.value.toString('hex') : (r?.status ?? 'absent')];
-        })));
+        states.set(
+          `${h}.${q}`,
+          new Map(
+            own.map((k, i) => {
+              const r = found[i];
+              return [k, r?.status === 'value' ? r.value.toString('hex') : (r?.status ?? 'absent')];
+            }),
+          ),
+        );
       }
     }
     return { outcomes, states, summaries };
@@ -226,7 +242,10 @@ async function runWorkload(name: string, R: number, entries: number, txs: { comm
 }
 
 /** What a serial execution gives: each reply, and the final value of every key. */
-function serial(txs: { command: 'put' | 'copy' | 'delete'; args: Record<string, Data> }[]): { outcomes: Map<bigint, Outcome>; state: Map<string, Data | undefined> } {
+function serial(txs: { command: 'put' | 'copy' | 'delete'; args: Record<string, Data> }[]): {
+  outcomes: Map<bigint, Outcome>;
+  state: Map<string, Data | undefined>;
+} {
   const state = new Map<string, Data | undefined>();
   const outcomes = new Map<bigint, Outcome>();
   // The store deletes only what it holds: a key never written stays absent, not a tombstone.
@@ -264,7 +283,7 @@ describe('a Heron replica caching remote objects', () => {
 
   const workload = (seed: number, n: number) => {
     const rnd = random(seed);
-    const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
     // First, a fixed prefix: the hot key of partition 1 read twice, overwritten, read again.
     const h1 = hot[1] ?? '';
     const txs: { command: 'put' | 'copy' | 'delete'; args: Record<string, Data> }[] = [
@@ -316,7 +335,12 @@ describe('a Heron replica caching remote objects', () => {
       const on = await runWorkload(`on-${R}-${seed}`, R, 4096, txs);
       check(on, txs, R);
       const sum = (f: (s: ReplicaSummary) => number) => on.summaries.reduce((n, s) => n + f(s), 0);
-      const counted = { hits: sum((s) => s.cacheHits), misses: sum((s) => s.cacheMisses), stale: sum((s) => s.cacheStale), prefetched: sum((s) => s.cachePrefetched) };
+      const counted = {
+        hits: sum((s) => s.cacheHits),
+        misses: sum((s) => s.cacheMisses),
+        stale: sum((s) => s.cacheStale),
+        prefetched: sum((s) => s.cachePrefetched),
+      };
       console.log(`cache on: ${JSON.stringify(counted)}`);
       expect(counted.hits).toBeGreaterThan(0);
       // The hot key of partition 1 was overwritten after it was held (the prefix): at least one stale read.

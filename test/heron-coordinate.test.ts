@@ -56,9 +56,7 @@ describe('NativeCoordinator.coordinateSync', () => {
     expect(() => a.coordinateSync(3n, 2, ONLY, 0, 50, 0, 200_000, out)).toThrow(
       /^no majority for phase 2 of transaction 3 within .*: partition 0 has 1 of the 2 replicas needed$/,
     );
-    expect(() => a.coordinateSync(3n, 2, ONLY, 0, 50, 0, 5000, new Float64Array(5))).toThrow(
-      'coordinateSync: out holds 5 numbers, 6 needed for 1 partitions',
-    );
+    expect(() => a.coordinateSync(3n, 2, ONLY, 0, 50, 0, 5000, new Float64Array(5))).toThrow('coordinateSync: out holds 5 numbers, 6 needed for 1 partitions');
     expect(() => a.coordinateSync(0n, 2, ONLY, 0, 50, 0, 5000, out)).toThrow('coordinateSync: ts must be a positive 64-bit integer');
     expect(() => a.coordinateSync(3n, 2, ONLY, 0, 50, -1, 5000, out)).toThrow('spinMicros must be 0 to 3600000000 µs, got -1');
     expect(() => a.coordinateSync(3n, 2, Uint32Array.from([1]), 0, 50, 0, 5000, out)).toThrow(

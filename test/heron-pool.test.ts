@@ -16,7 +16,7 @@ import { decodeTx } from '../ts/app/tx.js';
 import { kvApp, kvId } from '../ts/apps/kv.js';
 import { HeronCluster, type HeronOptions } from '../ts/heron/cluster.js';
 import { parseHeronConfig } from '../ts/heron/config.js';
-import { partitionerOf } from '../ts/heron/partition.js';
+import { partitionerOf } from '../ts/app/partition.js';
 import type { ReplicaSummary } from '../ts/heron/replica.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import { RoleProcess } from '../ts/process.js';
@@ -43,7 +43,13 @@ function rng(seed: number): () => number {
  * Closed-loop clients of random puts, copies (some across partitions) and gets, each operation
  * distinct (a nonce); `after(n)` sees progress. Resolves with every reply's outcome by ts.
  */
-async function runClients(cluster: HeronCluster, seed: number, clients: number, opsEach: number, after?: (done: number) => void): Promise<Map<bigint, Outcome>> {
+async function runClients(
+  cluster: HeronCluster,
+  seed: number,
+  clients: number,
+  opsEach: number,
+  after?: (done: number) => void,
+): Promise<Map<bigint, Outcome>> {
   const outcomes = new Map<bigint, Outcome>();
   let done = 0;
   await Promise.all(
@@ -102,13 +108,19 @@ function expectAgreementAndAdoption(summaries: ReplicaSummary[], partitions: num
     const mine = summaries.filter((s) => s.partition === h);
     expect(mine.length).toBe(3);
     expect(new Set(mine.map((s) => s.digest)).size, `partition ${h} digests`).toBe(1);
-    console.log(`partition ${h}: adopted ${mine.map((s) => s.adopted).join('/')}, re-executed ${mine.map((s) => s.reexecuted).join('/')}, executed ${mine.map((s) => s.executed).join('/')}`);
+    console.log(
+      `partition ${h}: adopted ${mine.map((s) => s.adopted).join('/')}, re-executed ${mine.map((s) => s.reexecuted).join('/')}, executed ${mine.map((s) => s.executed).join('/')}`,
+    );
     expect(mine[0]?.adopted, `partition ${h} adopted`).toBeGreaterThan(0);
   }
 }
 
 /** Runs a 2×3 cluster with two members; after it closed, checks replies and state against serial execution. */
-async function withCluster(name: string, opts: Partial<HeronOptions>, run: (cluster: HeronCluster) => Promise<Map<bigint, Outcome>>): Promise<ReplicaSummary[]> {
+async function withCluster(
+  name: string,
+  opts: Partial<HeronOptions>,
+  run: (cluster: HeronCluster) => Promise<Map<bigint, Outcome>>,
+): Promise<ReplicaSummary[]> {
   const dir = join(work, name);
   const logged: string[] = [];
   const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: 2, replicas: 3, preExecutors: 2, log: (m) => logged.push(m), ...opts });
@@ -134,7 +146,12 @@ describe('heron with a pool of pre-executors (2 partitions x 3 replicas, kv)', (
     const seed = Number(process.env['REMORA_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
     console.log(`heron pool seed ${seed} (REMORA_SEED to replay)`);
     const summaries = await withCluster('pool', {}, async (cluster) => {
-      expect(cluster.poolStats().map((m) => m.name).sort()).toEqual(['pre-1', 'pre-2']);
+      expect(
+        cluster
+          .poolStats()
+          .map((m) => m.name)
+          .sort(),
+      ).toEqual(['pre-1', 'pre-2']);
       const kv = partitionerOf(kvApp, 2);
       expect(new Set(KEYS.map((k) => kv(kvId(k)))).size).toBe(2);
       // One client first (copies current: mostly adopted), then four at once (racing).
@@ -171,20 +188,37 @@ describe('heron with a pool of pre-executors (2 partitions x 3 replicas, kv)', (
   }, 120_000);
 
   it('takes the pool size from the cluster file and `--pre-executors`, refusing sizes out of range', async () => {
-    expect(parseHeronConfig('{"app": "kv", "partitions": 2, "replicas": 3, "preExecutors": 3}', 'c.json')).toEqual({ app: 'kv', partitions: 2, replicas: 3, preExecutors: 3 });
-    expect(() => parseHeronConfig('{"app": "kv", "partitions": 2, "replicas": 3, "preExecutors": 17}', 'c.json')).toThrow('c.json: "preExecutors" must be an integer from 0 to 16, got 17');
-    await expect(HeronCluster.start({ dir: join(work, 'bad'), app: 'kv', partitions: 1, replicas: 1, preExecutors: -1 })).rejects.toThrow('preExecutors must be an integer from 0 to 16, got -1');
+    expect(parseHeronConfig('{"app": "kv", "partitions": 2, "replicas": 3, "preExecutors": 3}', 'c.json')).toEqual({
+      app: 'kv',
+      partitions: 2,
+      replicas: 3,
+      preExecutors: 3,
+    });
+    expect(() => parseHeronConfig('{"app": "kv", "partitions": 2, "replicas": 3, "preExecutors": 17}', 'c.json')).toThrow(
+      'c.json: "preExecutors" must be an integer from 0 to 16, got 17',
+    );
+    await expect(HeronCluster.start({ dir: join(work, 'bad'), app: 'kv', partitions: 1, replicas: 1, preExecutors: -1 })).rejects.toThrow(
+      'preExecutors must be an integer from 0 to 16, got -1',
+    );
     const file = join(work, 'pool.json');
     writeFileSync(file, JSON.stringify({ app: 'kv', partitions: 1, replicas: 1 }));
-    const bad = spawnSync(process.execPath, [CLI, 'start', 'heron', '--config', file, '--dir', join(work, 'cli-bad'), '--pre-executors', '17'], { encoding: 'utf8', timeout: 30_000 });
+    const bad = spawnSync(process.execPath, [CLI, 'start', 'heron', '--config', file, '--dir', join(work, 'cli-bad'), '--pre-executors', '17'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect([bad.status, bad.stderr]).toEqual([2, expect.stringContaining("--pre-executors must be an integer from 0 to 16, got '17'")]);
     const proc = await RoleProcess.start('start', ['heron', '--config', file, '--dir', join(work, 'cli'), '--pre-executors', '1'], { readyTimeoutMs: 60_000 });
     try {
       expect(proc.readyInfo).toEqual({ app: 'kv', partitions: 1, replicas: 1, preExecution: true, preExecutors: 1, ordering: 'synced' });
       // A member running other code is refused on the launcher's socket, told both digests.
-      const other = spawnSync(process.execPath, [CLI, 'start', 'pre-executor', '--join', join(work, 'cli'), '--app', 'bank', '--name', 'odd'], { encoding: 'utf8', timeout: 30_000 });
+      const other = spawnSync(process.execPath, [CLI, 'start', 'pre-executor', '--join', join(work, 'cli'), '--app', 'bank', '--name', 'odd'], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
       expect(other.status).not.toBe(0);
-      expect(other.stderr).toMatch(/pre-executor odd loaded app bank with digest [0-9a-f]{12}, but the launcher runs kv [0-9a-f]{12} \(kv\): start it with the same --app/);
+      expect(other.stderr).toMatch(
+        /pre-executor odd loaded app bank with digest [0-9a-f]{12}, but the launcher runs kv [0-9a-f]{12} \(kv\): start it with the same --app/,
+      );
     } finally {
       expect((await proc.stop(10_000)).code).toBe(0);
     }

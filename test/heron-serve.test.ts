@@ -12,7 +12,7 @@ import { kvApp, kvId } from '../ts/apps/kv.js';
 import { RemoraClient } from '../ts/client.js';
 import { HeronCluster } from '../ts/heron/cluster.js';
 import { HERON_SOCKET, REPLICA_ROLE } from '../ts/heron/messages.js';
-import { partitionerOf } from '../ts/heron/partition.js';
+import { partitionerOf } from '../ts/app/partition.js';
 import { OPTIMISTIC_FROM } from '../ts/heron/serve.js';
 import { CLIENT_ROLE } from '../ts/pipeline/server.js';
 import { RoleProcess } from '../ts/process.js';
@@ -46,7 +46,13 @@ describe('clients of an in-process Heron cluster', () => {
     const dir = join(work, 'in-process');
     const logged: string[] = [];
     const cluster = await HeronCluster.start({
-      dir, app: 'kv', partitions: 2, replicas: 1, preExecution: true, listen: { host: '127.0.0.1', port: 0 }, log: (m) => logged.push(m),
+      dir,
+      app: 'kv',
+      partitions: 2,
+      replicas: 1,
+      preExecution: true,
+      listen: { host: '127.0.0.1', port: 0 },
+      log: (m) => logged.push(m),
     });
     const clients: RemoraClient[] = [];
     try {
@@ -83,7 +89,14 @@ describe('clients of an in-process Heron cluster', () => {
   it('refuse the replica role to the client credential, and cut off only a client that sends a malformed frame', async () => {
     const dir = join(work, 'hostile');
     const logged: string[] = [];
-    const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: 1, replicas: 1, listen: { host: '127.0.0.1', port: 0 }, log: (m) => logged.push(m) });
+    const cluster = await HeronCluster.start({
+      dir,
+      app: 'kv',
+      partitions: 1,
+      replicas: 1,
+      listen: { host: '127.0.0.1', port: 0 },
+      log: (m) => logged.push(m),
+    });
     let client: RemoraClient | null = null;
     try {
       const secret = loadClientSecret(dir);
@@ -142,9 +155,24 @@ describe('clients of `remora start heron --listen`', () => {
       const info = proc.readyInfo as { address?: string };
       client = await RemoraClient.connect({ ...hostPort(info.address), secret: loadClientSecret(dir) });
       const [from, to] = keysApart();
-      expect(await client.submit(makeTx(kvApp, 'put', { key: from, value: 'x', nonce: 'p.1' }))).toEqual({ ts: 1n, duplicate: false, outcome: ok(null), decision: 'executed' });
-      expect(await client.submit(makeTx(kvApp, 'copy', { from, to, nonce: 'p.2' }))).toEqual({ ts: 2n, duplicate: false, outcome: ok('x'), decision: 'executed' });
-      expect(await client.submit(makeTx(kvApp, 'get', { key: to, nonce: 'p.3' }))).toEqual({ ts: 3n, duplicate: false, outcome: ok('x'), decision: 'executed' });
+      expect(await client.submit(makeTx(kvApp, 'put', { key: from, value: 'x', nonce: 'p.1' }))).toEqual({
+        ts: 1n,
+        duplicate: false,
+        outcome: ok(null),
+        decision: 'executed',
+      });
+      expect(await client.submit(makeTx(kvApp, 'copy', { from, to, nonce: 'p.2' }))).toEqual({
+        ts: 2n,
+        duplicate: false,
+        outcome: ok('x'),
+        decision: 'executed',
+      });
+      expect(await client.submit(makeTx(kvApp, 'get', { key: to, nonce: 'p.3' }))).toEqual({
+        ts: 3n,
+        duplicate: false,
+        outcome: ok('x'),
+        decision: 'executed',
+      });
     } finally {
       client?.close();
       const stopped = await proc.stop(10_000);

@@ -15,7 +15,7 @@ import { makeTx } from '../ts/app/app.js';
 import { kvApp } from '../ts/apps/kv.js';
 import { HeronCluster, type HeronOptions } from '../ts/heron/cluster.js';
 import { parseHeronConfig } from '../ts/heron/config.js';
-import { partitionerOf } from '../ts/heron/partition.js';
+import { partitionerOf } from '../ts/app/partition.js';
 import type { ReplicaSummary } from '../ts/heron/replica.js';
 import { RoleProcess } from '../ts/process.js';
 
@@ -48,7 +48,11 @@ describe('heron over tcp', () => {
     expect(stopped.code).toBe(0);
     const result = stopped.result as { replicas: { partition: number }[]; divergences: number };
     expect([result.replicas.map((x) => x.partition), result.divergences]).toEqual([[0, 1], 0]);
-    const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'ts', 'cli.js'), 'start', 'heron', '--config', file, '--dir', join(work, 'cli'), '--transport', 'udp'], { encoding: 'utf8', timeout: 30_000 });
+    const r = spawnSync(
+      process.execPath,
+      [join(ROOT, 'dist', 'ts', 'cli.js'), 'start', 'heron', '--config', file, '--dir', join(work, 'cli'), '--transport', 'udp'],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
     expect(r.status).toBe(2);
     expect(r.stderr).toContain("--transport must be one of shm, tcp, verbs, got 'udp'");
   }, 120_000);
@@ -96,7 +100,15 @@ describe('heron over tcp', () => {
     const seed = Number(process.env['HERON_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
     console.log(`heron tcp rejoin seed ${seed}`);
     const logged: string[] = [];
-    const cluster = await HeronCluster.start({ dir: join(work, 'rejoin'), app: 'kv', partitions: 2, replicas: 3, transport: 'tcp', restartReplicas: true, log: (m) => logged.push(m) });
+    const cluster = await HeronCluster.start({
+      dir: join(work, 'rejoin'),
+      app: 'kv',
+      partitions: 2,
+      replicas: 3,
+      transport: 'tcp',
+      restartReplicas: true,
+      log: (m) => logged.push(m),
+    });
     const t0 = micros();
     const history: Op[] = [];
     let summaries: ReplicaSummary[] = [];
@@ -180,7 +192,13 @@ describe('heron over tcp', () => {
     const one = async (input: Record<string, string>, tx: ReturnType<typeof makeTx>) => {
       const call = micros() - t0;
       const reply = await cluster.submit(tx);
-      history.push({ client: 90, call, return: micros() - t0, input, output: JSON.stringify(reply.outcome.status === 'ok' ? reply.outcome.result : 'aborted') });
+      history.push({
+        client: 90,
+        call,
+        return: micros() - t0,
+        input,
+        output: JSON.stringify(reply.outcome.status === 'ok' ? reply.outcome.result : 'aborted'),
+      });
     };
     let stopped = false;
     let summaries: ReplicaSummary[] = [];

@@ -19,7 +19,7 @@ import { HeronConfigError, parseHeronConfig } from '../ts/heron/config.js';
 import { DIGEST_ZERO, nextDigest } from '../ts/heron/digest.js';
 import { HERON_SOCKET, REPLICA_ROLE, type Delivered, type FromReplica } from '../ts/heron/messages.js';
 import { parseFromReplica, parseTable, parseToReplica, ProtocolError } from '../ts/heron/parse.js';
-import { destinations, partitionerOf } from '../ts/heron/partition.js';
+import { destinations, partitionerOf } from '../ts/app/partition.js';
 import { HeronReplica, type ReplicaSummary } from '../ts/heron/replica.js';
 import type { Decision } from '../ts/pipeline/merge.js';
 import { RoleProcess } from '../ts/process.js';
@@ -71,7 +71,10 @@ describe('admission at the launcher', () => {
     } finally {
       summaries = await cluster.close();
     }
-    expect(summaries.map((s) => [s.partition, s.applied])).toEqual([[0, 1], [1, 1]]);
+    expect(summaries.map((s) => [s.partition, s.applied])).toEqual([
+      [0, 1],
+      [1, 1],
+    ]);
     expect(cluster.outcomeMismatches).toEqual([]);
     // A cluster of one replica per partition starts, and says once what that costs.
     expect(logged).toEqual([ONE_REPLICA_WARNING]);
@@ -125,8 +128,17 @@ describe('replicas contain writes to their destinations', () => {
         for (let q = 0; q < R; q++) {
           replicas.push(
             HeronReplica.create({
-              dir, secret, app: leakyDouble, natives: nativeFunctions, partitions: P, replicas: R, partition: h, replica: q,
-              graceMs: 2, timeoutMs: 20_000, transferSlotBytes: 1 << 16,
+              dir,
+              secret,
+              app: leakyDouble,
+              natives: nativeFunctions,
+              partitions: P,
+              replicas: R,
+              partition: h,
+              replica: q,
+              graceMs: 2,
+              timeoutMs: 20_000,
+              transferSlotBytes: 1 << 16,
               send: (m) => {
                 if (m.t !== 'outcome') return;
                 const k = at(m.partition, m.replica, m.ts);
@@ -236,7 +248,10 @@ describe('replicas contain writes to their destinations', () => {
       // No replica of any partition holds a write of an aborted transaction, in or out of its
       // destinations; each holds exactly its own partition's puts.
       const ids = ['o/0', 'o/1', 'o/2', 'o/4', 'o/5', 'o/7'];
-      const final = new Map<string, readonly [bigint, number]>([['o/0', [8n, 11]], ['o/1', [2n, 20]]]);
+      const final = new Map<string, readonly [bigint, number]>([
+        ['o/0', [8n, 11]],
+        ['o/1', [2n, 20]],
+      ]);
       for (let h = 0; h < P; h++) {
         for (let q = 0; q < R; q++) {
           const want = ids.map((id) => {
@@ -249,15 +264,33 @@ describe('replicas contain writes to their destinations', () => {
 
       for (const r of replicas.splice(0)) summaries.push(await r.close());
       const chain = (steps: [bigint, [string, Uint8Array | null][]][]) => steps.reduce((d, [ts, w]) => nextDigest(d, ts, w), DIGEST_ZERO);
-      const digest0 = chain([[1n, [['o/0', encode(10)]]], [3n, []], [4n, []], [5n, []], [6n, []], [7n, []], [8n, [['o/0', encode(11)]]]]);
-      const digest1 = chain([[2n, [['o/1', encode(20)]]], [6n, []], [7n, []]]);
+      const digest0 = chain([
+        [1n, [['o/0', encode(10)]]],
+        [3n, []],
+        [4n, []],
+        [5n, []],
+        [6n, []],
+        [7n, []],
+        [8n, [['o/0', encode(11)]]],
+      ]);
+      const digest1 = chain([
+        [2n, [['o/1', encode(20)]]],
+        [6n, []],
+        [7n, []],
+      ]);
       const want = (h: number, applied: number, digest: string, adopted: number, reexecuted: number, executed: number) =>
         Array.from({ length: R }, (_, q) => ({ partition: h, replica: q, applied, digest, adopted, reexecuted, executed }));
-      expect(summaries.map(({ partition, replica: q, applied, digest, adopted, reexecuted, executed }) => ({ partition, replica: q, applied, digest, adopted, reexecuted, executed }))).toEqual([
-        ...want(0, 7, digest0, 2, 1, 4),
-        ...want(1, 3, digest1, 1, 0, 2),
-        ...want(2, 0, DIGEST_ZERO, 0, 0, 0),
-      ]);
+      expect(
+        summaries.map(({ partition, replica: q, applied, digest, adopted, reexecuted, executed }) => ({
+          partition,
+          replica: q,
+          applied,
+          digest,
+          adopted,
+          reexecuted,
+          executed,
+        })),
+      ).toEqual([...want(0, 7, digest0, 2, 1, 4), ...want(1, 3, digest1, 1, 0, 2), ...want(2, 0, DIGEST_ZERO, 0, 0, 0)]);
     } finally {
       for (const r of replicas) await r.close().catch(() => undefined);
     }
@@ -281,7 +314,13 @@ describe('cluster sizes', () => {
       `c.json: "replicas" is 2: 2 replicas tolerate no more crashes than 1; use 3 (f=1); ${processes(33, 2)}`,
     );
     // The largest that pass, and one replica (which warns when the cluster starts).
-    for (const [p, r] of [[21, 3], [9, 7], [64, 1], [1, 1]] as const) expect(parse(p, r)()).toEqual({ app: 'kv', partitions: p, replicas: r });
+    for (const [p, r] of [
+      [21, 3],
+      [9, 7],
+      [64, 1],
+      [1, 1],
+    ] as const)
+      expect(parse(p, r)()).toEqual({ app: 'kv', partitions: p, replicas: r });
 
     // In code, the same rules, before anything is created. Sizes that stay cheap should the
     // rules ever stop being applied here: a cluster that starts is closed again.
@@ -336,20 +375,35 @@ describe('malformed frames on the launcher socket', () => {
         [{ t: 'hello', partition: 0, replica: 0, digest: 'x' }, 'hello: digest must be 64 hex digits'],
         [{ t: 'hello', partition: -1, replica: 0, digest: hex }, 'hello: partition and replica must be counts below 1024 and 31'],
         [{ t: 'outcome', ts: '2', outcome: ok, partition: 0, replica: 0, timing, decision: 'executed' }, 'outcome: ts must be a non-negative 64-bit integer'],
-        [{ t: 'outcome', ts: 2n, outcome: ok, partition: 0, replica: 0, timing, decision: 'guessed' }, 'outcome: decision must be one of adopted, reexecuted, executed'],
+        [
+          { t: 'outcome', ts: 2n, outcome: ok, partition: 0, replica: 0, timing, decision: 'guessed' },
+          'outcome: decision must be one of adopted, reexecuted, executed',
+        ],
         [
           { t: 'outcome', ts: 2n, outcome: { status: 'fine' }, partition: 0, replica: 0, timing, decision: 'executed' },
           "outcome: outcome must be { status: 'ok', result } with an encodable result, or { status: 'aborted', reason }",
         ],
-        [{ t: 'outcome', ts: 2n, outcome: ok, partition: 0, replica: 0, timing: { ...timing, delayed: 0.5 }, decision: 'executed' }, 'outcome: timing.delayed must be a count'],
-        [{ t: 'outcome', ts: 2n, outcome: ok, partition: 0, replica: 0, timing, decision: 'executed', writes: [['kv/k', 5]] }, 'outcome: writes must be [id, bytes | null] pairs'],
-        [{ t: 'digest', partition: 0, replica: 0, applied: -1, ts: 1n, digest: hex }, 'digest: applied must be a count, ts a 64-bit integer, digest 64 hex digits'],
+        [
+          { t: 'outcome', ts: 2n, outcome: ok, partition: 0, replica: 0, timing: { ...timing, delayed: 0.5 }, decision: 'executed' },
+          'outcome: timing.delayed must be a count',
+        ],
+        [
+          { t: 'outcome', ts: 2n, outcome: ok, partition: 0, replica: 0, timing, decision: 'executed', writes: [['kv/k', 5]] },
+          'outcome: writes must be [id, bytes | null] pairs',
+        ],
+        [
+          { t: 'digest', partition: 0, replica: 0, applied: -1, ts: 1n, digest: hex },
+          'digest: applied must be a count, ts a 64-bit integer, digest 64 hex digits',
+        ],
         [
           { t: 'transferred', partition: 0, replica: 0, from: 1, since: 0n, ts: 1n, objects: 1, bytes: 1 },
           'transferred: from must be a replica, since and ts 64-bit integers, objects, bytes and micros counts',
         ],
         // Well-formed, but out of turn or for another replica.
-        [{ t: 'outcome', ts: 1n, outcome: { status: 'ok', result: 'forged' }, partition: 0, replica: 0, timing, decision: 'executed' }, 'the first message must be hello, got outcome'],
+        [
+          { t: 'outcome', ts: 1n, outcome: { status: 'ok', result: 'forged' }, partition: 0, replica: 0, timing, decision: 'executed' },
+          'the first message must be hello, got outcome',
+        ],
         [{ t: 'hello', partition: 0, replica: 1, digest: hex }, 'hello names replica 0.1'],
         [{ t: 'hello', partition: 0, replica: 0, digest: hex }, 'that replica is already connected'],
       ];
@@ -379,23 +433,42 @@ describe('malformed frames on the launcher socket', () => {
     const put = makeTx(kvApp, 'put', { key: 'k', value: 1, nonce: 'd.1' });
     const reason = (f: () => unknown) => thrown(f, ProtocolError);
     expect(await reason(() => parseToReplica({ t: 'hello' }))).toBe('expected a deliver or peers message, got a message of type "hello"');
-    expect(await reason(() => parseToReplica({ t: 'peers', addresses: ['nowhere'], ring: null, rejoined: null }))).toBe('peers: addresses must be null or a list of host:port');
+    expect(await reason(() => parseToReplica({ t: 'peers', addresses: ['nowhere'], ring: null, rejoined: null }))).toBe(
+      'peers: addresses must be null or a list of host:port',
+    );
     expect(await reason(() => parseToReplica({ t: 'peers', addresses: null, ring: 7, rejoined: null }))).toBe('peers: ring must be null or host:port');
-    expect(await reason(() => parseToReplica({ t: 'peers', addresses: null, ring: null, rejoined: -1 }))).toBe('peers: rejoined must be null or an entry index');
-    expect(parseToReplica({ t: 'peers', addresses: ['127.0.0.1:4000'], ring: '127.0.0.1:4001', rejoined: 0 })).toEqual({ t: 'peers', addresses: ['127.0.0.1:4000'], ring: '127.0.0.1:4001', rejoined: 0 });
+    expect(await reason(() => parseToReplica({ t: 'peers', addresses: null, ring: null, rejoined: -1 }))).toBe(
+      'peers: rejoined must be null or an entry index',
+    );
+    expect(parseToReplica({ t: 'peers', addresses: ['127.0.0.1:4000'], ring: '127.0.0.1:4001', rejoined: 0 })).toEqual({
+      t: 'peers',
+      addresses: ['127.0.0.1:4000'],
+      ring: '127.0.0.1:4001',
+      rejoined: 0,
+    });
     expect(await reason(() => parseFromReplica({ t: 'hello', partition: 0, replica: 0, digest: hex, address: 'x' }))).toBe('hello: address must be host:port');
     expect(await reason(() => parseToReplica({ t: 'deliver', txs: {} }))).toBe('deliver: txs must be an array');
     expect(await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: -1n, body: put.body, auth: [], dest: [0] }] }))).toBe(
       'deliver: transaction 0: ts must be a non-negative 64-bit integer',
     );
-    expect(await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: put.body, auth: [], dest: [] }] }))).toBe('deliver: transaction 0: dest must be partition numbers');
+    expect(await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: put.body, auth: [], dest: [] }] }))).toBe(
+      'deliver: transaction 0: dest must be partition numbers',
+    );
     expect(await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: 'put', auth: [], dest: [0] }] }))).toBe(
       'deliver: transaction 0 (ts 1) does not decode: transaction body must be bytes',
     );
-    const table: LookupTable = { reads: [['kv/k', 3n]], dynamic: [], speculative: [], writes: [['kv/k', encode(1)]], auth: [], precompiles: [], outcome: { status: 'ok', result: null } };
-    expect(await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: put.body, auth: [], dest: [0], table: { ...table, reads: [['kv/k', 3]] } }] }))).toBe(
-      'deliver: transaction 0: table: reads must be [id, version] pairs',
-    );
+    const table: LookupTable = {
+      reads: [['kv/k', 3n]],
+      dynamic: [],
+      speculative: [],
+      writes: [['kv/k', encode(1)]],
+      auth: [],
+      precompiles: [],
+      outcome: { status: 'ok', result: null },
+    };
+    expect(
+      await reason(() => parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: put.body, auth: [], dest: [0], table: { ...table, reads: [['kv/k', 3]] } }] })),
+    ).toBe('deliver: transaction 0: table: reads must be [id, version] pairs');
     expect(await reason(() => parseTable({ ...table, outcome: { status: 'ok', result: new Date(0) } }))).toBe(
       "lookup table: outcome must be { status: 'ok', result } with an encodable result, or { status: 'aborted', reason }",
     );
@@ -403,6 +476,13 @@ describe('malformed frames on the launcher socket', () => {
     const delivered = parseToReplica({ t: 'deliver', txs: [{ ts: 1n, body: put.body, auth: [], dest: [0], table }] });
     const [d] = delivered.t === 'deliver' ? delivered.txs : [];
     expect([d?.ts, d?.dest, d?.tx?.objects, d?.table]).toEqual([1n, [0], ['kv/k'], table]);
-    expect(parseFromReplica({ t: 'digest', partition: 0, replica: 2, applied: 5, ts: 9n, digest: hex })).toEqual({ t: 'digest', partition: 0, replica: 2, applied: 5, ts: 9n, digest: hex });
+    expect(parseFromReplica({ t: 'digest', partition: 0, replica: 2, applied: 5, ts: 9n, digest: hex })).toEqual({
+      t: 'digest',
+      partition: 0,
+      replica: 2,
+      applied: 5,
+      ts: 9n,
+      digest: hex,
+    });
   });
 });

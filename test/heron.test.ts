@@ -12,7 +12,7 @@ import { kvApp } from '../ts/apps/kv.js';
 import { HeronCluster } from '../ts/heron/cluster.js';
 import { parseHeronConfig, readHeronConfig } from '../ts/heron/config.js';
 import { RoleProcess } from '../ts/process.js';
-import { destinations, hashPartition, partitionerOf } from '../ts/heron/partition.js';
+import { destinations, hashPartition, partitionerOf } from '../ts/app/partition.js';
 import { bankApp } from '../ts/apps/bank.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import { buildChecker, check as checkIn, micros, rng, type Op } from './kv-history.js';
@@ -27,7 +27,14 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 const KEYS = ['a', 'b', 'c', 'd', 'e', 'f'];
 
 /** Runs `clients` closed-loop clients of `opsEach` random kv operations; `after(n)` sees progress. */
-async function runClients(cluster: HeronCluster, seed: number, clients: number, opsEach: number, after?: (done: number) => void, base = { t0: micros(), client: 0 }) {
+async function runClients(
+  cluster: HeronCluster,
+  seed: number,
+  clients: number,
+  opsEach: number,
+  after?: (done: number) => void,
+  base = { t0: micros(), client: 0 },
+) {
   const history: Op[] = [];
   let multi = 0;
   let done = 0;
@@ -45,15 +52,27 @@ async function runClients(cluster: HeronCluster, seed: number, clients: number, 
         const pick = next();
         const [tx, input] =
           pick < 0.3
-            ? (() => { const k = key(); return [makeTx(kvApp, 'get', args({ key: k })), { op: 'get', key: k }] as const; })()
+            ? (() => {
+                const k = key();
+                return [makeTx(kvApp, 'get', args({ key: k })), { op: 'get', key: k }] as const;
+              })()
             : pick < 0.55
-              ? (() => { const k = key(); return [makeTx(kvApp, 'put', args({ key: k, value })), { op: 'put', key: k, value: JSON.stringify(value) }] as const; })()
+              ? (() => {
+                  const k = key();
+                  return [makeTx(kvApp, 'put', args({ key: k, value })), { op: 'put', key: k, value: JSON.stringify(value) }] as const;
+                })()
               : pick < 0.85
-                ? (() => { const [f, t] = [key(), key()]; return [makeTx(kvApp, 'copy', args({ from: f, to: t })), { op: 'copy', from: f, to: t }] as const; })()
+                ? (() => {
+                    const [f, t] = [key(), key()];
+                    return [makeTx(kvApp, 'copy', args({ from: f, to: t })), { op: 'copy', from: f, to: t }] as const;
+                  })()
                 : (() => {
                     const k = key();
                     const expected = next() < 0.5 ? null : Math.floor(next() * clients) * 1000 + Math.floor(next() * opsEach);
-                    return [makeTx(kvApp, 'cas', args({ key: k, expected, value })), { op: 'cas', key: k, expected: JSON.stringify(expected), value: JSON.stringify(value) }] as const;
+                    return [
+                      makeTx(kvApp, 'cas', args({ key: k, expected, value })),
+                      { op: 'cas', key: k, expected: JSON.stringify(expected), value: JSON.stringify(value) },
+                    ] as const;
                   })();
         const call = micros() - t0;
         const reply = await cluster.submit(tx);
@@ -86,7 +105,14 @@ function expectAgreement(summaries: Awaited<ReturnType<HeronCluster['close']>>, 
 }
 
 /** One operation by `client`, appended to `history` (times relative to `t0`). */
-async function one(cluster: HeronCluster, history: Op[], t0: number, client: number, op: 'put' | 'copy', args: { key: string; value: number } | { from: string; to: string }) {
+async function one(
+  cluster: HeronCluster,
+  history: Op[],
+  t0: number,
+  client: number,
+  op: 'put' | 'copy',
+  args: { key: string; value: number } | { from: string; to: string },
+) {
   const nonce = `${client}.${history.length}`;
   const [tx, input] =
     'key' in args
@@ -139,14 +165,24 @@ describe('cluster files', () => {
     expect(bad('{"app": "kv", "partitions": 0, "replicas": 3}')).toThrow('c.json: "partitions" must be an integer from 1 to 1024, got 0');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 0}')).toThrow('c.json: "replicas" must be an integer from 1 to 31, got 0');
     expect(bad('{"app": "kv", "partitions": 1.5, "replicas": 3}')).toThrow('c.json: "partitions" must be an integer from 1 to 1024, got 1.5');
-    expect(bad('{"app": 7, "partitions": 2, "replicas": 3}')).toThrow('c.json: "app" must be a built-in app (bank, kv, work, tpcc), a module path or a package, got 7');
+    expect(bad('{"app": 7, "partitions": 2, "replicas": 3}')).toThrow(
+      'c.json: "app" must be a built-in app (bank, kv, work, tpcc), a module path or a package, got 7',
+    );
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "preExecution": "yes"}')).toThrow('c.json: "preExecution" must be true or false, got "yes"');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "graceMs": -1}')).toThrow('c.json: "graceMs" must be an integer from 0 to 60000, got -1');
     expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ordering": "fast"}')).toThrow('c.json: "ordering" must be "synced" or "memory", got "fast"');
-    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ringBytes": 100}')).toThrow('c.json: "ringBytes" must be an integer from 4096 to 1073741824, got 100');
-    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "sequencer": {"servers": ["http://h:4222"]}}')).toThrow('c.json: "sequencer" "servers" must be a non-empty list of nats://HOST:PORT URLs, got ["http://h:4222"]');
-    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "sequencer": {"servers": ["nats://h:4222"], "token": "x"}}')).toThrow('c.json: "sequencer" has unknown keys "token"');
-    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ordering": "memory", "sequencer": {"servers": ["nats://h:4222"]}}')).toThrow('c.json: "ordering": "memory" orders in the launcher, so it cannot be used with "sequencer"');
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ringBytes": 100}')).toThrow(
+      'c.json: "ringBytes" must be an integer from 4096 to 1073741824, got 100',
+    );
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "sequencer": {"servers": ["http://h:4222"]}}')).toThrow(
+      'c.json: "sequencer" "servers" must be a non-empty list of nats://HOST:PORT URLs, got ["http://h:4222"]',
+    );
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "sequencer": {"servers": ["nats://h:4222"], "token": "x"}}')).toThrow(
+      'c.json: "sequencer" has unknown keys "token"',
+    );
+    expect(bad('{"app": "kv", "partitions": 2, "replicas": 3, "ordering": "memory", "sequencer": {"servers": ["nats://h:4222"]}}')).toThrow(
+      'c.json: "ordering": "memory" orders in the launcher, so it cannot be used with "sequencer"',
+    );
     expect(parseHeronConfig('{"app": "kv", "partitions": 2, "replicas": 3, "sequencer": {"servers": ["nats://h:4222"], "stream": "H"}}', 'c.json')).toEqual({
       app: 'kv',
       partitions: 2,
@@ -180,7 +216,10 @@ describe('cluster files', () => {
     expect([result.replicas.map((x) => x.partition), result.divergences, result.decisionMismatches]).toEqual([[0, 1], 0, 0]);
 
     writeFileSync(file, JSON.stringify({ app: 'kv', partitions: 0, replicas: 3 }));
-    const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'ts', 'cli.js'), 'start', 'heron', '--config', file, '--dir', join(work, 'cli')], { encoding: 'utf8', timeout: 30_000 });
+    const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'ts', 'cli.js'), 'start', 'heron', '--config', file, '--dir', join(work, 'cli')], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect(r.status).toBe(2);
     expect(r.stderr).toContain(`${file}: "partitions" must be an integer from 1 to 1024, got 0`);
   }, 120_000);
@@ -260,7 +299,7 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       cluster.signal(0, 2, 'SIGSTOP');
       stopped = true;
       for (let i = 0; i < 60; i++) await one(cluster, history, t0, 0, 'put', { key: i % 2 === 0 ? x : y, value: 100 + i });
-      expect(logs.some((m) => m.includes('replica 0.2 fell 100 ms behind the ordered stream\'s ring; delivering to it over its socket'))).toBe(true);
+      expect(logs.some((m) => m.includes("replica 0.2 fell 100 ms behind the ordered stream's ring; delivering to it over its socket"))).toBe(true);
       cluster.signal(0, 2, 'SIGCONT');
       stopped = false;
       for (let i = 0; i < 20; i++) await one(cluster, history, t0, 0, 'put', { key: i % 2 === 0 ? x : y, value: 200 + i });
@@ -357,7 +396,13 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       const t0 = history.reduce((m, o) => Math.max(m, o.return), 0);
       for (const k of KEYS) {
         const reply = await cluster.submit(makeTx(kvApp, 'get', { key: k, nonce: 'final' } as { key: string }));
-        history.push({ client: 99, call: t0 + 1, return: t0 + 2, input: { op: 'get', key: k }, output: JSON.stringify(reply.outcome.status === 'ok' ? reply.outcome.result : 'aborted') });
+        history.push({
+          client: 99,
+          call: t0 + 1,
+          return: t0 + 2,
+          input: { op: 'get', key: k },
+          output: JSON.stringify(reply.outcome.status === 'ok' ? reply.outcome.result : 'aborted'),
+        });
       }
       const final = check('crash-final', { operations: history });
       expect(final.status).toBe(0);

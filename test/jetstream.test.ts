@@ -87,7 +87,7 @@ describe.skipIf(!GO)('JetStreamSequencer on a 3-node cluster', () => {
     const rand = xorshift(seed);
     const submits: { tx: DecodedTx; done: Promise<Accepted> }[] = [];
     // Interleaved bursts of random size through either instance.
-    for (let sent = 0; sent < 6000; ) {
+    for (let sent = 0; sent < 6000;) {
       const n = 1 + Math.floor(rand() * 300);
       const via = rand() < 0.5 ? a : b;
       for (let i = 0; i < n; i++, sent++) {
@@ -167,9 +167,9 @@ describe.skipIf(!GO)('JetStreamSequencer on a 3-node cluster', () => {
     c.subscribe(end, cc.deliver);
     await c.caughtUp();
     expect(cc.seen).toEqual(ca.seen.slice(Number(end)));
-    await expect(sequencer('WINDOW', { dedupWindow: 60, resume: a.resumePoint(ca.batchEnds[ca.batchEnds.length - 1] ?? 0n) ?? new Uint8Array() })).rejects.toThrow(
-      /holds 50 digests, a dedup window of 60 at ts 201 needs 60 \(was it made with another dedupWindow\?\)/,
-    );
+    await expect(
+      sequencer('WINDOW', { dedupWindow: 60, resume: a.resumePoint(ca.batchEnds[ca.batchEnds.length - 1] ?? 0n) ?? new Uint8Array() }),
+    ).rejects.toThrow(/holds 50 digests, a dedup window of 60 at ts 201 needs 60 \(was it made with another dedupWindow\?\)/);
   });
 
   it('refuses to subscribe mid-log without a resume point, and rejects a damaged resume point', async () => {
@@ -265,7 +265,9 @@ describe.skipIf(!GO)('JetStreamSequencer on a 3-node cluster', () => {
     // The publish is acked, but delivery here stopped before it: close settles it, saying so.
     const late = s.submit(tx('late'));
     await s.close();
-    await expect(late).rejects.toThrow(/sequencer closed before message .* was delivered here: its transactions may be in the log, and resubmitting them is safe/);
+    await expect(late).rejects.toThrow(
+      /sequencer closed before message .* was delivered here: its transactions may be in the log, and resubmitting them is safe/,
+    );
     expect(error).toBeInstanceOf(Error);
     expect((error as Error).message).toBe('JetStream stream message 2 is malformed: it claims 5 transactions in 7 bytes');
     expect(c.seen.map((x) => x.ts)).toEqual([1n]);
@@ -301,9 +303,13 @@ describe.skipIf(!GO)('JetStreamSequencer on one node', () => {
     await expect(s.submit(tx('after'))).rejects.toThrow('sequencer is closed');
 
     const t = await JetStreamSequencer.open({ servers: cluster.urls, stream: 'ONE', replicas: 1, publishTimeoutMs: 1500 });
-    await expect(JetStreamSequencer.open({ servers: cluster.urls, stream: 'ONE', replicas: 3 })).rejects.toThrow(/stream ONE exists but cannot be the log: it has 1 replicas, not 3/);
+    await expect(JetStreamSequencer.open({ servers: cluster.urls, stream: 'ONE', replicas: 3 })).rejects.toThrow(
+      /stream ONE exists but cannot be the log: it has 1 replicas, not 3/,
+    );
     await cluster.kill(0);
-    await expect(t.submit(tx('lost'))).rejects.toThrow(/JetStream did not acknowledge message .* \(1 transactions\) after \d+ attempts: .*resubmitting them is safe/);
+    await expect(t.submit(tx('lost'))).rejects.toThrow(
+      /JetStream did not acknowledge message .* \(1 transactions\) after \d+ attempts: .*resubmitting them is safe/,
+    );
     await cluster.start(0);
     await t.close();
   }, 60_000);

@@ -103,6 +103,12 @@ export async function finalReads(cluster: HeronCluster, history: Op[], t0: numbe
   const tEnd = micros() - t0;
   for (const k of KEYS) {
     const reply = await cluster.submit(makeTx(kvApp, 'get', { key: k, nonce: 'final' }));
-    history.push({ client: 99, call: tEnd, return: micros() - t0, input: { op: 'get', key: k }, output: JSON.stringify(reply.outcome.status === 'ok' ? reply.outcome.result : 'aborted') });
+    history.push({
+      client: 99,
+      call: tEnd,
+      return: micros() - t0,
+      input: { op: 'get', key: k },
+      output: JSON.stringify(reply.outcome.status === 'ok' ? reply.outcome.result : 'aborted'),
+    });
   }
 }

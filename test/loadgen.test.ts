@@ -162,7 +162,24 @@ describe('load generator processes', () => {
     // The stdin protocol: `go` starts a generator; stdin closed before it, it sends nothing.
     // Over TCP this time, with the client credential as a node on another host would hand it out.
     const address = cluster.address ?? '';
-    const args = ['--node', address, '--secret-file', join(tmp.dir, 'client.secret'), '--app', 'work', '--objects', '8', '--rounds', '10', '--seed', '99', '--clients', '4', '--transactions', '20'];
+    const args = [
+      '--node',
+      address,
+      '--secret-file',
+      join(tmp.dir, 'client.secret'),
+      '--app',
+      'work',
+      '--objects',
+      '8',
+      '--rounds',
+      '10',
+      '--seed',
+      '99',
+      '--clients',
+      '4',
+      '--transactions',
+      '20',
+    ];
     const byHand = await loadgenByHand(args, true);
     expect(byHand.code).toBe(0);
     expect(byHand.result).toMatchObject({ seed: 99, sent: 20, committed: 20, aborted: 0, rejected: 0, unanswered: 0, ranOut: true });

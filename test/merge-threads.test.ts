@@ -37,12 +37,14 @@ describe('multi-core merge', () => {
   afterEach(() => cluster.cleanup());
 
   async function run(app: App, versions: AppVersions, txs: readonly DecodedTx[], threads: MergeThreads | undefined, seed: number) {
-    const store = new NativePrimaryStore(Store.create({ dir: cluster.dir, name: `primary-${threads?.threads ?? 1}-${randomBytes(3).toString('hex')}`, secret: cluster.secret }));
+    const store = new NativePrimaryStore(
+      Store.create({ dir: cluster.dir, name: `primary-${threads?.threads ?? 1}-${randomBytes(3).toString('hex')}`, secret: cluster.secret }),
+    );
     const applied: Applied[] = [];
     const primary = new Primary(versions, store, nativeFunctions, { deadlineMs: 0, onApplied: (b) => applied.push(...b), ...(threads && { threads }) });
     const rand = xorshift(seed);
     let ts = 0n;
-    for (let i = 0; i < txs.length; ) {
+    for (let i = 0; i < txs.length;) {
       // Batches of every size, so runs of every length reach the threads.
       const size = 1 + Math.floor(rand() * 300);
       await primary.deliver(txs.slice(i, i + size).map((tx) => ({ ts: ++ts, tx })));
@@ -50,7 +52,11 @@ describe('multi-core merge', () => {
     }
     const digest = store.digest();
     store.store.close();
-    const reference = executeSequentially(app, txs.map((tx, k) => ({ ts: BigInt(k + 1), tx })), nativeFunctions);
+    const reference = executeSequentially(
+      app,
+      txs.map((tx, k) => ({ ts: BigInt(k + 1), tx })),
+      nativeFunctions,
+    );
     expect(digest).toBe(reference.state.digest());
     const differing = applied.filter((a) => JSON.stringify(a.outcome, jsonable) !== JSON.stringify(reference.outcomes.get(a.ts), jsonable));
     expect(differing.map((a) => ({ ts: a.ts, primary: a.outcome, reference: reference.outcomes.get(a.ts) as Outcome }))).toEqual([]);
@@ -93,7 +99,9 @@ describe('multi-core merge', () => {
       expect(threads.stats.failed).toBeGreaterThan(0);
       expect(stats.speculated).toBeGreaterThan(0);
       expect(logged).toHaveLength(1);
-      expect(logged[0]).toMatch(/^primary: a merge thread could not execute \d+ transactions \(executed in order instead\): merge-1: app bank loaded with digest [0-9a-f]+, the primary runs not-the-digest-bank-loads$/);
+      expect(logged[0]).toMatch(
+        /^primary: a merge thread could not execute \d+ transactions \(executed in order instead\): merge-1: app bank loaded with digest [0-9a-f]+, the primary runs not-the-digest-bank-loads$/,
+      );
     } finally {
       await threads.close();
     }

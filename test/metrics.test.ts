@@ -111,9 +111,7 @@ describe('metrics', () => {
     // 150 puts and 50 reads (follow, copying into a key of their own) over 40 keys, so some
     // results go stale; all distinct. And 20 puts whose key is too long: those abort.
     const ok: Transaction[] = Array.from({ length: 200 }, (_, i) =>
-      i % 4 === 3
-        ? makeTx(kvApp, 'follow', { key: `k/${i % 40}`, into: `r/${i}` })
-        : makeTx(kvApp, 'put', { key: `k/${i % 40}`, value: i }),
+      i % 4 === 3 ? makeTx(kvApp, 'follow', { key: `k/${i % 40}`, into: `r/${i}` }) : makeTx(kvApp, 'put', { key: `k/${i % 40}`, value: i }),
     );
     const bad: Transaction[] = Array.from({ length: 20 }, (_, i) => makeTx(kvApp, 'put', { key: `${'x'.repeat(90)}${i}`, value: null }));
     const replies: Reply[] = await Promise.all([...ok, ...bad].map((tx) => node.submit(tx)));

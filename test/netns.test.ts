@@ -88,8 +88,23 @@ describe('a cluster across hosts over tcp', () => {
     console.log(`netns test: seed ${seed}, node at ${host}`);
     const node = await RoleProcess.start(
       'start',
-      ['node', '--dir', cluster.dir, '--app', 'kv', '--pre-executors', '0', '--deadline-ms', '1000',
-        '--state-update', 'pull', '--transport', 'tcp', '--listen', `${host}:0`],
+      [
+        'node',
+        '--dir',
+        cluster.dir,
+        '--app',
+        'kv',
+        '--pre-executors',
+        '0',
+        '--deadline-ms',
+        '1000',
+        '--state-update',
+        'pull',
+        '--transport',
+        'tcp',
+        '--listen',
+        `${host}:0`,
+      ],
       { prefix: nodePrefix, readyTimeoutMs: STEP_MS },
     );
     children.push(node);
@@ -99,11 +114,10 @@ describe('a cluster across hosts over tcp', () => {
     // A store served on a wildcard host is reached at the host the pre-executor dialled.
     const address = `${dial}:${bound?.port}`;
     const secretFile = join(cluster.dir, SECRET_FILE);
-    const pre = await RoleProcess.start(
-      'start',
-      ['pre-executor', '--join', address, '--secret-file', secretFile, '--app', 'kv', '--name', 'remote-1'],
-      { prefix: peerPrefix, readyTimeoutMs: STEP_MS },
-    );
+    const pre = await RoleProcess.start('start', ['pre-executor', '--join', address, '--secret-file', secretFile, '--app', 'kv', '--name', 'remote-1'], {
+      prefix: peerPrefix,
+      readyTimeoutMs: STEP_MS,
+    });
     children.push(pre);
 
     const summary = await runClient(peerPrefix, address, join(cluster.dir, CLIENT_SECRET_FILE), seed);
@@ -135,9 +149,7 @@ describe('a cluster across hosts over tcp', () => {
   it('refuses bad flags, a wrong secret and shm pulls across hosts with clear errors', async () => {
     const start = (args: string[]) => RoleProcess.start('start', args, { readyTimeoutMs: STEP_MS });
     const base = ['--dir', cluster.dir, '--app', 'kv', '--pre-executors', '0', '--state-update', 'pull'];
-    await expect(start(['node', ...base, '--transport', 'carrier-pigeon'])).rejects.toThrow(
-      "--transport must be one of shm, tcp, verbs, got 'carrier-pigeon'",
-    );
+    await expect(start(['node', ...base, '--transport', 'carrier-pigeon'])).rejects.toThrow("--transport must be one of shm, tcp, verbs, got 'carrier-pigeon'");
     await expect(start(['node', ...base, '--listen', 'nowhere'])).rejects.toThrow("--listen must be HOST:PORT, got 'nowhere'");
     await expect(start(['pre-executor', '--join', '127.0.0.1:9', '--app', 'kv', '--name', 'x'])).rejects.toThrow(
       "--join HOST:PORT needs --secret-file FILE (a copy of the cluster directory's cluster.secret)",
@@ -169,9 +181,13 @@ describe('a cluster across hosts over tcp', () => {
 
   const skip = netnsUnavailable();
   if (skip !== null) console.log(`netns test skipped: ${skip}`);
-  it.skipIf(skip !== null)('runs them in two network namespaces joined by a veth pair', async () => {
-    pair = new NetnsPair();
-    await pair.create();
-    await scenario(pair.addrA, pair.addrA, pair.exec(pair.a), pair.exec(pair.b));
-  }, 240_000);
+  it.skipIf(skip !== null)(
+    'runs them in two network namespaces joined by a veth pair',
+    async () => {
+      pair = new NetnsPair();
+      await pair.create();
+      await scenario(pair.addrA, pair.addrA, pair.exec(pair.a), pair.exec(pair.b));
+    },
+    240_000,
+  );
 });

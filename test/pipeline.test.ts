@@ -146,8 +146,7 @@ describe('pipeline on one host', () => {
     const store = new NativePrimaryStore(Store.create({ dir: cluster.dir, name: 'primary', secret: cluster.secret }));
     const threads = threadCount && threadCount > 1 ? new MergeThreads(threadCount, nativeFunctions) : undefined;
     const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, { deadlineMs: 2, ...options, ...(threads && { mergeThreads: threads }) });
-    const source =
-      variant.stateUpdate === 'pull' ? await RemoteStore.connect({ dir: cluster.dir, store: 'primary', secret: cluster.secret }) : null;
+    const source = variant.stateUpdate === 'pull' ? await RemoteStore.connect({ dir: cluster.dir, store: 'primary', secret: cluster.secret }) : null;
     const links = new Map<string, FaultyLink>();
     const attach = (name: string, b: Behaviour) => {
       const link = new FaultyLink(name, app, b, node, rand, source);
@@ -206,7 +205,9 @@ describe('pipeline on one host', () => {
     await sequencer.close();
     await threads?.close();
     store.store.close();
-    const delegation = node.delegation ? { ...node.delegation.stats, crashedDelegates: [...links.values()].filter((l) => l.crashOnSend && l.crashed).length } : null;
+    const delegation = node.delegation
+      ? { ...node.delegation.stats, crashedDelegates: [...links.values()].filter((l) => l.crashOnSend && l.crashed).length }
+      : null;
     console.log(JSON.stringify({ stats, pool: node.poolStats(), churn: pool, hot: node.scheduler.hot.size, delegation }));
 
     const entries = await readSequence(logDir);
@@ -274,11 +275,8 @@ describe('pipeline on one host', () => {
   for (const [policy, hotToPrimary] of policies) {
     for (const stateUpdate of ['broadcast', 'push', 'pull'] as const) variants.push({ policy, hotToPrimary, stateUpdate });
   }
-  it.each(variants)(
-    'equals sequential execution with churn, $policy (hotToPrimary: $hotToPrimary), state update $stateUpdate',
-    async (c) => {
-      const total = Math.min(10_000, Number(process.env['REMORA_PIPELINE_TXS'] ?? 10_000));
-      await property(total, { policy: c.policy, scheduling: { hotToPrimary: c.hotToPrimary }, stateUpdate: c.stateUpdate, churn: true });
-    },
-  );
+  it.each(variants)('equals sequential execution with churn, $policy (hotToPrimary: $hotToPrimary), state update $stateUpdate', async (c) => {
+    const total = Math.min(10_000, Number(process.env['REMORA_PIPELINE_TXS'] ?? 10_000));
+    await property(total, { policy: c.policy, scheduling: { hotToPrimary: c.hotToPrimary }, stateUpdate: c.stateUpdate, churn: true });
+  });
 });

@@ -26,9 +26,7 @@ describe('precompile', () => {
   beforeEach(() => resetPrecompileCounters());
 
   it('computes sha256 of "abc" as the FIPS vector', () => {
-    expect(precompile(SHA256, Buffer.from('abc')).toString('hex')).toBe(
-      'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',
-    );
+    expect(precompile(SHA256, Buffer.from('abc')).toString('hex')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
     expect(precompile(SHA256, new Uint8Array(0))).toEqual(createHash('sha256').update('').digest());
   });
 
@@ -67,22 +65,16 @@ describe('precompile', () => {
     expect(precompileCounters().total).toBe(0);
   });
 
-  it('reports an unknown name or malformed input with the crate\'s message', () => {
+  it("reports an unknown name or malformed input with the crate's message", () => {
     expect(() => precompile('sha3', Buffer.from('abc'))).toThrow('unknown pre-compiled function "sha3"');
-    expect(() => precompile(ED25519_VERIFY, Buffer.alloc(95))).toThrow(
-      /malformed input for ed25519.verify: expected at least 96 bytes .* got 95/,
-    );
+    expect(() => precompile(ED25519_VERIFY, Buffer.alloc(95))).toThrow(/malformed input for ed25519.verify: expected at least 96 bytes .* got 95/);
     expect(
       precompileBatch([
         { name: SHA256, input: Buffer.from('abc') },
         { name: 'nope', input: Buffer.alloc(0) },
         { name: ED25519_VERIFY, input: Buffer.alloc(96) },
       ]),
-    ).toEqual([
-      { output: createHash('sha256').update('abc').digest() },
-      { error: 'unknown pre-compiled function "nope"' },
-      { output: Buffer.from([0]) },
-    ]);
+    ).toEqual([{ output: createHash('sha256').update('abc').digest() }, { error: 'unknown pre-compiled function "nope"' }, { output: Buffer.from([0]) }]);
   });
 
   it('gives input digests that separate names and inputs', () => {

@@ -34,9 +34,7 @@ describe('RemoteStore over tcp', () => {
       { status: 'value', version: 20n, value: Buffer.from('ninety') },
       { status: 'value', version: 21n, value: Buffer.from('b'.repeat(5000)) },
     ]);
-    expect(await remote.readBefore([{ id: 'acct', before: 20n }])).toEqual([
-      { status: 'value', version: 10n, value: Buffer.from('hundred') },
-    ]);
+    expect(await remote.readBefore([{ id: 'acct', before: 20n }])).toEqual([{ status: 'value', version: 10n, value: Buffer.from('hundred') }]);
     expect(await owner.send('set acct eighty 30')).toBe('ok');
     expect(await remote.readBefore([{ id: 'acct', before: 20n }])).toEqual([{ status: 'lagging' }]);
     expect(await owner.send('delete acct 40')).toBe('ok');
@@ -47,9 +45,7 @@ describe('RemoteStore over tcp', () => {
   });
 
   it('rejects bad input with clear errors and keeps serving', async () => {
-    await expect(RemoteStore.connect({ transport: 'tcp', address, secret: Buffer.alloc(32, 7) })).rejects.toThrow(
-      /does not hold the cluster secret/,
-    );
+    await expect(RemoteStore.connect({ transport: 'tcp', address, secret: Buffer.alloc(32, 7) })).rejects.toThrow(/does not hold the cluster secret/);
     const untyped = { transport: 'udp', address, secret: cluster.secret } as unknown as RemoteOptions;
     await expect(RemoteStore.connect(untyped)).rejects.toThrow("unknown transport 'udp': expected shm, tcp or verbs");
     await expect(RemoteStore.connect({ transport: 'tcp', address: 'nowhere', secret: cluster.secret })).rejects.toThrow(
@@ -58,23 +54,19 @@ describe('RemoteStore over tcp', () => {
     const withDir = { transport: 'tcp', dir: cluster.dir, secret: cluster.secret } as unknown as RemoteOptions;
     await expect(RemoteStore.connect(withDir)).rejects.toThrow("connect: the tcp transport needs 'address'");
     expect(await owner.send('serve shm 127.0.0.1:0')).toMatch(/^error serve: shm needs no server/);
-    expect(await owner.send('serve carrier-pigeon 127.0.0.1:0')).toBe(
-      "error unknown transport 'carrier-pigeon': expected shm, tcp or verbs",
-    );
+    expect(await owner.send('serve carrier-pigeon 127.0.0.1:0')).toBe("error unknown transport 'carrier-pigeon': expected shm, tcp or verbs");
     expect(await owner.send('set still-serving yes 1')).toBe('ok');
     const remote = await RemoteStore.connect({ transport: 'tcp', address, secret: cluster.secret });
     expect(await remote.read(['still-serving'])).toEqual([{ status: 'value', version: 1n, value: Buffer.from('yes') }]);
   });
 
-  it('gives the verbs transport\'s own error when this host has no RDMA device', async (ctx) => {
+  it("gives the verbs transport's own error when this host has no RDMA device", async (ctx) => {
     const served = await owner.send('serve verbs 127.0.0.1:0');
     if (served.startsWith('ok ')) {
       ctx.skip(); // this host has an RDMA device: the error cannot be shown here
       return;
     }
     expect(served).toMatch(/^error verbs transport: no RDMA device available/);
-    await expect(RemoteStore.connect({ transport: 'verbs', address, secret: cluster.secret })).rejects.toThrow(
-      /^verbs transport: no RDMA device available/,
-    );
+    await expect(RemoteStore.connect({ transport: 'verbs', address, secret: cluster.secret })).rejects.toThrow(/^verbs transport: no RDMA device available/);
   });
 });

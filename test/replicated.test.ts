@@ -91,7 +91,15 @@ describe.skipIf(!GO)('replicated primaries on JetStream, under faults', () => {
   };
 
   /** A node on `stream`: `a` reaches the engine through the partition proxies, `b` directly. */
-  const startNode = async (dir: string, name: string, stream: string, app: string, viaProxy: boolean, port = 0, extra: string[] = []): Promise<{ node: RoleProcess; endpoint: { host: string; port: number } }> => {
+  const startNode = async (
+    dir: string,
+    name: string,
+    stream: string,
+    app: string,
+    viaProxy: boolean,
+    port = 0,
+    extra: string[] = [],
+  ): Promise<{ node: RoleProcess; endpoint: { host: string; port: number } }> => {
     const servers = (viaProxy ? proxies.map((p) => p.url) : engine.urls).join(',');
     const node = await RoleProcess.start('node', [
       ...extra,
@@ -140,11 +148,14 @@ describe.skipIf(!GO)('replicated primaries on JetStream, under faults', () => {
       [800, async () => proxies.forEach((p) => p.partition())],
       [1300, async () => proxies.forEach((p) => p.heal())],
       [1700, () => kill(b.node)],
-      [2100, async () => {
-        const leader = await engine.leader('BANK');
-        await engine.kill(leader);
-        await engine.start(leader);
-      }],
+      [
+        2100,
+        async () => {
+          const leader = await engine.leader('BANK');
+          await engine.kill(leader);
+          await engine.start(leader);
+        },
+      ],
       [2400, async () => (b = await startNode(dirB, 'b', 'BANK', 'bank', false, b.endpoint.port))],
     ]);
     const replies = new Map<number, Reply>();
@@ -206,7 +217,17 @@ describe.skipIf(!GO)('replicated primaries on JetStream, under faults', () => {
     expect(c.node.stderr).toMatch(/node: bootstrap: copied the checkpoint at ts \d+ \(\d+ bytes\) from /);
     expect((c.node.readyInfo as { started: string }).started).toMatch(/^from checkpoint at ts \d+ \+ \d+ replayed$/);
     // A pre-executor joining a from elsewhere (its TCP endpoint) is seeded the same way.
-    const remoteJoiner = await RoleProcess.start('start', ['pre-executor', '--join', peer, '--secret-file', join(dirA, SECRET_FILE), '--app', 'bank', '--name', 'remote']);
+    const remoteJoiner = await RoleProcess.start('start', [
+      'pre-executor',
+      '--join',
+      peer,
+      '--secret-file',
+      join(dirA, SECRET_FILE),
+      '--app',
+      'bank',
+      '--name',
+      'remote',
+    ]);
     children.add(remoteJoiner);
     await expect.poll(() => remoteJoiner.stderr, { timeout: 10_000 }).toMatch(/pre-executor remote: copy seeded from checkpoint at ts \d+ \(\d+ objects\)/);
     await remoteJoiner.stop(2000);
@@ -242,7 +263,7 @@ describe.skipIf(!GO)('replicated primaries on JetStream, under faults', () => {
         const endpoints = c % 2 === 0 ? [a.endpoint, b.endpoint] : [b.endpoint, a.endpoint];
         const client = await RemoraClient.connect({ endpoints, secret, giveUpMs: 60_000, replyTimeoutMs: 3000 });
         let r = (seed ^ (c * 0x9e3779b9)) >>> 0;
-        const next = () => ((r = (Math.imul(r, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+        const next = () => (r = (Math.imul(r, 1664525) + 1013904223) >>> 0) / 2 ** 32;
         for (let i = 0; i < 60; i++) {
           const key = KEYS[Math.floor(next() * KEYS.length)] ?? 'a';
           const nonce = `${c}.${i}`;
@@ -294,7 +315,7 @@ describe.skipIf(!GO)('replicated primaries on JetStream, under faults', () => {
       await Promise.all(
         Array.from({ length: 3 }, async (_, c) => {
           let r = (seed ^ (c * 0x85ebca6b)) >>> 0;
-          const next = () => ((r = (Math.imul(r, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+          const next = () => (r = (Math.imul(r, 1664525) + 1013904223) >>> 0) / 2 ** 32;
           const key = () => ['a', 'b', 'c', 'd', 'e', 'f'][Math.floor(next() * 6)] ?? 'a';
           for (let i = 0; i < 20; i++) {
             const nonce = `${c}.${i}`;

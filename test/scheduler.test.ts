@@ -107,7 +107,12 @@ describe('scheduler', () => {
     feedback.record([applied(3, 'reexecuted', ['X'], 'b'), applied(4, 'adopted')]);
     s.setHot(feedback.hot());
     expect([...s.hot]).toEqual(['X']);
-    expect(feedback.misses()).toEqual(new Map([['a', 1], ['b', 2]]));
+    expect(feedback.misses()).toEqual(
+      new Map([
+        ['a', 1],
+        ['b', 2],
+      ]),
+    );
 
     const after = Array.from({ length: 200 }, route);
     expect(new Set(after).size).toBe(1);

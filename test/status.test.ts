@@ -40,7 +40,9 @@ describe('node status and readiness', () => {
       const text = await runNode([CLI, 'status', dir.dir]);
       expect(text.stderr).toBe('');
       expect(text.code).toBe(0);
-      expect(text.stdout).toMatch(/^node: ready, up [\d.]+ s, app kv [0-9a-f]{12}\nlog: applied 25 of 25 ordered \(lag 0\)\ntransactions: 25 applied since start: /);
+      expect(text.stdout).toMatch(
+        /^node: ready, up [\d.]+ s, app kv [0-9a-f]{12}\nlog: applied 25 of 25 ordered \(lag 0\)\ntransactions: 25 applied since start: /,
+      );
       expect(text.stdout).toContain('pool: 1 pre-executor\n  pre-1: ');
       const json = await runNode([CLI, 'status', '--dir', dir.dir, '--json']);
       expect(json.code).toBe(0);
@@ -78,7 +80,9 @@ describe('node status and readiness', () => {
     };
     expect(parseNodeStatus(good).lag).toBe(1n);
     expect(() => parseNodeStatus({ ...good, applied: -1 })).toThrow(new StatusError('status: applied must be a timestamp, got -1'));
-    expect(() => parseNodeStatus({ ...good, transactions: { ...good.transactions, adopted: 1.5 } })).toThrow(new StatusError('status: transactions.adopted must be a count, got 1.5'));
+    expect(() => parseNodeStatus({ ...good, transactions: { ...good.transactions, adopted: 1.5 } })).toThrow(
+      new StatusError('status: transactions.adopted must be a count, got 1.5'),
+    );
     expect(() => parseNodeStatus({ ...good, pool: [{ name: 'x' }] })).toThrow(new StatusError('status: pool[0] is not a member'));
     expect(() => parseNodeStatus([])).toThrow(new StatusError('status: expected an object'));
   });

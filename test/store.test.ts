@@ -25,14 +25,13 @@ describe('Store', () => {
       { id: new Uint8Array([0, 255]), value: Buffer.alloc(5000, 9), version: 3n },
     ]);
     expect(store.versions('a')).toEqual([2n, 1n]);
-    expect(store.get(['a', 'missing'])).toEqual([
-      { status: 'value', version: 2n, value: Buffer.from('2') },
-      { status: 'absent' },
-    ]);
-    expect(store.getBefore([{ id: 'a', before: 2n }, { id: 'a', before: 1n }])).toEqual([
-      { status: 'value', version: 1n, value: Buffer.from('1') },
-      { status: 'lagging' },
-    ]);
+    expect(store.get(['a', 'missing'])).toEqual([{ status: 'value', version: 2n, value: Buffer.from('2') }, { status: 'absent' }]);
+    expect(
+      store.getBefore([
+        { id: 'a', before: 2n },
+        { id: 'a', before: 1n },
+      ]),
+    ).toEqual([{ status: 'value', version: 1n, value: Buffer.from('1') }, { status: 'lagging' }]);
     expect(store.get([new Uint8Array([0, 255])])[0]).toMatchObject({ status: 'value', version: 3n });
     store.delete([{ id: 'a', version: 4n }]);
     expect(store.get(['a'])).toEqual([{ status: 'deleted', version: 4n }]);
@@ -56,10 +55,7 @@ describe('Store', () => {
     ];
     for (const [call, message] of bad) {
       expect(call).toThrow(message);
-      expect(store.get(['keep', 'x'])).toEqual([
-        { status: 'value', version: 5n, value: Buffer.from('v') },
-        { status: 'absent' },
-      ]);
+      expect(store.get(['keep', 'x'])).toEqual([{ status: 'value', version: 5n, value: Buffer.from('v') }, { status: 'absent' }]);
     }
   });
 
@@ -79,9 +75,7 @@ describe('Store', () => {
     expect(() => remote.readSync(['k'])).toThrow(/not resolved yet/);
     await remote.resolve(['k']);
     expect(remote.readSync(['k'])).toEqual([{ status: 'value', version: 1n, value: Buffer.from('v') }]);
-    await expect(RemoteStore.connect({ dir: cluster.dir, store: 'nobody', secret: cluster.secret })).rejects.toThrow(
-      /unreachable/,
-    );
+    await expect(RemoteStore.connect({ dir: cluster.dir, store: 'nobody', secret: cluster.secret })).rejects.toThrow(/unreachable/);
   });
 
   /** Every result of a batch, as the per-object API reports them. */
@@ -123,9 +117,7 @@ describe('Store', () => {
     expect(before).toEqual(await remote.readBefore(ids.map((id, i) => ({ id, before: bounds[i] ?? 0n }))));
     expect(results(remote.readMany(hs.subarray(0, 1), BigUint64Array.of(10n)))).toEqual([{ status: 'lagging' }]);
 
-    expect(() => remote.readMany(Uint32Array.of(12345))).toThrow(
-      /unknown handle 12345: this reader has issued 3 handles/,
-    );
+    expect(() => remote.readMany(Uint32Array.of(12345))).toThrow(/unknown handle 12345: this reader has issued 3 handles/);
     expect(() => remote.readMany([0] as unknown as Uint32Array)).toThrow(/must be a Uint32Array/);
     expect(() => remote.readMany(hs, new BigUint64Array(1))).toThrow(/4 ids but 1 entries/);
     expect(() => remote.readMany(hs).status(4)).toThrow(/no object 4 in a batch of 4/);
@@ -141,10 +133,7 @@ describe('Store', () => {
     // The freed slot goes to the next object of its size class.
     store.set([{ id: 'new', value: Buffer.from('new value'), version: 4n }]);
     const hs = Uint32Array.of(h ?? NO_HANDLE, ...(await remote.handles(['new'])));
-    expect(results(remote.readMany(hs))).toEqual([
-      { status: 'absent' },
-      { status: 'value', version: 4n, value: Buffer.from('new value') },
-    ]);
+    expect(results(remote.readMany(hs))).toEqual([{ status: 'absent' }, { status: 'value', version: 4n, value: Buffer.from('new value') }]);
     store.set([{ id: 'old', value: Buffer.from('back'), version: 5n }]);
     expect(results(remote.readMany(hs))[0]).toEqual({ status: 'value', version: 5n, value: Buffer.from('back') });
   });

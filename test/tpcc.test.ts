@@ -41,7 +41,7 @@ import { loadTpcc, runTpccMix, storeSnapshot, type Submit } from '../ts/apps/tpc
 import { EmbeddedCluster } from '../ts/cluster.js';
 import { HeronCluster } from '../ts/heron/cluster.js';
 import { nextDigest, DIGEST_ZERO } from '../ts/heron/digest.js';
-import { destinations, partitionerOf } from '../ts/heron/partition.js';
+import { destinations, partitionerOf } from '../ts/app/partition.js';
 import { execute } from '../ts/app/exec.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import { tempCluster } from './helpers.js';
@@ -86,7 +86,7 @@ function loaded(scale = SCALE): Runner {
   return r;
 }
 
-const ok = (result: unknown): Outcome => ({ status: 'ok', result } as Outcome);
+const ok = (result: unknown): Outcome => ({ status: 'ok', result }) as Outcome;
 const aborted = (reason: string): Outcome => ({ status: 'aborted', reason });
 
 describe('tpcc: load', () => {
@@ -136,8 +136,26 @@ describe('tpcc: transactions', () => {
     const [s1, s2] = [r.get<Stock>(stockId(1, 1)), r.get<Stock>(stockId(2, 2))];
     const [i1, i2] = [r.get<Item>(itemId(1, 1)), r.get<Item>(itemId(1, 2))];
     const [wh, dist, cust] = [r.get<Warehouse>(warehouseId(1)), r.get<District>(districtId(1, 4)), r.get<Customer>(customerId(1, 4, 5))];
-    const tx = makeTx(tpccApp, 'newOrder', { w: 1, d: 4, c: 5, lines: [[1, 1, 7], [2, 2, 3]], date: 77 });
-    expect(decodeTx(tx).objects).toEqual([warehouseId(1), districtId(1, 4), customerId(1, 4, 5), lastOrderId(1, 4, 5), itemId(1, 1), stockId(1, 1), itemId(1, 2), stockId(2, 2)]);
+    const tx = makeTx(tpccApp, 'newOrder', {
+      w: 1,
+      d: 4,
+      c: 5,
+      lines: [
+        [1, 1, 7],
+        [2, 2, 3],
+      ],
+      date: 77,
+    });
+    expect(decodeTx(tx).objects).toEqual([
+      warehouseId(1),
+      districtId(1, 4),
+      customerId(1, 4, 5),
+      lastOrderId(1, 4, 5),
+      itemId(1, 1),
+      stockId(1, 1),
+      itemId(1, 2),
+      stockId(2, 2),
+    ]);
     const sum = 7 * i1.price + 3 * i2.price;
     const total = Math.round((sum * (10_000 - cust.discount) * (10_000 + wh.tax + dist.tax)) / 1e8);
     const bg = (i: Item, s: Stock) => (i.data.includes('ORIGINAL') && s.data.includes('ORIGINAL') ? 'B' : 'G');
@@ -157,7 +175,16 @@ describe('tpcc: transactions', () => {
   it('New-Order rollback (an unused item) leaves no trace', () => {
     const r = loaded();
     const before = r.state.digest();
-    const tx = makeTx(tpccApp, 'newOrder', { w: 2, d: 1, c: 1, lines: [[3, 2, 1], [101, 2, 1]], date: 1 });
+    const tx = makeTx(tpccApp, 'newOrder', {
+      w: 2,
+      d: 1,
+      c: 1,
+      lines: [
+        [3, 2, 1],
+        [101, 2, 1],
+      ],
+      date: 1,
+    });
     expect(r.one(tx)).toEqual(aborted('rollback: item 101 is not a valid item (order 31, line 2)'));
     expect(r.state.digest()).toBe(before);
     expect(r.has(orderId(2, 1, 31))).toBe(false);
@@ -195,17 +222,40 @@ describe('tpcc: transactions', () => {
 
   it('Order-Status: the customer and its most recent order with every line', () => {
     const r = loaded();
-    r.one(makeTx(tpccApp, 'newOrder', { w: 1, d: 1, c: 3, lines: [[10, 1, 2], [11, 1, 4]], date: 9 }));
+    r.one(
+      makeTx(tpccApp, 'newOrder', {
+        w: 1,
+        d: 1,
+        c: 3,
+        lines: [
+          [10, 1, 2],
+          [11, 1, 4],
+        ],
+        date: 9,
+      }),
+    );
     const cust = r.get<Customer>(customerId(1, 1, 3));
     const amount = (i: number, q: number) => q * r.get<Item>(itemId(1, i)).price;
     expect(r.one(makeTx(tpccApp, 'orderStatus', { w: 1, d: 1, c: 3, ref: 1 }))).toEqual(
-      ok({ c: 3, first: cust.first, last: cust.last, balance: cust.balance, o: 31, entryD: 9, carrier: null, lines: [[10, 1, 2, amount(10, 2), null], [11, 1, 4, amount(11, 4), null]] }),
+      ok({
+        c: 3,
+        first: cust.first,
+        last: cust.last,
+        balance: cust.balance,
+        o: 31,
+        entryD: 9,
+        carrier: null,
+        lines: [
+          [10, 1, 2, amount(10, 2), null],
+          [11, 1, 4, amount(11, 4), null],
+        ],
+      }),
     );
     const byName = r.one(makeTx(tpccApp, 'orderStatus', { w: 1, d: 1, last: cust.last, ref: 2 }));
     expect(byName.status).toBe('ok');
   });
 
-  it('Delivery: each district\'s oldest new order, carrier, line dates, customer balance; an empty district is skipped', () => {
+  it("Delivery: each district's oldest new order, carrier, line dates, customer balance; an empty district is skipped", () => {
     const r = loaded();
     const order = r.get<Order>(orderId(1, 6, 22));
     const lines = Array.from({ length: order.olCnt }, (_, n) => r.get<OrderLine>(orderLineId(1, 6, 22, n + 1)));
@@ -270,7 +320,7 @@ describe('tpcc: transactions', () => {
 });
 
 describe('tpcc: workload', () => {
-  it('generates the specification\'s mix and input rates over 10,000 transactions', () => {
+  it("generates the specification's mix and input rates over 10,000 transactions", () => {
     const mix = new TpccMix({ warehouses: 4, customers: 30, items: 1000 }, seed);
     const counts = Object.fromEntries(TPCC_KINDS.map((k) => [k, 0])) as Record<TpccKind, number>;
     let [lines, remoteLines, rollbacks, payments, remotePayments, byName, statusByName] = [0, 0, 0, 0, 0, 0, 0];
@@ -292,7 +342,9 @@ describe('tpcc: workload', () => {
         if (a['last'] !== undefined) byName++;
       } else if (kind === 'orderStatus' && a['last'] !== undefined) statusByName++;
     }
-    console.log(`tpcc mix (seed ${seed}): ${JSON.stringify(counts)}; lines ${lines}, remote ${remoteLines}, rollbacks ${rollbacks}, payments ${payments} (remote ${remotePayments}, by name ${byName})`);
+    console.log(
+      `tpcc mix (seed ${seed}): ${JSON.stringify(counts)}; lines ${lines}, remote ${remoteLines}, rollbacks ${rollbacks}, payments ${payments} (remote ${remotePayments}, by name ${byName})`,
+    );
     // Within 5 standard deviations of the binomial: fails by chance about once in 3 million.
     const near = (got: number, n: number, p: number) => expect(Math.abs(got - n * p)).toBeLessThan(5 * Math.sqrt(n * p * (1 - p)) + 1);
     for (const k of TPCC_KINDS) near(counts[k], N, TPCC_MIX[k] / 100);
@@ -325,36 +377,47 @@ describe('tpcc: consistency conditions', () => {
     const failures = outcomes.filter((o) => o.status === 'aborted' && !o.reason.startsWith('rollback: '));
     expect(failures).toEqual([]);
     const good = tpccConsistency(memorySnapshot(r.state));
-    expect(good.map((c) => [c.n, c.ok])).toEqual([[1, true], [2, true], [3, true], [4, true]]);
+    expect(good.map((c) => [c.n, c.ok])).toEqual([
+      [1, true],
+      [2, true],
+      [3, true],
+      [4, true],
+    ]);
     expect(formatConsistency(good)[0]).toBe('condition 1 (W_YTD = sum(D_YTD)): ok on 2 warehouses');
 
-    const c1 = tpccConsistency(edited(r.state, (rows) => {
-      const wh = rows.get(warehouseId(2)) as Warehouse;
-      rows.set(warehouseId(2), { ...wh, ytd: wh.ytd + 1 });
-    }));
+    const c1 = tpccConsistency(
+      edited(r.state, (rows) => {
+        const wh = rows.get(warehouseId(2)) as Warehouse;
+        rows.set(warehouseId(2), { ...wh, ytd: wh.ytd + 1 });
+      }),
+    );
     expect(c1.map((c) => c.ok)).toEqual([false, true, true, true]);
     expect(formatConsistency(c1)[0]).toMatch(/^condition 1 \(W_YTD = sum\(D_YTD\)\): FAILED in 1 of 2 warehouses: warehouse 2: W_YTD \d+, sum\(D_YTD\) \d+$/);
 
-    const c2 = tpccConsistency(edited(r.state, (rows) => {
-      const d = rows.get(districtId(1, 5)) as District;
-      rows.set(districtId(1, 5), { ...d, nextOid: d.nextOid + 1 });
-    }));
+    const c2 = tpccConsistency(
+      edited(r.state, (rows) => {
+        const d = rows.get(districtId(1, 5)) as District;
+        rows.set(districtId(1, 5), { ...d, nextOid: d.nextOid + 1 });
+      }),
+    );
     expect(c2.map((c) => c.ok)).toEqual([true, false, true, true]);
     expect(c2[1]?.failures[0]).toMatch(/^district 1\/5: D_NEXT_O_ID - 1 = \d+, max\(O_ID\) = \d+, max\(NO_O_ID\) = /);
 
-    const c3 = tpccConsistency(edited(r.state, (rows) => {
-      // A new-order row from the middle of a district's run goes missing: the first district
-      // with at least 3 left (Delivery may have drained some, depending on the seed).
-      const byDistrict = new Map<string, string[]>();
-      for (const id of rows.keys()) {
-        const m = /^(t\/\d+\/no\/\d+)\/\d+$/.exec(id);
-        if (m?.[1]) byDistrict.set(m[1], [...(byDistrict.get(m[1]) ?? []), id]);
-      }
-      const ids = [...byDistrict.values()].find((l) => l.length >= 3)?.sort((a, b) => Number(a.split('/')[4]) - Number(b.split('/')[4]));
-      const middle = ids?.[1];
-      if (middle === undefined) throw new Error('no district has 3 new orders');
-      rows.delete(middle);
-    }));
+    const c3 = tpccConsistency(
+      edited(r.state, (rows) => {
+        // A new-order row from the middle of a district's run goes missing: the first district
+        // with at least 3 left (Delivery may have drained some, depending on the seed).
+        const byDistrict = new Map<string, string[]>();
+        for (const id of rows.keys()) {
+          const m = /^(t\/\d+\/no\/\d+)\/\d+$/.exec(id);
+          if (m?.[1]) byDistrict.set(m[1], [...(byDistrict.get(m[1]) ?? []), id]);
+        }
+        const ids = [...byDistrict.values()].find((l) => l.length >= 3)?.sort((a, b) => Number(a.split('/')[4]) - Number(b.split('/')[4]));
+        const middle = ids?.[1];
+        if (middle === undefined) throw new Error('no district has 3 new orders');
+        rows.delete(middle);
+      }),
+    );
     expect(c3.map((c) => c.ok)).toEqual([true, true, false, true]);
 
     const c4 = tpccConsistency(edited(r.state, (rows) => rows.delete(orderLineId(1, 1, 1, 1))));
@@ -401,52 +464,56 @@ describe('tpcc on the pipeline', () => {
 describe('tpcc on Heron', () => {
   const compiled = 'tpcc';
 
-  it.each([false, true])('2 partitions x 3 replicas, one warehouse each (pre-execution %s): outcomes and every partition equal sequential execution, conditions 1-4 hold', async (preExecution) => {
-    const tmp = tempCluster();
-    const outcomes = new Map<bigint, Outcome>();
-    let multi = 0;
-    try {
-      const cluster = await HeronCluster.start({ dir: tmp.dir, app: compiled, partitions: 2, replicas: 3, preExecution, log: () => undefined });
-      let summaries: Awaited<ReturnType<HeronCluster['close']>> = [];
+  it.each([false, true])(
+    '2 partitions x 3 replicas, one warehouse each (pre-execution %s): outcomes and every partition equal sequential execution, conditions 1-4 hold',
+    async (preExecution) => {
+      const tmp = tempCluster();
+      const outcomes = new Map<bigint, Outcome>();
+      let multi = 0;
       try {
-        const submit: Submit = (tx) =>
-          cluster.submit(tx).then((r) => {
-            outcomes.set(r.ts, r.outcome);
-            if (r.dest.length > 1) multi++;
-            return r;
-          });
-        await loadTpcc(submit, SCALE);
-        const run = await runTpccMix(submit, new TpccMix(SCALE, seed), { clients: 8, transactions: 1000, seconds: 120 });
-        expect(run.submitted).toBe(1000);
-        expect(run.abortReasons).toEqual([]);
-      } finally {
-        summaries = await cluster.close();
-      }
-      expect(cluster.divergences).toEqual([]);
-      expect(cluster.outcomeMismatches).toEqual([]);
-      // Remote order lines and remote Payment customers span both partitions.
-      expect(multi).toBeGreaterThan(0);
-
-      // Sequential execution of the log, folded into each partition's running digest the way
-      // a replica does: every transaction addressed to it, with its own writes sorted by id.
-      const entries = await readSequence(join(tmp.dir, 'log'));
-      const partitionOf = partitionerOf(tpccApp, 2);
-      const state = new MemoryState();
-      const digests = [DIGEST_ZERO, DIGEST_ZERO];
-      for (const { ts, tx } of entries) {
-        const { table } = execute(tpccApp, tx, state, nativeFunctions);
-        state.apply(table.writes, ts);
-        expect(outcomes.get(ts), `transaction at ${ts}`).toEqual(table.outcome);
-        for (const h of destinations(tx.objects, partitionOf)) {
-          const own = table.writes.filter(([id]) => partitionOf(id) === h).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-          digests[h] = nextDigest(digests[h] ?? DIGEST_ZERO, ts, own);
+        const cluster = await HeronCluster.start({ dir: tmp.dir, app: compiled, partitions: 2, replicas: 3, preExecution, log: () => undefined });
+        let summaries: Awaited<ReturnType<HeronCluster['close']>> = [];
+        try {
+          const submit: Submit = (tx) =>
+            cluster.submit(tx).then((r) => {
+              outcomes.set(r.ts, r.outcome);
+              if (r.dest.length > 1) multi++;
+              return r;
+            });
+          await loadTpcc(submit, SCALE);
+          const run = await runTpccMix(submit, new TpccMix(SCALE, seed), { clients: 8, transactions: 1000, seconds: 120 });
+          expect(run.submitted).toBe(1000);
+          expect(run.abortReasons).toEqual([]);
+        } finally {
+          summaries = await cluster.close();
         }
+        expect(cluster.divergences).toEqual([]);
+        expect(cluster.outcomeMismatches).toEqual([]);
+        // Remote order lines and remote Payment customers span both partitions.
+        expect(multi).toBeGreaterThan(0);
+
+        // Sequential execution of the log, folded into each partition's running digest the way
+        // a replica does: every transaction addressed to it, with its own writes sorted by id.
+        const entries = await readSequence(join(tmp.dir, 'log'));
+        const partitionOf = partitionerOf(tpccApp, 2);
+        const state = new MemoryState();
+        const digests = [DIGEST_ZERO, DIGEST_ZERO];
+        for (const { ts, tx } of entries) {
+          const { table } = execute(tpccApp, tx, state, nativeFunctions);
+          state.apply(table.writes, ts);
+          expect(outcomes.get(ts), `transaction at ${ts}`).toEqual(table.outcome);
+          for (const h of destinations(tx.objects, partitionOf)) {
+            const own = table.writes.filter(([id]) => partitionOf(id) === h).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+            digests[h] = nextDigest(digests[h] ?? DIGEST_ZERO, ts, own);
+          }
+        }
+        expect(entries.length).toBe(outcomes.size);
+        for (const s of summaries) expect(s.digest, `partition ${s.partition} replica ${s.replica}`).toBe(digests[s.partition]);
+        expect(formatConsistency(tpccConsistency(memorySnapshot(state))).filter((l) => !/: ok on /.test(l))).toEqual([]);
+      } finally {
+        tmp.cleanup();
       }
-      expect(entries.length).toBe(outcomes.size);
-      for (const s of summaries) expect(s.digest, `partition ${s.partition} replica ${s.replica}`).toBe(digests[s.partition]);
-      expect(formatConsistency(tpccConsistency(memorySnapshot(state))).filter((l) => !/: ok on /.test(l))).toEqual([]);
-    } finally {
-      tmp.cleanup();
-    }
-  }, 240_000);
+    },
+    240_000,
+  );
 });

@@ -75,7 +75,10 @@ describe('hostile clients', () => {
     const mallory = keyPairFromSeed(Buffer.alloc(32, 9));
     const extra: Authenticator = { scheme: 'ed25519', publicKey: mallory.publicKey, signature: sign(null, transfer.body, mallory.privateKey) };
     const padded = await alice.submit({ body: transfer.body, auth: sortByKey([sig, extra]) });
-    expect(padded.outcome).toMatchObject({ status: 'aborted', reason: expect.stringMatching(/^authenticator \d \(key [0-9a-f]{16}…\) was not asked for by transfer$/) });
+    expect(padded.outcome).toMatchObject({
+      status: 'aborted',
+      reason: expect.stringMatching(/^authenticator \d \(key [0-9a-f]{16}…\) was not asked for by transfer$/),
+    });
     // Out of order, the pair is refused outright: one set of signatures has one encoding.
     const unsorted = Buffer.compare(sig.publicKey, extra.publicKey) < 0 ? [extra, sig] : [sig, extra];
     await expect(alice.submit({ body: transfer.body, auth: unsorted })).rejects.toThrow('authenticators must be sorted by public key, each key at most once');
@@ -96,9 +99,7 @@ describe('hostile clients', () => {
       /handshake with .* failed: the server does not share this credential for role "pre-executor:evil"/,
     );
     expect(c.node.members).toEqual([]);
-    await expect(connect({ path, secret: loadOrCreateSecret(dir.dir), role: 'client', log: () => undefined })).rejects.toThrow(
-      /handshake with .* failed/,
-    );
+    await expect(connect({ path, secret: loadOrCreateSecret(dir.dir), role: 'client', log: () => undefined })).rejects.toThrow(/handshake with .* failed/);
     await expect(connect({ path, secret: clientSecret, role: 'heron-replica:0.0', log: () => undefined })).rejects.toThrow(/handshake/);
     // The member credential does open the member's role.
     const member = await connect({ path, secret: loadOrCreateSecret(dir.dir), role: 'pre-executor:ok', log: () => undefined });
@@ -115,9 +116,7 @@ describe('hostile clients', () => {
     const alice = await client();
     const put = makeTx(kvApp, 'put', { key: 'a', value: 'b' });
     const hostile = { scheme: { toString: 1 }, publicKey: new Uint8Array(32), signature: new Uint8Array(64) };
-    await expect(alice.submit({ body: put.body, auth: [hostile] as unknown as Authenticator[] })).rejects.toThrow(
-      'authenticator 0: unknown scheme an object',
-    );
+    await expect(alice.submit({ body: put.body, auth: [hostile] as unknown as Authenticator[] })).rejects.toThrow('authenticator 0: unknown scheme an object');
     const raw = await connect({ path: join(dir.dir, NODE_SOCKET), secret: loadClientSecret(dir.dir), role: 'client', log: () => undefined });
     conns.push(raw);
     const gone = new Promise<void>((resolve) => raw.onClose(() => resolve()));
@@ -167,7 +166,9 @@ describe('hostile clients', () => {
     chmodSync(open, 0o777);
     writeFileSync(join(open, 'cluster.secret'), randomBytes(32), { mode: 0o644 });
     await expect(EmbeddedCluster.start({ dir: open, app: 'kv', preExecutors: 0 })).rejects.toThrow(
-      new CredentialError(`refusing directory ${open}: its mode is 0777, open to group or other; use a directory of your own with 'chmod 700 ${open}', or another --dir`),
+      new CredentialError(
+        `refusing directory ${open}: its mode is 0777, open to group or other; use a directory of your own with 'chmod 700 ${open}', or another --dir`,
+      ),
     );
     chmodSync(open, 0o700);
     await expect(EmbeddedCluster.start({ dir: open, app: 'kv', preExecutors: 0 })).rejects.toThrow(

@@ -20,16 +20,12 @@ describe('one-sided reads across processes', () => {
     const remote = await RemoteStore.connect({ dir: cluster.dir, store: 'owner', secret: cluster.secret });
     expect(await remote.read(['acct'])).toEqual([{ status: 'absent' }]);
     expect(await owner.send('set acct hundred 10')).toBe('ok');
-    expect(await remote.read(['acct'])).toEqual([
-      { status: 'value', version: 10n, value: Buffer.from('hundred') },
-    ]);
+    expect(await remote.read(['acct'])).toEqual([{ status: 'value', version: 10n, value: Buffer.from('hundred') }]);
     expect(await owner.send('set acct ninety 20')).toBe('ok');
     // After one resolve, reads stay on this thread and never ask the owner again.
     const lookups = remote.stats().lookups;
     expect(remote.readSync(['acct'])).toEqual([{ status: 'value', version: 20n, value: Buffer.from('ninety') }]);
-    expect(await remote.readBefore([{ id: 'acct', before: 20n }])).toEqual([
-      { status: 'value', version: 10n, value: Buffer.from('hundred') },
-    ]);
+    expect(await remote.readBefore([{ id: 'acct', before: 20n }])).toEqual([{ status: 'value', version: 10n, value: Buffer.from('hundred') }]);
     expect(await owner.send('set acct eighty 30')).toBe('ok');
     expect(await remote.readBefore([{ id: 'acct', before: 20n }])).toEqual([{ status: 'lagging' }]);
     expect(await owner.send('delete acct 40')).toBe('ok');
@@ -64,9 +60,7 @@ describe('one-sided reads across processes', () => {
   });
 
   it('rejects a peer without the cluster secret', async () => {
-    await expect(
-      RemoteStore.connect({ dir: cluster.dir, store: 'owner', secret: Buffer.alloc(32, 7) }),
-    ).rejects.toThrow(/does not hold the cluster secret/);
+    await expect(RemoteStore.connect({ dir: cluster.dir, store: 'owner', secret: Buffer.alloc(32, 7) })).rejects.toThrow(/does not hold the cluster secret/);
     expect(await owner.send('set still-serving yes 1')).toBe('ok');
   });
 
@@ -76,9 +70,7 @@ describe('one-sided reads across processes', () => {
     const remote = await RemoteStore.connect({ dir: cluster.dir, store: 'owner', secret: cluster.secret });
     // The owner populates 48 objects, then rewrites them for up to 60 s; we read meanwhile.
     const writing = owner.send(`stress 48 ${seed} 60000`);
-    await expect.poll(async () => (await remote.read(['stress/00047']))[0]?.status, { timeout: 10_000 }).toBe(
-      'value',
-    );
+    await expect.poll(async () => (await remote.read(['stress/00047']))[0]?.status, { timeout: 10_000 }).toBe('value');
     const report = await remote.stressRead(48, seed ^ 1n, 1_000_000);
     const stats = remote.stats();
     console.log(JSON.stringify({ report: { ...report, violations: report.violations.length }, stats }));

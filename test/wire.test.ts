@@ -201,9 +201,7 @@ describe('wire', () => {
     const early = net.createConnection({ path: sockPath() });
     early.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
     await socketClosed(early);
-    expect(await sink.waitFor(/4294967295/)).toMatch(
-      /handshake with .* failed: protocol error: frame of 4294967295 bytes exceeds the limit of 1024 bytes/,
-    );
+    expect(await sink.waitFor(/4294967295/)).toMatch(/handshake with .* failed: protocol error: frame of 4294967295 bytes exceeds the limit of 1024 bytes/);
 
     // Authenticated, then a header over maxFrameBytes.
     const big = await rawAuthenticated(sockPath(), cluster.secret, 'big');
@@ -258,11 +256,9 @@ describe('wire', () => {
   });
 
   it('removes a stale socket file but refuses a path a server still answers on', async () => {
-    const child = spawn(
-      process.execPath,
-      ['-e', "require('net').createServer().listen(process.argv[1], () => console.log('up'))", sockPath()],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    const child = spawn(process.execPath, ['-e', "require('net').createServer().listen(process.argv[1], () => console.log('up'))", sockPath()], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
     await expect(echoServer({ path: sockPath() })).rejects.toThrow(/in use by a running server/);
     const exited = new Promise((resolve) => child.once('exit', resolve));

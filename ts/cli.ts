@@ -3,27 +3,51 @@
 // processes run. Each command lives in its own module; this one parses and dispatches.
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { runAppBench } from '../bench/app.js';
-import { runElastic } from '../bench/elastic.js';
-import { HERON_PARTS, runHeron } from '../bench/heron.js';
-import { heronTpccLoadgenRole, runHeronTpcc } from '../bench/heron-tpcc.js';
-import { runMerge } from '../bench/merge.js';
-import { runPrimaryBench } from '../bench/primary.js';
-import { runOneside } from '../bench/oneside.js';
-import { runScale } from '../bench/scale.js';
-import { runSequencerBench } from '../bench/sequencer.js';
-import { runTransports } from '../bench/transports.js';
+import type { HeronPart } from '../bench/heron.js';
 import { checkCommand } from './cli/check.js';
-import { demoOneside } from './cli/demo-oneside.js';
 import { report } from './cli/errors.js';
 import { heronReplicaRole } from './cli/heron-roles.js';
 import { loadgenRole } from './cli/loadgen-role.js';
 import { appOption, intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, transportOption, UsageError } from './cli/options.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
 import { upgradeCommand } from './cli/upgrade.js';
+import { takeLifetimeFlag } from './process.js';
 import { statusCommand } from './cli/status.js';
 import { transportOwnerRole, transportReaderRole } from './cli/transport-roles.js';
-import { benchWriterRole, demoWriterRole, stressWriterRole } from './cli/writers.js';
+
+// The published package leaves out bench/ (docs/deployment.md), so everything that imports it
+// loads on first use: an installed `remora` runs every other command, and these say where
+// they run instead of failing at start-up.
+const isMissingBench = (e: unknown): boolean =>
+  (e as NodeJS.ErrnoException | undefined)?.code === 'ERR_MODULE_NOT_FOUND' && /^Cannot find module '[^']*[\\/]bench[\\/]/.test((e as Error).message);
+function fromBench<A extends unknown[], R>(load: () => Promise<(...args: A) => Promise<R>>): (...args: A) => Promise<R> {
+  return async (...args) => {
+    const run = await load().catch((e: unknown) => {
+      if (isMissingBench(e)) throw new UsageError('this command runs from a source checkout: the published package leaves out the benchmark code it needs');
+      throw e;
+    });
+    return await run(...args);
+  };
+}
+const runAppBench = fromBench(async () => (await import('../bench/app.js')).runAppBench);
+const runElastic = fromBench(async () => (await import('../bench/elastic.js')).runElastic);
+const runHeron = fromBench(async () => (await import('../bench/heron.js')).runHeron);
+const runHeronTpcc = fromBench(async () => (await import('../bench/heron-tpcc.js')).runHeronTpcc);
+const heronTpccLoadgenRole = fromBench(async () => (await import('../bench/heron-tpcc.js')).heronTpccLoadgenRole);
+const runMerge = fromBench(async () => (await import('../bench/merge.js')).runMerge);
+const runPrimaryBench = fromBench(async () => (await import('../bench/primary.js')).runPrimaryBench);
+const runOneside = fromBench(async () => (await import('../bench/oneside.js')).runOneside);
+const runScale = fromBench(async () => (await import('../bench/scale.js')).runScale);
+const runSequencerBench = fromBench(async () => (await import('../bench/sequencer.js')).runSequencerBench);
+const runTransports = fromBench(async () => (await import('../bench/transports.js')).runTransports);
+// The one-sided demo and its writers share bench/oneside's layout and formatting.
+const demoOneside = fromBench(async () => (await import('./cli/demo-oneside.js')).demoOneside);
+const demoWriterRole = fromBench(async () => (await import('./cli/writers.js')).demoWriterRole);
+const benchWriterRole = fromBench(async () => (await import('./cli/writers.js')).benchWriterRole);
+const stressWriterRole = fromBench(async () => (await import('./cli/writers.js')).stressWriterRole);
+// bench/heron's list of parts, held here so that validating --only loads nothing; the
+// `satisfies` fails to compile when the two lists differ either way.
+const HERON_PARTS = Object.keys({ coordination: 0, breakdown: 0, transfer: 0 } satisfies Record<HeronPart, 0>) as HeronPart[];
 import { demoLoadOptions, runDemo as runBankDemo } from './demo.js';
 
 const USAGE = `Usage:
@@ -47,7 +71,8 @@ const USAGE = `Usage:
                                   and readiness at /ready (200, or 503 with the reason)
   remora start node --dir DIR --app APP [options]
                                   a node (admission, sequencer, primary) and its pre-executors; runs until
-                                  stdin ends or SIGINT/SIGTERM
+                                  SIGINT/SIGTERM, whatever its stdin (closed under systemd or in a
+                                  container: docs/deployment.md), then closes its store and exits 0
       --pre-executors N           pre-executor processes to start (default 2)
       --autoscale MIN..MAX        grow and shrink the pool from measured load
       --policy P, --state-update S, --deadline-ms N, --metrics-port N   as for demo
@@ -158,6 +183,9 @@ const USAGE = `Usage:
       --quick                     short run
       --out FILE                  JSON results (default bench/results/sequencer.json)
   remora help                     this text
+  remora --exit-with-stdin start ...
+                                  for launchers: what it starts also stops, as on SIGTERM, when its stdin
+                                  ends, so it dies with the parent holding the pipe (docs/deployment.md)
 
 Exit status: 0 done; 2 a mistake to fix, told in one line on stderr; 1 a failure, with its stack.
 `;
@@ -263,7 +291,14 @@ const suites: Record<string, (argv: string[]) => Promise<number>> = {
   heron: (argv) => {
     const { values } = parseArgs({
       args: argv,
-      options: { quick: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' }, app: { type: 'string' }, seed: { type: 'string' }, transport: { type: 'string' } },
+      options: {
+        quick: { type: 'boolean' },
+        out: { type: 'string' },
+        only: { type: 'string' },
+        app: { type: 'string' },
+        seed: { type: 'string' },
+        transport: { type: 'string' },
+      },
     });
     if (values.app !== undefined && values.app !== 'kv') {
       if (values.transport !== undefined) throw new UsageError('--transport applies to bench heron without --app tpcc');
@@ -323,7 +358,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
 };
 
 async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  const [name, ...rest] = takeLifetimeFlag(argv);
   if (name === undefined || name === '--help' || name === '-h') return commands['help']?.([]) ?? 0;
   const command = Object.hasOwn(commands, name) ? commands[name] : undefined;
   if (command === undefined) throw new UsageError(`unknown command '${name}'`);
@@ -337,7 +372,7 @@ main(process.argv.slice(2)).then(
   (e: unknown) => {
     const { exitCode, text } = report(e);
     process.stderr.write(text);
-    // Explicitly: a role that failed keeps stdin open and may leave a native worker running,
+    // Explicitly: a role that failed may still read stdin and may leave a native worker running,
     // and a parent waits for the exit to learn why (stderr to a pipe is written synchronously).
     process.exit(exitCode);
   },

@@ -105,7 +105,9 @@ export class RemoraClient {
    * is lost and resending every transaction not yet answered. Resending is safe: the log
    * deduplicates by digest, and a node answers a duplicate with the first outcome.
    */
-  static async connect(opts: ({ path: string } | { host: string; port: number } | Omit<FailoverOptions, 'secret'>) & { secret: Buffer }): Promise<RemoraClient> {
+  static async connect(
+    opts: ({ path: string } | { host: string; port: number } | Omit<FailoverOptions, 'secret'>) & { secret: Buffer },
+  ): Promise<RemoraClient> {
     if (!('endpoints' in opts)) {
       const where = 'path' in opts ? { path: opts.path } : { host: opts.host, port: opts.port };
       return new RemoraClient(await connect({ ...where, secret: opts.secret, role: CLIENT_ROLE }), null);

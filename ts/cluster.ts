@@ -8,7 +8,14 @@ import { loadAppModule } from './app/module.js';
 import { versionsForLog, writeAppHeader, type AppVersion } from './app/versions.js';
 import { createRegistry, NodeMetrics, serveMetrics, type MetricsServer } from './metrics.js';
 import { Autoscaler, type AutoscaleOptions, type ScaleDecision } from './pipeline/autoscaler.js';
-import { Checkpointer, chooseCheckpoint, CHECKPOINTS_DIR, DEFAULT_CHECKPOINT_EVERY, type CheckpointStats, type RestoredCheckpoint } from './pipeline/checkpoints.js';
+import {
+  Checkpointer,
+  chooseCheckpoint,
+  CHECKPOINTS_DIR,
+  DEFAULT_CHECKPOINT_EVERY,
+  type CheckpointStats,
+  type RestoredCheckpoint,
+} from './pipeline/checkpoints.js';
 import { EmbeddedNode, type NodeOptions } from './pipeline/node.js';
 import type { Applied } from './pipeline/primary.js';
 import { DEFAULT_POLICY, type Policy } from './pipeline/scheduler.js';
@@ -261,7 +268,9 @@ export class EmbeddedCluster {
     }
     if (restored && sequencer instanceof EmbeddedSequencer && restored.ts > sequencer.lastTs) {
       await sequencer.close();
-      throw new Error(`checkpoint ${restored.path} is at ts ${restored.ts}, after the log's last ts ${sequencer.lastTs}: the log lost entries the checkpoint holds; move ${checkpointDir} away to start from the log alone`);
+      throw new Error(
+        `checkpoint ${restored.path} is at ts ${restored.ts}, after the log's last ts ${sequencer.lastTs}: the log lost entries the checkpoint holds; move ${checkpointDir} away to start from the log alone`,
+      );
     }
     writeAppHeader(logDir, versions);
     const store = new NativePrimaryStore(Store.create({ dir: opts.dir, name: 'primary', secret }));
@@ -314,7 +323,8 @@ export class EmbeddedCluster {
     const agreement =
       replicated &&
       new Agreement(nodeName, replicated.channel('agreement'), {
-        onDisagree: (mine, theirs) => say(`DIVERGED from ${theirs.node} on timestamps up to ${mine.end}: ${mine.digest.slice(0, 12)} here, ${theirs.digest.slice(0, 12)} there`),
+        onDisagree: (mine, theirs) =>
+          say(`DIVERGED from ${theirs.node} on timestamps up to ${mine.end}: ${mine.digest.slice(0, 12)} here, ${theirs.digest.slice(0, 12)} there`),
       });
     const afterApply = agreement ? both(onCheckpoint, (b: readonly Applied[]) => agreement.record(b)) : onCheckpoint;
     const [hooks, onApplied] = [metrics?.hooks, opts.onApplied ? both(afterApply, opts.onApplied) : afterApply];
@@ -367,7 +377,8 @@ export class EmbeddedCluster {
     cluster.storeServed = storeAddress;
     try {
       const c = cluster;
-      if (registry && opts.metricsPort !== undefined) cluster.metrics = await serveMetrics(registry, { port: opts.metricsPort, readiness: () => c.readiness() });
+      if (registry && opts.metricsPort !== undefined)
+        cluster.metrics = await serveMetrics(registry, { port: opts.metricsPort, readiness: () => c.readiness() });
       if (pendingUpgrade) await node.upgrade(loaded);
       for (let i = 0; i < opts.preExecutors; i++) await cluster.addPreExecutor();
     } catch (e) {
@@ -392,10 +403,7 @@ export class EmbeddedCluster {
     const child = await RoleProcess.start('pre-executor', args, prefix ? { prefix } : {});
     this.children.set(name, child);
     // The child is ready once connected; its link is attached once the node saw the handshake.
-    await Promise.race([
-      attached,
-      child.exited.then((e) => Promise.reject(new Error(`pre-executor ${name} exited before joining (${JSON.stringify(e)})`))),
-    ]);
+    await Promise.race([attached, child.exited.then((e) => Promise.reject(new Error(`pre-executor ${name} exited before joining (${JSON.stringify(e)})`)))]);
     return name;
   }
 
@@ -435,10 +443,12 @@ export class EmbeddedCluster {
       last = now;
       if (decision === 'hold' || this.scaling || this.closed) return;
       const step = decision === 'up' ? this.addPreExecutor() : this.retirePreExecutor();
-      this.scaling = step.then(
-        () => this.opts.onScale?.(decision, this.node.members.length),
-        (e: unknown) => (this.opts.log ?? console.error)(`autoscale ${decision} failed: ${e instanceof Error ? e.message : String(e)}`),
-      ).finally(() => (this.scaling = null));
+      this.scaling = step
+        .then(
+          () => this.opts.onScale?.(decision, this.node.members.length),
+          (e: unknown) => (this.opts.log ?? console.error)(`autoscale ${decision} failed: ${e instanceof Error ? e.message : String(e)}`),
+        )
+        .finally(() => (this.scaling = null));
     }, scaler.intervalMs);
     this.scaleTimer.unref();
   }

@@ -113,9 +113,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   let stopGenerators: () => Promise<void> = () => Promise.resolve();
   try {
     const workload: LoadWorkload =
-      app === 'bank'
-        ? { app, accounts: o.accounts, alpha: o.alpha, seed: o.seed }
-        : { app, objects: o.accounts, alpha: o.alpha, rounds, seed: o.seed };
+      app === 'bank' ? { app, accounts: o.accounts, alpha: o.alpha, seed: o.seed } : { app, objects: o.accounts, alpha: o.alpha, rounds, seed: o.seed };
     if (app === 'bank') await submitAll(cluster, bankWorkload({ accounts: o.accounts, alpha: o.alpha, seed: o.seed }).setup);
     say(
       `demo: ${generators} load generator process${generators === 1 ? '' : 'es'} ` +
@@ -160,10 +158,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     ok = reference.state.digest() === digest && r.unanswered === 0;
 
     const noun = app === 'bank' ? 'transfers' : 'transactions';
-    const notes = [
-      ...(r.rejected > 0 ? [`${fmt(r.rejected)} rejected`] : []),
-      ...(r.unanswered > 0 ? [`${fmt(r.unanswered)} UNANSWERED`] : []),
-    ];
+    const notes = [...(r.rejected > 0 ? [`${fmt(r.rejected)} rejected`] : []), ...(r.unanswered > 0 ? [`${fmt(r.unanswered)} UNANSWERED`] : [])];
     const out = [
       '',
       `remora demo: ${app} on an embedded cluster (sequencer + primary + ${o.preExecutors} pre-executors), 2-core machine`,

@@ -382,7 +382,8 @@ export function loadgenArgs(o: LoadGeneratorOptions, index: number, latencies: s
       : w.app === 'work'
         ? ['--objects', String(w.objects), '--alpha', String(w.alpha), '--rounds', String(w.rounds)]
         : [
-            '--objects', String(w.keys),
+            '--objects',
+            String(w.keys),
             ...(w.hotKeys === undefined ? [] : ['--hot-keys', String(w.hotKeys)]),
             ...(w.conflictRate === undefined ? [] : ['--conflict-rate', String(w.conflictRate)]),
             ...(w.dynamicRate === undefined ? [] : ['--dynamic-rate', String(w.dynamicRate)]),
@@ -393,16 +394,23 @@ export function loadgenArgs(o: LoadGeneratorOptions, index: number, latencies: s
       : ['--mode', 'open', '--rate', String(o.mode.rate / o.count)];
   return [
     ...where,
-    '--app', w.app,
+    '--app',
+    w.app,
     ...what,
-    '--seed', String(w.seed),
-    '--index', String(index),
-    '--of', String(o.count),
+    '--seed',
+    String(w.seed),
+    '--index',
+    String(index),
+    '--of',
+    String(o.count),
     ...mode,
-    '--transactions', String(split(o.transactions, o.count)[index]),
-    '--seconds', String(o.seconds),
+    '--transactions',
+    String(split(o.transactions, o.count)[index]),
+    '--seconds',
+    String(o.seconds),
     ...(o.drainSeconds === undefined ? [] : ['--drain-seconds', String(o.drainSeconds)]),
-    '--latencies', latencies,
+    '--latencies',
+    latencies,
   ];
 }
 
@@ -423,7 +431,9 @@ export async function startLoadGenerators(o: LoadGeneratorOptions): Promise<Load
   const files = Array.from({ length: o.count }, (_, i) => join(o.dir, `loadgen-${tag}-${i}.latencies`));
   const removeFiles = () => files.forEach((f) => rmSync(f, { force: true }));
   const started = await Promise.allSettled(
-    files.map((file, i) => RoleProcess.start('loadgen', loadgenArgs(o, i, file), { readyTimeoutMs: o.readyTimeoutMs ?? 600_000, ...(o.prefix && { prefix: o.prefix }) })),
+    files.map((file, i) =>
+      RoleProcess.start('loadgen', loadgenArgs(o, i, file), { readyTimeoutMs: o.readyTimeoutMs ?? 600_000, ...(o.prefix && { prefix: o.prefix }) }),
+    ),
   );
   const procs = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
   const abandon = async (e: unknown): Promise<never> => {

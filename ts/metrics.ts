@@ -116,7 +116,7 @@ export class NodeMetrics {
     });
     const waitBatch = new Histogram({
       name: 'remora_merge_wait_seconds',
-      help: "Time a delivered batch waited for its pre-execution results (bounded by the deadline).",
+      help: 'Time a delivered batch waited for its pre-execution results (bounded by the deadline).',
       buckets: LATENCY_BUCKETS,
       registers,
     });
@@ -253,7 +253,7 @@ export class NodeMetrics {
     });
     new Counter({
       name: 'remora_merge_speculations_kept_total',
-      help: "Of those, the ones whose table the in-order merge kept (the rest were executed again: an earlier transaction of the batch changed what they read).",
+      help: 'Of those, the ones whose table the in-order merge kept (the rest were executed again: an earlier transaction of the batch changed what they read).',
       registers,
       collect: mirror(() => this.source?.stats.speculationsKept),
     });

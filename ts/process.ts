@@ -1,10 +1,15 @@
 // Both ends of the role protocol the CLI uses to run a store owner in a second process.
 //
 // A role child prints `ready` (or `ready <json>`, what it wants its parent to know, such as the
-// address it bound) on stdout once it serves, and treats the end of its stdin as the
-// request to stop: it then prints `result <json>` and exits. Using stdin rather than only
-// signals means a parent that dies in any way (even SIGKILL) still ends its children, because
-// the kernel closes the pipe. Readiness and exit are events, never guessed with sleeps.
+// address it bound) on stdout once it serves, and stops on SIGTERM or SIGINT: it then prints
+// `result <json>` and exits 0.
+//
+// A launcher also wants its children to die with it, in any way it dies (even SIGKILL), so it
+// starts them with `remora --exit-with-stdin <role> ...`: such a child also treats the end of
+// its stdin as the request to stop, and the kernel closes that pipe when the parent dies.
+// Without the flag, as a person, systemd or a container runtime starts it, stdin means nothing
+// (it may be closed, /dev/null or a terminal) and only a signal stops the process. Readiness and
+// exit are events, never guessed with sleeps.
 //
 // A child that cannot start for a reason its user must fix (an option, a file, a port in use)
 // prints one line `remora: <why>` on stderr and exits with USER_ERROR_EXIT, as the CLI does
@@ -15,12 +20,25 @@ import { fileURLToPath } from 'node:url';
 
 // The compiled CLI sits next to this module (dist/ts/cli.js), wherever the package lives.
 // Tests import the TypeScript sources (ts/process.ts); their children run the compiled CLI.
-const CLI = fileURLToPath(
-  import.meta.url.endsWith('.ts') ? new URL('../dist/ts/cli.js', import.meta.url) : new URL('./cli.js', import.meta.url),
-);
+const CLI = fileURLToPath(import.meta.url.endsWith('.ts') ? new URL('../dist/ts/cli.js', import.meta.url) : new URL('./cli.js', import.meta.url));
 
 /** The exit code of a process that failed for something its user must fix; 1 is a bug's. */
 export const USER_ERROR_EXIT = 2;
+
+/**
+ * The CLI's first argument, before the command, from a launcher that ties the child's life to
+ * its own: the end of stdin then stops the child as SIGTERM would.
+ */
+export const EXIT_WITH_STDIN = '--exit-with-stdin';
+
+let stdinEndStops = false;
+
+/** The CLI's arguments without a leading EXIT_WITH_STDIN, which serveRole then honours. */
+export function takeLifetimeFlag(argv: readonly string[]): string[] {
+  if (argv[0] !== EXIT_WITH_STDIN) return [...argv];
+  stdinEndStops = true;
+  return argv.slice(1);
+}
 
 /** Keep this much of a child's stderr: enough to explain a failure, bounded for chatty ones. */
 const STDERR_TAIL = 16 * 1024;
@@ -50,6 +68,9 @@ export interface Stopped extends Exit {
 const live = new Set<RoleProcess>();
 const cleanups = new Set<() => void>();
 let hooked = false;
+// Set while serveRole serves: the first SIGINT/SIGTERM then asks the role to stop cleanly
+// (store closed, children stopped, exit 0) instead of exiting at once; a second one does exit.
+let stopRole: (() => void) | null = null;
 
 function hookProcessExit(): void {
   if (hooked) return;
@@ -73,8 +94,11 @@ function hookProcessExit(): void {
   ];
   for (const [signal, code] of signals) {
     process.on(signal, () => {
-      process.stderr.write(`\nremora: ${signal}, stopping\n`);
-      process.exit(code);
+      const stop = signal === 'SIGHUP' ? null : stopRole;
+      stopRole = null;
+      process.stderr.write(`\nremora: ${signal}, stopping${stop ? '' : ' now'}\n`);
+      if (stop) stop();
+      else process.exit(code);
     });
   }
 }
@@ -157,7 +181,7 @@ export class RoleProcess {
   static async start(role: string, args: readonly string[], opts: StartOptions = {}): Promise<RoleProcess> {
     hookProcessExit();
     const [command = process.execPath, ...rest] = [...(opts.prefix ?? []), process.execPath];
-    const child = spawn(command, [...rest, CLI, role, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(command, [...rest, CLI, EXIT_WITH_STDIN, role, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     const proc = new RoleProcess(role, child);
     live.add(proc);
     try {
@@ -251,8 +275,7 @@ export class RoleProcess {
     if (s.code !== 0 || s.result === undefined) {
       const err = s.stderr.trim();
       throw new Error(
-        `${this.role} child ended badly (${describeExit(s)}${s.result === undefined ? ', no result' : ''})` +
-          (err ? `; its stderr:\n${err}` : ''),
+        `${this.role} child ended badly (${describeExit(s)}${s.result === undefined ? ', no result' : ''})` + (err ? `; its stderr:\n${err}` : ''),
       );
     }
     return s.result;
@@ -270,26 +293,35 @@ export interface Role {
 }
 
 /**
- * Runs this process as a role child: `start`, print `ready`, serve until stdin ends (or
- * SIGTERM/SIGINT), print `result <json>` and exit. Exits explicitly because a native worker
- * (e.g. the stress writer) may still be running and has no other way to be stopped.
+ * Runs this process as a role: `start`, print `ready`, serve until SIGTERM or SIGINT (or, under a
+ * launcher's EXIT_WITH_STDIN, the end of stdin), print `result <json>` and exit 0. Exits
+ * explicitly because a native worker (e.g. the stress writer) may still be running and has no
+ * other way to be stopped.
  *
  * If the role fails, the returned promise rejects and the caller must report the error and
  * exit explicitly too: only the caller (the CLI) knows whether it is the user's to fix, and so
  * whether it deserves one line and USER_ERROR_EXIT or a stack trace.
  */
 export async function serveRole(start: () => Promise<Role> | Role): Promise<never> {
+  hookProcessExit();
+  // Not reading stdin, nothing else need hold the event loop (a role may only connect out and
+  // be idle): without this timer such a process would end the moment it has nothing to do.
+  const keepAlive = setInterval(() => undefined, 2 ** 30);
   const stopRequested = new Promise<void>((resolve) => {
-    process.stdin.on('end', resolve);
-    process.stdin.on('error', () => resolve());
-    process.stdin.resume();
-    process.once('SIGTERM', () => resolve());
-    process.once('SIGINT', () => resolve());
+    stopRole = resolve;
+    if (stdinEndStops) {
+      process.stdin.on('end', resolve);
+      process.stdin.on('error', () => resolve());
+      process.stdin.resume();
+    }
   });
   const role = await start();
   process.stdout.write(role.info === undefined ? 'ready\n' : `ready ${JSON.stringify(role.info)}\n`);
   await Promise.race([stopRequested, role.failed ?? stopRequested]);
+  // Already stopping: a signal now means "stop at once".
+  stopRole = null;
   const result = await role.stop();
+  clearInterval(keepAlive);
   // Pipes to the parent are written synchronously on Linux, so exiting right after is safe.
   process.stdout.write(`result ${JSON.stringify(result)}\n`);
   process.exit(0);

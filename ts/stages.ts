@@ -6,18 +6,7 @@
 // shares, a stage's time also holds the moments it was descheduled: pin the node to measure.
 import { PerformanceObserver } from 'node:perf_hooks';
 
-export const STAGES = [
-  'receive',
-  'admission',
-  'sequencing',
-  'dispatch',
-  'state-update',
-  'tables',
-  'merge',
-  'store',
-  'replies',
-  'gc',
-] as const;
+export const STAGES = ['receive', 'admission', 'sequencing', 'dispatch', 'state-update', 'tables', 'merge', 'store', 'replies', 'gc'] as const;
 export type Stage = (typeof STAGES)[number];
 
 export interface StageTotals {

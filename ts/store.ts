@@ -1,7 +1,7 @@
 // The TypeScript face of the native object store: an owner's store, and a peer's one-sided
 // view of another process's store.
-import { NativeRemote, NativeStore, type NativeCoordinator, type NativeTransfer } from './binding.js';
-import type { NativeReadResult, RemoteStats, StoreStats, StressReport, Latency } from './binding.js';
+import { benchEntry, NativeRemote, NativeStore, type NativeCoordinator, type NativeTransfer } from './binding.js';
+import type { ReadResult as NativeReadResult, RemoteStats, StoreStats, StressReport, Latency } from './binding.js';
 import {
   readCheckpoint as nativeReadCheckpoint,
   readCheckpointHeader as nativeReadCheckpointHeader,
@@ -13,9 +13,14 @@ import {
   type SharedCheckpoint,
 } from './binding.js';
 import { idBytes, timestamp, valueBytes, type ObjectId } from './ids.js';
-import { isTransport, type NetTransport, type Transport } from './transport.js';
+import type { NetTransport, Transport } from './transport.js';
 
 export type { RemoteStats, StoreStats, StressReport, Latency };
+/**
+ * What a read of one object found (`status`: `value`, `deleted`, `absent` or `lagging`).
+ * `version` is the timestamp of the write that made it. The addon generates this union.
+ */
+export type ReadResult = NativeReadResult;
 export type { CheckpointWritten, CheckpointRestored, CheckpointRecords, CheckpointHeader };
 
 /** A checkpoint file's format, `ts` and meta, checked (its records are checked on restore). */
@@ -38,30 +43,6 @@ export interface AdoptRun {
   adopted: number;
   stop: 'end' | 'none' | 'stale' | 'malformed';
   error: string | null;
-}
-
-/** What a read of one object found. `version` is the timestamp of the write that made it. */
-export type ReadResult =
-  | { status: 'value'; version: bigint; value: Buffer }
-  | { status: 'deleted'; version: bigint }
-  | { status: 'absent' }
-  | { status: 'lagging' };
-
-function narrow(r: NativeReadResult): ReadResult {
-  switch (r.status) {
-    case 'value':
-      if (r.version !== undefined && r.value !== undefined) {
-        return { status: 'value', version: r.version, value: r.value };
-      }
-      break;
-    case 'deleted':
-      if (r.version !== undefined) return { status: 'deleted', version: r.version };
-      break;
-    case 'absent':
-    case 'lagging':
-      return { status: r.status };
-  }
-  throw new Error(`native read returned an unknown result: ${r.status}`);
 }
 
 function list<T>(items: readonly T[], what: string): readonly T[] {
@@ -141,18 +122,16 @@ export class Store {
 
   /** The newest version of each object. */
   get(ids: readonly ObjectId[]): ReadResult[] {
-    return this.native.getMany(list(ids, 'get(ids)').map(idBytes)).map(narrow);
+    return this.native.getMany(list(ids, 'get(ids)').map(idBytes));
   }
 
   /** For each object, the newest version older than `before` (Heron's remote-read rule). */
   getBefore(reqs: readonly { id: ObjectId; before: bigint | number }[]): ReadResult[] {
     list(reqs, 'getBefore(requests)');
-    return this.native
-      .getBeforeMany(
-        reqs.map((r) => idBytes(r.id)),
-        BigUint64Array.from(reqs.map((r) => timestamp(r.before, 'before'))),
-      )
-      .map(narrow);
+    return this.native.getBeforeMany(
+      reqs.map((r) => idBytes(r.id)),
+      BigUint64Array.from(reqs.map((r) => timestamp(r.before, 'before'))),
+    );
   }
 
   /**
@@ -163,14 +142,7 @@ export class Store {
    */
   adoptBatch(tables: Buffer, ends: Uint32Array, ts: BigUint64Array, from: number): AdoptRun {
     const r = this.native.adoptBatch(tables, ends, ts, from);
-    switch (r.stop) {
-      case 'end':
-      case 'none':
-      case 'stale':
-      case 'malformed':
-        return { adopted: r.adopted, stop: r.stop, error: r.error ?? null };
-    }
-    throw new Error(`native adoption stopped for an unknown reason: ${String(r.stop)}`);
+    return { adopted: r.adopted, stop: r.stop, error: r.stop === 'malformed' ? r.error : null };
   }
 
   /** Every object id the store holds (deleted ones until purged), as bytes. */
@@ -258,9 +230,12 @@ export class Store {
     return this.native.restore(path);
   }
 
-  /** Torn-read stress, owner side (native thread): rewrites self-checking values. */
+  /**
+   * Torn-read stress, owner side (native thread): rewrites self-checking values. Needs an
+   * addon built with the `bench` feature.
+   */
   stressWrite(objects: number, seed: bigint, millis: number): Promise<number> {
-    return this.native.stressWrite(objects, seed, millis);
+    return benchEntry('stressWrite')(this.native, objects, seed, millis);
   }
 
   close(): void {
@@ -380,9 +355,7 @@ export class RemoteStore {
   }
 
   get transport(): Transport {
-    const t = this.native.transport;
-    if (!isTransport(t)) throw new Error(`native remote reports an unknown transport: ${t}`);
-    return t;
+    return this.native.transport;
   }
 
   /** Copies `len` bytes at `offset` of the peer's region `region` one-sidedly (shared memory the peer laid out). */
@@ -396,21 +369,20 @@ export class RemoteStore {
   }
 
   async read(ids: readonly ObjectId[]): Promise<ReadResult[]> {
-    return (await this.native.read(list(ids, 'read(ids)').map(idBytes))).map(narrow);
+    return this.native.read(list(ids, 'read(ids)').map(idBytes));
   }
 
   async readBefore(reqs: readonly { id: ObjectId; before: bigint | number }[]): Promise<ReadResult[]> {
     list(reqs, 'readBefore(requests)');
-    const found = await this.native.readBefore(
+    return this.native.readBefore(
       reqs.map((r) => idBytes(r.id)),
       BigUint64Array.from(reqs.map((r) => timestamp(r.before, 'before'))),
     );
-    return found.map(narrow);
   }
 
   /** `read` on the calling thread, for resolved ids over `shm` only: a memory copy, never I/O. */
   readSync(ids: readonly ObjectId[]): ReadResult[] {
-    return this.native.readSync(list(ids, 'readSync(ids)').map(idBytes)).map(narrow);
+    return this.native.readSync(list(ids, 'readSync(ids)').map(idBytes));
   }
 
   /**
@@ -450,16 +422,20 @@ export class RemoteStore {
     return this.native.stats();
   }
 
-  /** Torn-read stress, reader side: verified reads of the stress objects (native loop). */
+  /**
+   * Torn-read stress, reader side: verified reads of the stress objects (native loop). Needs
+   * an addon built with the `bench` feature.
+   */
   stressRead(objects: number, seed: bigint, reads: number): Promise<StressReport> {
-    return this.native.stressRead(objects, seed, reads);
+    return benchEntry('stressRead')(this.native, objects, seed, reads);
   }
 
   /**
    * Native latency of one-sided reads of `ids`, timed one by one: through handles (the path
-   * of `readMany`), or with `snapshots`, the allocating path of `read` and `readSync`.
+   * of `readMany`), or with `snapshots`, the allocating path of `read` and `readSync`. Needs
+   * an addon built with the `bench` feature.
    */
   benchReads(ids: readonly ObjectId[], iterations: number, snapshots = false): Promise<Latency> {
-    return this.native.benchReads(ids.map(idBytes), iterations, snapshots);
+    return benchEntry('benchReads')(this.native, ids.map(idBytes), iterations, snapshots);
   }
 }

@@ -118,8 +118,7 @@ function endpoint(o: WireOptions): { path: string } | { host: string; port: numb
   return { host: o.host ?? '127.0.0.1', port: o.port };
 }
 
-const hostPort = (host: string, port: number | undefined): string =>
-  `${host.includes(':') ? `[${host}]` : host}:${port ?? '?'}`;
+const hostPort = (host: string, port: number | undefined): string => `${host.includes(':') ? `[${host}]` : host}:${port ?? '?'}`;
 const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 function mac(secret: Buffer, label: string, nonceC: Uint8Array, nonceS: Uint8Array, role: string): Buffer {
@@ -128,8 +127,7 @@ function mac(secret: Buffer, label: string, nonceC: Uint8Array, nonceS: Uint8Arr
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
 const isBytes = (v: unknown, n: number): v is Uint8Array => v instanceof Uint8Array && v.length === n;
-const isRole = (v: unknown): v is string =>
-  typeof v === 'string' && v.length > 0 && Buffer.byteLength(v) <= MAX_ROLE_BYTES;
+const isRole = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && Buffer.byteLength(v) <= MAX_ROLE_BYTES;
 
 class Channel implements Conn {
   role = '';
@@ -338,7 +336,8 @@ async function within<T>(ms: number, work: Promise<T>): Promise<T> {
 async function serverHandshake(ch: Channel, secretFor: (role: string) => Buffer | undefined): Promise<void> {
   const hello = await ch.read();
   if (!isRecord(hello) || hello.t !== 'hello') throw new Error('the first message is not a hello');
-  if (hello.proto !== PROTO) throw new Error(`unsupported protocol ${typeof hello.proto === 'string' ? JSON.stringify(hello.proto.slice(0, 64)) : typeof hello.proto}`);
+  if (hello.proto !== PROTO)
+    throw new Error(`unsupported protocol ${typeof hello.proto === 'string' ? JSON.stringify(hello.proto.slice(0, 64)) : typeof hello.proto}`);
   const { role, nonce: nonceC } = hello;
   if (!isRole(role) || !isBytes(nonceC, NONCE_BYTES)) throw new Error('malformed hello');
   const secret = secretFor(role);

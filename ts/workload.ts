@@ -194,9 +194,7 @@ export class BankAccounts {
   setup(initialBalance = BANK_INITIAL_BALANCE): Transaction[] {
     const keys = this.keys;
     const opens = keys.map((k, account) => makeTx(this.app, 'open', { account, owner: k.publicKey }));
-    const mints = keys.map((_, account) =>
-      makeTx(this.app, 'mint', { account, amount: initialBalance }, [this.mintAuthority]),
-    );
+    const mints = keys.map((_, account) => makeTx(this.app, 'mint', { account, amount: initialBalance }, [this.mintAuthority]));
     // Opens first: a consumer that lets set-up transactions overtake each other a little
     // still has every account open before its mint.
     return [...opens, ...mints];
@@ -404,8 +402,7 @@ export function* kvWorkload(opts: KvWorkloadOptions): Generator<Transaction, nev
   const rng = new Rng(opts.seed, 'kv');
   const shadow = new Map<string, Data>();
   const read = (key: string): Data => shadow.get(key) ?? null;
-  const pick = (): string =>
-    opts.hotKeys > 0 && rng.chance(opts.conflictRate) ? hotKey(rng.int(opts.hotKeys)) : coldKey(rng.int(opts.keys));
+  const pick = (): string => (opts.hotKeys > 0 && rng.chance(opts.conflictRate) ? hotKey(rng.int(opts.hotKeys)) : coldKey(rng.int(opts.keys)));
   let counter = 0;
   const value = (): Data => {
     const r = rng.next();

@@ -47,7 +47,12 @@ try {
   await submit('a forged transfer to mallory', { body: forged.body, auth: [{ scheme: 'ed25519', publicKey: alice.publicKey, signature }] });
   await submit('alice replays nonce 0', pay(alice, addressOf(bob.publicKey), 50, 0));
   await submit('alice overspends', pay(alice, addressOf(bob.publicKey), 999, 1));
-  for (const [name, key] of /** @type {const} */ ([['issuer', issuer], ['alice', alice], ['bob', bob], ['mallory', mallory]])) {
+  for (const [name, key] of /** @type {const} */ ([
+    ['issuer', issuer],
+    ['alice', alice],
+    ['bob', bob],
+    ['mallory', mallory],
+  ])) {
     await submit(`balance of ${name}`, makeTx(token, 'balance', { symbol, address: addressOf(key.publicKey) }));
   }
 } finally {

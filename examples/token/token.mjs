@@ -252,7 +252,9 @@ export function* workload(seed) {
     } else {
       // Signed by another holder than the one paying.
       const forger = /** @type {KeyPair} */ (holders[(from + 1 + pick(WORKLOAD_HOLDERS - 1)) % WORKLOAD_HOLDERS]);
-      yield makeTx(token, 'transfer', { symbol, from: sender.publicKey, to: /** @type {string} */ (addresses[pick(WORKLOAD_HOLDERS)]), amount: 1, nonce }, [forger]);
+      yield makeTx(token, 'transfer', { symbol, from: sender.publicKey, to: /** @type {string} */ (addresses[pick(WORKLOAD_HOLDERS)]), amount: 1, nonce }, [
+        forger,
+      ]);
     }
   }
 }

@@ -10,8 +10,7 @@ const client = readFileSync(clientLog, 'utf8').split(/\r?\n/);
 const failures = [];
 const metrics = {};
 
-const tagged = (lines, tag) =>
-  lines.filter((l) => l.startsWith(tag)).map((l) => JSON.parse(l.slice(l.indexOf('{'))));
+const tagged = (lines, tag) => lines.filter((l) => l.startsWith(tag)).map((l) => JSON.parse(l.slice(l.indexOf('{'))));
 
 for (const l of [...server, ...client]) if (l.startsWith('RIG-FAIL')) failures.push(l);
 const done = client.find((l) => l.startsWith('RIG-DONE'));
@@ -51,8 +50,7 @@ else if (check.stress_violations !== 0) failures.push('torn reads accepted');
 if (!bench) failures.push('no result from the verbs bench');
 Object.assign(metrics, check ?? {}, bench ?? {});
 if (bench && metrics.perftest_read_lat_p50_us) {
-  metrics.verbs_vs_perftest_read_64B_p50_ratio =
-    Math.round((bench.verbs_read_64B_p50_us / metrics.perftest_read_lat_p50_us) * 100) / 100;
+  metrics.verbs_vs_perftest_read_64B_p50_ratio = Math.round((bench.verbs_read_64B_p50_us / metrics.perftest_read_lat_p50_us) * 100) / 100;
 }
 
 // Proof that reads crossed the link: rxe counted packets on both sides, and eth0 carried at
@@ -62,12 +60,13 @@ const sc = last(server, 'server');
 const cc = last(client, 'client');
 if (!sc || !cc) failures.push('missing counters');
 else {
-  for (const [side, c] of [['server', sc], ['client', cc]]) {
+  for (const [side, c] of [
+    ['server', sc],
+    ['client', cc],
+  ]) {
     for (const [k, v] of Object.entries(c)) metrics[`${side}_${k}`] = v;
-    if (!(c.rxe_sent_pkts > 0 && c.rxe_rcvd_pkts > 0))
-      failures.push(`${side}: rxe0 counted no RDMA packets`);
-    if (c.eth0_tx_packets < c.rxe_sent_pkts || c.eth0_rx_packets < c.rxe_rcvd_pkts)
-      failures.push(`${side}: eth0 carried fewer packets than rxe0 counted`);
+    if (!(c.rxe_sent_pkts > 0 && c.rxe_rcvd_pkts > 0)) failures.push(`${side}: rxe0 counted no RDMA packets`);
+    if (c.eth0_tx_packets < c.rxe_sent_pkts || c.eth0_rx_packets < c.rxe_rcvd_pkts) failures.push(`${side}: eth0 carried fewer packets than rxe0 counted`);
   }
 }
 

@@ -31,7 +31,7 @@ export interface App<C extends Record<string, Command> = Record<string, Command>
   objects(command: keyof C & string, args: unknown): string[];
   /**
    * The partition (0 ≤ result < partitions) holding object `id`, for partitioned execution;
-   * a hash of the id when absent (see `heron/partition.ts`). Must be a pure function of its
+   * a hash of the id when absent (see `partition.ts`). Must be a pure function of its
    * arguments: every member computes destinations and ownership with it.
    */
   partition?(id: string, partitions: number): number;

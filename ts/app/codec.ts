@@ -6,15 +6,7 @@ import { Packr } from 'msgpackr';
 const packr = new Packr({ useRecords: false, int64AsType: 'bigint', mapsAsObjects: true, variableMapSize: true });
 
 /** Plain data a transaction, value or result may hold. */
-export type Data =
-  | null
-  | boolean
-  | number
-  | bigint
-  | string
-  | Uint8Array
-  | readonly Data[]
-  | { readonly [key: string]: Data };
+export type Data = null | boolean | number | bigint | string | Uint8Array | readonly Data[] | { readonly [key: string]: Data };
 
 /**
  * What `v` is to the encoder: a leaf, an array, or a plain object (map). Throws a TypeError

@@ -95,13 +95,7 @@ export function verifyAll(natives: Natives, txs: readonly DecodedTx[]): (boolean
   return txs.map((tx) => tx.auth.map(() => results[next++] ?? false));
 }
 
-export function execute(
-  app: App,
-  tx: DecodedTx,
-  state: StateSource,
-  natives: Natives,
-  hints: Hints = {},
-): { table: LookupTable; counts: ExecCounts } {
+export function execute(app: App, tx: DecodedTx, state: StateSource, natives: Natives, hints: Hints = {}): { table: LookupTable; counts: ExecCounts } {
   const counts: ExecCounts = { verified: 0, authFromHints: 0, precompiled: 0, precompilesReused: 0, dynamicFromHints: 0 };
   const declared = new Set(tx.objects);
   const seen = new Map<string, Versioned>();
@@ -234,7 +228,9 @@ export function execute(
  */
 function unusedAuthenticator(tx: DecodedTx, asked: readonly boolean[], auth: readonly (boolean | null)[]): Outcome | undefined {
   for (let i = 0; i < tx.auth.length; i++) {
-    const key = Buffer.from(tx.auth[i]?.publicKey ?? []).toString('hex').slice(0, 16);
+    const key = Buffer.from(tx.auth[i]?.publicKey ?? [])
+      .toString('hex')
+      .slice(0, 16);
     if (!asked[i]) return { status: 'aborted', reason: `authenticator ${i} (key ${key}…) was not asked for by ${tx.command}` };
     if (auth[i] !== true) return { status: 'aborted', reason: `authenticator ${i} (key ${key}…) does not verify` };
   }

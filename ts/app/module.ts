@@ -120,7 +120,9 @@ export function appDigest(entry: string): string {
  */
 function builtinDigest(name: string, file: string): string {
   const pkg = JSON.parse(readFileSync(join(packageRoot(file), 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
-  return createHash('sha256').update(`remora.app.v1\0builtin:${name}:${String(pkg.name)}@${String(pkg.version)}`).digest('hex');
+  return createHash('sha256')
+    .update(`remora.app.v1\0builtin:${name}:${String(pkg.name)}@${String(pkg.version)}`)
+    .digest('hex');
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;

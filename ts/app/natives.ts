@@ -5,6 +5,5 @@ import { precompile, precompileInputDigest, verifyEd25519Batch } from '../precom
 export const nativeFunctions: Natives = {
   verifyEd25519Batch: (items) => verifyEd25519Batch(items),
   precompile: (name, input) => precompile(name, Buffer.from(input.buffer, input.byteOffset, input.byteLength)),
-  inputDigest: (name, input) =>
-    precompileInputDigest(name, Buffer.from(input.buffer, input.byteOffset, input.byteLength)).toString('hex'),
+  inputDigest: (name, input) => precompileInputDigest(name, Buffer.from(input.buffer, input.byteOffset, input.byteLength)).toString('hex'),
 };

@@ -59,7 +59,9 @@ export function stateDigest(objects: ReadonlyMap<string, Versioned>): string {
     if (o.value === undefined) h.update(Buffer.from([0]));
     else {
       len.writeUInt32LE(o.value.length);
-      h.update(Buffer.from([1])).update(len).update(o.value);
+      h.update(Buffer.from([1]))
+        .update(len)
+        .update(o.value);
     }
   }
   return h.digest('hex');

@@ -107,7 +107,8 @@ export function fitsTxBytes(tx: Transaction): boolean {
 
 /** The `tx.v1` bytes of a transaction (docs/binary-layouts.md); `TxError` if it has another shape. */
 export function encodeTxBytes(tx: Transaction): Buffer {
-  if (!fitsTxBytes(tx)) throw new TxError('transaction does not fit tx.v1: body must be bytes, each authenticator an ed25519 key of 32 bytes and signature of 64');
+  if (!fitsTxBytes(tx))
+    throw new TxError('transaction does not fit tx.v1: body must be bytes, each authenticator an ed25519 key of 32 bytes and signature of 64');
   const out = Buffer.allocUnsafe(6 + tx.body.length + AUTH_BYTES * tx.auth.length);
   out[0] = TX_LAYOUT;
   out.writeUInt32LE(tx.body.length, 1);

@@ -128,10 +128,14 @@ export async function versionsForLog(
     try {
       v = await loadAppModule(e.spec);
     } catch (err) {
-      throw new AppLoadError(`replaying the log needs app version ${short(e.digest)} from ${e.spec}, which no longer loads: ${err instanceof Error ? err.message : String(err)}`);
+      throw new AppLoadError(
+        `replaying the log needs app version ${short(e.digest)} from ${e.spec}, which no longer loads: ${err instanceof Error ? err.message : String(err)}`,
+      );
     }
     if (v.digest !== e.digest) {
-      throw new AppLoadError(`replaying the log needs app version ${short(e.digest)} from ${e.spec}, which now has digest ${short(v.digest)}: keep each version that ran loadable until a checkpoint`);
+      throw new AppLoadError(
+        `replaying the log needs app version ${short(e.digest)} from ${e.spec}, which now has digest ${short(v.digest)}: keep each version that ran loadable until a checkpoint`,
+      );
     }
     return v;
   };

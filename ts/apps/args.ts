@@ -5,6 +5,4 @@ import type { Ctx } from '../app/app.js';
 export type Args = Record<string, unknown>;
 
 export const asArgs = (ctx: Ctx, args: unknown): Args =>
-  typeof args === 'object' && args !== null && !Array.isArray(args) && !(args instanceof Uint8Array)
-    ? (args as Args)
-    : ctx.abort('arguments must be a map');
+  typeof args === 'object' && args !== null && !Array.isArray(args) && !(args instanceof Uint8Array) ? (args as Args) : ctx.abort('arguments must be a map');

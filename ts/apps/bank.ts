@@ -6,7 +6,7 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { defineApp, type Ctx } from '../app/app.js';
 import { asArgs, type Args } from './args.js';
-import { hashPartition } from '../heron/partition.js';
+import { hashPartition } from '../app/partition.js';
 
 /** What `acct/<n>` holds. */
 export interface Account {
@@ -24,7 +24,6 @@ export interface BankConfig {
 
 export const accountId = (account: number): string => `acct/${account}`;
 export const stampId = (account: number): string => `stamp/${account}`;
-
 
 /** Account numbers are non-negative safe integers, so ids stay short and canonical. */
 function accountArg(ctx: Ctx, args: Args, name: string): number {
@@ -148,7 +147,10 @@ export function bankApp(config: BankConfig) {
     objects(command, args): string[] {
       const a = (typeof args === 'object' && args !== null ? args : {}) as Args;
       const ids = (...names: string[]) =>
-        names.map((n) => a[n]).filter(isAccountNumber).map(accountId);
+        names
+          .map((n) => a[n])
+          .filter(isAccountNumber)
+          .map(accountId);
       switch (command) {
         case 'open':
         case 'mint':

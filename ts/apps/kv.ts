@@ -5,7 +5,7 @@
 import { defineApp, type Ctx } from '../app/app.js';
 import { asArgs, type Args } from './args.js';
 import { encode, type Data } from '../app/codec.js';
-import { hashPartition } from '../heron/partition.js';
+import { hashPartition } from '../app/partition.js';
 
 const PREFIX = 'kv/';
 /** Object ids are at most 88 bytes (the store's limit), the prefix included. */
@@ -13,9 +13,7 @@ export const MAX_KEY_BYTES = 88 - PREFIX.length;
 
 export const kvId = (key: string): string => `${PREFIX}${key}`;
 
-const isKey = (v: unknown): v is string =>
-  typeof v === 'string' && v.length > 0 && Buffer.byteLength(v, 'utf8') <= MAX_KEY_BYTES;
-
+const isKey = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && Buffer.byteLength(v, 'utf8') <= MAX_KEY_BYTES;
 
 function keyArg(ctx: Ctx, args: Args, name: string): string {
   const v = args[name];
@@ -95,7 +93,14 @@ export const kvApp = defineApp({
 
   objects(command, args): string[] {
     const a = (typeof args === 'object' && args !== null ? args : {}) as Args;
-    const ids = (...names: string[]) => [...new Set(names.map((n) => a[n]).filter(isKey).map(kvId))];
+    const ids = (...names: string[]) => [
+      ...new Set(
+        names
+          .map((n) => a[n])
+          .filter(isKey)
+          .map(kvId),
+      ),
+    ];
     switch (command) {
       case 'get':
       case 'put':

@@ -94,7 +94,12 @@ export const parseDelivery = (args: unknown): DeliveryArgs | string =>
   parse(args, (a) => ({ w: warehouse(a['w']), carrier: int(a['carrier'], 'carrier', 1, 10), date: int(a['date'], 'date', 0, MAX_SAFE) }));
 
 export const parseStockLevel = (args: unknown): StockLevelArgs | string =>
-  parse(args, (a) => ({ w: warehouse(a['w']), d: district(a['d']), threshold: int(a['threshold'], 'threshold', 10, 20), ref: int(a['ref'] ?? 0, 'ref', 0, MAX_SAFE) }));
+  parse(args, (a) => ({
+    w: warehouse(a['w']),
+    d: district(a['d']),
+    threshold: int(a['threshold'], 'threshold', 10, 20),
+    ref: int(a['ref'] ?? 0, 'ref', 0, MAX_SAFE),
+  }));
 
 export type LoadRangeArgs = { w: number; from: number; to: number };
 export type LoadDistrictArgs = { w: number; d: number; customers: number; items: number };

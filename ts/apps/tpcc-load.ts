@@ -132,7 +132,10 @@ export function loadDistrict(ctx: Ctx, w: number, d: number, customers: number, 
   }
   for (const [last, list] of byName) {
     list.sort((x, y) => (x.first < y.first ? -1 : x.first > y.first ? 1 : x.c - y.c));
-    ctx.write(lastNameIndexId(w, d, last), list.map((e) => e.c));
+    ctx.write(
+      lastNameIndexId(w, d, last),
+      list.map((e) => e.c),
+    );
   }
 
   // O_C_ID is a random permutation of the customers (Fisher-Yates).

@@ -2,7 +2,7 @@
 // `t/<warehouse>/`, so the partitioner can put a warehouse and everything that hangs off it in
 // one partition. Money is integer cents, rates are integer basis points (1/10,000): the
 // arithmetic is exact and the same on every member.
-import { hashPartition } from '../heron/partition.js';
+import { hashPartition } from '../app/partition.js';
 
 /** Districts per warehouse: the specification's 10, not scaled (the mix and conditions rely on it). */
 export const DISTRICTS = 10;

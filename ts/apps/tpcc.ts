@@ -73,7 +73,16 @@ export type OrderLineView = [i: number, supplyW: number, qty: number, amount: nu
 
 export type NewOrderResult = { o: number; total: number; brandGeneric: string };
 export type PaymentResult = { c: number; balance: number; credit: string };
-export type OrderStatusResult = { c: number; first: string; last: string; balance: number; o: number; entryD: number; carrier: number | null; lines: OrderLineView[] };
+export type OrderStatusResult = {
+  c: number;
+  first: string;
+  last: string;
+  balance: number;
+  o: number;
+  entryD: number;
+  carrier: number | null;
+  lines: OrderLineView[];
+};
 
 function newOrder(ctx: Ctx, raw: NewOrderArgs): NewOrderResult {
   const { w, d, c, lines, date } = checked(ctx, parseNewOrder(raw));

@@ -10,7 +10,7 @@
 // reason.
 import { defineApp, type Ctx } from '../app/app.js';
 import { asArgs, type Args } from './args.js';
-import { hashPartition } from '../heron/partition.js';
+import { hashPartition } from '../app/partition.js';
 
 /** What `work/<n>` holds: how many crunches wrote it, and the digest of the last one. */
 export interface Counter {
@@ -27,7 +27,6 @@ export const WORK_MAX_ROUNDS = 10_000_000;
 export const WORK_MAX_OBJECTS = 2;
 
 export const workId = (object: number): string => `work/${object}`;
-
 
 /** Counter numbers are 32-bit unsigned, so they enter the mixer whole. */
 const isObjectNumber = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;

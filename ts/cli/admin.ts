@@ -13,7 +13,10 @@ import { required, UsageError } from './options.js';
 export const ADMIN_OPTIONS = { dir: { type: 'string' }, node: { type: 'string' }, 'secret-file': { type: 'string' } } as const;
 
 /** Sends one request and resolves with the node's one answer. */
-export async function askNode(values: { dir?: string | undefined; node?: string | undefined; 'secret-file'?: string | undefined }, request: AdminToNode): Promise<NodeToAdmin> {
+export async function askNode(
+  values: { dir?: string | undefined; node?: string | undefined; 'secret-file'?: string | undefined },
+  request: AdminToNode,
+): Promise<NodeToAdmin> {
   let where: { path: string } | { host: string; port: number };
   let secretFile: string;
   if (values.node !== undefined) {

@@ -40,8 +40,7 @@ function progress(elapsed: number, total: number, readsPerS: number, newest: big
   const width = 30;
   const filled = Math.round(width * Math.min(1, elapsed / total));
   const line =
-    `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${elapsed.toFixed(0)}/${total} s  ` +
-    `${formatCount(readsPerS)} reads/s  newest version ${newest}`;
+    `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${elapsed.toFixed(0)}/${total} s  ` + `${formatCount(readsPerS)} reads/s  newest version ${newest}`;
   // A terminal gets one bar redrawn in place; a log gets a line per second.
   process.stderr.write(process.stderr.isTTY ? `\r${line}\x1b[K` : `${line}\n`);
 }
@@ -110,12 +109,7 @@ async function readLoop(remote: RemoteStore, o: DemoOptions, writer: RoleProcess
 async function runDemo(dir: string, o: DemoOptions): Promise<number> {
   const secret = loadOrCreateSecret(dir);
   process.stderr.write(`demo: cluster directory ${dir}; starting the writer process\n`);
-  const writer = await RoleProcess.start('demo-writer', [
-    '--dir', dir,
-    '--objects', String(o.objects),
-    '--size', String(o.size),
-    '--rate', String(o.rate),
-  ]);
+  const writer = await RoleProcess.start('demo-writer', ['--dir', dir, '--objects', String(o.objects), '--size', String(o.size), '--rate', String(o.rate)]);
   try {
     const remote = await RemoteStore.connect({ dir, store: 'writer', secret });
     const initial = BigInt(o.objects);

@@ -53,10 +53,7 @@ const KNOWN_MESSAGES: [RegExp, (m: RegExpExecArray) => string][] = [
     /^log directory (.+) is locked by another open Log$/,
     (m) => `log directory ${m[1]} is locked by another running process: stop it, or use another cluster directory`,
   ],
-  [
-    /^store '(.+)' is owned by a live process$/,
-    (m) => `store '${m[1]}' is owned by another running process: stop it, or use another cluster directory`,
-  ],
+  [/^store '(.+)' is owned by a live process$/, (m) => `store '${m[1]}' is owned by another running process: stop it, or use another cluster directory`],
   [/^wire: (cannot connect to .+)$/, (m) => `${m[1]} (is the node running?)`],
   [/^JetStream sequencer: (cannot connect to .+)$/, (m) => `the sequencer ${m[1]} (are the engine's servers running, and is the token right?)`],
   // The peer the user named refused their secret, or is not a Remora member at all.

@@ -10,7 +10,7 @@ import { serveRole } from '../process.js';
 import { parseHostPort } from '../transport.js';
 import { appOption, ConfigError, intOption, listenOption, required, transportOption } from './options.js';
 
-/** A Heron cluster described by `--config FILE`, in `--dir DIR`, until stdin ends or a signal. */
+/** A Heron cluster described by `--config FILE`, in `--dir DIR`, until SIGTERM or SIGINT. */
 export function heronStartCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -110,7 +110,9 @@ export function heronReplicaRole(argv: string[]): Promise<number> {
     reportWrites: values['report-writes'] === true,
     ringSpinMicros: intOption(values['ring-spin-us'], 'ring-spin-us', DEFAULT_RING_SPIN_MICROS, 0, 1_000_000),
     ...(values['rejoin-after'] !== undefined && { rejoinAfter: timestampOption(values['rejoin-after'], 'rejoin-after') }),
-    ...(values['remote-cache-entries'] !== undefined && { remoteCacheEntries: intOption(values['remote-cache-entries'], 'remote-cache-entries', 4096, 0, 1 << 20) }),
+    ...(values['remote-cache-entries'] !== undefined && {
+      remoteCacheEntries: intOption(values['remote-cache-entries'], 'remote-cache-entries', 4096, 0, 1 << 20),
+    }),
     transport: transportOption(values.transport),
   });
 }

@@ -6,7 +6,8 @@
 // cannot write to a child's stdin). It then runs until its time limit or its transactions run
 // out, prints `result <json>` (a GeneratorResult) and exits 0 on its own. The end of stdin asks it
 // to stop early: before the start it exits with an empty result, during the run it stops
-// sending and reports what was answered.
+// sending and reports what was answered. Unlike the serving roles it reads stdin with or without
+// `--exit-with-stdin`: a generator is only ever a launcher's child, and stdin is its control line.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';

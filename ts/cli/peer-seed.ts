@@ -18,7 +18,9 @@ export async function bootstrapFrom(peer: HostPort, dir: string): Promise<void> 
   const mine = listCheckpoints(checkpoints)[0]?.ts ?? 0n;
   const at = await askSharedCheckpoint(peer, secret);
   if (at === null || at.ts <= mine) {
-    process.stderr.write(`node: bootstrap: ${at === null ? 'the peer shares no checkpoint yet' : `the peer's checkpoint (ts ${at.ts}) is not newer than this node's (ts ${mine})`}; starting from this node's own\n`);
+    process.stderr.write(
+      `node: bootstrap: ${at === null ? 'the peer shares no checkpoint yet' : `the peer's checkpoint (ts ${at.ts}) is not newer than this node's (ts ${mine})`}; starting from this node's own\n`,
+    );
     return;
   }
   const got = await fetchPeerCheckpoint({ node: peer, secret, dir: checkpoints, at, log: (m) => process.stderr.write(`node: bootstrap: ${m}\n`) });

@@ -18,23 +18,14 @@ import { serveRole } from '../process.js';
 import { loadOrCreateSecret, readSecretFile } from '../secret.js';
 import { asError } from '../errors.js';
 import { parseHostPort, type HostPort } from '../transport.js';
-import {
-  appOption,
-  intOption,
-  listenOption,
-  metricsPortOption,
-  policyOption,
-  required,
-  stateUpdateOption,
-  transportOption,
-  UsageError,
-} from './options.js';
+import { appOption, intOption, listenOption, metricsPortOption, policyOption, required, stateUpdateOption, transportOption, UsageError } from './options.js';
 
 /**
  * A pre-executor joining a running node: `--join DIR` on the node's host (its socket, secret and,
  * for `shm` pulls, store are in the directory), or `--join HOST:PORT --secret-file FILE` from
- * anywhere. The embedded launcher starts its own the same way. It leaves when stdin ends, on
- * SIGINT/SIGTERM, or when the node lets it go.
+ * anywhere. The embedded launcher starts its own the same way (with `--exit-with-stdin`, so they
+ * die with it). It leaves on SIGINT/SIGTERM, at the end of stdin under that flag, or when the
+ * node lets it go.
  */
 export function preExecutorRole(argv: string[]) {
   // Set by `remora check` for the processes it starts: a command that reaches for a clock or
@@ -57,8 +48,7 @@ export function preExecutorRole(argv: string[]) {
   const spec = appOption(values.app);
   const metricsPort = metricsPortOption(values['metrics-port']);
   const secretFile = values['secret-file'];
-  const secret =
-    secretFile !== undefined ? readSecretFile(secretFile) : 'dir' in target ? loadOrCreateSecret(target.dir) : null;
+  const secret = secretFile !== undefined ? readSecretFile(secretFile) : 'dir' in target ? loadOrCreateSecret(target.dir) : null;
   if (!secret) {
     throw new UsageError("--join HOST:PORT needs --secret-file FILE (a copy of the cluster directory's cluster.secret)");
   }
@@ -108,7 +98,8 @@ export function preExecutorRole(argv: string[]) {
 /** `--delegate-backlog N [--lease-ms N] [--lease-objects N]`: delegation on (docs/primary.md), else off. */
 function delegationOptions(backlog: string | undefined, leaseMs: string | undefined, objects: string | undefined): DelegationOptions | null {
   if (backlog === undefined) {
-    if (leaseMs !== undefined || objects !== undefined) throw new UsageError('--lease-ms and --lease-objects need --delegate-backlog N, which turns delegation on');
+    if (leaseMs !== undefined || objects !== undefined)
+      throw new UsageError('--lease-ms and --lease-objects need --delegate-backlog N, which turns delegation on');
     return null;
   }
   return {
@@ -169,13 +160,16 @@ export function nodeRole(argv: string[]) {
     mergeThreads: intOption(values['merge-threads'], 'merge-threads', 1, 1, 64),
     ...(delegation && { delegation }),
   };
-  if (bootstrap && !sequencer) throw new UsageError('--bootstrap needs --sequencer nats://...: only nodes following one stream can start from each other\'s checkpoints');
+  if (bootstrap && !sequencer)
+    throw new UsageError("--bootstrap needs --sequencer nats://...: only nodes following one stream can start from each other's checkpoints");
   return serveRole(async () => {
     if (bootstrap) await bootstrapFrom(bootstrap, options.dir);
     const cluster = await EmbeddedCluster.start(options);
     // `ready` means the state is complete: everything logged before the start is applied.
     const started = await Promise.race([cluster.replayed(), cluster.node.failed]);
-    const from = started.checkpoint ? `from checkpoint at ts ${started.checkpoint.ts} + ${started.replayed} replayed` : `from the log: ${started.replayed} replayed`;
+    const from = started.checkpoint
+      ? `from checkpoint at ts ${started.checkpoint.ts} + ${started.replayed} replayed`
+      : `from the log: ${started.replayed} replayed`;
     process.stderr.write(`node: started ${from}\n`);
     if (cluster.address !== null) process.stderr.write(`node: clients and pre-executors may join at ${cluster.address}\n`);
     if (cluster.metricsPort !== null) process.stderr.write(`node: metrics at http://127.0.0.1:${cluster.metricsPort}/metrics\n`);
@@ -220,7 +214,8 @@ function sequencerOption(raw: string | undefined, stream: string | undefined, to
     if (stream !== undefined || tokenFile !== undefined) throw new UsageError('--stream and --sequencer-token-file need --sequencer nats://...');
     return null;
   }
-  if (stream !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(stream)) throw new UsageError(`--stream must be 1 to 64 letters, digits, '-' or '_', got '${stream}'`);
+  if (stream !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(stream))
+    throw new UsageError(`--stream must be 1 to 64 letters, digits, '-' or '_', got '${stream}'`);
   return { kind: 'jetstream', servers, ...(stream !== undefined && { stream }), ...(tokenFile !== undefined && { tokenFile }) };
 }
 

@@ -66,11 +66,15 @@ function isCurrent(binary: string, sources: string[]): boolean {
 /** `n` distinct free loopback ports (held open together so none is handed out twice). */
 export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-      const s = createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => resolve(s));
-    })),
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const s = createServer();
+          s.once('error', reject);
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
   );
   const ports = servers.map((s) => {
     const a = s.address();
@@ -172,7 +176,11 @@ export async function startNatsCluster(opts: NatsClusterOptions): Promise<NatsCl
     const dir = join(opts.dir, name);
     mkdirSync(dir, { recursive: true });
     const config = join(dir, 'server.conf');
-    writeFileSync(config, configText({ name, dir, client: at(i, 0), monitor: at(i, 1), route: at(i, 2), routes, ...(opts.token !== undefined && { token: opts.token }) }), { mode: 0o600 });
+    writeFileSync(
+      config,
+      configText({ name, dir, client: at(i, 0), monitor: at(i, 1), route: at(i, 2), routes, ...(opts.token !== undefined && { token: opts.token }) }),
+      { mode: 0o600 },
+    );
     return { name, dir, config, monitor: at(i, 1), child: null, exited: Promise.resolve() };
   });
   let stopped = false;

@@ -9,6 +9,7 @@ import { encode } from '../app/codec.js';
 import type { LookupTable, Outcome } from '../app/exec.js';
 import { TxError, type DecodedTx, type Transaction } from '../app/tx.js';
 import { AppLoadError, loadAppModule } from '../app/module.js';
+import { destinations, partitionerOf } from '../app/partition.js';
 import type { Decision } from '../pipeline/merge.js';
 import { attachMember, PreExecutionPool, type MemberStats } from '../pipeline/pool.js';
 import type { Applied } from '../pipeline/primary.js';
@@ -37,7 +38,6 @@ import {
   type Timing,
   type ToReplica,
 } from './messages.js';
-import { destinations, partitionerOf } from './partition.js';
 import { HeronClients } from './serve.js';
 import { guarded, parseFromReplica, ProtocolError, replicaOfRole } from './parse.js';
 import type { ReplicaSummary } from './replica.js';
@@ -338,22 +338,25 @@ export class HeronCluster {
     this.log = opts.log ?? ((m) => console.error(m));
     this.pool =
       preExecutorsOf(opts) > 0
-        ? new PreExecutionPool({
-            offer: (digest, table, from) => this.tableCame(digest, table, from),
-            malformed: (digest, from, e) => {
-              this.log(`heron: dropped the table of ${digest.slice(0, 12)} from pre-executor ${from}: ${e.message}`);
-              this.noTable(digest);
+        ? new PreExecutionPool(
+            {
+              offer: (digest, table, from) => this.tableCame(digest, table, from),
+              malformed: (digest, from, e) => {
+                this.log(`heron: dropped the table of ${digest.slice(0, 12)} from pre-executor ${from}: ${e.message}`);
+                this.noTable(digest);
+              },
+              forget: (digest) => this.noTable(digest),
+              orphaned: (digests) => {
+                for (const d of digests) this.noTable(d);
+              },
+              log: this.log,
             },
-            forget: (digest) => this.noTable(digest),
-            orphaned: (digests) => {
-              for (const d of digests) this.noTable(d);
+            {
+              // Speculation is off: a guess is retired by comparing a transaction's whole write
+              // set with what was applied, and here each partition reports only its own part.
+              speculation: false,
             },
-            log: this.log,
-          }, {
-            // Speculation is off: a guess is retired by comparing a transaction's whole write
-            // set with what was applied, and here each partition reports only its own part.
-            speculation: false,
-          })
+          )
         : null;
     this.clients = new HeronClients((tx, onOptimistic) => this.submit(tx, onOptimistic), this.log);
   }
@@ -361,7 +364,10 @@ export class HeronCluster {
   static async start(opts: HeronOptions): Promise<HeronCluster> {
     const loaded = await loadAppModule(opts.app);
     const app = loaded.app;
-    for (const [name, v, max] of [['partitions', opts.partitions, 1024], ['replicas', opts.replicas, 31]] as const) {
+    for (const [name, v, max] of [
+      ['partitions', opts.partitions, 1024],
+      ['replicas', opts.replicas, 31],
+    ] as const) {
       if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${v}`);
     }
     const members = preExecutorsOf(opts);
@@ -413,7 +419,11 @@ export class HeronCluster {
         // Replicas are members: only the member credential opens their role. Clients hold the
         // client credential, which opens theirs and no other.
         secretFor: (role) =>
-          role.startsWith(`${REPLICA_ROLE}:`) || role.startsWith(PRE_EXECUTOR_ROLE) ? secret : HeronClients.isClient(role) ? HeronClients.credential(secret) : undefined,
+          role.startsWith(`${REPLICA_ROLE}:`) || role.startsWith(PRE_EXECUTOR_ROLE)
+            ? secret
+            : HeronClients.isClient(role)
+              ? HeronClients.credential(secret)
+              : undefined,
         log: cluster.log,
         onConnection: (conn) => {
           if (HeronClients.isClient(conn.role)) {
@@ -447,11 +457,18 @@ export class HeronCluster {
               if (cluster.conns.has(k)) throw new ProtocolError('that replica is already connected');
               if (msg.digest !== loaded.digest) {
                 // Replicas running other code would diverge at the first command that differs.
-                hellos.get(k)?.reject(new AppLoadError(`heron replica ${k} loaded app digest ${msg.digest.slice(0, 12)}, but the launcher runs ${app.name} ${loaded.digest.slice(0, 12)} (${loaded.spec})`));
+                hellos
+                  .get(k)
+                  ?.reject(
+                    new AppLoadError(
+                      `heron replica ${k} loaded app digest ${msg.digest.slice(0, 12)}, but the launcher runs ${app.name} ${loaded.digest.slice(0, 12)} (${loaded.spec})`,
+                    ),
+                  );
                 conn.close();
                 return;
               }
-              if (transport !== 'shm' && msg.address === undefined) throw new ProtocolError(`hello: a ${transport} cluster needs the address the replica serves its store at`);
+              if (transport !== 'shm' && msg.address === undefined)
+                throw new ProtocolError(`hello: a ${transport} cluster needs the address the replica serves its store at`);
               greeted = true;
               cluster.conns.set(k, conn);
               conn.onClose(() => {
@@ -464,10 +481,22 @@ export class HeronCluster {
         },
       });
       const args = (h: number, q: number) => [
-        '--dir', opts.dir, '--app', loaded.spec,
-        '--partitions', String(opts.partitions), '--replicas', String(opts.replicas),
-        '--partition', String(h), '--replica', String(q), '--grace-ms', String(opts.graceMs ?? 2),
-        '--transfer-bytes', String(opts.transferBytes ?? 1 << 20),
+        '--dir',
+        opts.dir,
+        '--app',
+        loaded.spec,
+        '--partitions',
+        String(opts.partitions),
+        '--replicas',
+        String(opts.replicas),
+        '--partition',
+        String(h),
+        '--replica',
+        String(q),
+        '--grace-ms',
+        String(opts.graceMs ?? 2),
+        '--transfer-bytes',
+        String(opts.transferBytes ?? 1 << 20),
         ...(members > 0 ? ['--report-writes'] : []),
         ...(opts.ringSpinMicros !== undefined ? ['--ring-spin-us', String(opts.ringSpinMicros)] : []),
         ...(opts.remoteCacheEntries !== undefined ? ['--remote-cache-entries', String(opts.remoteCacheEntries)] : []),
@@ -654,8 +683,19 @@ export class HeronCluster {
         seen.count++;
       }
     } else if (msg.t === 'transferred') {
-      this.transfers.push({ partition: msg.partition, replica: msg.replica, from: msg.from, since: msg.since, ts: msg.ts, objects: msg.objects, bytes: msg.bytes, micros: msg.micros });
-      this.log(`heron: replica ${key(msg.partition, msg.replica)} caught up by state transfer from replica ${msg.from}: ${msg.objects} objects, ${msg.bytes} bytes, applied ${msg.since} -> ${msg.ts}`);
+      this.transfers.push({
+        partition: msg.partition,
+        replica: msg.replica,
+        from: msg.from,
+        since: msg.since,
+        ts: msg.ts,
+        objects: msg.objects,
+        bytes: msg.bytes,
+        micros: msg.micros,
+      });
+      this.log(
+        `heron: replica ${key(msg.partition, msg.replica)} caught up by state transfer from replica ${msg.from}: ${msg.objects} objects, ${msg.bytes} bytes, applied ${msg.since} -> ${msg.ts}`,
+      );
       // It resumes after `ts`: it will not answer what it skipped.
       this.lastAnswered.set(key(msg.partition, msg.replica), msg.ts);
       if (this.settled()) for (const w of this.settledWaiters.splice(0)) w();
@@ -690,7 +730,9 @@ export class HeronCluster {
     // for everyone.
     const record = ringRecordBytes(dest.length, decoded.bytes.length);
     if (record > this.ringBytes) {
-      throw new TxError(`transaction of ${decoded.bytes.length} bytes does not fit the ordered stream's ring of ${this.ringBytes} bytes (a record takes ${record}); give the cluster a larger ringBytes`);
+      throw new TxError(
+        `transaction of ${decoded.bytes.length} bytes does not fit the ordered stream's ring of ${this.ringBytes} bytes (a record takes ${record}); give the cluster a larger ringBytes`,
+      );
     }
     if (this.pool) await this.preExecute(decoded, onOptimistic);
     if (this.ordering === 'memory') return this.orderInMemory(decoded, dest);
@@ -741,7 +783,8 @@ export class HeronCluster {
     this.multicast([{ ts, tx: decoded }]);
     const logged = this.sequencer.submit(decoded).then(
       (a) => {
-        if (a.ts !== ts || a.duplicate) this.fail(new Error(`heron: ORDER MISMATCH: the launcher delivered ts ${ts}, the log gave ${a.ts}${a.duplicate ? ' (a duplicate)' : ''}`));
+        if (a.ts !== ts || a.duplicate)
+          this.fail(new Error(`heron: ORDER MISMATCH: the launcher delivered ts ${ts}, the log gave ${a.ts}${a.duplicate ? ' (a duplicate)' : ''}`));
       },
       (e: unknown) => this.fail(new Error(`heron: the log failed behind in-memory ordering: ${e instanceof Error ? e.message : String(e)}`)),
     );
@@ -870,10 +913,7 @@ export class HeronCluster {
     void p.exited.then((e) => {
       if (!this.closed) this.log(`heron: pre-executor ${name} exited (${e.signal ?? `code ${e.code}`}): ${p.stderr.trim()}`);
     });
-    await Promise.race([
-      attached,
-      p.exited.then((e) => Promise.reject(new Error(`pre-executor ${name} exited before joining (${JSON.stringify(e)})`))),
-    ]);
+    await Promise.race([attached, p.exited.then((e) => Promise.reject(new Error(`pre-executor ${name} exited before joining (${JSON.stringify(e)})`)))]);
     return name;
   }
 
@@ -958,7 +998,9 @@ export class HeronCluster {
       }
       const timer = setTimeout(() => {
         this.restartTimers.delete(timer);
-        this.restartReplica(h, q).catch((err: unknown) => this.log(`heron: restarting replica ${key(h, q)} failed: ${err instanceof Error ? err.message : String(err)}`));
+        this.restartReplica(h, q).catch((err: unknown) =>
+          this.log(`heron: restarting replica ${key(h, q)} failed: ${err instanceof Error ? err.message : String(err)}`),
+        );
       }, RESTART_DELAY_MS);
       this.restartTimers.add(timer);
     });
@@ -980,7 +1022,10 @@ export class HeronCluster {
     if (old.exitStatus === null) throw new Error(`replica ${k} is running (pid ${old.pid ?? '?'}): only a replica that exited can be restarted`);
     const times = this.restartTimes.get(k) ?? [];
     times.push(Date.now());
-    this.restartTimes.set(k, times.filter((t) => Date.now() - t < 60_000));
+    this.restartTimes.set(
+      k,
+      times.filter((t) => Date.now() - t < 60_000),
+    );
     // Its old connection may not have noticed the exit yet; the new one says hello afresh.
     this.conns.get(k)?.close();
     this.conns.delete(k);
@@ -1008,7 +1053,9 @@ export class HeronCluster {
       });
     });
     rejoined.catch(() => undefined);
-    const spawn = RoleProcess.start('heron-replica', [...this.replicaArgs(partition, replica), '--rejoin-after', String(needed)], { readyTimeoutMs: REJOIN_TIMEOUT_MS });
+    const spawn = RoleProcess.start('heron-replica', [...this.replicaArgs(partition, replica), '--rejoin-after', String(needed)], {
+      readyTimeoutMs: REJOIN_TIMEOUT_MS,
+    });
     this.respawning.set(k, spawn);
     let p: RoleProcess;
     try {
@@ -1059,7 +1106,16 @@ export class HeronCluster {
     const r = this.rejoining.get(k);
     if (!r) return;
     this.rejoining.delete(k);
-    const rejoin: Rejoin = { partition: msg.partition, replica: msg.replica, from: msg.from, needed: r.needed, ts: msg.ts, objects: msg.objects, bytes: msg.bytes, micros: monotonicMicros() - r.started };
+    const rejoin: Rejoin = {
+      partition: msg.partition,
+      replica: msg.replica,
+      from: msg.from,
+      needed: r.needed,
+      ts: msg.ts,
+      objects: msg.objects,
+      bytes: msg.bytes,
+      micros: monotonicMicros() - r.started,
+    };
     this.rejoins.push(rejoin);
     this.log(`heron: replica ${k} rejoined: state as of ts ${msg.ts} from replica ${msg.from} (needed ${r.needed})`);
     r.done(rejoin);

@@ -77,7 +77,9 @@ export function checkClusterSize(partitions: number, replicas: number): SizeChec
     );
   }
   if (replicas === 1) {
-    warnings.push('heron: WARNING: 1 replica per partition tolerates no crash: if a replica process dies, its partition stops; use 3 replicas (f=1) to survive one crash');
+    warnings.push(
+      'heron: WARNING: 1 replica per partition tolerates no crash: if a replica process dies, its partition stops; use 3 replicas (f=1) to survive one crash',
+    );
   }
   return { errors, warnings };
 }
@@ -144,8 +146,10 @@ function sequencerProblem(v: unknown): string | null {
   if (!Array.isArray(servers) || servers.length === 0 || !servers.every((u) => typeof u === 'string' && /^(nats|tls):\/\/[^\s/@]+:\d{1,5}$/.test(u))) {
     return `"servers" must be a non-empty list of nats://HOST:PORT URLs, got ${JSON.stringify(servers)}`;
   }
-  if (e['stream'] !== undefined && (typeof e['stream'] !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(e['stream']))) return `"stream" must be 1 to 64 letters, digits, '-' or '_', got ${JSON.stringify(e['stream'])}`;
-  if (e['tokenFile'] !== undefined && (typeof e['tokenFile'] !== 'string' || e['tokenFile'] === '')) return `"tokenFile" must be a file name, got ${JSON.stringify(e['tokenFile'])}`;
+  if (e['stream'] !== undefined && (typeof e['stream'] !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(e['stream'])))
+    return `"stream" must be 1 to 64 letters, digits, '-' or '_', got ${JSON.stringify(e['stream'])}`;
+  if (e['tokenFile'] !== undefined && (typeof e['tokenFile'] !== 'string' || e['tokenFile'] === ''))
+    return `"tokenFile" must be a file name, got ${JSON.stringify(e['tokenFile'])}`;
   return null;
 }
 

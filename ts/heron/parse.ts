@@ -74,7 +74,8 @@ export function parseTable(v: unknown, where = 'lookup table'): LookupTable {
   if (!isObj(v)) fail(`${where} must be a map, got ${describe(v)}`);
   const { reads, dynamic, speculative, auth, precompiles } = v;
   if (!tuples(reads, (t) => t.length === 2 && isId(t[0]) && isTs(t[1]))) fail(`${where}: reads must be [id, version] pairs`);
-  if (!tuples(dynamic, (t) => t.length === 3 && isId(t[0]) && isTs(t[1]) && isValue(t[2]))) fail(`${where}: dynamic must be [id, version, bytes | null] triples`);
+  if (!tuples(dynamic, (t) => t.length === 3 && isId(t[0]) && isTs(t[1]) && isValue(t[2])))
+    fail(`${where}: dynamic must be [id, version, bytes | null] triples`);
   if (!tuples(speculative, (t) => t.length === 2 && isId(t[0]) && isValue(t[1]))) fail(`${where}: speculative must be [id, bytes | null] pairs`);
   const writes = parseWrites(v['writes'], where);
   if (!Array.isArray(auth) || !auth.every((a) => a === null || typeof a === 'boolean')) fail(`${where}: auth must be booleans or nulls`);
@@ -143,7 +144,8 @@ export function parseFromReplica(m: unknown): FromReplica {
     }
     case 'digest': {
       const at = place(m, 'digest');
-      if (!isCount(m['applied']) || !isTs(m['ts']) || !isHexDigest(m['digest'])) fail('digest: applied must be a count, ts a 64-bit integer, digest 64 hex digits');
+      if (!isCount(m['applied']) || !isTs(m['ts']) || !isHexDigest(m['digest']))
+        fail('digest: applied must be a count, ts a 64-bit integer, digest 64 hex digits');
       return { t: 'digest', ...at, applied: m['applied'], ts: m['ts'], digest: m['digest'] };
     }
     case 'transferred': {

@@ -105,10 +105,7 @@ export type VersionedRemoteOptions = { dir: string; store: string; secret: Uint8
 
 /** A version a check found: what `get_before` would choose, without its value. */
 export type VersionFound =
-  | { status: 'value'; version: bigint; length: number }
-  | { status: 'deleted'; version: bigint }
-  | { status: 'absent' }
-  | { status: 'lagging' };
+  { status: 'value'; version: bigint; length: number } | { status: 'deleted'; version: bigint } | { status: 'absent' } | { status: 'lagging' };
 
 /**
  * One peer store read one-sidedly (over `shm`, or `tcp`/`verbs` blocking the thread for the
@@ -131,7 +128,9 @@ export class VersionedRemote {
   static async connect(opts: VersionedRemoteOptions): Promise<VersionedRemote> {
     const secret = Buffer.from(opts.secret);
     return new VersionedRemote(
-      await NativeRemote.connect('address' in opts ? { transport: opts.transport, address: opts.address, secret } : { transport: 'shm', dir: opts.dir, store: opts.store, secret }),
+      await NativeRemote.connect(
+        'address' in opts ? { transport: opts.transport, address: opts.address, secret } : { transport: 'shm', dir: opts.dir, store: opts.store, secret },
+      ),
     );
   }
 

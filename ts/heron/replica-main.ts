@@ -11,7 +11,17 @@ import { loadOrCreateSecret } from '../secret.js';
 import type { Transport } from '../transport.js';
 import { connect } from '../wire.js';
 import { NativeRingReader } from '../binding.js';
-import { decodeRingRecord, monotonicMicros, HERON_SOCKET, REPLICA_ROLE, RING_REGION, RING_STORE, storeName, type FromReplica, type PeersMessage } from './messages.js';
+import {
+  decodeRingRecord,
+  monotonicMicros,
+  HERON_SOCKET,
+  REPLICA_ROLE,
+  RING_REGION,
+  RING_STORE,
+  storeName,
+  type FromReplica,
+  type PeersMessage,
+} from './messages.js';
 import { guarded, parseToReplica } from './parse.js';
 import { HeronReplica } from './replica.js';
 
@@ -161,15 +171,20 @@ export function runReplicaRole(a: ReplicaArgs): Promise<never> {
     // The launcher is a member, but its frames are still checked: a malformed one closes the
     // connection (so this replica stops, saying why) before anything reaches the replica.
     conn.onMessage(
-      guarded(conn, (m) => console.error(m), 'heron replica: the launcher', (raw) => {
-        const m = parseToReplica(raw);
-        if (m.t === 'deliver') {
-          replica.deliver(m.txs);
-          return;
-        }
-        replica.peersAt(m.addresses, m.rejoined);
-        peersCame(m);
-      }),
+      guarded(
+        conn,
+        (m) => console.error(m),
+        'heron replica: the launcher',
+        (raw) => {
+          const m = parseToReplica(raw);
+          if (m.t === 'deliver') {
+            replica.deliver(m.txs);
+            return;
+          }
+          replica.peersAt(m.addresses, m.rejoined);
+          peersCame(m);
+        },
+      ),
     );
     // First, before the ring can hand over anything to answer: the launcher takes nothing else first.
     send({ t: 'hello', partition: a.partition, replica: a.replica, digest: loaded.digest, ...(address !== undefined && { address }) });
@@ -196,7 +211,13 @@ export function runReplicaRole(a: ReplicaArgs): Promise<never> {
     // Before the first record is applied: the ring holds only what came after the launcher
     // took this replica back; the rest is in the peers' state.
     if (a.rejoinAfter !== undefined) void replica.rejoin(a.rejoinAfter).catch(() => undefined);
-    const pumping = pumpRing(reader, replica, a.ringSpinMicros, () => stopping, (m) => console.error(m));
+    const pumping = pumpRing(
+      reader,
+      replica,
+      a.ringSpinMicros,
+      () => stopping,
+      (m) => console.error(m),
+    );
     const pumpFailed = pumping.then(() => new Promise<never>(() => undefined));
     return {
       failed: Promise.race([replica.failed, closed, pumpFailed]),

@@ -5,24 +5,22 @@
 // A replica that finds only newer versions at every such replica lags: it catches up by state
 // transfer from a peer of its partition (Algorithm 3) and resumes after the shipped prefix.
 import type { App } from '../app/app.js';
-import { execute, hintsFrom, type Hints, type LookupTable, type Natives, type Outcome, type StateSource, type Versioned } from '../app/exec.js';
-import { decodeTx, type DecodedTx } from '../app/tx.js';
+import type { Natives, Outcome, Versioned } from '../app/exec.js';
+import { destinations, partitionerOf } from '../app/partition.js';
+import { decodeTx } from '../app/tx.js';
 import type { NativeCoordinator, NativeTransfer } from '../binding.js';
-import { staleReads, type Decision } from '../pipeline/merge.js';
+import type { Decision, Merged } from '../pipeline/merge.js';
 import { NativePrimaryStore } from '../pipeline/store-adapter.js';
-import { Store, type ReadResult } from '../store.js';
+import { Store } from '../store.js';
 import type { Transport } from '../transport.js';
+import { CatchUp, type Prefix } from './catch-up.js';
+import { mergeLocal, mergeWithRemote, type Destination, type FetchRemote } from './destination-merge.js';
 import { nextDigest, DIGEST_ZERO } from './digest.js';
 import { COORD_REGION, TRANSFER_REGION, storeName, type Delivered, type FromReplica, type Timing } from './messages.js';
-import { destinations, partitionerOf } from './partition.js';
-import { DEFAULT_REMOTE_CACHE_ENTRIES, RemoteCache, VersionedRemote } from './remote-cache.js';
+import { PhaseWaits } from './phase-waits.js';
+import { PHASE_DELIVERED, PHASE_EXECUTED } from './phases.js';
+import { LaggingError, RemoteReads } from './remote-reads.js';
 
-export const PHASE_DELIVERED = 2;
-export const PHASE_EXECUTED = 4;
-/** `coordinateSync`'s statuses and where its replica bitmaps start (see the binding). */
-const COORD_PENDING = 0;
-const COORD_COMPLETE = 1;
-const COORD_MASKS = 5;
 /** Applied transactions between prefixes published for state transfer within one run. */
 const PUBLISH_EVERY = 64;
 
@@ -96,38 +94,22 @@ interface Executed {
   decision: Decision;
 }
 
-/** Every replica that reached phase 2 already overwrote both versions a read needs. */
-class LaggingError extends Error {}
-
 const nowMicros = (): number => Number(process.hrtime.bigint() / 1000n);
 
 export class HeronReplica {
   private readonly state: NativePrimaryStore;
   private readonly partitionOf: (id: string) => number;
-  /** Remote replicas (key `h * replicas + q`), connected on first use. */
-  private readonly remotes = new Map<number, Promise<VersionedRemote>>();
-  /** Over `tcp`/`verbs`: every replica's store address, by entry index (`peersAt`). */
-  private addresses: string[] | null = null;
-  private readonly cache: RemoteCache;
-  /** Per remote partition, the replica that last served a read: prefetches go there only. */
-  private readonly servedBy = new Map<number, number>();
-  /** Peers (as `remotes`) with a prefetch under way: at most one each. */
-  private readonly prefetching = new Set<number>();
+  /** What merges read here: this partition's objects from the store. */
+  private readonly at: Destination;
+  private readonly remote: RemoteReads;
+  private readonly phases: PhaseWaits;
+  private readonly lagging: CatchUp;
   private queue: Delivered[] = [];
   private head = 0;
-  private transfers = 0;
   private running: Promise<void> | null = null;
   private lastTs = 0n;
   private applied = 0;
   private digest = DIGEST_ZERO;
-  private remoteReads = 0;
-  private remoteRetries = 0;
-  private delayed = 0;
-  private coordinations = 0;
-  private graceWaits = 0;
-  private graceMicros = 0;
-  /** `coordinateSync`'s result numbers, reused across waits. */
-  private coordOut = new Float64Array(COORD_MASKS + 2);
   private readonly decisions: Record<Decision, number> = { adopted: 0, reexecuted: 0, executed: 0 };
   private failure: ((e: unknown) => void) | null = null;
   /** Rejects when the replica cannot go on (a coordination timeout, no replica to read from). */
@@ -141,7 +123,14 @@ export class HeronReplica {
   ) {
     this.state = new NativePrimaryStore(store);
     this.partitionOf = partitionerOf(opts.app, opts.partitions);
-    this.cache = new RemoteCache(opts.remoteCacheEntries ?? DEFAULT_REMOTE_CACHE_ENTRIES);
+    this.at = { app: opts.app, natives: opts.natives, partitionOf: this.partitionOf, partition: opts.partition, local: (id) => this.local(id) };
+    this.remote = new RemoteReads({
+      ...opts,
+      partitionOf: this.partitionOf,
+      ...(opts.remoteCacheEntries !== undefined && { cacheEntries: opts.remoteCacheEntries }),
+    });
+    this.phases = new PhaseWaits(coordinator, opts);
+    this.lagging = new CatchUp(transfer, coordinator, opts);
     this.failed = new Promise<never>((_, reject) => {
       this.failure = reject;
     });
@@ -232,22 +221,22 @@ export class HeronReplica {
     if (addresses !== null && addresses.length !== partitions * replicas) {
       throw new Error(`peers: ${addresses.length} addresses for ${partitions} × ${replicas} replicas`);
     }
-    const before = this.addresses;
-    if (addresses !== null) this.addresses = [...addresses];
+    const before = this.remote.peerAddresses;
+    this.remote.peerAddresses = addresses;
     for (let i = 0; i < partitions * replicas; i++) {
       if (i === mine) continue;
       const address = addresses?.[i];
       if (i !== rejoined && address === before?.[i]) continue;
       this.coordinator.reattach(i, address);
       if (Math.floor(i / replicas) === partition) this.transfer.reattach(i % replicas, address);
-      this.remotes.delete(i);
+      this.remote.forget(i);
     }
   }
 
   /** Queues transactions addressed to this partition, in timestamp order. */
   deliver(txs: readonly Delivered[]): void {
     for (const d of txs) this.queue.push(d);
-    this.prefetch(txs);
+    this.remote.prefetch(txs, this.lastTs);
     this.kick();
   }
 
@@ -265,7 +254,12 @@ export class HeronReplica {
    * nothing is being applied.
    */
   drained(): Promise<void> {
-    return this.running?.then(() => undefined, () => undefined) ?? Promise.resolve();
+    return (
+      this.running?.then(
+        () => undefined,
+        () => undefined,
+      ) ?? Promise.resolve()
+    );
   }
 
   private kick(): void {
@@ -310,7 +304,9 @@ export class HeronReplica {
     // The destination set is recomputed, not trusted: every member must agree on it.
     const dest = destinations(tx.objects, this.partitionOf);
     if (dest.join() !== d.dest.join() || !dest.includes(partition)) {
-      throw new Error(`transaction ${d.ts} was delivered to partition ${partition} with destinations [${d.dest.join()}], but its objects give [${dest.join()}]`);
+      throw new Error(
+        `transaction ${d.ts} was delivered to partition ${partition} with destinations [${d.dest.join()}], but its objects give [${dest.join()}]`,
+      );
     }
     const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0, graceWaits: 0, graceMicros: 0 };
     if (d.arrived !== undefined) timing.arrived = d.arrived;
@@ -319,15 +315,16 @@ export class HeronReplica {
     let decision: Decision;
     if (dest.length === 1) {
       const t0 = nowMicros();
-      ({ outcome, writes, decision } = this.contain(this.executeLocal(tx, d.table), dest));
+      ({ outcome, writes, decision } = this.contain(this.executed(mergeLocal(this.at, tx, d.table)), dest));
       timing.execute = nowMicros() - t0;
       this.write(writes, d.ts);
     } else {
       const t0 = nowMicros();
-      const p2 = await this.coordinate(d.ts, PHASE_DELIVERED, dest, timing);
+      const p2 = await this.phases.wait(d.ts, PHASE_DELIVERED, dest, timing);
       const t1 = nowMicros();
       try {
-        ({ outcome, writes, decision } = this.contain(await this.executeWithRemote(tx, d.ts, dest, p2, d.table), dest));
+        const fetch: FetchRemote = (ids, into) => this.remote.fetch(ids, d.ts, dest, p2, into);
+        ({ outcome, writes, decision } = this.contain(this.executed(await mergeWithRemote(this.at, tx, d.table, dest, fetch)), dest));
       } catch (e) {
         if (!(e instanceof LaggingError)) throw e;
         // Algorithm 3: this replica lags; it adopts a peer's prefix, which covers `d.ts`.
@@ -337,7 +334,7 @@ export class HeronReplica {
       }
       this.write(writes, d.ts);
       const t2 = nowMicros();
-      await this.coordinate(d.ts, PHASE_EXECUTED, dest, timing);
+      await this.phases.wait(d.ts, PHASE_EXECUTED, dest, timing);
       [timing.phase2, timing.execute, timing.phase4] = [t1 - t0, t2 - t1, nowMicros() - t2];
     }
     this.applied++;
@@ -365,102 +362,18 @@ export class HeronReplica {
     if (this.lastTs > 0n) this.coordinator.announce(this.lastTs, PHASE_EXECUTED, [partition]);
   }
 
-  /** Peers to ask, in order: those whose entry shows `ts` executed first, from our right. */
-  private servers(ts: bigint): number[] {
-    const { partition, replicas, replica } = this.opts;
-    const entries = this.coordinator.entries();
-    const order = Array.from({ length: replicas - 1 }, (_, k) => (replica + 1 + k) % replicas);
-    const done = (q: number) => {
-      const e = entries[partition * replicas + q];
-      return e !== undefined && (e.ts > ts || (e.ts === ts && e.phase >= PHASE_EXECUTED));
-    };
-    return [...order.filter(done), ...order.filter((q) => !done(q))];
-  }
-
   /**
-   * Asks peers in turn for every object updated after our last applied timestamp, each for up
-   * to the transfer timeout, until one ships a prefix covering `ts`. The shipment is installed
-   * natively, chunk by chunk, before the wait resolves; this replica then adopts the server's
-   * prefix (timestamp, applied count, digest), so digests keep agreeing.
+   * Algorithm 3: brings this replica to a peer's prefix covering `ts` by state transfer
+   * (catch-up.ts) and adopts it (timestamp, applied count, digest), so digests keep agreeing.
    */
   private async catchUp(ts: bigint, why: string): Promise<void> {
-    const since = this.lastTs;
-    const started = nowMicros();
-    const deadline = Date.now() + (this.opts.timeoutMs ?? 30_000);
-    const tried: string[] = [];
-    let [objects, bytes] = [0, 0];
-    while (Date.now() < deadline) {
-      for (const server of this.servers(ts)) {
-        let got: Awaited<ReturnType<NativeTransfer['receive']>>;
-        try {
-          const number = this.transfer.request(server, this.lastTs);
-          got = await this.transfer.receive(server, number, this.opts.transferTimeoutMs ?? 2000);
-        } catch (e) {
-          tried.push(`${server}: ${e instanceof Error ? e.message : String(e)}`);
-          continue;
-        }
-        if (got === null) {
-          tried.push(`${server}: no shipment in time`);
-          continue;
-        }
-        objects += got.objects;
-        bytes += got.bytes;
-        // Installed already: the store holds the server's state as of `upTo`, a prefix at
-        // least as long as ours, even when it does not reach `ts` yet.
-        if (got.upTo > this.lastTs) {
-          this.lastTs = got.upTo;
-          this.applied = got.applied;
-          this.digest = got.digest;
-          this.transfer.publish(this.lastTs, this.applied, this.digest);
-        }
-        if (got.upTo < ts) {
-          tried.push(`${server}: shipped only up to ${got.upTo}`);
-          continue;
-        }
-        this.transfers++;
-        this.checkpoint();
-        const { partition, replica } = this.opts;
-        this.opts.send({ t: 'transferred', partition, replica, from: server, since, ts: got.upTo, objects, bytes, micros: nowMicros() - started });
-        return;
-      }
-    }
-    throw new Error(`transaction ${ts}: lagging (${why}) and no peer shipped state within ${this.opts.timeoutMs ?? 30_000} ms (${tried.join('; ')})`);
-  }
-
-  /**
-   * Replicas (per involved partition, in `dest` order) that reached the phase. The wait runs on
-   * this thread for up to the budget (a spin, then a futex sleep until a peer announces): the
-   * replica has nothing else to do before this transaction is coordinated, and a pool hop costs
-   * more than the whole wait in the common case. Longer waits go on on the pool (`finish`), so
-   * the process stays responsive through a slow peer or a timeout.
-   */
-  private async coordinate(ts: bigint, phase: number, dest: number[], timing: Timing): Promise<number[][]> {
-    const { graceMs = 2, timeoutMs = 30_000, coordSpinMicros = 30, coordBudgetMicros = 5000 } = this.opts;
-    if (this.coordOut.length < COORD_MASKS + dest.length) this.coordOut = new Float64Array(COORD_MASKS + dest.length);
-    let r: Float64Array = this.coordOut;
-    const status = this.coordinator.coordinateSync(ts, phase, Uint32Array.from(dest), graceMs, timeoutMs, coordSpinMicros, coordBudgetMicros, r);
-    if (status === COORD_PENDING) r = await this.coordinator.finish();
-    this.coordinations++;
-    const [complete, majorityMicros, waitedMicros] = [r[0] === COORD_COMPLETE, r[1] ?? 0, r[2] ?? 0];
-    if (!complete) {
-      timing.delayed++;
-      this.delayed++;
-    }
-    if (!complete || waitedMicros > majorityMicros) {
-      const beyond = waitedMicros - majorityMicros;
-      timing.graceWaits++;
-      timing.graceMicros += beyond;
-      this.graceWaits++;
-      this.graceMicros += beyond;
-    }
-    const replicas: number[][] = [];
-    for (let i = 0; i < dest.length; i++) {
-      const mask = r[COORD_MASKS + i] ?? 0;
-      const got: number[] = [];
-      for (let q = 0; q < this.opts.replicas; q++) if ((mask >>> q) & 1) got.push(q);
-      replicas.push(got);
-    }
-    return replicas;
+    const from: Prefix = { lastTs: this.lastTs, applied: this.applied, digest: this.digest };
+    const done = await this.lagging.run(ts, why, from, (p) => {
+      [this.lastTs, this.applied, this.digest] = [p.lastTs, p.applied, p.digest];
+    });
+    this.checkpoint();
+    const { partition, replica } = this.opts;
+    this.opts.send({ t: 'transferred', partition, replica, ...done });
   }
 
   private local(id: string): Versioned {
@@ -475,25 +388,6 @@ export class HeronReplica {
   private write(writes: [string, Uint8Array | null][], ts: bigint): void {
     if (writes.length === 0) return;
     this.state.write(writes.map(([id, value]) => [id, ts, value]));
-  }
-
-  /**
-   * The pipeline's merge rule at one partition: a pre-executed table is adopted when every read
-   * it recorded (versions, and speculative values) is what this transaction sees at its
-   * timestamp. `source` answers with exactly that: local objects from the store (everything
-   * before the timestamp applied, nothing after), remote ones as `get_before(ts)` gave them,
-   * which is the same at every replica of every destination; so every one decides the same.
-   * A read outside the destinations cannot be seen consistently: never adopted (re-executing
-   * aborts it the same way everywhere).
-   */
-  private adoptable(table: LookupTable, dest: readonly number[], source: StateSource): boolean {
-    const ids = [...table.reads.map(([id]) => id), ...table.speculative.map(([id]) => id)];
-    if (ids.some((id) => !dest.includes(this.partitionOf(id)))) return false;
-    return staleReads(table, source).length === 0;
-  }
-
-  private adopt(table: LookupTable): Executed {
-    return { outcome: table.outcome, writes: table.writes, decision: 'adopted' };
   }
 
   /**
@@ -515,213 +409,8 @@ export class HeronReplica {
     return { outcome: { status: 'aborted', reason }, writes: [], decision: ex.decision };
   }
 
-  private executeLocal(tx: DecodedTx, pre: LookupTable | undefined): Executed {
-    const outside: string[] = [];
-    const source: StateSource = {
-      read: (id) => {
-        if (this.partitionOf(id) === this.opts.partition) return this.local(id);
-        outside.push(id);
-        return { version: 0n, value: undefined };
-      },
-    };
-    if (pre && this.adoptable(pre, [this.opts.partition], source)) return this.adopt(pre);
-    const decision: Decision = pre ? 'reexecuted' : 'executed';
-    const { table } = execute(this.opts.app, tx, source, this.opts.natives, pre ? hintsFrom(pre) : {});
-    if (outside.length > 0) return { outcome: this.outsideAbort(outside[0] ?? '', [this.opts.partition]), writes: [], decision };
-    return { outcome: table.outcome, writes: table.writes, decision };
-  }
-
-  /**
-   * A read of an object whose partition is not a destination cannot be served consistently
-   * (that partition did not order this transaction): the transaction aborts, identically at
-   * every destination, since all of them see the same reads.
-   */
-  private outsideAbort(id: string, dest: number[]): Outcome {
-    return {
-      status: 'aborted',
-      reason: `reads ${id} of partition ${this.partitionOf(id)}, which is not among its destinations [${dest.join(', ')}]: declare it`,
-    };
-  }
-
-  /**
-   * Executes with remote objects read by `get_before(ts)`. Declared remote objects are fetched
-   * first; a dynamic read of a remote object not fetched yet ends that run, the object is
-   * fetched, and the transaction runs again (execution is deterministic, so the last run is
-   * the one every replica computes).
-   */
-  private async executeWithRemote(
-    tx: DecodedTx,
-    ts: bigint,
-    dest: number[],
-    reached: number[][],
-    pre: LookupTable | undefined,
-  ): Promise<Executed> {
-    const remote = new Map<string, Versioned>();
-    const isRemote = (id: string) => this.partitionOf(id) !== this.opts.partition;
-    let want = tx.objects.filter(isRemote);
-    if (pre) {
-      // The recorded versions of remote objects, read one-sidedly as of `ts` like any input.
-      const recorded = [...pre.reads.map(([id]) => id), ...pre.speculative.map(([id]) => id)];
-      if (recorded.every((id) => dest.includes(this.partitionOf(id)))) want = [...new Set([...want, ...recorded.filter(isRemote)])];
-    }
-    const decision: Decision = pre ? 'reexecuted' : 'executed';
-    const hints: Hints = pre ? hintsFrom(pre) : {};
-    let judged = !pre;
-    for (;;) {
-      await this.fetchRemote(want, ts, dest, reached, remote);
-      const missing: string[] = [];
-      const source: StateSource = {
-        read: (id) => {
-          if (!isRemote(id)) return this.local(id);
-          const v = remote.get(id);
-          if (v) return v;
-          missing.push(id);
-          return { version: 0n, value: undefined };
-        },
-      };
-      // Judged once, on the first run: every recorded remote read was fetched for it.
-      if (pre && !judged && this.adoptable(pre, dest, source)) return this.adopt(pre);
-      judged = true;
-      const { table } = execute(this.opts.app, tx, source, this.opts.natives, hints);
-      if (missing.length === 0) return { outcome: table.outcome, writes: table.writes, decision };
-      const outside = missing.find((id) => !dest.includes(this.partitionOf(id)));
-      if (outside !== undefined) return { outcome: this.outsideAbort(outside, dest), writes: [], decision };
-      want = missing;
-    }
-  }
-
-  private async fetchRemote(
-    ids: readonly string[],
-    ts: bigint,
-    dest: number[],
-    reached: number[][],
-    into: Map<string, Versioned>,
-  ): Promise<void> {
-    const byPartition = new Map<number, string[]>();
-    for (const id of ids) {
-      if (into.has(id)) continue;
-      const h = this.partitionOf(id);
-      byPartition.set(h, [...(byPartition.get(h) ?? []), id]);
-    }
-    for (const [h, group] of byPartition) {
-      // Only replicas that reached phase 2 have applied everything before `ts` (Algorithm 2,
-      // line 15). Start at a replica picked by our own index to spread the reads.
-      const candidates = reached[dest.indexOf(h)] ?? [];
-      const errors: string[] = [];
-      let done = false;
-      let laggingAnswers = 0;
-      for (let k = 0; k < candidates.length && !done; k++) {
-        const q = candidates[(k + this.opts.replica) % candidates.length] ?? 0;
-        try {
-          const found = await this.readBefore(h, q, group, ts);
-          const lagging = found.findIndex((r) => r.status === 'lagging');
-          if (lagging >= 0) {
-            // This replica already overwrote both versions: it is ahead of us, try another.
-            errors.push(`replica ${h}.${q} has only versions ≥ ${ts} of ${group[lagging]}`);
-            this.remoteRetries++;
-            laggingAnswers++;
-            continue;
-          }
-          found.forEach((r, i) => {
-            const id = group[i] ?? '';
-            if (r.status === 'value') into.set(id, { version: r.version, value: r.value });
-            else if (r.status === 'deleted') into.set(id, { version: r.version, value: undefined });
-            else into.set(id, { version: 0n, value: undefined });
-          });
-          this.remoteReads += group.length;
-          this.servedBy.set(h, q);
-          done = true;
-        } catch (e) {
-          // The peer is gone (Algorithm 2, lines 19-21): forget it and try another.
-          this.remotes.delete(h * this.opts.replicas + q);
-          this.remoteRetries++;
-          errors.push(`replica ${h}.${q}: ${e instanceof Error ? e.message : String(e)}`);
-        }
-      }
-      if (!done && laggingAnswers > 0) {
-        // Whoever can still answer is past both versions we need: we are the lagger.
-        throw new LaggingError(errors.join('; '));
-      }
-      if (!done) {
-        throw new Error(`transaction ${ts}: no replica of partition ${h} could serve its remote reads (${errors.join('; ') || 'none reached phase 2'})`);
-      }
-    }
-  }
-
-  /** Replica h.q's store, connected once (a failed connection is forgotten, tried again next time). */
-  private peer(h: number, q: number): Promise<VersionedRemote> {
-    const key = h * this.opts.replicas + q;
-    let r = this.remotes.get(key);
-    if (!r) {
-      const address = this.addresses?.[key];
-      const transport = this.opts.transport ?? 'shm';
-      r =
-        transport === 'shm'
-          ? VersionedRemote.connect({ dir: this.opts.dir, store: storeName(h, q), secret: this.opts.secret })
-          : address === undefined
-            ? Promise.reject(new Error(`the address of replica ${h}.${q} is not known yet`))
-            : VersionedRemote.connect({ transport, address, secret: this.opts.secret });
-      this.remotes.set(key, r);
-      r.catch(() => {
-        if (this.remotes.get(key) === r) this.remotes.delete(key);
-      });
-    }
-    return r;
-  }
-
-  /**
-   * `get_before(ts)` of `ids` at replica h.q: ids are resolved to handles once (a control
-   * round trip, usually done already by `prefetch`), then checked and read in one call on
-   * this thread: a version held in the cache is reused when it is the one chosen, so only
-   * other versions' values are copied out of the shared mapping.
-   */
-  private async readBefore(h: number, q: number, ids: string[], ts: bigint): Promise<ReadResult[]> {
-    const r = await this.peer(h, q);
-    await r.resolve(ids);
-    return r.readBefore(ids, ts, this.cache);
-  }
-
-  /**
-   * State prefetching (S-SMR 4.3.2), as far as one-sided reads allow: a delivery names the
-   * remote objects its transaction declares, so while earlier transactions execute their
-   * handles are resolved and the cache is filled with the newest versions of those it lacks.
-   * Reads for the transaction still happen after its phase 2 (only then is a version choice
-   * valid); a prefetched version is used only when it is the one chosen.
-   *
-   * Only at the replica of each partition that served this replica's last read there (it was
-   * alive and up to date then), and one prefetch per peer at a time: resolving is a control
-   * round trip on the libuv pool, and a peer stopped mid-run would hold the pool thread until
-   * it resumes; more of them would starve coordination waits. Failures are ignored: the read
-   * after phase 2 reports them.
-   */
-  private prefetch(txs: readonly Delivered[]): void {
-    if (this.cache.capacity === 0) return;
-    const { partition, replicas } = this.opts;
-    const byPartition = new Map<number, Set<string>>();
-    for (const d of txs) {
-      if (d.dest.length < 2 || d.ts <= this.lastTs) continue;
-      for (const id of d.tx?.objects ?? []) {
-        const h = this.partitionOf(id);
-        if (h === partition || !d.dest.includes(h)) continue;
-        let set = byPartition.get(h);
-        if (!set) byPartition.set(h, (set = new Set()));
-        set.add(id);
-      }
-    }
-    for (const [h, set] of byPartition) {
-      const q = this.servedBy.get(h);
-      const key = h * replicas + (q ?? 0);
-      if (q === undefined || this.prefetching.has(key)) continue;
-      const ids = [...set];
-      this.prefetching.add(key);
-      void this.peer(h, q)
-        .then(async (r) => {
-          await r.resolve(ids);
-          r.prefetch(ids, this.cache);
-        })
-        .catch(() => undefined)
-        .finally(() => this.prefetching.delete(key));
-    }
+  private executed(m: Merged): Executed {
+    return { outcome: m.table.outcome, writes: m.table.writes, decision: m.decision };
   }
 
   summary(): ReplicaSummary {
@@ -731,19 +420,19 @@ export class HeronReplica {
       applied: this.applied,
       lastTs: this.lastTs.toString(),
       digest: this.digest,
-      remoteReads: this.remoteReads,
-      remoteRetries: this.remoteRetries,
-      delayed: this.delayed,
-      coordinations: this.coordinations,
-      graceWaits: this.graceWaits,
-      graceMicros: this.graceMicros,
-      transfers: this.transfers,
+      remoteReads: this.remote.reads,
+      remoteRetries: this.remote.retries,
+      delayed: this.phases.delayed,
+      coordinations: this.phases.coordinations,
+      graceWaits: this.phases.graceWaits,
+      graceMicros: this.phases.graceMicros,
+      transfers: this.lagging.transfers,
       served: this.transfer.served(),
       ...this.decisions,
-      cacheHits: this.cache.counters.hits,
-      cacheMisses: this.cache.counters.misses,
-      cacheStale: this.cache.counters.stale,
-      cachePrefetched: this.cache.counters.prefetched,
+      cacheHits: this.remote.cache.counters.hits,
+      cacheMisses: this.remote.cache.counters.misses,
+      cacheStale: this.remote.cache.counters.stale,
+      cachePrefetched: this.remote.cache.counters.prefetched,
     };
   }
 

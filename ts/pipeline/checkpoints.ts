@@ -95,11 +95,21 @@ export function decodeMeta(bytes: Uint8Array): CheckpointMeta {
   if (!(resume instanceof Uint8Array)) throw new Error('its meta has no resume point');
   const ok = (v: unknown): v is { after: bigint | number; spec: string; digest: string } => {
     const r = v as Record<string, unknown> | null;
-    return typeof r === 'object' && r !== null && (typeof r['after'] === 'bigint' || typeof r['after'] === 'number') && typeof r['spec'] === 'string' && typeof r['digest'] === 'string';
+    return (
+      typeof r === 'object' &&
+      r !== null &&
+      (typeof r['after'] === 'bigint' || typeof r['after'] === 'number') &&
+      typeof r['spec'] === 'string' &&
+      typeof r['digest'] === 'string'
+    );
   };
   if (!Array.isArray(versions) || versions.length === 0 || !versions.every(ok)) throw new Error('its meta has no app versions');
   // A plain view (msgpack decodes bytes as a Buffer): what `resumePoint` gave, as it gave it.
-  return { format: CHECKPOINT_META_FORMAT, resume: new Uint8Array(resume.buffer, resume.byteOffset, resume.byteLength), versions: versions.map((v) => ({ after: BigInt(v.after), spec: v.spec, digest: v.digest })) };
+  return {
+    format: CHECKPOINT_META_FORMAT,
+    resume: new Uint8Array(resume.buffer, resume.byteOffset, resume.byteLength),
+    versions: versions.map((v) => ({ after: BigInt(v.after), spec: v.spec, digest: v.digest })),
+  };
 }
 
 const short = (d: string): string => d.slice(0, 12);
@@ -137,7 +147,12 @@ export interface RestoredCheckpoint {
  * than the log's, is passed over (and said why) for the one before it. Chosen before the store
  * exists, so the sequencer can be opened with its resume point first.
  */
-export function chooseCheckpoint(dir: string, versions: AppVersions, log: (m: string) => void = () => undefined, passed: ReadonlySet<string> = new Set()): RestoredCheckpoint | null {
+export function chooseCheckpoint(
+  dir: string,
+  versions: AppVersions,
+  log: (m: string) => void = () => undefined,
+  passed: ReadonlySet<string> = new Set(),
+): RestoredCheckpoint | null {
   const skipped: string[] = [];
   for (const { ts, path } of listCheckpoints(dir)) {
     if (passed.has(path)) continue;
@@ -199,7 +214,11 @@ export interface StateCopy {
  * checkpoint until the primary's state updates bring them; a read of one is a miss the primary
  * catches, as a read of an empty copy is.
  */
-export function seedFromCheckpoint(dir: string, copy: StateCopy, log: (m: string) => void = () => undefined): { ts: bigint; objects: number; path: string } | null {
+export function seedFromCheckpoint(
+  dir: string,
+  copy: StateCopy,
+  log: (m: string) => void = () => undefined,
+): { ts: bigint; objects: number; path: string } | null {
   for (const { path } of listCheckpoints(dir)) {
     let r;
     try {
@@ -278,7 +297,9 @@ export class Checkpointer {
     if (w.gone > 0) {
       this.stats.gone++;
       this.next = attempt === 'chunked' ? 'retry' : 'held';
-      this.say(`checkpoint at ts ${ts}: ${w.gone} objects were overwritten twice during the export; ${this.next === 'retry' ? 'retrying at the next batch' : 'exporting the next under one lock hold'}`);
+      this.say(
+        `checkpoint at ts ${ts}: ${w.gone} objects were overwritten twice during the export; ${this.next === 'retry' ? 'retrying at the next batch' : 'exporting the next under one lock hold'}`,
+      );
       return;
     }
     if (attempt === 'held') this.stats.held++;

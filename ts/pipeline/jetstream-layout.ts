@@ -89,7 +89,8 @@ export function decodeResumePoint(b: Uint8Array, window: number): { seq: number;
   if (seq < 1n || seq > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`stream sequence ${seq} is out of range`);
   if (ts < 1n || ts > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`timestamp ${ts} is out of range`);
   const expected = Math.min(Number(ts), window);
-  if (count !== expected) throw bad(`it holds ${count} digests, a dedup window of ${window} at ts ${ts} needs ${expected} (was it made with another dedupWindow?)`);
+  if (count !== expected)
+    throw bad(`it holds ${count} digests, a dedup window of ${window} at ts ${ts} needs ${expected} (was it made with another dedupWindow?)`);
   if (buf.length !== RESUME_HEADER + 32 * count) throw bad(`${buf.length} bytes, ${count} digests need ${RESUME_HEADER + 32 * count}`);
   const digests: string[] = [];
   for (let i = 0; i < count; i++) digests.push(buf.toString('hex', RESUME_HEADER + 32 * i, RESUME_HEADER + 32 * (i + 1)));

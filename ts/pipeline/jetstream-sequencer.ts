@@ -82,7 +82,6 @@ interface BatchEnd {
   index: number;
 }
 
-
 export class JetStreamSequencer implements Sequencer {
   private readonly subject: string;
   private readonly batchMax: number;
@@ -260,7 +259,10 @@ export class JetStreamSequencer implements Sequencer {
       n++;
     }
     const pending = this.queue.splice(0, n);
-    const payload = encodeMessage(pending.map((p) => p.tx), bytes);
+    const payload = encodeMessage(
+      pending.map((p) => p.tx),
+      bytes,
+    );
     const out: Outgoing = { id: `${this.instance}-${++this.counter}`, payload, pending, ackSeq: null, results: null, settled: false };
     this.outgoing.set(out.id, out);
     this.messages++;
@@ -273,7 +275,10 @@ export class JetStreamSequencer implements Sequencer {
     let backoff = 50;
     for (let attempt = 1; ; attempt++) {
       try {
-        const ack = await this.js.publish(this.subject, out.payload, { msgID: out.id, timeout: Math.max(100, Math.min(ACK_TIMEOUT_MS, deadline - Date.now())) });
+        const ack = await this.js.publish(this.subject, out.payload, {
+          msgID: out.id,
+          timeout: Math.max(100, Math.min(ACK_TIMEOUT_MS, deadline - Date.now())),
+        });
         if (ack.stream !== this.stream) throw new Error(`acknowledged by stream ${ack.stream}, not ${this.stream}`);
         out.ackSeq = ack.seq;
         if (out.results !== null) this.settle(out, null);
@@ -311,7 +316,9 @@ export class JetStreamSequencer implements Sequencer {
     if (out.ackSeq !== null) this.bySeq.delete(out.ackSeq);
     const results = out.results;
     if (error === null && results !== null && results.length === out.pending.length) out.pending.forEach((p, i) => p.resolve(results[i] as Accepted));
-    else for (const p of out.pending) p.reject(error ?? new Error(`message ${out.id} was delivered with ${results?.length ?? 0} outcomes for ${out.pending.length} transactions`));
+    else
+      for (const p of out.pending)
+        p.reject(error ?? new Error(`message ${out.id} was delivered with ${results?.length ?? 0} outcomes for ${out.pending.length} transactions`));
     if (this.outgoing.size === 0) for (const w of this.settledWaiters.splice(0)) w();
   }
 
@@ -440,7 +447,9 @@ export class JetStreamSequencer implements Sequencer {
   /** Decides timestamps for one message, delivers them, then settles this instance's submits in it. */
   private async process(seq: number, data: Uint8Array, msgId: string, deliver: (batch: Sequenced[]) => Promise<void> | void): Promise<void> {
     if (seq !== this.processedSeq + 1) {
-      throw new Error(`JetStream stream ${this.stream} jumped from sequence ${this.processedSeq} to ${seq}: messages were removed, so timestamps can no longer be decided as other nodes did`);
+      throw new Error(
+        `JetStream stream ${this.stream} jumped from sequence ${this.processedSeq} to ${seq}: messages were removed, so timestamps can no longer be decided as other nodes did`,
+      );
     }
     const payload = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const own = this.outgoing.get(msgId);
@@ -572,7 +581,10 @@ export class JetStreamSequencer implements Sequencer {
     await this.consumer?.close();
     await this.delivering;
     for (const out of [...this.outgoing.values()]) {
-      this.settle(out, new Error(`sequencer closed before message ${out.id} was delivered here: its transactions may be in the log, and resubmitting them is safe`));
+      this.settle(
+        out,
+        new Error(`sequencer closed before message ${out.id} was delivered here: its transactions may be in the log, and resubmitting them is safe`),
+      );
     }
     for (const p of this.queue.splice(0)) p.reject(new Error('sequencer is closed'));
     await this.nc.close();
@@ -580,20 +592,22 @@ export class JetStreamSequencer implements Sequencer {
 }
 
 function collision(out: Outgoing, seq: number): Error {
-  return new Error(`JetStream stream holds another message at sequence ${seq} under message id ${out.id}; its transactions are not in the log, and resubmitting them is safe`);
+  return new Error(
+    `JetStream stream holds another message at sequence ${seq} under message id ${out.id}; its transactions are not in the log, and resubmitting them is safe`,
+  );
 }
-
 
 function checkOptions(o: JetStreamSequencerOptions): void {
   if (!Array.isArray(o.servers) || o.servers.length === 0) throw new Error('JetStream sequencer: servers must list at least one NATS URL');
   const count = (name: string, v: number | undefined, min: number, max: number) => {
-    if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) throw new Error(`JetStream sequencer: ${name} must be an integer in ${min}..${max}, got ${v}`);
+    if (v !== undefined && (!Number.isInteger(v) || v < min || v > max))
+      throw new Error(`JetStream sequencer: ${name} must be an integer in ${min}..${max}, got ${v}`);
   };
   count('replicas', o.replicas, 1, 5);
   count('batchMax', o.batchMax, 1, 100_000);
   count('inFlight', o.inFlight, 1, 1024);
   count('dedupWindow', o.dedupWindow, 1, 100_000_000);
   count('publishTimeoutMs', o.publishTimeoutMs, 1, 3_600_000);
-  if (o.stream !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(o.stream)) throw new Error(`JetStream sequencer: stream name must be 1-64 of A-Z a-z 0-9 _ -, got ${JSON.stringify(o.stream)}`);
+  if (o.stream !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(o.stream))
+    throw new Error(`JetStream sequencer: stream name must be 1-64 of A-Z a-z 0-9 _ -, got ${JSON.stringify(o.stream)}`);
 }
-

@@ -62,9 +62,11 @@ export async function ensureStream(jsm: JetStreamManager, name: string, replicas
     } catch (e) {
       // A cluster that just started may not have elected its JetStream leader yet.
       const transient = TRANSIENT.test(message(e));
-      if (!transient || Date.now() > deadline) throw e instanceof Error && e.message.startsWith('JetStream sequencer') ? e : new Error(`JetStream sequencer: cannot set up stream ${name}: ${message(e)}`);
+      if (!transient || Date.now() > deadline)
+        throw e instanceof Error && e.message.startsWith('JetStream sequencer')
+          ? e
+          : new Error(`JetStream sequencer: cannot set up stream ${name}: ${message(e)}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
 }
-

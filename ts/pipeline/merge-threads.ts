@@ -138,7 +138,8 @@ export class MergeThreads {
     this.stats.failed += failures.length;
     // Once per distinct reason: a thread that cannot execute fails every run the same way.
     const reason = failures[0]?.error;
-    if (reason !== undefined && reason !== this.lastError) this.log(`primary: a merge thread could not execute ${failures.length} transactions (executed in order instead): ${reason}`);
+    if (reason !== undefined && reason !== this.lastError)
+      this.log(`primary: a merge thread could not execute ${failures.length} transactions (executed in order instead): ${reason}`);
     this.lastError = reason ?? this.lastError;
     return results;
   }

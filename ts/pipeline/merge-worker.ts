@@ -22,7 +22,13 @@ export interface MergeRequest {
  * A result crosses as its encoding: structured cloning would turn the codec's Buffers into
  * plain Uint8Arrays, and an outcome must be the very value the primary's own execution gives.
  */
-export type WireSpeculated = Speculated | { table: Omit<Extract<Speculated, { table: unknown }>['table'], 'outcome'>; counts: Extract<Speculated, { counts: unknown }>['counts']; result: Uint8Array };
+export type WireSpeculated =
+  | Speculated
+  | {
+      table: Omit<Extract<Speculated, { table: unknown }>['table'], 'outcome'>;
+      counts: Extract<Speculated, { counts: unknown }>['counts'];
+      result: Uint8Array;
+    };
 
 export type MergeResponse = { id: number; results: WireSpeculated[] } | { id: number; error: string };
 
@@ -46,7 +52,12 @@ async function answer(req: MergeRequest): Promise<MergeResponse> {
   try {
     const app = await appFor(req.spec, req.digest);
     const txs = req.jobs.map((j) => decodeTx(j.bytes));
-    const results = speculate(app, nativeFunctions, txs, req.jobs.map((j) => j.state));
+    const results = speculate(
+      app,
+      nativeFunctions,
+      txs,
+      req.jobs.map((j) => j.state),
+    );
     return {
       id: req.id,
       results: results.map((r): WireSpeculated => {

@@ -123,8 +123,10 @@ export function parseSharedCheckpoint(m: unknown): SharedCheckpointInfo | null {
   if (at === null) return null;
   if (!isObj(at)) fail('checkpoint answer: "at" must be a map or null');
   const { ts, store, transport, address, region, bytes, generation } = at;
-  if (!isTs(ts) || !isText(store, 255) || (transport !== 'shm' && transport !== 'tcp' && transport !== 'verbs')) fail('checkpoint answer: bad ts, store or transport');
-  if (!(address === null || isText(address, 255)) || !isCount(region) || !isCount(bytes) || !isCount(generation)) fail('checkpoint answer: bad address, region, bytes or generation');
+  if (!isTs(ts) || !isText(store, 255) || (transport !== 'shm' && transport !== 'tcp' && transport !== 'verbs'))
+    fail('checkpoint answer: bad ts, store or transport');
+  if (!(address === null || isText(address, 255)) || !isCount(region) || !isCount(bytes) || !isCount(generation))
+    fail('checkpoint answer: bad address, region, bytes or generation');
   return { ts, store, transport, address, region, bytes, generation };
 }
 

@@ -6,7 +6,6 @@ import { admitTx } from '../app/admit.js';
 import type { LoadedApp } from '../app/module.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
 import { AppVersions, upgradeBody, type AppVersion } from '../app/versions.js';
-import { encode } from '../app/codec.js';
 import { asError } from '../errors.js';
 import { stages } from '../stages.js';
 import { Delegator, type DelegationOptions } from './delegation.js';
@@ -14,14 +13,17 @@ import type { Decision } from './merge.js';
 import type { MergeThreads } from './merge-threads.js';
 import type { ConflictFeedback } from './feedback.js';
 import type { OptimisticCheck } from './messages.js';
+import { OptimisticReplies, type OptimisticReply, type OptimisticStats } from './optimistic.js';
 import { PreExecutionPool, type MemberStats, type PoolOptions, type PreExecutorLink } from './pool.js';
 import { Primary, type Applied, type PrimaryOptions, type PrimaryStats, type PrimaryStore } from './primary.js';
 import type { ReceivedTable } from './table-bytes.js';
 import type { Scheduler } from './scheduler.js';
 import type { Sequencer } from './sequencer.js';
 import type { MissPush, StateUpdate } from './state-update.js';
+import { ReplyWaiters, type AppliedReply } from './replies.js';
 
 export type { MemberStats, PreExecutorLink } from './pool.js';
+export type { OptimisticReply, OptimisticStats } from './optimistic.js';
 
 /** The final answer to a client. */
 export interface Reply {
@@ -33,22 +35,6 @@ export interface Reply {
   decision: Decision | null;
   /** Only when an optimistic reply was asked for: whether the one sent (if any) held. */
   optimistic?: OptimisticCheck;
-}
-
-/** A pre-executor's outcome, sent before the final one: it may still turn out wrong. */
-export interface OptimisticReply {
-  outcome: Outcome;
-  /** The pre-executor that computed it. */
-  from: string;
-}
-
-export interface OptimisticStats {
-  /** Optimistic replies sent. */
-  sent: number;
-  /** Final outcomes equal to the optimistic one. */
-  confirmed: number;
-  /** Final outcomes that differ: the client was told. */
-  wrong: number;
 }
 
 /** The pool's options (`PoolOptions`: policy, scheduling, feedback, state update, push, speculation) and the node's own. */
@@ -82,26 +68,16 @@ export interface NodeOptions extends PoolOptions {
   delegation?: DelegationOptions;
 }
 
-interface OptimisticWait {
-  first: OptimisticReply | null;
-  listeners: ((o: OptimisticReply) => void)[];
-}
-
 export class EmbeddedNode {
   readonly primary: Primary;
   /** The pre-executors: scheduling, what each owes, tables in, state updates and feedback out. */
   readonly pool: PreExecutionPool;
-  readonly optimisticStats: OptimisticStats = { sent: 0, confirmed: 0, wrong: 0 };
   /** Leases of hot objects to a free pre-executor; null when delegation is off. */
   readonly delegation: Delegator | null;
-  private readonly optimistic = new Map<string, OptimisticWait>();
-  private readonly waiters = new Map<string, ((a: Applied, optimistic: OptimisticCheck) => void)[]>();
-  /** Outcomes of recent transactions, for answering duplicates: only what a reply needs, so no table or buffer stays alive with them. */
-  private readonly recent = new Map<string, { ts: bigint; outcome: Outcome; decision: Decision }>();
+  private readonly optimistic = new OptimisticReplies();
+  private readonly replies: ReplyWaiters;
   // Set by `failed`'s executor, which runs as the fields are initialised (declared first).
   private fatal!: (e: unknown) => void;
-  private appliedWaiters: { ts: bigint; resolve: () => void }[] = [];
-  private appliedTs = 0n;
   private started = false;
 
   constructor(
@@ -111,6 +87,7 @@ export class EmbeddedNode {
     store: PrimaryStore,
     private readonly opts: NodeOptions,
   ) {
+    this.replies = new ReplyWaiters(opts.rememberOutcomes ?? 100_000);
     this.pool = new PreExecutionPool(
       {
         offer: (digest, table, from, app) => this.offer(digest, table, from, app),
@@ -201,7 +178,7 @@ export class EmbeddedNode {
   start(afterTs = 0n): void {
     if (this.started) throw new Error('node already started');
     this.started = true;
-    this.appliedTs = afterTs;
+    this.replies.startAfter(afterTs);
     this.sequencer.subscribe(
       afterTs,
       (batch) => {
@@ -215,7 +192,11 @@ export class EmbeddedNode {
   }
 
   get lastApplied(): bigint {
-    return this.appliedTs;
+    return this.replies.lastApplied;
+  }
+
+  get optimisticStats(): OptimisticStats {
+    return this.optimistic.stats;
   }
 
   /**
@@ -231,8 +212,7 @@ export class EmbeddedNode {
 
   /** Resolves once every transaction up to `ts` is applied. */
   whenApplied(ts: bigint): Promise<void> {
-    if (this.appliedTs >= ts) return Promise.resolve();
-    return new Promise((resolve) => this.appliedWaiters.push({ ts, resolve }));
+    return this.replies.whenApplied(ts);
   }
 
   get scheduler(): Scheduler {
@@ -292,12 +272,7 @@ export class EmbeddedNode {
 
   /** A checked table from the pool: the first one answers optimistic waiters, then the primary keeps it. */
   private offer(digest: string, received: ReceivedTable, from: string, app: string | undefined): void {
-    const wait = this.optimistic.get(digest);
-    if (wait && wait.first === null) {
-      wait.first = { outcome: received.rest.outcome, from };
-      this.optimisticStats.sent++;
-      for (const l of wait.listeners) l(wait.first);
-    }
+    this.optimistic.offer(digest, received.rest.outcome, from);
     this.primary.offer(digest, received, from, app);
   }
 
@@ -339,19 +314,9 @@ export class EmbeddedNode {
   }
 
   /** Registers the reply's waiter, and hands `tx` to a pre-executor if the scheduler picks one. */
-  private handOver(tx: DecodedTx, onOptimistic?: (o: OptimisticReply) => void): Promise<{ a: Applied; optimistic: OptimisticCheck }> {
-    const applied = new Promise<{ a: Applied; optimistic: OptimisticCheck }>((resolve) => {
-      const list = this.waiters.get(tx.digest) ?? [];
-      list.push((a, optimistic) => resolve({ a, optimistic }));
-      this.waiters.set(tx.digest, list);
-    });
-    if (onOptimistic) {
-      const wait = this.optimistic.get(tx.digest) ?? { first: null, listeners: [] };
-      wait.listeners.push(onOptimistic);
-      this.optimistic.set(tx.digest, wait);
-      // A resubmission after the result came: this caller gets the same optimistic reply.
-      if (wait.first !== null) onOptimistic(wait.first);
-    }
+  private handOver(tx: DecodedTx, onOptimistic?: (o: OptimisticReply) => void): Promise<AppliedReply> {
+    const applied = this.replies.wait(tx.digest);
+    if (onOptimistic) this.optimistic.listen(tx.digest, onOptimistic);
     // The primary waits for a result only if some pre-executor was handed the transaction.
     if (this.pool.dispatch(tx)) this.primary.expect(tx.digest);
     return applied;
@@ -359,7 +324,7 @@ export class EmbeddedNode {
 
   private async admitted(tx: DecodedTx, onOptimistic?: (o: OptimisticReply) => void): Promise<Reply> {
     const prev = stages.enter('admission');
-    let applied: Promise<{ a: Applied; optimistic: OptimisticCheck }>;
+    let applied: Promise<AppliedReply>;
     try {
       applied = this.handOver(tx, onOptimistic);
     } finally {
@@ -371,26 +336,24 @@ export class EmbeddedNode {
       accepted = await this.sequencer.submit(tx);
       this.opts.onSequenced?.(performance.now() - s0);
     } catch (e) {
-      this.dropWaiters(tx.digest);
+      this.replies.drop(tx.digest);
       this.primary.forget(tx.digest);
-      this.optimistic.delete(tx.digest);
+      this.optimistic.drop(tx.digest);
       throw e;
     }
-    if (accepted.duplicate) {
-      const first = this.recent.get(tx.digest);
-      if (accepted.ts <= this.appliedTs) {
-        this.dropWaiters(tx.digest);
-        this.primary.forget(tx.digest);
-        this.optimistic.delete(tx.digest);
-        this.pool.done(tx.digest);
-        return {
-          ts: accepted.ts,
-          duplicate: true,
-          outcome: first?.ts === accepted.ts ? first.outcome : null,
-          decision: first?.ts === accepted.ts ? first.decision : null,
-          ...(onOptimistic && { optimistic: 'none' as const }),
-        };
-      }
+    if (accepted.duplicate && accepted.ts <= this.replies.lastApplied) {
+      const first = this.replies.remembered(tx.digest, accepted.ts);
+      this.replies.drop(tx.digest);
+      this.primary.forget(tx.digest);
+      this.optimistic.drop(tx.digest);
+      this.pool.done(tx.digest);
+      return {
+        ts: accepted.ts,
+        duplicate: true,
+        outcome: first?.outcome ?? null,
+        decision: first?.decision ?? null,
+        ...(onOptimistic && { optimistic: 'none' as const }),
+      };
     }
     const { a, optimistic } = await applied;
     const reply: Reply = { ts: a.ts, duplicate: accepted.duplicate, outcome: a.outcome, decision: a.decision };
@@ -398,43 +361,8 @@ export class EmbeddedNode {
     return reply;
   }
 
-  private dropWaiters(digest: string): void {
-    this.waiters.delete(digest);
-  }
-
-  /** Whether the optimistic reply sent for `a` (if any) was the final outcome. */
-  private checkOptimistic(a: Applied): OptimisticCheck {
-    const wait = this.optimistic.get(a.digest);
-    if (!wait) return 'none';
-    this.optimistic.delete(a.digest);
-    if (wait.first === null) return 'none';
-    const same = encode(wait.first.outcome).equals(encode(a.outcome));
-    this.optimisticStats[same ? 'confirmed' : 'wrong']++;
-    return same ? 'confirmed' : 'wrong';
-  }
-
   private applied(batch: readonly Applied[]): void {
-    const remember = this.opts.rememberOutcomes ?? 100_000;
-    for (const a of batch) {
-      this.appliedTs = a.ts;
-      this.recent.set(a.digest, { ts: a.ts, outcome: a.outcome, decision: a.decision });
-      const optimistic = this.checkOptimistic(a);
-      const list = this.waiters.get(a.digest);
-      if (list) {
-        this.waiters.delete(a.digest);
-        for (const w of list) w(a, optimistic);
-      }
-    }
-    // Maps iterate in insertion order, so the first keys are the oldest outcomes.
-    for (const k of this.recent.keys()) {
-      if (this.recent.size <= remember) break;
-      this.recent.delete(k);
-    }
-    if (this.appliedWaiters.length > 0) {
-      const due = this.appliedWaiters.filter((w) => w.ts <= this.appliedTs);
-      this.appliedWaiters = this.appliedWaiters.filter((w) => w.ts > this.appliedTs);
-      for (const w of due) w.resolve();
-    }
+    this.replies.applied(batch, (a) => this.optimistic.settle(a.digest, a.outcome));
     this.delegation?.applied(batch);
     this.pool.applied(batch);
     this.opts.onApplied?.(batch);

@@ -31,12 +31,16 @@ export async function openSequencer(
   const resume = restored?.resume ?? new Uint8Array(0);
   if (choice.kind === 'embedded') {
     if (resume.length > 0) {
-      throw new Error(`checkpoint ${restored?.path ?? ''} was taken following a JetStream stream, but this node runs the embedded log: start it with the same --sequencer, or move the checkpoints away`);
+      throw new Error(
+        `checkpoint ${restored?.path ?? ''} was taken following a JetStream stream, but this node runs the embedded log: start it with the same --sequencer, or move the checkpoints away`,
+      );
     }
     return new EmbeddedSequencer(logDir);
   }
   if (restored && resume.length === 0) {
-    throw new Error(`checkpoint ${restored.path} was taken following the embedded log, but this node follows a JetStream stream: move the checkpoints away to start from the stream alone`);
+    throw new Error(
+      `checkpoint ${restored.path} was taken following the embedded log, but this node follows a JetStream stream: move the checkpoints away to start from the stream alone`,
+    );
   }
   // The app header (which code wrote the log) stays on this host, beside the checkpoints.
   mkdirSync(logDir, { recursive: true, mode: 0o700 });
@@ -66,7 +70,8 @@ export function parseSequencerUrls(raw: string): string[] | null {
   if (raw === 'embedded') return null;
   const urls = raw.split(',').map((u) => u.trim());
   for (const u of urls) {
-    if (!/^(nats|tls):\/\/[^\s/@]+:\d{1,5}$/.test(u)) throw new Error(`--sequencer must be 'embedded' or nats://HOST:PORT URLs separated by commas, got '${u}'`);
+    if (!/^(nats|tls):\/\/[^\s/@]+:\d{1,5}$/.test(u))
+      throw new Error(`--sequencer must be 'embedded' or nats://HOST:PORT URLs separated by commas, got '${u}'`);
   }
   return urls;
 }

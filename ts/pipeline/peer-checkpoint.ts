@@ -85,7 +85,7 @@ async function connectStore(at: SharedCheckpointInfo, opts: { secret: Buffer; cl
     return RemoteStore.connect({ transport: at.transport, address: at.address, secret: opts.secret });
   }
   if (opts.clusterDir === undefined) {
-    throw new Error("the node shares its store over shm (its host only): start it with --transport tcp to copy its checkpoint from another host");
+    throw new Error('the node shares its store over shm (its host only): start it with --transport tcp to copy its checkpoint from another host');
   }
   return RemoteStore.connect({ transport: 'shm', dir: opts.clusterDir, store: at.store, secret: opts.secret });
 }

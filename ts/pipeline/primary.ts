@@ -327,7 +327,16 @@ export class Primary {
       const { ts, tx } = item;
       if (isAdmin(tx)) {
         upgrades.push([this.upgrade(ts, tx), ts]);
-        applied.push({ ts, digest: tx.digest, outcome: { status: 'ok', result: { app: this.versions.active.digest } }, decision: 'executed', preExecutor: null, writes: [], writeCount: 0, conflicts: [] });
+        applied.push({
+          ts,
+          digest: tx.digest,
+          outcome: { status: 'ok', result: { app: this.versions.active.digest } },
+          decision: 'executed',
+          preExecutor: null,
+          writes: [],
+          writeCount: 0,
+          conflicts: [],
+        });
         continue;
       }
       const offer = offers[k];
@@ -488,4 +497,3 @@ class Overlay implements StateSource {
     applyWrites(this.objects, writes, ts);
   }
 }
-

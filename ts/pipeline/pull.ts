@@ -62,10 +62,7 @@ function current(r: ReadResult): [bigint, Uint8Array | null] {
 }
 
 /** Connects to the primary's store as the node's `config` says. */
-export function connectStore(
-  m: Extract<NodeToPre, { t: 'config' }>,
-  opts: { dir?: string; node?: HostPort; secret: Buffer },
-): Promise<RemoteStore> {
+export function connectStore(m: Extract<NodeToPre, { t: 'config' }>, opts: { dir?: string; node?: HostPort; secret: Buffer }): Promise<RemoteStore> {
   if (m.transport === 'shm') {
     if (m.store === null) throw new Error('the node asked to pull but named no store');
     if (opts.dir === undefined) {

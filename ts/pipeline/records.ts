@@ -115,7 +115,7 @@ export function decodeEffects(b: Buffer): Effect[] {
 /** Splits a batch of concatenated `tx.v1` transactions into each one's bytes. */
 export function splitTxs(b: Buffer): Buffer[] {
   const out: Buffer[] = [];
-  for (let at = 0; at < b.length; ) {
+  for (let at = 0; at < b.length;) {
     const { end } = splitTxBytes(b, at);
     out.push(b.subarray(at, end));
     at = end;

@@ -98,7 +98,14 @@ export class EmbeddedSequencer implements Sequencer {
             end += p.tx.bytes.length;
             ends[i] = end;
           });
-          return this.log.appendFlat(digests, Buffer.concat(batch.map((p) => p.tx.bytes), end), ends);
+          return this.log.appendFlat(
+            digests,
+            Buffer.concat(
+              batch.map((p) => p.tx.bytes),
+              end,
+            ),
+            ends,
+          );
         });
         const results = await appending;
         stages.time('sequencing', () =>

@@ -11,14 +11,7 @@ import { clientCredential } from '../secret.js';
 import type { HostPort, Transport } from '../transport.js';
 import { stages } from '../stages.js';
 import { listen, type Conn, type Server } from '../wire.js';
-import {
-  parseAdminMessage,
-  parseClientMessage,
-  ProtocolError,
-  type NodeToAdmin,
-  type NodeToClient,
-  type SharedCheckpointInfo,
-} from './messages.js';
+import { parseAdminMessage, parseClientMessage, ProtocolError, type NodeToAdmin, type NodeToClient, type SharedCheckpointInfo } from './messages.js';
 import type { EmbeddedNode, OptimisticReply, Reply } from './node.js';
 import { attachMember } from './pool.js';
 import type { NodeStatus } from './status.js';
@@ -179,9 +172,7 @@ export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) 
       const m = parseClientMessage(raw);
       inFlight++;
       reconsider();
-      const onOptimistic = m.optimistic
-        ? (o: OptimisticReply) => reply({ t: 'optimistic', id: m.id, outcome: o.outcome, from: o.from })
-        : undefined;
+      const onOptimistic = m.optimistic ? (o: OptimisticReply) => reply({ t: 'optimistic', id: m.id, outcome: o.outcome, from: o.from }) : undefined;
       node.submit(m.tx, onOptimistic).then(
         (r) => {
           reply({ t: 'reply', id: m.id, ...r });

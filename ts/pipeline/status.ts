@@ -100,7 +100,12 @@ export function parseNodeStatus(v: unknown): NodeStatus {
     },
     pool: pool.map((m, i) => {
       if (!isObj(m) || typeof m['retiring'] !== 'boolean') throw new StatusError(`status: pool[${i}] is not a member`);
-      return { name: text(m['name'], `pool[${i}].name`), executed: count(m['executed'], `pool[${i}].executed`), outstanding: count(m['outstanding'], `pool[${i}].outstanding`), retiring: m['retiring'] };
+      return {
+        name: text(m['name'], `pool[${i}].name`),
+        executed: count(m['executed'], `pool[${i}].executed`),
+        outstanding: count(m['outstanding'], `pool[${i}].outstanding`),
+        retiring: m['retiring'],
+      };
     }),
     uptimeSeconds: uptime,
   };

@@ -149,7 +149,9 @@ export function decodeTableRest(b: Buffer, shape: TableShape): TableRest {
   const isBytes = (x: unknown) => x instanceof Uint8Array;
   if (
     !Array.isArray(dynamic) ||
-    !dynamic.every((d) => Array.isArray(d) && d.length === 3 && typeof d[0] === 'string' && typeof d[1] === 'bigint' && d[1] >= 0n && (d[2] === null || isBytes(d[2])))
+    !dynamic.every(
+      (d) => Array.isArray(d) && d.length === 3 && typeof d[0] === 'string' && typeof d[1] === 'bigint' && d[1] >= 0n && (d[2] === null || isBytes(d[2])),
+    )
   ) {
     throw new TableError('table: dynamic reads malformed');
   }

@@ -9,14 +9,13 @@ use napi::bindgen_prelude::{
 };
 use napi::{Env, Error, Result, Status, Task};
 use napi_derive::napi;
-use remora_core::{ShmTransport, Store, TcpTransport, Transport, VerbsTransport};
+use remora_core::{AnyTransport, Store, TransportKind};
 use remora_heron::{Coordinator, Layout, Member, Pending, Progress, Reached, WaitOptions};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::invalid;
-use crate::net::{AnyPeer, Kind};
+use crate::{invalid, net};
 
 /// How long a Heron peer over `tcp` may take to answer one request before it counts as gone,
 /// for state transfer: a peer killed answers at once (refused, reset); one stopped would
@@ -28,61 +27,20 @@ pub(crate) const NET_TIMEOUT: Duration = Duration::from_secs(2);
 /// while waiting for a stopped peer holds up the replica's announcement.
 const COORD_NET_TIMEOUT: Duration = Duration::from_millis(250);
 
-/// The transport a replica reaches its peers with, chosen per cluster: one type for every
-/// Heron class (coordination, state transfer), so each is instantiated once, over `AnyPeer`.
-/// Peers are named by store (`shm`, in the cluster directory) or by address (`tcp`, `verbs`).
-pub(crate) enum HeronTransport {
-    Shm(ShmTransport),
-    Tcp(TcpTransport),
-    Verbs(VerbsTransport),
-}
-
-impl HeronTransport {
-    /// `transport` as JS names it (default `shm`); `dir` is the cluster directory; `timeout`
-    /// bounds one request to a `tcp` peer.
-    pub(crate) fn new(
-        transport: Option<&str>,
-        dir: &str,
-        secret: &[u8],
-        timeout: Duration,
-    ) -> Result<Self> {
-        Ok(match Kind::parse(transport.unwrap_or("shm"))? {
-            Kind::Shm => {
-                HeronTransport::Shm(ShmTransport::new(dir, secret).map_err(crate::js_err)?)
-            }
-            Kind::Tcp => HeronTransport::Tcp(
-                TcpTransport::new(secret)
-                    .map_err(crate::js_err)?
-                    .with_timeout(timeout),
-            ),
-            Kind::Verbs => {
-                HeronTransport::Verbs(VerbsTransport::new(secret).map_err(crate::js_err)?)
-            }
-        })
-    }
-
-    /// Peers' region files can be mapped here to ring their doorbells (one host, `shm`).
-    pub(crate) fn rings(&self) -> bool {
-        matches!(self, HeronTransport::Shm(_))
-    }
-}
-
-impl Transport for HeronTransport {
-    type Peer = AnyPeer;
-    fn name(&self) -> &'static str {
-        match self {
-            HeronTransport::Shm(t) => t.name(),
-            HeronTransport::Tcp(t) => t.name(),
-            HeronTransport::Verbs(t) => t.name(),
-        }
-    }
-    fn attach(&self, peer: &str) -> remora_core::Result<AnyPeer> {
-        match self {
-            HeronTransport::Shm(t) => t.attach(peer).map(AnyPeer::Shm),
-            HeronTransport::Tcp(t) => t.attach(peer).map(AnyPeer::Tcp),
-            HeronTransport::Verbs(t) => t.attach(peer).map(|p| AnyPeer::Verbs(Box::new(p))),
-        }
-    }
+/// The cluster's transport for a Heron class, with requests to a `tcp` peer bounded by
+/// `timeout`. `verbs` keeps its default: its link set-up (memory registration, queue pair)
+/// has not been measured against bounds this short.
+pub(crate) fn transport(
+    name: Option<&str>,
+    dir: &str,
+    secret: &[u8],
+    timeout: Duration,
+) -> Result<AnyTransport> {
+    let t = net::transport(name, dir, secret)?;
+    Ok(match t.kind() {
+        TransportKind::Tcp => t.with_timeout(timeout),
+        TransportKind::Shm | TransportKind::Verbs => t,
+    })
 }
 
 pub(crate) fn heron_err(e: remora_heron::Error) -> Error {
@@ -108,7 +66,7 @@ pub struct CoordinatorOptions {
     pub region: u32,
 }
 
-type Shared = Arc<Coordinator<HeronTransport>>;
+type Shared = Arc<Coordinator<AnyTransport>>;
 
 /// This replica's coordination memory and its peers', over the cluster's transport.
 #[napi]
@@ -167,13 +125,14 @@ fn positive_ts(what: &str, ts: BigInt) -> Result<u64> {
 
 pub(crate) fn create(store: Arc<Store>, opts: CoordinatorOptions) -> Result<NativeCoordinator> {
     let layout = Layout::new(opts.partitions, opts.replicas).map_err(heron_err)?;
-    let transport = HeronTransport::new(
+    let transport = transport(
         opts.transport.as_deref(),
         &opts.dir,
         &opts.secret,
         COORD_NET_TIMEOUT,
     )?;
-    let rings = transport.rings();
+    // Peers' region files can be mapped here to ring their doorbells only on one host.
+    let rings = transport.kind() == TransportKind::Shm;
     let peers: Vec<(String, u32)> = opts.peers.into_iter().map(|p| (p, opts.region)).collect();
     let me = Member {
         partition: opts.partition,

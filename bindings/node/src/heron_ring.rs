@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::heron::millis;
 use crate::invalid;
-use crate::net::{self, AnyPeer};
+use crate::net;
 
 fn ring_err(e: RingError) -> Error {
     Error::new(Status::GenericFailure, e.to_string())
@@ -143,12 +143,6 @@ impl NativeRingProducer {
             .map(|head| head as f64)
             .map_err(ring_err)
     }
-
-    /// Whether the producer still waits for `consumer`.
-    #[napi]
-    pub fn is_live(&self, consumer: u32) -> bool {
-        self.ring().is_live(consumer)
-    }
 }
 
 #[napi(object)]
@@ -206,38 +200,9 @@ impl RemoteMemory for MappedRing {
     }
 }
 
-/// The ring's memory: mapped on this host, or the launcher's store over the network.
-enum RingMemory {
-    Mapped(MappedRing),
-    Net(AnyPeer),
-}
-
-impl RingMemory {
-    fn inner(&self) -> &dyn RemoteMemory {
-        match self {
-            RingMemory::Mapped(m) => m,
-            RingMemory::Net(p) => p,
-        }
-    }
-}
-
-impl RemoteMemory for RingMemory {
-    fn peer(&self) -> &str {
-        self.inner().peer()
-    }
-    fn region_info(&self, region: u32) -> remora_core::Result<RegionInfo> {
-        self.inner().region_info(region)
-    }
-    fn read(&self, region: u32, offset: u64, buf: &mut [u8]) -> remora_core::Result<()> {
-        self.inner().read(region, offset, buf)
-    }
-    fn write(&self, region: u32, offset: u64, data: &[u8]) -> remora_core::Result<()> {
-        self.inner().write(region, offset, data)
-    }
-    fn lookup(&self, ids: &[&[u8]]) -> remora_core::Result<Vec<Option<Addr>>> {
-        self.inner().lookup(ids)
-    }
-}
+/// The ring's memory: mapped on this host (`MappedRing`), or the launcher's store over the
+/// network (an `AnyPeer`).
+type RingMemory = Box<dyn RemoteMemory>;
 
 type SharedReader = Arc<Mutex<RingReader<RingMemory>>>;
 
@@ -277,7 +242,7 @@ impl NativeRingReader {
     /// or `verbs` this connects on the calling thread: once, as a replica starts.
     #[napi(factory)]
     pub fn attach(opts: RingReaderOptions) -> Result<Self> {
-        if opts.transport.as_deref().unwrap_or("shm") != "shm" {
+        if net::kind(opts.transport.as_deref())?.is_network() {
             let secret = opts
                 .secret
                 .as_ref()
@@ -289,10 +254,9 @@ impl NativeRingReader {
                 store: None,
                 secret: secret.to_vec().into(),
             })?;
-            let peer = target.attach(secret).map_err(crate::js_err)?;
+            let peer: RingMemory = Box::new(target.attach(secret)?);
             let reader =
-                RingReader::attach(RingMemory::Net(peer), opts.region, opts.consumer, None)
-                    .map_err(ring_err)?;
+                RingReader::attach(peer, opts.region, opts.consumer, None).map_err(ring_err)?;
             return Ok(NativeRingReader {
                 reader: Arc::new(Mutex::new(reader)),
             });
@@ -307,7 +271,7 @@ impl NativeRingReader {
             region: region.clone(),
         };
         let reader = RingReader::attach(
-            RingMemory::Mapped(mem),
+            Box::new(mem) as RingMemory,
             opts.region,
             opts.consumer,
             Some(region),

@@ -5,14 +5,14 @@
 use napi::bindgen_prelude::{BigInt, Buffer, Object};
 use napi::{Env, Result};
 use napi_derive::napi;
-use remora_core::Store;
+use remora_core::{AnyTransport, Store, TransportKind};
 use remora_heron::transfer::{Prefix, Received};
 use remora_heron::{Transfer, TransferLayout};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::heron::{heron_err, millis, HeronTransport, NET_TIMEOUT};
+use crate::heron::{heron_err, millis, transport, NET_TIMEOUT};
 use crate::invalid;
 
 #[napi(object)]
@@ -35,7 +35,7 @@ pub struct TransferOptions {
     pub request_region: u32,
 }
 
-type SharedTransfer = Arc<Transfer<HeronTransport>>;
+type SharedTransfer = Arc<Transfer<AnyTransport>>;
 
 /// This replica's state-transfer memory (requests in, shipments in) and its peers', over the
 /// cluster's transport.
@@ -47,13 +47,14 @@ pub struct NativeTransfer {
 }
 
 pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Result<NativeTransfer> {
-    let transport = HeronTransport::new(
+    let transport = transport(
         opts.transport.as_deref(),
         &opts.dir,
         &opts.secret,
         NET_TIMEOUT,
     )?;
-    let rings = transport.rings();
+    // Peers' doorbells can be rung through their region files only on one host.
+    let rings = transport.kind() == TransportKind::Shm;
     let layout = TransferLayout {
         replicas: opts.replicas,
         slot_bytes: opts.slot_bytes as usize,
@@ -76,14 +77,6 @@ pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Resul
         name,
         serving: Mutex::new(None),
     })
-}
-
-/// A lagger's request as this replica, its server, sees it.
-#[napi(object)]
-pub struct TransferRequest {
-    pub replica: u32,
-    pub number: u32,
-    pub since: BigInt,
 }
 
 /// A shipment installed into this replica's store.
@@ -224,17 +217,6 @@ impl NativeTransfer {
             .map_err(|e| invalid(format!("starting the transfer thread: {e}")))?;
         *serving = Some(handle);
         Ok(())
-    }
-
-    /// What replica `lagger` last asked this one for, served or not; null if it never asked.
-    #[napi]
-    pub fn request_of(&self, lagger: u32) -> Result<Option<TransferRequest>> {
-        let r = self.transfer.request_of(lagger).map_err(heron_err)?;
-        Ok(r.map(|r| TransferRequest {
-            replica: r.replica,
-            number: r.number,
-            since: BigInt::from(r.since),
-        }))
     }
 
     /// Requests served to completion.

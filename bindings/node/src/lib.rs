@@ -3,16 +3,17 @@
 //! a Promise. Inputs are checked here or in the core, and every failure becomes a JS `Error`
 //! with the core's message.
 
-use napi::bindgen_prelude::{AsyncTask, BigInt, BigUint64Array, Buffer, Uint32Array, Uint8Array};
-use napi::{Env, Error, Result, Status, Task};
+use napi::bindgen_prelude::{BigInt, BigUint64Array, Buffer, Uint32Array, Uint8Array};
+use napi::{Error, Result, Status};
 use napi_derive::napi;
-use remora_core::stress;
-use remora_core::{AdoptError, ControlServer, Lookup, Stop, Store, StoreConfig};
+use remora_core::{AdoptError, AnyServer, ControlServer, Lookup, Stop, Store, StoreConfig};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-mod bench;
+// Timing loops and stress drivers for `remora bench` and the tests: not needed to run a
+// cluster, so a packaged addon can leave them out (`--no-default-features`).
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod checkpoint;
 pub mod heron;
 pub mod heron_ring;
@@ -22,7 +23,6 @@ pub mod net;
 pub mod precompile;
 pub mod remote;
 pub mod remote_versions;
-pub mod transports;
 
 fn js_err(e: remora_core::Error) -> Error {
     Error::new(Status::GenericFailure, e.to_string())
@@ -32,26 +32,31 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::new(Status::InvalidArg, msg.into())
 }
 
-/// One object as a read found it. `status` is `value`, `deleted`, `absent` or `lagging`.
-#[napi(object)]
-pub struct ReadResult {
-    pub status: String,
-    /// Timestamp of the version found (for `value` and `deleted`).
-    pub version: Option<BigInt>,
-    pub value: Option<Buffer>,
+/// One object as a read found it: a value or a deletion (`version` is the timestamp of the
+/// write that made it); no such object; or, reading before a bound, no version kept that old.
+#[napi(
+    discriminant = "status",
+    discriminant_case = "lowercase",
+    object_from_js = false
+)]
+pub enum ReadResult {
+    Value { version: BigInt, value: Buffer },
+    Deleted { version: BigInt },
+    Absent,
+    Lagging,
 }
 
 fn to_js(l: Lookup) -> ReadResult {
-    let (status, version, value) = match l {
-        Lookup::Value { ts, value } => ("value", Some(ts), Some(Buffer::from(value))),
-        Lookup::Deleted { ts } => ("deleted", Some(ts), None),
-        Lookup::Absent => ("absent", None, None),
-        Lookup::Lagging => ("lagging", None, None),
-    };
-    ReadResult {
-        status: status.into(),
-        version: version.map(BigInt::from),
-        value,
+    match l {
+        Lookup::Value { ts, value } => ReadResult::Value {
+            version: BigInt::from(ts),
+            value: value.into(),
+        },
+        Lookup::Deleted { ts } => ReadResult::Deleted {
+            version: BigInt::from(ts),
+        },
+        Lookup::Absent => ReadResult::Absent,
+        Lookup::Lagging => ReadResult::Lagging,
     }
 }
 
@@ -62,16 +67,21 @@ fn same_len(what: &str, a: usize, b: usize) -> Result<()> {
     Ok(())
 }
 
-/// What one `adoptBatch` call did. `stop` says why it ended: `end` (every transaction through
-/// the end was adopted), `none` (the next one has no table), `stale` (a read of the next one
-/// is no longer current) or `malformed` (its table cannot be adopted as it is; `error` says
-/// why). The transaction it stopped at is `from + adopted`; nothing of it was applied.
-#[napi(object)]
-pub struct AdoptResult {
-    pub adopted: u32,
-    #[napi(ts_type = "'end' | 'none' | 'stale' | 'malformed'")]
-    pub stop: String,
-    pub error: Option<String>,
+/// What one `adoptBatch` call did: it adopted `adopted` transactions, then stopped because
+/// every transaction through the end was adopted (`end`), the next one has no table (`none`),
+/// a read of the next one is no longer current (`stale`), or its table cannot be adopted as it
+/// is (`malformed`, `error` says why). The transaction it stopped at is `from + adopted`;
+/// nothing of it was applied.
+#[napi(
+    discriminant = "stop",
+    discriminant_case = "lowercase",
+    object_from_js = false
+)]
+pub enum AdoptResult {
+    End { adopted: u32 },
+    None { adopted: u32 },
+    Stale { adopted: u32 },
+    Malformed { adopted: u32, error: String },
 }
 
 #[napi(object)]
@@ -87,12 +97,6 @@ pub struct StoreOptions {
 }
 
 #[napi(object)]
-pub struct ObjectAddress {
-    pub region: u32,
-    pub offset: f64,
-}
-
-#[napi(object)]
 pub struct StoreStatsJs {
     pub objects: u32,
     pub regions: u32,
@@ -102,7 +106,7 @@ pub struct StoreStatsJs {
 
 /// Fields drop in order: the servers must stop while the regions and the socket still exist.
 struct Owned {
-    served: Vec<net::Served>,
+    served: Vec<AnyServer>,
     _control: ControlServer,
     store: Arc<Store>,
     /// For servers started later (`serve`).
@@ -115,7 +119,7 @@ pub struct NativeStore {
     name: String,
     owned: Mutex<Option<Owned>>,
     /// Set by `close`: native loops still running for this store (stress writers) end.
-    closing: Arc<AtomicBool>,
+    pub(crate) closing: Arc<AtomicBool>,
 }
 
 #[napi]
@@ -140,7 +144,7 @@ impl NativeStore {
         })
     }
 
-    fn store(&self) -> Result<Arc<Store>> {
+    pub(crate) fn store(&self) -> Result<Arc<Store>> {
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
         owned
             .as_ref()
@@ -226,15 +230,13 @@ impl NativeStore {
                 AdoptError::Batch(_) => invalid(e.to_string()),
                 AdoptError::Store { .. } => Error::new(Status::GenericFailure, e.to_string()),
             })?;
-        let error = match &run.stop {
-            Stop::Malformed(why) => Some(why.clone()),
-            _ => None,
-        };
-        Ok(AdoptResult {
-            // At most `ends.length`, which a JS typed array keeps below 2^32.
-            adopted: run.adopted as u32,
-            stop: run.stop.name().into(),
-            error,
+        // At most `ends.length`, which a JS typed array keeps below 2^32.
+        let adopted = run.adopted as u32;
+        Ok(match run.stop {
+            Stop::End => AdoptResult::End { adopted },
+            Stop::NoTable => AdoptResult::None { adopted },
+            Stop::Stale => AdoptResult::Stale { adopted },
+            Stop::Malformed(error) => AdoptResult::Malformed { adopted, error },
         })
     }
 
@@ -279,35 +281,12 @@ impl NativeStore {
     }
 
     #[napi]
-    pub fn addresses(&self, ids: Vec<Uint8Array>) -> Result<Vec<Option<ObjectAddress>>> {
-        let ids: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
-        Ok(self
-            .store()?
-            .addresses(&ids)
-            .into_iter()
-            .map(|a| {
-                a.map(|a| ObjectAddress {
-                    region: a.region,
-                    offset: a.offset as f64,
-                })
-            })
-            .collect())
-    }
-
-    #[napi]
     pub fn purge_deleted(&self, horizon: BigInt) -> Result<u32> {
         let (_, h, lossless) = horizon.get_u64();
         if !lossless {
             return Err(invalid("purgeDeleted: horizon must fit in 64 bits"));
         }
         Ok(self.store()?.purge_deleted(h) as u32)
-    }
-
-    #[napi]
-    pub fn add_shared_region(&self, bytes: u32) -> Result<u32> {
-        self.store()?
-            .add_shared_region(bytes as usize)
-            .map_err(js_err)
     }
 
     /// This replica's Heron coordination memory: a new remote-writable region of this store.
@@ -357,24 +336,6 @@ impl NativeStore {
         })
     }
 
-    /// Torn-read stress, owner side: writes `objects` self-checking values, then rewrites them
-    /// from a native thread for `millis` ms. Resolves to the number of writes.
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn stress_write(
-        &self,
-        objects: u32,
-        seed: BigInt,
-        millis: u32,
-    ) -> Result<AsyncTask<StressWrite>> {
-        Ok(AsyncTask::new(StressWrite {
-            store: self.store()?,
-            objects: objects.max(1),
-            seed: seed.get_u64().1,
-            millis,
-            stop: self.closing.clone(),
-        }))
-    }
-
     /// Stops serving: ends native loops on this store, removes the regions and the control
     /// socket. Idempotent.
     #[napi]
@@ -393,35 +354,3 @@ fn offset_u64(offset: f64) -> Result<u64> {
     }
     Ok(offset as u64)
 }
-
-pub struct StressWrite {
-    store: Arc<Store>,
-    objects: u32,
-    seed: u64,
-    millis: u32,
-    stop: Arc<AtomicBool>,
-}
-
-impl Task for StressWrite {
-    type Output = f64;
-    type JsValue = f64;
-    fn compute(&mut self) -> Result<f64> {
-        let start = stress::populate(&self.store, self.objects).map_err(js_err)?;
-        let limit = Duration::from_millis(u64::from(self.millis));
-        let (writes, _) = stress::run_writer(
-            &self.store,
-            self.objects,
-            self.seed,
-            start,
-            &self.stop,
-            limit,
-        )
-        .map_err(js_err)?;
-        Ok(writes as f64)
-    }
-    fn resolve(&mut self, _: Env, out: f64) -> Result<f64> {
-        Ok(out)
-    }
-}
-
-pub use bench::{bench_adopt, bench_memcpy, bench_timer, AdoptBenchResult, Latency};

@@ -1,39 +1,26 @@
-//! The transport is chosen per cluster: an owner's store can also serve its regions over `tcp`
-//! or `verbs` (servers whose own native threads answer peers), and a `NativeRemote` reads
-//! through whichever transport it was connected with, behind one peer type.
+//! Transport options as JavaScript passes them, checked on the JS thread so that bad options
+//! fail at once. The transports themselves, and the choice among them, are `remora-core`'s
+//! (`AnyTransport`, `AnyPeer`, `AnyServer`).
 
 use crate::{invalid, js_err};
 use napi::bindgen_prelude::Buffer;
-use napi::Result;
+use napi::{Error, Result};
 use napi_derive::napi;
-use remora_core::region::{Region, RegionInfo};
-use remora_core::slot::{Reject, Snapshot};
-use remora_core::{
-    Addr, RemoteMemory, ShmPeer, ShmTransport, Store, TcpPeer, TcpServer, TcpTransport, Transport,
-    VerbsPeer, VerbsServer, VerbsTransport,
-};
+use remora_core::transport::ServeError;
+use remora_core::{AnyPeer, AnyServer, AnyTransport, Store, Transport, TransportKind};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::Arc;
 
-/// A transport name as JS passes it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Shm,
-    Tcp,
-    Verbs,
+/// `name` as a transport, or JS's default (`shm`) when absent.
+pub fn kind(name: Option<&str>) -> Result<TransportKind> {
+    TransportKind::parse(name.unwrap_or("shm")).map_err(|e| invalid(e.to_string()))
 }
 
-impl Kind {
-    pub fn parse(name: &str) -> Result<Kind> {
-        match name {
-            "shm" => Ok(Kind::Shm),
-            "tcp" => Ok(Kind::Tcp),
-            "verbs" => Ok(Kind::Verbs),
-            other => Err(invalid(format!(
-                "unknown transport '{other}': expected shm, tcp or verbs"
-            ))),
-        }
-    }
+/// The cluster's transport, opened as JS names it (default `shm`); `dir` is the cluster
+/// directory, where `shm` finds peers' stores.
+pub fn transport(name: Option<&str>, dir: &str, secret: &[u8]) -> Result<AnyTransport> {
+    AnyTransport::new(kind(name)?, Path::new(dir), secret).map_err(js_err)
 }
 
 #[napi(object)]
@@ -42,21 +29,6 @@ pub struct ServeOptions {
     pub transport: String,
     /// `host:port` to listen on; port 0 picks a free one.
     pub listen: String,
-}
-
-/// A server of one store's regions; dropping it ends every connection.
-pub enum Served {
-    Tcp(TcpServer),
-    Verbs(VerbsServer),
-}
-
-impl Served {
-    pub fn local_addr(&self) -> SocketAddr {
-        match self {
-            Served::Tcp(s) => s.local_addr(),
-            Served::Verbs(s) => s.local_addr(),
-        }
-    }
 }
 
 fn socket_addr(what: &str, addr: &str) -> Result<SocketAddr> {
@@ -71,20 +43,13 @@ fn socket_addr(what: &str, addr: &str) -> Result<SocketAddr> {
 }
 
 /// Starts serving `store` as `opts` asks; peers must hold `secret`.
-pub fn serve(store: &Arc<Store>, secret: &[u8], opts: &ServeOptions) -> Result<Served> {
-    let kind = Kind::parse(&opts.transport)?;
+pub fn serve(store: &Arc<Store>, secret: &[u8], opts: &ServeOptions) -> Result<AnyServer> {
+    let kind = kind(Some(&opts.transport))?;
     let addr = socket_addr("serve", &opts.listen)?;
-    match kind {
-        Kind::Shm => Err(invalid(
-            "serve: shm needs no server: peers on this host attach through the cluster directory",
-        )),
-        Kind::Tcp => TcpServer::start(store, secret, addr)
-            .map(Served::Tcp)
-            .map_err(js_err),
-        Kind::Verbs => VerbsServer::start(store, secret, addr)
-            .map(Served::Verbs)
-            .map_err(js_err),
-    }
+    AnyServer::start(kind, store, secret, addr).map_err(|e| match e {
+        ServeError::NotNetwork => invalid(format!("serve: {e}")),
+        ServeError::Start(e) => js_err(e),
+    })
 }
 
 #[napi(object)]
@@ -100,126 +65,53 @@ pub struct RemoteOptions {
     pub secret: Buffer,
 }
 
-/// Where to attach, checked on the JS thread so that bad options fail at once.
-pub enum Target {
-    Shm { dir: String, store: String },
-    Tcp(String),
-    Verbs(String),
+/// Where to attach: the transport, the cluster directory (`shm` only) and the peer's name
+/// there (a store name over `shm`, a `host:port` otherwise).
+pub struct Target {
+    kind: TransportKind,
+    dir: String,
+    peer: String,
+}
+
+fn need(v: &Option<String>, field: &str, kind: TransportKind) -> Result<String> {
+    v.clone()
+        .ok_or_else(|| invalid(format!("connect: the {kind} transport needs '{field}'")))
 }
 
 impl Target {
     pub fn from_options(opts: &RemoteOptions) -> Result<Target> {
-        let kind = Kind::parse(opts.transport.as_deref().unwrap_or("shm"))?;
-        let need = |v: &Option<String>, field: &str, transport: &str| {
-            v.clone().ok_or_else(|| {
-                invalid(format!(
-                    "connect: the {transport} transport needs '{field}'"
-                ))
-            })
-        };
-        match kind {
-            Kind::Shm => {
-                if opts.address.is_some() {
-                    return Err(invalid(
-                        "connect: shm attaches through a directory, not an address: give 'dir', or transport 'tcp' or 'verbs'",
-                    ));
-                }
-                Ok(Target::Shm {
-                    dir: need(&opts.dir, "dir", "shm")?,
-                    store: need(&opts.store, "store", "shm")?,
-                })
+        let kind = kind(opts.transport.as_deref())?;
+        if !kind.is_network() {
+            if opts.address.is_some() {
+                return Err(invalid(
+                    "connect: shm attaches through a directory, not an address: give 'dir', or transport 'tcp' or 'verbs'",
+                ));
             }
-            Kind::Tcp | Kind::Verbs => {
-                if opts.dir.is_some() {
-                    return Err(invalid(
-                        "connect: tcp and verbs attach to an address, not a directory: give 'address'",
-                    ));
-                }
-                let name = if kind == Kind::Tcp { "tcp" } else { "verbs" };
-                let address = need(&opts.address, "address", name)?;
-                // Resolving here reports a malformed address as such, not as a peer gone.
-                socket_addr("connect", &address)?;
-                Ok(if kind == Kind::Tcp {
-                    Target::Tcp(address)
-                } else {
-                    Target::Verbs(address)
-                })
-            }
+            return Ok(Target {
+                kind,
+                dir: need(&opts.dir, "dir", kind)?,
+                peer: need(&opts.store, "store", kind)?,
+            });
         }
+        if opts.dir.is_some() {
+            return Err(invalid(
+                "connect: tcp and verbs attach to an address, not a directory: give 'address'",
+            ));
+        }
+        let address = need(&opts.address, "address", kind)?;
+        // Resolving here reports a malformed address as such, not as a peer gone.
+        socket_addr("connect", &address)?;
+        Ok(Target {
+            kind,
+            dir: String::new(),
+            peer: address,
+        })
     }
 
     /// Connects (blocking: run it off the JS thread).
-    pub fn attach(&self, secret: &[u8]) -> remora_core::Result<AnyPeer> {
-        match self {
-            Target::Shm { dir, store } => ShmTransport::new(dir, secret)?
-                .attach(store)
-                .map(AnyPeer::Shm),
-            Target::Tcp(a) => TcpTransport::new(secret)?.attach(a).map(AnyPeer::Tcp),
-            Target::Verbs(a) => VerbsTransport::new(secret)?
-                .attach(a)
-                .map(|p| AnyPeer::Verbs(Box::new(p))),
-        }
-    }
-}
-
-/// A peer's memory over any transport.
-pub enum AnyPeer {
-    Shm(ShmPeer),
-    Tcp(TcpPeer),
-    Verbs(Box<VerbsPeer>),
-}
-
-impl AnyPeer {
-    /// Whether reads are memory copies in this process (no I/O, fine on the JS thread).
-    pub fn is_local(&self) -> bool {
-        matches!(self, AnyPeer::Shm(_))
-    }
-
-    pub fn transport(&self) -> &'static str {
-        match self {
-            AnyPeer::Shm(_) => "shm",
-            AnyPeer::Tcp(_) => "tcp",
-            AnyPeer::Verbs(_) => "verbs",
-        }
-    }
-
-    fn inner(&self) -> &dyn RemoteMemory {
-        match self {
-            AnyPeer::Shm(p) => p,
-            AnyPeer::Tcp(p) => p,
-            AnyPeer::Verbs(p) => p.as_ref(),
-        }
-    }
-}
-
-impl RemoteMemory for AnyPeer {
-    fn peer(&self) -> &str {
-        self.inner().peer()
-    }
-    fn region_info(&self, region: u32) -> remora_core::Result<RegionInfo> {
-        self.inner().region_info(region)
-    }
-    fn read(&self, region: u32, offset: u64, buf: &mut [u8]) -> remora_core::Result<()> {
-        self.inner().read(region, offset, buf)
-    }
-    fn write(&self, region: u32, offset: u64, data: &[u8]) -> remora_core::Result<()> {
-        self.inner().write(region, offset, data)
-    }
-    fn lookup(&self, ids: &[&[u8]]) -> remora_core::Result<Vec<Option<Addr>>> {
-        self.inner().lookup(ids)
-    }
-    // Delegated too: `shm` overrides it to re-check sequence words in place.
-    fn read_slot(
-        &self,
-        region: u32,
-        offset: u64,
-        class: usize,
-        buf: &mut Vec<u8>,
-    ) -> remora_core::Result<std::result::Result<Snapshot, Reject>> {
-        self.inner().read_slot(region, offset, class, buf)
-    }
-    // Passed on so that reads through handles validate `shm` slots in place.
-    fn mapped(&self, region: u32) -> remora_core::Result<Option<Arc<Region>>> {
-        self.inner().mapped(region)
+    pub fn attach(&self, secret: &[u8]) -> std::result::Result<AnyPeer, Error> {
+        AnyTransport::new(self.kind, Path::new(&self.dir), secret)
+            .and_then(|t| t.attach(&self.peer))
+            .map_err(js_err)
     }
 }

@@ -4,19 +4,19 @@
 //! buffers the caller owns (values back to back, numbers in typed arrays), creating no JS
 //! object per read.
 
-use crate::{bench, invalid, js_err, net, offset_u64, same_len, to_js, ReadResult};
+use crate::{invalid, js_err, net, offset_u64, same_len, to_js, ReadResult};
 use napi::bindgen_prelude::{
-    AsyncTask, BigInt, BigUint64Array, BigUint64ArraySlice, Buffer, BufferSlice, Uint32Array,
+    AsyncTask, BigUint64Array, BigUint64ArraySlice, Buffer, BufferSlice, Uint32Array,
     Uint32ArraySlice, Uint8Array,
 };
 use napi::{Env, Result, Task};
 use napi_derive::napi;
 use remora_core::remote::{Handle, NO_HANDLE};
 use remora_core::slot::{Status, Want};
-use remora_core::{stress, Lookup, RemoteMemory, RemoteStore};
+use remora_core::{AnyPeer, Lookup, RemoteMemory, RemoteStore};
 use std::sync::Arc;
 
-pub type Remote = Arc<RemoteStore<net::AnyPeer>>;
+pub type Remote = Arc<RemoteStore<AnyPeer>>;
 
 /// `readInto`'s per-object status codes (`meta[3 * i]`).
 pub const READ_VALUE: u32 = 0;
@@ -52,7 +52,7 @@ impl Task for Connect {
     type Output = Remote;
     type JsValue = NativeRemote;
     fn compute(&mut self) -> Result<Remote> {
-        let peer = self.target.attach(&self.secret).map_err(js_err)?;
+        let peer = self.target.attach(&self.secret)?;
         Ok(Arc::new(RemoteStore::new(peer)))
     }
     fn resolve(&mut self, _: Env, remote: Remote) -> Result<NativeRemote> {
@@ -111,42 +111,7 @@ impl Task for Handles {
     }
 }
 
-#[napi(object)]
-pub struct StressReport {
-    pub reads: f64,
-    pub verified: f64,
-    pub deleted: f64,
-    pub absent: f64,
-    pub lagging: f64,
-    pub violations: Vec<String>,
-}
-
-pub struct StressRead {
-    remote: Remote,
-    objects: u32,
-    seed: u64,
-    reads: u64,
-}
-
-impl Task for StressRead {
-    type Output = stress::ReadReport;
-    type JsValue = StressReport;
-    fn compute(&mut self) -> Result<stress::ReadReport> {
-        stress::run_reader(&self.remote, self.objects, self.seed, self.reads).map_err(js_err)
-    }
-    fn resolve(&mut self, _: Env, r: stress::ReadReport) -> Result<StressReport> {
-        Ok(StressReport {
-            reads: r.reads as f64,
-            verified: r.verified as f64,
-            deleted: r.deleted as f64,
-            absent: r.absent as f64,
-            lagging: r.lagging as f64,
-            violations: r.violations,
-        })
-    }
-}
-
-fn owned_ids(ids: &[Uint8Array]) -> Vec<Vec<u8>> {
+pub(crate) fn owned_ids(ids: &[Uint8Array]) -> Vec<Vec<u8>> {
     ids.iter().map(|i| i.to_vec()).collect()
 }
 
@@ -164,9 +129,9 @@ impl NativeRemote {
     }
 
     /// The transport reads go through: `shm`, `tcp` or `verbs`.
-    #[napi(getter)]
-    pub fn transport(&self) -> String {
-        self.remote.memory().transport().into()
+    #[napi(getter, ts_return_type = "'shm' | 'tcp' | 'verbs'")]
+    pub fn transport(&self) -> &'static str {
+        self.remote.memory().kind().name()
     }
 
     /// Asks the owner once where `ids` live; later reads of them need no round trip.
@@ -215,7 +180,7 @@ impl NativeRemote {
         if !peer.is_local() {
             return Err(invalid(format!(
                 "{what} needs the shm transport (this peer reads over {}): use {instead}",
-                peer.transport()
+                peer.kind()
             )));
         }
         Ok(())
@@ -325,15 +290,6 @@ impl NativeRemote {
         Ok(buf.into())
     }
 
-    /// Raw one-sided write into a region the peer made remote-writable.
-    #[napi]
-    pub fn write_region(&self, region: u32, offset: f64, data: Uint8Array) -> Result<()> {
-        self.remote
-            .memory()
-            .write(region, offset_u64(offset)?, &data)
-            .map_err(js_err)
-    }
-
     #[napi]
     pub fn stats(&self) -> RemoteStatsJs {
         let s = self.remote.stats();
@@ -346,34 +302,5 @@ impl NativeRemote {
             lookups: s.lookups as f64,
             forwards: s.forwards as f64,
         }
-    }
-
-    /// Torn-read stress, reader side: `reads` verified one-sided reads of the stress objects.
-    #[napi(ts_return_type = "Promise<StressReport>")]
-    pub fn stress_read(&self, objects: u32, seed: BigInt, reads: f64) -> AsyncTask<StressRead> {
-        AsyncTask::new(StressRead {
-            remote: self.remote.clone(),
-            objects: objects.max(1),
-            seed: seed.get_u64().1,
-            reads: reads.max(0.0) as u64,
-        })
-    }
-
-    /// Native read latency of `ids` (resolved first), `iterations` reads timed one by one:
-    /// through handles into a reused buffer (`readInto`'s path), or with `snapshots`, through
-    /// the allocating path `read` and `readSync` take.
-    #[napi(ts_return_type = "Promise<Latency>")]
-    pub fn bench_reads(
-        &self,
-        ids: Vec<Uint8Array>,
-        iterations: u32,
-        snapshots: Option<bool>,
-    ) -> AsyncTask<bench::ReadBench> {
-        AsyncTask::new(bench::ReadBench {
-            remote: self.remote.clone(),
-            ids: owned_ids(&ids),
-            iterations,
-            snapshots: snapshots.unwrap_or(false),
-        })
     }
 }

@@ -487,18 +487,6 @@ pub enum Stop {
     Malformed(String),
 }
 
-impl Stop {
-    /// The name the Node binding reports: `end`, `none`, `stale` or `malformed`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Stop::End => "end",
-            Stop::NoTable => "none",
-            Stop::Stale => "stale",
-            Stop::Malformed(_) => "malformed",
-        }
-    }
-}
-
 /// What one call of [`Store::adopt_batch`] did.
 ///
 /// [`Store::adopt_batch`]: crate::Store::adopt_batch

@@ -173,7 +173,7 @@ impl ServerHandshake {
 }
 
 /// Server side of [`handshake_client`] over a blocking stream (the servers themselves run
-/// [`ServerHandshake`] on nonblocking sockets).
+/// `ServerHandshake` on nonblocking sockets).
 pub fn handshake_server<S: Read + Write>(s: &mut S, secret: &[u8], peer: &str) -> Result<()> {
     let io = |e: std::io::Error| hs_err(peer, e.to_string());
     let mut hs = ServerHandshake::default();

@@ -27,4 +27,6 @@ pub use store::{Addr, Store, StoreConfig, StoreStats};
 pub use transport::shm::{ShmPeer, ShmTransport};
 pub use transport::tcp::{TcpPeer, TcpServer, TcpTransport};
 pub use transport::verbs::{VerbsPeer, VerbsServer, VerbsTransport};
-pub use transport::{RemoteMemory, Transport};
+pub use transport::{
+    AnyPeer, AnyServer, AnyTransport, RemoteMemory, Transport, TransportKind, UnknownTransport,
+};

@@ -3,7 +3,9 @@
 //! - a peer trickling its handshake a byte at a time is cut at the whole-handshake deadline;
 //! - idle connections, authenticated or not, hold no thread of the owner;
 //! - over the caps new connections are refused at once, a member is never displaced, and an
-//!   honest peer is never starved by squatters.
+//!   honest peer is never starved by squatters;
+//! - a peer leaving its replies unread is cut at the stall timeout, on both servers;
+//! - a peer failing the handshake is cut at once, on both servers, and members carry on.
 //!
 //! Every wait is a blocking read bounded by a generous timeout: the server closing the socket
 //! is what ends it. The tests of this file run one at a time (they count the process's
@@ -469,4 +471,200 @@ fn a_full_server_refuses_newcomers_and_keeps_its_members() {
         honest_read(m);
     }
     assert_eq!(server.stats().refused, 1);
+}
+
+/// Sends `request` (one whole frame) over and over and never reads a reply, until the server
+/// hangs up; returns when, and how the last write failed.
+fn flood_without_reading(
+    mut s: impl Write + Send + 'static,
+    request: Vec<u8>,
+) -> std::thread::JoinHandle<(Instant, std::io::Error)> {
+    // Many frames per write, so the flood outruns the replies it provokes.
+    let burst = request.repeat((64 * 1024 / request.len()).max(1));
+    std::thread::spawn(move || loop {
+        if let Err(e) = s.write_all(&burst) {
+            return (Instant::now(), e);
+        }
+    })
+}
+
+/// Waits for `flooder` and checks the server cut it at the stall timeout, not before (counted
+/// from the connection: its replies cannot have waited longer) nor long after.
+fn assert_cut_for_stalling(
+    flooder: std::thread::JoinHandle<(Instant, std::io::Error)>,
+    since: Instant,
+    stall: Duration,
+    what: &str,
+) {
+    let (at, why) = flooder.join().unwrap();
+    let after = at.duration_since(since);
+    println!("{what}: cut after {after:?} (stall timeout {stall:?}): {why}");
+    assert!(
+        matches!(
+            why.kind(),
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+        ),
+        "{what}: the server did not hang up: {why}"
+    );
+    assert!(
+        after >= stall,
+        "{what}: cut after {after:?}, before {stall:?}"
+    );
+    assert!(
+        after < stall + Duration::from_secs(10),
+        "{what}: cut only after {after:?}"
+    );
+}
+
+fn stall_limits(stall: Duration) -> ServerLimits {
+    ServerLimits {
+        stall_timeout: stall,
+        ..ServerLimits::default()
+    }
+}
+
+/// (d) A member that pipelines reads and never reads the replies is cut at the stall
+/// timeout, and other members are served meanwhile and after.
+#[test]
+fn a_peer_leaving_its_replies_unread_is_cut_at_the_stall_timeout() {
+    let _one = serial();
+    let fx = fixture("stall");
+    let stall = Duration::from_secs(1);
+    let server = TcpServer::start_limited(
+        &fx.store,
+        SECRET,
+        "127.0.0.1:0".parse().unwrap(),
+        stall_limits(stall),
+    )
+    .unwrap();
+    let member = attach(&server).unwrap();
+    let since = Instant::now();
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_write_timeout(Some(BOUND)).unwrap();
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    handshake_client(&mut s, SECRET, "staller").unwrap();
+    // `[len][request id][OP_READ][region 0][offset 0][64 KiB]`: a large reply per request.
+    let mut read = 25u32.to_le_bytes().to_vec();
+    read.extend_from_slice(&7u64.to_le_bytes());
+    read.push(3);
+    read.extend_from_slice(&0u32.to_le_bytes());
+    read.extend_from_slice(&0u64.to_le_bytes());
+    read.extend_from_slice(&(64u32 << 10).to_le_bytes());
+    let flooder = flood_without_reading(s, read);
+    honest_read(&member);
+    assert_cut_for_stalling(flooder, since, stall, "tcp");
+    honest_read(&member);
+    // Kept open: a dropped client's close reaches the counters only some time later.
+    let newcomer = attach(&server).unwrap();
+    honest_read(&newcomer);
+    let stats = server.stats();
+    println!("{stats:?}");
+    assert_eq!(stats.open, 2, "the two members, not the staller");
+}
+
+/// (d) on the control channel. Its old thread-per-connection server had no write timeout, so
+/// such a peer held a thread for as long as it liked; the shared skeleton cuts it as it cuts
+/// a `tcp` peer.
+#[test]
+fn a_control_peer_leaving_its_replies_unread_is_cut_too() {
+    let _one = serial();
+    let fx = fixture("stall-unix");
+    let stall = Duration::from_secs(1);
+    let server = ControlServer::start_limited(&fx.store, SECRET, stall_limits(stall)).unwrap();
+    let path = fx.store.dir().join(SOCKET_NAME);
+    let mut member = ControlClient::connect(&path, SECRET).unwrap();
+    let since = Instant::now();
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_write_timeout(Some(BOUND)).unwrap();
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    handshake_client(&mut s, SECRET, "staller").unwrap();
+    // A lookup of 4096 ids: a reply of 53 KB per request.
+    let ids = 4096u32;
+    let mut body = vec![1u8];
+    body.extend_from_slice(&ids.to_le_bytes());
+    for i in 0..ids as usize {
+        let id = id(i % OBJECTS);
+        body.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        body.extend_from_slice(&id);
+    }
+    let mut lookup = (body.len() as u32).to_le_bytes().to_vec();
+    lookup.extend_from_slice(&body);
+    let flooder = flood_without_reading(s, lookup);
+    assert!(member.lookup(&[&id(1)]).unwrap()[0].is_some());
+    assert_cut_for_stalling(flooder, since, stall, "control");
+    assert!(member.lookup(&[&id(2)]).unwrap()[0].is_some());
+    let mut newcomer = ControlClient::connect(&path, SECRET).unwrap();
+    assert!(newcomer.lookup(&[&id(3)]).unwrap()[0].is_some());
+    let stats = server.stats();
+    println!("{stats:?}");
+    assert_eq!(stats.open, 2, "the two members, not the staller");
+}
+
+/// Runs the handshake with a proof made without the secret: the server says no, then hangs up.
+fn prove_wrongly(s: &mut (impl Read + Write), what: &str) {
+    s.write_all(&hello()).unwrap();
+    let mut challenge = [0u8; 64];
+    s.read_exact(&mut challenge).unwrap();
+    s.write_all(&[0x33; 32]).unwrap();
+    let mut verdict = [9u8; 1];
+    s.read_exact(&mut verdict).unwrap();
+    assert_eq!(verdict, [0], "{what}: a wrong proof was accepted");
+    assert!(
+        matches!(wait_close(s, Instant::now()), Outcome::Closed(_)),
+        "{what}: still open after a rejected proof"
+    );
+}
+
+/// A peer failing the handshake (without the secret, or not a Remora peer at all) is cut at
+/// once, and changes nothing for members, on both servers.
+#[test]
+fn failed_handshakes_are_cut_and_members_are_still_served() {
+    let _one = serial();
+    let fx = fixture("rejected");
+    let tcp = TcpServer::start(&fx.store, SECRET, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let control = ControlServer::start(&fx.store, SECRET).unwrap();
+    let path = fx.store.dir().join(SOCKET_NAME);
+    let member = attach(&tcp).unwrap();
+    let mut control_member = ControlClient::connect(&path, SECRET).unwrap();
+    let quick = Duration::from_secs(2);
+
+    let since = Instant::now();
+    let mut s = TcpStream::connect(tcp.local_addr()).unwrap();
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    prove_wrongly(&mut s, "tcp");
+    let mut s = TcpStream::connect(tcp.local_addr()).unwrap();
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    // Longer than a hello, so the server has a whole first step to refuse.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n")
+        .unwrap();
+    assert!(matches!(
+        wait_close(&mut s, Instant::now()),
+        Outcome::Closed(_)
+    ));
+    assert!(
+        since.elapsed() < quick,
+        "cut only after {:?}",
+        since.elapsed()
+    );
+    honest_read(&member);
+    honest_read(&attach(&tcp).unwrap());
+    let stats = tcp.stats();
+    println!("tcp: {stats:?}");
+    assert_eq!((stats.rejected, stats.timed_out), (2, 0));
+
+    let since = Instant::now();
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    prove_wrongly(&mut s, "control");
+    assert!(
+        since.elapsed() < quick,
+        "cut only after {:?}",
+        since.elapsed()
+    );
+    assert!(control_member.lookup(&[&id(0)]).unwrap()[0].is_some());
+    let mut newcomer = ControlClient::connect(&path, SECRET).unwrap();
+    assert!(newcomer.lookup(&[&id(1)]).unwrap()[0].is_some());
+    let stats = control.stats();
+    println!("control: {stats:?}");
+    assert_eq!((stats.rejected, stats.timed_out), (1, 0));
 }

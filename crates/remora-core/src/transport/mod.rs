@@ -7,9 +7,12 @@ use crate::slot::{self, Reject, Snapshot};
 use crate::store::Addr;
 use std::sync::Arc;
 
+pub mod any;
 pub mod shm;
 pub mod tcp;
 pub mod verbs;
+
+pub use any::{AnyPeer, AnyServer, AnyTransport, ServeError, TransportKind, UnknownTransport};
 
 /// A peer's registered memory, as seen from this process.
 pub trait RemoteMemory: Send + Sync {
@@ -47,6 +50,39 @@ pub trait RemoteMemory: Send + Sync {
         buf.resize(slot::slot_bytes(class), 0);
         self.read(region, offset, buf)?;
         Ok(slot::decode_slot(buf, class))
+    }
+}
+
+// A boxed memory is the memory: callers that pick among memories of different kinds at run
+// time (`Box<dyn RemoteMemory>`) keep each one's overrides, which a hand-written wrapper
+// would have to remember to pass on.
+impl<M: RemoteMemory + ?Sized> RemoteMemory for Box<M> {
+    fn peer(&self) -> &str {
+        (**self).peer()
+    }
+    fn region_info(&self, region: u32) -> Result<RegionInfo> {
+        (**self).region_info(region)
+    }
+    fn read(&self, region: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+        (**self).read(region, offset, buf)
+    }
+    fn write(&self, region: u32, offset: u64, data: &[u8]) -> Result<()> {
+        (**self).write(region, offset, data)
+    }
+    fn lookup(&self, ids: &[&[u8]]) -> Result<Vec<Option<Addr>>> {
+        (**self).lookup(ids)
+    }
+    fn mapped(&self, region: u32) -> Result<Option<Arc<Region>>> {
+        (**self).mapped(region)
+    }
+    fn read_slot(
+        &self,
+        region: u32,
+        offset: u64,
+        class: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<Result<Snapshot, Reject>> {
+        (**self).read_slot(region, offset, class, buf)
     }
 }
 

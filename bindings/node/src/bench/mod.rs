@@ -1,9 +1,15 @@
-//! Native timing loops for `remora bench oneside`: one-sided reads and the memcpy baseline,
-//! each operation timed on its own with the same clock so their ratio is fair.
+//! The addon's entry points for benchmarks and stress tests, compiled with the `bench` feature
+//! (on by default): `remora bench` and the tests use them, a cluster never does. Here, the
+//! timing loops of `remora bench oneside` (one-sided reads and the memcpy baseline, each
+//! operation timed on its own with the same clock so their ratio is fair) and `bench scale`
+//! (native adoption); `transports` times each transport, `stress` drives torn-read stress.
+
+pub mod stress;
+pub mod transports;
 
 use crate::js_err;
-use crate::remote::Remote;
-use napi::bindgen_prelude::AsyncTask;
+use crate::remote::{owned_ids, NativeRemote, Remote};
+use napi::bindgen_prelude::{AsyncTask, Uint8Array};
 use napi::{Env, Result, Task};
 use napi_derive::napi;
 use remora_core::remote::NO_HANDLE;
@@ -54,11 +60,29 @@ fn timed(iterations: u32, mut op: impl FnMut(usize)) -> Vec<u64> {
 }
 
 pub struct ReadBench {
-    pub(crate) remote: Remote,
-    pub(crate) ids: Vec<Vec<u8>>,
-    pub(crate) iterations: u32,
+    remote: Remote,
+    ids: Vec<Vec<u8>>,
+    iterations: u32,
     /// Time the allocating snapshot path (`read`, `readSync`) instead of handle reads.
-    pub(crate) snapshots: bool,
+    snapshots: bool,
+}
+
+/// Native read latency of `ids` on `remote` (resolved first), `iterations` reads timed one by
+/// one: through handles into a reused buffer (`readInto`'s path), or with `snapshots`,
+/// through the allocating path `read` and `readSync` take.
+#[napi(ts_return_type = "Promise<Latency>")]
+pub fn bench_reads(
+    remote: &NativeRemote,
+    ids: Vec<Uint8Array>,
+    iterations: u32,
+    snapshots: Option<bool>,
+) -> AsyncTask<ReadBench> {
+    AsyncTask::new(ReadBench {
+        remote: remote.remote.clone(),
+        ids: owned_ids(&ids),
+        iterations,
+        snapshots: snapshots.unwrap_or(false),
+    })
 }
 
 impl Task for ReadBench {

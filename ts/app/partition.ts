@@ -1,6 +1,6 @@
 // Partitions of objects and destination sets of transactions: pure functions of the ids and the
 // partition count, so the sequencer side and every replica compute the same ones.
-import type { App } from '../app/app.js';
+import type { App } from './app.js';
 
 /**
  * FNV-1a (32-bit) over the id's UTF-8 bytes, finished with murmur3's mixer, modulo
