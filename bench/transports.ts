@@ -12,7 +12,7 @@ import { benchTransport, type Latency, type TransportLatency } from './native.js
 import { RoleProcess } from '../ts/process.js';
 import { describeMachine } from './machine.js';
 import { NetnsPair, netnsUnavailable } from './netns.js';
-import { sizeLabel } from './oneside.js';
+import { sizeLabel } from '../ts/cli/oneside-layout.js';
 
 export const TRANSPORT_SIZES = TRANSPORT_BENCH_SIZES;
 

@@ -3,7 +3,7 @@
 // lagging behind by a random number of transactions, so adoptions, stale reads, speculative
 // reads and dynamic reads all occur; malformed tables are dropped and executed instead.
 import { randomBytes } from 'node:crypto';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Versioned } from '../ts/app/exec.js';
 import { nativeFunctions } from '../ts/app/natives.js';
 import { executeSequentially } from '../ts/app/reference.js';
@@ -12,11 +12,9 @@ import { decodeTx, type DecodedTx } from '../ts/app/tx.js';
 import { builtinApps } from '../ts/apps/index.js';
 import { PreExecutor, type Effect } from '../ts/pipeline/preexecutor.js';
 import { Primary, type Applied, type PrimaryStore } from '../ts/pipeline/primary.js';
-import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import { encodeTable, receiveTable, type ReceivedTable } from '../ts/pipeline/table-bytes.js';
-import { Store } from '../ts/store.js';
 import { kvWorkload } from '../ts/workload.js';
-import { tempCluster, xorshift } from './helpers.js';
+import { primaryStorePerTest, xorshift } from './helpers.js';
 
 const kv = builtinApps.kv;
 
@@ -111,22 +109,13 @@ function withByte(t: Buffer, at: number, v: number): Buffer {
 }
 
 describe('adoption', () => {
-  let cluster: ReturnType<typeof tempCluster>;
-  let store: NativePrimaryStore;
-  beforeEach(() => {
-    cluster = tempCluster();
-    store = new NativePrimaryStore(Store.create({ dir: cluster.dir, name: 'primary', secret: cluster.secret }));
-  });
-  afterEach(() => {
-    store.store.close();
-    cluster.cleanup();
-  });
+  const fx = primaryStorePerTest();
 
   it('native check, JS merge and reference: same decisions, outcomes and state over random kv batches', async () => {
     const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
     console.log(`adopt agreement: seed ${seed} (REMORA_SEED to replay)`);
     const c = makeCase(seed, 3000);
-    const native = await runPrimary(store, c);
+    const native = await runPrimary(fx.store, c);
     const mem = new MapStore();
     const js = await runPrimary(mem, c);
     const entries = c.batches.flat();
@@ -139,7 +128,7 @@ describe('adoption', () => {
     // As bytes: adopted writes are views into the table, executed ones fresh buffers.
     const bytes = (list: Applied[]) => list.map((a) => a.writes.map(([id, v]) => [id, v === null ? null : Buffer.from(v).toString('hex')]));
     expect(bytes(native)).toEqual(bytes(js));
-    expect(store.digest()).toBe(reference.state.digest());
+    expect(fx.store.digest()).toBe(reference.state.digest());
     expect(stateDigest(mem.objects)).toBe(reference.state.digest());
     // Every path ran, or the test proved less than it claims.
     const count = (d: Applied['decision']) => native.filter((a) => a.decision === d).length;
@@ -154,7 +143,7 @@ describe('adoption', () => {
     const pre = new PreExecutor(kv, nativeFunctions, { speculate: false });
     const logged: string[] = [];
     const applied: Applied[] = [];
-    const primary = new Primary(kv, store, nativeFunctions, { deadlineMs: 0, onApplied: (b) => applied.push(...b), log: (m) => logged.push(m) });
+    const primary = new Primary(kv, fx.store, nativeFunctions, { deadlineMs: 0, onApplied: (b) => applied.push(...b), log: (m) => logged.push(m) });
     const results = pre.run(txs);
     CORRUPTIONS.forEach(([, corrupt], i) => {
       const [digest, table] = results[i] ?? ['', undefined];
@@ -180,7 +169,7 @@ describe('adoption', () => {
     bytes[at + 5] = 0x2f;
     const logged: string[] = [];
     const applied: Applied[] = [];
-    const primary = new Primary(kv, store, nativeFunctions, { deadlineMs: 0, onApplied: (b) => applied.push(...b), log: (m) => logged.push(m) });
+    const primary = new Primary(kv, fx.store, nativeFunctions, { deadlineMs: 0, onApplied: (b) => applied.push(...b), log: (m) => logged.push(m) });
     primary.expect(digest);
     primary.offer(digest, receiveTable(bytes), 'pre');
     await primary.deliver([{ ts: 1n, tx }]);

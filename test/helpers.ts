@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach } from 'vitest';
+import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import type { RoleProcess } from '../ts/process.js';
+import { Store } from '../ts/store.js';
 
 /** xorshift32 in [0, 1): a test's own choices, reproducible from the seed it printed. */
 export function xorshift(seed: number): () => number {
@@ -23,6 +25,27 @@ export function xorshift(seed: number): () => number {
 export function tempCluster(): { dir: string; secret: Buffer; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'remora-vitest-'));
   return { dir, secret: randomBytes(32), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Inside a `describe`: a fresh primary store (in a fresh cluster directory) for each test, closed after it. */
+export function primaryStorePerTest(): { readonly store: NativePrimaryStore } {
+  let cluster: ReturnType<typeof tempCluster> | null = null;
+  let store: NativePrimaryStore | null = null;
+  beforeEach(() => {
+    cluster = tempCluster();
+    store = new NativePrimaryStore(Store.create({ dir: cluster.dir, name: 'primary', secret: cluster.secret }));
+  });
+  afterEach(() => {
+    store?.store.close();
+    cluster?.cleanup();
+    [store, cluster] = [null, null];
+  });
+  return {
+    get store(): NativePrimaryStore {
+      if (!store) throw new Error('primaryStorePerTest: used outside a test');
+      return store;
+    },
+  };
 }
 
 /**

@@ -5,7 +5,7 @@
 // remote objects straight from the other partitions' states (which hold everything before the
 // timestamp and nothing after, as `get_before` answers).
 import { randomBytes } from 'node:crypto';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { makeTx } from '../ts/app/app.js';
 import { execute, type LookupTable, type Outcome, type StateSource, type Versioned } from '../ts/app/exec.js';
 import { nativeFunctions } from '../ts/app/natives.js';
@@ -19,11 +19,9 @@ import { mergeLocal, mergeWithRemote, type Destination } from '../ts/heron/desti
 import type { Decision, Merged } from '../ts/pipeline/merge.js';
 import { PreExecutor, type Effect } from '../ts/pipeline/preexecutor.js';
 import { Primary, type Applied } from '../ts/pipeline/primary.js';
-import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import { encodeTable, receiveTable } from '../ts/pipeline/table-bytes.js';
-import { Store } from '../ts/store.js';
 import { kvWorkload } from '../ts/workload.js';
-import { tempCluster, xorshift } from './helpers.js';
+import { primaryStorePerTest, xorshift } from './helpers.js';
 
 const kv = builtinApps.kv;
 const PARTITIONS = 3;
@@ -136,16 +134,7 @@ const counts = (decisions: readonly Decision[]) => ({
 });
 
 describe('merge on partitioned state', () => {
-  let cluster: ReturnType<typeof tempCluster>;
-  let store: NativePrimaryStore;
-  beforeEach(() => {
-    cluster = tempCluster();
-    store = new NativePrimaryStore(Store.create({ dir: cluster.dir, name: 'primary', secret: cluster.secret }));
-  });
-  afterEach(() => {
-    store.store.close();
-    cluster.cleanup();
-  });
+  const fx = primaryStorePerTest();
 
   it('every destination decides as the native check of the primary, with the reference outcomes and state', async () => {
     const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
@@ -169,7 +158,7 @@ describe('merge on partitioned state', () => {
     }
 
     const applied: Applied[] = [];
-    const primary = new Primary(kv, store, nativeFunctions, { deadlineMs: 0, onApplied: (b) => applied.push(...b) });
+    const primary = new Primary(kv, fx.store, nativeFunctions, { deadlineMs: 0, onApplied: (b) => applied.push(...b) });
     const rand = xorshift(seed ^ 0x5bd1e995);
     for (let i = 0; i < entries.length;) {
       const batch = entries.slice(i, i + 1 + Math.floor(rand() * 40));
@@ -190,7 +179,7 @@ describe('merge on partitioned state', () => {
       for (const m of merged) expect({ ts, decision: m.decision, outcome: m.table.outcome }).toEqual({ ts, ...want });
     });
     expect(stateDigest(union(d.objects))).toBe(reference.state.digest());
-    expect(store.digest()).toBe(reference.state.digest());
+    expect(fx.store.digest()).toBe(reference.state.digest());
     // Every path ran at a single destination and across several, or the test proved less.
     const single = heron.filter((r) => r.merged.length === 1).flatMap((r) => r.merged.map((m) => m.decision));
     const multi = heron.filter((r) => r.merged.length > 1).flatMap((r) => r.merged.map((m) => m.decision));

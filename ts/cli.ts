@@ -40,14 +40,11 @@ const runOneside = fromBench(async () => (await import('../bench/oneside.js')).r
 const runScale = fromBench(async () => (await import('../bench/scale.js')).runScale);
 const runSequencerBench = fromBench(async () => (await import('../bench/sequencer.js')).runSequencerBench);
 const runTransports = fromBench(async () => (await import('../bench/transports.js')).runTransports);
-// The one-sided demo and its writers share bench/oneside's layout and formatting.
-const demoOneside = fromBench(async () => (await import('./cli/demo-oneside.js')).demoOneside);
-const demoWriterRole = fromBench(async () => (await import('./cli/writers.js')).demoWriterRole);
-const benchWriterRole = fromBench(async () => (await import('./cli/writers.js')).benchWriterRole);
-const stressWriterRole = fromBench(async () => (await import('./cli/writers.js')).stressWriterRole);
 // bench/heron's list of parts, held here so that validating --only loads nothing; the
 // `satisfies` fails to compile when the two lists differ either way.
 const HERON_PARTS = Object.keys({ coordination: 0, breakdown: 0, transfer: 0 } satisfies Record<HeronPart, 0>) as HeronPart[];
+import { demoOneside } from './cli/demo-oneside.js';
+import { benchWriterRole, demoWriterRole, stressWriterRole } from './cli/writers.js';
 import { demoLoadOptions, runDemo as runBankDemo } from './demo.js';
 
 const USAGE = `Usage:

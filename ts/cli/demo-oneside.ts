@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { formatCount, formatNs, resultNumber, summarise } from '../../bench/oneside.js';
+import { formatCount, formatNs, resultNumber, summarise } from './oneside-layout.js';
 import { atExit, RoleProcess } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
 import { RemoteStore, type ReadResult } from '../store.js';

@@ -2,7 +2,7 @@
 // (a store must be owned by another process for reads of it to be one-sided).
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { BENCH_STORE, benchLayout, STRESS_STORE, stressIds } from '../../bench/oneside.js';
+import { BENCH_STORE, benchLayout, STRESS_STORE, stressIds } from './oneside-layout.js';
 import { serveRole, type Role } from '../process.js';
 import { loadOrCreateSecret } from '../secret.js';
 import { Store } from '../store.js';
