@@ -26,7 +26,7 @@ import { HeronCluster, type HeronReply } from '../ts/heron/cluster.js';
 import { DIGEST_ZERO, nextDigest } from '../ts/heron/digest.js';
 import { HERON_SOCKET, type Ordering } from '../ts/heron/messages.js';
 import { destinations, partitionerOf } from '../ts/app/partition.js';
-import { GO_SIGNAL, runLoad, type GeneratorResult } from '../ts/loadgen.js';
+import { emptyGeneratorResult, GO_SIGNAL, runLoad, type GeneratorResult } from '../ts/loadgen.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import { atExit, RoleProcess } from '../ts/process.js';
 import { CLIENT_SECRET_FILE, readSecretFile } from '../ts/secret.js';
@@ -267,24 +267,7 @@ export async function heronTpccLoadgenRole(argv: string[]): Promise<never> {
   }
   client.close();
   const now = Date.now();
-  const none: GeneratorResult = {
-    seed,
-    sent: 0,
-    committed: 0,
-    aborted: 0,
-    rejected: 0,
-    unanswered: 0,
-    duplicates: 0,
-    elapsed: 0,
-    startMs: now,
-    endMs: now,
-    cpuUs: 0,
-    ranOut: false,
-    latencyUs: null,
-    abortReasons: {},
-    rejectReasons: {},
-    error: null,
-  };
+  const none = emptyGeneratorResult(seed, now, now);
   process.stdout.write(`result ${JSON.stringify({ ...(result ?? none), kinds })}\n`);
   process.exit(0);
 }

@@ -104,6 +104,28 @@ export interface GeneratorResult extends LoadCounts {
   error: string | null;
 }
 
+/** A generator's result before it sent anything. */
+export function emptyGeneratorResult(seed: number, startMs: number, endMs: number): GeneratorResult {
+  return {
+    seed,
+    sent: 0,
+    committed: 0,
+    aborted: 0,
+    rejected: 0,
+    unanswered: 0,
+    duplicates: 0,
+    elapsed: 0,
+    startMs,
+    endMs,
+    cpuUs: 0,
+    ranOut: false,
+    latencyUs: null,
+    abortReasons: {},
+    rejectReasons: {},
+    error: null,
+  };
+}
+
 /** All generators together. */
 export interface LoadResults extends LoadCounts {
   generators: GeneratorResult[];
@@ -188,24 +210,7 @@ export function runLoad<T>(
   o: RunOptions,
 ): Promise<{ result: GeneratorResult; latenciesNs: Float64Array }> {
   const latencies = new Float64Array(txs.length);
-  const r: GeneratorResult = {
-    seed: o.seed,
-    sent: 0,
-    committed: 0,
-    aborted: 0,
-    rejected: 0,
-    unanswered: 0,
-    duplicates: 0,
-    elapsed: 0,
-    startMs: Date.now(),
-    endMs: 0,
-    cpuUs: 0,
-    ranOut: false,
-    latencyUs: null,
-    abortReasons: {},
-    rejectReasons: {},
-    error: null,
-  };
+  const r = emptyGeneratorResult(o.seed, Date.now(), 0);
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const end = t0 + o.seconds * 1000;
