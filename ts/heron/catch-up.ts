@@ -90,7 +90,12 @@ export class CatchUp {
   /** Peers to ask, in order: those whose entry shows `ts` executed first, from our right. */
   private servers(ts: bigint): number[] {
     const { partition, replicas, replica } = this.opts;
-    const entries = this.coordinator.entries();
+    let entries: ReturnType<NativeCoordinator['entries']> = [];
+    try {
+      entries = this.coordinator.entries();
+    } catch {
+      // An entry stayed torn (its writer is descheduled mid-store): the order is only a hint.
+    }
     const order = Array.from({ length: replicas - 1 }, (_, k) => (replica + 1 + k) % replicas);
     const done = (q: number) => {
       const e = entries[partition * replicas + q];

@@ -18,8 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Reads of one entry before a torn copy is an error: the single writer of an entry finishes
-/// its two-word store long before this many copies.
+/// Reads of one entry before `entry` calls a torn copy an error. The single writer of an entry
+/// usually finishes its two-word store long before this many copies, but a writer descheduled
+/// between the two words leaves the entry torn for as long as it is off the CPU (milliseconds
+/// on a loaded host): waits therefore never fail on a torn entry, they count it as not there
+/// yet (`look`), and their own timeout bounds them.
 const TORN_ATTEMPTS: u32 = 100_000;
 
 /// Longest single sleep on the doorbell: a peer that died between writing its entry and
@@ -526,6 +529,13 @@ impl<T: Transport + 'static> Coordinator<T> {
         })
     }
 
+    /// Entry `index` as one read finds it; `None` while torn (its writer is mid-store).
+    fn look(&self, index: usize) -> Result<Option<Entry>> {
+        let mut buf = [0u8; ENTRY_BYTES];
+        self.own.read(entry_offset(index), &mut buf)?;
+        Ok(decode(&buf, index))
+    }
+
     /// Every entry of our region, by index.
     pub fn entries(&self) -> Result<Vec<Entry>> {
         (0..self.layout.entries()).map(|i| self.entry(i)).collect()
@@ -539,7 +549,9 @@ impl<T: Transport + 'static> Coordinator<T> {
         for &h in &p.partitions {
             let mut mask = 0u32;
             for q in 0..self.layout.replicas {
-                if self.entry(self.layout.index(h, q))?.reached(p.ts, p.phase) {
+                // A torn entry has not shown the phase yet: the next look sees it whole.
+                let seen = self.look(self.layout.index(h, q))?;
+                if seen.is_some_and(|e| e.reached(p.ts, p.phase)) {
                     mask |= 1 << q;
                 }
             }

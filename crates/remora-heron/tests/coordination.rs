@@ -38,6 +38,7 @@ fn name(h: u32, q: u32) -> String {
 
 struct Replica<T: Transport + 'static> {
     coord: Coordinator<T>,
+    store: Arc<Store>,
     _control: ControlServer,
 }
 
@@ -60,12 +61,13 @@ fn shm_replicas(dir: &Dir, layout: Layout, skip: &[Member]) -> Vec<Arc<Replica<S
             let store = Arc::new(Store::create(&cfg).unwrap());
             let control = ControlServer::start(&store, SECRET).unwrap();
             let t = ShmTransport::new(&dir.0, SECRET).unwrap();
-            let coord = Coordinator::create(store, t, layout, me, &peers)
+            let coord = Coordinator::create(store.clone(), t, layout, me, &peers)
                 .unwrap()
                 .ring_doorbells(&dir.0);
             assert_eq!(coord.region(), REGION);
             out.push(Arc::new(Replica {
                 coord,
+                store,
                 _control: control,
             }));
         }
@@ -506,4 +508,53 @@ fn over_tcp_a_silent_peer_costs_one_timeout_and_gets_the_latest_entry_when_it_an
     // Writes go inline again.
     assert_eq!(coord.announce(12, 2, &[0]).unwrap(), 0);
     assert_eq!(third.entry(0).unwrap(), Entry { ts: 12, phase: 2 });
+}
+
+/// A peer descheduled between the two words of its entry leaves that entry torn for as long as
+/// it is off the CPU. A wait counts it as not announced yet (and returns once the grace ends,
+/// without it), instead of failing the replica; once the writer finishes, the next wait sees it.
+#[test]
+fn a_torn_entry_counts_as_not_yet_announced() {
+    let dir = Dir::new("torn-entry");
+    let layout = Layout {
+        partitions: 1,
+        replicas: 3,
+    };
+    let r = shm_replicas(&dir, layout, &[]);
+    let ts = 7;
+    r[1].coord.announce(ts, PHASE_DELIVERED, &[0]).unwrap();
+    // Replica 2 was at ⟨5, phase 4⟩ and got as far as the first word of ⟨7, phase 2⟩.
+    let index = layout.index(0, 2);
+    let old = remora_heron::entry::encode(
+        Entry {
+            ts: 5,
+            phase: PHASE_EXECUTED,
+        },
+        index,
+    );
+    let new = remora_heron::entry::encode(
+        Entry {
+            ts,
+            phase: PHASE_DELIVERED,
+        },
+        index,
+    );
+    let torn = [&new[..8], &old[8..]].concat();
+    let at = (remora_core::region::REGION_HEADER_BYTES + index * remora_heron::ENTRY_BYTES) as u64;
+    r[0].store.write_region(REGION, at, &torn).unwrap();
+    assert!(r[0].coord.entry(index).is_err(), "the entry reads as torn");
+
+    let quick = WaitOptions::new(Duration::from_millis(20), Duration::from_secs(5));
+    let got = r[0]
+        .coord
+        .coordinate(ts, PHASE_DELIVERED, &[0], quick)
+        .unwrap();
+    assert_eq!(got.masks, vec![0b011]);
+    assert!(!got.complete, "the torn entry was not counted");
+
+    // The writer resumes and stores its second word.
+    r[0].store.write_region(REGION, at, &new).unwrap();
+    let got = r[0].coord.wait(ts, PHASE_DELIVERED, &[0], quick).unwrap();
+    assert_eq!(got.masks, vec![0b111]);
+    assert!(got.complete);
 }
