@@ -14,7 +14,7 @@ import { kvApp } from '../ts/apps/kv.js';
 import { HeronCluster } from '../ts/heron/cluster.js';
 import { parseHeronConfig } from '../ts/heron/config.js';
 
-import { buildChecker, check as checkIn, finalReads, micros, runClients, type Op } from './kv-history.js';
+import { buildChecker, check as checkIn, finalReads, killAndRejoin, micros, runClients, type Op } from './kv-history.js';
 
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-rejoin-'));
 const check = (name: string, history: unknown) => checkIn(work, name, history);
@@ -92,37 +92,8 @@ describe('heron rejoin', () => {
     const history: Op[] = [];
     let summaries: Awaited<ReturnType<HeronCluster['close']>> = [];
     try {
-      // 1. Load; replica 1.2 is killed after 20 operations. The clients go on until it rejoined
-      // (bounded: at most 150 operations each).
-      let killed = false;
-      let rejoinedAt = -1;
-      const rejoined = cluster.waitRejoins(1, 90_000).then((ok) => {
-        rejoinedAt = history.length;
-        return ok;
-      });
-      const during = runClients(
-        cluster,
-        seed,
-        4,
-        0,
-        t0,
-        (i) => i < 150 && (rejoinedAt < 0 || i < 12),
-        (done) => {
-          if (done === 20 && !killed) {
-            killed = true;
-            cluster.signal(1, 2, 'SIGKILL');
-          }
-        },
-      );
-      expect(await rejoined).toBe(true);
-      history.push(...(await during));
-      expect(killed).toBe(true);
-      const [rejoin] = cluster.rejoins;
-      expect(rejoin).toMatchObject({ partition: 1, replica: 2 });
-      expect(rejoin?.ts).toBeGreaterThanOrEqual(rejoin?.needed ?? 0n);
-      expect(rejoin?.needed).toBeGreaterThan(0n);
-      // It started empty: everything it holds of partition 1 came in the shipment.
-      expect(rejoin?.objects).toBeGreaterThan(0);
+      // 1. Load; replica 1.2 is killed, restarted, and catches up from empty (kv-history.ts).
+      await killAndRejoin(cluster, seed, t0, history);
       expect(logged.some((m) => /replica 1\.2 exited \(SIGKILL\)/.test(m))).toBe(true);
       // The restarted process is the one running now; its dead incarnation's coordination
       // file is not kept (peers re-attached to the new one).

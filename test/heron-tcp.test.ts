@@ -19,7 +19,7 @@ import { partitionerOf } from '../ts/app/partition.js';
 import type { ReplicaSummary } from '../ts/heron/replica.js';
 import { RoleProcess } from '../ts/process.js';
 
-import { buildChecker, check as checkIn, finalReads, KEYS, micros, nextOp, rng, runClients, type Op } from './kv-history.js';
+import { buildChecker, check as checkIn, finalReads, KEYS, killAndRejoin, micros, nextOp, rng, runClients, type Op } from './kv-history.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-tcp-'));
@@ -114,37 +114,9 @@ describe('heron over tcp', () => {
     let summaries: ReplicaSummary[] = [];
     try {
       const before = cluster.storeAddresses.replicas[5];
-      // 1. Load; replica 1.2 is killed after 20 operations. The clients go on until it rejoined
-      // (bounded: at most 150 operations each).
-      let killed = false;
-      let rejoinedAt = -1;
-      const rejoined = cluster.waitRejoins(1, 90_000).then((ok) => {
-        rejoinedAt = history.length;
-        return ok;
-      });
-      const during = runClients(
-        cluster,
-        seed,
-        4,
-        0,
-        t0,
-        (i) => i < 150 && (rejoinedAt < 0 || i < 12),
-        (done) => {
-          if (done === 20 && !killed) {
-            killed = true;
-            cluster.signal(1, 2, 'SIGKILL');
-          }
-        },
-      );
-      expect(await rejoined).toBe(true);
-      history.push(...(await during));
-      expect(killed).toBe(true);
-      const [rejoin] = cluster.rejoins;
-      expect(rejoin).toMatchObject({ partition: 1, replica: 2 });
-      expect(rejoin?.needed).toBeGreaterThan(0n);
-      expect(rejoin?.ts).toBeGreaterThanOrEqual(rejoin?.needed ?? 0n);
-      // It started empty: everything it holds of partition 1 came in the shipment, over tcp.
-      expect(rejoin?.objects).toBeGreaterThan(0);
+      // 1. Load; replica 1.2 is killed, restarted, and catches up from empty over tcp
+      // (kv-history.ts).
+      await killAndRejoin(cluster, seed, t0, history);
       // The new incarnation serves its store at an address of its own, which peers were told.
       const after = cluster.storeAddresses.replicas[5];
       expect(isLoopback(after)).toBe(true);

@@ -1,12 +1,14 @@
 // What the Heron linearizability tests share: the Porcupine checker (test/porcupine, built
 // once per file, bounded), a seeded generator, the kv history's operation shape, and
-// closed-loop clients of random get / put / copy operations over keys of both partitions.
+// closed-loop clients of random get / put / copy operations over keys of both partitions, and
+// the rejoin scenario's first step, which the shm and tcp tests both run.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { makeTx } from '../ts/app/app.js';
 import { kvApp } from '../ts/apps/kv.js';
-import type { HeronCluster } from '../ts/heron/cluster.js';
+import type { HeronCluster, Rejoin } from '../ts/heron/cluster.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CHECKER = join(ROOT, 'target', 'porcupine-kv');
@@ -96,6 +98,45 @@ export async function runClients(
     }),
   );
   return history;
+}
+
+/**
+ * The rejoin scenario's first step, on a 2 × 3 cluster started with `restartReplicas`: 4 clients
+ * load it, replica 1.2 is SIGKILLed after 20 operations, and the clients go on until it rejoined
+ * (bounded: at most 150 operations each), their operations appended to `history`. Checks the
+ * rejoin (it started empty, so everything it holds of partition 1 came in the shipment) and
+ * returns it.
+ */
+export async function killAndRejoin(cluster: HeronCluster, seed: number, t0: number, history: Op[]): Promise<Rejoin | undefined> {
+  let killed = false;
+  let rejoinedAt = -1;
+  const rejoined = cluster.waitRejoins(1, 90_000).then((ok) => {
+    rejoinedAt = history.length;
+    return ok;
+  });
+  const during = runClients(
+    cluster,
+    seed,
+    4,
+    0,
+    t0,
+    (i) => i < 150 && (rejoinedAt < 0 || i < 12),
+    (done) => {
+      if (done === 20 && !killed) {
+        killed = true;
+        cluster.signal(1, 2, 'SIGKILL');
+      }
+    },
+  );
+  expect(await rejoined).toBe(true);
+  history.push(...(await during));
+  expect(killed).toBe(true);
+  const [rejoin] = cluster.rejoins;
+  expect(rejoin).toMatchObject({ partition: 1, replica: 2 });
+  expect(rejoin?.needed).toBeGreaterThan(0n);
+  expect(rejoin?.ts).toBeGreaterThanOrEqual(rejoin?.needed ?? 0n);
+  expect(rejoin?.objects).toBeGreaterThan(0);
+  return rejoin;
 }
 
 /** A final read of every key, appended to `history` after everything else returned. */
