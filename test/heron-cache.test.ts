@@ -19,6 +19,7 @@ import { RemoteCache, VersionedRemote } from '../ts/heron/remote-cache.js';
 import { HeronReplica, type ReplicaSummary } from '../ts/heron/replica.js';
 import { loadOrCreateSecret } from '../ts/secret.js';
 import { Store } from '../ts/store.js';
+import { rng } from './kv-history.js';
 
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-cache-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -113,18 +114,6 @@ describe('remote reads through the version cache', () => {
 });
 
 type OutcomeMsg = Extract<FromReplica, { t: 'outcome' }>;
-
-/** A deterministic generator (mulberry32), so a failing run can be replayed from its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Run {
   outcomes: Map<bigint, Outcome>;
@@ -282,7 +271,7 @@ describe('a Heron replica caching remote objects', () => {
   const sinks = [named(1, 'sink', 4), named(0, 'sink', 4)];
 
   const workload = (seed: number, n: number) => {
-    const rnd = random(seed);
+    const rnd = rng(seed);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
     // First, a fixed prefix: the hot key of partition 1 read twice, overwritten, read again.
     const h1 = hot[1] ?? '';

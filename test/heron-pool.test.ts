@@ -20,24 +20,13 @@ import { partitionerOf } from '../ts/app/partition.js';
 import type { ReplicaSummary } from '../ts/heron/replica.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
 import { RoleProcess } from '../ts/process.js';
+import { rng } from './kv-history.js';
 
 const CLI = join(import.meta.dirname, '..', 'dist', 'ts', 'cli.js');
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-pool-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 const KEYS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
-
-/** mulberry32: a failing run replays from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Closed-loop clients of random puts, copies (some across partitions) and gets, each operation
