@@ -25,7 +25,7 @@ export interface LogTx {
  * A sequencer log owned by this process; its directory is locked until `close()`.
  *
  * Each `append` is one record and one fsync: batch transactions rather than calling it often.
- * Appends not awaited one after the other are serialized in no particular order.
+ * Appends not awaited one after the other are written in the order they were called.
  */
 export class SequencerLog {
   private constructor(private readonly native: NativeLog) {}
@@ -48,11 +48,12 @@ export class SequencerLog {
   }
 
   /**
-   * `append` for a batch already laid flat: `digests` is 32 bytes per transaction,
-   * transaction i is `bytes[ends[i-1]..ends[i]]`. Results are flat too: no object per
-   * transaction crosses the binding either way.
+   * `append` for a batch already laid flat: `digests` is 32 bytes per transaction (or one
+   * string of 64 hex digits per transaction, decoded off this thread), transaction i is
+   * `bytes[ends[i-1]..ends[i]]`. Results are flat too: no object per transaction crosses the
+   * binding either way. Appends not awaited one after the other are written in call order.
    */
-  async appendFlat(digests: Uint8Array, bytes: Uint8Array, ends: Uint32Array): Promise<{ ts: BigUint64Array; duplicate: Uint8Array }> {
+  async appendFlat(digests: Uint8Array | string, bytes: Uint8Array, ends: Uint32Array): Promise<{ ts: BigUint64Array; duplicate: Uint8Array }> {
     return this.native.appendFlat(digests, bytes, ends);
   }
 

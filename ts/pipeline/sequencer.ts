@@ -47,11 +47,21 @@ interface Pending {
 }
 
 const READ_BATCH = 1024;
+/** Most transactions per append: under load the log writes one chunk while the next is built. */
+const CHUNK = 8192;
+/**
+ * Appends in flight at most. The log writes them in the order they were made, on a thread of
+ * its own, and what queues while it syncs goes into its next write: more in flight costs no
+ * extra syncs.
+ */
+const IN_FLIGHT = 8;
 
 export class EmbeddedSequencer implements Sequencer {
   private readonly log: SequencerLog;
   private pending: Pending[] = [];
-  private appending: Promise<void> | null = null;
+  private inFlight = 0;
+  /** Settles once every append made so far is handled, in the order they were made. */
+  private handled: Promise<void> = Promise.resolve();
   /** Appended entries not yet delivered, in order; anything older is re-read from the log. */
   private live: Sequenced[] = [];
   private delivered = 0n;
@@ -61,11 +71,20 @@ export class EmbeddedSequencer implements Sequencer {
   private pumping: Promise<void> | null = null;
   private failure: unknown = null;
   private closed = false;
-  /** Appends made to the log (each one write and one sync): transactions / appends is the group commit's batch. */
+  /** Appends made to the log, of one chunk at most each; appends that queue while the log syncs share its next write and sync. */
   appends = 0;
+
+  /**
+   * The newest timestamp whose append this thread has handled (or the log held when opened).
+   * Delivery goes up to it, not to the log's own last timestamp: the log's writer thread
+   * moves that on before the append's results reach this thread, and delivering up to it
+   * would read back from the file every entry `live` is about to hold.
+   */
+  private handledTs: bigint;
 
   constructor(dir: string, opts: { dedupWindow?: number } = {}) {
     this.log = SequencerLog.open(dir, opts.dedupWindow === undefined ? {} : { dedupWindow: opts.dedupWindow });
+    this.handledTs = this.log.lastTs();
   }
 
   get lastTs(): bigint {
@@ -78,54 +97,83 @@ export class EmbeddedSequencer implements Sequencer {
     if (this.failure !== null) return Promise.reject(asError(this.failure));
     return new Promise((resolve, reject) => {
       this.pending.push({ tx, resolve, reject });
-      // Everything submitted while an append runs goes into the next one: group commit.
-      this.appending ??= this.appendLoop();
+      this.startAppends();
     });
   }
 
-  private async appendLoop(): Promise<void> {
-    while (this.pending.length > 0) {
-      const batch = this.pending;
-      this.pending = [];
+  /**
+   * Group commit: everything submitted while an append runs goes into the next one. Once a
+   * full chunk waits, it goes out before the running append is durable, so the log writes and
+   * syncs one while this thread builds the next and resolves the last.
+   */
+  private startAppends(): void {
+    while (this.failure === null && this.pending.length > 0 && (this.inFlight === 0 || (this.inFlight < IN_FLIGHT && this.pending.length >= CHUNK))) {
+      const batch = this.pending.length <= CHUNK ? this.pending : this.pending.splice(0, CHUNK);
+      if (batch === this.pending) this.pending = [];
+      this.inFlight++;
+      this.appends++;
+      let appended: ReturnType<SequencerLog['appendFlat']>;
       try {
-        this.appends++;
-        const appending = stages.time('sequencing', () => {
-          const digests = Buffer.allocUnsafe(32 * batch.length);
-          const ends = new Uint32Array(batch.length);
-          let end = 0;
-          batch.forEach((p, i) => {
-            digests.write(p.tx.digest, 32 * i, 'hex');
-            end += p.tx.bytes.length;
-            ends[i] = end;
-          });
-          return this.log.appendFlat(
-            digests,
-            Buffer.concat(
-              batch.map((p) => p.tx.bytes),
-              end,
-            ),
-            ends,
-          );
-        });
-        const results = await appending;
-        stages.time('sequencing', () =>
-          batch.forEach((p, i) => {
-            const ts = results.ts[i];
-            if (ts === undefined) throw new Error('sequencer log returned fewer results than transactions');
-            const duplicate = results.duplicate[i] === 1;
-            if (!duplicate) this.live.push({ ts, tx: p.tx });
-            p.resolve({ ts, duplicate });
-          }),
-        );
-        this.pump();
+        appended = stages.time('sequencing', () => this.appendBatch(batch));
       } catch (e) {
-        // The log refuses appends after a failed write or sync; so do we, loudly.
-        this.failure = e;
-        for (const p of [...batch, ...this.pending]) p.reject(e);
-        this.pending = [];
+        appended = Promise.reject(asError(e));
       }
+      this.handled = this.finishAppend(batch, appended, this.handled);
     }
-    this.appending = null;
+  }
+
+  private appendBatch(batch: readonly Pending[]): ReturnType<SequencerLog['appendFlat']> {
+    // The digests go as one hex string: the log decodes it off this thread.
+    let digests = '';
+    const ends = new Uint32Array(batch.length);
+    let end = 0;
+    batch.forEach((p, i) => {
+      digests += p.tx.digest;
+      end += p.tx.bytes.length;
+      ends[i] = end;
+    });
+    const bytes = Buffer.allocUnsafe(end);
+    batch.forEach((p, i) => bytes.set(p.tx.bytes, i === 0 ? 0 : ends[i - 1]));
+    return this.log.appendFlat(digests, bytes, ends);
+  }
+
+  /** Resolves `batch` once it is durable and every earlier append is handled; never rejects. */
+  private async finishAppend(batch: readonly Pending[], appended: ReturnType<SequencerLog['appendFlat']>, previous: Promise<void>): Promise<void> {
+    let results: Awaited<typeof appended> | null = null;
+    let error: unknown = null;
+    try {
+      results = await appended;
+    } catch (e) {
+      error = e;
+    }
+    await previous;
+    this.inFlight--;
+    try {
+      if (results === null) throw error;
+      const done = results;
+      for (const ts of done.ts) if (ts > this.handledTs) this.handledTs = ts;
+      // The next append goes out before this batch's submitters hear back.
+      this.startAppends();
+      // Only a subscriber takes entries out of `live`; without one, a later subscriber reads
+      // them from the log, and holding them here would grow without bound.
+      const keep = this.deliver !== null && !this.deliveryFailed;
+      stages.time('sequencing', () =>
+        batch.forEach((p, i) => {
+          const ts = done.ts[i];
+          if (ts === undefined) throw new Error('sequencer log returned fewer results than transactions');
+          const duplicate = done.duplicate[i] === 1;
+          if (keep && !duplicate) this.live.push({ ts, tx: p.tx });
+          p.resolve({ ts, duplicate });
+        }),
+      );
+      this.pump();
+    } catch (e) {
+      // The log refuses appends after a failed write or sync; so do we, loudly. Appends
+      // already in flight resolve if they were written (they are durable) and reject if not.
+      this.failure ??= e;
+      for (const p of [...batch, ...this.pending]) p.reject(e);
+      this.pending = [];
+    }
   }
 
   subscribe(afterTs: bigint, deliver: (batch: Sequenced[]) => Promise<void> | void, onError?: (e: unknown) => void): void {
@@ -142,7 +190,7 @@ export class EmbeddedSequencer implements Sequencer {
     this.pumping = this.pumpLoop().then(
       () => {
         this.pumping = null;
-        if (!this.closed && this.delivered < this.log.lastTs()) this.pump();
+        if (!this.closed && this.delivered < this.handledTs) this.pump();
       },
       (e: unknown) => {
         // The same batch would fail the same way again: delivery stops, and says so once.
@@ -177,7 +225,7 @@ export class EmbeddedSequencer implements Sequencer {
   private async pumpLoop(): Promise<void> {
     const deliver = this.deliver;
     if (!deliver) return;
-    while (!this.closed && this.delivered < this.log.lastTs()) {
+    while (!this.closed && this.delivered < this.handledTs) {
       while (this.live.length > 0 && (this.live[0]?.ts ?? 0n) <= this.delivered) this.live.shift();
       let batch: Sequenced[];
       if (this.live[0]?.ts === this.delivered + 1n) {
@@ -199,7 +247,8 @@ export class EmbeddedSequencer implements Sequencer {
 
   async close(): Promise<void> {
     this.closed = true;
-    await this.appending;
+    // Handling an append can start the next one (submits made before close still go out).
+    while (this.inFlight > 0) await this.handled;
     await this.pumping;
     this.log.close();
   }

@@ -1,18 +1,237 @@
-//! Thin N-API face of `remora-log`. `append` fsyncs and `readBatch` reads files, so both run on
-//! the libuv pool; the other calls touch memory only. Inputs are copied before a task leaves
-//! the JS thread: JS may change a buffer while the pool thread would be reading it.
+//! Thin N-API face of `remora-log`. `append` fsyncs and `readBatch` reads files, so neither runs
+//! on the JS thread; the other calls touch memory only. Inputs are copied before they leave
+//! the JS thread: JS may change a buffer while another thread would be reading it.
+//!
+//! Appends go to a writer thread of the log's own, not the pool: the call queues its batch on
+//! the JS thread and gets a promise; the writer takes everything queued, in call order, and
+//! settles each promise once its batch is durable. So appends run in the order they were
+//! called however many are in flight, and none of them holds a pool thread while it waits
+//! (waiting pool tasks would starve the process's file I/O, or deadlock on one another).
 
-use napi::bindgen_prelude::{AsyncTask, BigInt, BigUint64Array, Buffer, Uint32Array, Uint8Array};
-use napi::{Env, Error, Result, Status, Task};
+use napi::bindgen_prelude::{
+    AsyncTask, BigInt, BigUint64Array, Buffer, Either, Object, Uint32Array, Uint8Array,
+};
+use napi::{Env, Error, JsDeferred, Result, Status, Task};
 use napi_derive::napi;
 use remora_log::{Appended, Digest, Entry, Log, Options, Recovery};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::invalid;
 
 /// `None` once closed: dropping the `Log` releases the directory's lock.
 type Shared = Arc<Mutex<Option<Log>>>;
+
+/// One batch waiting to be appended, as its call copied it.
+enum Batch {
+    Txs(Vec<(Digest, Vec<u8>)>),
+    /// Checked by `append_flat`: one digest per end, ends in order and in bounds.
+    Flat {
+        digests: Digests,
+        bytes: Vec<u8>,
+        ends: Vec<u32>,
+    },
+}
+
+/// The digests of a flat batch, back to back.
+enum Digests {
+    Bytes(Vec<u8>),
+    /// 64 hex digits each, decoded by the writer: it keeps that work off the JS thread, which
+    /// has the digests as hex strings.
+    Hex(String),
+}
+
+impl Digests {
+    fn get(&self, i: usize) -> Result<Digest> {
+        let bad = || invalid(format!("appendFlat: digest {i} is not 64 hex digits"));
+        match self {
+            Digests::Bytes(b) => b
+                .get(32 * i..32 * i + 32)
+                .and_then(|d| Digest::try_from(d).ok())
+                .ok_or_else(|| invalid("appendFlat: digest")),
+            Digests::Hex(s) => {
+                let hex = s.as_bytes().get(64 * i..64 * i + 64).ok_or_else(bad)?;
+                let mut d = [0u8; 32];
+                // Branch-free: a table lookup per digit, one check per digest.
+                let mut invalid_digit = 0u8;
+                for (out, pair) in d.iter_mut().zip(hex.chunks_exact(2)) {
+                    let (hi, lo) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+                    invalid_digit |= (hi | lo) & 0xf0;
+                    *out = hi << 4 | lo;
+                }
+                if invalid_digit != 0 {
+                    return Err(bad());
+                }
+                Ok(d)
+            }
+        }
+    }
+}
+
+/// The value of each hex digit; 0xff for every other byte.
+const NIBBLE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = match c as u8 {
+            b'0'..=b'9' => c as u8 - b'0',
+            b'a'..=b'f' => c as u8 - b'a' + 10,
+            b'A'..=b'F' => c as u8 - b'A' + 10,
+            _ => 0xff,
+        };
+        c += 1;
+    }
+    table
+};
+
+/// A batch as `Log::append_many` takes it.
+type Txs<'a> = Vec<(Digest, &'a [u8])>;
+
+impl Batch {
+    /// The transactions as `Log::append_many` takes them; a bad digest rejects the batch.
+    fn txs(&self) -> Result<Txs<'_>> {
+        match self {
+            Batch::Txs(txs) => Ok(txs.iter().map(|(d, b)| (*d, &b[..])).collect()),
+            Batch::Flat {
+                digests,
+                bytes,
+                ends,
+            } => {
+                let mut txs = Vec::with_capacity(ends.len());
+                let mut start = 0;
+                for (i, &end) in ends.iter().enumerate() {
+                    let digest = digests.get(i)?;
+                    let tx = bytes
+                        .get(start..end as usize)
+                        .ok_or_else(|| invalid("appendFlat: ends out of order"))?;
+                    txs.push((digest, tx));
+                    start = end as usize;
+                }
+                Ok(txs)
+            }
+        }
+    }
+}
+
+/// Builds a promise's value on the JS thread from what the writer made of the batch.
+type Resolve<T> = Box<dyn FnOnce(Env) -> Result<T> + Send>;
+
+/// The promise an append call returned, in the shape that call promised.
+enum Reply {
+    Objects(JsDeferred<Vec<LogAppended>, Resolve<Vec<LogAppended>>>),
+    Flat(JsDeferred<LogAppendedFlat, Resolve<LogAppendedFlat>>),
+}
+
+impl Reply {
+    fn settle(self, done: Result<Vec<Appended>>) {
+        match (self, done) {
+            (Reply::Objects(d), Err(e)) => d.reject(e),
+            (Reply::Flat(d), Err(e)) => d.reject(e),
+            (Reply::Objects(d), Ok(done)) => d.resolve(Box::new(move |_| {
+                Ok(done
+                    .into_iter()
+                    .map(|a| LogAppended {
+                        ts: BigInt::from(a.ts),
+                        duplicate: a.duplicate,
+                    })
+                    .collect())
+            })),
+            (Reply::Flat(d), Ok(done)) => {
+                // Laid flat here, so the JS thread only wraps the two vectors.
+                let ts: Vec<u64> = done.iter().map(|a| a.ts).collect();
+                let duplicate: Vec<u8> = done.iter().map(|a| u8::from(a.duplicate)).collect();
+                d.resolve(Box::new(move |_| {
+                    Ok(LogAppendedFlat {
+                        ts: BigUint64Array::new(ts),
+                        duplicate: Uint8Array::new(duplicate),
+                    })
+                }))
+            }
+        }
+    }
+}
+
+/// Batches queued by append calls and not yet taken by the writer, in call order.
+#[derive(Default)]
+struct Queue {
+    batches: Vec<(Batch, Reply)>,
+    /// Set by `close` (or dropping the log): the writer finishes what is queued and exits.
+    stop: bool,
+}
+
+#[derive(Default)]
+struct Writer {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Writer {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Held only to move batches in and out: nothing in between can panic.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    /// Starts the thread that writes queued batches in order until `stop`.
+    fn spawn(self: &Arc<Self>, log: Shared, last_ts: Arc<AtomicU64>) -> Result<()> {
+        let writer = self.clone();
+        std::thread::Builder::new()
+            .name("remora-log-writer".into())
+            .spawn(move || writer.run(&log, &last_ts))
+            .map(|_| ())
+            .map_err(|e| invalid(format!("starting the log's writer thread: {e}")))
+    }
+
+    fn run(&self, log: &Mutex<Option<Log>>, last_ts: &AtomicU64) {
+        loop {
+            let batches = {
+                let mut queue = self.lock();
+                while queue.batches.is_empty() && !queue.stop {
+                    queue = self.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+                }
+                if queue.batches.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut queue.batches)
+            };
+            let results = append_all(log, &batches);
+            if let Some(log) = lock(log).as_ref() {
+                last_ts.store(log.last_ts(), Ordering::Release);
+            }
+            for ((_, reply), done) in batches.into_iter().zip(results) {
+                reply.settle(done);
+            }
+        }
+    }
+}
+
+/// Group commit: everything queued while the last write and fsync ran goes into one record.
+fn append_all(log: &Mutex<Option<Log>>, batches: &[(Batch, Reply)]) -> Vec<Result<Vec<Appended>>> {
+    let txs: Vec<Result<Txs>> = batches.iter().map(|(b, _)| b.txs()).collect();
+    let good: Vec<&[(Digest, &[u8])]> = txs.iter().flatten().map(|t| &t[..]).collect();
+    let appended: Vec<Result<Vec<Appended>>> = match lock(log).as_mut() {
+        Some(log) => log
+            .append_many(&good)
+            .into_iter()
+            .map(|r| r.map_err(log_err))
+            .collect(),
+        // Closed while queued: nothing was written.
+        None => good.iter().map(|_| Err(invalid(CLOSED))).collect(),
+    };
+    let mut appended = appended.into_iter();
+    txs.into_iter()
+        .map(|t| match t {
+            Err(e) => Err(e),
+            Ok(_) => appended
+                .next()
+                .unwrap_or_else(|| Err(invalid("append: result missing"))),
+        })
+        .collect()
+}
 
 const CLOSED: &str = "log is closed";
 
@@ -117,6 +336,7 @@ fn recovery_to_js(r: &Recovery) -> LogRecovery {
 #[napi]
 pub struct NativeLog {
     log: Shared,
+    writer: Arc<Writer>,
     /// Mirror of the log's last timestamp, so `lastTs` never waits behind an append's fsync
     /// holding the mutex (that would block the JS thread).
     last_ts: Arc<AtomicU64>,
@@ -148,17 +368,22 @@ impl NativeLog {
             }
         }
         let log = Log::open(&dir, options).map_err(log_err)?;
-        Ok(NativeLog {
+        let native = NativeLog {
             last_ts: Arc::new(AtomicU64::new(log.last_ts())),
             recovery: log.recovery().clone(),
             log: Arc::new(Mutex::new(Some(log))),
+            writer: Arc::default(),
             closed: AtomicBool::new(false),
-        })
+        };
+        native
+            .writer
+            .spawn(native.log.clone(), native.last_ts.clone())?;
+        Ok(native)
     }
 
     /// Checks every digest here, so a bad batch is rejected whole before anything is written.
     #[napi(ts_return_type = "Promise<Array<LogAppended>>")]
-    pub fn append(&self, txs: Vec<LogTx>) -> Result<AsyncTask<Append>> {
+    pub fn append<'env>(&self, env: &'env Env, txs: Vec<LogTx>) -> Result<Object<'env>> {
         self.open_or_err()?;
         let txs = txs
             .iter()
@@ -173,31 +398,36 @@ impl NativeLog {
                 Ok((digest, tx.bytes.to_vec()))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(AsyncTask::new(Append {
-            log: self.log.clone(),
-            last_ts: self.last_ts.clone(),
-            txs,
-        }))
+        let (deferred, promise) = env.create_deferred()?;
+        self.enqueue(Batch::Txs(txs), Reply::Objects(deferred));
+        Ok(promise)
     }
 
     /// `append` for a batch in three flat buffers, with no object per transaction either way:
     /// transaction `i` has digest `digests[32i..32i+32]` and bytes `bytes[ends[i-1]..ends[i]]`
-    /// (`ends[-1]` = 0; bytes after the last end are ignored). Checked here, so a bad batch is
-    /// rejected whole before anything is written; then appended exactly as `append` does
-    /// (one record, one write, one fsync).
+    /// (`ends[-1]` = 0; bytes after the last end are ignored). `digests` may instead be one
+    /// string of 64 hex digits per transaction. Checked here (hex digits when the batch is
+    /// written), so a bad batch is rejected whole before anything is written; then appended
+    /// exactly as `append` does (one record, one write, one fsync), in call order with every
+    /// other append.
     #[napi(ts_return_type = "Promise<LogAppendedFlat>")]
-    pub fn append_flat(
+    pub fn append_flat<'env>(
         &self,
-        digests: Uint8Array,
+        env: &'env Env,
+        digests: Either<Uint8Array, String>,
         bytes: Uint8Array,
         ends: Uint32Array,
-    ) -> Result<AsyncTask<AppendFlat>> {
+    ) -> Result<Object<'env>> {
         self.open_or_err()?;
         let n = ends.len();
-        if Some(digests.len()) != n.checked_mul(32) {
+        let (len, each, what) = match &digests {
+            Either::A(b) => (b.len(), 32, "bytes"),
+            Either::B(s) => (s.len(), 64, "hex digits"),
+        };
+        if Some(len) != n.checked_mul(each) {
             return Err(invalid(format!(
-                "appendFlat: {} bytes of digests for {n} transactions; digests are 32 bytes each",
-                digests.len()
+                "appendFlat: {len} {what} of digests for {n} transactions; digests are {each} \
+                 {what} each"
             )));
         }
         let mut prev = 0u32;
@@ -216,16 +446,21 @@ impl NativeLog {
             }
             prev = end;
         }
-        Ok(AsyncTask::new(AppendFlat {
-            log: self.log.clone(),
-            last_ts: self.last_ts.clone(),
-            digests: digests.to_vec(),
+        let batch = Batch::Flat {
+            digests: match digests {
+                Either::A(b) => Digests::Bytes(b.to_vec()),
+                Either::B(s) => Digests::Hex(s),
+            },
             bytes: bytes.get(..prev as usize).unwrap_or_default().to_vec(),
             ends: ends.to_vec(),
-        }))
+        };
+        let (deferred, promise) = env.create_deferred()?;
+        self.enqueue(batch, Reply::Flat(deferred));
+        Ok(promise)
     }
 
-    /// Up to `max` entries from timestamp `fromTs` on, as durable when the call was made.
+    /// Up to `max` entries from timestamp `fromTs` on, as durable when the call was made. Runs
+    /// on the libuv pool.
     #[napi(ts_return_type = "Promise<Array<LogEntry>>")]
     pub fn read_batch(&self, from_ts: BigInt, max: f64) -> Result<AsyncTask<ReadBatch>> {
         self.open_or_err()?;
@@ -262,6 +497,13 @@ impl NativeLog {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         lock(&self.log).take();
+        self.writer.stop();
+    }
+
+    /// Queues `batch` behind every append called before; the writer settles `reply`.
+    fn enqueue(&self, batch: Batch, reply: Reply) {
+        self.writer.lock().batches.push((batch, reply));
+        self.writer.wake.notify_one();
     }
 
     fn open_or_err(&self) -> Result<()> {
@@ -272,71 +514,11 @@ impl NativeLog {
     }
 }
 
-pub struct Append {
-    log: Shared,
-    last_ts: Arc<AtomicU64>,
-    txs: Vec<(Digest, Vec<u8>)>,
-}
-
-impl Task for Append {
-    type Output = Vec<Appended>;
-    type JsValue = Vec<LogAppended>;
-    fn compute(&mut self) -> Result<Vec<Appended>> {
-        let mut guard = lock(&self.log);
-        // Closed while queued: nothing was written.
-        let log = guard.as_mut().ok_or_else(|| invalid(CLOSED))?;
-        let txs: Vec<(Digest, &[u8])> = self.txs.iter().map(|(d, b)| (*d, &b[..])).collect();
-        let done = log.append(&txs).map_err(log_err)?;
-        self.last_ts.store(log.last_ts(), Ordering::Release);
-        Ok(done)
-    }
-    fn resolve(&mut self, _: Env, done: Vec<Appended>) -> Result<Vec<LogAppended>> {
-        Ok(done
-            .into_iter()
-            .map(|a| LogAppended {
-                ts: BigInt::from(a.ts),
-                duplicate: a.duplicate,
-            })
-            .collect())
-    }
-}
-
-pub struct AppendFlat {
-    log: Shared,
-    last_ts: Arc<AtomicU64>,
-    digests: Vec<u8>,
-    bytes: Vec<u8>,
-    ends: Vec<u32>,
-}
-
-impl Task for AppendFlat {
-    type Output = Vec<Appended>;
-    type JsValue = LogAppendedFlat;
-    fn compute(&mut self) -> Result<Vec<Appended>> {
-        // Checked by `append_flat`: 32 bytes of digest per end, ends in order and in bounds.
-        let mut txs = Vec::with_capacity(self.ends.len());
-        let mut start = 0;
-        for (digest, &end) in self.digests.chunks_exact(32).zip(&self.ends) {
-            let digest = Digest::try_from(digest).map_err(|_| invalid("appendFlat: digest"))?;
-            let bytes = self
-                .bytes
-                .get(start..end as usize)
-                .ok_or_else(|| invalid("appendFlat: ends out of order"))?;
-            txs.push((digest, bytes));
-            start = end as usize;
-        }
-        let mut guard = lock(&self.log);
-        // Closed while queued: nothing was written.
-        let log = guard.as_mut().ok_or_else(|| invalid(CLOSED))?;
-        let done = log.append(&txs).map_err(log_err)?;
-        self.last_ts.store(log.last_ts(), Ordering::Release);
-        Ok(done)
-    }
-    fn resolve(&mut self, _: Env, done: Vec<Appended>) -> Result<LogAppendedFlat> {
-        Ok(LogAppendedFlat {
-            ts: BigUint64Array::new(done.iter().map(|a| a.ts).collect()),
-            duplicate: Uint8Array::new(done.iter().map(|a| u8::from(a.duplicate)).collect()),
-        })
+impl Drop for NativeLog {
+    fn drop(&mut self) {
+        // Garbage-collected without `close`: the writer finishes what is queued, then drops
+        // its handle on the log, which releases the directory.
+        self.writer.stop();
     }
 }
 

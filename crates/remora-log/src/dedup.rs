@@ -1,5 +1,6 @@
 //! The bounded duplicate index: digests of the last `window` appended transactions.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use crate::Digest;
@@ -25,7 +26,8 @@ impl Dedup {
         }
     }
 
-    pub(crate) fn get(&self, digest: &Digest) -> Option<u64> {
+    #[cfg(test)]
+    fn get(&self, digest: &Digest) -> Option<u64> {
         self.ts_of.get(digest).copied()
     }
 
@@ -34,6 +36,26 @@ impl Dedup {
         self.order.push_back(digest);
         self.ts_of.insert(digest, ts);
         self.back_ts = ts;
+        self.evict();
+    }
+
+    /// The timestamp `digest` already has, or `None` after recording it at `ts` (always the
+    /// next timestamp), hashing it once either way. Nothing is evicted until [`Self::evict`],
+    /// so a batch checked this way sees the window as it was before the batch.
+    pub(crate) fn insert_new(&mut self, digest: &Digest, ts: u64) -> Option<u64> {
+        match self.ts_of.entry(*digest) {
+            Entry::Occupied(first) => Some(*first.get()),
+            Entry::Vacant(slot) => {
+                slot.insert(ts);
+                self.order.push_back(*digest);
+                self.back_ts = ts;
+                None
+            }
+        }
+    }
+
+    /// Forgets the oldest digests beyond the window.
+    pub(crate) fn evict(&mut self) {
         while self.order.len() > self.window {
             let Some(old) = self.order.pop_front() else {
                 break;
@@ -78,6 +100,27 @@ mod tests {
         dd.push(d(1), 3);
         dd.push(d(4), 4); // evicts the copy at 1
         assert_eq!(dd.get(&d(1)), Some(3));
+    }
+
+    #[test]
+    fn a_batch_sees_the_window_from_before_it() {
+        let mut dd = Dedup::new(2);
+        dd.push(d(1), 1);
+        dd.push(d(2), 2);
+        // Three new digests would push 1 out of a window of 2, but not before the batch ends.
+        assert_eq!(dd.insert_new(&d(3), 3), None);
+        assert_eq!(dd.insert_new(&d(4), 4), None);
+        assert_eq!(dd.insert_new(&d(1), 5), Some(1));
+        assert_eq!(dd.insert_new(&d(3), 5), Some(3));
+        dd.evict();
+        assert_eq!((dd.get(&d(1)), dd.get(&d(2))), (None, None));
+        assert_eq!((dd.get(&d(3)), dd.get(&d(4))), (Some(3), Some(4)));
+        assert_eq!(dd.ts_of.len(), 2);
+        let mut none = Dedup::new(0);
+        assert_eq!(none.insert_new(&d(1), 1), None);
+        assert_eq!(none.insert_new(&d(1), 2), Some(1), "within one batch");
+        none.evict();
+        assert_eq!(none.get(&d(1)), None);
     }
 
     #[test]

@@ -23,10 +23,10 @@ const MAGIC: [u8; 8] = *b"RMRALOG\0";
 const VERSION: u32 = 1;
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
 pub(crate) const RECORD_HEADER_LEN: u64 = 12;
-const BODY_HEADER_LEN: usize = 12;
+pub(crate) const BODY_HEADER_LEN: u64 = 12;
 const TX_HEADER_LEN: usize = 36;
 /// The smallest valid body: one empty transaction.
-const MIN_BODY_LEN: u64 = (BODY_HEADER_LEN + TX_HEADER_LEN) as u64;
+const MIN_BODY_LEN: u64 = BODY_HEADER_LEN + TX_HEADER_LEN as u64;
 /// The record length field is a u32.
 pub(crate) const MAX_BODY_LEN: u64 = u32::MAX as u64;
 
@@ -70,24 +70,33 @@ pub(crate) fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
 
 /// Bytes a record holding these transaction lengths takes on disk, header included.
 pub(crate) fn record_len(tx_lens: impl Iterator<Item = usize>) -> u64 {
-    let body = tx_lens.fold(BODY_HEADER_LEN as u64, |acc, len| {
-        acc.saturating_add(TX_HEADER_LEN as u64)
-            .saturating_add(len as u64)
+    let (count, sum) = tx_lens.fold((0u64, 0u64), |(n, sum), len| {
+        (n + 1, sum.saturating_add(len as u64))
     });
-    RECORD_HEADER_LEN.saturating_add(body)
+    record_len_of(count, sum)
 }
 
-/// Appends one record to `out`. The caller has checked the sizes against `MAX_BODY_LEN`.
+/// Bytes a record of `count` transactions of `tx_bytes` bytes in all takes, header included.
+pub(crate) fn record_len_of(count: u64, tx_bytes: u64) -> u64 {
+    RECORD_HEADER_LEN
+        .saturating_add(BODY_HEADER_LEN)
+        .saturating_add(count.saturating_mul(TX_HEADER_LEN as u64))
+        .saturating_add(tx_bytes)
+}
+
+/// Appends one record of the `count` transactions `txs` yields to `out`. The caller has
+/// checked the sizes against `MAX_BODY_LEN`, which also bounds `count` below `u32::MAX`.
 pub(crate) fn encode_record<'a>(
     out: &mut Vec<u8>,
     first_ts: u64,
-    txs: impl ExactSizeIterator<Item = (&'a Digest, &'a [u8])>,
+    count: u64,
+    txs: impl Iterator<Item = (&'a Digest, &'a [u8])>,
 ) {
     let start = out.len();
     out.extend_from_slice(&[0u8; RECORD_HEADER_LEN as usize]);
     let body_start = out.len();
     out.extend_from_slice(&first_ts.to_le_bytes());
-    out.extend_from_slice(&(txs.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(count as u32).to_le_bytes());
     for (digest, bytes) in txs {
         out.extend_from_slice(digest);
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
@@ -150,7 +159,9 @@ impl<'b> Body<'b> {
         if count == 0 {
             return Err("record holds no transaction".into());
         }
-        let txs = body.get(BODY_HEADER_LEN..).ok_or("short record body")?;
+        let txs = body
+            .get(BODY_HEADER_LEN as usize..)
+            .ok_or("short record body")?;
         let mut rest = txs;
         for i in 0..count {
             rest = split_tx(rest)
@@ -239,7 +250,12 @@ mod tests {
 
     fn record(first_ts: u64, txs: &[(Digest, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_record(&mut out, first_ts, txs.iter().map(|(d, b)| (d, *b)));
+        encode_record(
+            &mut out,
+            first_ts,
+            txs.len() as u64,
+            txs.iter().map(|(d, b)| (d, *b)),
+        );
         out
     }
 

@@ -20,8 +20,11 @@
 //!   log and across reopens; each transaction of a batch gets the next one.
 //! - **Durability**: one [`Log::append`] call is one record, written with one `write` and made
 //!   durable with one `fdatasync` before the call returns (group commit: the caller batches).
-//!   Creating a segment also syncs the directory. Callers needing lower latency batch more
-//!   transactions per call, never fewer syncs.
+//!   [`Log::append_many`] takes several batches, with the results one `append` each would
+//!   give, and writes them as one record with one `fdatasync` (a caller collecting batches
+//!   while the last sync runs). Creating a segment also syncs the directory. Callers needing
+//!   lower latency batch more transactions per call, never fewer syncs. A record is written
+//!   only after the one before it is synced, so a crash can tear only the last one.
 //! - **Recovery**: [`Log::open`] verifies every record of every segment. Damage at the end of
 //!   the *last* segment with no valid record after it is the remains of an append that never
 //!   returned (a torn write); it is cut off and reported in [`Recovery`]. Any other damage

@@ -1,6 +1,5 @@
 //! The log: open with recovery, group-committed append, replay.
 
-use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -9,8 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::dedup::Dedup;
 use crate::error::{corrupt, io_err, Error, Result};
 use crate::format::{
-    encode_record, encode_segment_header, parse_segment_file_name, record_len, segment_file_name,
-    MAX_BODY_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    encode_record, encode_segment_header, parse_segment_file_name, record_len, record_len_of,
+    segment_file_name, BODY_HEADER_LEN, MAX_BODY_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::reader::{Entry, Reader};
 use crate::segment::{scan, valid_record_after, Segment};
@@ -167,6 +166,51 @@ impl Log {
     /// duplicates writes nothing. On error nothing is acknowledged; after a failed write or
     /// fsync the log refuses further appends (`Error::Poisoned`) until reopened.
     pub fn append(&mut self, txs: &[(Digest, &[u8])]) -> Result<Vec<Appended>> {
+        self.append_many(&[txs])
+            .into_iter()
+            .next()
+            .unwrap_or(Err(Error::EmptyBatch))
+    }
+
+    /// Group commit: appends `batches` in order with the results one `append` each would give
+    /// (timestamps, duplicates, the window), but as few records as fit (usually one), so one
+    /// write and one fsync make them all durable. A batch that fails `append`'s checks is
+    /// rejected alone. If a write or fsync fails, every batch of that record fails: the first
+    /// with the I/O error, the others with `Error::Poisoned` (none is acknowledged; each may
+    /// or may not be on disk).
+    pub fn append_many(&mut self, batches: &[&[(Digest, &[u8])]]) -> Vec<Result<Vec<Appended>>> {
+        let mut out: Vec<Result<Vec<Appended>>> = Vec::with_capacity(batches.len());
+        // Indices of checked batches waiting to be written together, and their body size.
+        let mut group: Vec<usize> = Vec::new();
+        let mut group_body = 0u64;
+        for (i, txs) in batches.iter().enumerate() {
+            let txs_len = match self.check(txs) {
+                Ok(len) => len,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            if !group.is_empty() && group_body.saturating_add(txs_len) > MAX_BODY_LEN {
+                self.commit(batches, &group, &mut out);
+                group.clear();
+            }
+            if group.is_empty() {
+                group_body = BODY_HEADER_LEN;
+            }
+            group.push(i);
+            group_body += txs_len;
+            // Placeholder, replaced by `commit`.
+            out.push(Ok(Vec::new()));
+        }
+        if !group.is_empty() {
+            self.commit(batches, &group, &mut out);
+        }
+        out
+    }
+
+    /// `append`'s checks; returns the bytes the batch's transactions take in a record body.
+    fn check(&self, txs: &[(Digest, &[u8])]) -> Result<u64> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
@@ -190,55 +234,91 @@ impl Log {
                 max: MAX_BODY_LEN + RECORD_HEADER_LEN,
             });
         }
+        Ok(whole - RECORD_HEADER_LEN - BODY_HEADER_LEN)
+    }
 
-        let mut result = Vec::with_capacity(txs.len());
-        let mut fresh = Vec::with_capacity(txs.len());
-        let mut in_batch: HashMap<&Digest, u64> = HashMap::new();
-        let mut ts = self.last_ts;
-        for tx in txs {
-            let digest = &tx.0;
-            if let Some(first) = self
-                .dedup
-                .get(digest)
-                .or_else(|| in_batch.get(digest).copied())
-            {
-                result.push(Appended {
-                    ts: first,
-                    duplicate: true,
-                });
-                continue;
+    /// Writes the checked batches `group` (indices into `batches`) as one record and puts
+    /// their results in `out`.
+    fn commit(
+        &mut self,
+        batches: &[&[(Digest, &[u8])]],
+        group: &[usize],
+        out: &mut [Result<Vec<Appended>>],
+    ) {
+        if self.poisoned {
+            for &i in group {
+                out[i] = Err(Error::Poisoned);
             }
-            ts += 1;
-            in_batch.insert(digest, ts);
-            fresh.push(tx);
-            result.push(Appended {
-                ts,
-                duplicate: false,
+            return;
+        }
+        // One hash per transaction: a fresh digest enters the dedup map as it is checked, so
+        // later copies find it there. Evicting waits for the end of each batch, so every
+        // transaction is checked against the window as it was before its batch, as `append`
+        // does. If the write fails the map holds digests that were never written, but the log
+        // is poisoned then and nothing reads the map again.
+        let mut ts = self.last_ts;
+        let mut fresh_lens = 0u64;
+        let mut results = Vec::with_capacity(group.len());
+        for &i in group {
+            let txs = batches[i];
+            let mut result = Vec::with_capacity(txs.len());
+            for (digest, bytes) in txs {
+                match self.dedup.insert_new(digest, ts + 1) {
+                    Some(first) => result.push(Appended {
+                        ts: first,
+                        duplicate: true,
+                    }),
+                    None => {
+                        ts += 1;
+                        fresh_lens += bytes.len() as u64;
+                        result.push(Appended {
+                            ts,
+                            duplicate: false,
+                        });
+                    }
+                }
+            }
+            self.dedup.evict();
+            results.push(result);
+        }
+        let count = ts - self.last_ts;
+        if count > 0 {
+            let first_ts = self.last_ts + 1;
+            let total = record_len_of(count, fresh_lens);
+            let fresh = group.iter().zip(&results).flat_map(|(&i, result)| {
+                batches[i]
+                    .iter()
+                    .zip(result)
+                    .filter(|(_, a)| !a.duplicate)
+                    .map(|((d, b), _)| (d, *b))
             });
+            if let Err(e) = self.write(first_ts, count, fresh, total) {
+                self.poisoned = true;
+                let mut e = Some(e);
+                for &i in group {
+                    out[i] = Err(e.take().unwrap_or(Error::Poisoned));
+                }
+                return;
+            }
+            self.last_ts = ts;
+            if let Some(seg) = self.segments.last_mut() {
+                seg.push_record(first_ts, self.last_ts + 1, total);
+            }
         }
-        if fresh.is_empty() {
-            return Ok(result);
+        for (&i, result) in group.iter().zip(results) {
+            out[i] = Ok(result);
         }
-
-        let first_ts = self.last_ts + 1;
-        let total = record_len(fresh.iter().map(|t| t.1.len()));
-        if let Err(e) = self.write(first_ts, &fresh, total) {
-            self.poisoned = true;
-            return Err(e);
-        }
-        for (digest, _) in &fresh {
-            self.last_ts += 1;
-            self.dedup.push(*digest, self.last_ts);
-        }
-        if let Some(seg) = self.segments.last_mut() {
-            seg.push_record(first_ts, self.last_ts + 1, total);
-        }
-        Ok(result)
     }
 
     /// Writes and syncs one record, in a new segment if the active one would pass the size
     /// limit (a record bigger than the limit gets a segment of its own).
-    fn write(&mut self, first_ts: u64, fresh: &[&(Digest, &[u8])], total: u64) -> Result<()> {
+    fn write<'a>(
+        &mut self,
+        first_ts: u64,
+        count: u64,
+        fresh: impl Iterator<Item = (&'a Digest, &'a [u8])>,
+        total: u64,
+    ) -> Result<()> {
         let roll = match self.segments.last() {
             None => true,
             Some(seg) => seg.len.saturating_add(total) > self.options.segment_size,
@@ -248,7 +328,8 @@ impl Log {
         if roll {
             buf.extend_from_slice(&encode_segment_header(first_ts));
         }
-        encode_record(&mut buf, first_ts, fresh.iter().map(|t| (&t.0, t.1)));
+        buf.reserve(usize::try_from(total).unwrap_or(0));
+        encode_record(&mut buf, first_ts, count, fresh);
         let written = if roll {
             self.create_segment(first_ts, &buf)
         } else {
