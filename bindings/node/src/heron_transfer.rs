@@ -6,11 +6,11 @@ use napi::bindgen_prelude::{BigInt, Buffer, Object};
 use napi::{Env, Result};
 use napi_derive::napi;
 use remora_core::{AnyTransport, Store, TransportKind};
-use remora_heron::transfer::{Prefix, Received};
+use remora_heron::transfer::{CatchUp, CaughtUp, Prefix, Received};
 use remora_heron::{Transfer, TransferLayout};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::heron::{heron_err, millis, transport, NET_TIMEOUT};
 use crate::invalid;
@@ -33,6 +33,11 @@ pub struct TransferOptions {
     /// The ids the request and landing regions must get (every replica creates them at the
     /// same point, so peers know them).
     pub request_region: u32,
+    /// This replica's partition and the id of its coordination region: a catch-up asks first
+    /// the peers whose coordination entries show the transaction executed (without them, in
+    /// ring order from this replica).
+    pub partition: Option<u32>,
+    pub coordination_region: Option<u32>,
 }
 
 type SharedTransfer = Arc<Transfer<AnyTransport>>;
@@ -44,6 +49,8 @@ pub struct NativeTransfer {
     transfer: SharedTransfer,
     name: String,
     serving: Mutex<Option<JoinHandle<()>>>,
+    /// The catch-up `catchUpSync` left unfinished, for `finishCatchUp`.
+    catching: Mutex<Option<CatchUp>>,
 }
 
 pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Result<NativeTransfer> {
@@ -65,6 +72,9 @@ pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Resul
     if rings {
         transfer = transfer.ring_peers_in(&opts.dir);
     }
+    if let (Some(p), Some(region)) = (opts.partition, opts.coordination_region) {
+        transfer = transfer.with_coordination(region, p as usize * opts.replicas as usize);
+    }
     if transfer.regions().0 != opts.request_region {
         return Err(invalid(format!(
             "transfer request region got id {}, expected {}",
@@ -76,6 +86,7 @@ pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Resul
         transfer: Arc::new(transfer),
         name,
         serving: Mutex::new(None),
+        catching: Mutex::new(None),
     })
 }
 
@@ -102,7 +113,7 @@ fn installed(
         Received::Installed(i) => Ok(Some(InstalledShipment {
             up_to: BigInt::from(i.prefix.ts),
             applied: i.prefix.applied as f64,
-            digest: i.prefix.digest.iter().map(|b| format!("{b:02x}")).collect(),
+            digest: hex(&i.prefix.digest),
             objects: i.objects as f64,
             bytes: i.bytes as f64,
             chunks: i.chunks as f64,
@@ -114,6 +125,45 @@ fn installed(
             "no whole shipment from replica {server} for request {number} within {timeout:?}: refused {why}"
         ))),
     }
+}
+
+/// A catch-up that reached a prefix covering its transaction.
+#[napi(object)]
+pub struct CaughtUpShipment {
+    /// The peer whose shipment covered the transaction.
+    pub from: u32,
+    /// The prefix installed and published (timestamp, applied count, digest in hex), which
+    /// the lagger adopts; over every shipment installed on the way: objects, bytes, chunks.
+    pub up_to: BigInt,
+    pub applied: f64,
+    pub digest: String,
+    pub objects: f64,
+    pub bytes: f64,
+    pub chunks: f64,
+}
+
+fn caught_up(c: CaughtUp) -> CaughtUpShipment {
+    CaughtUpShipment {
+        from: c.from,
+        up_to: BigInt::from(c.prefix.ts),
+        applied: c.prefix.applied as f64,
+        digest: hex(&c.prefix.digest),
+        objects: c.objects as f64,
+        bytes: c.bytes as f64,
+        chunks: c.chunks as f64,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unsigned(what: &str, v: BigInt) -> Result<u64> {
+    let (signed, v, lossless) = v.get_u64();
+    if signed || !lossless {
+        return Err(invalid(format!("{what} must be a 64-bit unsigned integer")));
+    }
+    Ok(v)
 }
 
 fn digest_bytes(hex: &str) -> Result<[u8; 32]> {
@@ -164,6 +214,80 @@ impl NativeTransfer {
                 Err(e) => deferred.reject(heron_err(e)),
             })
             .map_err(|e| invalid(format!("starting the transfer thread: {e}")))?;
+        Ok(promise)
+    }
+
+    /// Catches up to a peer's prefix covering transaction `ts` from this replica's prefix
+    /// `since` (Heron, Algorithm 3), in one call: asks the peers in turn (those whose
+    /// coordination entries show `ts` executed first), installs each shipment as it lands, and
+    /// publishes every longer prefix installed. Runs on this thread for at most `budgetMicros`
+    /// (the lagging replica has nothing else to execute) and returns the covering prefix, or
+    /// null when the budget ran out first: `finishCatchUp` goes on. Throws when no peer
+    /// shipped a covering prefix within `timeoutMs` (asking the next peer after
+    /// `transferTimeoutMs` without a whole shipment); `why` goes into that error.
+    #[napi]
+    pub fn catch_up_sync(
+        &self,
+        ts: BigInt,
+        since: BigInt,
+        why: String,
+        timeout_ms: f64,
+        transfer_timeout_ms: f64,
+        budget_micros: f64,
+    ) -> Result<Option<CaughtUpShipment>> {
+        let ts = unsigned("catchUpSync: ts", ts)?;
+        let since = unsigned("catchUpSync: since", since)?;
+        let timeout = millis("timeoutMs", timeout_ms)?;
+        let per_peer = millis("transferTimeoutMs", transfer_timeout_ms)?;
+        if !(0.0..=3.6e9).contains(&budget_micros) {
+            return Err(invalid(format!(
+                "budgetMicros must be 0 to 3600000000, got {budget_micros}"
+            )));
+        }
+        let until = Instant::now() + Duration::from_secs_f64(budget_micros / 1e6);
+        let mut c = self
+            .transfer
+            .begin_catch_up(ts, since, &why, timeout, per_peer);
+        let mut catching = self.catching.lock().unwrap_or_else(|e| e.into_inner());
+        *catching = None;
+        match self
+            .transfer
+            .catch_up_until(&mut c, until)
+            .map_err(heron_err)?
+        {
+            Some(done) => Ok(Some(caught_up(done))),
+            None => {
+                *catching = Some(c);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Finishes the catch-up the last `catchUpSync` left unfinished, on a thread of its own
+    /// (not the libuv pool, which a lagger's other waits may hold); resolves as
+    /// `catchUpSync` returns, or rejects as it throws.
+    #[napi(ts_return_type = "Promise<CaughtUpShipment>")]
+    pub fn finish_catch_up<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let Some(mut c) = self
+            .catching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Err(invalid("finishCatchUp: no catch-up is under way"));
+        };
+        let (deferred, promise) = env.create_deferred()?;
+        let transfer = self.transfer.clone();
+        std::thread::Builder::new()
+            .name("heron-catch-up".into())
+            .spawn(move || loop {
+                match transfer.catch_up_until(&mut c, Instant::now() + Duration::from_secs(3600)) {
+                    Ok(None) => continue,
+                    Ok(Some(done)) => break deferred.resolve(move |_| Ok(caught_up(done))),
+                    Err(e) => break deferred.reject(heron_err(e)),
+                }
+            })
+            .map_err(|e| invalid(format!("starting the catch-up thread: {e}")))?;
         Ok(promise)
     }
 

@@ -24,6 +24,14 @@
 //!   latest prefix, over what changed since T (see `collect`). The lagger installs each version
 //!   at its own timestamp, skipping what it holds already, and resumes after the prefix.
 //!
+//! - **Catch-up**: [`Transfer::begin_catch_up`] and [`Transfer::catch_up_until`] are the
+//!   lagger's whole Algorithm 3 in one resumable call: peers in order (those whose coordination
+//!   entries show the transaction executed first), request, wait, install, adopt and publish
+//!   each longer prefix, next peer on failure; run with a budget on the caller's thread and
+//!   resumed elsewhere when it runs out. Installing brings objects the lagger never had: each
+//!   needs a new slot, whose pages would fault in one by one on first write, so every replica
+//!   backs a reserve of free slots of the small classes ahead of time ([`Transfer::warm`]).
+//!
 //! Doorbells are futexes on the regions' files: a replica rings a peer through its own
 //! mapping of that peer's region file ([`Transfer::ring_peers_in`]). Without it (transports
 //! other than `shm`) waits poll: yields, then sleeps growing from 20 µs to [`POLL`].
@@ -57,6 +65,16 @@ const COLLECT_ATTEMPTS: u32 = 64;
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes at the head of each lane mapped and backed with memory ahead of the first shipment.
 const PREFAULT_BYTES: usize = 256 << 10;
+/// Free slots of each small size class whose pages a replica backs with memory ahead of any
+/// catch-up ([`Transfer::warm`]): a lagger's shipment is mostly objects new to its store, and
+/// a new slot's first write otherwise faults its pages in, one by one (about 2 µs a page on
+/// tmpfs, three quarters of installing a 1 KB object). Bytes per class; a replica's own writes
+/// use the same slots first, so this is a head start, not a guarantee.
+pub const RESERVE_BYTES: usize = 256 << 10;
+/// Classes whose reserve would hold fewer slots are left to fault in as they are used.
+const RESERVE_MIN_SLOTS: usize = 16;
+/// Pause between rounds of a catch-up's requests to every peer.
+const ROUND_PAUSE: Duration = Duration::from_millis(1);
 /// A deletion's value length in a shipped record.
 const DELETED: u32 = u32::MAX;
 
@@ -135,6 +153,71 @@ pub enum Received {
     TimedOut {
         rejected: Option<String>,
     },
+}
+
+/// A wait for one shipment, installing it as it lands ([`Transfer::start_receive`]).
+pub struct Receiving {
+    server: u32,
+    number: u32,
+    deadline: Instant,
+    stream: Decoder,
+    /// Chunks installed.
+    seq: u64,
+    /// The last chunk refused, and why.
+    rejected: Option<String>,
+}
+
+/// A lagger's catch-up (Heron, Algorithm 3) under way: it asks the peers of its partition in
+/// turn, those whose coordination entries show the transaction executed first, until one
+/// ships a prefix covering it ([`Transfer::begin_catch_up`]).
+pub struct CatchUp {
+    ts: u64,
+    why: String,
+    /// The prefix the next request starts from: the lagger's, then the longest installed.
+    at: u64,
+    since: u64,
+    deadline: Instant,
+    timeout: Duration,
+    per_peer: Duration,
+    order: Vec<u32>,
+    next: usize,
+    current: Option<Receiving>,
+    tried: Vec<String>,
+    adopted: Option<Prefix>,
+    objects: u64,
+    bytes: u64,
+    chunks: u64,
+}
+
+/// A catch-up that reached a prefix covering its transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// The peer whose shipment covered it.
+    pub from: u32,
+    /// The lagger's prefix when it began.
+    pub since: u64,
+    /// The prefix installed (and published): the lagger resumes after `prefix.ts`.
+    pub prefix: Prefix,
+    /// Over every shipment installed on the way.
+    pub objects: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+}
+
+/// Peers to ask for a prefix covering `ts`, in order: from `me`'s right around the partition,
+/// those whose entry (`entries[q]`, `None` when unknown or torn) shows `ts` executed first.
+pub fn peer_order(me: u32, replicas: u32, ts: u64, entries: &[Option<Entry>]) -> Vec<u32> {
+    let ring = (1..replicas).map(|k| (me + k) % replicas);
+    let done = |q: &u32| {
+        entries
+            .get(*q as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|e| e.reached(ts, crate::entry::PHASE_EXECUTED))
+    };
+    let (mut first, rest): (Vec<u32>, Vec<u32>) = ring.partition(done);
+    first.extend(rest);
+    first
 }
 
 /// A request served.
@@ -230,6 +313,9 @@ pub struct Transfer<T: Transport> {
     peers: Vec<Peer<T::Peer>>,
     /// The cluster directory, when peers' region files can be mapped to ring them.
     ring_dir: Option<PathBuf>,
+    /// Our coordination region in the store and the index of this partition's first entry:
+    /// where a catch-up learns which peers executed what.
+    coordination: Option<(u32, usize)>,
     prefix: Mutex<Prefix>,
     /// Tombstones before this were purged: state since an earlier point cannot be served.
     horizon: AtomicU64,
@@ -295,6 +381,7 @@ impl<T: Transport> Transfer<T> {
                 })
                 .collect(),
             ring_dir: None,
+            coordination: None,
             prefix: Mutex::new(Prefix::default()),
             horizon: AtomicU64::new(0),
             taken: Mutex::new(vec![0; layout.replicas as usize]),
@@ -309,6 +396,31 @@ impl<T: Transport> Transfer<T> {
     pub fn ring_peers_in(mut self, dir: impl Into<PathBuf>) -> Self {
         self.ring_dir = Some(dir.into());
         self
+    }
+
+    /// Orders the peers a catch-up asks by the coordination entries in region `region` of the
+    /// store, this partition's starting at entry `first` (partition × replicas).
+    pub fn with_coordination(mut self, region: u32, first: usize) -> Self {
+        self.coordination = Some((region, first));
+        self
+    }
+
+    /// This partition's coordination entries, by replica (`None` each when unknown or torn:
+    /// the order is only a hint).
+    fn partition_entries(&self) -> Vec<Option<Entry>> {
+        let Some((region, first)) = self.coordination else {
+            return Vec::new();
+        };
+        (0..self.layout.replicas as usize)
+            .map(|q| {
+                let index = first + q;
+                let mut buf = [0u8; ENTRY_BYTES];
+                // Laid out as the coordinator lays them: entries from the end of the header.
+                let at = (REGION_HEADER_BYTES + index * ENTRY_BYTES) as u64;
+                self.store.read_region(region, at, &mut buf).ok()?;
+                decode(&buf, index)
+            })
+            .collect()
     }
 
     /// Ids of (request region, landing region) in this store.
@@ -414,8 +526,9 @@ impl<T: Transport> Transfer<T> {
         }
     }
 
-    /// Attaches to every peer and maps its doorbells ahead of the first transfer (best effort:
-    /// what fails now is attached when used).
+    /// Attaches to every peer and maps its doorbells ahead of the first transfer, and makes
+    /// room in the store for a catch-up's first new objects (see [`RESERVE_BYTES`]); best
+    /// effort: what fails now is done when needed.
     pub fn warm(&self) {
         for q in (0..self.layout.replicas).filter(|&q| q != self.me) {
             // Bells first: mapping one drops what was attached before (see `attach_bell`).
@@ -426,6 +539,11 @@ impl<T: Transport> Transfer<T> {
                 if mem.is_none() {
                     *mem = self.transport.attach(&peer.name()).ok().map(Arc::new);
                 }
+                // The peer's request region, which a catch-up's request is the first to write,
+                // is mapped (`shm`) or looked up now rather than then.
+                if let Some(p) = mem.as_ref() {
+                    let _ = p.region_info(self.requests);
+                }
             }
             // Maps the head of our lanes in the peer's landing region into this process (their
             // pages fault in now rather than under a shipment); zeros are no chunk of any
@@ -434,6 +552,14 @@ impl<T: Transport> Transfer<T> {
             for lane in 0..2 {
                 let at = self.layout.lane_offset(self.me, lane);
                 let _ = self.write_peer(q, self.landing, at, &zeros);
+            }
+        }
+        // Last: peers may need us attached sooner than we need the room.
+        for class in 0..remora_core::slot::SIZE_CLASSES {
+            let slots = RESERVE_BYTES / remora_core::slot::slot_bytes(class);
+            if slots >= RESERVE_MIN_SLOTS {
+                let len = remora_core::slot::class_capacity(class);
+                let _ = self.store.prepare_slots(len, slots);
             }
         }
     }
@@ -502,58 +628,229 @@ impl<T: Transport> Transfer<T> {
     /// the server's prefix, which a later shipment overwrites or repeats (and repeats are
     /// skipped).
     pub fn receive(&self, server: u32, number: u32, timeout: Duration) -> Result<Received> {
+        let mut r = self.start_receive(server, number, timeout)?;
+        let deadline = r.deadline;
+        loop {
+            if let Some(got) = self.receive_until(&mut r, deadline)? {
+                return Ok(got);
+            }
+        }
+    }
+
+    /// A wait for `server`'s shipment answering request `number`, to go on with
+    /// [`Transfer::receive_until`]; it times out `timeout` from now.
+    pub fn start_receive(&self, server: u32, number: u32, timeout: Duration) -> Result<Receiving> {
         self.peer(server)?;
-        let deadline = Instant::now() + timeout;
+        Ok(Receiving {
+            server,
+            number,
+            deadline: Instant::now() + timeout,
+            stream: Decoder::default(),
+            seq: 0,
+            rejected: None,
+        })
+    }
+
+    /// Goes on with the wait `r` (installing chunks as they land) until it ends or `until`
+    /// passes: `None` when `until` came first and the wait's own deadline has not passed.
+    pub fn receive_until(&self, r: &mut Receiving, until: Instant) -> Result<Option<Received>> {
+        let (server, number) = (r.server, r.number);
         let bell = Self::own_bell(&self.own_landing)?;
-        let mut stream = Decoder::default();
-        let mut seq = 0u64;
-        let mut rejected = None;
+        let until = until.min(r.deadline);
         let mut idle = Backoff::default();
         loop {
             let sleeper = bell.prepare();
-            match self.read_chunk(server, number, seq, &mut stream.pending) {
+            match self.read_chunk(server, number, r.seq, &mut r.stream.pending) {
                 Ok(Some(last)) => {
                     drop(sleeper);
-                    let records = stream
+                    let seq = r.seq;
+                    let records = r
+                        .stream
                         .feed(last)
                         .map_err(|why| malformed(server, number, seq, &why))?;
-                    let at = |range: &std::ops::Range<usize>| &stream.pending[range.clone()];
-                    let puts: Vec<_> = records
-                        .iter()
-                        .map(|r| (at(&r.id), r.value.as_ref().map(at), r.ts))
-                        .collect();
-                    self.store.install(&puts)?;
-                    stream.consumed();
-                    seq += 1;
+                    r.seq += 1;
+                    // The chunk is copied out and checked: the server may reuse its lane while
+                    // this one installs. Nobody waits on the last one's acknowledgement, so it
+                    // rings no one.
                     self.write_peer(
                         server,
                         self.requests,
                         request_offset(self.me) + ACK_AT as u64,
-                        &ack_word(number, seq).to_le_bytes(),
+                        &ack_word(number, r.seq).to_le_bytes(),
                     )?;
-                    self.ring(server, Bell::Requests);
+                    if !last {
+                        self.ring(server, Bell::Requests);
+                    }
+                    let stream = &r.stream;
+                    let at = |range: &std::ops::Range<usize>| &stream.pending[range.clone()];
+                    let puts: Vec<_> = records
+                        .iter()
+                        .map(|rec| (at(&rec.id), rec.value.as_ref().map(at), rec.ts))
+                        .collect();
+                    self.store.install(&puts)?;
+                    r.stream.consumed();
                     idle = Backoff::default();
                     if last {
-                        let prefix = stream
+                        let prefix = r
+                            .stream
                             .prefix
                             .ok_or_else(|| malformed(server, number, seq, "no manifest"))?;
-                        return Ok(Received::Installed(Installed {
+                        return Ok(Some(Received::Installed(Installed {
                             prefix,
-                            objects: stream.objects,
-                            bytes: stream.bytes,
-                            chunks: seq,
-                        }));
+                            objects: r.stream.objects,
+                            bytes: r.stream.bytes,
+                            chunks: r.seq,
+                        })));
                     }
                     continue;
                 }
                 Ok(None) => {}
-                Err(why) => rejected = Some(why),
+                Err(why) => r.rejected = Some(why),
             }
             let now = Instant::now();
-            if now >= deadline {
-                return Ok(Received::TimedOut { rejected });
+            if now >= r.deadline {
+                return Ok(Some(Received::TimedOut {
+                    rejected: r.rejected.take(),
+                }));
             }
-            self.pause(sleeper, &mut idle, deadline - now);
+            if now >= until {
+                return Ok(None);
+            }
+            self.pause(sleeper, &mut idle, until - now);
+        }
+    }
+
+    /// A catch-up to a prefix covering `ts` from this replica's prefix `since`, to run with
+    /// [`Transfer::catch_up_until`]: it fails when no peer shipped one within `timeout`, and
+    /// asks the next peer when one shipped nothing whole within `per_peer`. `why` (the replica
+    /// lagged because…) goes into its failure.
+    pub fn begin_catch_up(
+        &self,
+        ts: u64,
+        since: u64,
+        why: &str,
+        timeout: Duration,
+        per_peer: Duration,
+    ) -> CatchUp {
+        CatchUp {
+            ts,
+            why: why.to_string(),
+            at: since,
+            since,
+            deadline: Instant::now() + timeout,
+            timeout,
+            per_peer,
+            order: Vec::new(),
+            next: 0,
+            current: None,
+            tried: Vec::new(),
+            adopted: None,
+            objects: 0,
+            bytes: 0,
+            chunks: 0,
+        }
+    }
+
+    /// Goes on with catch-up `c` until it ends or `until` passes (`None`: go on later). Each
+    /// shipment is installed as it lands; one short of `c`'s transaction is still adopted and
+    /// published (a longer prefix), and the next peer is asked. A peer that fails (refuses,
+    /// ships something malformed, stays silent) is noted and the next one asked; fails once
+    /// the catch-up's timeout passed with no covering shipment, naming what each peer did.
+    pub fn catch_up_until(&self, c: &mut CatchUp, until: Instant) -> Result<Option<CaughtUp>> {
+        loop {
+            if let Some(r) = c.current.as_mut() {
+                let server = r.server;
+                let number = r.number;
+                let got = match self.receive_until(r, until) {
+                    Ok(None) => return Ok(None),
+                    Ok(Some(got)) => got,
+                    Err(e) => {
+                        c.current = None;
+                        c.tried.push(format!("{server}: {e}"));
+                        continue;
+                    }
+                };
+                c.current = None;
+                let i = match got {
+                    Received::Installed(i) => i,
+                    Received::TimedOut { rejected } => {
+                        c.tried.push(match rejected {
+                            None => format!("{server}: no shipment in time"),
+                            Some(why) => format!(
+                                "{server}: no whole shipment for request {number} within {:?}: refused {why}",
+                                c.per_peer
+                            ),
+                        });
+                        continue;
+                    }
+                };
+                c.objects += i.objects;
+                c.bytes += i.bytes;
+                c.chunks += i.chunks;
+                // Installed already: the store holds the server's state as of its prefix, at
+                // least as long as ours even when it does not reach `ts` yet.
+                if i.prefix.ts > c.at {
+                    c.at = i.prefix.ts;
+                    c.adopted = Some(i.prefix);
+                    self.publish(i.prefix);
+                }
+                if i.prefix.ts < c.ts {
+                    c.tried
+                        .push(format!("{server}: shipped only up to {}", i.prefix.ts));
+                    continue;
+                }
+                return Ok(Some(CaughtUp {
+                    from: server,
+                    since: c.since,
+                    prefix: c.adopted.unwrap_or(i.prefix),
+                    objects: c.objects,
+                    bytes: c.bytes,
+                    chunks: c.chunks,
+                }));
+            }
+            let now = Instant::now();
+            if now >= c.deadline {
+                return Err(Error::Transfer(format!(
+                    "transaction {}: lagging ({}) and no peer shipped state within {:?} ({})",
+                    c.ts,
+                    c.why,
+                    c.timeout,
+                    c.tried.join("; ")
+                )));
+            }
+            if now >= until {
+                return Ok(None);
+            }
+            if c.next >= c.order.len() {
+                if !c.order.is_empty() {
+                    // Every peer was asked and none covered `ts`: a round that failed at once
+                    // (peers unreachable) should not spin.
+                    std::thread::sleep(ROUND_PAUSE.min(until - now));
+                }
+                c.order = peer_order(
+                    self.me,
+                    self.layout.replicas,
+                    c.ts,
+                    &self.partition_entries(),
+                );
+                c.next = 0;
+                if c.order.is_empty() {
+                    return Err(Error::Transfer(format!(
+                        "transaction {}: lagging ({}) and no peer to ask for state",
+                        c.ts, c.why
+                    )));
+                }
+            }
+            let server = c.order[c.next];
+            c.next += 1;
+            let per_peer = c.per_peer.min(c.deadline.saturating_duration_since(now));
+            match self
+                .request(server, c.at)
+                .and_then(|number| self.start_receive(server, number, per_peer))
+            {
+                Ok(r) => c.current = Some(r),
+                Err(e) => c.tried.push(format!("{server}: {e}")),
+            }
         }
     }
 
@@ -1046,6 +1343,18 @@ mod tests {
             d.consumed();
         }
         Ok(got)
+    }
+
+    #[test]
+    fn peers_that_executed_the_transaction_are_asked_first_in_ring_order() {
+        let e = |ts, phase| Some(Entry { ts, phase });
+        let executed = crate::entry::PHASE_EXECUTED;
+        // Replica 1 of 5: the ring is 2, 3, 4, 0; 3 and 0 executed 40 (0 went past it).
+        let entries = [e(41, 1), None, e(40, 2), e(40, executed), None];
+        assert_eq!(peer_order(1, 5, 40, &entries), vec![3, 0, 2, 4]);
+        // Unknown entries (no coordination, or torn): the ring alone.
+        assert_eq!(peer_order(1, 5, 40, &[]), vec![2, 3, 4, 0]);
+        assert_eq!(peer_order(0, 1, 40, &[]), Vec::<u32>::new());
     }
 
     #[test]

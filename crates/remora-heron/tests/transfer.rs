@@ -584,3 +584,221 @@ fn an_empty_replica_receives_the_whole_state_over_verbs() {
         || VerbsTransport::new(SECRET).unwrap(),
     );
 }
+
+#[test]
+fn a_catch_up_adopts_a_short_prefix_and_asks_the_next_peer_until_one_covers() {
+    let (_dir, r, _) = replicas("catch-up", 1 << 16);
+    for q in &r {
+        q.store.set(b"old", b"everyone", 10).unwrap();
+    }
+    // Replica 1 (asked first: the ring from replica 0) is at 50, short of the 60 needed;
+    // replica 2 is at 70. The second request starts from 50, so only what changed after it
+    // comes from replica 2.
+    r[1].store.set(b"a", b"a@40", 40).unwrap();
+    r[1].store.set(b"b", b"b@50", 50).unwrap();
+    r[1].transfer.publish(Prefix {
+        ts: 50,
+        applied: 5,
+        digest: [5; 32],
+    });
+    r[2].store.set(b"a", b"a@40", 40).unwrap();
+    r[2].store.set(b"b", b"b@50", 50).unwrap();
+    r[2].store.set(b"c", b"c@65", 65).unwrap();
+    r[2].store.delete(b"a", 70).unwrap();
+    r[2].transfer.publish(Prefix {
+        ts: 70,
+        applied: 7,
+        digest: [7; 32],
+    });
+    let (_s1, _s2) = (serve(&r[1]), serve(&r[2]));
+    let t = &r[0].transfer;
+    let mut c = t.begin_catch_up(
+        60,
+        10,
+        "test",
+        Duration::from_secs(20),
+        Duration::from_secs(10),
+    );
+    // A budget already spent leaves it under way; the next call finishes it.
+    assert_eq!(
+        t.catch_up_until(&mut c, std::time::Instant::now()).unwrap(),
+        None
+    );
+    let later = std::time::Instant::now() + Duration::from_secs(20);
+    let done = t.catch_up_until(&mut c, later).unwrap().unwrap();
+    assert_eq!(
+        (done.from, done.since, done.prefix),
+        (
+            2,
+            10,
+            Prefix {
+                ts: 70,
+                applied: 7,
+                digest: [7; 32]
+            }
+        )
+    );
+    // Two from replica 1 (a, b), two from replica 2 (c, a's tombstone).
+    assert_eq!((done.objects, done.chunks), (4, 2));
+    assert_eq!(r[0].store.get(b"a").unwrap(), Lookup::Deleted { ts: 70 });
+    assert_eq!(
+        r[0].store.get(b"b").unwrap(),
+        Lookup::Value {
+            ts: 50,
+            value: b"b@50".to_vec()
+        }
+    );
+    assert_eq!(
+        r[0].store.get(b"c").unwrap(),
+        Lookup::Value {
+            ts: 65,
+            value: b"c@65".to_vec()
+        }
+    );
+    assert_eq!(
+        r[1].transfer.request_of(0).unwrap().map(|q| q.since),
+        Some(10)
+    );
+    assert_eq!(
+        r[2].transfer.request_of(0).unwrap().map(|q| q.since),
+        Some(50)
+    );
+}
+
+#[test]
+fn a_catch_up_refuses_a_lying_manifest_and_takes_the_next_peers_shipment() {
+    let (_dir, r, layout) = replicas("catch-up-lie", 1024);
+    r[2].store.set(b"k", b"true", 20).unwrap();
+    r[2].transfer.publish(Prefix {
+        ts: 20,
+        applied: 2,
+        digest: [2; 32],
+    });
+    // Replica 1's answer to request 1 (the catch-up's first) announces two objects and holds
+    // one, already in its slot.
+    let mut lie = manifest(2);
+    lie.extend_from_slice(&1u16.to_le_bytes());
+    lie.extend_from_slice(b"x");
+    lie.extend_from_slice(&25u64.to_le_bytes());
+    lie.extend_from_slice(&3u32.to_le_bytes());
+    lie.extend_from_slice(b"lie");
+    land(&r[0], &layout, 1, [1, 0, lie.len() as u64, 1], &lie, None);
+    let _serving = serve(&r[2]);
+    let t = &r[0].transfer;
+    let mut c = t.begin_catch_up(
+        15,
+        0,
+        "test",
+        Duration::from_secs(20),
+        Duration::from_secs(10),
+    );
+    let later = std::time::Instant::now() + Duration::from_secs(20);
+    let done = t.catch_up_until(&mut c, later).unwrap().unwrap();
+    assert_eq!((done.from, done.prefix.ts, done.objects), (2, 20, 1));
+    assert_eq!(r[0].store.get(b"x").unwrap(), Lookup::Absent);
+    assert_eq!(
+        r[0].store.get(b"k").unwrap(),
+        Lookup::Value {
+            ts: 20,
+            value: b"true".to_vec()
+        }
+    );
+}
+
+#[test]
+fn a_catch_up_no_peer_covers_fails_naming_what_each_did() {
+    let (_dir, r, _) = replicas("catch-up-none", 1024);
+    r[1].transfer.publish(Prefix {
+        ts: 30,
+        applied: 3,
+        digest: [3; 32],
+    });
+    // Replica 1 ships a prefix short of 40; replica 2 never answers.
+    let _serving = serve(&r[1]);
+    let t = &r[0].transfer;
+    let mut c = t.begin_catch_up(
+        40,
+        0,
+        "no version before 40",
+        Duration::from_millis(300),
+        Duration::from_millis(50),
+    );
+    let later = std::time::Instant::now() + Duration::from_secs(20);
+    let e = t.catch_up_until(&mut c, later).unwrap_err().to_string();
+    assert!(
+        e.starts_with("state transfer: transaction 40: lagging (no version before 40) and no peer shipped state within 300ms (1: shipped only up to 30; 2: no shipment in time"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_catch_up_asks_first_the_peer_whose_coordination_entry_shows_the_transaction_executed() {
+    use remora_heron::{Coordinator, Layout, Member, PHASE_EXECUTED};
+    let dir = std::env::temp_dir().join(format!("remora-transfer-order-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _cleanup = Dir(dir.clone());
+    // Partition 1 of 2: its entries start at index 3 of every coordination region.
+    let layout = Layout::new(2, 3).unwrap();
+    let all: Vec<(String, u32)> = (0..6)
+        .map(|i| (format!("p{}r{}", i / 3, i % 3), 0))
+        .collect();
+    let names: Vec<String> = (0..3).map(|q| format!("p1r{q}")).collect();
+    let mut replicas = Vec::new();
+    for q in 0..3u32 {
+        let store =
+            Arc::new(Store::create(&StoreConfig::new(&dir, names[q as usize].clone())).unwrap());
+        let control = ControlServer::start(&store, SECRET).unwrap();
+        let me = Member {
+            partition: 1,
+            replica: q,
+        };
+        let t = ShmTransport::new(&dir, SECRET).unwrap();
+        let coord = Coordinator::create(store.clone(), t, layout, me, &all).unwrap();
+        assert_eq!(coord.region(), 0);
+        let t = ShmTransport::new(&dir, SECRET).unwrap();
+        let tl = TransferLayout {
+            replicas: 3,
+            slot_bytes: 1 << 16,
+        };
+        let transfer = Transfer::create(store.clone(), t, tl, q, &names)
+            .unwrap()
+            .ring_peers_in(&dir)
+            .with_coordination(0, 3);
+        replicas.push((
+            coord,
+            Arc::new(Replica {
+                transfer,
+                store,
+                _control: control,
+            }),
+        ));
+    }
+    // Replica 1 (next in the ring) is at 30; replica 2 executed 40 and says so.
+    let r: Vec<Arc<Replica>> = replicas.iter().map(|(_, r)| r.clone()).collect();
+    r[1].store.set(b"k", b"at-30", 30).unwrap();
+    r[1].transfer.publish(Prefix {
+        ts: 30,
+        applied: 3,
+        digest: [3; 32],
+    });
+    r[2].store.set(b"k", b"at-40", 40).unwrap();
+    r[2].transfer.publish(Prefix {
+        ts: 40,
+        applied: 4,
+        digest: [4; 32],
+    });
+    replicas[2].0.announce(40, PHASE_EXECUTED, &[1]).unwrap();
+    let (_s1, _s2) = (serve(&r[1]), serve(&r[2]));
+    let t = &r[0].transfer;
+    let mut c = t.begin_catch_up(
+        40,
+        0,
+        "test",
+        Duration::from_secs(20),
+        Duration::from_secs(10),
+    );
+    let later = std::time::Instant::now() + Duration::from_secs(20);
+    let done = t.catch_up_until(&mut c, later).unwrap().unwrap();
+    assert_eq!((done.from, done.prefix.ts, done.objects), (2, 40, 1));
+    assert_eq!(r[1].transfer.request_of(0).unwrap(), None);
+}

@@ -7,11 +7,14 @@
 //! with that version's timestamp, so "updated after `since`" is a scan of the index, with no
 //! separate log to keep in step with the writes.
 
-use super::{check_id, check_value, write_next, Put, Store};
+use super::{check_id, check_value, write_next, Inner, Put, Store};
 use crate::error::{show_id, Error, Result};
+use crate::region::PAGE;
 use crate::slot;
 use std::sync::atomic::Ordering;
 
+/// Slot bytes whose pages [`Store::prepare_slots`] backs per read-lock hold.
+const BACK_PER_HOLD: usize = 32 << 10;
 /// Words of a version block's header: sequence, timestamp, meta (kind, length), checksum.
 const VERSION_HEADER_WORDS: usize = slot::VERSION_HEADER_BYTES / 8;
 
@@ -124,6 +127,20 @@ impl Store {
             }
         }
         let mut inner = self.write();
+        // A lagger's shipment is mostly objects it never had: the regions their slots need are
+        // added for the whole batch before any is written.
+        let mut new = [0usize; slot::SIZE_CLASSES];
+        for &(id, value, _) in entries {
+            if inner.index.get(id).is_none() {
+                let len = value.map_or(0, <[u8]>::len);
+                new[slot::class_for_len(len).unwrap_or(slot::SIZE_CLASSES - 1)] += 1;
+            }
+        }
+        for (class, &n) in new.iter().enumerate().filter(|(_, &n)| n > 0) {
+            // Not backed here: a page faulted in ahead costs what its first write would, and
+            // a slot's pages past its value would not be written at all.
+            self.ready_slots(&mut inner, class, n)?;
+        }
         let mut written = 0;
         for &(id, value, ts) in entries {
             match inner.index.get(id) {
@@ -140,6 +157,54 @@ impl Store {
             written += 1;
         }
         Ok(written)
+    }
+}
+
+impl Store {
+    /// Makes room for `count` new objects with values of `len` bytes: free slots of their size
+    /// class (regions added as needed), the pages of the slots handed out next backed with
+    /// memory, so that writing them faults no page in. The pages are backed a few slots per
+    /// read-lock hold, so the owner's writes wait for a few page faults at most. Free slots
+    /// hold nothing anyone reads; their words keep their contents.
+    pub fn prepare_slots(&self, len: usize, count: usize) -> Result<()> {
+        let class = slot::class_for_len(len).ok_or(Error::Oversize {
+            len,
+            max: slot::MAX_VALUE_LEN,
+        })?;
+        let next: Vec<(u32, usize)> = {
+            let mut inner = self.write();
+            self.ready_slots(&mut inner, class, count)?;
+            let free = &inner.free[class];
+            free[free.len() - count..].to_vec()
+        };
+        let per_hold = (BACK_PER_HOLD / slot::slot_bytes(class)).max(1);
+        for batch in next.chunks(per_hold) {
+            let inner = self.read();
+            for &(region, index) in batch {
+                let Some(r) = inner.regions.get(region as usize) else {
+                    continue;
+                };
+                let words = r.slot_words(index);
+                // One word per page of the slot (and its last): a write backs the page. A
+                // store, not an idempotent read-modify-write, which compilers turn into a
+                // load. The owner writes slots only under the write lock, so the word keeps
+                // its value (a slot handed out meanwhile is written after this, or before).
+                for w in words.iter().step_by(PAGE / 8).chain(words.last()) {
+                    w.store(w.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `count` slots of `class` free, adding regions as needed.
+    fn ready_slots(&self, inner: &mut Inner, class: usize, count: usize) -> Result<()> {
+        while inner.free[class].len() < count {
+            // Adds a region's slots and takes its first: it goes back to the pool.
+            let taken = self.add_slot_region(inner, class)?;
+            inner.free[class].push(taken);
+        }
+        Ok(())
     }
 }
 
@@ -211,6 +276,59 @@ mod tests {
         );
         // Both of a's versions are at or after 3; b's first version is before it.
         assert_eq!(export(0, 3), (1, "[b@2:Some(2)]b1".into(), vec![0]));
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn prepared_slots_are_the_ones_new_objects_get() {
+        let (dir, s) = store("prepare");
+        s.set(b"small", b"x", 1).unwrap();
+        let before = s.stats();
+        s.prepare_slots(1000, 40).unwrap();
+        let after = s.stats();
+        // A region of 1 KB slots was added; no object, and nothing in the existing slots, moved.
+        assert_eq!(
+            (
+                after.objects,
+                after.regions,
+                after.free_slots - before.free_slots > 40
+            ),
+            (1, before.regions + 1, true)
+        );
+        let values: Vec<(Vec<u8>, Vec<u8>)> = (0..40u32)
+            .map(|i| (format!("o{i}").into_bytes(), vec![i as u8; 1000]))
+            .collect();
+        let puts: Vec<_> = values
+            .iter()
+            .map(|(id, v)| (&id[..], Some(&v[..]), 5))
+            .collect();
+        assert_eq!(s.install(&puts).unwrap(), 40);
+        assert_eq!(s.stats().regions, after.regions);
+        for (id, v) in &values {
+            assert_eq!(
+                s.get(id).unwrap(),
+                Lookup::Value {
+                    ts: 5,
+                    value: v.clone()
+                }
+            );
+        }
+        assert_eq!(
+            s.get(b"small").unwrap(),
+            Lookup::Value {
+                ts: 1,
+                value: b"x".to_vec()
+            }
+        );
+        assert_eq!(
+            s.prepare_slots(crate::slot::MAX_VALUE_LEN + 1, 1)
+                .unwrap_err()
+                .to_string(),
+            s.set(b"big", &vec![0; crate::slot::MAX_VALUE_LEN + 1], 9)
+                .unwrap_err()
+                .to_string()
+        );
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }
