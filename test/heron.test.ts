@@ -15,7 +15,7 @@ import { RoleProcess } from '../ts/process.js';
 import { destinations, hashPartition, partitionerOf } from '../ts/app/partition.js';
 import { bankApp } from '../ts/apps/bank.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
-import { buildChecker, check as checkIn, micros, rng, type Op } from './kv-history.js';
+import { buildChecker, check as checkIn, expectTransfersCounted, micros, rng, type Op } from './kv-history.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-'));
@@ -364,12 +364,15 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       for (let h = 0; h < 2; h++) {
         const mine = summaries.filter((s) => s.partition === h);
         console.log(`partition ${h}: adopted ${mine.map((s) => s.adopted).join('/')}, re-executed ${mine.map((s) => s.reexecuted).join('/')}`);
-        // Replicas of a partition decided the same for every transaction, so the counts agree.
-        expect(new Set(mine.map((s) => `${s.adopted}/${s.reexecuted}/${s.executed}`)).size).toBe(1);
-        expect(mine[0]?.executed).toBe(0);
-        expect(mine[0]?.adopted).toBeGreaterThan(0);
-        expect(mine[0]?.reexecuted).toBeGreaterThan(0);
-        expect((mine[0]?.adopted ?? 0) + (mine[0]?.reexecuted ?? 0)).toBe(mine[0]?.applied);
+        // Replicas of a partition decided the same for every transaction, so the counts agree
+        // (but for a replica the load left behind: what a state transfer brought it, it skipped).
+        const steady = mine.filter((s) => s.transfers === 0);
+        expect(steady.length).toBeGreaterThanOrEqual(2);
+        expect(new Set(steady.map((s) => `${s.adopted}/${s.reexecuted}/${s.executed}`)).size).toBe(1);
+        expect(steady[0]?.executed).toBe(0);
+        expect(steady[0]?.adopted).toBeGreaterThan(0);
+        expect(steady[0]?.reexecuted).toBeGreaterThan(0);
+        expect((steady[0]?.adopted ?? 0) + (steady[0]?.reexecuted ?? 0)).toBe(steady[0]?.applied);
       }
     }
   });
@@ -437,10 +440,9 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       history.push(...(await runClients(cluster, seed + 1, 4, 8, undefined, { t0, client: 10 })).history);
       cluster.signal(0, 2, 'SIGCONT');
       stopped = false;
-      expect(await cluster.waitTransfers(1, 60_000)).toBe(true);
+      expect(await cluster.waitTransferOf(0, 2, 60_000)).toBe(true);
       history.push(...(await runClients(cluster, seed + 2, 4, 8, undefined, { t0, client: 20 })).history);
-      const transfer = cluster.transfers[0];
-      expect(transfer).toMatchObject({ partition: 0, replica: 2 });
+      const transfer = cluster.transfers.find((t) => t.partition === 0 && t.replica === 2);
       expect([0, 1]).toContain(transfer?.from);
       expect(transfer && transfer.ts > transfer.since).toBe(true);
       console.log(`state transfers: ${JSON.stringify(cluster.transfers, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`);
@@ -453,9 +455,7 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       const summaries = await cluster.close();
       expect(summaries.length).toBe(6);
       expectAgreement(summaries, cluster, 2);
-      const lagger = summaries.find((s) => s.partition === 0 && s.replica === 2);
-      expect(lagger?.transfers).toBe(cluster.transfers.length);
-      expect(summaries.filter((s) => s.partition === 0).reduce((n, s) => n + s.served, 0)).toBe(cluster.transfers.length);
+      expectTransfersCounted(cluster, summaries, { partition: 0, replica: 2 });
     }
   });
 });

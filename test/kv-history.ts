@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { expect } from 'vitest';
 import { makeTx } from '../ts/app/app.js';
 import { kvApp } from '../ts/apps/kv.js';
-import type { HeronCluster, Rejoin } from '../ts/heron/cluster.js';
+import type { HeronCluster, Rejoin, StateTransfer } from '../ts/heron/cluster.js';
+import type { ReplicaSummary } from '../ts/heron/replica.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const CHECKER = join(ROOT, 'target', 'porcupine-kv');
@@ -152,4 +153,27 @@ export async function finalReads(cluster: HeronCluster, history: Op[], t0: numbe
       output: JSON.stringify(reply.outcome.status === 'ok' ? reply.outcome.result : 'aborted'),
     });
   }
+}
+
+/**
+ * The replica a test stopped caught up by state transfer (its first transfer is returned);
+ * every transfer the launcher recorded is counted by the replica that received it, and
+ * served by at least one peer of its partition (more when a peer's shipment fell short and
+ * the next was asked). Other replicas may have lagged too: on a host with fewer cores than
+ * replicas one descheduled through two writes of an object it reads remotely is a lagger, as
+ * Heron intends.
+ */
+export function expectTransfersCounted(
+  cluster: HeronCluster,
+  summaries: readonly ReplicaSummary[],
+  lagger: { partition: number; replica: number },
+): StateTransfer | undefined {
+  const of = (partition: number, replica: number) => cluster.transfers.filter((t) => t.partition === partition && t.replica === replica);
+  expect(of(lagger.partition, lagger.replica).length).toBeGreaterThanOrEqual(1);
+  for (const s of summaries) expect(s.transfers).toBe(of(s.partition, s.replica).length);
+  for (const h of new Set(summaries.map((s) => s.partition))) {
+    const served = summaries.filter((s) => s.partition === h).reduce((n, s) => n + s.served, 0);
+    expect(served).toBeGreaterThanOrEqual(cluster.transfers.filter((t) => t.partition === h).length);
+  }
+  return of(lagger.partition, lagger.replica)[0];
 }

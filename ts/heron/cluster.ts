@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { admitTx } from '../app/admit.js';
 import { NativeStore } from '../binding.js';
 import type { App } from '../app/app.js';
-import { encode } from '../app/codec.js';
 import type { LookupTable, Outcome } from '../app/exec.js';
 import { TxError, type DecodedTx, type Transaction } from '../app/tx.js';
 import { AppLoadError, loadAppModule } from '../app/module.js';
@@ -24,6 +23,7 @@ import { listen, type Conn, type Server } from '../wire.js';
 import { checkClusterSize } from './config.js';
 import {
   decodeRingRecord,
+  defaultRingSpinMicros,
   encodeRingPayload,
   HERON_SOCKET,
   monotonicMicros,
@@ -33,13 +33,13 @@ import {
   RING_STORE,
   ringRecordBytes,
   type Delivered,
-  type FromReplica,
+  type Received,
   type Ordering,
   type Timing,
   type ToReplica,
 } from './messages.js';
 import { HeronClients } from './serve.js';
-import { guarded, parseFromReplica, ProtocolError, replicaOfRole } from './parse.js';
+import { guarded, parseFromReplica, parseOutcomeBytes, ProtocolError, replicaOfRole } from './parse.js';
 import type { ReplicaSummary } from './replica.js';
 import type { DroppedConsumer, NativeRingProducer, RingRecordIn } from '../binding.js';
 
@@ -81,7 +81,10 @@ export interface HeronOptions {
   ordering?: Ordering;
   /** Bytes of records the ordered stream's ring holds (default 16 MiB). */
   ringBytes?: number;
-  /** How long a replica's ring reader spins after a record before sleeping (µs, default 50). */
+  /**
+   * How long a replica's ring reader spins after a record before sleeping (µs; default 50 when
+   * the host has a core for every process of the cluster, else 0: see `defaultRingSpinMicros`).
+   */
   ringSpinMicros?: number;
   /**
    * Order on a JetStream stream instead of the launcher's embedded log (`synced` ordering
@@ -177,6 +180,8 @@ export interface Divergence {
 interface Waiter {
   resolve: (r: HeronReply) => void;
   dest: number[];
+  /** When it went into the ring (0: not yet). */
+  orderedAt: number;
 }
 
 /** Pool size that `preExecution: true` stands for. */
@@ -245,8 +250,8 @@ export class HeronCluster {
   private readonly early = new Map<bigint, HeronReply>();
   /** Per partition, per applied count: the digests reported so far, by replica. */
   private readonly digests = new Map<number, Map<number, Map<number, string>>>();
-  /** Per ts, the first outcome's encoding and decision, and how many replicas agreed. */
-  private readonly outcomes = new Map<bigint, { bytes: string; decision: Decision; count: number; expected: number }>();
+  /** Per ts, the first outcome's canonical bytes and decision, and how many replicas answered. */
+  private readonly outcomes = new Map<bigint, { bytes: Uint8Array; decision: Decision; count: number }>();
   readonly divergences: Divergence[] = [];
   readonly outcomeMismatches: string[] = [];
   /** Replicas (of any destination) that merged a transaction differently from the first. */
@@ -300,7 +305,7 @@ export class HeronCluster {
   private closed = false;
   /** Last timestamp multicast to each partition, and last one each replica answered. */
   private readonly lastDelivered = new Map<number, bigint>();
-  private readonly lastAnswered = new Map<string, bigint>();
+  private readonly lastAnswered: bigint[] = [];
   private settledWaiters: (() => void)[] = [];
   /** Recent first replies, for duplicates of transactions (same body) submitted again. */
   private readonly recent = new Map<bigint, HeronReply>();
@@ -316,7 +321,7 @@ export class HeronCluster {
   private nextTs = 1n;
   private readonly ordered = new Map<string, bigint>();
   private readonly appending = new Set<Promise<void>>();
-  /** When each transaction not answered yet went into the ring. */
+  /** When each transaction not answered yet went into the ring, if nobody waited for it then. */
   private readonly orderedAt = new Map<bigint, number>();
   /** Why the cluster refuses submissions (the background log failed or disagreed). */
   private failure: Error | null = null;
@@ -442,13 +447,15 @@ export class HeronCluster {
             conn.close();
             return;
           }
-          const k = key(role.partition, role.replica);
+          const at = role;
+          const k = key(at.partition, at.replica);
           let greeted = false;
           conn.onMessage(
             guarded(conn, cluster.log, `heron: replica ${k}`, (m) => {
               const msg = parseFromReplica(m);
               // A member speaks only for the replica its role names, and that replica has one connection.
-              if (key(msg.partition, msg.replica) !== k) throw new ProtocolError(`${msg.t} names replica ${key(msg.partition, msg.replica)}`);
+              if (msg.partition !== at.partition || msg.replica !== at.replica)
+                throw new ProtocolError(`${msg.t} names replica ${key(msg.partition, msg.replica)}`);
               if ((msg.t === 'hello') === greeted) throw new ProtocolError(greeted ? 'hello sent twice' : `the first message must be hello, got ${msg.t}`);
               if (msg.t !== 'hello') {
                 cluster.onReplica(msg);
@@ -498,7 +505,8 @@ export class HeronCluster {
         '--transfer-bytes',
         String(opts.transferBytes ?? 1 << 20),
         ...(members > 0 ? ['--report-writes'] : []),
-        ...(opts.ringSpinMicros !== undefined ? ['--ring-spin-us', String(opts.ringSpinMicros)] : []),
+        '--ring-spin-us',
+        String(opts.ringSpinMicros ?? defaultRingSpinMicros(1 + opts.partitions * opts.replicas + members)),
         ...(opts.remoteCacheEntries !== undefined ? ['--remote-cache-entries', String(opts.remoteCacheEntries)] : []),
         ...(transport !== 'shm' ? ['--transport', transport] : []),
       ];
@@ -528,10 +536,13 @@ export class HeronCluster {
     }
     // In-memory ordering: what an earlier run logged is replayed from the log first; new
     // transactions are multicast as they are ordered, so the log's own delivery stops there.
+    // A fresh log has nothing to replay: no subscription at all, since a subscriber has every
+    // append read back from the log, which here only to be dropped (measured: a third of the
+    // launcher's CPU per request).
     const replayed = sequencer.lastTs;
     cluster.nextTs = replayed + 1n;
+    if (replayed === 0n) return cluster.openToClients(secret);
     await new Promise<void>((resolve, reject) => {
-      if (replayed === 0n) resolve();
       sequencer.subscribe(
         0n,
         (batch) => {
@@ -605,7 +616,12 @@ export class HeronCluster {
     });
     for (const d of deliveries) for (const h of d.dest) this.lastDelivered.set(h, d.ts);
     const now = monotonicMicros();
-    for (const d of deliveries) this.orderedAt.set(d.ts, now);
+    for (const d of deliveries) {
+      // Kept with its waiter when there is one (in-memory ordering: always): one map less per request.
+      const w = this.waiters.get(d.ts);
+      if (w) w.orderedAt = now;
+      else this.orderedAt.set(d.ts, now);
+    }
     if (this.orderedAt.size > RECENT_REPLIES) {
       // Transactions no replica answered (their partition is gone) stop being timed.
       const oldest = this.orderedAt.keys().next();
@@ -635,9 +651,14 @@ export class HeronCluster {
     if (txs.length > 0) this.conns.get(k)?.send({ t: 'deliver', txs });
   }
 
-  private onReplica(msg: FromReplica): void {
+  private onReplica(msg: Received): void {
     if (msg.t === 'outcome') {
-      this.lastAnswered.set(key(msg.partition, msg.replica), msg.ts);
+      const seen = this.outcomes.get(msg.ts);
+      // Bytes equal to the first reply's were checked with it; other bytes are checked now,
+      // before anything changes (a malformed outcome closes the connection).
+      const differs = seen !== undefined && !Buffer.from(seen.bytes.buffer, seen.bytes.byteOffset, seen.bytes.byteLength).equals(msg.bytes);
+      const outcome = seen === undefined || differs ? (msg.outcome ?? parseOutcomeBytes(msg.bytes)) : undefined;
+      this.lastAnswered[msg.partition * this.opts.replicas + msg.replica] = msg.ts;
       // A partition's first reports come in timestamp order (each replica reports in order);
       // across partitions they do not, so members install objects by version, not effects.
       if (this.pool && msg.writes && msg.ts > (this.preApplied.get(msg.partition) ?? 0n)) {
@@ -645,16 +666,14 @@ export class HeronCluster {
         this.pool.broadcastObjects(msg.writes.map(([id, value]) => [id, ts, value]));
         this.preApplied.set(msg.partition, ts);
       }
-      if (this.settled()) for (const w of this.settledWaiters.splice(0)) w();
-      const bytes = encode(msg.outcome).toString('hex');
-      const seen = this.outcomes.get(msg.ts);
-      if (seen === undefined) {
+      this.wakeSettled();
+      if (seen === undefined && outcome !== undefined) {
         const w = this.waiters.get(msg.ts);
-        const orderedAt = this.orderedAt.get(msg.ts) ?? 0;
-        this.orderedAt.delete(msg.ts);
+        const orderedAt = w?.orderedAt || (this.orderedAt.get(msg.ts) ?? 0);
+        if (this.orderedAt.size > 0) this.orderedAt.delete(msg.ts);
         const reply: HeronReply = {
           ts: msg.ts,
-          outcome: msg.outcome,
+          outcome,
           dest: w?.dest ?? [],
           from: { partition: msg.partition, replica: msg.replica },
           timing: msg.timing,
@@ -667,10 +686,10 @@ export class HeronCluster {
           this.waiters.delete(msg.ts);
           w.resolve(reply);
         } else this.early.set(msg.ts, reply);
-        this.outcomes.set(msg.ts, { bytes, decision: msg.decision, count: 1, expected: 0 });
-        this.decided(msg.ts, msg.outcome, msg.decision);
-      } else {
-        if (seen.bytes !== bytes) {
+        this.outcomes.set(msg.ts, { bytes: msg.bytes, decision: msg.decision, count: 1 });
+        this.decided(msg.ts, outcome, msg.decision);
+      } else if (seen !== undefined) {
+        if (differs) {
           const m = `heron: OUTCOME MISMATCH at ts ${msg.ts}: replica ${key(msg.partition, msg.replica)} computed a different outcome`;
           this.outcomeMismatches.push(m);
           this.log(m);
@@ -697,8 +716,8 @@ export class HeronCluster {
         `heron: replica ${key(msg.partition, msg.replica)} caught up by state transfer from replica ${msg.from}: ${msg.objects} objects, ${msg.bytes} bytes, applied ${msg.since} -> ${msg.ts}`,
       );
       // It resumes after `ts`: it will not answer what it skipped.
-      this.lastAnswered.set(key(msg.partition, msg.replica), msg.ts);
-      if (this.settled()) for (const w of this.settledWaiters.splice(0)) w();
+      this.lastAnswered[msg.partition * this.opts.replicas + msg.replica] = msg.ts;
+      this.wakeSettled();
       for (const w of this.transferWaiters.splice(0)) w();
       this.rejoined(msg);
     } else if (msg.t === 'digest') {
@@ -752,7 +771,7 @@ export class HeronCluster {
       this.early.delete(accepted.ts);
       return { ...early, dest };
     }
-    return new Promise((resolve) => this.waiters.set(accepted.ts, { resolve, dest }));
+    return new Promise((resolve) => this.waiters.set(accepted.ts, { resolve, dest, orderedAt: 0 }));
   }
 
   /** The same body again (the log deduplicates by digest): answers with the first reply. */
@@ -779,7 +798,7 @@ export class HeronCluster {
     }
     const ts = this.nextTs++;
     this.rememberOrdered(decoded.digest, ts);
-    const reply = new Promise<HeronReply>((resolve) => this.waiters.set(ts, { resolve, dest }));
+    const reply = new Promise<HeronReply>((resolve) => this.waiters.set(ts, { resolve, dest, orderedAt: 0 }));
     this.multicast([{ ts, tx: decoded }]);
     const logged = this.sequencer.submit(decoded).then(
       (a) => {
@@ -946,6 +965,7 @@ export class HeronCluster {
       const oldest = this.recent.keys().next();
       if (!oldest.done) this.recent.delete(oldest.value);
     }
+    if (this.dupWaiters.length === 0) return;
     const ready = this.dupWaiters.filter((w) => w.ts === reply.ts);
     if (ready.length > 0) {
       this.dupWaiters = this.dupWaiters.filter((w) => w.ts !== reply.ts);
@@ -955,12 +975,20 @@ export class HeronCluster {
 
   /** Every running replica answered everything delivered to its partition. */
   private settled(): boolean {
-    for (const [k, p] of this.replicas) {
-      if (p.exitStatus !== null) continue;
-      const h = Number(k.split('.')[0]);
-      if ((this.lastAnswered.get(k) ?? 0n) < (this.lastDelivered.get(h) ?? 0n)) return false;
+    const { partitions, replicas } = this.opts;
+    for (let h = 0; h < partitions; h++) {
+      for (let q = 0; q < replicas; q++) {
+        const p = this.replicas.get(key(h, q));
+        if (!p || p.exitStatus !== null) continue;
+        if ((this.lastAnswered[h * replicas + q] ?? 0n) < (this.lastDelivered.get(h) ?? 0n)) return false;
+      }
     }
     return true;
+  }
+
+  /** Wakes `settle` callers once settled (checked only while someone waits). */
+  private wakeSettled(): void {
+    if (this.settledWaiters.length > 0 && this.settled()) for (const w of this.settledWaiters.splice(0)) w();
   }
 
   /** Resolves once every running replica caught up with what was delivered (false on timeout). */
@@ -971,6 +999,11 @@ export class HeronCluster {
   /** Resolves once `count` state transfers happened in all (false on timeout). */
   waitTransfers(count: number, timeoutMs = 30_000): Promise<boolean> {
     return until(() => this.transfers.length >= count, this.transferWaiters, timeoutMs);
+  }
+
+  /** Resolves true once replica `replica` of `partition` caught up by state transfer, false after `timeoutMs`. */
+  waitTransferOf(partition: number, replica: number, timeoutMs = 30_000): Promise<boolean> {
+    return until(() => this.transfers.some((t) => t.partition === partition && t.replica === replica), this.transferWaiters, timeoutMs);
   }
 
   /** Checkpoints every replica of `partition` reported, by applied count. */

@@ -1,5 +1,7 @@
 // What the launcher (multicast side) and partition replicas say to each other over the wire.
+import { availableParallelism } from 'node:os';
 import { Packr } from 'msgpackr';
+import { encode } from '../app/codec.js';
 import type { LookupTable, Outcome } from '../app/exec.js';
 import type { Write } from '../app/state.js';
 import type { Decision } from '../pipeline/merge.js';
@@ -31,6 +33,17 @@ export const ORDERINGS: readonly Ordering[] = ['synced', 'memory'];
 /** A replica's ring reader spins this long after its last record before it sleeps (µs). */
 export const DEFAULT_RING_SPIN_MICROS = 50;
 
+/**
+ * The spin a cluster of `processes` (launcher, replicas, pre-executors) gets by default on a
+ * host of `cores`: a spinning reader only saves its wake-up if it has a core to itself; with
+ * fewer cores it takes one from the launcher or a peer that has the next step to do (profiled
+ * on 2 cores, 2 × 3, one closed-loop client: the 50 µs spin was a quarter of each replica's
+ * CPU, and no leg got faster for it).
+ */
+export function defaultRingSpinMicros(processes: number, cores = availableParallelism()): number {
+  return cores > processes ? DEFAULT_RING_SPIN_MICROS : 0;
+}
+
 /** One transaction as the multicast delivers it to a partition. */
 export interface Delivered {
   ts: bigint;
@@ -59,12 +72,16 @@ export function encodeRingPayload(txBytes: Uint8Array, table: LookupTable | unde
   return table ? Buffer.concat([txBytes, packr.pack(table)]) : Buffer.from(txBytes.buffer, txBytes.byteOffset, txBytes.byteLength);
 }
 
-/** The delivery a ring record holds, decoded once; throws naming `ts` if it does not decode. */
-export function decodeRingRecord(ts: bigint, dest: number[], payload: Uint8Array): Delivered {
+/**
+ * The delivery a ring record holds, decoded once (taken from the ring at `arrived`, if given);
+ * throws naming `ts` if it does not decode.
+ */
+export function decodeRingRecord(ts: bigint, dest: number[], payload: Uint8Array, arrived?: number): Delivered {
   try {
     const { end } = splitTxBytes(payload);
     const tx = decodeTx(payload.subarray(0, end));
     const d: Delivered = { ts, body: tx.body, auth: tx.auth, dest, tx };
+    if (arrived !== undefined) d.arrived = arrived;
     // The launcher's memory is input like any peer's: the table is checked before it is used.
     if (end < payload.length) d.table = parseTable(packr.unpack(payload.subarray(end)));
     return d;
@@ -128,6 +145,67 @@ export interface Timing {
    */
   arrived?: number;
   sent?: number;
+}
+
+/**
+ * An outcome as the launcher takes it: `bytes` are the outcome's canonical encoding, compared
+ * byte for byte across replicas; `outcome` is it decoded, when the message carried it so (the
+ * launcher decodes `bytes` only for the first reply, or one that differs).
+ */
+export interface OutcomeReceived {
+  t: 'outcome';
+  ts: bigint;
+  bytes: Uint8Array;
+  outcome?: Outcome;
+  partition: number;
+  replica: number;
+  timing: Timing;
+  decision: Decision;
+  writes?: Write[];
+}
+
+/** A replica's message as the launcher takes it. */
+export type Received = Exclude<FromReplica, { t: 'outcome' }> | OutcomeReceived;
+
+/**
+ * The reply without writes (every reply unless a pre-executor pool follows the writes) goes as
+ * one binary frame rather than a msgpack map: the launcher gets three per request, and a map's
+ * keys cost more to encode and decode than the rest of the reply. Little-endian:
+ * [0] REPLY_LAYOUT, [1] decision (index in DECISIONS), [2] u16 partition, [4] u16 replica,
+ * [6] u16 flags (bit 0: `arrived` present, bit 1: `sent` present), [8] u64 ts, [16..80) f64
+ * phase2, execute, phase4, delayed, graceWaits, graceMicros, arrived, sent; then the outcome's
+ * canonical encoding (app/codec.ts) to the end.
+ */
+export const REPLY_LAYOUT = 0x52;
+export const REPLY_HEADER_BYTES = 80;
+export const DECISIONS: readonly Decision[] = ['adopted', 'reexecuted', 'executed'];
+export const TIMING_FIELDS = ['phase2', 'execute', 'phase4', 'delayed', 'graceWaits', 'graceMicros', 'arrived', 'sent'] as const;
+
+/** An outcome's canonical bytes (its keys given in order: `encode` then makes no sorted copy). */
+export const encodeOutcome = (o: Outcome): Buffer =>
+  encode(o.status === 'ok' ? { result: o.result, status: o.status } : { reason: o.reason, status: o.status });
+
+/** The frame of an outcome reply without writes (layout above). */
+export function encodeReplyRecord(m: Extract<FromReplica, { t: 'outcome' }>): Buffer {
+  const outcome = encodeOutcome(m.outcome);
+  const b = Buffer.allocUnsafe(REPLY_HEADER_BYTES + outcome.length);
+  const t = m.timing;
+  b[0] = REPLY_LAYOUT;
+  b[1] = DECISIONS.indexOf(m.decision);
+  b.writeUInt16LE(m.partition, 2);
+  b.writeUInt16LE(m.replica, 4);
+  b.writeUInt16LE((t.arrived !== undefined ? 1 : 0) | (t.sent !== undefined ? 2 : 0), 6);
+  b.writeBigUInt64LE(m.ts, 8);
+  b.writeDoubleLE(t.phase2, 16);
+  b.writeDoubleLE(t.execute, 24);
+  b.writeDoubleLE(t.phase4, 32);
+  b.writeDoubleLE(t.delayed, 40);
+  b.writeDoubleLE(t.graceWaits, 48);
+  b.writeDoubleLE(t.graceMicros, 56);
+  b.writeDoubleLE(t.arrived ?? 0, 64);
+  b.writeDoubleLE(t.sent ?? 0, 72);
+  outcome.copy(b, REPLY_HEADER_BYTES);
+  return b;
 }
 
 /** µs of the host's monotonic clock, comparable between the host's processes. */

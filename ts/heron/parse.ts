@@ -2,15 +2,26 @@
 // what the launcher delivers to a replica, and the lookup tables either carries. Every field is
 // checked before anything acts on it; a frame that fails is a protocol error, and the connection
 // that sent it is closed (`guarded`) while the process keeps serving everyone else.
-import type { Data } from '../app/codec.js';
+import { decode, type Data } from '../app/codec.js';
 import type { LookupTable, Outcome } from '../app/exec.js';
 import type { Write } from '../app/state.js';
 import { decodeTx, LIMITS } from '../app/tx.js';
 import { ProtocolError } from '../pipeline/messages.js';
-import type { Decision } from '../pipeline/merge.js';
 import type { Conn } from '../wire.js';
 import { parseHostPort } from '../transport.js';
-import { REPLICA_ROLE, type Delivered, type FromReplica, type Timing, type ToReplica } from './messages.js';
+import {
+  DECISIONS,
+  encodeOutcome,
+  REPLICA_ROLE,
+  REPLY_HEADER_BYTES,
+  REPLY_LAYOUT,
+  TIMING_FIELDS,
+  type Delivered,
+  type OutcomeReceived,
+  type Received,
+  type Timing,
+  type ToReplica,
+} from './messages.js';
 
 export { ProtocolError };
 
@@ -19,7 +30,6 @@ const MAX_PARTITIONS = 1024;
 const MAX_REPLICAS = 31;
 /** Nesting an outcome's result may have: the codec's own limit. */
 const MAX_DEPTH = 64;
-const DECISIONS: readonly Decision[] = ['adopted', 'reexecuted', 'executed'];
 
 function fail(what: string): never {
   throw new ProtocolError(what);
@@ -122,8 +132,55 @@ function place(m: Obj, what: string): { partition: number; replica: number } {
   return { partition, replica };
 }
 
-/** A replica's message to the launcher. */
-export function parseFromReplica(m: unknown): FromReplica {
+/**
+ * An outcome's canonical bytes as a reply record carries them, checked: what a map-form reply's
+ * `outcome` must be.
+ */
+export function parseOutcomeBytes(bytes: Uint8Array): Outcome {
+  let v: unknown;
+  try {
+    v = decode(bytes);
+  } catch (e) {
+    fail(`outcome record: the outcome does not decode: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  return parseOutcome(v, 'outcome record');
+}
+
+/**
+ * A reply record (messages.ts, `encodeReplyRecord`): every header field is checked here; the
+ * outcome's bytes when the launcher first needs them (`parseOutcomeBytes`), which is for every
+ * reply whose bytes are not those of one already checked.
+ */
+function parseReplyRecord(b: Uint8Array): OutcomeReceived {
+  if (b.length <= REPLY_HEADER_BYTES) fail(`outcome record: ${b.length} bytes, expected a ${REPLY_HEADER_BYTES}-byte header and an outcome`);
+  if (b[0] !== REPLY_LAYOUT) fail(`outcome record: layout ${b[0]}, expected ${REPLY_LAYOUT}`);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const decision = DECISIONS[b[1] ?? DECISIONS.length];
+  if (decision === undefined) fail(`outcome record: decision ${b[1]} is not one of 0..${DECISIONS.length - 1} (${DECISIONS.join(', ')})`);
+  const partition = v.getUint16(2, true);
+  const replica = v.getUint16(4, true);
+  if (partition >= MAX_PARTITIONS || replica >= MAX_REPLICAS)
+    fail(`outcome record: partition and replica must be counts below ${MAX_PARTITIONS} and ${MAX_REPLICAS}`);
+  const flags = v.getUint16(6, true);
+  if (flags > 3) fail(`outcome record: flags ${flags} has bits other than arrived (1) and sent (2)`);
+  const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0, graceWaits: 0, graceMicros: 0 };
+  for (let i = 0; i < TIMING_FIELDS.length; i++) {
+    const k = TIMING_FIELDS[i];
+    if (k === undefined) continue;
+    const x = v.getFloat64(16 + 8 * i, true);
+    if (k === 'arrived' || k === 'sent') {
+      if ((flags & (k === 'arrived' ? 1 : 2)) === 0) continue;
+    }
+    if (k === 'delayed' || k === 'graceWaits' ? !isCount(x) : !isMicros(x))
+      fail(`outcome record: timing.${k} must be a non-negative ${k === 'delayed' || k === 'graceWaits' ? 'count' : 'number'}`);
+    timing[k] = x;
+  }
+  return { t: 'outcome', ts: v.getBigUint64(8, true), bytes: b.subarray(REPLY_HEADER_BYTES), partition, replica, timing, decision };
+}
+
+/** A replica's message to the launcher: a reply record, or a map. */
+export function parseFromReplica(m: unknown): Received {
+  if (m instanceof Uint8Array) return parseReplyRecord(m);
   if (!isObj(m)) fail(`expected a replica message, got ${describe(m)}`);
   switch (m['t']) {
     case 'hello': {
@@ -138,7 +195,8 @@ export function parseFromReplica(m: unknown): FromReplica {
       if (!isTs(m['ts'])) fail('outcome: ts must be a non-negative 64-bit integer');
       const decision = DECISIONS.find((d) => d === m['decision']);
       if (decision === undefined) fail(`outcome: decision must be one of ${DECISIONS.join(', ')}`);
-      const msg: FromReplica = { t: 'outcome', ts: m['ts'], outcome: parseOutcome(m['outcome'], 'outcome'), ...at, timing: parseTiming(m['timing']), decision };
+      const outcome = parseOutcome(m['outcome'], 'outcome');
+      const msg: OutcomeReceived = { t: 'outcome', ts: m['ts'], bytes: encodeOutcome(outcome), outcome, ...at, timing: parseTiming(m['timing']), decision };
       if (m['writes'] !== undefined) msg.writes = parseWrites(m['writes'], 'outcome');
       return msg;
     }

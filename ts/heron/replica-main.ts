@@ -13,6 +13,7 @@ import { connect } from '../wire.js';
 import { NativeRingReader } from '../binding.js';
 import {
   decodeRingRecord,
+  encodeReplyRecord,
   monotonicMicros,
   HERON_SOCKET,
   REPLICA_ROLE,
@@ -126,7 +127,9 @@ async function pumpRing(reader: NativeRingReader, replica: HeronReplica, spinMic
     }
     if (got.length > 0) {
       const arrived = monotonicMicros();
-      replica.deliver(got.map((r) => ({ ...decodeRingRecord(r.ts, r.dest, r.payload), arrived })));
+      const first = got[0];
+      if (first) replica.arriving(first.ts, first.dest);
+      replica.deliver(got.map((r) => decodeRingRecord(r.ts, r.dest, r.payload, arrived)));
     }
   }
 }
@@ -159,8 +162,9 @@ export function runReplicaRole(a: ReplicaArgs): Promise<never> {
     const address = transport === 'shm' ? undefined : replica.store.serve({ transport, listen: '127.0.0.1:0' });
     if (transport === 'shm') await replica.connect();
     const conn = await connect({ path: join(a.dir, HERON_SOCKET), secret, role: `${REPLICA_ROLE}:${a.partition}.${a.replica}` });
+    // A reply goes as a record (messages.ts), unless it carries writes for the pool.
     send = (m) => {
-      conn.send(m);
+      conn.send(m.t === 'outcome' && m.writes === undefined ? encodeReplyRecord(m) : m);
     };
     const closed = new Promise<never>((_, reject) => conn.onClose(() => reject(new Error('the launcher closed the connection'))));
     closed.catch(() => undefined);

@@ -130,7 +130,7 @@ export class HeronReplica {
       ...(opts.remoteCacheEntries !== undefined && { cacheEntries: opts.remoteCacheEntries }),
     });
     this.phases = new PhaseWaits(coordinator, opts);
-    this.lagging = new CatchUp(transfer, coordinator, opts);
+    this.lagging = new CatchUp(transfer, opts);
     this.failed = new Promise<never>((_, reject) => {
       this.failure = reject;
     });
@@ -160,7 +160,8 @@ export class HeronReplica {
         region: COORD_REGION,
       };
       const coordinator = store.heronCoordinator(coordOpts);
-      const transferOpts: Parameters<Store['heronTransfer']>[0] & { transport: Transport } = {
+      // The partition and coordination region order the peers a catch-up asks.
+      const transferOpts: Parameters<Store['heronTransfer']>[0] & { transport: Transport; partition: number; coordinationRegion: number } = {
         transport,
         dir: opts.dir,
         secret: opts.secret,
@@ -169,6 +170,8 @@ export class HeronReplica {
         peers: Array.from({ length: opts.replicas }, (_, q) => storeName(opts.partition, q)),
         slotBytes: opts.transferSlotBytes ?? 1 << 20,
         requestRegion: TRANSFER_REGION,
+        partition: opts.partition,
+        coordinationRegion: COORD_REGION,
       };
       const transfer = store.heronTransfer(transferOpts);
       return new HeronReplica(opts, store, coordinator, transfer);
@@ -238,6 +241,19 @@ export class HeronReplica {
     for (const d of txs) this.queue.push(d);
     this.remote.prefetch(txs, this.lastTs);
     this.kick();
+  }
+
+  /**
+   * Announces phase 2 of a transaction as it arrives, before it is decoded, when nothing
+   * before it is still to be applied: its phase-2 entry then says what it will say once the
+   * transaction's turn comes (this replica applied everything before `ts`), and peers that
+   * arrive later find it there instead of waiting for this replica's decoding and scheduling.
+   * Heron announces on delivery the same way. The wait itself stays at the transaction's turn.
+   */
+  arriving(ts: bigint, dest: number[]): void {
+    if (this.running !== null || this.head < this.queue.length || ts <= this.lastTs) return;
+    if (dest.length < 2 || !dest.includes(this.opts.partition)) return;
+    this.coordinator.announce(ts, PHASE_DELIVERED, dest);
   }
 
   private publish(): void {
