@@ -52,8 +52,7 @@ export class CatchUp {
     const started = nowMicros();
     const timeoutMs = this.opts.timeoutMs ?? 30_000;
     const perPeerMs = this.opts.transferTimeoutMs ?? 2000;
-    const got =
-      this.transfer.catchUpSync(ts, from.lastTs, why, timeoutMs, perPeerMs, SYNC_BUDGET_MICROS) ?? (await this.transfer.finishCatchUp());
+    const got = this.transfer.catchUpSync(ts, from.lastTs, why, timeoutMs, perPeerMs, SYNC_BUDGET_MICROS) ?? (await this.transfer.finishCatchUp());
     const micros = nowMicros() - started;
     onPrefix({ lastTs: got.upTo, applied: got.applied, digest: got.digest });
     this.transfers++;
