@@ -26,7 +26,6 @@ export type {
   CheckpointWritten,
   SharedCheckpoint,
   CoordinationEntry,
-  InstalledShipment,
   DroppedConsumer,
   RingRecordIn,
   LogAppended,

@@ -6,7 +6,7 @@ use napi::bindgen_prelude::{BigInt, Buffer, Object};
 use napi::{Env, Result};
 use napi_derive::napi;
 use remora_core::{AnyTransport, Store, TransportKind};
-use remora_heron::transfer::{CatchUp, CaughtUp, Prefix, Received};
+use remora_heron::transfer::{CatchUp, CaughtUp, Prefix};
 use remora_heron::{Transfer, TransferLayout};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -90,43 +90,6 @@ pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Resul
     })
 }
 
-/// A shipment installed into this replica's store.
-#[napi(object)]
-pub struct InstalledShipment {
-    /// The server's last applied timestamp: the lagger resumes after it.
-    pub up_to: BigInt,
-    /// The server's applied count and digest at `upTo` (hex), which the lagger adopts.
-    pub applied: f64,
-    pub digest: String,
-    pub objects: f64,
-    pub bytes: f64,
-    pub chunks: f64,
-}
-
-fn installed(
-    got: Received,
-    server: u32,
-    number: u32,
-    timeout: Duration,
-) -> Result<Option<InstalledShipment>> {
-    match got {
-        Received::Installed(i) => Ok(Some(InstalledShipment {
-            up_to: BigInt::from(i.prefix.ts),
-            applied: i.prefix.applied as f64,
-            digest: hex(&i.prefix.digest),
-            objects: i.objects as f64,
-            bytes: i.bytes as f64,
-            chunks: i.chunks as f64,
-        })),
-        Received::TimedOut { rejected: None } => Ok(None),
-        Received::TimedOut {
-            rejected: Some(why),
-        } => Err(invalid(format!(
-            "no whole shipment from replica {server} for request {number} within {timeout:?}: refused {why}"
-        ))),
-    }
-}
-
 /// A catch-up that reached a prefix covering its transaction.
 #[napi(object)]
 pub struct CaughtUpShipment {
@@ -180,43 +143,6 @@ fn digest_bytes(hex: &str) -> Result<[u8; 32]> {
 
 #[napi]
 impl NativeTransfer {
-    /// Asks replica `server` of this partition for its state, every object updated after
-    /// `since`; returns the request number.
-    #[napi]
-    pub fn request(&self, server: u32, since: BigInt) -> Result<u32> {
-        let (signed, since, lossless) = since.get_u64();
-        if signed || !lossless {
-            return Err(invalid("request: since must be a 64-bit unsigned integer"));
-        }
-        self.transfer.request(server, since).map_err(heron_err)
-    }
-
-    /// Waits for `server`'s shipment answering request `number` and installs it into the
-    /// store, chunk by chunk; resolves with what was installed, or null after `timeoutMs`.
-    /// Rejects when the shipment was malformed, or a chunk was refused until the timeout. The
-    /// wait runs on a thread of its own, not the libuv pool: a lagger's pool may be busy with
-    /// its other waits, and the transfer is what it waits for.
-    #[napi(ts_return_type = "Promise<InstalledShipment | null>")]
-    pub fn receive<'env>(
-        &self,
-        env: &'env Env,
-        server: u32,
-        number: u32,
-        timeout_ms: f64,
-    ) -> Result<Object<'env>> {
-        let timeout = millis("timeoutMs", timeout_ms)?;
-        let (deferred, promise) = env.create_deferred()?;
-        let transfer = self.transfer.clone();
-        std::thread::Builder::new()
-            .name("heron-receive".into())
-            .spawn(move || match transfer.receive(server, number, timeout) {
-                Ok(got) => deferred.resolve(move |_| installed(got, server, number, timeout)),
-                Err(e) => deferred.reject(heron_err(e)),
-            })
-            .map_err(|e| invalid(format!("starting the transfer thread: {e}")))?;
-        Ok(promise)
-    }
-
     /// Catches up to a peer's prefix covering transaction `ts` from this replica's prefix
     /// `since` (Heron, Algorithm 3), in one call: asks the peers in turn (those whose
     /// coordination entries show `ts` executed first), installs each shipment as it lands, and
