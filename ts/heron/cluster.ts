@@ -536,9 +536,8 @@ export class HeronCluster {
     }
     // In-memory ordering: what an earlier run logged is replayed from the log first; new
     // transactions are multicast as they are ordered, so the log's own delivery stops there.
-    // A fresh log has nothing to replay: no subscription at all, since a subscriber has every
-    // append read back from the log, which here only to be dropped (measured: a third of the
-    // launcher's CPU per request).
+    // A fresh log has nothing to replay, so no subscription: it would only hand every append
+    // back to be dropped.
     const replayed = sequencer.lastTs;
     cluster.nextTs = replayed + 1n;
     if (replayed === 0n) return cluster.openToClients(secret);
