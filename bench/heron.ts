@@ -268,7 +268,8 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
     transport: opts.transport ?? 'shm',
     app: 'kv',
     ops_per_configuration: ops,
-    coordination: 'multi-partition copies between two partitions, one closed-loop client; phase 2 + phase 4 as the first replying replica measured them',
+    coordination:
+      "multi-partition copies between two partitions, one closed-loop client; phase 2 + phase 4 as the first replying replica waited for them before replying (phase 4 is waited for before the next transaction, so a reply waits for its predecessor's)",
     coordination_pinned:
       'the same at 2 partitions x 1 replica, each replica process pinned to its own core with taskset (the launcher and client are not pinned)',
     breakdown:

@@ -5,8 +5,9 @@ import { encode } from '../app/codec.js';
 import type { LookupTable, Outcome } from '../app/exec.js';
 import type { Write } from '../app/state.js';
 import type { Decision } from '../pipeline/merge.js';
-import { decodeTx, splitTxBytes, type Authenticator, type DecodedTx } from '../app/tx.js';
+import { splitTxBytes, type Authenticator, type DecodedTx } from '../app/tx.js';
 import { parseTable } from './parse.js';
+import { decodeAdmittedTx } from './ring-tx.js';
 
 export const REPLICA_ROLE = 'heron-replica';
 export const HERON_SOCKET = 'heron.sock';
@@ -79,7 +80,8 @@ export function encodeRingPayload(txBytes: Uint8Array, table: LookupTable | unde
 export function decodeRingRecord(ts: bigint, dest: number[], payload: Uint8Array, arrived?: number): Delivered {
   try {
     const { end } = splitTxBytes(payload);
-    const tx = decodeTx(payload.subarray(0, end));
+    // Admitted by the launcher: checked as ring-tx.ts says, not re-encoded.
+    const tx = decodeAdmittedTx(payload.subarray(0, end));
     const d: Delivered = { ts, body: tx.body, auth: tx.auth, dest, tx };
     if (arrived !== undefined) d.arrived = arrived;
     // The launcher's memory is input like any peer's: the table is checked before it is used.
@@ -181,9 +183,31 @@ export const REPLY_HEADER_BYTES = 80;
 export const DECISIONS: readonly Decision[] = ['adopted', 'reexecuted', 'executed'];
 export const TIMING_FIELDS = ['phase2', 'execute', 'phase4', 'delayed', 'graceWaits', 'graceMicros', 'arrived', 'sent'] as const;
 
-/** An outcome's canonical bytes (its keys given in order: `encode` then makes no sorted copy). */
-export const encodeOutcome = (o: Outcome): Buffer =>
-  encode(o.status === 'ok' ? { result: o.result, status: o.status } : { reason: o.reason, status: o.status });
+/** The canonical bytes of the outcomes most commands give (a write's `null`, a check's boolean), encoded once. */
+const OK_NULL = encode({ result: null, status: 'ok' });
+const OK_TRUE = encode({ result: true, status: 'ok' });
+const OK_FALSE = encode({ result: false, status: 'ok' });
+
+/**
+ * An outcome's canonical bytes (its keys given in order: `encode` then makes no sorted copy).
+ * The common ones come encoded already (a reply's encoding was a seventh of a replica's
+ * `apply` in a profile of single puts); callers must not write into what they get.
+ */
+export function encodeOutcome(o: Outcome): Buffer {
+  if (o.status !== 'ok') return encode({ reason: o.reason, status: o.status });
+  const r = o.result;
+  return r === null ? OK_NULL : r === true ? OK_TRUE : r === false ? OK_FALSE : encode({ result: r, status: o.status });
+}
+
+/** The outcome `bytes` encode if they are one of those kept encoded (a fresh object), else undefined. */
+export function keptOutcome(bytes: Uint8Array): Outcome | undefined {
+  if (bytes.length !== OK_NULL.length && bytes.length !== OK_TRUE.length && bytes.length !== OK_FALSE.length) return undefined;
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (b.equals(OK_NULL)) return { status: 'ok', result: null };
+  if (b.equals(OK_TRUE)) return { status: 'ok', result: true };
+  if (b.equals(OK_FALSE)) return { status: 'ok', result: false };
+  return undefined;
+}
 
 /** The frame of an outcome reply without writes (layout above). */
 export function encodeReplyRecord(m: Extract<FromReplica, { t: 'outcome' }>): Buffer {

@@ -12,6 +12,7 @@ import { parseHostPort } from '../transport.js';
 import {
   DECISIONS,
   encodeOutcome,
+  keptOutcome,
   REPLICA_ROLE,
   REPLY_HEADER_BYTES,
   REPLY_LAYOUT,
@@ -137,6 +138,9 @@ function place(m: Obj, what: string): { partition: number; replica: number } {
  * `outcome` must be.
  */
 export function parseOutcomeBytes(bytes: Uint8Array): Outcome {
+  // Most replies carry one of the outcomes kept encoded: no decoding to tell which.
+  const kept = keptOutcome(bytes);
+  if (kept !== undefined) return kept;
   let v: unknown;
   try {
     v = decode(bytes);

@@ -36,18 +36,35 @@ export class PhaseWaits {
   ) {}
 
   /**
-   * Replicas (per involved partition, in `dest` order) that reached the phase. The wait runs on
+   * Replicas (per involved partition, in `dest` order) that reached the phase, or a promise of
+   * them if the wait outlasted the budget. The wait runs on
    * this thread for up to the budget (a spin, then a futex sleep until a peer announces): the
    * replica has nothing else to do before this transaction is coordinated, and a pool hop costs
    * more than the whole wait in the common case. Longer waits go on on the pool (`finish`), so
-   * the process stays responsive through a slow peer or a timeout.
+   * the process stays responsive through a slow peer or a timeout. `announce` false: the
+   * phase was announced before (`NativeCoordinator.announce`), and only the wait is left.
    */
-  async wait(ts: bigint, phase: number, dest: number[], timing: Timing): Promise<number[][]> {
+  wait(ts: bigint, phase: number, dest: number[], timing: Timing, announce = true): number[][] | Promise<number[][]> {
     const { graceMs = 2, timeoutMs = 30_000, coordSpinMicros = 30, coordBudgetMicros = 5000 } = this.opts;
     if (this.out.length < COORD_MASKS + dest.length) this.out = new Float64Array(COORD_MASKS + dest.length);
-    let r: Float64Array = this.out;
-    const status = this.coordinator.coordinateSync(ts, phase, Uint32Array.from(dest), graceMs, timeoutMs, coordSpinMicros, coordBudgetMicros, r);
-    if (status === COORD_PENDING) r = await this.coordinator.finish();
+    const status = this.coordinator.coordinateSync(
+      ts,
+      phase,
+      Uint32Array.from(dest),
+      graceMs,
+      timeoutMs,
+      coordSpinMicros,
+      coordBudgetMicros,
+      this.out,
+      announce,
+    );
+    // Not a promise when the wait ended here: awaiting one would put the rest of the
+    // transaction behind whatever else this turn of the event loop still runs.
+    if (status === COORD_PENDING) return this.coordinator.finish().then((r) => this.count(r, dest, timing));
+    return this.count(this.out, dest, timing);
+  }
+
+  private count(r: Float64Array, dest: number[], timing: Timing): number[][] {
     this.coordinations++;
     const [complete, majorityMicros, waitedMicros] = [r[0] === COORD_COMPLETE, r[1] ?? 0, r[2] ?? 0];
     if (!complete) {

@@ -24,6 +24,7 @@ import {
   type PeersMessage,
 } from './messages.js';
 import { guarded, parseToReplica } from './parse.js';
+import { unpackRingBatch } from './ring-batch.js';
 import { HeronReplica } from './replica.js';
 
 export interface ReplicaArgs {
@@ -101,10 +102,10 @@ const RING_SYNC_WAIT_MICROS = 2000;
  */
 async function pumpRing(reader: NativeRingReader, replica: HeronReplica, spinMicros: number, stopping: () => boolean, log: (m: string) => void): Promise<void> {
   while (!stopping()) {
-    let got;
+    let packed;
     try {
-      got = reader.poll(RING_BATCH);
-      if (got.length === 0) {
+      packed = reader.poll(RING_BATCH);
+      if (packed.length === 0) {
         // Let the last reply leave (the socket uncorks on the next tick) and anything queued
         // run. A transaction still being applied waits on the event loop (a pool task: a
         // coordination outlasting its budget, a first lookup of a remote object): blocking this
@@ -115,18 +116,19 @@ async function pumpRing(reader: NativeRingReader, replica: HeronReplica, spinMic
           continue;
         }
         // Idle: wait on this thread for a while: one wake-up, not a pool hop, per record.
-        got = reader.waitSync(RING_BATCH, spinMicros, RING_SYNC_WAIT_MICROS);
+        packed = reader.waitSync(RING_BATCH, spinMicros, RING_SYNC_WAIT_MICROS);
       }
       // Idle longer: wait on a pool thread, so the event loop serves the socket meanwhile.
-      if (got.length === 0) got = await reader.wait(RING_BATCH, 0, RING_WAIT_MS);
+      if (packed.length === 0) packed = await reader.wait(RING_BATCH, 0, RING_WAIT_MS);
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       if (!/fell behind the ring/.test(msg)) throw e;
       log(`heron replica: ${msg}; taking deliveries over the socket`);
       return;
     }
-    if (got.length > 0) {
+    if (packed.length > 0) {
       const arrived = monotonicMicros();
+      const got = unpackRingBatch(packed);
       const first = got[0];
       if (first) replica.arriving(first.ts, first.dest);
       replica.deliver(got.map((r) => decodeRingRecord(r.ts, r.dest, r.payload, arrived)));

@@ -1,7 +1,9 @@
 // One replica of one partition (Heron, Algorithms 1 and 2): delivers the transactions addressed
 // to its partition in timestamp order; executes single-partition ones directly; coordinates
 // multi-partition ones (phase 2), executes them reading remote objects one-sidedly from a
-// replica that reached phase 2, writes its own objects only, and coordinates again (phase 4).
+// replica that reached phase 2, writes its own objects only, and coordinates again (phase 4:
+// announced at once, waited for before a write could hide a version its peers read, not
+// before the reply).
 // A replica that finds only newer versions at every such replica lags: it catches up by state
 // transfer from a peer of its partition (Algorithm 3) and resumes after the shipped prefix.
 import type { App } from '../app/app.js';
@@ -23,6 +25,16 @@ import { LaggingError, RemoteReads } from './remote-reads.js';
 
 /** Applied transactions between prefixes published for state transfer within one run. */
 const PUBLISH_EVERY = 64;
+/** Objects written while a phase 4 is owed, after which the next writer waits for it. */
+const OWED_WRITES = 1024;
+
+/** Phase 4 of a multi-partition transaction, announced but not waited for yet. */
+interface Owed {
+  ts: bigint;
+  dest: number[];
+  /** This partition's objects written since `ts`, `ts`'s own writes included. */
+  written: Set<string>;
+}
 
 export interface ReplicaOptions {
   dir: string;
@@ -112,6 +124,10 @@ export class HeronReplica {
   private digest = DIGEST_ZERO;
   private readonly decisions: Record<Decision, number> = { adopted: 0, reexecuted: 0, executed: 0 };
   private failure: ((e: unknown) => void) | null = null;
+  /** The last timestamp whose phase 2 `arriving` announced: its turn only waits. */
+  private announcedOnArrival = 0n;
+  /** Phase 4 of the last multi-partition transaction: announced, not yet waited for. */
+  private settling: Owed | null = null;
   /** Rejects when the replica cannot go on (a coordination timeout, no replica to read from). */
   readonly failed: Promise<never>;
 
@@ -254,6 +270,7 @@ export class HeronReplica {
     if (this.running !== null || this.head < this.queue.length || ts <= this.lastTs) return;
     if (dest.length < 2 || !dest.includes(this.opts.partition)) return;
     this.coordinator.announce(ts, PHASE_DELIVERED, dest);
+    this.announcedOnArrival = ts;
   }
 
   private publish(): void {
@@ -281,6 +298,9 @@ export class HeronReplica {
   private kick(): void {
     this.running ??= this.run().finally(() => {
       this.running = null;
+      // Delivered after the run found the queue empty but before it was let go: a kick
+      // meanwhile found it still running.
+      if (this.head < this.queue.length) this.kick();
     });
   }
 
@@ -312,6 +332,8 @@ export class HeronReplica {
   private async apply(d: Delivered): Promise<void> {
     // Algorithm 1, lines 3-4: skip what was already applied (a redelivery).
     if (d.ts <= this.lastTs) return;
+    const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0, graceWaits: 0, graceMicros: 0 };
+    if (d.arrived !== undefined) timing.arrived = d.arrived;
     const before = this.lastTs;
     this.lastTs = d.ts;
     const { partition, replica } = this.opts;
@@ -324,8 +346,19 @@ export class HeronReplica {
         `transaction ${d.ts} was delivered to partition ${partition} with destinations [${d.dest.join()}], but its objects give [${dest.join()}]`,
       );
     }
-    const timing: Timing = { phase2: 0, execute: 0, phase4: 0, delayed: 0, graceWaits: 0, graceMicros: 0 };
-    if (d.arrived !== undefined) timing.arrived = d.arrived;
+    // Phase 4 of the last multi-partition transaction T may still be owed: what this reply
+    // waits for of it is on its path. A phase-2 wait on destinations that include T's covers
+    // it (an entry at phase 2 of `d.ts` is past phase 4 of every earlier timestamp); another
+    // multi-partition transaction waits for it first; a single-partition one only if it would
+    // write over a version T's readers may need (`mayWriteOwing`).
+    const owed = this.settling;
+    if (owed !== null && dest.length > 1) {
+      if (owed.dest.every((h) => dest.includes(h))) this.settling = null;
+      else {
+        const settled = this.settle(owed, timing);
+        timing.phase4 = typeof settled === 'number' ? settled : await settled;
+      }
+    }
     let outcome: Outcome;
     let writes: [string, Uint8Array | null][];
     let decision: Decision;
@@ -333,10 +366,15 @@ export class HeronReplica {
       const t0 = nowMicros();
       ({ outcome, writes, decision } = this.contain(this.executed(mergeLocal(this.at, tx, d.table)), dest));
       timing.execute = nowMicros() - t0;
+      if (owed !== null && !this.mayWriteOwing(owed, writes)) {
+        const settled = this.settle(owed, timing);
+        timing.phase4 = typeof settled === 'number' ? settled : await settled;
+      }
       this.write(writes, d.ts);
     } else {
       const t0 = nowMicros();
-      const p2 = await this.phases.wait(d.ts, PHASE_DELIVERED, dest, timing);
+      let p2 = this.phases.wait(d.ts, PHASE_DELIVERED, dest, timing, this.announcedOnArrival !== d.ts);
+      if (p2 instanceof Promise) p2 = await p2;
       const t1 = nowMicros();
       try {
         const fetch: FetchRemote = (ids, into) => this.remote.fetch(ids, d.ts, dest, p2, into);
@@ -349,9 +387,12 @@ export class HeronReplica {
         return;
       }
       this.write(writes, d.ts);
-      const t2 = nowMicros();
-      await this.phases.wait(d.ts, PHASE_EXECUTED, dest, timing);
-      [timing.phase2, timing.execute, timing.phase4] = [t1 - t0, t2 - t1, nowMicros() - t2];
+      [timing.phase2, timing.execute] = [t1 - t0, nowMicros() - t1];
+      // Phase 4 keeps this replica from writing over versions the other destinations may
+      // still read for `d.ts` (Heron, Figure 3b), so it must end before such a write; the
+      // outcome itself is fixed, so the reply need not wait for it.
+      this.coordinator.announce(d.ts, PHASE_EXECUTED, dest);
+      this.settling = { ts: d.ts, dest, written: new Set(writes.map(([id]) => id)) };
     }
     this.applied++;
     this.decisions[decision]++;
@@ -366,6 +407,33 @@ export class HeronReplica {
       this.opts.send({ t: 'digest', partition, replica, applied: this.applied, ts: d.ts, digest: this.digest });
       this.checkpoint();
     }
+  }
+
+  /**
+   * Waits for phase 4 of the last multi-partition transaction, still owed: every
+   * destination executed it, so none reads this store for it any more (Heron, Algorithm 1,
+   * lines 14-16). Returns the µs waited.
+   */
+  private settle(owed: Owed, timing: Timing): number | Promise<number> {
+    this.settling = null;
+    const t0 = nowMicros();
+    const waited = this.phases.wait(owed.ts, PHASE_EXECUTED, owed.dest, timing, false);
+    return waited instanceof Promise ? waited.then(() => nowMicros() - t0) : nowMicros() - t0;
+  }
+
+  /**
+   * Whether a single-partition transaction may write `writes` while phase 4 of `owed` is
+   * still owed, noting them if so. T's other destinations read this partition's objects as of
+   * just before T, and the store keeps two versions of each: the first write of an object
+   * since T leaves that version in place, a second one (or one after T's own write of it)
+   * would not, and its reader would find itself lagging. A write of an object already written
+   * since T, or past `OWED_WRITES` of them, waits for phase 4 first.
+   */
+  private mayWriteOwing(owed: Owed, writes: readonly [string, Uint8Array | null][]): boolean {
+    if (owed.written.size + writes.length > OWED_WRITES) return false;
+    for (const [id] of writes) if (owed.written.has(id)) return false;
+    for (const [id] of writes) owed.written.add(id);
+    return true;
   }
 
   /**

@@ -237,7 +237,8 @@ impl NativeCoordinator {
     /// then per partition the bitmap of replicas that reached the phase] and returns the
     /// status: 1 every replica reached it, 2 a majority of each partition did and the grace
     /// wait ran out, 0 the budget ran out first (only the status is written; `finish`
-    /// goes on with the wait). Throws the timeout error, as `coordinate` rejects.
+    /// goes on with the wait). Throws the timeout error, as `coordinate` rejects. With
+    /// `announce` false it only waits, for a phase announced before (`announce`).
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn coordinate_sync(
@@ -250,6 +251,7 @@ impl NativeCoordinator {
         spin_micros: f64,
         budget_micros: f64,
         mut out: Float64ArraySlice<'_>,
+        announce: Option<bool>,
     ) -> Result<u32> {
         let ts = positive_ts("coordinateSync", ts)?;
         if out.len() < MASKS + partitions.len() {
@@ -268,10 +270,13 @@ impl NativeCoordinator {
             )
         };
         let budget = micros("budgetMicros", budget_micros)?;
-        let progress = self
-            .coord
-            .coordinate_within(ts, phase, &partitions, opts, budget)
-            .map_err(heron_err)?;
+        let progress = if announce.unwrap_or(true) {
+            self.coord
+                .coordinate_within(ts, phase, &partitions, opts, budget)
+        } else {
+            self.coord.wait_within(ts, phase, &partitions, opts, budget)
+        }
+        .map_err(heron_err)?;
         // SAFETY: this runs synchronously on the JavaScript thread, so no JavaScript touches
         // `out` until the call returns; the slice lives only until then. (A shared buffer
         // written by a worker meanwhile would only see numbers overwritten.)

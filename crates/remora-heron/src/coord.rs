@@ -609,6 +609,22 @@ impl<T: Transport + 'static> Coordinator<T> {
         self.advance(p, budget)
     }
 
+    /// [`Coordinator::coordinate_within`] without the announcement: for a phase announced
+    /// earlier, whose wait was put off (a replica waits for phase 4 of a transaction only before
+    /// it applies the next one). Announcing again could move our entry back past a later one.
+    pub fn wait_within(
+        &self,
+        ts: u64,
+        phase: u32,
+        partitions: &[u32],
+        opts: WaitOptions,
+        budget: Duration,
+    ) -> Result<Progress> {
+        self.check_partitions(partitions)?;
+        let p = self.pending(ts, phase, partitions, opts, Instant::now(), 0);
+        self.advance(p, budget)
+    }
+
     fn pending(
         &self,
         ts: u64,

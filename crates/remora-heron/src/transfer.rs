@@ -7,22 +7,26 @@
 //!   number) and its acknowledgement word (request number << 32 | chunks consumed). A lagger
 //!   writes only its own line, then rings the doorbell.
 //! - **Shipments**: every replica owns a landing region: a doorbell line, then one slot per
-//!   server of its partition, of two lanes. A shipment is a byte stream (the server's prefix,
-//!   then its objects) cut into chunks of at most a lane; chunk `k` goes to lane `k % 2`, data
-//!   first, header last (request number, chunk number, length, last-chunk flag, and an xxh3 of
-//!   all of them and the data), then the server rings the lagger's doorbell. The server writes
-//!   chunk `k` only once the lagger acknowledged chunk `k - 2`, so a lagger installs a chunk
-//!   while the next one lands, and any size transfers through a bounded slot. A torn, stale
-//!   or malformed chunk never passes the check; a late server answering an earlier request
-//!   writes only into its own slot, under an old request number.
+//!   server of its partition, of two lanes. A shipment is a byte stream (the server's objects,
+//!   then a trailer: an end mark, the prefix shipped and the record count) cut into chunks of
+//!   at most a lane, shipped as they are read from the store (short ones first); chunk `k`
+//!   goes to lane `k % 2`, data first, header last (request number, chunk number, length,
+//!   last-chunk flag, and an xxh3 of all of them and the data), then the server rings the
+//!   lagger's doorbell. The server writes chunk `k` only once the lagger acknowledged chunk
+//!   `k - 2`, so a lagger installs a chunk while the next one is read and lands, and any size
+//!   transfers through a bounded slot. A torn, stale or malformed chunk never passes the
+//!   check, and a trailer that is not the stream's end or miscounts refuses its chunk; a late
+//!   server answering an earlier request writes only into its own slot, under an old request
+//!   number. A waiting lagger watches its lane a while before it sleeps on its doorbell.
 //! - **Consistency**: the replica publishes its applied prefix ([`Prefix`]: timestamp T,
 //!   applied count, digest) after each transaction's writes. The server ships exactly the
 //!   state as of the latest published T: for every object whose newest version is after the
 //!   lagger's `since`, the newest version before T + 1, read from the store a batch at a time
 //!   while execution writes newer versions. Dual versions keep that version readable until the
 //!   object is written twice after T; such objects are collected by another pass, at the then
-//!   latest prefix, over what changed since T (see `collect`). The lagger installs each version
-//!   at its own timestamp, skipping what it holds already, and resumes after the prefix.
+//!   latest prefix, over what changed since T, whose records follow the first pass's (see
+//!   `collect`). The lagger installs each version at its own timestamp, skipping what it holds
+//!   already, and resumes after the prefix the trailer names.
 //!
 //! - **Catch-up**: [`Transfer::begin_catch_up`] and [`Transfer::catch_up_until`] are the
 //!   lagger's whole Algorithm 3 in one resumable call: peers in order (those whose coordination
@@ -53,18 +57,27 @@ const LINE: usize = 64;
 const ACK_AT: usize = ENTRY_BYTES;
 /// Lane header words: request number, chunk number, length, last flag, check.
 const LANE_HEADER: usize = LINE;
-/// Stream manifest: up-to timestamp, applied count, digest, object count.
-const MANIFEST: usize = 8 + 8 + 32 + 8;
+/// A stream's trailer after its end mark: up-to timestamp, applied count, digest, record count.
+const TRAILER: usize = 8 + 8 + 32 + 8;
 /// Longest a wait sleeps between looks when no doorbell rings (a peer that cannot ring us).
 pub const POLL: Duration = Duration::from_millis(10);
-/// Objects read from the store per read-lock hold while collecting a shipment.
-const COLLECT_BATCH: usize = 64;
+/// Objects read from the store per read-lock hold while collecting a shipment (and between
+/// looks at whether a chunk is ready to ship).
+const COLLECT_BATCH: usize = 32;
+/// A shipment's first chunk at most; each next one may be twice as long, up to a lane: the
+/// lagger starts installing soon, and later chunks amortise their round trips.
+const FIRST_CHUNK: usize = 128 << 10;
+/// How long a lagger watches its landing lane for the next chunk before it sleeps on its
+/// doorbell (see `spin_for_chunk`).
+const SPIN: Duration = Duration::from_micros(250);
+/// Capacity of the collecting and receiving buffers kept between shipments.
+const KEEP_COLLECT_BYTES: usize = 4 << 20;
 /// Collections restarted because objects were overwritten twice meanwhile, before giving up.
 const COLLECT_ATTEMPTS: u32 = 64;
 /// How long a server waits for a lagger to consume a chunk before giving that request up.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes at the head of each lane mapped and backed with memory ahead of the first shipment.
-const PREFAULT_BYTES: usize = 256 << 10;
+const PREFAULT_BYTES: usize = 1 << 20;
 /// Free slots of each small size class whose pages a replica backs with memory ahead of any
 /// catch-up ([`Transfer::warm`]): a lagger's shipment is mostly objects new to its store, and
 /// a new slot's first write otherwise faults its pages in, one by one (about 2 µs a page on
@@ -140,7 +153,7 @@ pub struct Installed {
     /// The server's prefix: the lagger resumes after `prefix.ts`.
     pub prefix: Prefix,
     pub objects: u64,
-    /// Stream bytes received (manifest and records).
+    /// Stream bytes received (records and trailer).
     pub bytes: u64,
     pub chunks: u64,
 }
@@ -323,6 +336,10 @@ pub struct Transfer<T: Transport> {
     taken: Mutex<Vec<u32>>,
     next_number: Mutex<u32>,
     served: AtomicU64,
+    /// The serving side's stream buffer, reused (see [`Transfer::serve`]).
+    collecting: Mutex<Vec<u8>>,
+    /// The lagger's receive buffer, reused (see [`Transfer::start_receive`]).
+    receiving: Mutex<Vec<u8>>,
     stop: AtomicBool,
 }
 
@@ -387,6 +404,8 @@ impl<T: Transport> Transfer<T> {
             taken: Mutex::new(vec![0; layout.replicas as usize]),
             next_number: Mutex::new(0),
             served: AtomicU64::new(0),
+            collecting: Mutex::new(Vec::new()),
+            receiving: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         })
     }
@@ -481,10 +500,11 @@ impl<T: Transport> Transfer<T> {
 
     /// Maps `q`'s doorbell region to ring it later, unless the file mapped is still the one
     /// there (nothing when peers cannot be mapped, or this one cannot now: its waits then end
-    /// by their timeouts).
-    fn attach_bell(&self, q: u32, which: Bell) {
+    /// by their timeouts). Says whether it mapped a file anew: what was written to `q` before
+    /// may have gone to a dead incarnation.
+    fn attach_bell(&self, q: u32, which: Bell) -> bool {
         let (Ok(peer), Some(dir)) = (self.peer(q), self.ring_dir.as_ref()) else {
-            return;
+            return false;
         };
         let region = match which {
             Bell::Requests => self.requests,
@@ -498,7 +518,7 @@ impl<T: Transport> Transfer<T> {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         match (bell.as_ref(), ino) {
-            (Some((_, mapped)), Some(ino)) if *mapped == ino => {}
+            (Some((_, mapped)), Some(ino)) if *mapped == ino => false,
             (_, Some(ino)) => {
                 *bell = Region::attach(&store_dir, region)
                     .ok()
@@ -507,8 +527,12 @@ impl<T: Transport> Transfer<T> {
                 // store afresh): what we attached before writes into the dead one's memory,
                 // where nothing fails to tell us. Attach again on the next write.
                 peer.mem.lock().unwrap_or_else(|e| e.into_inner()).take();
+                true
             }
-            (_, None) => *bell = None,
+            (_, None) => {
+                *bell = None;
+                false
+            }
         }
     }
 
@@ -552,6 +576,20 @@ impl<T: Transport> Transfer<T> {
             for lane in 0..2 {
                 let at = self.layout.lane_offset(self.me, lane);
                 let _ = self.write_peer(q, self.landing, at, &zeros);
+            }
+        }
+        // Both buffers backed now: each would otherwise fault in under a shipment.
+        let backed = |n: usize| {
+            let mut buf = Vec::with_capacity(n);
+            buf.resize(n, 1u8);
+            buf.clear();
+            buf
+        };
+        let n = (2 * self.layout.lane_bytes()).min(KEEP_COLLECT_BYTES);
+        for b in [&self.collecting, &self.receiving] {
+            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            if b.capacity() < n {
+                *b = backed(n);
             }
         }
         // Last: peers may need us attached sooner than we need the room.
@@ -615,10 +653,19 @@ impl<T: Transport> Transfer<T> {
             },
             self.me as usize,
         );
-        self.attach_bell(server, Bell::Requests);
         // Requests sit in the server's request region, which has the same id as ours.
-        self.write_peer(server, self.requests, request_offset(self.me), &bytes)?;
-        self.ring(server, Bell::Requests);
+        let at = request_offset(self.me);
+        let sent = self.write_peer(server, self.requests, at, &bytes);
+        if sent.is_ok() {
+            self.ring(server, Bell::Requests);
+        }
+        // Whether the server restarted (a new region file) is looked at once the request is
+        // under way, not before: a request that went to a dead incarnation, or failed, is
+        // written again into what is there now (a number is taken once, so twice is harmless).
+        if self.attach_bell(server, Bell::Requests) || sent.is_err() {
+            self.write_peer(server, self.requests, at, &bytes)?;
+            self.ring(server, Bell::Requests);
+        }
         Ok(number)
     }
 
@@ -641,11 +688,17 @@ impl<T: Transport> Transfer<T> {
     /// [`Transfer::receive_until`]; it times out `timeout` from now.
     pub fn start_receive(&self, server: u32, number: u32, timeout: Duration) -> Result<Receiving> {
         self.peer(server)?;
+        let mut pending =
+            std::mem::take(&mut *self.receiving.lock().unwrap_or_else(|e| e.into_inner()));
+        pending.clear();
         Ok(Receiving {
             server,
             number,
             deadline: Instant::now() + timeout,
-            stream: Decoder::default(),
+            stream: Decoder {
+                pending,
+                ..Decoder::default()
+            },
             seq: 0,
             rejected: None,
         })
@@ -658,6 +711,7 @@ impl<T: Transport> Transfer<T> {
         let bell = Self::own_bell(&self.own_landing)?;
         let until = until.min(r.deadline);
         let mut idle = Backoff::default();
+        let mut spin_until = Instant::now() + SPIN;
         loop {
             let sleeper = bell.prepare();
             match self.read_chunk(server, number, r.seq, &mut r.stream.pending) {
@@ -690,11 +744,13 @@ impl<T: Transport> Transfer<T> {
                     self.store.install(&puts)?;
                     r.stream.consumed();
                     idle = Backoff::default();
+                    spin_until = Instant::now() + SPIN;
                     if last {
                         let prefix = r
                             .stream
                             .prefix
-                            .ok_or_else(|| malformed(server, number, seq, "no manifest"))?;
+                            .ok_or_else(|| malformed(server, number, seq, "no trailer"))?;
+                        self.recycle(&mut r.stream.pending);
                         return Ok(Some(Received::Installed(Installed {
                             prefix,
                             objects: r.stream.objects,
@@ -709,6 +765,7 @@ impl<T: Transport> Transfer<T> {
             }
             let now = Instant::now();
             if now >= r.deadline {
+                self.recycle(&mut r.stream.pending);
                 return Ok(Some(Received::TimedOut {
                     rejected: r.rejected.take(),
                 }));
@@ -716,8 +773,43 @@ impl<T: Transport> Transfer<T> {
             if now >= until {
                 return Ok(None);
             }
+            if now < spin_until {
+                // Nobody counted asleep: the server's ring costs it no system call.
+                drop(sleeper);
+                self.spin_for_chunk(server, number, r.seq, spin_until.min(until));
+                continue;
+            }
             self.pause(sleeper, &mut idle, until - now);
         }
+    }
+
+    /// Watches the header of chunk `seq`'s lane until it names request `number` and that chunk,
+    /// or `until` passes. A lagger has nothing else to do, and a chunk under way lands within
+    /// tens of µs: sooner seen here than by a wake-up from the doorbell. Yields between looks,
+    /// so that a process waiting for this core (the server, perhaps) runs.
+    fn spin_for_chunk(&self, server: u32, number: u32, seq: u64, until: Instant) {
+        let at = self.layout.lane_offset(server, seq) as usize / 8;
+        let words = self.own_landing.words();
+        let (Some(n), Some(s)) = (words.get(at), words.get(at + 1)) else {
+            return;
+        };
+        loop {
+            if n.load(Ordering::Acquire) == u64::from(number) && s.load(Ordering::Acquire) == seq {
+                return;
+            }
+            if Instant::now() >= until {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Keeps `buf` (emptied) for the next receive: its pages stay backed.
+    fn recycle(&self, buf: &mut Vec<u8>) {
+        let mut buf = std::mem::take(buf);
+        buf.clear();
+        buf.shrink_to(KEEP_COLLECT_BYTES);
+        *self.receiving.lock().unwrap_or_else(|e| e.into_inner()) = buf;
     }
 
     /// A catch-up to a prefix covering `ts` from this replica's prefix `since`, to run with
@@ -982,7 +1074,9 @@ impl<T: Transport> Transfer<T> {
         }
     }
 
-    /// Ships the state as of the latest published prefix to `r.replica`, chunk by chunk.
+    /// Ships the state as of the latest published prefix to `r.replica`, chunk by chunk as it
+    /// is read from the store: the lagger installs one chunk while the next is collected, and
+    /// the first chunks are short ([`FIRST_CHUNK`]) so that it starts early.
     pub fn serve(&self, r: Request) -> Result<Served> {
         self.peer(r.replica)?;
         let horizon = self.horizon.load(Ordering::Acquire);
@@ -992,27 +1086,66 @@ impl<T: Transport> Transfer<T> {
                 r.since
             )));
         }
-        let (prefix, stream, objects, attempts) = self.collect(r.since)?;
         self.attach_bell(r.replica, Bell::Landing);
-        let lane = self.layout.lane_bytes();
-        let chunks = stream.len().div_ceil(lane).max(1) as u64;
-        for k in 0..chunks {
-            if k >= 2 {
-                self.wait_ack(r, k - 1)?;
-            }
-            let from = (k as usize * lane).min(stream.len());
-            let data = &stream[from..(from + lane).min(stream.len())];
-            self.write_chunk(r, k, k + 1 == chunks, data)?;
-        }
+        let mut out =
+            std::mem::take(&mut *self.collecting.lock().unwrap_or_else(|e| e.into_inner()));
+        out.clear();
+        let mut ship = Shipping {
+            request: r,
+            lane: self.layout.lane_bytes(),
+            chunks: 0,
+            bytes: 0,
+        };
+        let got = self
+            .collect(r.since, &mut out, &mut |out| {
+                self.ship(&mut ship, out, false)
+            })
+            .and_then(|got| {
+                self.ship(&mut ship, &mut out, true)?;
+                Ok(got)
+            });
+        // Kept for the next request, its pages backed: a fresh buffer faults in page by page.
+        out.clear();
+        out.shrink_to(KEEP_COLLECT_BYTES);
+        *self.collecting.lock().unwrap_or_else(|e| e.into_inner()) = out;
+        let (prefix, objects, attempts) = got?;
         self.served.fetch_add(1, Ordering::Relaxed);
         Ok(Served {
             request: r,
             up_to: prefix.ts,
             objects,
-            bytes: stream.len() as u64,
-            chunks,
+            bytes: ship.bytes,
+            chunks: ship.chunks,
             attempts,
         })
+    }
+
+    /// Writes the chunks at the front of `out` to the lagger and drops them from `out`: whole
+    /// ones only while collecting, everything (the last chunk flagged) when `last`.
+    fn ship(&self, s: &mut Shipping, out: &mut Vec<u8>, last: bool) -> Result<()> {
+        let mut at = 0;
+        loop {
+            let size = (FIRST_CHUNK << s.chunks.min(16)).min(s.lane);
+            let left = out.len() - at;
+            if !last && left < size {
+                break;
+            }
+            let n = left.min(size);
+            let end = last && n == left;
+            if s.chunks >= 2 {
+                // Its lane is free once the lagger consumed the chunk before the previous one.
+                self.wait_ack(s.request, s.chunks - 1)?;
+            }
+            self.write_chunk(s.request, s.chunks, end, &out[at..at + n])?;
+            s.chunks += 1;
+            s.bytes += n as u64;
+            at += n;
+            if end {
+                break;
+            }
+        }
+        out.drain(..at);
+        Ok(())
     }
 
     fn write_chunk(&self, r: Request, seq: u64, last: bool, data: &[u8]) -> Result<()> {
@@ -1080,16 +1213,24 @@ impl<T: Transport> Transfer<T> {
         }
     }
 
-    /// The shipment stream as of the latest published prefix: manifest, then every object
-    /// whose version as of the prefix is after `since`. Objects overwritten twice since the
-    /// prefix a pass began with are left for another pass, at the then latest prefix, over
-    /// every object changed since the previous pass's prefix (so a pass is short, and passes
-    /// converge however hot an object is); a later pass's record of an object replaces an
-    /// earlier one's, and the stream is the state as of the last pass's prefix.
-    fn collect(&self, since: u64) -> Result<(Prefix, Vec<u8>, u64, u32)> {
-        let mut passes: Vec<Vec<u8>> = Vec::new();
+    /// Appends the shipment stream as of the latest published prefix to `out`, handing it to
+    /// `ship` after every batch read from the store: every object whose version as of the
+    /// prefix is after `since`, then the trailer (prefix and record count). Objects
+    /// overwritten twice since the prefix a pass began with are left for another pass, at the
+    /// then latest prefix, over every object changed since the previous pass's prefix (so a
+    /// pass is short, and passes converge however hot an object is). A later pass's record of
+    /// an object is newer than an earlier one's, so installing the records in order leaves the
+    /// state as of the last pass's prefix, which the trailer names. Returns that prefix, the
+    /// records and the passes.
+    fn collect(
+        &self,
+        since: u64,
+        out: &mut Vec<u8>,
+        ship: &mut dyn FnMut(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<(Prefix, u64, u32)> {
         let mut prefix = self.published();
         let mut changed_after = since;
+        let mut objects = 0;
         for attempt in 1..=COLLECT_ATTEMPTS {
             if attempt > 1 {
                 let newer = self.published();
@@ -1099,10 +1240,7 @@ impl<T: Transport> Transfer<T> {
                 }
                 prefix = newer;
             }
-            // Room for the manifest, so that a single pass is the stream as it is.
-            let mut out = vec![0u8; MANIFEST];
             let mut gone = Vec::new();
-            let mut objects = 0;
             if prefix.ts > since {
                 let bound = prefix.ts.saturating_add(1);
                 let ids = self.store.changed_since(changed_after);
@@ -1112,25 +1250,16 @@ impl<T: Transport> Transfer<T> {
                         batch,
                         since,
                         bound,
-                        &mut out,
+                        out,
                         record_head,
                         &mut gone,
                     )?;
+                    ship(out)?;
                 }
             }
-            passes.push(out);
             if gone.is_empty() {
-                let (stream, objects) = if passes.len() == 1 {
-                    (passes.swap_remove(0), objects)
-                } else {
-                    merge(&passes)?
-                };
-                let mut stream = stream;
-                stream[..8].copy_from_slice(&prefix.ts.to_le_bytes());
-                stream[8..16].copy_from_slice(&prefix.applied.to_le_bytes());
-                stream[16..48].copy_from_slice(&prefix.digest);
-                stream[48..MANIFEST].copy_from_slice(&objects.to_le_bytes());
-                return Ok((prefix, stream, objects, attempt));
+                trailer(out, prefix, objects);
+                return Ok((prefix, objects, attempt));
             }
             changed_after = prefix.ts;
         }
@@ -1140,45 +1269,22 @@ impl<T: Transport> Transfer<T> {
     }
 }
 
-/// The records of every pass but those of an object a later pass has a record of, after room
-/// for the manifest; and how many.
-fn merge(passes: &[Vec<u8>]) -> Result<(Vec<u8>, u64)> {
-    type Span = std::ops::Range<usize>;
-    let records = |buf: &[u8]| -> Result<Vec<(Span, Span)>> {
-        let mut out = Vec::new();
-        let mut at = MANIFEST;
-        while at < buf.len() {
-            match decode_record(&buf[at..], at) {
-                Ok(Some((r, used))) => {
-                    out.push((r.id, at..at + used));
-                    at += used;
-                }
-                _ => return Err(Error::Transfer("a collected record does not decode".into())),
-            }
-        }
-        Ok(out)
-    };
-    let total: usize = passes.iter().map(Vec::len).sum();
-    let mut stream = vec![0u8; MANIFEST];
-    stream.reserve(total);
-    let mut later: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-    let mut kept: Vec<(usize, Span)> = Vec::new();
-    for (p, buf) in passes.iter().enumerate().rev() {
-        let rs = records(buf)?;
-        let ids: Vec<&[u8]> = rs.iter().map(|(id, _)| &buf[id.clone()]).collect();
-        for ((_, span), id) in rs.into_iter().zip(&ids).rev() {
-            if !later.contains(id) {
-                kept.push((p, span));
-            }
-        }
-        later.extend(ids);
-    }
-    kept.reverse();
-    let objects = kept.len() as u64;
-    for (p, span) in kept {
-        stream.extend_from_slice(&passes[p][span]);
-    }
-    Ok((stream, objects))
+/// A shipment under way: the chunks written so far.
+struct Shipping {
+    request: Request,
+    lane: usize,
+    chunks: u64,
+    bytes: u64,
+}
+
+/// Ends a stream: the end mark (an id length of 0, which no record has), then the prefix
+/// shipped (timestamp, applied count, digest) and how many records came before.
+fn trailer(out: &mut Vec<u8>, prefix: Prefix, objects: u64) {
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&prefix.ts.to_le_bytes());
+    out.extend_from_slice(&prefix.applied.to_le_bytes());
+    out.extend_from_slice(&prefix.digest);
+    out.extend_from_slice(&objects.to_le_bytes());
 }
 
 fn malformed(server: u32, number: u32, seq: u64, why: &str) -> Error {
@@ -1211,61 +1317,59 @@ struct Decoder {
     /// Bytes of `pending` that the last `feed` saw (and decoded, up to `decoded`).
     seen: usize,
     decoded: usize,
+    /// The trailer's prefix, once decoded.
     prefix: Option<Prefix>,
-    /// Objects the manifest announced, and decoded so far.
-    announced: u64,
+    /// Records decoded so far.
     objects: u64,
     bytes: u64,
 }
 
 impl Decoder {
     /// Decodes the whole records of `pending` once a chunk was appended to it; they stay in
-    /// `pending` until [`Decoder::consumed`].
+    /// `pending` until [`Decoder::consumed`]. The records of a chunk that fails a check are
+    /// not returned: a lying trailer refuses the chunk that holds it.
     fn feed(&mut self, last: bool) -> std::result::Result<Vec<Record>, String> {
         let new = self.pending.len().saturating_sub(self.seen);
         self.bytes = self.bytes.saturating_add(new as u64);
         self.seen = self.pending.len();
         let mut at = 0;
-        if self.prefix.is_none() {
-            if self.pending.len() < MANIFEST {
-                return if last {
-                    Err(format!(
-                        "{} bytes, shorter than a manifest",
-                        self.pending.len()
-                    ))
-                } else {
-                    Ok(Vec::new())
-                };
-            }
-            let m = &self.pending[..MANIFEST];
-            let mut digest = [0u8; 32];
-            digest.copy_from_slice(&m[16..48]);
-            self.prefix = Some(Prefix {
-                ts: word(m, 0),
-                applied: word(m, 1),
-                digest,
-            });
-            self.announced = word(m, 6);
-            at = MANIFEST;
-        }
         let mut out = Vec::new();
-        while let Some((record, used)) = decode_record(&self.pending[at..], at)? {
-            if self.objects == self.announced {
-                return Err(format!(
-                    "more than the {} objects announced",
-                    self.announced
-                ));
+        while self.prefix.is_none() {
+            match decode_item(&self.pending[at..], at)? {
+                None => break,
+                Some((Item::Record(record), used)) => {
+                    self.objects += 1;
+                    out.push(record);
+                    at += used;
+                }
+                Some((Item::End { prefix, records }, used)) => {
+                    if records != self.objects {
+                        return Err(format!(
+                            "{} records shipped, the trailer says {records}",
+                            self.objects
+                        ));
+                    }
+                    self.prefix = Some(prefix);
+                    at += used;
+                }
             }
-            self.objects += 1;
-            out.push(record);
-            at += used;
         }
         let stray = self.pending.len() - at;
-        if last && (stray != 0 || self.objects != self.announced) {
-            return Err(format!(
-                "ended with {} objects of {} and {stray} stray bytes",
-                self.objects, self.announced
-            ));
+        match (self.prefix.is_some(), last) {
+            (true, true) if stray == 0 => {}
+            (true, _) => {
+                return Err(format!(
+                    "the trailer is followed by {stray} bytes{}",
+                    if last { "" } else { " and more chunks" }
+                ))
+            }
+            (false, true) => {
+                return Err(format!(
+                    "ended without a trailer, after {} records and {stray} stray bytes",
+                    self.objects
+                ))
+            }
+            (false, false) => {}
         }
         self.decoded = at;
         Ok(out)
@@ -1279,14 +1383,34 @@ impl Decoder {
     }
 }
 
-/// One record from the front of `b` (which starts at `base` of the buffer) and its length;
-/// `None` while incomplete.
-fn decode_record(b: &[u8], base: usize) -> std::result::Result<Option<(Record, usize)>, String> {
+/// What a stream holds: records, then the trailer.
+enum Item {
+    Record(Record),
+    End { prefix: Prefix, records: u64 },
+}
+
+/// One record or the trailer from the front of `b` (which starts at `base` of the buffer)
+/// and its length; `None` while incomplete.
+fn decode_item(b: &[u8], base: usize) -> std::result::Result<Option<(Item, usize)>, String> {
     let Some(len) = b.get(..2) else {
         return Ok(None);
     };
     let id_len = usize::from(u16::from_le_bytes([len[0], len[1]]));
-    if id_len == 0 || id_len > remora_core::slot::MAX_ID_LEN {
+    if id_len == 0 {
+        let Some(t) = b.get(2..2 + TRAILER) else {
+            return Ok(None);
+        };
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&t[16..48]);
+        let prefix = Prefix {
+            ts: word(t, 0),
+            applied: word(t, 1),
+            digest,
+        };
+        let records = word(t, 6);
+        return Ok(Some((Item::End { prefix, records }, 2 + TRAILER)));
+    }
+    if id_len > remora_core::slot::MAX_ID_LEN {
         return Err(format!("id of {id_len} bytes"));
     }
     let head = 2 + id_len + 12;
@@ -1299,14 +1423,12 @@ fn decode_record(b: &[u8], base: usize) -> std::result::Result<Option<(Record, u
     v.copy_from_slice(&h[head - 4..]);
     let vlen = u32::from_le_bytes(v);
     if vlen == DELETED {
-        return Ok(Some((
-            Record {
-                id,
-                ts,
-                value: None,
-            },
-            head,
-        )));
+        let record = Record {
+            id,
+            ts,
+            value: None,
+        };
+        return Ok(Some((Item::Record(record), head)));
     }
     let vlen = vlen as usize;
     if vlen > remora_core::slot::MAX_VALUE_LEN {
@@ -1316,7 +1438,7 @@ fn decode_record(b: &[u8], base: usize) -> std::result::Result<Option<(Record, u
         return Ok(None);
     }
     let value = Some(base + head..base + head + vlen);
-    Ok(Some((Record { id, ts, value }, head + vlen)))
+    Ok(Some((Item::Record(Record { id, ts, value }), head + vlen)))
 }
 
 #[cfg(test)]
@@ -1357,42 +1479,20 @@ mod tests {
         assert_eq!(peer_order(0, 1, 40, &[]), Vec::<u32>::new());
     }
 
-    #[test]
-    fn a_later_pass_replaces_an_earlier_ones_records() {
-        let pass = |records: &[(&[u8], u64)]| {
-            let mut out = vec![0u8; MANIFEST];
-            for (id, ts) in records {
-                record(&mut out, id, *ts, Some(&ts.to_le_bytes()));
-            }
-            out
-        };
-        let passes = [
-            pass(&[(b"a", 3), (b"b", 4), (b"c", 5)]),
-            pass(&[(b"c", 8), (b"a", 7)]),
-            pass(&[(b"a", 9)]),
-        ];
-        let (stream, objects) = merge(&passes).unwrap();
-        assert_eq!(objects, 3);
-        let mut d = Decoder::default();
-        let mut manifest = stream;
-        manifest[48..MANIFEST].copy_from_slice(&objects.to_le_bytes());
-        let got = decode(&mut d, &[&manifest]).unwrap();
-        let got: Vec<(Vec<u8>, u64)> = got.into_iter().map(|(id, ts, _)| (id, ts)).collect();
-        assert_eq!(
-            got,
-            vec![(b"b".to_vec(), 4), (b"c".to_vec(), 8), (b"a".to_vec(), 9)]
-        );
+    fn prefix() -> Prefix {
+        Prefix {
+            ts: 9,
+            applied: 3,
+            digest: [7; 32],
+        }
     }
 
     #[test]
     fn records_decode_across_any_split() {
         let mut s = Vec::new();
-        s.extend_from_slice(&9u64.to_le_bytes());
-        s.extend_from_slice(&3u64.to_le_bytes());
-        s.extend_from_slice(&[7u8; 32]);
-        s.extend_from_slice(&2u64.to_le_bytes());
         record(&mut s, b"a", 5, Some(b"hello"));
         record(&mut s, b"bb", 6, None);
+        trailer(&mut s, prefix(), 2);
         for cut in 1..s.len() {
             let mut d = Decoder::default();
             let got = decode(&mut d, &[&s[..cut], &s[cut..]]).unwrap();
@@ -1404,22 +1504,64 @@ mod tests {
                 ],
                 "cut {cut}"
             );
-            assert_eq!(d.prefix.map(|p| (p.ts, p.applied)), Some((9, 3)));
+            assert_eq!(d.prefix, Some(prefix()));
             assert_eq!(d.bytes, s.len() as u64);
         }
         assert_eq!(
             decode(&mut Decoder::default(), &[&s[..s.len() - 1]])
                 .err()
                 .as_deref(),
-            Some("ended with 1 objects of 2 and 15 stray bytes")
+            Some("ended without a trailer, after 2 records and 57 stray bytes")
         );
-        let mut bad = s[..MANIFEST].to_vec();
-        bad.extend_from_slice(&[0, 0, 1]);
+        let too_long = remora_core::slot::MAX_ID_LEN as u16 + 1;
         assert_eq!(
-            decode(&mut Decoder::default(), &[&bad, b""])
-                .err()
-                .as_deref(),
-            Some("id of 0 bytes")
+            decode(&mut Decoder::default(), &[&too_long.to_le_bytes(), b""]).err(),
+            Some(format!("id of {too_long} bytes"))
         );
+    }
+
+    #[test]
+    fn a_trailer_that_lies_or_is_not_the_end_refuses_its_chunk() {
+        let mut one = Vec::new();
+        record(&mut one, b"a", 5, Some(b"hello"));
+        let with = |records: u64, after: &[u8]| {
+            let mut s = one.clone();
+            trailer(&mut s, prefix(), records);
+            s.extend_from_slice(after);
+            s
+        };
+        // A count that is not the records': the chunk holding it installs nothing.
+        for records in [0, 2] {
+            let mut d = Decoder {
+                pending: with(records, b""),
+                ..Decoder::default()
+            };
+            assert_eq!(
+                d.feed(true).err(),
+                Some(format!("1 records shipped, the trailer says {records}"))
+            );
+        }
+        let mut d = Decoder {
+            pending: with(1, b"x"),
+            ..Decoder::default()
+        };
+        assert_eq!(
+            d.feed(true).err().as_deref(),
+            Some("the trailer is followed by 1 bytes")
+        );
+        let mut d = Decoder {
+            pending: with(1, b""),
+            ..Decoder::default()
+        };
+        assert_eq!(
+            d.feed(false).err().as_deref(),
+            Some("the trailer is followed by 0 bytes and more chunks")
+        );
+        // Records in one chunk, the trailer in the next: what came first is installed.
+        let mut d = Decoder::default();
+        let s = with(1, b"");
+        let got = decode(&mut d, &[&s[..one.len()], &s[one.len()..]]).unwrap();
+        assert_eq!(got, vec![(b"a".to_vec(), 5, Some(b"hello".to_vec()))]);
+        assert_eq!((d.prefix, d.objects), (Some(prefix()), 1));
     }
 }

@@ -176,6 +176,44 @@ fn a_shipment_larger_than_the_slot_transfers_exactly() {
 }
 
 #[test]
+fn a_shipment_goes_out_as_it_is_read_short_chunks_first() {
+    // Lanes of 1 MiB, a stream of ~620 KB: one chunk would do, but the server ships 128 KiB
+    // as soon as it has read that much, then 256 KiB, then the rest (with the trailer), so the
+    // lagger installs while the server reads.
+    let (_dir, r, layout) = replicas("pipelined", 2 << 20);
+    assert_eq!(layout.lane_bytes(), 1 << 20);
+    for i in 0..300 {
+        r[1].store.set(&id(i), &[i as u8; 2000], 7).unwrap();
+    }
+    r[1].transfer.publish(Prefix {
+        ts: 7,
+        applied: 300,
+        digest: [7; 32],
+    });
+    let _serving = serve(&r[1]);
+    let n = r[0].transfer.request(1, 0).unwrap();
+    let got = installed(
+        r[0].transfer
+            .receive(1, n, Duration::from_secs(20))
+            .unwrap(),
+    );
+    let records: u64 = (0..300).map(|i| (2 + id(i).len() + 12 + 2000) as u64).sum();
+    assert_eq!(
+        (got.prefix.ts, got.objects, got.bytes, got.chunks),
+        (7, 300, records + 2 + 56, 3)
+    );
+    for i in 0..300 {
+        assert_eq!(
+            r[0].store.get(&id(i)).unwrap(),
+            Lookup::Value {
+                ts: 7,
+                value: vec![i as u8; 2000]
+            }
+        );
+    }
+}
+
+#[test]
 fn a_server_that_keeps_executing_ships_the_state_at_one_prefix() {
     let (_dir, r, _) = replicas("concurrent", 64 << 10);
     // Enough objects that a collection outlasts many transactions: the hot objects are then
@@ -340,8 +378,9 @@ fn land(
     lagger.store.write_region(1, at, &header).unwrap();
 }
 
-fn manifest(objects: u64) -> Vec<u8> {
-    let mut m = Vec::new();
+/// A stream's end: the end mark, then prefix 30 (applied 3) and a record count.
+fn trailer(objects: u64) -> Vec<u8> {
+    let mut m = 0u16.to_le_bytes().to_vec();
     m.extend_from_slice(&30u64.to_le_bytes());
     m.extend_from_slice(&3u64.to_le_bytes());
     m.extend_from_slice(&[0u8; 32]);
@@ -353,12 +392,14 @@ fn manifest(objects: u64) -> Vec<u8> {
 fn torn_stale_oversized_and_malformed_chunks_are_never_installed() {
     let (_dir, r, layout) = replicas("refused", 1024);
     let wait = Duration::from_millis(5);
-    let mut rec = manifest(1);
-    rec.extend_from_slice(&1u16.to_le_bytes());
-    rec.extend_from_slice(b"x");
-    rec.extend_from_slice(&31u64.to_le_bytes());
-    rec.extend_from_slice(&2u32.to_le_bytes());
-    rec.extend_from_slice(b"hi");
+    let mut one = Vec::new();
+    one.extend_from_slice(&1u16.to_le_bytes());
+    one.extend_from_slice(b"x");
+    one.extend_from_slice(&31u64.to_le_bytes());
+    one.extend_from_slice(&2u32.to_le_bytes());
+    one.extend_from_slice(b"hi");
+    let mut rec = one.clone();
+    rec.extend_from_slice(&trailer(1));
     let n = r[0].transfer.request(1, 0).unwrap();
     let len = rec.len() as u64;
 
@@ -386,9 +427,10 @@ fn torn_stale_oversized_and_malformed_chunks_are_never_installed() {
             )
         }
     );
-    // Whole but malformed (more records than announced): refused with the reason.
-    let mut two = rec.clone();
-    two.extend_from_slice(&rec[56..]);
+    // Whole but malformed (more records than its trailer counts): refused with the reason.
+    let mut two = one.clone();
+    two.extend_from_slice(&one);
+    two.extend_from_slice(&trailer(1));
     land(
         &r[0],
         &layout,
@@ -399,7 +441,7 @@ fn torn_stale_oversized_and_malformed_chunks_are_never_installed() {
     );
     assert_eq!(
         r[0].transfer.receive(1, n, wait).unwrap_err().to_string(),
-        "state transfer: malformed shipment from replica 1 (request 1, chunk 0): more than the 1 objects announced"
+        "state transfer: malformed shipment from replica 1 (request 1, chunk 0): 2 records shipped, the trailer says 1"
     );
     assert_eq!(r[0].store.get(b"x").unwrap(), Lookup::Absent);
     // The same chunk made whole is installed.
@@ -674,14 +716,15 @@ fn a_catch_up_refuses_a_lying_manifest_and_takes_the_next_peers_shipment() {
         applied: 2,
         digest: [2; 32],
     });
-    // Replica 1's answer to request 1 (the catch-up's first) announces two objects and holds
-    // one, already in its slot.
-    let mut lie = manifest(2);
+    // Replica 1's answer to request 1 (the catch-up's first) holds one object and a trailer
+    // that counts two, already in its slot.
+    let mut lie = Vec::new();
     lie.extend_from_slice(&1u16.to_le_bytes());
     lie.extend_from_slice(b"x");
     lie.extend_from_slice(&25u64.to_le_bytes());
     lie.extend_from_slice(&3u32.to_le_bytes());
     lie.extend_from_slice(b"lie");
+    lie.extend_from_slice(&trailer(2));
     land(&r[0], &layout, 1, [1, 0, lie.len() as u64, 1], &lie, None);
     let _serving = serve(&r[2]);
     let t = &r[0].transfer;
