@@ -85,7 +85,8 @@ export function txDigest(body: Uint8Array, auth: readonly Authenticator[]): stri
     input.set(a.signature, at + a.publicKey.length);
     at += a.publicKey.length + a.signature.length;
   }
-  return hash('sha256', input.subarray(0, at), 'hex');
+  // Every authenticator checked is 96 bytes, so `at` is the whole buffer: no view to make.
+  return hash('sha256', at === input.length ? input : input.subarray(0, at), 'hex');
 }
 
 const isBytes = (v: unknown, len: number): v is Uint8Array => v instanceof Uint8Array && v.length === len;
@@ -129,7 +130,7 @@ export function encodeTxBytes(tx: Transaction): Buffer {
  * says where they end, so a batch of them can be walked without a length prefix.
  */
 export function splitTxBytes(bytes: Uint8Array, at = 0): { tx: Transaction; end: number } {
-  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const b = asBuffer(bytes);
   if (b.length - at < 6) throw new TxError('transaction bytes are truncated');
   if (b[at] !== TX_LAYOUT) throw new TxError(`transaction bytes have layout ${b[at]}, expected ${TX_LAYOUT}`);
   const bodyLen = b.readUInt32LE(at + 1);
@@ -157,11 +158,17 @@ export function decodeTx(tx: unknown): DecodedTx {
   if (tx instanceof Uint8Array) {
     const { tx: split, end } = splitTxBytes(tx);
     if (end !== tx.length) throw new TxError(`transaction bytes hold ${tx.length - end} bytes after the transaction`);
-    return decodeTxObject(split, Buffer.from(tx.buffer, tx.byteOffset, tx.byteLength));
+    return decodeTxObject(split, asBuffer(tx));
   }
   return decodeTxObject(tx, null);
 }
 
+/** `bytes` as a Buffer: itself when it is one (as received), else a view, never a copy. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** `bytes`: the `tx.v1` bytes `tx` was split from (its authenticators then have their shape already), or null. */
 function decodeTxObject(tx: unknown, bytes: Buffer | null): DecodedTx {
   if (typeof tx !== 'object' || tx === null) throw new TxError('transaction must be an object { body, auth }');
   const { body, auth } = tx as { body?: unknown; auth?: unknown };
@@ -173,13 +180,18 @@ function decodeTxObject(tx: unknown, bytes: Buffer | null): DecodedTx {
   if (auth.length > LIMITS.authenticators) {
     throw new TxError(`transaction has ${auth.length} authenticators, over the limit of ${LIMITS.authenticators}`);
   }
-  const checkedAuth = auth.map((a: unknown, i): Authenticator => {
-    const { scheme, publicKey, signature } = (a ?? {}) as Record<string, unknown>;
-    if (scheme !== 'ed25519') throw new TxError(`authenticator ${i}: unknown scheme ${describeScheme(scheme)}`);
-    if (!isBytes(publicKey, 32)) throw new TxError(`authenticator ${i}: public key must be 32 bytes`);
-    if (!isBytes(signature, 64)) throw new TxError(`authenticator ${i}: signature must be 64 bytes`);
-    return { scheme, publicKey, signature };
-  });
+  // Split from tx.v1 bytes, every authenticator already is an ed25519 key of 32 bytes and a
+  // signature of 64 (splitTxBytes): checking them again would only copy them.
+  const checkedAuth =
+    bytes !== null
+      ? (auth as Authenticator[])
+      : auth.map((a: unknown, i): Authenticator => {
+          const { scheme, publicKey, signature } = (a ?? {}) as Record<string, unknown>;
+          if (scheme !== 'ed25519') throw new TxError(`authenticator ${i}: unknown scheme ${describeScheme(scheme)}`);
+          if (!isBytes(publicKey, 32)) throw new TxError(`authenticator ${i}: public key must be 32 bytes`);
+          if (!isBytes(signature, 64)) throw new TxError(`authenticator ${i}: signature must be 64 bytes`);
+          return { scheme, publicKey, signature };
+        });
   // One encoding per set of signatures: otherwise a reordering would be a new digest that a
   // third party could submit to run a signed transaction twice.
   for (let i = 1; i < checkedAuth.length; i++) {

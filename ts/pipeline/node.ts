@@ -18,9 +18,9 @@ import { PreExecutionPool, type MemberStats, type PoolOptions, type PreExecutorL
 import { Primary, type Applied, type PrimaryOptions, type PrimaryStats, type PrimaryStore } from './primary.js';
 import type { ReceivedTable } from './table-bytes.js';
 import type { Scheduler } from './scheduler.js';
-import type { Sequencer } from './sequencer.js';
+import { EmbeddedSequencer, type Accepted, type Sequencer, type SequencingTicket } from './sequencer.js';
 import type { MissPush, StateUpdate } from './state-update.js';
-import { ReplyWaiters, type AppliedReply } from './replies.js';
+import { ReplyWaiters, type AppliedListener, type AppliedReply } from './replies.js';
 
 export type { MemberStats, PreExecutorLink } from './pool.js';
 export type { OptimisticReply, OptimisticStats } from './optimistic.js';
@@ -290,81 +290,188 @@ export class EmbeddedNode {
    * resolves with the primary's final outcome. Bad input throws a `TxError` and changes nothing.
    */
   submit(raw: unknown, onOptimistic?: (o: OptimisticReply) => void): Promise<Reply> {
-    const onReplied = this.opts.onReplied;
-    if (!onReplied) return this.admit(raw, onOptimistic);
-    const t0 = performance.now();
-    return this.admit(raw, onOptimistic).then((reply) => {
-      onReplied(performance.now() - t0, reply);
-      return reply;
-    });
+    return new Promise((resolve, reject) => this.submitWith(raw, (e, reply) => (e === null ? resolve(reply as Reply) : reject(e)), onOptimistic));
   }
 
-  /** Not async itself: one promise per transaction fewer, which the node feels at 10⁴ a second. */
-  private admit(raw: unknown, onOptimistic?: (o: OptimisticReply) => void): Promise<Reply> {
+  /**
+   * As `submit`, calling `done` once with the reply or the error instead of settling a promise:
+   * the client listener submits thousands a second, and each promise, with its reactions and
+   * jobs, is work for the collector. `done` is never called before `submitWith` returns.
+   */
+  submitWith(raw: unknown, done: SubmitDone, onOptimistic?: (o: OptimisticReply) => void): void {
     const prev = stages.enter('admission');
-    let tx: DecodedTx;
     try {
-      tx = admitTx(this.app, raw);
-    } catch (e) {
-      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      let tx: DecodedTx;
+      try {
+        tx = admitTx(this.app, raw);
+      } catch (e) {
+        const error = e instanceof Error ? e : new Error(String(e));
+        queueMicrotask(() => done(error, null));
+        return;
+      }
+      const s = new Submission(this.submissions, tx, done, onOptimistic !== undefined, this.opts.onReplied ? performance.now() : 0);
+      try {
+        this.replies.listen(tx.digest, s);
+        if (onOptimistic) this.optimistic.listen(tx.digest, onOptimistic);
+        // The primary waits for a result only if some pre-executor was handed the transaction.
+        if (this.pool.dispatch(tx)) this.primary.expect(tx.digest);
+      } catch (e) {
+        // Not sequenced: nothing will apply it, and the submitter hears why.
+        s.failed(e);
+        return;
+      }
+      s.sequencedAt = this.opts.onSequenced ? performance.now() : 0;
+      if (this.sequencer instanceof EmbeddedSequencer) this.sequencer.enqueue(s);
+      else
+        this.sequencer.submit(tx).then(
+          (a) => s.accepted(a),
+          (e: unknown) => s.failed(e),
+        );
     } finally {
       stages.leave(prev);
     }
-    return this.admitted(tx, onOptimistic);
   }
 
-  /** Registers the reply's waiter, and hands `tx` to a pre-executor if the scheduler picks one. */
-  private handOver(tx: DecodedTx, onOptimistic?: (o: OptimisticReply) => void): Promise<AppliedReply> {
-    const applied = this.replies.wait(tx.digest);
-    if (onOptimistic) this.optimistic.listen(tx.digest, onOptimistic);
-    // The primary waits for a result only if some pre-executor was handed the transaction.
-    if (this.pool.dispatch(tx)) this.primary.expect(tx.digest);
-    return applied;
-  }
-
-  private async admitted(tx: DecodedTx, onOptimistic?: (o: OptimisticReply) => void): Promise<Reply> {
-    const prev = stages.enter('admission');
-    let applied: Promise<AppliedReply>;
-    try {
-      applied = this.handOver(tx, onOptimistic);
-    } finally {
-      stages.leave(prev);
-    }
-    let accepted;
-    try {
-      const s0 = this.opts.onSequenced ? performance.now() : 0;
-      accepted = await this.sequencer.submit(tx);
-      this.opts.onSequenced?.(performance.now() - s0);
-    } catch (e) {
-      this.replies.drop(tx.digest);
-      this.primary.forget(tx.digest);
-      this.optimistic.drop(tx.digest);
-      throw e;
-    }
-    if (accepted.duplicate && accepted.ts <= this.replies.lastApplied) {
-      const first = this.replies.remembered(tx.digest, accepted.ts);
-      this.replies.drop(tx.digest);
-      this.primary.forget(tx.digest);
-      this.optimistic.drop(tx.digest);
-      this.pool.done(tx.digest);
+  /** What a submission asks of the node as its answers come in; made once, not per transaction. */
+  private readonly submissions: SubmissionHost = {
+    sequenced: (s, accepted) => {
+      this.opts.onSequenced?.(performance.now() - s.sequencedAt);
+      if (!(accepted.duplicate && accepted.ts <= this.replies.lastApplied)) return null;
+      // Applied before: answered with what the first submission got, if still remembered.
+      const digest = s.tx.digest;
+      const first = this.replies.remembered(digest, accepted.ts);
+      this.replies.drop(digest);
+      this.primary.forget(digest);
+      this.optimistic.drop(digest);
+      this.pool.done(digest);
       return {
         ts: accepted.ts,
         duplicate: true,
         outcome: first?.outcome ?? null,
         decision: first?.decision ?? null,
-        ...(onOptimistic && { optimistic: 'none' as const }),
+        ...(s.optimistic && { optimistic: 'none' as const }),
       };
+    },
+    unsequenced: (s) => {
+      this.replies.drop(s.tx.digest);
+      this.primary.forget(s.tx.digest);
+      this.optimistic.drop(s.tx.digest);
+    },
+    settled: (s) => {
+      // Answered together on the next microtask: never from inside the log's or the primary's
+      // loops, where a client's next messages (read as soon as it is answered) would run.
+      this.answered.push(s);
+      if (this.answered.length === 1) queueMicrotask(this.answerAll);
+    },
+  };
+
+  private answered: Submission[] = [];
+
+  private readonly answerAll = (): void => {
+    const list = this.answered;
+    this.answered = [];
+    const onReplied = this.opts.onReplied;
+    for (const s of list) {
+      try {
+        s.answer(onReplied);
+      } catch (e) {
+        // One submitter's failure must not keep the others from their answers.
+        (this.opts.log ?? ((m: string) => console.error(m)))(`node: answering a submission failed: ${asError(e).message}`);
+      }
     }
-    const { a, optimistic } = await applied;
-    const reply: Reply = { ts: a.ts, duplicate: accepted.duplicate, outcome: a.outcome, decision: a.decision };
-    if (onOptimistic) reply.optimistic = optimistic;
-    return reply;
-  }
+  };
 
   private applied(batch: readonly Applied[]): void {
     this.replies.applied(batch, (a) => this.optimistic.settle(a.digest, a.outcome));
     this.delegation?.applied(batch);
     this.pool.applied(batch);
     this.opts.onApplied?.(batch);
+  }
+}
+
+/** How `submitWith` answers: the reply, or the error (a `TxError` for bad input). */
+export type SubmitDone = (error: Error | null, reply: Reply | null) => void;
+
+interface SubmissionHost {
+  /** The log took `s`: the reply if it is a duplicate applied before, else null (wait for it to apply). */
+  sequenced(s: Submission, accepted: Accepted): Reply | null;
+  /** The log refused `s`: nothing will apply it. */
+  unsequenced(s: Submission): void;
+  /** `s` has its answer: the host calls `s.answer` soon, outside whatever loop settled it. */
+  settled(s: Submission): void;
+}
+
+/**
+ * One admitted transaction on its way to its reply: the log's answer and the primary's come to
+ * this object (in either order, though the embedded log always answers first), so a submission
+ * costs one object rather than a chain of promises.
+ */
+class Submission implements SequencingTicket, AppliedListener {
+  sequencedAt = 0;
+  private acceptedAs: Accepted | null = null;
+  private appliedAs: AppliedReply | null = null;
+  private settled = false;
+  /** The answer, once settled: an error or a reply. */
+  private error: Error | null = null;
+  private reply: Reply | null = null;
+
+  constructor(
+    private readonly host: SubmissionHost,
+    readonly tx: DecodedTx,
+    private readonly done: SubmitDone,
+    readonly optimistic: boolean,
+    readonly submittedAt: number,
+  ) {}
+
+  accepted(a: Accepted): void {
+    if (this.settled || this.acceptedAs !== null) return;
+    this.acceptedAs = a;
+    let duplicate: Reply | null;
+    try {
+      duplicate = this.host.sequenced(this, a);
+    } catch (e) {
+      this.settle(asError(e), null);
+      return;
+    }
+    if (duplicate !== null) this.settle(null, duplicate);
+    else if (this.appliedAs !== null) this.settleApplied(a, this.appliedAs);
+  }
+
+  failed(e: unknown): void {
+    if (this.settled || this.acceptedAs !== null) return;
+    this.host.unsequenced(this);
+    this.settle(asError(e), null);
+  }
+
+  onApplied(r: AppliedReply): void {
+    this.appliedAs = r;
+    if (this.acceptedAs !== null && !this.settled) this.settleApplied(this.acceptedAs, r);
+  }
+
+  private settleApplied(accepted: Accepted, { a, optimistic }: AppliedReply): void {
+    const reply: Reply = { ts: a.ts, duplicate: accepted.duplicate, outcome: a.outcome, decision: a.decision };
+    if (this.optimistic) reply.optimistic = optimistic;
+    this.settle(null, reply);
+  }
+
+  private settle(error: Error | null, reply: Reply | null): void {
+    this.settled = true;
+    this.error = error;
+    this.reply = reply;
+    this.host.settled(this);
+  }
+
+  /** Tells the submitter (and `onReplied`, for a reply); called once, by the host. */
+  answer(onReplied: NodeOptions['onReplied']): void {
+    const reply = this.reply;
+    if (reply !== null && onReplied) {
+      try {
+        onReplied(performance.now() - this.submittedAt, reply);
+      } catch (e) {
+        this.done(asError(e), null);
+        return;
+      }
+    }
+    this.done(this.error, reply);
   }
 }

@@ -154,7 +154,7 @@ export class Primary {
     this.expected.delete(digest);
     this.offers.delete(digest);
     this.waitBounds.delete(digest);
-    this.waiting.get(digest)?.();
+    this.arrived(digest);
   }
 
   /** A table found malformed before it reached the primary: counted; the transaction is executed here. */
@@ -175,7 +175,7 @@ export class Primary {
     }
     const received = 'bytes' in table ? table : receiveTable(encodeTable(table));
     if (!this.offers.has(digest)) this.offers.set(digest, { table: received, from, app });
-    this.waiting.get(digest)?.();
+    this.arrived(digest);
   }
 
   /** Merges and applies one ordered batch. */
@@ -233,10 +233,12 @@ export class Primary {
   private applyBatch(batch: readonly Sequenced[], speculated: readonly (Speculated | undefined)[] | null): void {
     const t0 = this.opts.onMerged ? performance.now() : 0;
     const offers = batch.map(({ tx }) => this.offers.get(tx.digest));
+    // Only delegation bounds waits: without it the map is empty and not asked per transaction.
+    const bounded = this.waitBounds.size > 0;
     for (const { tx } of batch) {
       this.offers.delete(tx.digest);
       this.expected.delete(tx.digest);
-      this.waitBounds.delete(tx.digest);
+      if (bounded) this.waitBounds.delete(tx.digest);
     }
     const applied: Applied[] = [];
     const upgrades: [AppVersion, bigint][] = [];
@@ -423,15 +425,52 @@ export class Primary {
     }
   }
 
+  /** A result for `digest` is in, or none will come: whoever waits for it stops (once). */
+  private arrived(digest: string): void {
+    const w = this.waiting.get(digest);
+    if (w === undefined) return;
+    this.waiting.delete(digest);
+    w();
+  }
+
+  /**
+   * Without delegation: resolves once every one of `missing` has its result (or none will
+   * come), or after `ms`. One count for the batch, not a promise per transaction.
+   */
+  private async allArrive(missing: readonly Sequenced[], ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const all = new Promise<void>((resolve) => {
+      let left = missing.length;
+      // `arrived` takes a digest's entry out as it calls it, so each counts once.
+      const one = () => {
+        if (--left === 0) resolve();
+      };
+      for (const { tx } of missing) this.waiting.set(tx.digest, one);
+      timer = setTimeout(resolve, ms);
+    });
+    try {
+      await all;
+    } finally {
+      clearTimeout(timer);
+      for (const { tx } of missing) this.waiting.delete(tx.digest);
+    }
+  }
+
   /**
    * Waits, up to the deadline, for results of the batch's expected transactions; then, for
    * delegated ones still missing, up to their lease's end (a delegate answers a whole batch
    * at once, after the round trip the deadline is not sized for).
    */
   private async awaitResults(batch: readonly Sequenced[]): Promise<void> {
-    const missing = batch.filter(({ tx }) => this.expected.has(tx.digest) && !this.offers.has(tx.digest));
-    if (missing.length === 0) return;
-    if (this.opts.deadlineMs <= 0 && (this.waitBounds.size === 0 || !missing.some(({ tx }) => this.waitBounds.has(tx.digest)))) return;
+    const isMissing = ({ tx }: Sequenced) => !this.offers.has(tx.digest) && this.expected.has(tx.digest);
+    // Usually every result is in: that is found without building the list.
+    if (!batch.some(isMissing)) return;
+    const missing = batch.filter(isMissing);
+    if (this.waitBounds.size === 0) {
+      if (this.opts.deadlineMs > 0) await this.allArrive(missing, this.opts.deadlineMs);
+      return;
+    }
+    if (this.opts.deadlineMs <= 0 && !missing.some(({ tx }) => this.waitBounds.has(tx.digest))) return;
     const arrivals = new Map(missing.map(({ tx }) => [tx.digest, new Promise<void>((resolve) => this.waiting.set(tx.digest, resolve))]));
     try {
       if (this.opts.deadlineMs > 0) await within([...arrivals.values()], this.opts.deadlineMs);

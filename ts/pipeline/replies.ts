@@ -17,14 +17,34 @@ export interface RememberedOutcome {
   decision: Decision;
 }
 
+/** Who waits for a digest to be applied: an object, so a submission needs no closure for it. */
+export interface AppliedListener {
+  onApplied(r: AppliedReply): void;
+}
+
 export class ReplyWaiters {
-  private readonly waiters = new Map<string, ((r: AppliedReply) => void)[]>();
-  private readonly recent = new Map<string, RememberedOutcome>();
+  /** Digest → who waits for it; a second submitter of the same digest is chained to the first. */
+  private readonly waiters = new Map<string, AppliedListener>();
+  /**
+   * The outcomes of the last `remember` timestamps applied, at `ts % remember`: a duplicate is
+   * asked for by the timestamp the log gave its first submission, so no per-digest map is
+   * needed, and keeping one costs no allocation per transaction.
+   */
+  private readonly recentTs: (bigint | undefined)[];
+  private readonly recentDigest: (string | undefined)[];
+  private readonly recentOutcome: (Outcome | undefined)[];
+  private readonly recentDecision: (Decision | undefined)[];
   private appliedWaiters: { ts: bigint; resolve: () => void }[] = [];
   private appliedTs = 0n;
 
   /** `remember`: outcomes kept for answering duplicates. */
-  constructor(private readonly remember: number) {}
+  constructor(private readonly remember: number) {
+    if (!Number.isSafeInteger(remember) || remember < 0) throw new RangeError(`outcomes remembered must be a non-negative integer, got ${remember}`);
+    this.recentTs = new Array<bigint | undefined>(remember).fill(undefined);
+    this.recentDigest = new Array<string | undefined>(remember).fill(undefined);
+    this.recentOutcome = new Array<Outcome | undefined>(remember).fill(undefined);
+    this.recentDecision = new Array<Decision | undefined>(remember).fill(undefined);
+  }
 
   /** Applying starts after `ts` (what the log already held when the node restarted). */
   startAfter(ts: bigint): void {
@@ -37,11 +57,23 @@ export class ReplyWaiters {
 
   /** Resolves when `digest` is applied. */
   wait(digest: string): Promise<AppliedReply> {
-    return new Promise((resolve) => {
-      const list = this.waiters.get(digest) ?? [];
-      list.push(resolve);
-      this.waiters.set(digest, list);
-    });
+    return new Promise((resolve) => this.listen(digest, { onApplied: resolve }));
+  }
+
+  /** Tells `listener` when `digest` is applied (unless dropped first). */
+  listen(digest: string, listener: AppliedListener): void {
+    const first = this.waiters.get(digest);
+    this.waiters.set(
+      digest,
+      first === undefined
+        ? listener
+        : {
+            onApplied: (r) => {
+              first.onApplied(r);
+              listener.onApplied(r);
+            },
+          },
+    );
   }
 
   /** No reply will come for `digest` from applying it (refused, or a duplicate already applied). */
@@ -51,8 +83,17 @@ export class ReplyWaiters {
 
   /** The first submission's outcome, if it was applied at `ts` and is still remembered. */
   remembered(digest: string, ts: bigint): RememberedOutcome | null {
-    const first = this.recent.get(digest);
-    return first?.ts === ts ? first : null;
+    if (this.remember === 0) return null;
+    const slot = this.slot(ts);
+    const outcome = this.recentOutcome[slot];
+    const decision = this.recentDecision[slot];
+    if (this.recentTs[slot] !== ts || this.recentDigest[slot] !== digest || outcome === undefined || decision === undefined) return null;
+    return { ts, outcome, decision };
+  }
+
+  private slot(ts: bigint): number {
+    // Timestamps stay far below 2^53 (one per transaction), where the conversion is exact.
+    return Number(ts) % this.remember;
   }
 
   /** Resolves once every transaction up to `ts` is applied. */
@@ -65,18 +106,19 @@ export class ReplyWaiters {
   applied(batch: readonly Applied[], check: (a: Applied) => OptimisticCheck): void {
     for (const a of batch) {
       this.appliedTs = a.ts;
-      this.recent.set(a.digest, { ts: a.ts, outcome: a.outcome, decision: a.decision });
-      const optimistic = check(a);
-      const list = this.waiters.get(a.digest);
-      if (list) {
-        this.waiters.delete(a.digest);
-        for (const w of list) w({ a, optimistic });
+      if (this.remember > 0) {
+        const slot = this.slot(a.ts);
+        this.recentTs[slot] = a.ts;
+        this.recentDigest[slot] = a.digest;
+        this.recentOutcome[slot] = a.outcome;
+        this.recentDecision[slot] = a.decision;
       }
-    }
-    // Maps iterate in insertion order, so the first keys are the oldest outcomes.
-    for (const k of this.recent.keys()) {
-      if (this.recent.size <= this.remember) break;
-      this.recent.delete(k);
+      const optimistic = check(a);
+      const w = this.waiters.get(a.digest);
+      if (w !== undefined) {
+        this.waiters.delete(a.digest);
+        w.onApplied({ a, optimistic });
+      }
     }
     if (this.appliedWaiters.length > 0) {
       const due = this.appliedWaiters.filter((w) => w.ts <= this.appliedTs);

@@ -28,6 +28,8 @@ export interface SchedulerOptions {
   hotToPrimary?: boolean;
 }
 
+const NONE: readonly string[] = [];
+
 export class Scheduler {
   readonly policy: Policy;
   readonly slack: number;
@@ -37,11 +39,23 @@ export class Scheduler {
   private readonly members: string[] = [];
   private readonly load = new Map<string, number>();
   private cursor = 0;
-  /** Object id → member last handed a transaction declaring it; insertion order = age. */
-  private readonly affinity = new Map<string, string>();
+  /**
+   * Object id → the member last handed a transaction declaring it, and when (a use count).
+   * The order of use is kept apart, in `usedIds`/`usedAt`: moving an id to the newest end of
+   * the map on every use (a delete and a set) kept its hash table rebuilding under load.
+   */
+  private readonly affinity = new Map<string, Affinity>();
+  /** Uses, oldest first from `usedHead`; a use is current if the id's entry still has its time. */
+  private usedIds: string[] = [];
+  private usedAt: number[] = [];
+  private usedHead = 0;
+  private clock = 0;
   private hotSet: ReadonlySet<string> = new Set();
   /** Hot object id → the member every transaction on it goes to. */
   private readonly pins = new Map<string, string>();
+  /** `affine`'s working space: members among a transaction's objects, and how many each holds. */
+  private readonly names: string[] = [];
+  private readonly counts: number[] = [];
 
   constructor(opts: SchedulerOptions = {}) {
     this.policy = opts.policy ?? DEFAULT_POLICY;
@@ -119,7 +133,8 @@ export class Scheduler {
         chosen = this.affine(objects);
         break;
       case 'load+affinity+hot': {
-        const hot = this.hotSet.size === 0 ? [] : objects.filter((id) => this.hotSet.has(id));
+        // Most transactions touch no hot object: those allocate nothing here.
+        const hot = this.hotSet.size === 0 || !objects.some((id) => this.hotSet.has(id)) ? NONE : objects.filter((id) => this.hotSet.has(id));
         if (hot.length > 0 && this.hotToPrimary) return null;
         let pinned: string | undefined;
         for (const id of hot) if ((pinned = this.pins.get(id)) !== undefined) break;
@@ -162,11 +177,13 @@ export class Scheduler {
   /** The member holding most of `objects`, if within `slack` of the least loaded; else the least loaded. */
   private affine(objects: readonly string[]): string {
     // Counted per member in the order members first appear among the objects, as a Map would
-    // iterate them; arrays, since this runs for every transaction admitted.
-    const names: string[] = [];
-    const counts: number[] = [];
+    // iterate them; in arrays kept between calls, since this runs for every transaction admitted.
+    const names = this.names;
+    const counts = this.counts;
+    names.length = 0;
+    counts.length = 0;
     for (const id of objects) {
-      const m = this.affinity.get(id);
+      const m = this.affinity.get(id)?.member;
       if (m === undefined || !this.load.has(m)) continue;
       const k = names.indexOf(m);
       if (k < 0) {
@@ -176,13 +193,14 @@ export class Scheduler {
     }
     let affine: string | undefined;
     let most = 0;
-    names.forEach((m, k) => {
+    for (let k = 0; k < names.length; k++) {
+      const m = names[k] as string;
       const c = counts[k] ?? 0;
       if (c > most || (c === most && affine !== undefined && this.outstanding(m) < this.outstanding(affine))) {
         affine = m;
         most = c;
       }
-    });
+    }
     if (affine === undefined) return this.leastLoaded();
     let least = Infinity;
     for (const m of this.members) least = Math.min(least, this.outstanding(m));
@@ -192,13 +210,49 @@ export class Scheduler {
   private remember(objects: readonly string[], member: string): void {
     if (this.affinityCapacity === 0) return;
     for (const id of objects) {
-      // Re-inserting moves the id to the newest end, so eviction drops the least recently used.
-      this.affinity.delete(id);
-      this.affinity.set(id, member);
+      const at = ++this.clock;
+      const e = this.affinity.get(id);
+      if (e === undefined) this.affinity.set(id, { member, at });
+      else {
+        e.member = member;
+        e.at = at;
+      }
+      this.usedIds.push(id);
+      this.usedAt.push(at);
     }
-    for (const id of this.affinity.keys()) {
-      if (this.affinity.size <= this.affinityCapacity) break;
-      this.affinity.delete(id);
+    // The least recently used go first: the oldest uses that are still their id's latest.
+    while (this.affinity.size > this.affinityCapacity && this.usedHead < this.usedIds.length) {
+      const id = this.usedIds[this.usedHead] as string;
+      const at = this.usedAt[this.usedHead] as number;
+      this.usedHead++;
+      if (this.affinity.get(id)?.at === at) this.affinity.delete(id);
     }
+    // Uses no longer current (or already passed) are dropped once they outnumber the current
+    // ones: each use is copied at most once per time its kind doubles, so amortised O(1).
+    const held = this.usedIds.length - this.usedHead;
+    if (held > 2 * this.affinity.size + 1024 || (this.usedHead > 1024 && this.usedHead > held)) this.compactUses();
   }
+
+  /** Keeps only each id's latest use, oldest first. */
+  private compactUses(): void {
+    const ids: string[] = [];
+    const ats: number[] = [];
+    for (let k = this.usedHead; k < this.usedIds.length; k++) {
+      const id = this.usedIds[k] as string;
+      const at = this.usedAt[k] as number;
+      if (this.affinity.get(id)?.at === at) {
+        ids.push(id);
+        ats.push(at);
+      }
+    }
+    this.usedIds = ids;
+    this.usedAt = ats;
+    this.usedHead = 0;
+  }
+}
+
+/** Where an object's last transaction went, and at which use. */
+interface Affinity {
+  member: string;
+  at: number;
 }

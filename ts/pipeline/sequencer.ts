@@ -40,10 +40,24 @@ export interface Sequencer {
   close(): Promise<void>;
 }
 
-interface Pending {
-  tx: DecodedTx;
-  resolve: (a: Accepted) => void;
-  reject: (e: unknown) => void;
+/**
+ * A submission waiting for its place in the log, answered by a call instead of a promise: the
+ * node submits thousands a second, and a promise each (with its reactions and jobs) is work
+ * for the collector that one object is not. Neither method may throw.
+ */
+export interface SequencingTicket {
+  readonly tx: DecodedTx;
+  accepted(a: Accepted): void;
+  failed(e: unknown): void;
+}
+
+/** A ticket whose answer settles a promise: what `submit` hands the log. */
+class PromisedTicket implements SequencingTicket {
+  constructor(
+    readonly tx: DecodedTx,
+    readonly accepted: (a: Accepted) => void,
+    readonly failed: (e: unknown) => void,
+  ) {}
 }
 
 const READ_BATCH = 1024;
@@ -58,7 +72,7 @@ const IN_FLIGHT = 8;
 
 export class EmbeddedSequencer implements Sequencer {
   private readonly log: SequencerLog;
-  private pending: Pending[] = [];
+  private pending: SequencingTicket[] = [];
   private inFlight = 0;
   /** Settles once every append made so far is handled, in the order they were made. */
   private handled: Promise<void> = Promise.resolve();
@@ -95,10 +109,21 @@ export class EmbeddedSequencer implements Sequencer {
   submit(tx: DecodedTx): Promise<Accepted> {
     if (this.closed) return Promise.reject(new Error('sequencer is closed'));
     if (this.failure !== null) return Promise.reject(asError(this.failure));
-    return new Promise((resolve, reject) => {
-      this.pending.push({ tx, resolve, reject });
-      this.startAppends();
-    });
+    return new Promise((resolve, reject) => this.enqueue(new PromisedTicket(tx, resolve, reject)));
+  }
+
+  /**
+   * As `submit`, answering `ticket` once `ticket.tx` is durable (or failed). A refusal is
+   * answered on a later microtask, as `submit`'s rejected promise would be.
+   */
+  enqueue(ticket: SequencingTicket): void {
+    if (this.closed || this.failure !== null) {
+      const e = this.closed ? new Error('sequencer is closed') : asError(this.failure);
+      queueMicrotask(() => ticket.failed(e));
+      return;
+    }
+    this.pending.push(ticket);
+    this.startAppends();
   }
 
   /**
@@ -122,7 +147,7 @@ export class EmbeddedSequencer implements Sequencer {
     }
   }
 
-  private appendBatch(batch: readonly Pending[]): ReturnType<SequencerLog['appendFlat']> {
+  private appendBatch(batch: readonly SequencingTicket[]): ReturnType<SequencerLog['appendFlat']> {
     // The digests go as one hex string: the log decodes it off this thread.
     let digests = '';
     const ends = new Uint32Array(batch.length);
@@ -138,7 +163,7 @@ export class EmbeddedSequencer implements Sequencer {
   }
 
   /** Resolves `batch` once it is durable and every earlier append is handled; never rejects. */
-  private async finishAppend(batch: readonly Pending[], appended: ReturnType<SequencerLog['appendFlat']>, previous: Promise<void>): Promise<void> {
+  private async finishAppend(batch: readonly SequencingTicket[], appended: ReturnType<SequencerLog['appendFlat']>, previous: Promise<void>): Promise<void> {
     let results: Awaited<typeof appended> | null = null;
     let error: unknown = null;
     try {
@@ -163,7 +188,7 @@ export class EmbeddedSequencer implements Sequencer {
           if (ts === undefined) throw new Error('sequencer log returned fewer results than transactions');
           const duplicate = done.duplicate[i] === 1;
           if (keep && !duplicate) this.live.push({ ts, tx: p.tx });
-          p.resolve({ ts, duplicate });
+          p.accepted({ ts, duplicate });
         }),
       );
       this.pump();
@@ -171,7 +196,7 @@ export class EmbeddedSequencer implements Sequencer {
       // The log refuses appends after a failed write or sync; so do we, loudly. Appends
       // already in flight resolve if they were written (they are durable) and reject if not.
       this.failure ??= e;
-      for (const p of [...batch, ...this.pending]) p.reject(e);
+      for (const p of [...batch, ...this.pending]) p.failed(e);
       this.pending = [];
     }
   }

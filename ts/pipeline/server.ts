@@ -12,7 +12,7 @@ import type { HostPort, Transport } from '../transport.js';
 import { stages } from '../stages.js';
 import { listen, type Conn, type Server } from '../wire.js';
 import { parseAdminMessage, parseClientMessage, ProtocolError, type NodeToAdmin, type NodeToClient, type SharedCheckpointInfo } from './messages.js';
-import type { EmbeddedNode, OptimisticReply, Reply } from './node.js';
+import type { EmbeddedNode, OptimisticReply, Reply, SubmitDone } from './node.js';
 import { attachMember } from './pool.js';
 import type { NodeStatus } from './status.js';
 
@@ -126,6 +126,11 @@ function guard(conn: Conn, log: (m: string) => void, handle: (m: unknown) => voi
 export interface ClientSubmitter {
   /** Admits `raw` (a `TxError` says why not) and resolves with its final reply. */
   submit(raw: unknown, onOptimistic?: (o: OptimisticReply) => void): Promise<Reply>;
+  /**
+   * As `submit`, calling `done` once, after it returns, with the error or the reply: what the
+   * listener uses when there, as it spares a promise per request (`EmbeddedNode.submitWith`).
+   */
+  submitWith?(raw: unknown, done: SubmitDone, onOptimistic?: (o: OptimisticReply) => void): void;
 }
 
 /**
@@ -173,17 +178,20 @@ export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) 
       inFlight++;
       reconsider();
       const onOptimistic = m.optimistic ? (o: OptimisticReply) => reply({ t: 'optimistic', id: m.id, outcome: o.outcome, from: o.from }) : undefined;
-      node.submit(m.tx, onOptimistic).then(
-        (r) => {
-          reply({ t: 'reply', id: m.id, ...r });
-          done();
-        },
-        (e: unknown) => {
+      const answer = (e: unknown, r: Reply | null) => {
+        if (r !== null) reply({ t: 'reply', id: m.id, ...r });
+        else {
           if (!(e instanceof TxError)) log(`submit from ${conn.peer} failed: ${e instanceof Error ? e.message : String(e)}`);
           reply({ t: 'rejected', id: m.id, error: e instanceof Error ? e.message : String(e) });
-          done();
-        },
-      );
+        }
+        done();
+      };
+      if (node.submitWith) node.submitWith(m.tx, answer, onOptimistic);
+      else
+        node.submit(m.tx, onOptimistic).then(
+          (r) => answer(null, r),
+          (e: unknown) => answer(e, null),
+        );
     }),
   );
 }

@@ -1,0 +1,144 @@
+// The scheduler's affinity memory keeps the order of use apart from its map (scheduler.ts): it
+// must choose exactly as a map re-inserted on every use would, evictions of the least recently
+// used included, however long it runs.
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { Scheduler } from '../ts/pipeline/scheduler.js';
+
+/** `load+affinity` as first written: a Map whose insertion order is the order of use. */
+class ReferenceAffinity {
+  private readonly members: string[] = [];
+  private readonly load = new Map<string, number>();
+  private cursor = 0;
+  private readonly affinity = new Map<string, string>();
+
+  constructor(
+    private readonly capacity: number,
+    private readonly slack: number,
+  ) {}
+
+  add(name: string): void {
+    this.members.push(name);
+    this.load.set(name, 0);
+  }
+
+  remove(name: string): void {
+    const i = this.members.indexOf(name);
+    if (i < 0) return;
+    this.members.splice(i, 1);
+    this.load.delete(name);
+    if (i < this.cursor) this.cursor--;
+  }
+
+  completed(name: string): void {
+    const n = this.load.get(name);
+    if (n !== undefined) this.load.set(name, Math.max(0, n - 1));
+  }
+
+  private outstanding(name: string): number {
+    return this.load.get(name) ?? 0;
+  }
+
+  private leastLoaded(): string {
+    const n = this.members.length;
+    if (this.cursor >= n) this.cursor = 0;
+    let best = this.cursor;
+    let bestLoad = Infinity;
+    for (let k = 0; k < n; k++) {
+      const i = (this.cursor + k) % n;
+      const l = this.outstanding(this.members[i] as string);
+      if (l < bestLoad) {
+        best = i;
+        bestLoad = l;
+      }
+    }
+    this.cursor = (best + 1) % n;
+    return this.members[best] as string;
+  }
+
+  choose(objects: readonly string[]): string | null {
+    if (this.members.length === 0) return null;
+    const counts = new Map<string, number>();
+    for (const id of objects) {
+      const m = this.affinity.get(id);
+      if (m !== undefined && this.load.has(m)) counts.set(m, (counts.get(m) ?? 0) + 1);
+    }
+    let affine: string | undefined;
+    let most = 0;
+    for (const [m, c] of counts) {
+      if (c > most || (c === most && affine !== undefined && this.outstanding(m) < this.outstanding(affine))) {
+        affine = m;
+        most = c;
+      }
+    }
+    let chosen: string;
+    if (affine === undefined) chosen = this.leastLoaded();
+    else {
+      const least = Math.min(...this.members.map((m) => this.outstanding(m)));
+      chosen = this.outstanding(affine) - least > this.slack ? this.leastLoaded() : affine;
+    }
+    this.load.set(chosen, this.outstanding(chosen) + 1);
+    if (this.capacity > 0) {
+      for (const id of objects) {
+        this.affinity.delete(id);
+        this.affinity.set(id, chosen);
+      }
+      for (const id of this.affinity.keys()) {
+        if (this.affinity.size <= this.capacity) break;
+        this.affinity.delete(id);
+      }
+    }
+    return chosen;
+  }
+}
+
+describe('scheduler affinity memory', () => {
+  for (const capacity of [0, 1, 3, 40, 1000]) {
+    it(`chooses as a map re-inserted on every use would (capacity ${capacity})`, () => {
+      const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
+      console.log(`scheduler affinity test (capacity ${capacity}): seed ${seed} (REMORA_SEED to replay)`);
+      let x = seed >>> 0 || 1;
+      const rand = (n: number): number => {
+        // xorshift32: the same sequence for the same seed.
+        x ^= x << 13;
+        x >>>= 0;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        x >>>= 0;
+        return x % n;
+      };
+      const slack = 4;
+      const s = new Scheduler({ policy: 'load+affinity', affinityCapacity: capacity, slack });
+      const ref = new ReferenceAffinity(capacity, slack);
+      const present = new Set<string>();
+      const join = (name: string) => {
+        s.add(name);
+        ref.add(name);
+        present.add(name);
+      };
+      for (const name of ['a', 'b', 'c']) join(name);
+      // Enough uses that the order of use is compacted many times over.
+      for (let step = 0; step < 30_000; step++) {
+        const r = rand(100);
+        if (r < 30) {
+          const names = [...present];
+          const name = names[rand(names.length)] as string;
+          s.completed(name);
+          ref.completed(name);
+        } else if (r === 30 && present.size > 1) {
+          const names = [...present];
+          const name = names[rand(names.length)] as string;
+          s.remove(name);
+          ref.remove(name);
+          present.delete(name);
+        } else if (r === 31) {
+          const name = `m${step}`;
+          join(name);
+        } else {
+          const objects = [...new Set(Array.from({ length: 1 + rand(3) }, () => `o${rand(120)}`))];
+          expect(s.choose(objects), `step ${step}, objects ${objects.join(',')}`).toBe(ref.choose(objects));
+        }
+      }
+    });
+  }
+});
