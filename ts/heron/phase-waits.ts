@@ -37,10 +37,10 @@ export class PhaseWaits {
 
   /**
    * Replicas (per involved partition, in `dest` order) that reached the phase, or a promise of
-   * them if the wait outlasted the budget. The wait runs on
-   * this thread for up to the budget (a spin, then a futex sleep until a peer announces): the
-   * replica has nothing else to do before this transaction is coordinated, and a pool hop costs
-   * more than the whole wait in the common case. Longer waits go on on the pool (`finish`), so
+   * them if the wait outlasted the budget. The wait runs on this thread for up to the budget (a
+   * spin, then a futex sleep until a peer announces): the replica has nothing else to do before
+   * this transaction is coordinated, and a pool hop costs more than the whole wait in the
+   * common case. Longer waits go on on the pool (`finish`), so
    * the process stays responsive through a slow peer or a timeout. `announce` false: the
    * phase was announced before (`NativeCoordinator.announce`), and only the wait is left.
    */
