@@ -5,73 +5,22 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { admitTx } from '../ts/app/admit.js';
 import { makeTx } from '../ts/app/app.js';
-import { nativeFunctions } from '../ts/app/natives.js';
-import { destinations, partitionerOf } from '../ts/app/partition.js';
 import { kvApp } from '../ts/apps/kv.js';
-import type { Delivered, FromReplica } from '../ts/heron/messages.js';
 import { PHASE_DELIVERED, PHASE_EXECUTED } from '../ts/heron/phases.js';
-import { HeronReplica } from '../ts/heron/replica.js';
-import { loadOrCreateSecret } from '../ts/secret.js';
+import { startPair } from './heron-pair.js';
 
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-arrival-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-type OutcomeMsg = Extract<FromReplica, { t: 'outcome' }>;
-
-/** One key per partition of two. */
-function keys(): [string, string] {
-  const part = partitionerOf(kvApp, 2);
-  const found: string[] = [];
-  for (let i = 0; found[0] === undefined || found[1] === undefined; i++) found[part(`kv/k${i}`)] ??= `k${i}`;
-  return [found[0], found[1]];
-}
-
 describe('phase 2 announced on arrival', () => {
   it('is written to the peers only while nothing before the transaction is left to apply', async () => {
-    const dir = join(work, 'arrival');
-    const secret = loadOrCreateSecret(dir);
-    const outcomes = new Map<string, (m: OutcomeMsg) => void>();
-    const seen = new Map<string, OutcomeMsg>();
-    const replicas = [0, 1].map((partition) =>
-      HeronReplica.create({
-        dir,
-        secret,
-        app: kvApp,
-        natives: nativeFunctions,
-        partitions: 2,
-        replicas: 1,
-        partition,
-        replica: 0,
-        graceMs: 2,
-        timeoutMs: 20_000,
-        transferSlotBytes: 1 << 16,
-        // Both replicas run in this process: a wait on this thread would hold the other up.
-        coordSpinMicros: 0,
-        coordBudgetMicros: 0,
-        send: (m) => {
-          if (m.t !== 'outcome') return;
-          const k = `${m.partition}@${m.ts}`;
-          seen.set(k, m);
-          outcomes.get(k)?.(m);
-        },
-      }),
-    );
-    const [a, b] = replicas as [HeronReplica, HeronReplica];
-    const outcome = (partition: number, ts: bigint): Promise<OutcomeMsg> => {
-      const k = `${partition}@${ts}`;
-      return seen.has(k) ? Promise.resolve(seen.get(k) as OutcomeMsg) : new Promise((resolve) => outcomes.set(k, resolve));
-    };
+    const { a, b, keys, outcome, delivered, close } = await startPair(work, 'arrival');
     try {
-      await Promise.all(replicas.map((r) => r.connect(20_000)));
       // Entry 0 is replica 0.0's, as the replica of partition 1 sees it in its own region.
       const aAtB = () => b.coordinator.entries()[0];
-      const [x, y] = keys();
-      const copy = (ts: bigint, nonce: number): Delivered => {
-        const tx = admitTx(kvApp, makeTx(kvApp, 'copy', { from: x, to: y, nonce }));
-        return { ts, body: tx.body, auth: tx.auth, dest: destinations(tx.objects, partitionerOf(kvApp, 2)), tx };
-      };
+      const [x, y] = keys;
+      const copy = (ts: bigint, nonce: number) => delivered(ts, makeTx(kvApp, 'copy', { from: x, to: y, nonce }));
 
       a.arriving(3n, [0, 1]);
       expect(aAtB()).toEqual({ ts: 3n, phase: PHASE_DELIVERED });
@@ -100,7 +49,7 @@ describe('phase 2 announced on arrival', () => {
       a.arriving(6n, [0, 1]);
       expect(aAtB()).toEqual({ ts: 6n, phase: PHASE_DELIVERED });
     } finally {
-      await Promise.all(replicas.map((r) => r.close()));
+      await close();
     }
   });
 });

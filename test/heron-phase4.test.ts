@@ -6,78 +6,25 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { admitTx } from '../ts/app/admit.js';
 import { makeTx } from '../ts/app/app.js';
-import { nativeFunctions } from '../ts/app/natives.js';
-import { destinations, partitionerOf } from '../ts/app/partition.js';
 import { kvApp } from '../ts/apps/kv.js';
-import type { Delivered, FromReplica } from '../ts/heron/messages.js';
 import { PHASE_DELIVERED, PHASE_EXECUTED } from '../ts/heron/phases.js';
-import { HeronReplica } from '../ts/heron/replica.js';
-import { loadOrCreateSecret } from '../ts/secret.js';
+import { startPair } from './heron-pair.js';
 
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-phase4-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-type OutcomeMsg = Extract<FromReplica, { t: 'outcome' }>;
-
-/** One key per partition of two. */
-function keys(): [string, string] {
-  const part = partitionerOf(kvApp, 2);
-  const found: string[] = [];
-  for (let i = 0; found[0] === undefined || found[1] === undefined; i++) found[part(`kv/k${i}`)] ??= `k${i}`;
-  return [found[0], found[1]];
-}
 
 /** A few turns of the event loop: what a replica could do at once, it has done. */
 async function turns(n = 20): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
-describe('phase 4 waited for before the next transaction, not before the reply', () => {
+describe('phase 4 waited for before a write that needs it, not before the reply', () => {
   it('replies before its peer executes, and overwrites nothing twice until the peer has read', async () => {
-    const dir = join(work, 'phase4');
-    const secret = loadOrCreateSecret(dir);
-    const outcomes = new Map<string, (m: OutcomeMsg) => void>();
-    const seen = new Map<string, OutcomeMsg>();
-    const replicas = [0, 1].map((partition) =>
-      HeronReplica.create({
-        dir,
-        secret,
-        app: kvApp,
-        natives: nativeFunctions,
-        partitions: 2,
-        replicas: 1,
-        partition,
-        replica: 0,
-        graceMs: 2,
-        timeoutMs: 20_000,
-        transferSlotBytes: 1 << 16,
-        // Both replicas run in this process: a wait on this thread would hold the other up.
-        coordSpinMicros: 0,
-        coordBudgetMicros: 0,
-        send: (m) => {
-          if (m.t !== 'outcome') return;
-          const k = `${m.partition}@${m.ts}`;
-          seen.set(k, m);
-          outcomes.get(k)?.(m);
-        },
-      }),
-    );
-    const [a, b] = replicas as [HeronReplica, HeronReplica];
-    const outcome = (partition: number, ts: bigint): Promise<OutcomeMsg> => {
-      const k = `${partition}@${ts}`;
-      return seen.has(k) ? Promise.resolve(seen.get(k) as OutcomeMsg) : new Promise((resolve) => outcomes.set(k, resolve));
-    };
-    const part = partitionerOf(kvApp, 2);
-    const delivered = (ts: bigint, raw: Parameters<typeof admitTx>[1]): Delivered => {
-      const tx = admitTx(kvApp, raw);
-      return { ts, body: tx.body, auth: tx.auth, dest: destinations(tx.objects, part), tx };
-    };
+    const { a, b, keys, outcome, sent, delivered, close } = await startPair(work, 'phase4');
     const put = (ts: bigint, key: string, value: string) => delivered(ts, makeTx(kvApp, 'put', { key, value, nonce: Number(ts) }));
     try {
-      await Promise.all(replicas.map((r) => r.connect(20_000)));
-      const [x, y] = keys();
+      const [x, y] = keys;
       // Entry 0 is replica 0.0's, as the replica of partition 1 sees it in its own region.
       const aAtB = () => b.coordinator.entries()[0];
 
@@ -92,7 +39,7 @@ describe('phase 4 waited for before the next transaction, not before the reply',
       const fromA = await outcome(0, 5n);
       expect(fromA.outcome).toEqual({ status: 'ok', result: 'v1' });
       expect(fromA.timing.phase4).toBe(0);
-      expect(seen.has('1@5')).toBe(false);
+      expect(sent(1, 5n)).toBe(false);
       expect(aAtB()).toEqual({ ts: 5n, phase: PHASE_EXECUTED });
 
       // Two more writes of x would leave no version of it before ts 5 in 0.0's store (it keeps
@@ -100,7 +47,7 @@ describe('phase 4 waited for before the next transaction, not before the reply',
       a.deliver([put(7n, x, 'v7'), put(8n, x, 'v8')]);
       expect((await outcome(0, 7n)).timing.phase4).toBe(0);
       await turns();
-      expect(seen.has('0@8')).toBe(false);
+      expect(sent(0, 8n)).toBe(false);
       expect(a.busy).toBe(true);
       expect(b.coordinator.entries()[1]).toEqual({ ts: 5n, phase: PHASE_DELIVERED });
 
@@ -123,7 +70,7 @@ describe('phase 4 waited for before the next transaction, not before the reply',
       a.deliver([there, back, put(11n, x, 'v11')]);
       expect((await outcome(0, 9n)).outcome).toEqual({ status: 'ok', result: 'v8' });
       await turns();
-      expect(seen.has('0@10')).toBe(false);
+      expect(sent(0, 10n)).toBe(false);
       b.deliver([there, back]);
       const [nineAtB, tenAtA, tenAtB] = await Promise.all([outcome(1, 9n), outcome(0, 10n), outcome(1, 10n)]);
       expect(nineAtB.outcome).toEqual({ status: 'ok', result: 'v8' });
@@ -134,7 +81,7 @@ describe('phase 4 waited for before the next transaction, not before the reply',
       expect(a.summary().coordinations).toBe(5);
       expect(b.summary().transfers).toBe(0);
     } finally {
-      await Promise.all(replicas.map((r) => r.close()));
+      await close();
     }
   });
 });

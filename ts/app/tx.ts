@@ -201,6 +201,23 @@ function decodeTxObject(tx: unknown, bytes: Buffer | null): DecodedTx {
       throw new TxError('authenticators must be sorted by public key, each key at most once');
     }
   }
+  const { decoded, command, args, objects } = decodeBody(body);
+  let canonical: Buffer;
+  try {
+    canonical = encode(decoded);
+  } catch (e) {
+    throw new TxError(`transaction body holds data that cannot be re-encoded: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (!canonical.equals(body)) throw new TxError('transaction body is not in canonical form (sorted map keys, minimal encoding)');
+  const digest = txDigest(body, checkedAuth);
+  return { command, args, objects, digest, body, auth: checkedAuth, bytes: bytes ?? encodeTxBytes({ body, auth: checkedAuth }) };
+}
+
+/**
+ * A body decoded and checked for its shape (tag, command, declared ids), not for canonical
+ * form: `TxError` says what is wrong. `decoded` is the whole msgpack value.
+ */
+export function decodeBody(body: Uint8Array): TxBody & { decoded: unknown } {
   let decoded: unknown;
   try {
     decoded = decode(body);
@@ -218,15 +235,7 @@ function decodeTxObject(tx: unknown, bytes: Buffer | null): DecodedTx {
     throw new TxError(`transaction objects must be an array of at most ${LIMITS.objects} ids`);
   }
   for (const id of objects) checkId(id);
-  let canonical: Buffer;
-  try {
-    canonical = encode(decoded);
-  } catch (e) {
-    throw new TxError(`transaction body holds data that cannot be re-encoded: ${e instanceof Error ? e.message : String(e)}`);
-  }
-  if (!canonical.equals(body)) throw new TxError('transaction body is not in canonical form (sorted map keys, minimal encoding)');
-  const digest = txDigest(body, checkedAuth);
-  return { command, args, objects: objects as string[], digest, body, auth: checkedAuth, bytes: bytes ?? encodeTxBytes({ body, auth: checkedAuth }) };
+  return { decoded, command, args, objects: objects as string[] };
 }
 
 export function checkId(id: unknown): asserts id is string {

@@ -9,8 +9,7 @@
 // decodes but is not canonical is executed as it decodes: every destination reads the same
 // bytes from the same ring, so all of them agree on it. Nothing here depends on the digest, so
 // it is computed only if asked for.
-import { decode } from '../app/codec.js';
-import { checkId, LIMITS, splitTxBytes, TX_TAG, txDigest, TxError, type Authenticator, type DecodedTx } from '../app/tx.js';
+import { decodeBody, splitTxBytes, txDigest, TxError, type Authenticator, type DecodedTx } from '../app/tx.js';
 
 class AdmittedTx implements DecodedTx {
   private txid: string | undefined;
@@ -37,22 +36,6 @@ class AdmittedTx implements DecodedTx {
 export function decodeAdmittedTx(bytes: Uint8Array): DecodedTx {
   const { tx, end } = splitTxBytes(bytes);
   if (end !== bytes.length) throw new TxError(`transaction bytes hold ${bytes.length - end} bytes after the transaction`);
-  let decoded: unknown;
-  try {
-    decoded = decode(tx.body);
-  } catch (e) {
-    throw new TxError(`transaction body is not valid msgpack: ${e instanceof Error ? e.message : String(e)}`);
-  }
-  if (!Array.isArray(decoded) || decoded.length !== 4 || decoded[0] !== TX_TAG) {
-    throw new TxError(`transaction body must be [${JSON.stringify(TX_TAG)}, command, args, objects]`);
-  }
-  const [, command, args, objects] = decoded as [unknown, unknown, unknown, unknown];
-  if (typeof command !== 'string' || command.length === 0 || command.length > LIMITS.commandLength) {
-    throw new TxError(`transaction command must be a non-empty string of at most ${LIMITS.commandLength} characters`);
-  }
-  if (!Array.isArray(objects) || objects.length > LIMITS.objects) {
-    throw new TxError(`transaction objects must be an array of at most ${LIMITS.objects} ids`);
-  }
-  for (const id of objects) checkId(id);
-  return new AdmittedTx(command, args, objects as string[], tx.body, tx.auth, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  const { command, args, objects } = decodeBody(tx.body);
+  return new AdmittedTx(command, args, objects, tx.body, tx.auth, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }

@@ -611,7 +611,8 @@ impl<T: Transport + 'static> Coordinator<T> {
 
     /// [`Coordinator::coordinate_within`] without the announcement: for a phase announced
     /// earlier, whose wait was put off (a replica waits for phase 4 of a transaction only before
-    /// it applies the next one). Announcing again could move our entry back past a later one.
+    /// a write that could hide a version its peers read). Announcing again could move our
+    /// entry back past a later one.
     pub fn wait_within(
         &self,
         ts: u64,
