@@ -180,7 +180,9 @@ describe('merge on partitioned state', () => {
     });
     expect(stateDigest(union(d.objects))).toBe(reference.state.digest());
     expect(fx.store.digest()).toBe(reference.state.digest());
-    // Every path ran at a single destination and across several, or the test proved less.
+    // Every path ran at a single destination and across several, or the test proved less. The
+    // floors are what every seed gives: across partitions a re-execution is rare (seed
+    // 499070301 has one transaction re-executed, at its 2 destinations).
     const single = heron.filter((r) => r.merged.length === 1).flatMap((r) => r.merged.map((m) => m.decision));
     const multi = heron.filter((r) => r.merged.length > 1).flatMap((r) => r.merged.map((m) => m.decision));
     const [c1, cn] = [counts(single), counts(multi)];
@@ -189,7 +191,7 @@ describe('merge on partitioned state', () => {
     expect(c1.reexecuted).toBeGreaterThan(10);
     expect(c1.executed).toBeGreaterThan(10);
     expect(cn.adopted).toBeGreaterThan(20);
-    expect(cn.reexecuted).toBeGreaterThan(2);
+    expect(cn.reexecuted).toBeGreaterThan(0);
     expect(cn.executed).toBeGreaterThan(5);
   });
 
