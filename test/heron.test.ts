@@ -15,7 +15,7 @@ import { RoleProcess } from '../ts/process.js';
 import { destinations, hashPartition, partitionerOf } from '../ts/app/partition.js';
 import { bankApp } from '../ts/apps/bank.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
-import { buildChecker, check as checkIn, expectTransfersCounted, micros, rng, type Op } from './kv-history.js';
+import { buildChecker, check as checkIn, expectTransferOf, expectTransfersCounted, micros, rng, type Op } from './kv-history.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-'));
@@ -420,7 +420,8 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
     const seed = Number(process.env['HERON_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
     console.log(`heron lagger seed ${seed}`);
     const dir = join(work, 'lagger');
-    const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: 2, replicas: 3, log: () => undefined });
+    const logs: string[] = [];
+    const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: 2, replicas: 3, log: (m) => logs.push(m) });
     const part = partitionerOf(kvApp, 2);
     // The lagger is replica 2 of the partition of key `x`; key `y` lives in the other one.
     const x = KEYS.find((k) => part(`kv/${k}`) === 0) ?? 'a';
@@ -438,9 +439,13 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       await one(cluster, history, t0, 90, 'put', { key: y, value: 9001 });
       await one(cluster, history, t0, 90, 'put', { key: y, value: 9002 });
       history.push(...(await runClients(cluster, seed + 1, 4, 8, undefined, { t0, client: 10 })).history);
+      // Every replica of the other partition wrote the copied key twice since the copy, so
+      // the versions the lagger's remote read needs are gone at all of them, not only at the
+      // ones that answered first: it must lag.
+      expect(await cluster.settle(60_000, [1])).toBe(true);
       cluster.signal(0, 2, 'SIGCONT');
       stopped = false;
-      expect(await cluster.waitTransferOf(0, 2, 60_000)).toBe(true);
+      await expectTransferOf(cluster, logs, { partition: 0, replica: 2 }, 60_000);
       history.push(...(await runClients(cluster, seed + 2, 4, 8, undefined, { t0, client: 20 })).history);
       const transfer = cluster.transfers.find((t) => t.partition === 0 && t.replica === 2);
       expect([0, 1]).toContain(transfer?.from);
@@ -455,7 +460,7 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       const summaries = await cluster.close();
       expect(summaries.length).toBe(6);
       expectAgreement(summaries, cluster, 2);
-      expectTransfersCounted(cluster, summaries, { partition: 0, replica: 2 });
+      expectTransfersCounted(cluster, summaries, { partition: 0, replica: 2 }, logs);
     }
   });
 });

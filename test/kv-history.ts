@@ -156,6 +156,24 @@ export async function finalReads(cluster: HeronCluster, history: Op[], t0: numbe
 }
 
 /**
+ * The stopped replica's state transfer, within `timeoutMs`. If none came, fails saying how far
+ * every replica answered and what the cluster logged, so a failure in CI shows where it stopped.
+ */
+export async function expectTransferOf(
+  cluster: HeronCluster,
+  logs: readonly string[],
+  lagger: { partition: number; replica: number },
+  timeoutMs: number,
+): Promise<void> {
+  if (await cluster.waitTransferOf(lagger.partition, lagger.replica, timeoutMs)) return;
+  const progress = JSON.stringify(cluster.progress(), (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+  expect.fail(
+    `no state transfer of ${lagger.partition}.${lagger.replica} within ${timeoutMs} ms; answered/delivered: ${progress}; ` +
+      `transfers: ${cluster.transfers.length}; log:\n${logs.slice(-40).join('\n')}`,
+  );
+}
+
+/**
  * The replica a test stopped caught up by state transfer (its first transfer is returned);
  * every transfer the launcher recorded is counted by the replica that received it, and
  * served by at least one peer of its partition (more when a peer's shipment fell short and
@@ -167,10 +185,13 @@ export function expectTransfersCounted(
   cluster: HeronCluster,
   summaries: readonly ReplicaSummary[],
   lagger: { partition: number; replica: number },
+  logs: readonly string[] = [],
 ): StateTransfer | undefined {
   const of = (partition: number, replica: number) => cluster.transfers.filter((t) => t.partition === partition && t.replica === replica);
   expect(of(lagger.partition, lagger.replica).length).toBeGreaterThanOrEqual(1);
-  for (const s of summaries) expect(s.transfers).toBe(of(s.partition, s.replica).length);
+  const seen = () =>
+    `launcher recorded ${JSON.stringify(cluster.transfers, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}; log:\n${logs.slice(-40).join('\n')}`;
+  for (const s of summaries) expect(s.transfers, `transfers counted by replica ${s.partition}.${s.replica}; ${seen()}`).toBe(of(s.partition, s.replica).length);
   for (const h of new Set(summaries.map((s) => s.partition))) {
     const served = summaries.filter((s) => s.partition === h).reduce((n, s) => n + s.served, 0);
     expect(served).toBeGreaterThanOrEqual(cluster.transfers.filter((t) => t.partition === h).length);

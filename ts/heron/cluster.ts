@@ -972,10 +972,11 @@ export class HeronCluster {
     }
   }
 
-  /** Every running replica answered everything delivered to its partition. */
-  private settled(): boolean {
+  /** Every running replica of `only` (default: all partitions) answered everything delivered to its partition. */
+  private settled(only?: readonly number[]): boolean {
     const { partitions, replicas } = this.opts;
     for (let h = 0; h < partitions; h++) {
+      if (only !== undefined && !only.includes(h)) continue;
       for (let q = 0; q < replicas; q++) {
         const p = this.replicas.get(key(h, q));
         if (!p || p.exitStatus !== null) continue;
@@ -985,14 +986,27 @@ export class HeronCluster {
     return true;
   }
 
-  /** Wakes `settle` callers once settled (checked only while someone waits). */
+  /** Wakes `settle` callers to check again (only while someone waits). */
   private wakeSettled(): void {
-    if (this.settledWaiters.length > 0 && this.settled()) for (const w of this.settledWaiters.splice(0)) w();
+    if (this.settledWaiters.length > 0) for (const w of this.settledWaiters.splice(0)) w();
   }
 
-  /** Resolves once every running replica caught up with what was delivered (false on timeout). */
-  settle(timeoutMs = 30_000): Promise<boolean> {
-    return until(() => this.settled(), this.settledWaiters, timeoutMs);
+  /**
+   * Resolves once every running replica (of `partitions`, default all) caught up with what was
+   * delivered to its partition (false on timeout).
+   */
+  settle(timeoutMs = 30_000, partitions?: readonly number[]): Promise<boolean> {
+    return until(() => this.settled(partitions), this.settledWaiters, timeoutMs);
+  }
+
+  /** Per replica (`partition.replica`), the last timestamp it answered and its partition's last delivered one. */
+  progress(): Record<string, { answered: bigint; delivered: bigint }> {
+    const { partitions, replicas } = this.opts;
+    const out: Record<string, { answered: bigint; delivered: bigint }> = {};
+    for (let h = 0; h < partitions; h++) {
+      for (let q = 0; q < replicas; q++) out[key(h, q)] = { answered: this.lastAnswered[h * replicas + q] ?? 0n, delivered: this.lastDelivered.get(h) ?? 0n };
+    }
+    return out;
   }
 
   /** Resolves once `count` state transfers happened in all (false on timeout). */
