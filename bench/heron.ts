@@ -138,19 +138,25 @@ async function coordination(dir: string, p: number, r: number, ops: number, pinn
   return { p50: percentile(value, 50), p99: percentile(value, 99) };
 }
 
-/** Figure 6: where a single- and a multi-partition request's time goes (2 x 3, one client). */
-async function breakdown(dir: string, ops: number, ordering: Ordering) {
+/**
+ * Pairs of requests run before the measured ones, for the reason of COORD_WARMUP (10 before:
+ * the measured requests then included V8 optimising every process's hot path).
+ */
+const BREAKDOWN_WARMUP = 500;
+
+/** Figure 6: where a single- and a multi-partition request's time goes (2 x `replicas`, one client). */
+async function breakdown(dir: string, ops: number, ordering: Ordering, replicas = 3) {
   const keys = keysByPartition(2);
   const [a, b] = [keys[0] ?? '', keys[1] ?? ''];
-  const { value } = await withCluster(dir, 2, 3, { ordering }, async (c) => {
+  const { value } = await withCluster(dir, 2, replicas, { ordering }, async (c) => {
     const out = { single: [] as number[][], multi: [] as number[][] };
-    for (let i = 0; i < ops + 10; i++) {
+    for (let i = 0; i < ops + BREAKDOWN_WARMUP; i++) {
       for (const kind of ['single', 'multi'] as const) {
         const { total, reply } = await timed(c, kind === 'single' ? put(a, i) : copy(a, b));
         const t = reply.timing;
         const coord = t.phase2 + t.phase4;
         // Ordering: the log append and the delivery messages, i.e. what the replica did not see.
-        if (i >= 10) out[kind].push([total, Math.max(0, total - coord - t.execute), coord, t.execute]);
+        if (i >= BREAKDOWN_WARMUP) out[kind].push([total, Math.max(0, total - coord - t.execute), coord, t.execute]);
       }
     }
     return out;
@@ -190,6 +196,11 @@ async function breakdowns(fresh: () => string, ops: number, m: Metrics): Promise
     m[`breakdown_${kind}_synced_total_us`] = round(synced[kind].total);
     m[`breakdown_${kind}_synced_ordering_us`] = round(synced[kind].ordering);
   }
+  // Heron's figure has a machine per replica; here 2 x 3 puts 7 processes on the host's cores.
+  // One replica per partition shows what a request costs with 3 processes.
+  say('breakdown: single- vs multi-partition, 2 x 1, in-memory ordering');
+  const one = await breakdown(fresh(), ops, 'memory', 1);
+  for (const kind of ['single', 'multi'] as const) m[`breakdown_${kind}_r1_p50_us`] = round(one[kind].p50);
 }
 
 /** Table I: coordination waits that found a majority but not everyone, with and without grace. */
@@ -242,7 +253,7 @@ async function transfer(dir: string, bytes: number, valueBytes: number) {
     return c.transfers[0];
   });
   if (!st) throw new Error('no state transfer recorded');
-  return { micros: st.micros, bytes: st.bytes, objects: st.objects };
+  return { micros: st.micros, nativeMicros: st.nativeMicros, bytes: st.bytes, objects: st.objects };
 }
 
 /** `--only coordination`: the coordination metrics alone, no plots. */
@@ -274,11 +285,11 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
     coordination_pinned:
       'the same at 2 partitions x 1 replica, each replica process pinned to its own core with taskset (the launcher and client are not pinned)',
     breakdown:
-      '2 partitions x 3 replicas; ordering = client latency - coordination - execution (log append unless in memory, the ring, delivery and the reply message); breakdown_* with in-memory ordering (log synced in the background), breakdown_*_synced_* with delivery after the fsync',
+      '2 partitions x 3 replicas (7 processes: the launcher, which is also the client, and 6 replicas), one closed-loop client alternating a single-partition put and a multi-partition copy, measured after 500 such pairs; ordering = client latency - coordination - execution (log append unless in memory, the ring, delivery and the reply message); breakdown_* with in-memory ordering (log written in the background), breakdown_*_synced_* with delivery after the fsync; breakdown_*_r1_p50_us: 2 partitions x 1 replica (3 processes), in-memory ordering',
     table_i:
       '2 and 4 partitions x 3 replicas, 4 closed-loop clients of copies; grace 2 ms vs 0; a wait is delayed when it found a majority but not every replica',
     state_transfer:
-      'one lagger (replica 2 of partition 0, SIGSTOPped) caught up from its first request to the installed shipment; values of 1 KB (64 KB) or 10 KB; 1 MiB landing slots (chunks of 512 KiB); cluster directory on tmpfs (/dev/shm) when there is one; transfer_*_us is the median of 5 catch-ups (1 with --quick), each in a fresh cluster, _min/_max beside it',
+      'one lagger (replica 2 of partition 0, SIGSTOPped) caught up: transfer_*_us times its whole catch-up call on the replica (choosing peers, into and out of the native call, the transfer), transfer_*_native_us the transfer alone, natively, from its first request to the covering shipment installed; values of 1 KB (64 KB) or 10 KB; 1 MiB landing slots (chunks of 512 KiB); cluster directory on tmpfs (/dev/shm) when there is one; each the median of 5 catch-ups (1 with --quick), each in a fresh cluster, _min/_max beside it',
     note: 'the host has 2 cores shared by every replica process (up to 12), the launcher and the client; memory is shared through files, not a NIC',
   };
   process.stdout.write(`remora bench heron (${opts.quick ? 'quick' : 'full'})\nmachine: ${summariseMachine(machine)}\n`);
@@ -296,7 +307,7 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
       for (const bytes of sizes) {
         // One catch-up is one sample of a 2-core host's scheduling: the median of several,
         // each in a fresh cluster, with the fastest and slowest beside it.
-        const runs: { micros: number; bytes: number; objects: number }[] = [];
+        const runs: { micros: number; nativeMicros: number; bytes: number; objects: number }[] = [];
         for (let i = 0; i < transferRuns; i++) {
           say(`state transfer of ${bytes} bytes (${i + 1} of ${transferRuns})`);
           runs.push(await transfer(join(memDir, `run-${k++}`), bytes, bytes === 64_000 ? 1000 : 10_000));
@@ -306,6 +317,8 @@ export async function runHeron(opts: HeronBenchOptions): Promise<number> {
         m[`transfer_${bytes}_us`] = round(sorted[sorted.length >> 1] ?? NaN);
         m[`transfer_${bytes}_min_us`] = round(sorted[0] ?? NaN);
         m[`transfer_${bytes}_max_us`] = round(sorted[sorted.length - 1] ?? NaN);
+        const native = runs.map((r) => r.nativeMicros).sort((a, b) => a - b);
+        m[`transfer_${bytes}_native_us`] = round(native[native.length >> 1] ?? NaN);
         m[`transfer_${bytes}_shipped_bytes`] = last?.bytes ?? 0;
         m[`transfer_${bytes}_objects`] = last?.objects ?? 0;
       }

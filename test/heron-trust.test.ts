@@ -397,7 +397,7 @@ describe('malformed frames on the launcher socket', () => {
         ],
         [
           { t: 'transferred', partition: 0, replica: 0, from: 1, since: 0n, ts: 1n, objects: 1, bytes: 1 },
-          'transferred: from must be a replica, since and ts 64-bit integers, objects, bytes and micros counts',
+          'transferred: from must be a replica, since and ts 64-bit integers, objects, bytes, micros and nativeMicros counts',
         ],
         // Well-formed, but out of turn or for another replica.
         [

@@ -34,6 +34,11 @@ export interface Conn {
   close(): void;
   /** Ends the connection at once, reporting `reason` to the close handlers. */
   fail(reason: Error): void;
+  /**
+   * Writes what `send` queued in this turn of the event loop now, instead of once the turn's
+   * synchronous work is done (a reply then leaves before its sender's bookkeeping runs).
+   */
+  flush(): void;
   /** Bytes queued for the peer and not yet taken by it. */
   readonly buffered: number;
   /** Stops reading the peer's messages (its sends then back up into its own socket). */
@@ -185,6 +190,13 @@ class Channel implements Conn {
       });
     }
     return this.socket.write(encodeFrame(body));
+  }
+
+  flush(): void {
+    if (!this.corked) return;
+    // The tick scheduled in `send` then finds nothing corked (uncorking twice is harmless).
+    this.corked = false;
+    this.socket.uncork();
   }
 
   onMessage(handler: (msg: unknown) => void): void {

@@ -144,8 +144,10 @@ export interface StateTransfer {
   ts: bigint;
   objects: number;
   bytes: number;
-  /** From the lagger's first request to the installed shipment. */
+  /** The lagger's whole catch-up, timed around its one call: choosing peers, the transfer, adopting the prefix. */
   micros: number;
+  /** The transfer alone, timed natively: from the first request going out to the covering shipment installed. */
+  nativeMicros: number;
 }
 
 /** A restarted replica caught up and serving again. */
@@ -208,6 +210,16 @@ const RECENT_REPLIES = 100_000;
  * for new what the log would call a duplicate (the two would then disagree on timestamps).
  */
 const MEMORY_DEDUP_WINDOW = 100_000;
+/**
+ * With in-memory ordering, ordered transactions reach the log together, at most this long
+ * after the first of them went into the ring, or once this many wait. An append costs the
+ * launcher a wake of the log's writer, a pool thread waiting for it and the completion's
+ * handling: one per request was a tenth of the launcher's CPU per single put (2 × 1, one
+ * closed-loop client). Replies never waited for the log in this mode; this only groups its
+ * writes.
+ */
+const LOG_DELAY_MS = 2;
+const LOG_BATCH = 256;
 /** How long an append waits for a replica to make room in the ring before dropping it. */
 const RING_STALL_MS = 100;
 
@@ -250,8 +262,13 @@ export class HeronCluster {
   private readonly early = new Map<bigint, HeronReply>();
   /** Per partition, per applied count: the digests reported so far, by replica. */
   private readonly digests = new Map<number, Map<number, Map<number, string>>>();
-  /** Per ts, the first outcome's canonical bytes and decision, and how many replicas answered. */
+  /**
+   * Per ts, the first outcome's canonical bytes and decision, and how many replicas answered:
+   * the last RECENT_REPLIES first answers. A replica answering older ones is not compared.
+   */
   private readonly outcomes = new Map<bigint, { bytes: Uint8Array; decision: Decision; count: number }>();
+  /** The newest timestamp dropped from `outcomes`. */
+  private outcomesFloor = 0n;
   readonly divergences: Divergence[] = [];
   readonly outcomeMismatches: string[] = [];
   /** Replicas (of any destination) that merged a transaction differently from the first. */
@@ -321,6 +338,9 @@ export class HeronCluster {
   private nextTs = 1n;
   private readonly ordered = new Map<string, bigint>();
   private readonly appending = new Set<Promise<void>>();
+  /** In-memory ordering: ordered, not yet handed to the log (see LOG_DELAY_MS), and the timer that hands them over. */
+  private toLog: Sequenced[] = [];
+  private logTimer: NodeJS.Timeout | null = null;
   /** When each transaction not answered yet went into the ring, if nobody waited for it then. */
   private readonly orderedAt = new Map<bigint, number>();
   /** Why the cluster refuses submissions (the background log failed or disagreed). */
@@ -588,12 +608,14 @@ export class HeronCluster {
   /**
    * Appends the batch to the ring once (every replica reads it there); replicas the ring
    * dropped for falling behind get their partition's part over their socket instead.
+   * `dests`: each transaction's destinations, when admission computed them already.
    */
-  private multicast(batch: Sequenced[]): void {
-    const deliveries: Delivered[] = batch.map(({ ts, tx }) => {
+  private multicast(batch: Sequenced[], dests?: number[][]): void {
+    const deliveries: Delivered[] = batch.map(({ ts, tx }, i) => {
       const table = this.takeTable(tx.digest);
       if (table) this.handed.set(ts, { digest: tx.digest, from: table.from, reads: table.table.reads.map(([id]) => id) });
-      return { ts, body: tx.body, auth: tx.auth, dest: this.destinations(tx.objects), ...(table ? { table: table.table } : {}) };
+      const dest = dests?.[i] ?? this.destinations(tx.objects);
+      return { ts, body: tx.body, auth: tx.auth, dest, ...(table ? { table: table.table } : {}) };
     });
     if (this.handed.size > RECENT_REPLIES) {
       // Transactions no replica answered (their partition is gone) stop being followed.
@@ -653,6 +675,8 @@ export class HeronCluster {
   private onReplica(msg: Received): void {
     if (msg.t === 'outcome') {
       const seen = this.outcomes.get(msg.ts);
+      // Answered first long ago (its entry dropped): not a first answer, nothing to compare.
+      const dropped = seen === undefined && msg.ts <= this.outcomesFloor && !this.waiters.has(msg.ts);
       // Bytes equal to the first reply's were checked with it; other bytes are checked now,
       // before anything changes (a malformed outcome closes the connection).
       const differs = seen !== undefined && !Buffer.from(seen.bytes.buffer, seen.bytes.byteOffset, seen.bytes.byteLength).equals(msg.bytes);
@@ -666,6 +690,7 @@ export class HeronCluster {
         this.preApplied.set(msg.partition, ts);
       }
       this.wakeSettled();
+      if (dropped) return;
       if (seen === undefined && outcome !== undefined) {
         const w = this.waiters.get(msg.ts);
         const orderedAt = w?.orderedAt || (this.orderedAt.get(msg.ts) ?? 0);
@@ -686,6 +711,13 @@ export class HeronCluster {
           w.resolve(reply);
         } else this.early.set(msg.ts, reply);
         this.outcomes.set(msg.ts, { bytes: msg.bytes, decision: msg.decision, count: 1 });
+        if (this.outcomes.size > RECENT_REPLIES) {
+          const oldest = this.outcomes.keys().next();
+          if (!oldest.done) {
+            this.outcomes.delete(oldest.value);
+            if (oldest.value > this.outcomesFloor) this.outcomesFloor = oldest.value;
+          }
+        }
         this.decided(msg.ts, outcome, msg.decision);
       } else if (seen !== undefined) {
         if (differs) {
@@ -710,6 +742,7 @@ export class HeronCluster {
         objects: msg.objects,
         bytes: msg.bytes,
         micros: msg.micros,
+        nativeMicros: msg.nativeMicros,
       });
       this.log(
         `heron: replica ${key(msg.partition, msg.replica)} caught up by state transfer from replica ${msg.from}: ${msg.objects} objects, ${msg.bytes} bytes, applied ${msg.since} -> ${msg.ts}`,
@@ -776,7 +809,7 @@ export class HeronCluster {
   /** The same body again (the log deduplicates by digest): answers with the first reply. */
   private async duplicateOf(ts: bigint, dest: number[]): Promise<HeronReply> {
     const known = this.recent.get(ts);
-    if (!known && this.outcomes.has(ts)) {
+    if (!known && (this.outcomes.has(ts) || ts <= this.outcomesFloor)) {
       throw new Error(`transaction is a duplicate of ts ${ts}, whose reply is no longer kept`);
     }
     const first = known ?? (await new Promise<HeronReply>((resolve) => this.dupWaiters.push({ ts, resolve })));
@@ -798,17 +831,33 @@ export class HeronCluster {
     const ts = this.nextTs++;
     this.rememberOrdered(decoded.digest, ts);
     const reply = new Promise<HeronReply>((resolve) => this.waiters.set(ts, { resolve, dest, orderedAt: 0 }));
-    this.multicast([{ ts, tx: decoded }]);
-    const logged = this.sequencer.submit(decoded).then(
-      (a) => {
-        if (a.ts !== ts || a.duplicate)
-          this.fail(new Error(`heron: ORDER MISMATCH: the launcher delivered ts ${ts}, the log gave ${a.ts}${a.duplicate ? ' (a duplicate)' : ''}`));
-      },
-      (e: unknown) => this.fail(new Error(`heron: the log failed behind in-memory ordering: ${e instanceof Error ? e.message : String(e)}`)),
-    );
+    this.multicast([{ ts, tx: decoded }], [dest]);
+    this.toLog.push({ ts, tx: decoded });
+    if (this.toLog.length >= LOG_BATCH) this.flushLog();
+    else this.logTimer ??= setTimeout(() => this.flushLog(), LOG_DELAY_MS);
+    return reply;
+  }
+
+  /** Hands what in-memory ordering ordered to the log, in timestamp order, as one group. */
+  private flushLog(): void {
+    if (this.logTimer !== null) clearTimeout(this.logTimer);
+    this.logTimer = null;
+    const batch = this.toLog;
+    if (batch.length === 0) return;
+    this.toLog = [];
+    const logged = Promise.all(
+      batch.map(({ ts, tx }) =>
+        this.sequencer.submit(tx).then(
+          (a) => {
+            if (a.ts !== ts || a.duplicate)
+              this.fail(new Error(`heron: ORDER MISMATCH: the launcher delivered ts ${ts}, the log gave ${a.ts}${a.duplicate ? ' (a duplicate)' : ''}`));
+          },
+          (e: unknown) => this.fail(new Error(`heron: the log failed behind in-memory ordering: ${e instanceof Error ? e.message : String(e)}`)),
+        ),
+      ),
+    ).then(() => undefined);
     this.appending.add(logged);
     void logged.finally(() => this.appending.delete(logged));
-    return reply;
   }
 
   /**
@@ -869,6 +918,8 @@ export class HeronCluster {
 
   /** The table carried with `digest` (if any); from now on none is wanted. */
   private takeTable(digest: string): { table: LookupTable; from: string } | undefined {
+    // Tables and their waits come from the pool only: without one there is nothing to take.
+    if (!this.pool) return undefined;
     const t = this.tables.get(digest);
     this.tables.delete(digest);
     this.optimisticWaits.delete(digest);
@@ -1197,6 +1248,7 @@ export class HeronCluster {
       // Replicas still behind need their peers' memory to finish (remote reads): stop together.
       if (!(await this.settle())) this.log('heron: replicas did not catch up within 30 s; stopping anyway');
       // In-memory ordering: what was delivered reaches the disk before the log closes.
+      this.flushLog();
       await Promise.all([...this.appending]);
       await this.sequencer.close().catch(() => undefined);
     }

@@ -127,7 +127,18 @@ export type FromReplica =
       writes?: Write[];
     }
   | { t: 'digest'; partition: number; replica: number; applied: number; ts: bigint; digest: string }
-  | { t: 'transferred'; partition: number; replica: number; from: number; since: bigint; ts: bigint; objects: number; bytes: number; micros: number };
+  | {
+      t: 'transferred';
+      partition: number;
+      replica: number;
+      from: number;
+      since: bigint;
+      ts: bigint;
+      objects: number;
+      bytes: number;
+      micros: number;
+      nativeMicros: number;
+    };
 
 /** Where a transaction's time at one replica went (microseconds). */
 export interface Timing {

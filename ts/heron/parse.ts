@@ -212,11 +212,20 @@ export function parseFromReplica(m: unknown): Received {
     }
     case 'transferred': {
       const at = place(m, 'transferred');
-      const { from, since, ts, objects, bytes, micros } = m;
-      if (!isCount(from) || from >= MAX_REPLICAS || !isTs(since) || !isTs(ts) || !isCount(objects) || !isCount(bytes) || !isMicros(micros)) {
-        fail('transferred: from must be a replica, since and ts 64-bit integers, objects, bytes and micros counts');
+      const { from, since, ts, objects, bytes, micros, nativeMicros } = m;
+      if (
+        !isCount(from) ||
+        from >= MAX_REPLICAS ||
+        !isTs(since) ||
+        !isTs(ts) ||
+        !isCount(objects) ||
+        !isCount(bytes) ||
+        !isMicros(micros) ||
+        !isMicros(nativeMicros)
+      ) {
+        fail('transferred: from must be a replica, since and ts 64-bit integers, objects, bytes, micros and nativeMicros counts');
       }
-      return { t: 'transferred', ...at, from, since, ts, objects, bytes, micros };
+      return { t: 'transferred', ...at, from, since, ts, objects, bytes, micros, nativeMicros };
     }
     default:
       fail(`expected hello, outcome, digest or transferred, got ${describe(m)}`);

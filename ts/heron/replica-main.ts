@@ -164,9 +164,13 @@ export function runReplicaRole(a: ReplicaArgs): Promise<never> {
     const address = transport === 'shm' ? undefined : replica.store.serve({ transport, listen: '127.0.0.1:0' });
     if (transport === 'shm') await replica.connect();
     const conn = await connect({ path: join(a.dir, HERON_SOCKET), secret, role: `${REPLICA_ROLE}:${a.partition}.${a.replica}` });
-    // A reply goes as a record (messages.ts), unless it carries writes for the pool.
+    // A reply goes as a record (messages.ts), unless it carries writes for the pool. The reply
+    // to the last transaction queued leaves at once: waiting for the end of the turn put this
+    // replica's bookkeeping (publishing its prefix, settling the run, the next look at the
+    // ring) on the client's path. Earlier ones of a batch wait to share its write.
     send = (m) => {
       conn.send(m.t === 'outcome' && m.writes === undefined ? encodeReplyRecord(m) : m);
+      if (m.t === 'outcome' && replica.lastQueued) conn.flush();
     };
     const closed = new Promise<never>((_, reject) => conn.onClose(() => reject(new Error('the launcher closed the connection'))));
     closed.catch(() => undefined);

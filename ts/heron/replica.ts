@@ -282,6 +282,11 @@ export class HeronReplica {
     return this.running !== null;
   }
 
+  /** Nothing delivered waits behind the transaction being applied (true when idle too). */
+  get lastQueued(): boolean {
+    return this.head >= this.queue.length;
+  }
+
   /**
    * Resolves once everything delivered so far is applied (or the replica failed); at once when
    * nothing is being applied.

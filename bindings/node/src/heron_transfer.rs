@@ -72,6 +72,7 @@ pub(crate) fn create_transfer(store: Arc<Store>, opts: TransferOptions) -> Resul
     if rings {
         transfer = transfer.ring_peers_in(&opts.dir);
     }
+    transfer = transfer.numbering_from(incarnation_start());
     if let (Some(p), Some(region)) = (opts.partition, opts.coordination_region) {
         transfer = transfer.with_coordination(region, p as usize * opts.replicas as usize);
     }
@@ -103,6 +104,19 @@ pub struct CaughtUpShipment {
     pub objects: f64,
     pub bytes: f64,
     pub chunks: f64,
+    /// µs from the first request going out to the covering shipment installed.
+    pub micros: f64,
+}
+
+/// Where this process's request numbers start: different from a dead incarnation's (see
+/// `Transfer::numbering_from`). Not a secret: only distinct, which the clock and pid make it.
+fn incarnation_start() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(7)
+        });
+    nanos ^ std::process::id().rotate_left(16)
 }
 
 fn caught_up(c: CaughtUp) -> CaughtUpShipment {
@@ -114,6 +128,7 @@ fn caught_up(c: CaughtUp) -> CaughtUpShipment {
         objects: c.objects as f64,
         bytes: c.bytes as f64,
         chunks: c.chunks as f64,
+        micros: c.elapsed.as_secs_f64() * 1e6,
     }
 }
 

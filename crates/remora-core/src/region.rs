@@ -310,16 +310,22 @@ impl Region {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let start = self.check(offset, buf.len())?;
         let (words, bytes) = (self.words(), self.bytes());
-        let mut i = 0;
-        while i < buf.len() {
-            let at = start + i;
-            if at % 8 == 0 && i + 8 <= buf.len() {
-                buf[i..i + 8].copy_from_slice(&words[at / 8].load(Ordering::Relaxed).to_le_bytes());
-                i += 8;
-            } else {
-                buf[i] = bytes[at].load(Ordering::Relaxed);
-                i += 1;
-            }
+        // Bytes up to a word boundary, whole words, then the tail's bytes: one tight loop for
+        // the words (a branch per word made a 64 KiB read 1.5× slower).
+        let head = ((8 - start % 8) % 8).min(buf.len());
+        let whole = (buf.len() - head) / 8;
+        let (first, rest) = buf.split_at_mut(head);
+        let (middle, tail) = rest.split_at_mut(whole * 8);
+        for (i, b) in first.iter_mut().enumerate() {
+            *b = bytes[start + i].load(Ordering::Relaxed);
+        }
+        let w0 = (start + head) / 8;
+        for (dst, w) in middle.chunks_exact_mut(8).zip(&words[w0..w0 + whole]) {
+            dst.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let t0 = start + head + whole * 8;
+        for (i, b) in tail.iter_mut().enumerate() {
+            *b = bytes[t0 + i].load(Ordering::Relaxed);
         }
         fence(Ordering::Acquire);
         Ok(())
@@ -336,18 +342,23 @@ impl Region {
         }
         let (words, bytes) = (self.words(), self.bytes());
         fence(Ordering::Release);
-        let mut i = 0;
-        while i < data.len() {
-            let at = start + i;
-            if at % 8 == 0 && i + 8 <= data.len() {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&data[i..i + 8]);
-                words[at / 8].store(u64::from_le_bytes(w), Ordering::Relaxed);
-                i += 8;
-            } else {
-                bytes[at].store(data[i], Ordering::Relaxed);
-                i += 1;
-            }
+        // As `read`: leading bytes, whole words in one tight loop, the tail's bytes.
+        let head = ((8 - start % 8) % 8).min(data.len());
+        let whole = (data.len() - head) / 8;
+        let (first, rest) = data.split_at(head);
+        let (middle, tail) = rest.split_at(whole * 8);
+        for (i, &b) in first.iter().enumerate() {
+            bytes[start + i].store(b, Ordering::Relaxed);
+        }
+        let w0 = (start + head) / 8;
+        for (src, w) in middle.chunks_exact(8).zip(&words[w0..w0 + whole]) {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(src);
+            w.store(u64::from_le_bytes(v), Ordering::Relaxed);
+        }
+        let t0 = start + head + whole * 8;
+        for (i, &b) in tail.iter().enumerate() {
+            bytes[t0 + i].store(b, Ordering::Relaxed);
         }
         Ok(())
     }

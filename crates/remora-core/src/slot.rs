@@ -196,9 +196,18 @@ fn version_checksum(incarnation: u64, seq: u64, ts: u64, meta: u64, data: &[u8])
 }
 
 fn store_bytes<W: Word>(words: &[W], bytes: &[u8]) {
-    for (w, chunk) in words.iter().zip(bytes.chunks(8)) {
+    // Whole words as fixed-size copies, the tail apart: a copy of a length not known at compile
+    // time is a `memcpy` call per word (most of the time of installing 1 KB values).
+    let mut whole = bytes.chunks_exact(8);
+    for (w, chunk) in words.iter().zip(&mut whole) {
         let mut b = [0u8; 8];
-        b[..chunk.len()].copy_from_slice(chunk);
+        b.copy_from_slice(chunk);
+        w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+    }
+    let tail = whole.remainder();
+    if let (false, Some(w)) = (tail.is_empty(), words.get(bytes.len() / 8)) {
+        let mut b = [0u8; 8];
+        b[..tail.len()].copy_from_slice(tail);
         w.store(u64::from_le_bytes(b), Ordering::Relaxed);
     }
 }

@@ -33,29 +33,43 @@ struct Replica {
 fn replicas(tag: &str, slot_bytes: usize) -> (Dir, Vec<Arc<Replica>>, TransferLayout) {
     let dir = std::env::temp_dir().join(format!("remora-transfer-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let names: Vec<String> = (0..3).map(|q| format!("r{q}")).collect();
     let layout = TransferLayout {
         replicas: 3,
         slot_bytes,
     };
-    let mut out = Vec::new();
-    for q in 0..3u32 {
-        let mut cfg = StoreConfig::new(&dir, names[q as usize].clone());
-        cfg.region_bytes = 64 * 1024;
-        let store = Arc::new(Store::create(&cfg).unwrap());
-        let control = ControlServer::start(&store, SECRET).unwrap();
-        let t = ShmTransport::new(&dir, SECRET).unwrap();
-        let transfer = Transfer::create(store.clone(), t, layout, q, &names)
-            .unwrap()
-            .ring_peers_in(&dir);
-        assert_eq!(transfer.regions(), (0, 1));
-        out.push(Arc::new(Replica {
-            transfer,
-            store,
-            _control: control,
-        }));
-    }
+    let out = (0..3).map(|q| replica(&dir, layout, q)).collect();
     (Dir(dir), out, layout)
+}
+
+/// Replica `q` of three, `r{q}` in `dir`, with an empty store (made again: a restarted replica,
+/// with new region files).
+fn replica(dir: &std::path::Path, layout: TransferLayout, q: u32) -> Arc<Replica> {
+    replica_numbered(dir, layout, q, 0)
+}
+
+/// A replica whose requests are numbered from after `start`.
+fn replica_numbered(
+    dir: &std::path::Path,
+    layout: TransferLayout,
+    q: u32,
+    start: u32,
+) -> Arc<Replica> {
+    let names: Vec<String> = (0..3).map(|q| format!("r{q}")).collect();
+    let mut cfg = StoreConfig::new(dir, names[q as usize].clone());
+    cfg.region_bytes = 64 * 1024;
+    let store = Arc::new(Store::create(&cfg).unwrap());
+    let control = ControlServer::start(&store, SECRET).unwrap();
+    let t = ShmTransport::new(dir, SECRET).unwrap();
+    let transfer = Transfer::create(store.clone(), t, layout, q, &names)
+        .unwrap()
+        .ring_peers_in(dir)
+        .numbering_from(start);
+    assert_eq!(transfer.regions(), (0, 1));
+    Arc::new(Replica {
+        transfer,
+        store,
+        _control: control,
+    })
 }
 
 /// Runs `r`'s serving thread until the returned guard is dropped (it stops and joins it).
@@ -662,12 +676,18 @@ fn a_catch_up_adopts_a_short_prefix_and_asks_the_next_peer_until_one_covers() {
         Duration::from_secs(10),
     );
     // A budget already spent leaves it under way; the next call finishes it.
-    assert_eq!(
-        t.catch_up_until(&mut c, std::time::Instant::now()).unwrap(),
-        None
-    );
+    let before = std::time::Instant::now();
+    assert_eq!(t.catch_up_until(&mut c, before).unwrap(), None);
     let later = std::time::Instant::now() + Duration::from_secs(20);
     let done = t.catch_up_until(&mut c, later).unwrap().unwrap();
+    // Timed from the first request (made in the first call) to the covering install: both
+    // shipments, within the calls.
+    assert!(
+        done.elapsed > Duration::ZERO && done.elapsed <= before.elapsed(),
+        "elapsed {:?} is not within the calls' {:?}",
+        done.elapsed,
+        before.elapsed()
+    );
     assert_eq!(
         (done.from, done.since, done.prefix),
         (
@@ -705,6 +725,71 @@ fn a_catch_up_adopts_a_short_prefix_and_asks_the_next_peer_until_one_covers() {
         r[2].transfer.request_of(0).unwrap().map(|q| q.since),
         Some(50)
     );
+}
+
+#[test]
+fn a_restarted_lagger_gets_its_shipment_in_its_new_memory() {
+    let (dir, mut r, layout) = replicas("restarted", 1 << 16);
+    r[1].store.set(b"a", b"a@20", 20).unwrap();
+    let prefix = Prefix {
+        ts: 20,
+        applied: 2,
+        digest: [2; 32],
+    };
+    r[1].transfer.publish(prefix);
+    let _s1 = serve(&r[1]);
+    // Replica 2 is silent: a shipment that missed the lagger ends the catch-up in an error.
+    let catch_up = |t: &Transfer<ShmTransport>| {
+        let wait = Duration::from_secs(5);
+        let mut c = t.begin_catch_up(20, 0, "test", wait, wait);
+        t.catch_up_until(&mut c, std::time::Instant::now() + wait)
+    };
+    // Replica 1 maps replica 0's landing region serving these, and takes request numbers 1
+    // and 2 (a new incarnation numbers from 1 again, and a number is taken once).
+    for _ in 0..2 {
+        assert_eq!(catch_up(&r[0].transfer).unwrap().unwrap().prefix, prefix);
+    }
+    drop(r.remove(0));
+    r.insert(0, replica(&dir.0, layout, 0));
+    assert_eq!(r[0].store.get(b"a").unwrap(), Lookup::Absent);
+    // Replica 1 writes the first chunk through its old mapping, into the dead incarnation's
+    // file, then notices the new file and writes it again there.
+    let done = catch_up(&r[0].transfer).unwrap().unwrap();
+    assert_eq!((done.from, done.prefix, done.objects), (1, prefix, 1));
+    assert_eq!(
+        r[0].store.get(b"a").unwrap(),
+        Lookup::Value {
+            ts: 20,
+            value: b"a@20".to_vec()
+        }
+    );
+}
+
+#[test]
+fn a_restarted_lagger_numbering_afresh_is_served_where_its_last_incarnation_was() {
+    let (dir, mut r, layout) = replicas("renumbered", 1 << 16);
+    r[1].store.set(b"a", b"a@20", 20).unwrap();
+    let prefix = Prefix {
+        ts: 20,
+        applied: 2,
+        digest: [2; 32],
+    };
+    r[1].transfer.publish(prefix);
+    let _s1 = serve(&r[1]);
+    // Replica 2 is silent: a request replica 1 ignored would end the catch-up in an error.
+    let catch_up = |t: &Transfer<ShmTransport>| {
+        let wait = Duration::from_secs(5);
+        let mut c = t.begin_catch_up(20, 0, "test", wait, wait);
+        t.catch_up_until(&mut c, std::time::Instant::now() + wait)
+    };
+    // The dead incarnation's one request was number 1, which replica 1 took.
+    assert_eq!(catch_up(&r[0].transfer).unwrap().unwrap().prefix, prefix);
+    drop(r.remove(0));
+    // The new one numbers from elsewhere, as a replica process does; from 1 again, replica 1
+    // would take its first request for the one it answered and never answer it.
+    r.insert(0, replica_numbered(&dir.0, layout, 0, 0x5eed_0000));
+    let done = catch_up(&r[0].transfer).unwrap().unwrap();
+    assert_eq!((done.from, done.prefix, done.objects), (1, prefix, 1));
 }
 
 #[test]

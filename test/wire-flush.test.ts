@@ -1,0 +1,65 @@
+// `Conn.flush`: what `send` queued leaves at once instead of at the end of the turn (a heron
+// replica's reply must not wait behind its bookkeeping), and later sends still leave in order.
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { connect, listen, type Conn, type Server } from '../ts/wire.js';
+import { tempCluster } from './helpers.js';
+
+describe('wire flush', () => {
+  let cluster: ReturnType<typeof tempCluster>;
+  let server: Server | null = null;
+  const conns: Conn[] = [];
+
+  beforeEach(() => {
+    cluster = tempCluster();
+  });
+
+  afterEach(async () => {
+    for (const c of conns.splice(0)) c.close();
+    await server?.close();
+    server = null;
+    cluster.cleanup();
+  });
+
+  /** A client connection, and the messages the server side receives from it. */
+  async function pair(): Promise<{ client: Conn; received: unknown[]; next: (n: number) => Promise<void> }> {
+    const received: unknown[] = [];
+    let wake: (() => void) | undefined;
+    server = await listen({
+      path: join(cluster.dir, 'flush.sock'),
+      secretFor: () => cluster.secret,
+      log: () => undefined,
+      onConnection: (c) => {
+        conns.push(c);
+        c.onMessage((m) => {
+          received.push(m);
+          wake?.();
+        });
+      },
+    });
+    const client = await connect({ path: join(cluster.dir, 'flush.sock'), role: 'tester', secret: cluster.secret, log: () => undefined });
+    conns.push(client);
+    const next = async (n: number) => {
+      while (received.length < n) await new Promise<void>((resolve) => (wake = resolve));
+    };
+    return { client, received, next };
+  }
+
+  it('writes what was sent in this turn before the turn ends, and keeps the order of later sends', async () => {
+    const { client, received, next } = await pair();
+    client.send({ n: 1 });
+    client.send({ n: 2 });
+    // Corked until the turn ends: queued in the connection, not yet written.
+    expect(client.buffered).toBeGreaterThan(0);
+    client.flush();
+    expect(client.buffered).toBe(0);
+    // Sent after the flush, in the same turn: corked again, and behind the first two.
+    client.send({ n: 3 });
+    expect(client.buffered).toBeGreaterThan(0);
+    client.flush();
+    client.flush();
+    client.send({ n: 4 });
+    await next(4);
+    expect(received).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }]);
+  });
+});
