@@ -33,6 +33,7 @@ import {
   RING_STORE,
   ringRecordBytes,
   type Delivered,
+  type FromReplica,
   type Received,
   type Ordering,
   type Timing,
@@ -133,22 +134,8 @@ export interface HeronReply {
   duplicate?: true;
 }
 
-/** A lagger caught up by state transfer (Heron, Algorithm 3). */
-export interface StateTransfer {
-  partition: number;
-  /** The lagger, and the peer that shipped. */
-  replica: number;
-  from: number;
-  /** The lagger had applied up to `since`; it resumed after `ts`. */
-  since: bigint;
-  ts: bigint;
-  objects: number;
-  bytes: number;
-  /** The lagger's whole catch-up, timed around its one call: choosing peers, the transfer, adopting the prefix. */
-  micros: number;
-  /** The transfer alone, timed natively: from the first request going out to the covering shipment installed. */
-  nativeMicros: number;
-}
+/** A lagger caught up by state transfer (Heron, Algorithm 3), as its `transferred` message says. */
+export type StateTransfer = Omit<Extract<FromReplica, { t: 'transferred' }>, 't'>;
 
 /** A restarted replica caught up and serving again. */
 export interface Rejoin {

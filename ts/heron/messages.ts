@@ -130,13 +130,17 @@ export type FromReplica =
   | {
       t: 'transferred';
       partition: number;
+      /** The lagger, and the peer that shipped. */
       replica: number;
       from: number;
+      /** The lagger had applied up to `since`; it resumed after `ts`. */
       since: bigint;
       ts: bigint;
       objects: number;
       bytes: number;
+      /** The lagger's whole catch-up, timed around its one call: choosing peers, the transfer, adopting the prefix. */
       micros: number;
+      /** The transfer alone, timed natively: from the first request going out to the covering shipment installed. */
       nativeMicros: number;
     };
 

@@ -6,7 +6,7 @@ use remora_core::{
     ControlServer, Lookup, ShmTransport, Store, StoreConfig, TcpServer, TcpTransport, Transport,
     VerbsServer, VerbsTransport,
 };
-use remora_heron::transfer::{Prefix, Received};
+use remora_heron::transfer::{CaughtUp, Prefix, Received};
 use remora_heron::{Request, Transfer, TransferLayout};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -727,34 +727,45 @@ fn a_catch_up_adopts_a_short_prefix_and_asks_the_next_peer_until_one_covers() {
     );
 }
 
-#[test]
-fn a_restarted_lagger_gets_its_shipment_in_its_new_memory() {
-    let (dir, mut r, layout) = replicas("restarted", 1 << 16);
-    r[1].store.set(b"a", b"a@20", 20).unwrap();
+/// Replica `r` holds `a` at 20 and publishes the prefix through 20, which it returns.
+fn one_at_20(r: &Replica) -> Prefix {
+    r.store.set(b"a", b"a@20", 20).unwrap();
     let prefix = Prefix {
         ts: 20,
         applied: 2,
         digest: [2; 32],
     };
-    r[1].transfer.publish(prefix);
+    r.transfer.publish(prefix);
+    prefix
+}
+
+/// A catch-up to 20 from nothing, 5 s per peer and in all.
+fn catch_up_to_20(t: &Transfer<ShmTransport>) -> remora_heron::Result<Option<CaughtUp>> {
+    let wait = Duration::from_secs(5);
+    let mut c = t.begin_catch_up(20, 0, "test", wait, wait);
+    t.catch_up_until(&mut c, std::time::Instant::now() + wait)
+}
+
+#[test]
+fn a_restarted_lagger_gets_its_shipment_in_its_new_memory() {
+    let (dir, mut r, layout) = replicas("restarted", 1 << 16);
+    let prefix = one_at_20(&r[1]);
     let _s1 = serve(&r[1]);
     // Replica 2 is silent: a shipment that missed the lagger ends the catch-up in an error.
-    let catch_up = |t: &Transfer<ShmTransport>| {
-        let wait = Duration::from_secs(5);
-        let mut c = t.begin_catch_up(20, 0, "test", wait, wait);
-        t.catch_up_until(&mut c, std::time::Instant::now() + wait)
-    };
     // Replica 1 maps replica 0's landing region serving these, and takes request numbers 1
     // and 2 (a new incarnation numbers from 1 again, and a number is taken once).
     for _ in 0..2 {
-        assert_eq!(catch_up(&r[0].transfer).unwrap().unwrap().prefix, prefix);
+        assert_eq!(
+            catch_up_to_20(&r[0].transfer).unwrap().unwrap().prefix,
+            prefix
+        );
     }
     drop(r.remove(0));
     r.insert(0, replica(&dir.0, layout, 0));
     assert_eq!(r[0].store.get(b"a").unwrap(), Lookup::Absent);
     // Replica 1 writes the first chunk through its old mapping, into the dead incarnation's
     // file, then notices the new file and writes it again there.
-    let done = catch_up(&r[0].transfer).unwrap().unwrap();
+    let done = catch_up_to_20(&r[0].transfer).unwrap().unwrap();
     assert_eq!((done.from, done.prefix, done.objects), (1, prefix, 1));
     assert_eq!(
         r[0].store.get(b"a").unwrap(),
@@ -768,27 +779,19 @@ fn a_restarted_lagger_gets_its_shipment_in_its_new_memory() {
 #[test]
 fn a_restarted_lagger_numbering_afresh_is_served_where_its_last_incarnation_was() {
     let (dir, mut r, layout) = replicas("renumbered", 1 << 16);
-    r[1].store.set(b"a", b"a@20", 20).unwrap();
-    let prefix = Prefix {
-        ts: 20,
-        applied: 2,
-        digest: [2; 32],
-    };
-    r[1].transfer.publish(prefix);
+    let prefix = one_at_20(&r[1]);
     let _s1 = serve(&r[1]);
     // Replica 2 is silent: a request replica 1 ignored would end the catch-up in an error.
-    let catch_up = |t: &Transfer<ShmTransport>| {
-        let wait = Duration::from_secs(5);
-        let mut c = t.begin_catch_up(20, 0, "test", wait, wait);
-        t.catch_up_until(&mut c, std::time::Instant::now() + wait)
-    };
     // The dead incarnation's one request was number 1, which replica 1 took.
-    assert_eq!(catch_up(&r[0].transfer).unwrap().unwrap().prefix, prefix);
+    assert_eq!(
+        catch_up_to_20(&r[0].transfer).unwrap().unwrap().prefix,
+        prefix
+    );
     drop(r.remove(0));
     // The new one numbers from elsewhere, as a replica process does; from 1 again, replica 1
     // would take its first request for the one it answered and never answer it.
     r.insert(0, replica_numbered(&dir.0, layout, 0, 0x5eed_0000));
-    let done = catch_up(&r[0].transfer).unwrap().unwrap();
+    let done = catch_up_to_20(&r[0].transfer).unwrap().unwrap();
     assert_eq!((done.from, done.prefix, done.objects), (1, prefix, 1));
 }
 
