@@ -83,6 +83,11 @@ export interface HeronOptions {
   /** Bytes of records the ordered stream's ring holds (default 16 MiB). */
   ringBytes?: number;
   /**
+   * Replies and first outcomes the launcher keeps (default 100,000): a duplicate of an older
+   * transaction is refused as no longer kept, and a replica answering one is not compared.
+   */
+  recentReplies?: number;
+  /**
    * How long a replica's ring reader spins after a record before sleeping (µs; default 50 when
    * the host has a core for every process of the cluster, else 0: see `defaultRingSpinMicros`).
    */
@@ -189,7 +194,7 @@ interface Admitting {
   go: () => void;
 }
 
-/** Replies kept to answer duplicates; an older duplicate waits for nothing and is refused. */
+/** Replies kept to answer duplicates by default; an older duplicate waits for nothing and is refused. */
 const RECENT_REPLIES = 100_000;
 /**
  * With in-memory ordering the launcher tells duplicates itself, before the log does: the log
@@ -251,7 +256,7 @@ export class HeronCluster {
   private readonly digests = new Map<number, Map<number, Map<number, string>>>();
   /**
    * Per ts, the first outcome's canonical bytes and decision, and how many replicas answered:
-   * the last RECENT_REPLIES first answers. A replica answering older ones is not compared.
+   * the last `recentReplies` first answers. A replica answering older ones is not compared.
    */
   private readonly outcomes = new Map<bigint, { bytes: Uint8Array; decision: Decision; count: number }>();
   /** The newest timestamp dropped from `outcomes`. */
@@ -319,6 +324,7 @@ export class HeronCluster {
   readonly ordering: Ordering;
   /** The ring's data bytes: a transaction whose record is larger is refused at admission. */
   private readonly ringBytes: number;
+  private readonly recentReplies: number;
   /** Replicas the ring dropped (they fell behind it): delivered to over their socket. */
   private readonly socketFed = new Set<string>();
   /** In-memory ordering: the next timestamp, digests ordered (for duplicates), log appends in flight. */
@@ -346,6 +352,7 @@ export class HeronCluster {
   ) {
     this.ordering = opts.ordering ?? 'synced';
     this.ringBytes = Math.ceil((opts.ringBytes ?? RING_BYTES) / 32) * 32;
+    this.recentReplies = opts.recentReplies ?? RECENT_REPLIES;
     this.partitionOf = partitionerOf(app, opts.partitions);
     this.log = opts.log ?? ((m) => console.error(m));
     this.pool =
@@ -382,6 +389,8 @@ export class HeronCluster {
     ] as const) {
       if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${v}`);
     }
+    const kept = opts.recentReplies;
+    if (kept !== undefined && (!Number.isSafeInteger(kept) || kept < 1)) throw new RangeError(`recentReplies must be a positive integer, got ${kept}`);
     const members = preExecutorsOf(opts);
     if (!Number.isInteger(members) || members < 0 || members > MAX_PRE_EXECUTORS) {
       throw new RangeError(`preExecutors must be an integer from 0 to ${MAX_PRE_EXECUTORS}, got ${members}`);
@@ -698,7 +707,7 @@ export class HeronCluster {
           w.resolve(reply);
         } else this.early.set(msg.ts, reply);
         this.outcomes.set(msg.ts, { bytes: msg.bytes, decision: msg.decision, count: 1 });
-        if (this.outcomes.size > RECENT_REPLIES) {
+        if (this.outcomes.size > this.recentReplies) {
           const oldest = this.outcomes.keys().next();
           if (!oldest.done) {
             this.outcomes.delete(oldest.value);
@@ -998,7 +1007,7 @@ export class HeronCluster {
 
   private remember(reply: HeronReply): void {
     this.recent.set(reply.ts, reply);
-    if (this.recent.size > RECENT_REPLIES) {
+    if (this.recent.size > this.recentReplies) {
       const oldest = this.recent.keys().next();
       if (!oldest.done) this.recent.delete(oldest.value);
     }
@@ -1035,6 +1044,14 @@ export class HeronCluster {
    */
   settle(timeoutMs = 30_000, partitions?: readonly number[]): Promise<boolean> {
     return until(() => this.settled(partitions), this.settledWaiters, timeoutMs);
+  }
+
+  /**
+   * What the launcher holds per transaction: replies kept for duplicates, first outcomes kept
+   * for comparison, and replies that came before their submitter heard its timestamp.
+   */
+  kept(): { replies: number; outcomes: number; early: number } {
+    return { replies: this.recent.size, outcomes: this.outcomes.size, early: this.early.size };
   }
 
   /** Per replica (`partition.replica`), the last timestamp it answered and its partition's last delivered one. */
