@@ -739,6 +739,20 @@ fn one_at_20(r: &Replica) -> Prefix {
     prefix
 }
 
+/// Waits (5 s at most) until `r` finished serving `n` requests: its last chunk is written and
+/// its look at whether the lagger restarted done, so the lagger may go away.
+fn until_served(r: &Replica, n: u64) {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while r.transfer.served() < n {
+        assert!(
+            std::time::Instant::now() < end,
+            "served {} of {n} requests within 5 s",
+            r.transfer.served()
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// A catch-up to 20 from nothing, 5 s per peer and in all.
 fn catch_up_to_20(t: &Transfer<ShmTransport>) -> remora_heron::Result<Option<CaughtUp>> {
     let wait = Duration::from_secs(5);
@@ -760,6 +774,7 @@ fn a_restarted_lagger_gets_its_shipment_in_its_new_memory() {
             prefix
         );
     }
+    until_served(&r[1], 2);
     drop(r.remove(0));
     r.insert(0, replica(&dir.0, layout, 0));
     assert_eq!(r[0].store.get(b"a").unwrap(), Lookup::Absent);
@@ -787,6 +802,7 @@ fn a_restarted_lagger_numbering_afresh_is_served_where_its_last_incarnation_was(
         catch_up_to_20(&r[0].transfer).unwrap().unwrap().prefix,
         prefix
     );
+    until_served(&r[1], 1);
     drop(r.remove(0));
     // The new one numbers from elsewhere, as a replica process does; from 1 again, replica 1
     // would take its first request for the one it answered and never answer it.
