@@ -20,6 +20,7 @@ export {
   verifyCheckpoint,
 } from './native/index.js';
 export type {
+  CaughtUpShipment,
   CheckpointHeaderJs,
   CheckpointRecords,
   CheckpointRestored,

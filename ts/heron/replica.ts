@@ -203,6 +203,7 @@ export class HeronReplica {
     // Peers' state-transfer requests are served by a native thread, from the store, while
     // this thread executes: it ships the state as of the last prefix `publish`ed.
     this.transfer.serve();
+    this.lagging.rehearse(this.prefix(), this.adoptPrefix);
   }
 
   /**
@@ -456,14 +457,22 @@ export class HeronReplica {
    * (catch-up.ts) and adopts it (timestamp, applied count, digest), so digests keep agreeing.
    */
   private async catchUp(ts: bigint, why: string): Promise<void> {
-    const from: Prefix = { lastTs: this.lastTs, applied: this.applied, digest: this.digest };
-    const done = await this.lagging.run(ts, why, from, (p) => {
-      [this.lastTs, this.applied, this.digest] = [p.lastTs, p.applied, p.digest];
-    });
+    const done = await this.lagging.run(ts, why, this.prefix(), this.adoptPrefix);
     this.checkpoint();
     const { partition, replica } = this.opts;
     this.opts.send({ t: 'transferred', partition, replica, ...done });
   }
+
+  private prefix(): Prefix {
+    return { lastTs: this.lastTs, applied: this.applied, digest: this.digest };
+  }
+
+  /** A catch-up's prefix becomes this replica's, so digests keep agreeing. */
+  private readonly adoptPrefix = (p: Prefix): void => {
+    this.lastTs = p.lastTs;
+    this.applied = p.applied;
+    this.digest = p.digest;
+  };
 
   private local(id: string): Versioned {
     return this.state.get([id])[0] ?? { version: 0n, value: undefined };

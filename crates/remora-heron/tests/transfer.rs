@@ -191,9 +191,9 @@ fn a_shipment_larger_than_the_slot_transfers_exactly() {
 
 #[test]
 fn a_shipment_goes_out_as_it_is_read_short_chunks_first() {
-    // Lanes of 1 MiB, a stream of ~620 KB: one chunk would do, but the server ships 128 KiB
-    // as soon as it has read that much, then 256 KiB, then the rest (with the trailer), so the
-    // lagger installs while the server reads.
+    // Lanes of 1 MiB, a stream of ~610 KB: one chunk would do, but the server ships 16 KiB
+    // as soon as it has read that much, then 32, 64, 128 and 256 KiB, then the rest (with the
+    // trailer), so the lagger installs while the server reads.
     let (_dir, r, layout) = replicas("pipelined", 2 << 20);
     assert_eq!(layout.lane_bytes(), 1 << 20);
     for i in 0..300 {
@@ -214,7 +214,7 @@ fn a_shipment_goes_out_as_it_is_read_short_chunks_first() {
     let records: u64 = (0..300).map(|i| (2 + id(i).len() + 12 + 2000) as u64).sum();
     assert_eq!(
         (got.prefix.ts, got.objects, got.bytes, got.chunks),
-        (7, 300, records + 2 + 56, 3)
+        (7, 300, records + 2 + 56, 6)
     );
     for i in 0..300 {
         assert_eq!(
