@@ -208,7 +208,8 @@ impl NativeTransfer {
     /// the lagger's own prefix (`since`, `applied`, `digest`) as if a shipment had brought it:
     /// a replica calls it at start, so that its first real catch-up does not pay V8's
     /// first-run costs (the result's shape built, the code around the call compiled and its
-    /// caches filled: 40-60 µs measured) at the time a lagger can least afford them.
+    /// caches filled: 25-30 µs of a 64 KB catch-up, docs/heron.md) at the time a lagger can
+    /// least afford them.
     #[napi]
     pub fn rehearse_catch_up(
         &self,
