@@ -57,7 +57,12 @@ interface RunOptions {
   deadlineMs: number;
   /** Node on core 0, pre-executors and load generators on core 1. */
   pinned?: boolean;
+  /** Answers left out of the latencies, the generators' first (steady state only). */
+  warmup?: number;
 }
+
+/** One client's first answers, not measured: steady state, as for the throughput runs' windows. */
+const LATENCY_WARMUP = { quick: 1000, full: 4000 } as const;
 
 /** One end-to-end run on a fresh embedded cluster. */
 async function run(dir: string, o: RunOptions): Promise<Run> {
@@ -81,6 +86,7 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
       mode: o.mode,
       transactions: o.transactions,
       seconds: o.seconds,
+      ...(o.warmup !== undefined && { warmup: o.warmup }),
       ...(prefix && { prefix }),
     });
     try {
@@ -250,8 +256,10 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
         workload: bank(0),
         preExecutors: pre,
         mode: { kind: 'closed', clients: 1 },
-        transactions: q ? 1500 : 4000,
-        seconds,
+        transactions: LATENCY_WARMUP[q ? 'quick' : 'full'] + (q ? 1500 : 4000),
+        warmup: LATENCY_WARMUP[q ? 'quick' : 'full'],
+        // A bound: the transactions end the run first.
+        seconds: 60,
         generators: 1,
         deadlineMs: 50,
       });
@@ -315,6 +323,12 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
       seed: opts.seed,
       bank: { accounts: 10_000, clients: 256, generators: 2, transactions_per_run: perRun, seconds },
       work: { rounds, objects: 100_000, clients: 64 },
+      latency_1client: {
+        transactions_measured: q ? 1500 : 4000,
+        warmup_unmeasured: LATENCY_WARMUP[q ? 'quick' : 'full'],
+        generators: 1,
+        deadline_ms: 50,
+      },
       adopt: {
         store_dir: huge
           ? 'tmpfs mounted huge=always for the run (2 MiB pages); *_4k_pages on tmpfs (/dev/shm) of 4 KiB pages'

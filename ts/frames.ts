@@ -17,6 +17,8 @@ export function encodeFrame(body: Uint8Array): Buffer {
  */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
+  /** Bytes of `chunks[0]` already taken: kept as an offset, not cut off with a view per frame. */
+  private head = 0;
   private buffered = 0;
   private bodyLength = -1;
 
@@ -33,9 +35,10 @@ export class FrameDecoder {
   next(): Buffer | undefined {
     if (this.bodyLength < 0) {
       if (this.buffered < 4) return undefined;
-      const length = this.take(4).readUInt32BE(0);
+      const length = this.readLength();
       if (length > this.maxBytes) {
         this.chunks = [];
+        this.head = 0;
         this.buffered = 0;
         throw new FrameError(`frame of ${length} bytes exceeds the limit of ${this.maxBytes} bytes`);
       }
@@ -47,24 +50,43 @@ export class FrameDecoder {
     return body;
   }
 
-  private take(n: number): Buffer {
-    this.buffered -= n;
+  /** Takes the 4-byte header (`buffered` ≥ 4). */
+  private readLength(): number {
     const first = this.chunks[0];
-    if (first !== undefined && first.length >= n) {
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
+    if (first !== undefined && first.length - this.head >= 4) {
+      const length = first.readUInt32BE(this.head);
+      this.skip(first, 4);
+      return length;
+    }
+    return this.take(4).readUInt32BE(0);
+  }
+
+  /** Moves past `n` bytes of `first` (= `chunks[0]`), dropping it once used up. */
+  private skip(first: Buffer, n: number): void {
+    this.buffered -= n;
+    this.head += n;
+    if (this.head === first.length) {
+      this.chunks.shift();
+      this.head = 0;
+    }
+  }
+
+  private take(n: number): Buffer {
+    const first = this.chunks[0];
+    if (first !== undefined && first.length - this.head >= n) {
+      const body = first.subarray(this.head, this.head + n);
+      this.skip(first, n);
+      return body;
     }
     const out = Buffer.allocUnsafe(n);
     let filled = 0;
     while (filled < n) {
       const chunk = this.chunks[0];
       if (chunk === undefined) throw new Error('FrameDecoder: internal accounting error');
-      const used = Math.min(chunk.length, n - filled);
-      chunk.copy(out, filled, 0, used);
+      const used = Math.min(chunk.length - this.head, n - filled);
+      chunk.copy(out, filled, this.head, this.head + used);
       filled += used;
-      if (used === chunk.length) this.chunks.shift();
-      else this.chunks[0] = chunk.subarray(used);
+      this.skip(chunk, used);
     }
     return out;
   }

@@ -193,6 +193,11 @@ export interface RunOptions {
   seconds: number;
   /** How long to wait for answers once sending stopped (default 10 s). */
   drainSeconds?: number;
+  /**
+   * Answers left out of the latencies (default 0): the first ones run code the node and its
+   * members have not optimised yet. They still count in every other figure.
+   */
+  warmup?: number;
   seed: number;
   /** Called with a function that ends sending early (the parent asked to stop). */
   onStop?: (stop: () => void) => void;
@@ -331,7 +336,7 @@ export function runLoad<T>(
     r.unanswered = inFlight;
     r.elapsed = (lastAnswer - t0) / 1000;
     r.endMs = r.startMs + Math.round(lastAnswer - t0);
-    const sorted = latencies.slice(0, answered);
+    const sorted = latencies.slice(Math.min(answered, o.warmup ?? 0), answered);
     r.latencyUs = quantiles(sorted.slice().sort());
     return { result: r, latenciesNs: sorted };
   });
@@ -353,6 +358,8 @@ export interface LoadGeneratorOptions {
   seconds: number;
   /** How long generators wait for answers once sending stopped (default 10 s). */
   drainSeconds?: number;
+  /** Answers each generator leaves out of its latencies, its first ones (default 0). */
+  warmup?: number;
   /** How long a generator may take to connect and sign (default 10 min). */
   readyTimeoutMs?: number;
   /** A command generators run under, e.g. `['taskset', '-c', '1']` to pin them (benchmarks). */
@@ -414,6 +421,7 @@ export function loadgenArgs(o: LoadGeneratorOptions, index: number, latencies: s
     '--seconds',
     String(o.seconds),
     ...(o.drainSeconds === undefined ? [] : ['--drain-seconds', String(o.drainSeconds)]),
+    ...(o.warmup === undefined ? [] : ['--warmup', String(o.warmup)]),
     '--latencies',
     latencies,
   ];

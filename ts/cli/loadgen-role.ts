@@ -120,6 +120,7 @@ export async function loadgenRole(argv: string[]): Promise<never> {
       transactions: { type: 'string' },
       seconds: { type: 'string' },
       'drain-seconds': { type: 'string' },
+      warmup: { type: 'string' },
       latencies: { type: 'string' },
     },
   });
@@ -131,6 +132,7 @@ export async function loadgenRole(argv: string[]): Promise<never> {
   const transactions = intOption(values.transactions, 'transactions', 10_000, 0, 100_000_000);
   const seconds = numberOption(values.seconds, 'seconds', 10, 0, 86_400);
   const drainSeconds = numberOption(values['drain-seconds'], 'drain-seconds', 10, 0, 3_600);
+  const warmup = intOption(values.warmup, 'warmup', 0, 0, 100_000_000);
   const endpoint = endpointOption(values);
 
   // The signal handler goes in first: a parent may signal as soon as it reads `ready`.
@@ -152,6 +154,7 @@ export async function loadgenRole(argv: string[]): Promise<never> {
       mode,
       seconds,
       drainSeconds,
+      warmup,
       seed,
       onStop: (s) => (stop = s),
     }));

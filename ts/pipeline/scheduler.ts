@@ -134,7 +134,7 @@ export class Scheduler {
         break;
       case 'load+affinity+hot': {
         // Most transactions touch no hot object: those allocate nothing here.
-        const hot = this.hotSet.size === 0 || !objects.some((id) => this.hotSet.has(id)) ? NONE : objects.filter((id) => this.hotSet.has(id));
+        const hot = this.hotSet.size === 0 || !this.touchesHot(objects) ? NONE : objects.filter((id) => this.hotSet.has(id));
         if (hot.length > 0 && this.hotToPrimary) return null;
         let pinned: string | undefined;
         for (const id of hot) if ((pinned = this.pins.get(id)) !== undefined) break;
@@ -146,6 +146,11 @@ export class Scheduler {
     this.load.set(chosen, this.outstanding(chosen) + 1);
     if (this.policy === 'load+affinity' || this.policy === 'load+affinity+hot') this.remember(objects, chosen);
     return chosen;
+  }
+
+  private touchesHot(objects: readonly string[]): boolean {
+    for (const id of objects) if (this.hotSet.has(id)) return true;
+    return false;
   }
 
   /** The member at the cursor; advances it. Requires a non-empty pool. */
@@ -178,22 +183,24 @@ export class Scheduler {
   private affine(objects: readonly string[]): string {
     // Counted per member in the order members first appear among the objects, as a Map would
     // iterate them; in arrays kept between calls, since this runs for every transaction admitted.
+    // Counted in place, not emptied: emptying an array frees its storage, and refilling it
+    // allocates again, for every transaction.
     const names = this.names;
     const counts = this.counts;
-    names.length = 0;
-    counts.length = 0;
+    let n = 0;
     for (const id of objects) {
       const m = this.affinity.get(id)?.member;
       if (m === undefined || !this.load.has(m)) continue;
-      const k = names.indexOf(m);
-      if (k < 0) {
-        names.push(m);
-        counts.push(1);
+      let k = 0;
+      while (k < n && names[k] !== m) k++;
+      if (k === n) {
+        names[n] = m;
+        counts[n++] = 1;
       } else counts[k] = (counts[k] ?? 0) + 1;
     }
     let affine: string | undefined;
     let most = 0;
-    for (let k = 0; k < names.length; k++) {
+    for (let k = 0; k < n; k++) {
       const m = names[k] as string;
       const c = counts[k] ?? 0;
       if (c > most || (c === most && affine !== undefined && this.outstanding(m) < this.outstanding(affine))) {
