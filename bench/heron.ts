@@ -197,10 +197,10 @@ async function breakdown(dir: string, ops: number, ordering: Ordering, replicas 
   const [a, b] = [keys[0] ?? '', keys[1] ?? ''];
   const { value } = await withCluster(dir, 2, replicas, { ordering }, async (c) => {
     const run = async (kind: Kind, n: number) => {
-      const next = () => (kind === 'single' ? put(a, nonce) : copy(a, b));
-      for (let i = 0; i < BREAKDOWN_WARMUP[kind]; i++) await timed(c, next());
+      const next = (i: number) => (kind === 'single' ? put(a, i) : copy(a, b));
+      for (let i = 0; i < BREAKDOWN_WARMUP[kind]; i++) await timed(c, next(i));
       const rows: number[][] = [];
-      for (let i = 0; i < n; i++) rows.push(await measured(c, next()));
+      for (let i = 0; i < n; i++) rows.push(await measured(c, next(i)));
       return summarise(rows);
     };
     return { single: await run('single', ops * 5), multi: await run('multi', ops) };
