@@ -3,21 +3,14 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { encodeFrame, FrameDecoder, FrameError } from '../ts/frames.js';
+import { xorshift } from './helpers.js';
 
 describe('FrameDecoder', () => {
   it('gives back every body whole and in order, however the stream is cut', () => {
     const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
     console.log(`frame decoder test: seed ${seed} (REMORA_SEED to replay)`);
-    let x = seed >>> 0 || 1;
-    const rand = (n: number): number => {
-      // xorshift32: the same cuts for the same seed.
-      x ^= x << 13;
-      x >>>= 0;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      return x % n;
-    };
+    const next = xorshift(seed);
+    const rand = (n: number): number => Math.floor(next() * n);
     for (let round = 0; round < 200; round++) {
       // Empty bodies, bodies shorter than a header and longer than a chunk.
       const bodies = Array.from({ length: 1 + rand(20) }, (_, i) => Buffer.alloc(rand(4) === 0 ? rand(4) : rand(3000), (round + i) & 0xff));
