@@ -3,6 +3,7 @@
 import type { Outcome } from '../app/exec.js';
 import { encode } from '../app/codec.js';
 import type { OptimisticCheck } from './messages.js';
+import { ChurnMap } from './churn-map.js';
 
 /** A pre-executor's outcome, sent before the final one: it may still turn out wrong. */
 export interface OptimisticReply {
@@ -28,7 +29,7 @@ interface Wait {
 /** Transactions some client asked an optimistic reply for, by digest, until applied. */
 export class OptimisticReplies {
   readonly stats: OptimisticStats = { sent: 0, confirmed: 0, wrong: 0 };
-  private readonly waits = new Map<string, Wait>();
+  private readonly waits = new ChurnMap<Wait>();
 
   /** `listener` hears the first result for `digest`, at once if it already came (a resubmission). */
   listen(digest: string, listener: (o: OptimisticReply) => void): void {

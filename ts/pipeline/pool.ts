@@ -15,6 +15,7 @@ import { effectHead, encodeEffects } from './records.js';
 import { DEFAULT_POLICY, Scheduler, type Policy, type SchedulerOptions } from './scheduler.js';
 import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from './state-update.js';
 import { encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
+import { ChurnMap, ChurnSet } from './churn-map.js';
 
 /** How the pool reaches one pre-executor. */
 export interface PreExecutorLink {
@@ -83,7 +84,7 @@ interface Member {
    * a retirement waits for. The scheduler's load counts results not returned, applied or not,
    * so a member that stops answering keeps looking busy and stops being chosen.
    */
-  owed: Set<string>;
+  owed: ChurnSet;
   /** Set while retiring: called once nothing is owed. */
   drained: (() => void)[] | null;
 }
@@ -100,19 +101,19 @@ export class PreExecutionPool {
   unowedResults = 0;
   private readonly members = new Map<string, Member>();
   /** Digest → the member that owes its result. */
-  private readonly owedBy = new Map<string, string>();
+  private readonly owedBy = new ChurnMap<string>();
   /** Digest → the app version the member owing it runs (when it told us). */
-  private readonly handedApp = new Map<string, string>();
+  private readonly handedApp = new ChurnMap<string>();
   /**
    * Digests delegated (`delegate`), which the scheduler never counted: their results do not
    * lower the owing member's load, so admission's view of it stays what admission handed it.
    */
-  private readonly uncharged = new Set<string>();
+  private readonly uncharged = new ChurnSet();
   /**
    * Digests delegated to the member that already owed them from admission: the first result it
    * returns is the admission copy (it executes in arrival order), dropped as unowed.
    */
-  private readonly supersededOnce = new Set<string>();
+  private readonly supersededOnce = new ChurnSet();
   /** Objects for every member, sent before the next transactions they are handed. */
   private pendingObjects: PushedObject[] = [];
   private sinceFeedback = 0;
@@ -131,7 +132,7 @@ export class PreExecutionPool {
 
   add(link: PreExecutorLink): void {
     if (this.members.has(link.name)) throw new Error(`pre-executor ${link.name} is already attached`);
-    this.members.set(link.name, { link, executed: 0, queued: [], owed: new Set(), drained: null });
+    this.members.set(link.name, { link, executed: 0, queued: [], owed: new ChurnSet(), drained: null });
     this.scheduler.add(link.name);
     this.push?.add(link.name);
   }

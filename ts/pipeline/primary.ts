@@ -18,6 +18,7 @@ import { stages } from '../stages.js';
 import { decodeTable, encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
 import { MIN_PARALLEL_RUN, type MergeThreads } from './merge-threads.js';
 import type { SnapshotEntry, Speculated } from './speculate.js';
+import { ChurnMap, ChurnSet } from './churn-map.js';
 
 /** What one native adoption run did (see `PrimaryStore.adopt`). */
 export interface AdoptRun {
@@ -90,12 +91,12 @@ interface Offer {
 }
 
 export class Primary {
-  private readonly offers = new Map<string, Offer>();
-  private readonly waiting = new Map<string, () => void>();
+  private readonly offers = new ChurnMap<Offer>();
+  private readonly waiting = new ChurnMap<() => void>();
   /** Digests whose results are still useful: sequenced, or expected from admission. */
-  private readonly expected = new Set<string>();
+  private readonly expected = new ChurnSet();
   /** Delegated digests: waited for until this time (performance.now()), past the deadline. */
-  private readonly waitBounds = new Map<string, number>();
+  private readonly waitBounds = new ChurnMap<number>();
   readonly stats: PrimaryStats = {
     applied: 0,
     adopted: 0,

@@ -4,6 +4,7 @@ import type { Outcome } from '../app/exec.js';
 import type { Decision } from './merge.js';
 import type { OptimisticCheck } from './messages.js';
 import type { Applied } from './primary.js';
+import { ChurnMap } from './churn-map.js';
 
 export interface AppliedReply {
   a: Applied;
@@ -24,7 +25,7 @@ export interface AppliedListener {
 
 export class ReplyWaiters {
   /** Digest → who waits for it; a second submitter of the same digest is chained to the first. */
-  private readonly waiters = new Map<string, AppliedListener>();
+  private readonly waiters = new ChurnMap<AppliedListener>();
   /**
    * The outcomes of the last `remember` timestamps applied, at `ts % remember`: a duplicate is
    * asked for by the timestamp the log gave its first submission, so no per-digest map is

@@ -5,6 +5,7 @@
 // the primary checks them by value (merge.ts), so a wrong guess costs a re-execution only.
 import type { StateSource, Versioned } from '../app/exec.js';
 import type { MemoryState, Write } from '../app/state.js';
+import { ChurnMap } from './churn-map.js';
 
 interface Guess {
   value: Uint8Array | undefined;
@@ -15,9 +16,9 @@ interface Guess {
 }
 
 export class Speculation implements StateSource {
-  private readonly guesses = new Map<string, Guess>();
+  private readonly guesses = new ChurnMap<Guess>();
   /** What each of our transactions not yet applied wrote, oldest first. */
-  private readonly pending = new Map<string, readonly Write[]>();
+  private readonly pending = new ChurnMap<readonly Write[]>();
   private clock = 0;
 
   /**
@@ -45,7 +46,7 @@ export class Speculation implements StateSource {
     // Transactions we never heard applied (lost, far behind, or no effects are sent, as with
     // `pull`) age out with their guesses, so both maps stay bounded by the window.
     while (this.pending.size > this.window) {
-      const oldest = this.pending.entries().next().value;
+      const oldest = this.pending.oldest();
       if (oldest === undefined) break;
       const [writer, written] = oldest;
       this.pending.delete(writer);
