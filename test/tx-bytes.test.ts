@@ -49,7 +49,8 @@ describe('decodeTx of tx.v1 bytes', () => {
       // Keys in order unless the round means them not to be; a repeated key now and then.
       const auth: Authenticator[] = Array.from({ length: rand(4) }, () => ({ scheme: 'ed25519' as const, publicKey: bytesOf(32), signature: bytesOf(64) }));
       if (rand(3) !== 0) auth.sort((a, b) => Buffer.compare(a.publicKey, b.publicKey));
-      if (auth.length > 1 && rand(8) === 0) auth[1] = { ...auth[1]!, publicKey: auth[0]!.publicKey };
+      const [first, second] = auth;
+      if (first && second && rand(8) === 0) auth[1] = { ...second, publicKey: first.publicKey };
       let bytes = encodeTxBytes({ body, auth });
       switch (rand(6)) {
         case 0:
