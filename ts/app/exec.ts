@@ -27,12 +27,6 @@ export interface StateSource {
 
 export type Outcome = { status: 'ok'; result: Data } | { status: 'aborted'; reason: string };
 
-/**
- * An abort. Outcomes are made with their keys in sorted order, as the canonical encoding
- * writes them: every table carries one, and an object in another order is copied to sort it.
- */
-const aborted = (reason: string): Outcome => ({ reason, status: 'aborted' });
-
 /** What one execution saw and did: the lookup table of seed 000. */
 export interface LookupTable {
   /** Every object read from the state (not the transaction's own writes), with its version. */
@@ -199,20 +193,20 @@ export function execute(app: App, tx: DecodedTx, state: StateSource, natives: Na
   let outcome: Outcome;
   const command = Object.hasOwn(app.commands, tx.command) ? app.commands[tx.command] : undefined;
   if (!command) {
-    outcome = aborted(`unknown command ${JSON.stringify(tx.command)} for app ${app.name}`);
+    outcome = { status: 'aborted', reason: `unknown command ${JSON.stringify(tx.command)} for app ${app.name}` };
   } else {
     try {
       const run = command as (ctx: Ctx, args: unknown) => unknown;
       const result = (runCommand(tx.command, () => run(ctx, tx.args)) ?? null) as Data;
       encode(result); // a result that cannot travel is the command's error, found here
-      outcome = unusedAuthenticator(tx, asked, auth) ?? { result, status: 'ok' };
+      outcome = unusedAuthenticator(tx, asked, auth) ?? { status: 'ok', result };
     } catch (e) {
       // A command that reached for a clock or I/O is a bug in the app, not an outcome.
       if (e instanceof NondeterminismError) throw e;
       // Errors thrown by command code are deterministic too (same inputs, same code), so they
       // are outcomes like any abort, not failures of the engine.
       const reason = e instanceof Abort ? e.reason : `command failed: ${e instanceof Error ? e.message : String(e)}`;
-      outcome = aborted(reason);
+      outcome = { status: 'aborted', reason };
     }
   }
   const table: LookupTable = {
@@ -237,8 +231,8 @@ function unusedAuthenticator(tx: DecodedTx, asked: readonly boolean[], auth: rea
     const key = Buffer.from(tx.auth[i]?.publicKey ?? [])
       .toString('hex')
       .slice(0, 16);
-    if (!asked[i]) return aborted(`authenticator ${i} (key ${key}…) was not asked for by ${tx.command}`);
-    if (auth[i] !== true) return aborted(`authenticator ${i} (key ${key}…) does not verify`);
+    if (!asked[i]) return { status: 'aborted', reason: `authenticator ${i} (key ${key}…) was not asked for by ${tx.command}` };
+    if (auth[i] !== true) return { status: 'aborted', reason: `authenticator ${i} (key ${key}…) does not verify` };
   }
   return undefined;
 }

@@ -160,9 +160,8 @@ export function decodeTx(tx: unknown): DecodedTx {
 
 /**
  * A transaction decoded from its `tx.v1` bytes. Its authenticators are split out only when
- * asked for: the node that adopts a pre-executor's table never looks at them, and the objects
- * and views they take, made for every transaction admitted, outlived the young generation
- * often enough to be a tenth of what the collector moved (heap sampling, `bench scale`'s load).
+ * asked for: the node that adopts a pre-executor's table never looks at them, and the array,
+ * objects and views they take would be made for every transaction admitted.
  */
 class TxFromBytes implements DecodedTx {
   private split: Authenticator[] | undefined;

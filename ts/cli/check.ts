@@ -67,11 +67,8 @@ const fmt = (n: number) => n.toLocaleString('en-US');
 const pct = (a: number, b: number) => `${b === 0 ? '0.0' : ((100 * a) / b).toFixed(1)} %`;
 
 /** Bytes as hex and bigints as decimal, so an outcome fits in one line of JSON. */
-/** An outcome as JSON, its status first. */
 const show = (o: Outcome | null): string =>
-  JSON.stringify(o && (o.status === 'ok' ? { status: o.status, result: o.result } : { status: o.status, reason: o.reason }), (_k, v: unknown) =>
-    typeof v === 'bigint' ? `${v}n` : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v,
-  );
+  JSON.stringify(o, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v));
 
 export async function runCheck(o: CheckOptions): Promise<CheckResult> {
   const say = o.say ?? ((line: string) => process.stderr.write(`${line}\n`));

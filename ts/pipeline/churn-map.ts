@@ -53,6 +53,7 @@ export class ChurnMap<V> {
     return [...this.map.keys()];
   }
 }
+
 /** The part of `Set<string>` the node uses. */
 export class ChurnSet implements Iterable<string> {
   private readonly map = new ChurnMap<true>();
