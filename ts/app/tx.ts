@@ -131,6 +131,16 @@ export function encodeTxBytes(tx: Transaction): Buffer {
  */
 export function splitTxBytes(bytes: Uint8Array, at = 0): { tx: Transaction; end: number } {
   const b = asBuffer(bytes);
+  const { bodyEnd, n, end } = frameTx(b, at);
+  const auth: Authenticator[] = [];
+  for (let i = 0, p = bodyEnd + 1; i < n; i++, p += AUTH_BYTES) {
+    auth.push({ scheme: 'ed25519', publicKey: b.subarray(p + 1, p + 33), signature: b.subarray(p + 33, p + 97) });
+  }
+  return { tx: { body: b.subarray(at + 5, bodyEnd), auth }, end };
+}
+
+/** Where the `tx.v1` transaction at `at` has its body's end, how many authenticators, and its end; `TxError` if it is not one. */
+function frameTx(b: Buffer, at: number): { bodyEnd: number; n: number; end: number } {
   if (b.length - at < 6) throw new TxError('transaction bytes are truncated');
   if (b[at] !== TX_LAYOUT) throw new TxError(`transaction bytes have layout ${b[at]}, expected ${TX_LAYOUT}`);
   const bodyLen = b.readUInt32LE(at + 1);
@@ -141,12 +151,8 @@ export function splitTxBytes(bytes: Uint8Array, at = 0): { tx: Transaction; end:
   if (n > LIMITS.authenticators) throw new TxError(`transaction has ${n} authenticators, over the limit of ${LIMITS.authenticators}`);
   const end = bodyEnd + 1 + n * AUTH_BYTES;
   if (end > b.length) throw new TxError('transaction bytes are truncated');
-  const auth: Authenticator[] = [];
-  for (let i = 0, p = bodyEnd + 1; i < n; i++, p += AUTH_BYTES) {
-    if (b[p] !== ED25519) throw new TxError(`authenticator ${i}: unknown scheme ${b[p]}`);
-    auth.push({ scheme: 'ed25519', publicKey: b.subarray(p + 1, p + 33), signature: b.subarray(p + 33, p + 97) });
-  }
-  return { tx: { body: b.subarray(at + 5, bodyEnd), auth }, end };
+  for (let i = 0, p = bodyEnd + 1; i < n; i++, p += AUTH_BYTES) if (b[p] !== ED25519) throw new TxError(`authenticator ${i}: unknown scheme ${b[p]}`);
+  return { bodyEnd, n, end };
 }
 
 /**
@@ -184,18 +190,7 @@ class TxFromBytes implements DecodedTx {
 
 /** `decodeTx` of `tx.v1` bytes: the checks of `splitTxBytes` and `decodeTxObject`, without views per authenticator. */
 function decodeTxBytes(b: Buffer): DecodedTx {
-  if (b.length < 6) throw new TxError('transaction bytes are truncated');
-  if (b[0] !== TX_LAYOUT) throw new TxError(`transaction bytes have layout ${b[0]}, expected ${TX_LAYOUT}`);
-  const bodyLen = b.readUInt32LE(1);
-  if (bodyLen > LIMITS.bodyBytes) throw new TxError(`transaction body is ${bodyLen} bytes, over the limit of ${LIMITS.bodyBytes}`);
-  const bodyEnd = 5 + bodyLen;
-  if (bodyEnd + 1 > b.length) throw new TxError('transaction bytes are truncated');
-  const n = b[bodyEnd] ?? 0;
-  if (n > LIMITS.authenticators) throw new TxError(`transaction has ${n} authenticators, over the limit of ${LIMITS.authenticators}`);
-  const end = bodyEnd + 1 + n * AUTH_BYTES;
-  if (end > b.length) throw new TxError('transaction bytes are truncated');
-  // In the order the object path checks, so a transaction wrong in several ways is refused for the same one.
-  for (let i = 0, p = bodyEnd + 1; i < n; i++, p += AUTH_BYTES) if (b[p] !== ED25519) throw new TxError(`authenticator ${i}: unknown scheme ${b[p]}`);
+  const { bodyEnd, n, end } = frameTx(b, 0);
   if (end !== b.length) throw new TxError(`transaction bytes hold ${b.length - end} bytes after the transaction`);
   // Each key against the one before, in place (`compare`'s source is the earlier key, as in Buffer.compare(prev, cur)).
   for (let p = bodyEnd + 2 + AUTH_BYTES; p < end; p += AUTH_BYTES)
@@ -203,6 +198,7 @@ function decodeTxBytes(b: Buffer): DecodedTx {
   const body = b.subarray(5, bodyEnd);
   const { command, args, objects } = checkBody(body);
   // The digest's input, copied straight from the bytes: tag, lengths, body, then each key and signature.
+  const bodyLen = bodyEnd - 5;
   const input = Buffer.allocUnsafe(DIGEST_TAG_BYTES.length + 8 + bodyLen + 96 * n);
   let at = DIGEST_TAG_BYTES.copy(input, 0);
   at = input.writeUInt32BE(bodyLen, at);
