@@ -73,13 +73,9 @@ const DIGEST_TAG_BYTES = Buffer.from('remora.txid.v1');
  * (body, authenticators) pairs hash the same input.
  */
 export function txDigest(body: Uint8Array, auth: readonly Authenticator[]): string {
-  // One buffer and a one-shot hash: half the cost of a streaming hash over the pieces.
-  const input = Buffer.allocUnsafe(DIGEST_TAG_BYTES.length + 8 + body.length + 96 * auth.length);
-  let at = DIGEST_TAG_BYTES.copy(input, 0);
-  at = input.writeUInt32BE(body.length, at);
-  at = input.writeUInt32BE(auth.length, at);
-  input.set(body, at);
-  at += body.length;
+  const { input, at: start } = digestInput(body.length, auth.length);
+  input.set(body, start);
+  let at = start + body.length;
   for (const a of auth) {
     input.set(a.publicKey, at);
     input.set(a.signature, at + a.publicKey.length);
@@ -87,6 +83,19 @@ export function txDigest(body: Uint8Array, auth: readonly Authenticator[]): stri
   }
   // Every authenticator checked is 96 bytes, so `at` is the whole buffer: no view to make.
   return hash('sha256', at === input.length ? input : input.subarray(0, at), 'hex');
+}
+
+/**
+ * The digest's input for a body of `bodyLen` bytes and `n` authenticators, its header written
+ * (tag, the two lengths) and `at` where the body goes; the authenticators' keys and signatures
+ * follow it, 96 bytes each. One buffer and a one-shot hash: half the cost of a streaming hash.
+ */
+function digestInput(bodyLen: number, n: number): { input: Buffer; at: number } {
+  const input = Buffer.allocUnsafe(DIGEST_TAG_BYTES.length + 8 + bodyLen + 96 * n);
+  let at = DIGEST_TAG_BYTES.copy(input, 0);
+  at = input.writeUInt32BE(bodyLen, at);
+  at = input.writeUInt32BE(n, at);
+  return { input, at };
 }
 
 const isBytes = (v: unknown, len: number): v is Uint8Array => v instanceof Uint8Array && v.length === len;
@@ -197,13 +206,9 @@ function decodeTxBytes(b: Buffer): DecodedTx {
     if (b.compare(b, p, p + 32, p - AUTH_BYTES, p + 32 - AUTH_BYTES) >= 0) throw new TxError(UNSORTED_AUTH);
   const body = b.subarray(5, bodyEnd);
   const { command, args, objects } = checkBody(body);
-  // The digest's input, copied straight from the bytes: tag, lengths, body, then each key and signature.
-  const bodyLen = bodyEnd - 5;
-  const input = Buffer.allocUnsafe(DIGEST_TAG_BYTES.length + 8 + bodyLen + 96 * n);
-  let at = DIGEST_TAG_BYTES.copy(input, 0);
-  at = input.writeUInt32BE(bodyLen, at);
-  at = input.writeUInt32BE(n, at);
-  at += b.copy(input, at, 5, bodyEnd);
+  // The digest's input (as `txDigest` makes it), the body and each key and signature copied straight from the bytes.
+  const { input, at: start } = digestInput(bodyEnd - 5, n);
+  let at = start + b.copy(input, start, 5, bodyEnd);
   for (let i = 0, p = bodyEnd + 2; i < n; i++, p += AUTH_BYTES) at += b.copy(input, at, p, p + 96);
   return new TxFromBytes(command, args, objects, hash('sha256', input, 'hex'), body, b);
 }
