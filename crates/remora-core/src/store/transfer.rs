@@ -119,6 +119,15 @@ impl Store {
     /// after a partly installed one, is harmless). A shipped tombstone of an object this store
     /// never had is kept as a tombstone, as the peer has it. The batch is checked first (ids,
     /// sizes): a bad entry changes nothing. Returns how many entries were written.
+    ///
+    /// A shipment holds each object's newest version only: what the object was between the
+    /// version this store held and `ts` is not known here (the peer may have written it several
+    /// times since). So an installed version fills both blocks of the slot: `get_before` a
+    /// bound at or before `ts` answers `Lagging`, and the reader asks a peer that has the
+    /// history, instead of being handed the older version this store kept, overwritten
+    /// meanwhile elsewhere, or "absent" for an object created before `ts` elsewhere. The first
+    /// write leaves the older version in place, which is still right for bounds up to this
+    /// store's own point (the only ones its peers read it for until it announces the new one).
     pub fn install(&self, entries: &[Put<'_>]) -> Result<usize> {
         for &(id, value, _) in entries {
             check_id(id)?;
@@ -141,18 +150,24 @@ impl Store {
             // a slot's pages past its value would not be written at all.
             self.ready_slots(&mut inner, class, n)?;
         }
+        let inner: &mut Inner = &mut inner;
         let mut written = 0;
         for &(id, value, ts) in entries {
             match inner.index.get(id) {
                 Some(obj) if obj.newest_ts() >= ts => continue,
-                Some(_) => self.apply(&mut inner, id, value, ts)?,
-                None if value.is_some() => self.apply(&mut inner, id, value, ts)?,
+                Some(_) => self.apply(inner, id, value, ts)?,
+                None if value.is_some() => self.apply(inner, id, value, ts)?,
                 None => {
                     let class = slot::class_for_len(0).unwrap_or(0);
-                    let mut obj = self.place(&mut inner, id, class)?;
+                    let mut obj = self.place(inner, id, class)?;
                     write_next(&inner.regions, &mut obj, ts, None);
                     inner.index.insert(id, obj);
                 }
+            }
+            // The object now lives in a slot that fits `value`: the second write fills the
+            // other block with the same version.
+            if let Some(obj) = inner.index.get_mut(id) {
+                write_next(&inner.regions, obj, ts, value);
             }
             written += 1;
         }
@@ -415,11 +430,13 @@ mod tests {
                 value: b"new".to_vec()
             }
         );
+        // What `a` was between 4 and 6 is the peer's to say: a read before 6 lags here.
+        assert_eq!(s.get_before(b"a", 6).unwrap(), Lookup::Lagging);
         assert_eq!(
-            s.get_before(b"a", 6).unwrap(),
+            s.get_before(b"a", 7).unwrap(),
             Lookup::Value {
-                ts: 4,
-                value: b"old".to_vec()
+                ts: 6,
+                value: b"new".to_vec()
             }
         );
         assert_eq!(
@@ -430,10 +447,54 @@ mod tests {
             }
         );
         assert_eq!(s.get(b"gone").unwrap(), Lookup::Deleted { ts: 7 });
+        assert_eq!(s.get_before(b"gone", 7).unwrap(), Lookup::Lagging);
         assert_eq!(
             s.install(&[(b"", Some(b"x"), 9)]).unwrap_err().to_string(),
             s.set(b"", b"x", 9).unwrap_err().to_string()
         );
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The peer wrote `a` twice after this store's point (5, then 6) and ships only 6: a read
+    /// before 6 must not be given this store's version 4, which the peer overwrote at 5; nor
+    /// may `b`, created at 3 at the peer and shipped at 6, be "absent" before 6.
+    #[test]
+    fn an_installed_version_hides_no_history_it_skipped() {
+        let (dir, s) = store("install-gap");
+        s.set(b"a", b"four", 4).unwrap();
+        assert_eq!(
+            s.install(&[(b"a", Some(b"six"), 6), (b"b", Some(b"six"), 6)])
+                .unwrap(),
+            2
+        );
+        for id in [&b"a"[..], b"b"] {
+            for bound in [5, 6] {
+                assert_eq!(
+                    s.get_before(id, bound).unwrap(),
+                    Lookup::Lagging,
+                    "{} before {bound}",
+                    String::from_utf8_lossy(id)
+                );
+            }
+            assert_eq!(
+                s.get_before(id, 7).unwrap(),
+                Lookup::Value {
+                    ts: 6,
+                    value: b"six".to_vec()
+                }
+            );
+        }
+        // Writes after the shipped point make history again: the older block goes first.
+        s.set(b"a", b"eight", 8).unwrap();
+        assert_eq!(
+            s.get_before(b"a", 8).unwrap(),
+            Lookup::Value {
+                ts: 6,
+                value: b"six".to_vec()
+            }
+        );
+        assert_eq!(s.get_before(b"a", 6).unwrap(), Lookup::Lagging);
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }
