@@ -18,6 +18,7 @@ export {
   readCheckpoint,
   readCheckpointHeader,
   verifyCheckpoint,
+  vouchTx,
 } from './native/index.js';
 export type {
   CaughtUpShipment,

@@ -11,6 +11,7 @@
 // duplicate. Together with execution's rule that every authenticator must verify and be asked
 // for by the command (exec.ts), a third party can resubmit a signed transaction only as itself.
 import { hash } from 'node:crypto';
+import { vouchTx } from '../binding.js';
 import { decode, encode, type Data } from './codec.js';
 
 /** Tag that opens every body: a body of another format or version is never mistaken for one. */
@@ -199,6 +200,15 @@ class TxFromBytes implements DecodedTx {
 
 /** `decodeTx` of `tx.v1` bytes: the checks of `splitTxBytes` and `decodeTxObject`, without views per authenticator. */
 function decodeTxBytes(b: Buffer): DecodedTx {
+  // The native check vouches for most transactions in one pass (framing, canonical body,
+  // digest), sparing the body's second encoding and the digest's copy; what it cannot vouch
+  // for, the checks below decide, and they alone say what is wrong.
+  const vouched = vouchTx(b);
+  if (vouched !== null) {
+    const body = b.subarray(5, 5 + b.readUInt32LE(1));
+    const { command, args, objects } = decodeBody(body);
+    return new TxFromBytes(command, args, objects, vouched, body, b);
+  }
   const { bodyEnd, n, end } = frameTx(b, 0);
   if (end !== b.length) throw new TxError(`transaction bytes hold ${b.length - end} bytes after the transaction`);
   // Each key against the one before, in place (`compare`'s source is the earlier key, as in Buffer.compare(prev, cur)).

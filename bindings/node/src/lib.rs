@@ -23,6 +23,7 @@ pub mod net;
 pub mod precompile;
 pub mod remote;
 pub mod remote_versions;
+pub mod tx;
 
 fn js_err(e: remora_core::Error) -> Error {
     Error::new(Status::GenericFailure, e.to_string())

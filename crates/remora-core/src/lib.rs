@@ -15,6 +15,7 @@ pub mod slot;
 pub mod store;
 pub mod stress;
 pub mod transport;
+pub mod tx;
 
 pub use adopt::{AdoptError, AdoptRun, Stop, Table, TableError};
 pub use control::{ControlClient, ControlServer};
