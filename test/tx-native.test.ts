@@ -56,9 +56,9 @@ function randomData(rand: (n: number) => number): (depth: number) => Data {
     -(2 ** 31) - 1,
   ];
   const floats = [0.5, -2.25, 1e300, -1e-300, 2 ** 40, 3.000001];
-  const chars = ['a', 'b', 'z', '0', '7', '_', 'é', 'ÿ', 'Ā', '中', '\uffff', '😀', '\ud800'];
+  const chars = ['a', 'b', 'z', '0', '7', '_', 'é', 'ÿ', 'Ā', '中', '\ufeff', '\u0000', '\u2028', '\uffff', '😀', '\ud800'];
   const str = (len: number): string => Array.from({ length: len }, () => chars[rand(chars.length)]).join('');
-  const keys = ['', 'a', 'ab', 'b', 'é', '中', '😀', '1', '10', '01', 'z9', '__proto_', 'constructor'];
+  const keys = ['', 'a', 'ab', 'b', 'é', '中', '\ufeffa', '😀', '1', '10', '01', 'z9', '__proto_', 'constructor'];
   const value = (depth: number): Data => {
     switch (rand(depth > 2 ? 8 : 11)) {
       case 0:
