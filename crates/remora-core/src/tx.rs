@@ -112,22 +112,20 @@ fn canonical_value(b: &mut &[u8], depth: usize) -> Option<()> {
         0xc5 => bin(b, 2, 0x100),
         0xc6 => bin(b, 4, 0x1_0000),
         0x90..=0x9f => array(b, usize::from(tag & 0x0f), depth),
-        0xdc => {
-            let len = length(b, 2, 0x10)?;
-            array(b, len, depth)
-        }
-        0xdd => {
-            let len = length(b, 4, 0x1_0000)?;
-            array(b, len, depth)
-        }
         0x80..=0x8f => map(b, usize::from(tag & 0x0f), depth),
-        0xde => {
-            let len = length(b, 2, 0x10)?;
-            map(b, len, depth)
-        }
-        0xdf => {
-            let len = length(b, 4, 0x1_0000)?;
-            map(b, len, depth)
+        // array16, array32, map16, map32: a length the smaller header could not have held.
+        0xdc..=0xdf => {
+            let (n, min) = if tag & 1 == 0 {
+                (2, 0x10)
+            } else {
+                (4, 0x1_0000)
+            };
+            let len = length(b, n, min)?;
+            if tag <= 0xdd {
+                array(b, len, depth)
+            } else {
+                map(b, len, depth)
+            }
         }
         // float32, 64-bit integers (bigints), extensions, and 0xc1: left to the JavaScript check.
         _ => None,
