@@ -179,8 +179,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       `  pre-executors ${handed.map((p) => `${p.name} ${fmt(p.n)}`).join(', ')} transactions` +
         (lopsided
           ? ` (policy ${o.policy} keeps ${noun} on the same ${app === 'bank' ? 'accounts' : 'objects'} on one pre-executor, ` +
-            `which chains them without conflicts; others get work once it owes ${slack} more results than they do, ` +
-            `except for hot objects: docs/pipeline.md, Scheduling)`
+            `which chains them without conflicts; others get work once it owes ${slack} more results than they do` +
+            `${o.policy.includes('hot') ? ', except for hot objects' : ''}: docs/pipeline.md, Scheduling)`
           : ''),
       `  check        primary state ${reference.state.digest() === digest ? 'equals' : 'DIFFERS FROM'} sequential re-execution of all ${fmt(entries.length)} logged transactions`,
       `  result       ${ok ? 'ok' : 'FAILED'}`,
