@@ -1,21 +1,28 @@
-// The scheduler's affinity memory keeps the order of use apart from its map (scheduler.ts): it
-// must choose exactly as a map re-inserted on every use would, evictions of the least recently
-// used included, however long it runs.
+// The scheduler's affinity memory is a table of member tags indexed by a hash of the object id
+// (scheduler.ts): it must choose exactly as a map from slot to member name would, members
+// leaving and joining (and so tags reused) included, however long it runs.
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { Scheduler } from '../ts/pipeline/scheduler.js';
+import { Scheduler, slotOf } from '../ts/pipeline/scheduler.js';
 
-/** `load+affinity` as first written: a Map whose insertion order is the order of use. */
+/** `load+affinity` written plainly: a Map from slot to the member's name, names never reused. */
 class ReferenceAffinity {
   private readonly members: string[] = [];
   private readonly load = new Map<string, number>();
   private cursor = 0;
-  private readonly affinity = new Map<string, string>();
+  private readonly affinity = new Map<number, string>();
+  private readonly slots: number;
 
   constructor(
-    private readonly capacity: number,
+    capacity: number,
     private readonly slack: number,
-  ) {}
+  ) {
+    this.slots = capacity === 0 ? 0 : 2 ** Math.ceil(Math.log2(2 * capacity));
+  }
+
+  private slot(id: string): number {
+    return slotOf(id) % this.slots;
+  }
 
   add(name: string): void {
     this.members.push(name);
@@ -60,7 +67,7 @@ class ReferenceAffinity {
     if (this.members.length === 0) return null;
     const counts = new Map<string, number>();
     for (const id of objects) {
-      const m = this.affinity.get(id);
+      const m = this.slots === 0 ? undefined : this.affinity.get(this.slot(id));
       if (m !== undefined && this.load.has(m)) counts.set(m, (counts.get(m) ?? 0) + 1);
     }
     let affine: string | undefined;
@@ -78,23 +85,14 @@ class ReferenceAffinity {
       chosen = this.outstanding(affine) - least > this.slack ? this.leastLoaded() : affine;
     }
     this.load.set(chosen, this.outstanding(chosen) + 1);
-    if (this.capacity > 0) {
-      for (const id of objects) {
-        this.affinity.delete(id);
-        this.affinity.set(id, chosen);
-      }
-      for (const id of this.affinity.keys()) {
-        if (this.affinity.size <= this.capacity) break;
-        this.affinity.delete(id);
-      }
-    }
+    if (this.slots > 0) for (const id of objects) this.affinity.set(this.slot(id), chosen);
     return chosen;
   }
 }
 
 describe('scheduler affinity memory', () => {
   for (const capacity of [0, 1, 3, 40, 1000]) {
-    it(`chooses as a map re-inserted on every use would (capacity ${capacity})`, () => {
+    it(`chooses as a map from slot to member would (capacity ${capacity})`, () => {
       const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
       console.log(`scheduler affinity test (capacity ${capacity}): seed ${seed} (REMORA_SEED to replay)`);
       let x = seed >>> 0 || 1;
@@ -117,7 +115,7 @@ describe('scheduler affinity memory', () => {
         present.add(name);
       };
       for (const name of ['a', 'b', 'c']) join(name);
-      // Enough uses that the order of use is compacted many times over.
+      // Ids from a set larger than the small tables, so slots are shared and overwritten.
       for (let step = 0; step < 30_000; step++) {
         const r = rand(100);
         if (r < 30) {

@@ -10,7 +10,7 @@ import { ConflictFeedback } from '../ts/pipeline/feedback.js';
 import { merge } from '../ts/pipeline/merge.js';
 import { PreExecutor } from '../ts/pipeline/preexecutor.js';
 import type { Applied } from '../ts/pipeline/primary.js';
-import { DEFAULT_POLICY, Scheduler, type SchedulerOptions } from '../ts/pipeline/scheduler.js';
+import { DEFAULT_POLICY, Scheduler, slotOf, type SchedulerOptions } from '../ts/pipeline/scheduler.js';
 
 const pool = (opts: SchedulerOptions, names = ['a', 'b', 'c']): Scheduler => {
   const s = new Scheduler(opts);
@@ -72,16 +72,34 @@ describe('scheduler', () => {
     expect(['b', 'c']).toContain(s.choose(['y']));
   });
 
-  it('load+affinity forgets the least recently used ids beyond its capacity', () => {
-    const s = pool({ policy: 'load+affinity', affinityCapacity: 2 });
-    expect(s.choose(['x'])).toBe('a');
-    expect(s.choose(['y'])).toBe('b');
-    expect(s.choose(['x'])).toBe('a'); // x becomes the newest
-    expect(s.choose(['z'])).toBe('c'); // evicts y, the least recently used
-    expect(s.choose(['x'])).toBe('a'); // x is still remembered (a has 3 outstanding, slack 32)
-    s.completed('c');
-    // Had y been remembered, b (1 outstanding, within the slack) would get it; c has 0.
-    expect(s.choose(['y'])).toBe('c');
+  it('load+affinity remembers in a fixed table: an id sharing a slot follows its last use, and a leaver is forgotten', () => {
+    // Capacity 1: two slots. Find ids for each, and a second id for slot 1.
+    const ids = Array.from({ length: 64 }, (_, i) => `o${i}`);
+    const x = ids.find((id) => (slotOf(id) & 1) === 0) as string;
+    const [y, z] = ids.filter((id) => (slotOf(id) & 1) === 1) as [string, string];
+    const s = pool({ policy: 'load+affinity', affinityCapacity: 1 });
+    expect(s.choose([x])).toBe('a');
+    expect(s.choose([y])).toBe('b');
+    expect(s.choose([x])).toBe('a'); // a: 2 outstanding, within the slack
+    // z was never handed out, but its slot holds b: it goes where y went.
+    expect(s.choose([z])).toBe('b');
+    // b leaves and d joins, taking b's tag; d is handed one transaction on nothing remembered.
+    s.remove('b');
+    s.add('d');
+    s.completed('a');
+    s.completed('a');
+    const w = ids.filter((id) => (slotOf(id) & 1) === 0)[1] as string;
+    const loads = () => ['a', 'c', 'd'].map((m) => s.outstanding(m));
+    while (s.outstanding('d') === 0) s.choose([]);
+    expect(s.outstanding('d')).toBe(1);
+    // Slot 1 was cleared when b left: y goes to a least-loaded member, not to d through b's old tag.
+    const least = Math.min(...loads());
+    const chosen = s.choose([y]);
+    expect(chosen).not.toBe('d');
+    expect(s.outstanding(chosen as string)).toBe(least + 1);
+    expect(s.choose([z])).toBe(chosen); // now slot 1 holds that member
+    expect(s.choose([w, x])).toBe('a'); // slot 0 still holds a
+    expect(() => new Scheduler({ affinityCapacity: -1 })).toThrow(/affinityCapacity must be a non-negative integer/);
   });
 
   it('hot objects are pinned to one member whatever the load, and re-pinned when it leaves', () => {

@@ -22,7 +22,11 @@ export interface SchedulerOptions {
   policy?: Policy;
   /** How much busier than the least-loaded member an affine member may be (default 32). */
   slack?: number;
-  /** Object ids whose last member is remembered; the oldest are forgotten first (default 100,000). */
+  /**
+   * Object ids the affinity memory is sized for (default 100,000): a table of at least twice as
+   * many slots, each holding the member an id hashing there was last handed to. An id whose
+   * slot a later id takes is forgotten, as the least recently used were by an exact map.
+   */
   affinityCapacity?: number;
   /** `load+affinity+hot` only: transactions touching a hot object are not pre-executed. */
   hotToPrimary?: boolean;
@@ -40,21 +44,21 @@ export class Scheduler {
   private readonly load = new Map<string, number>();
   private cursor = 0;
   /**
-   * Object id → the member last handed a transaction declaring it, and when (a use count).
-   * The order of use is kept apart, in `usedIds`/`usedAt`: moving an id to the newest end of
-   * the map on every use (a delete and a set) kept its hash table rebuilding under load.
+   * Affinity memory: slot (a hash of the object id) → tag of the member last handed a
+   * transaction declaring an id there; 0 is nobody. A map of ids, with its entries and the
+   * order of their use, cost ~2 µs a transaction in the node (cache misses on entries the rest
+   * of the turn had evicted); the table is one typed array, one miss per id at most.
    */
-  private readonly affinity = new Map<string, Affinity>();
-  /** Uses, oldest first from `usedHead`; a use is current if the id's entry still has its time. */
-  private usedIds: string[] = [];
-  private usedAt: number[] = [];
-  private usedHead = 0;
-  private clock = 0;
+  private readonly affinity: Uint16Array;
+  private readonly mask: number;
+  /** Tag → member name (index 0 unused); a member's tag is freed, and its slots cleared, when it leaves. */
+  private readonly byTag: (string | undefined)[] = [undefined];
+  private readonly tags = new Map<string, number>();
   private hotSet: ReadonlySet<string> = new Set();
   /** Hot object id → the member every transaction on it goes to. */
   private readonly pins = new Map<string, string>();
-  /** `affine`'s working space: members among a transaction's objects, and how many each holds. */
-  private readonly names: string[] = [];
+  /** `affine`'s working space: tags among a transaction's objects, and how many ids each holds. */
+  private readonly seen: number[] = [];
   private readonly counts: number[] = [];
 
   constructor(opts: SchedulerOptions = {}) {
@@ -67,15 +71,23 @@ export class Scheduler {
     if (!Number.isSafeInteger(this.affinityCapacity) || this.affinityCapacity < 0) {
       throw new RangeError(`affinityCapacity must be a non-negative integer, got ${this.affinityCapacity}`);
     }
+    const slots = this.affinityCapacity === 0 ? 0 : 2 ** Math.ceil(Math.log2(2 * this.affinityCapacity));
+    this.affinity = new Uint16Array(slots);
+    this.mask = slots - 1;
   }
 
   add(name: string): void {
     if (this.load.has(name)) throw new Error(`scheduler member ${name} already present`);
+    let tag = this.byTag.indexOf(undefined, 1);
+    if (tag < 0) tag = this.byTag.length;
+    if (tag > 0xffff) throw new Error(`scheduler: more than ${0xffff} members`);
+    this.byTag[tag] = name;
+    this.tags.set(name, tag);
     this.members.push(name);
     this.load.set(name, 0);
   }
 
-  /** A member left: its pins go (re-pinned on next use); stale affinity entries are ignored. */
+  /** A member left: its pins go (re-pinned on next use), and what the affinity memory held for it. */
   remove(name: string): void {
     const i = this.members.indexOf(name);
     if (i < 0) return;
@@ -83,6 +95,13 @@ export class Scheduler {
     this.load.delete(name);
     if (i < this.cursor) this.cursor--;
     for (const [id, m] of this.pins) if (m === name) this.pins.delete(id);
+    // Its slots are cleared so that a member joining later can take its tag (a scan of the
+    // table, once per departure).
+    const tag = this.tags.get(name) ?? 0;
+    this.tags.delete(name);
+    this.byTag[tag] = undefined;
+    const table = this.affinity;
+    for (let k = 0; k < table.length; k++) if (table[k] === tag) table[k] = 0;
   }
 
   has(name: string): boolean {
@@ -181,27 +200,28 @@ export class Scheduler {
 
   /** The member holding most of `objects`, if within `slack` of the least loaded; else the least loaded. */
   private affine(objects: readonly string[]): string {
-    // Counted per member in the order members first appear among the objects, as a Map would
-    // iterate them; in arrays kept between calls, since this runs for every transaction admitted.
-    // Counted in place, not emptied: emptying an array frees its storage, and refilling it
-    // allocates again, for every transaction.
-    const names = this.names;
+    // Counted per member in the order members first appear among the objects; in arrays kept
+    // between calls and counted in place (emptying an array frees its storage, and refilling it
+    // allocates again, for every transaction).
+    const seen = this.seen;
     const counts = this.counts;
     let n = 0;
-    for (const id of objects) {
-      const m = this.affinity.get(id)?.member;
-      if (m === undefined || !this.load.has(m)) continue;
-      let k = 0;
-      while (k < n && names[k] !== m) k++;
-      if (k === n) {
-        names[n] = m;
-        counts[n++] = 1;
-      } else counts[k] = (counts[k] ?? 0) + 1;
+    if (this.mask >= 0) {
+      for (const id of objects) {
+        const tag = this.affinity[slotOf(id) & this.mask] ?? 0;
+        if (tag === 0) continue;
+        let k = 0;
+        while (k < n && seen[k] !== tag) k++;
+        if (k === n) {
+          seen[n] = tag;
+          counts[n++] = 1;
+        } else counts[k] = (counts[k] ?? 0) + 1;
+      }
     }
     let affine: string | undefined;
     let most = 0;
     for (let k = 0; k < n; k++) {
-      const m = names[k] as string;
+      const m = this.byTag[seen[k] ?? 0] as string;
       const c = counts[k] ?? 0;
       if (c > most || (c === most && affine !== undefined && this.outstanding(m) < this.outstanding(affine))) {
         affine = m;
@@ -215,51 +235,19 @@ export class Scheduler {
   }
 
   private remember(objects: readonly string[], member: string): void {
-    if (this.affinityCapacity === 0) return;
-    for (const id of objects) {
-      const at = ++this.clock;
-      const e = this.affinity.get(id);
-      if (e === undefined) this.affinity.set(id, { member, at });
-      else {
-        e.member = member;
-        e.at = at;
-      }
-      this.usedIds.push(id);
-      this.usedAt.push(at);
-    }
-    // The least recently used go first: the oldest uses that are still their id's latest.
-    while (this.affinity.size > this.affinityCapacity && this.usedHead < this.usedIds.length) {
-      const id = this.usedIds[this.usedHead] as string;
-      const at = this.usedAt[this.usedHead] as number;
-      this.usedHead++;
-      if (this.affinity.get(id)?.at === at) this.affinity.delete(id);
-    }
-    // Uses no longer current (or already passed) are dropped once they outnumber the current
-    // ones: each use is copied at most once per time its kind doubles, so amortised O(1).
-    const held = this.usedIds.length - this.usedHead;
-    if (held > 2 * this.affinity.size + 1024 || (this.usedHead > 1024 && this.usedHead > held)) this.compactUses();
-  }
-
-  /** Keeps only each id's latest use, oldest first. */
-  private compactUses(): void {
-    const ids: string[] = [];
-    const ats: number[] = [];
-    for (let k = this.usedHead; k < this.usedIds.length; k++) {
-      const id = this.usedIds[k] as string;
-      const at = this.usedAt[k] as number;
-      if (this.affinity.get(id)?.at === at) {
-        ids.push(id);
-        ats.push(at);
-      }
-    }
-    this.usedIds = ids;
-    this.usedAt = ats;
-    this.usedHead = 0;
+    if (this.mask < 0) return;
+    const tag = this.tags.get(member) ?? 0;
+    for (const id of objects) this.affinity[slotOf(id) & this.mask] = tag;
   }
 }
 
-/** Where an object's last transaction went, and at which use. */
-interface Affinity {
-  member: string;
-  at: number;
+/**
+ * The affinity table's hash of an object id: FNV-1a over its UTF-16 code units, then mixed so
+ * that the low bits (the slot) depend on every unit. Exported for the tests' reference model.
+ */
+export function slotOf(id: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x45d9f3b);
+  return (h ^ (h >>> 16)) >>> 0;
 }
