@@ -254,6 +254,15 @@ describe('transactions', () => {
       expect(tx.objects.length).toBeGreaterThan(0);
     }
     expect(decodeTx(makeTx(bank, 'transfer', { from: 3, to: 3, amount: 1, nonce: 0 })).objects).toEqual([accountId(3)]);
+    // Every transfer's objects are its valid accounts, in order, each once, whatever the arguments.
+    const values: unknown[] = [0, -0, 3, 7, -1, 1.5, '3', null, undefined, 2 ** 53];
+    for (const from of values) {
+      for (const to of values) {
+        const valid = [from, to].filter((v): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0);
+        const expected = [...new Set(valid.map(accountId))];
+        expect(bank.objects('transfer', { from, to }), `from ${String(from)}, to ${String(to)}`).toEqual(expected);
+      }
+    }
   });
 
   it('bankBench transfers commit in order and keep hot accounts at the conflict rate', () => {

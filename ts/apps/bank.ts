@@ -145,19 +145,20 @@ export function bankApp(config: BankConfig) {
     },
 
     objects(command, args): string[] {
+      // Admission calls this for every transaction: no Set or chained arrays per call.
       const a = (typeof args === 'object' && args !== null ? args : {}) as Args;
-      const ids = (...names: string[]) =>
-        names
-          .map((n) => a[n])
-          .filter(isAccountNumber)
-          .map(accountId);
+      const account = (name: string): string[] => (isAccountNumber(a[name]) ? [accountId(a[name])] : []);
       switch (command) {
         case 'open':
         case 'mint':
         case 'balance':
-          return ids('account');
-        case 'transfer':
-          return [...new Set(ids('from', 'to'))];
+          return account('account');
+        case 'transfer': {
+          const [from, to] = [a['from'], a['to']];
+          const ids = account('from');
+          if (isAccountNumber(to) && to !== from) ids.push(accountId(to));
+          return ids;
+        }
         case 'stamp':
           return isAccountNumber(a['account']) ? [accountId(a['account']), stampId(a['account'])] : [];
         default:

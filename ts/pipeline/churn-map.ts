@@ -37,7 +37,10 @@ export class ChurnMap<V> {
   delete(key: string): boolean {
     if (!this.map.delete(key)) return false;
     if (++this.deleted >= RENEW && this.deleted >= this.map.size) {
-      this.map = new Map(this.map);
+      // Copied by forEach: `new Map(map)` walks an iterator, an entry array and a result per entry.
+      const next = new Map<string, V>();
+      this.map.forEach((v, k) => next.set(k, v));
+      this.map = next;
       this.deleted = 0;
     }
     return true;
