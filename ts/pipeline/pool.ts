@@ -325,7 +325,9 @@ export class PreExecutionPool {
     this.settle(digest, from, true);
     let received: ReceivedTable;
     try {
-      received = receiveTable(table instanceof Uint8Array ? Buffer.from(table.buffer, table.byteOffset, table.byteLength) : encodeTable(table));
+      received = receiveTable(
+        Buffer.isBuffer(table) ? table : table instanceof Uint8Array ? Buffer.from(table.buffer, table.byteOffset, table.byteLength) : encodeTable(table),
+      );
     } catch (e) {
       if (!(e instanceof TableError)) throw e;
       this.host.malformed(digest, from, e);

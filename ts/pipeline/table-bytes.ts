@@ -101,40 +101,44 @@ export function tableShape(b: Buffer): TableShape {
   const writes = b.readUInt16LE(6);
   const restLen = b.readUInt32LE(8);
   if ((flags & OK) === 0 && writes !== 0) throw new TableError('table: writes in a table whose outcome is not ok');
+  // Module-level walkers, not closures: this runs for every table the node receives.
   let at = HEADER;
-  const id = (what: string, i: number) => {
-    const n = b[at];
-    if (n === undefined) throw new TableError(`table: ${what} ${i}: truncated`);
-    if (n === 0 || n > LIMITS.idBytes) throw new TableError(`table: ${what} ${i}: id of ${n} bytes`);
-    if (at + 1 + n > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
-    at += 1 + n;
-  };
-  const value = (what: string, i: number) => {
-    if (at + 4 > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
-    const n = b.readUInt32LE(at);
-    at += 4;
-    if (n === NONE) return;
-    if (n > MAX_VALUE_BYTES) throw new TableError(`table: ${what} ${i}: value of ${n} bytes, over ${MAX_VALUE_BYTES}`);
-    if (at + n > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
-    at += n;
-  };
   for (let i = 0; i < reads; i++) {
-    id('read', i);
+    at = skipId(b, at, 'read', i);
     if (at + 8 > b.length) throw new TableError(`table: read ${i}: truncated`);
     at += 8;
   }
-  for (let i = 0; i < speculative; i++) {
-    id('speculative read', i);
-    value('speculative read', i);
-  }
+  for (let i = 0; i < speculative; i++) at = skipValue(b, skipId(b, at, 'speculative read', i), 'speculative read', i);
   const writesAt = at;
-  for (let i = 0; i < writes; i++) {
-    id('write', i);
-    value('write', i);
-  }
+  for (let i = 0; i < writes; i++) at = skipValue(b, skipId(b, at, 'write', i), 'write', i);
   if (at + restLen !== b.length) throw new TableError(`table: ${b.length - at} bytes after the writes, but rest says ${restLen}`);
   return { ok: (flags & OK) !== 0, reads, speculative, writes, writesAt, restAt: at };
 }
+
+/** Past entry `i`'s id at `at`, checked. */
+function skipId(b: Buffer, at: number, what: string, i: number): number {
+  const n = b[at];
+  if (n === undefined) throw new TableError(`table: ${what} ${i}: truncated`);
+  if (n === 0 || n > LIMITS.idBytes) throw new TableError(`table: ${what} ${i}: id of ${n} bytes`);
+  if (at + 1 + n > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
+  return at + 1 + n;
+}
+
+/** Past entry `i`'s value (length, or none, then bytes) at `at`, checked. */
+function skipValue(b: Buffer, at: number, what: string, i: number): number {
+  if (at + 4 > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
+  const n = b.readUInt32LE(at);
+  if (n === NONE) return at + 4;
+  if (n > MAX_VALUE_BYTES) throw new TableError(`table: ${what} ${i}: value of ${n} bytes, over ${MAX_VALUE_BYTES}`);
+  if (at + 4 + n > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
+  return at + 4 + n;
+}
+
+const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
+const isDynamicRead = (d: unknown): boolean =>
+  Array.isArray(d) && d.length === 3 && typeof d[0] === 'string' && typeof d[1] === 'bigint' && d[1] >= 0n && (d[2] === null || isBytes(d[2]));
+const isAuthResult = (a: unknown): boolean => a === null || typeof a === 'boolean';
+const isPrecompile = (p: unknown): boolean => Array.isArray(p) && typeof p[0] === 'string' && isBytes(p[1]);
 
 /** Decodes the msgpack rest, checking its shape; throws `TableError` if it is not a table's. */
 export function decodeTableRest(b: Buffer, shape: TableShape): TableRest {
@@ -146,19 +150,9 @@ export function decodeTableRest(b: Buffer, shape: TableShape): TableRest {
   }
   if (!Array.isArray(v) || v.length !== 4) throw new TableError('table: rest must be [dynamic, auth, precompiles, outcome]');
   const [dynamic, auth, precompiles, outcome] = v as unknown[];
-  const isBytes = (x: unknown) => x instanceof Uint8Array;
-  if (
-    !Array.isArray(dynamic) ||
-    !dynamic.every(
-      (d) => Array.isArray(d) && d.length === 3 && typeof d[0] === 'string' && typeof d[1] === 'bigint' && d[1] >= 0n && (d[2] === null || isBytes(d[2])),
-    )
-  ) {
-    throw new TableError('table: dynamic reads malformed');
-  }
-  if (!Array.isArray(auth) || !auth.every((a) => a === null || typeof a === 'boolean')) throw new TableError('table: auth malformed');
-  if (!Array.isArray(precompiles) || !precompiles.every((p) => Array.isArray(p) && typeof p[0] === 'string' && isBytes(p[1]))) {
-    throw new TableError('table: precompiles malformed');
-  }
+  if (!Array.isArray(dynamic) || !dynamic.every(isDynamicRead)) throw new TableError('table: dynamic reads malformed');
+  if (!Array.isArray(auth) || !auth.every(isAuthResult)) throw new TableError('table: auth malformed');
+  if (!Array.isArray(precompiles) || !precompiles.every(isPrecompile)) throw new TableError('table: precompiles malformed');
   const o = outcome as Record<string, unknown> | null;
   const okOutcome = typeof o === 'object' && o !== null && o['status'] === 'ok' && 'result' in o;
   const aborted = typeof o === 'object' && o !== null && o['status'] === 'aborted' && typeof o['reason'] === 'string';
