@@ -19,7 +19,7 @@ import { mountHugeTmpfs, type HugeTmpfs } from './huge-tmpfs.js';
 import { benchAdopt } from './native.js';
 import { describeMachine, summariseMachine } from './machine.js';
 import { lineChart } from './plot.js';
-import { processCpuSeconds } from './proc-cpu.js';
+import { ownThreadsCpuSeconds, processCpuSeconds, threadsUsPerTx } from './proc-cpu.js';
 
 export interface ScaleOptions {
   quick: boolean;
@@ -38,6 +38,8 @@ interface Run {
   applied: number;
   /** Node process CPU per applied transaction (µs), every thread, and by stage. */
   node: Record<string, number>;
+  /** The same CPU by kind of thread of the node's process (`threadsUsPerTx`). */
+  threads: Record<string, number>;
   /** CPU per applied transaction (µs) of all pre-executors together, and of the load generators. */
   preCpuUs: number;
   loadCpuUs: number;
@@ -103,11 +105,13 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
       const pre0 = pids.map(processCpuSeconds);
       const s0 = { ...cluster.node.stats };
       const t0: StageTotals = stages.totals();
+      const th0 = ownThreadsCpuSeconds();
       const w0 = performance.now();
       gens.go();
       await gens.finished();
       const elapsed = (performance.now() - w0) / 1000;
       const t1 = stages.totals();
+      const th1 = ownThreadsCpuSeconds();
       const pre1 = pids.map(processCpuSeconds);
       const s1 = cluster.node.stats;
       const load = await gens.results();
@@ -118,6 +122,7 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
         tps: Math.round(applied / elapsed),
         applied,
         node: Object.fromEntries(Object.entries(perTransaction(t0, t1, applied)).map(([k, v]) => [k, round(v, 2)])),
+        threads: threadsUsPerTx(th0, th1, applied),
         preCpuUs: round((preCpu * 1e6) / Math.max(1, applied), 1),
         loadCpuUs: round(load.cpuUs / Math.max(1, applied), 1),
         adopted: share('adopted'),
@@ -270,6 +275,11 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
       m[`adopted_share${suffix}`] = adopted.adopted;
       m[`e2e_tps_0_preexecutors${suffix}`] = executed.tps;
       m[`e2e_tps_2_preexecutors${suffix}`] = adopted.tps;
+      const split = (r: Run) =>
+        Object.entries(r.threads)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ');
+      say(`bank α ${alpha}: node µs/tx by thread, executing: ${split(executed)}; adopted: ${split(adopted)}`);
       detail[`bank_alpha_${a}`] = {
         executed: summary(executed),
         adopted: summary(adopted),
@@ -390,7 +400,9 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
       },
       note:
         'node CPU is getrusage of the node process (all threads) over the window divided by transactions applied; stages are ' +
-        'time on its JavaScript thread inside each stage (ts/stages.ts), other = CPU minus stages. Load generators are separate ' +
+        'time on its JavaScript thread inside each stage (ts/stages.ts), other = CPU minus stages; node_threads_cpu_us_per_tx splits ' +
+        'the same CPU by thread (/proc/self/task, 10 ms ticks): main, runtime helpers (the collector, compiler, libuv pool) and the ' +
+        "core's named threads. Load generators are separate " +
         'processes that sign before the window. Pinned runs: node on core 0, pre-executor and load generator on core 1 (taskset). ' +
         'model_* figures are predicted by the capacity model, not measured.',
     };
@@ -416,6 +428,7 @@ function summary(r: Run): Record<string, unknown> {
     tps: r.tps,
     applied: r.applied,
     node_cpu_us_per_tx: r.node,
+    node_threads_cpu_us_per_tx: r.threads,
     pre_executors_cpu_us_per_tx: r.preCpuUs,
     load_generators_cpu_us_per_tx: r.loadCpuUs,
     adopted: r.adopted,
