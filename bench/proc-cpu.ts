@@ -9,13 +9,18 @@ const TICKS = 100;
 export function processCpuSeconds(pid: number | undefined): number {
   if (pid === undefined) return NaN;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces and parentheses: count from its closing one.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / TICKS;
+    return readStat(`/proc/${pid}/stat`).seconds;
   } catch {
     return NaN;
   }
+}
+
+/** A process's or thread's name and CPU seconds from its `stat` file; throws if unreadable. */
+function readStat(path: string): { name: string; seconds: number } {
+  const stat = readFileSync(path, 'utf8');
+  // The command name (field 2) may hold spaces and parentheses: count from its closing one.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { name: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), seconds: (Number(fields[11]) + Number(fields[12])) / TICKS };
 }
 
 /**
@@ -33,10 +38,7 @@ export function ownThreadsCpuSeconds(): Map<number, { name: string; seconds: num
   }
   for (const tid of tids) {
     try {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(Number(tid), { name, seconds: (Number(fields[11]) + Number(fields[12])) / TICKS });
+      out.set(Number(tid), readStat(`/proc/self/task/${tid}/stat`));
     } catch {
       // The thread ended between the listing and the read: its time is not counted.
     }
