@@ -133,7 +133,7 @@ describe('remora check', () => {
   it('runs pre-executor processes under the guard when REMORA_DETERMINISM_GUARD=1 is in their environment', async () => {
     const tmp = tempCluster();
     const spec = join(project, 'clock.mjs');
-    const cluster = await EmbeddedCluster.start({ dir: tmp.dir, app: spec, preExecutors: 0 });
+    const cluster = await EmbeddedCluster.start({ dir: tmp.dir, app: spec, preExecutors: 0, localWhenAlone: false });
     let member: RoleProcess | null = null;
     try {
       // How `remora check` reaches its children: they inherit its environment.

@@ -30,6 +30,10 @@ class RecordingLink implements PreExecutorLink {
   readonly handed: string[] = [];
   readonly pushed: PushedObject[][] = [];
   readonly effects: Effect[] = [];
+  /** What the node sent, in order: `exec` for transactions, `effects` for a state update. */
+  readonly sent: ('exec' | 'effects')[] = [];
+  /** Called after each state update installed. */
+  onEffects: () => void = () => undefined;
   private readonly followsEffects: boolean;
 
   constructor(
@@ -43,6 +47,7 @@ class RecordingLink implements PreExecutorLink {
 
   send(txs: readonly DecodedTx[]): void {
     this.handed.push(...txs.map((t) => t.digest));
+    this.sent.push('exec');
     const results = this.pre.run(txs);
     setImmediate(() => {
       for (const [digest, table] of results) this.node.result(this.name, digest, table);
@@ -52,7 +57,9 @@ class RecordingLink implements PreExecutorLink {
   sendEffects(bytes: Buffer): void {
     const effects = decodeEffects(bytes);
     this.effects.push(...effects);
+    this.sent.push('effects');
     if (this.followsEffects) this.pre.install(effects);
+    this.onEffects();
   }
 
   sendObjects(objects: readonly PushedObject[]): void {
@@ -80,6 +87,8 @@ describe('elastic pre-execution', () => {
     // A long deadline: every result the node waits for must really arrive.
     return new EmbeddedNode(kvApp, nativeFunctions, sequencer, store, {
       deadlineMs: 30_000,
+      // What is tested here is pre-execution: every transaction is handed out, even one alone.
+      localWhenAlone: false,
       onApplied: (b) => applied.push(...b),
       ...opts,
     });
@@ -262,6 +271,45 @@ describe('elastic pre-execution', () => {
     // Every transaction had its pre-executed result: none fell to the 30 s deadline.
     expect(node.stats.executed).toBe(0);
     expect(node.stats.applied).toBe(200);
+  });
+
+  it('alone: a transaction submitted while no other is in flight is executed by the primary; concurrent and optimistic ones are handed out', async () => {
+    const node = startNode({ localWhenAlone: true });
+    const p1 = new RecordingLink('p1', node);
+    node.addPreExecutor(p1);
+    node.start();
+    expect((await node.submit(put('a', '1'))).decision).toBe('executed');
+    expect(p1.handed).toEqual([]);
+    // The first of two goes in alone; the second finds it in flight.
+    const pair = await Promise.all([node.submit(put('b', '2')), node.submit(copy('a', 'c'))]);
+    expect(pair.map((r) => r.decision)).toEqual(['executed', 'adopted']);
+    expect(pair[1]?.outcome).toEqual({ status: 'ok', result: '1' });
+    expect(p1.handed).toHaveLength(1);
+    // Asking for an optimistic reply is asking for a member's answer.
+    const seen: OptimisticReply[] = [];
+    expect((await node.submit(put('d', '4'), (o) => seen.push(o))).decision).toBe('adopted');
+    expect(seen).toEqual([{ outcome: { status: 'ok', result: null }, from: 'p1' }]);
+    expect(node.stats.applied).toBe(4);
+  });
+
+  it('held effects: while members owe nothing, effects wait for the next transactions handed out, or a short timer', async () => {
+    const node = startNode({ localWhenAlone: true });
+    const p1 = new RecordingLink('p1', node);
+    node.addPreExecutor(p1);
+    node.start();
+    await node.submit(put('a', '1'));
+    // Replied to and applied; the member, owing nothing, has not been woken for it.
+    expect(p1.sent).toEqual([]);
+    // The second of a pair is handed out: the held effects go first, so the member reads a = 1.
+    const pair = await Promise.all([node.submit(put('b', '2')), node.submit(copy('a', 'c'))]);
+    expect(pair[1]?.decision).toBe('adopted');
+    expect(p1.sent.slice(0, 2)).toEqual(['effects', 'exec']);
+    expect(p1.effects[0]?.[0]).toBe(1n);
+    // An idle node still brings the member up to date, soon after.
+    const caughtUp = new Promise<void>((resolve) => (p1.onEffects = () => p1.pre.appliedTs >= 4n && resolve()));
+    await node.submit(put('e', '5'));
+    await caughtUp;
+    expect(p1.pre.state.read(kvId('e'))?.version).toBe(4n);
   });
 });
 

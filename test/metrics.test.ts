@@ -98,7 +98,7 @@ describe('metrics', () => {
     const preMetrics = new PreExecutorMetrics(preRegistry);
     const sequencer = new EmbeddedSequencer(`${dir.dir}/log`);
     const store = new NativePrimaryStore(Store.create({ dir: dir.dir, name: 'primary', secret: dir.secret }));
-    const node = new EmbeddedNode(kvApp, nativeFunctions, sequencer, store, { deadlineMs: 1000, ...nodeMetrics.hooks });
+    const node = new EmbeddedNode(kvApp, nativeFunctions, sequencer, store, { deadlineMs: 1000, localWhenAlone: false, ...nodeMetrics.hooks });
     nodeMetrics.attach(node, () => sequencer.lastTs);
     const link = new PromptLink('p1', node, preMetrics.onBatch);
     node.addPreExecutor(link);

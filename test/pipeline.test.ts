@@ -145,7 +145,9 @@ describe('pipeline on one host', () => {
     const sequencer = new EmbeddedSequencer(logDir);
     const store = new NativePrimaryStore(Store.create({ dir: cluster.dir, name: 'primary', secret: cluster.secret }));
     const threads = threadCount && threadCount > 1 ? new MergeThreads(threadCount, nativeFunctions) : undefined;
-    const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, { deadlineMs: 2, ...options, ...(threads && { mergeThreads: threads }) });
+    // A serial tail is there to put batches of one through the members: none is kept local.
+    const alone = serialTail === undefined ? {} : { localWhenAlone: false };
+    const node = new EmbeddedNode(app, nativeFunctions, sequencer, store, { deadlineMs: 2, ...options, ...alone, ...(threads && { mergeThreads: threads }) });
     const source = variant.stateUpdate === 'pull' ? await RemoteStore.connect({ dir: cluster.dir, store: 'primary', secret: cluster.secret }) : null;
     const links = new Map<string, FaultyLink>();
     const attach = (name: string, b: Behaviour) => {

@@ -183,7 +183,7 @@ describe('results from members', () => {
     const sequencer = new EmbeddedSequencer(join(dir.dir, 'log'));
     const store = new NativePrimaryStore(Store.create({ dir: dir.dir, name: 'primary', secret: dir.secret }));
     try {
-      const node = new EmbeddedNode(kvApp, nativeFunctions, sequencer, store, { deadlineMs: 5_000, policy: 'round-robin' });
+      const node = new EmbeddedNode(kvApp, nativeFunctions, sequencer, store, { deadlineMs: 5_000, policy: 'round-robin', localWhenAlone: false });
       // Test doubles: links that hold what they are handed until the test answers for them.
       const handed = new Map<string, DecodedTx[]>();
       let onHanded: () => void = () => undefined;

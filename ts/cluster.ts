@@ -59,6 +59,8 @@ export interface ClusterOptions {
   push?: PushOptions;
   /** Pre-executors read their own results not yet applied (default true). */
   speculation?: boolean;
+  /** A transaction admitted while no other is in flight is executed by the primary (default true; `NodeOptions`). */
+  localWhenAlone?: boolean;
   /** Grow and shrink the pool from measured load, starting from `preExecutors`; off if undefined. */
   autoscale?: AutoscaleOptions;
   /** Called after each autoscaling step, with the new pool size. */
@@ -337,6 +339,7 @@ export class EmbeddedCluster {
       stateUpdate: opts.stateUpdate ?? 'broadcast',
       ...(opts.push && { push: opts.push }),
       speculation: opts.speculation ?? true,
+      ...(opts.localWhenAlone !== undefined && { localWhenAlone: opts.localWhenAlone }),
       ...hooks,
       onApplied: both(hooks?.onApplied, onApplied),
       ...(opts.onMerged && { onMerged: both(hooks?.onMerged, opts.onMerged) }),

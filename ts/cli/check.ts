@@ -96,7 +96,8 @@ export async function runCheck(o: CheckOptions): Promise<CheckResult> {
   let cluster: EmbeddedCluster | null = null;
   let closing = false;
   try {
-    cluster = await EmbeddedCluster.start({ dir, app: o.spec, preExecutors: o.preExecutors });
+    // Every command runs on the members under the guard, even one submitted alone.
+    cluster = await EmbeddedCluster.start({ dir, app: o.spec, preExecutors: o.preExecutors, localWhenAlone: false });
     // The primary applies the log in the background: a command breaking the guard stops it.
     cluster.node.failed.catch((e: unknown) => {
       if (e instanceof NondeterminismError) fail(new CheckFailed(`check failed in the primary: ${e.message}`));

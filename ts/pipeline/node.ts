@@ -66,6 +66,14 @@ export interface NodeOptions extends PoolOptions {
    * yet applied, a hot subset of the state is leased to the least-loaded pre-executor. Absent: off.
    */
   delegation?: DelegationOptions;
+  /**
+   * Default true: a transaction admitted while no other is in flight (admitted, not yet
+   * answered) is not handed to a pre-executor; the primary executes it when it is ordered. An
+   * idle node has the time, and a lone client's reply then waits for the log alone, not also
+   * for a pre-executor's round trip. Submissions asking for an optimistic reply are always
+   * handed out (the reply comes from a pre-executor).
+   */
+  localWhenAlone?: boolean;
 }
 
 export class EmbeddedNode {
@@ -79,6 +87,9 @@ export class EmbeddedNode {
   // Set by `failed`'s executor, which runs as the fields are initialised (declared first).
   private fatal!: (e: unknown) => void;
   private started = false;
+  /** Submissions admitted and not yet answered: one alone is executed by the primary (`localWhenAlone`). */
+  private inFlight = 0;
+  private readonly localWhenAlone: boolean;
 
   constructor(
     app: App | AppVersions,
@@ -88,6 +99,7 @@ export class EmbeddedNode {
     private readonly opts: NodeOptions,
   ) {
     this.replies = new ReplyWaiters(opts.rememberOutcomes ?? 100_000);
+    this.localWhenAlone = opts.localWhenAlone ?? true;
     this.pool = new PreExecutionPool(
       {
         offer: (digest, table, from, app) => this.offer(digest, table, from, app),
@@ -310,11 +322,13 @@ export class EmbeddedNode {
         return;
       }
       const s = new Submission(this.submissions, tx, done, onOptimistic !== undefined, this.opts.onReplied ? performance.now() : 0);
+      this.inFlight++;
       try {
         this.replies.listen(tx.digest, s);
         if (onOptimistic) this.optimistic.listen(tx.digest, onOptimistic);
+        const alone = this.localWhenAlone && this.inFlight === 1 && !onOptimistic;
         // The primary waits for a result only if some pre-executor was handed the transaction.
-        if (this.pool.dispatch(tx)) this.primary.expect(tx.digest);
+        if (!alone && this.pool.dispatch(tx)) this.primary.expect(tx.digest);
       } catch (e) {
         // Not sequenced: nothing will apply it, and the submitter hears why.
         s.failed(e);
@@ -358,6 +372,7 @@ export class EmbeddedNode {
       this.optimistic.drop(s.tx.digest);
     },
     settled: (s) => {
+      this.inFlight--;
       // Answered together on the next microtask: never from inside the log's or the primary's
       // loops, where a client's next messages (read as soon as it is answered) would run.
       this.answered.push(s);

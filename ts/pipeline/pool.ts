@@ -17,6 +17,10 @@ import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from 
 import { encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
 import { ChurnMap, ChurnSet } from './churn-map.js';
 
+/** `broadcast` effects held while members owe nothing go out at this size or after this long. */
+const EFFECTS_HELD_BYTES = 256 * 1024;
+const EFFECTS_HELD_MS = 20;
+
 /** How the pool reaches one pre-executor. */
 export interface PreExecutorLink {
   readonly name: string;
@@ -116,6 +120,10 @@ export class PreExecutionPool {
   private readonly supersededOnce = new ChurnSet();
   /** Objects for every member, sent before the next transactions they are handed. */
   private pendingObjects: PushedObject[] = [];
+  /** `broadcast` effects held back while no member owes anything (`updateMembers`). */
+  private pendingEffects: Buffer[] = [];
+  private pendingEffectBytes = 0;
+  private effectsTimer: NodeJS.Timeout | null = null;
   private sinceFeedback = 0;
   private flushScheduled = false;
 
@@ -256,6 +264,7 @@ export class PreExecutionPool {
       if (p.link.app !== undefined) this.handedApp.set(tx.digest, p.link.app);
       else this.handedApp.delete(tx.digest);
     }
+    this.sendEffects();
     if (objects.length > 0) p.link.sendObjects(objects);
     // Last: a link may fail as it sends (a crashed member is removed then, owing these).
     p.link.send(txs);
@@ -284,6 +293,7 @@ export class PreExecutionPool {
 
   private flushNow(): void {
     this.flushScheduled = false;
+    this.sendEffects();
     if (this.pendingObjects.length > 0) {
       const objects = this.pendingObjects;
       this.pendingObjects = [];
@@ -443,12 +453,18 @@ export class PreExecutionPool {
       }
       if (parts.length === 0) return;
       const effects = Buffer.concat(parts);
-      // After this turn of the event loop: the batch's replies leave first, members hear next.
-      setImmediate(() =>
-        stages.time('state-update', () => {
-          for (const p of this.members.values()) p.link.sendEffects(effects);
-        }),
-      );
+      this.pendingEffects.push(effects);
+      this.pendingEffectBytes += effects.length;
+      if (this.owedBy.size > 0 || this.flushScheduled || this.pendingEffectBytes >= EFFECTS_HELD_BYTES) {
+        // After this turn of the event loop: the batch's replies leave first, members hear next.
+        this.scheduleFlush();
+      } else {
+        // No member is executing anything, so nothing reads a stale copy meanwhile: the effects
+        // go out before the next transactions a member is handed. Sent now, they would wake
+        // every member as a lone client's reply leaves (measured: +50 µs on its p50 with 2
+        // members on 2 cores). The timer bounds how long a member's copy lags an idle node.
+        this.effectsTimer ??= setTimeout(() => this.flush(), EFFECTS_HELD_MS).unref();
+      }
       return;
     }
     // Effects first: the pushed versions read from the store below are at least as new.
@@ -462,6 +478,22 @@ export class PreExecutionPool {
       const values = this.host.current(ids);
       this.members.get(name)?.link.sendObjects(ids.map((id, i) => [id, values[i]?.version ?? 0n, values[i]?.value ?? null]));
     }
+  }
+
+  /** Sends held `broadcast` effects to every member. */
+  private sendEffects(): void {
+    if (this.effectsTimer !== null) {
+      clearTimeout(this.effectsTimer);
+      this.effectsTimer = null;
+    }
+    if (this.pendingEffects.length === 0) return;
+    // One message per applied batch, as built: joining them would copy every byte again.
+    const out = this.pendingEffects;
+    this.pendingEffects = [];
+    this.pendingEffectBytes = 0;
+    stages.time('state-update', () => {
+      for (const p of this.members.values()) for (const effects of out) p.link.sendEffects(effects);
+    });
   }
 
   private sendFeedback(): void {
