@@ -15,8 +15,8 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import { Packr } from 'msgpackr';
-import { FrameDecoder, encodeFrame } from './frames.js';
+import { Packr, RESERVE_START_SPACE } from 'msgpackr';
+import { FrameDecoder } from './frames.js';
 import { stages } from './stages.js';
 
 export interface Conn {
@@ -176,10 +176,13 @@ class Channel implements Conn {
 
   send(msg: unknown): boolean {
     if (this.ending || this.peerEnded || this.closed) throw new Error(`wire: send on closed connection to ${this.peer}`);
-    const body = packr.pack(msg);
-    if (body.length > this.o.maxFrameBytes) {
-      throw new Error(`wire: message of ${body.length} bytes exceeds maxFrameBytes (${this.o.maxFrameBytes})`);
+    // Packed after 4 bytes left free for the length: the frame is the packer's own bytes, not a copy.
+    const frame = packr.pack(msg, RESERVE_START_SPACE | 4);
+    const length = frame.length - 4;
+    if (length > this.o.maxFrameBytes) {
+      throw new Error(`wire: message of ${length} bytes exceeds maxFrameBytes (${this.o.maxFrameBytes})`);
     }
+    frame.writeUInt32BE(length, 0);
     // Messages sent in one turn of the event loop leave in one write (one system call).
     if (!this.corked) {
       this.corked = true;
@@ -189,7 +192,7 @@ class Channel implements Conn {
         this.socket.uncork();
       });
     }
-    return this.socket.write(encodeFrame(body));
+    return this.socket.write(frame);
   }
 
   flush(): void {

@@ -140,8 +140,53 @@ const isDynamicRead = (d: unknown): boolean =>
 const isAuthResult = (a: unknown): boolean => a === null || typeof a === 'boolean';
 const isPrecompile = (p: unknown): boolean => Array.isArray(p) && typeof p[0] === 'string' && isBytes(p[1]);
 
+/** `{status: 'ok', result: X}` as the codec writes it (keys sorted): before X, and after it. */
+const OK_BEFORE = Buffer.from([0x82, 0xa6, ...Buffer.from('result')]);
+const OK_AFTER = Buffer.from([0xa6, ...Buffer.from('status'), 0xa2, ...Buffer.from('ok')]);
+
+/**
+ * The rest nearly every table has, read without the msgpack decoder: no dynamic reads, at most
+ * 15 authenticator results, no pre-compiles, an ok outcome whose result is one byte (nil, a
+ * boolean, a small integer). Null for anything else, which `decodeTableRest` decodes in full;
+ * what this accepts, that decodes to the same rest (test/table-bytes.test.ts).
+ */
+function commonRest(b: Buffer, at: number, ok: boolean): TableRest | null {
+  const head = b[at + 2] ?? 0;
+  const n = head & 0x0f;
+  if (!ok || (head & 0xf0) !== 0x90 || b.length - at !== 5 + n + OK_BEFORE.length + OK_AFTER.length || b[at] !== 0x94 || b[at + 1] !== 0x90) return null;
+  const auth: (boolean | null)[] = [];
+  let p = at + 3;
+  for (const end = p + n; p < end; p++) {
+    const x = b[p];
+    if (x === 0xc3) auth.push(true);
+    else if (x === 0xc2) auth.push(false);
+    else if (x === 0xc0) auth.push(null);
+    else return null;
+  }
+  if (b[p] !== 0x90 || b.compare(OK_BEFORE, 0, OK_BEFORE.length, p + 1, p + 1 + OK_BEFORE.length) !== 0) return null;
+  p += 1 + OK_BEFORE.length;
+  if (b.compare(OK_AFTER, 0, OK_AFTER.length, p + 1) !== 0) return null;
+  const r = b[p] ?? 0xc1;
+  let result: Data;
+  if (r === 0xc0) result = null;
+  else if (r === 0xc3 || r === 0xc2) result = r === 0xc3;
+  else if (r <= 0x7f) result = r;
+  else if (r >= 0xe0) result = r - 0x100;
+  else return null;
+  return { dynamic: NO_DYNAMIC, auth, precompiles: NO_PRECOMPILES, outcome: { status: 'ok', result } };
+}
+
+// Shared by every common rest: nothing changes a received table's lists (frozen to make sure).
+const NO_DYNAMIC = Object.freeze([]) as unknown as TableRest['dynamic'];
+const NO_PRECOMPILES = Object.freeze([]) as unknown as TableRest['precompiles'];
+
 /** Decodes the msgpack rest, checking its shape; throws `TableError` if it is not a table's. */
 export function decodeTableRest(b: Buffer, shape: TableShape): TableRest {
+  return commonRest(b, shape.restAt, shape.ok) ?? decodeTableRestFully(b, shape);
+}
+
+/** `decodeTableRest` through the msgpack decoder alone: the reading the common case is held to. */
+export function decodeTableRestFully(b: Buffer, shape: TableShape): TableRest {
   let v: unknown;
   try {
     v = decode(b.subarray(shape.restAt));
