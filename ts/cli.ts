@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `remora` command: the demos, the benchmarks, and the hidden roles their child
 // processes run. Each command lives in its own module; this one parses and dispatches.
+import './runtime-flags.js';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { HeronPart } from '../bench/heron.js';

@@ -124,6 +124,8 @@ export class PreExecutionPool {
   private pendingEffects: Buffer[] = [];
   private pendingEffectBytes = 0;
   private effectsTimer: NodeJS.Timeout | null = null;
+  /** Some member was handed a transaction since effects last went out: members are busy. */
+  private handedSinceEffects = false;
   private sinceFeedback = 0;
   private flushScheduled = false;
 
@@ -219,6 +221,7 @@ export class PreExecutionPool {
     const best = name === null ? undefined : this.members.get(name);
     if (!best || name === null) return false;
     best.queued.push(tx);
+    this.handedSinceEffects = true;
     best.owed.add(tx.digest);
     this.owedBy.set(tx.digest, name);
     if (!charged) this.uncharged.add(tx.digest);
@@ -455,14 +458,16 @@ export class PreExecutionPool {
       const effects = Buffer.concat(parts);
       this.pendingEffects.push(effects);
       this.pendingEffectBytes += effects.length;
-      if (this.owedBy.size > 0 || this.flushScheduled || this.pendingEffectBytes >= EFFECTS_HELD_BYTES) {
+      if (this.handedSinceEffects || this.owedBy.size > 0 || this.flushScheduled || this.pendingEffectBytes >= EFFECTS_HELD_BYTES) {
         // After this turn of the event loop: the batch's replies leave first, members hear next.
         this.scheduleFlush();
       } else {
-        // No member is executing anything, so nothing reads a stale copy meanwhile: the effects
-        // go out before the next transactions a member is handed. Sent now, they would wake
-        // every member as a lone client's reply leaves (measured: +50 µs on its p50 with 2
-        // members on 2 cores). The timer bounds how long a member's copy lags an idle node.
+        // No member was handed anything since the last effects went out (a loaded node hands
+        // out nearly every transaction) and none owes a result, so nothing reads a stale copy
+        // meanwhile: the effects go out before the next transactions a member is handed. Sent
+        // now, they would wake every member as a lone client's reply leaves (measured: +50 µs
+        // on its p50 with 2 members on 2 cores). The timer bounds how long an idle node's
+        // members lag.
         this.effectsTimer ??= setTimeout(() => this.flush(), EFFECTS_HELD_MS).unref();
       }
       return;
@@ -486,6 +491,7 @@ export class PreExecutionPool {
       clearTimeout(this.effectsTimer);
       this.effectsTimer = null;
     }
+    this.handedSinceEffects = false;
     if (this.pendingEffects.length === 0) return;
     // One message per applied batch, as built: joining them would copy every byte again.
     const out = this.pendingEffects;

@@ -166,15 +166,25 @@ function commonRest(b: Buffer, at: number, ok: boolean): TableRest | null {
   if (b[p] !== 0x90 || b.compare(OK_BEFORE, 0, OK_BEFORE.length, p + 1, p + 1 + OK_BEFORE.length) !== 0) return null;
   p += 1 + OK_BEFORE.length;
   if (b.compare(OK_AFTER, 0, OK_AFTER.length, p + 1) !== 0) return null;
-  const r = b[p] ?? 0xc1;
+  const outcome = OK_OUTCOMES[b[p] ?? 0xc1];
+  if (outcome === undefined) return null;
+  return { dynamic: NO_DYNAMIC, auth, precompiles: NO_PRECOMPILES, outcome };
+}
+
+/**
+ * `{status: 'ok', result}` for each one-byte result, by that byte: shared and frozen, since the
+ * node keeps 100,000 outcomes for duplicates and one object per transaction would be kept
+ * that long, through every collection of the old generation.
+ */
+const OK_OUTCOMES: (Outcome | undefined)[] = Array.from({ length: 256 }, (_, r) => {
   let result: Data;
   if (r === 0xc0) result = null;
   else if (r === 0xc3 || r === 0xc2) result = r === 0xc3;
   else if (r <= 0x7f) result = r;
   else if (r >= 0xe0) result = r - 0x100;
-  else return null;
-  return { dynamic: NO_DYNAMIC, auth, precompiles: NO_PRECOMPILES, outcome: { status: 'ok', result } };
-}
+  else return undefined;
+  return Object.freeze({ status: 'ok', result }) as Outcome;
+});
 
 // Shared by every common rest: nothing changes a received table's lists (frozen to make sure).
 const NO_DYNAMIC = Object.freeze([]) as unknown as TableRest['dynamic'];
