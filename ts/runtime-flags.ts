@@ -6,7 +6,7 @@
 // adopted (docs/pipeline.md, "Where the node's time goes"): 18.1–21.7 µs of CPU a transaction
 // with pretenuring off, 22.3–28.8 with it on, the collector's helper threads 2.8–4.6 against
 // 5.3–6.6. Set at run time, as a flag on the command line cannot be given through `npx`, the
-// bin link or `npm run`; V8 reads it at each collection.
+// bin link or `npm run`; those figures were measured with it set this way.
 import { setFlagsFromString } from 'node:v8';
 
 setFlagsFromString('--no-allocation-site-pretenuring');
