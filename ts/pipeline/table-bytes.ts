@@ -183,7 +183,7 @@ const OK_OUTCOMES: (Outcome | undefined)[] = Array.from({ length: 256 }, (_, r) 
   else if (r <= 0x7f) result = r;
   else if (r >= 0xe0) result = r - 0x100;
   else return undefined;
-  return Object.freeze({ status: 'ok', result }) as Outcome;
+  return Object.freeze({ status: 'ok', result });
 });
 
 // Shared by every common rest: nothing changes a received table's lists (frozen to make sure).
