@@ -70,7 +70,25 @@ describe('SequencerLog', () => {
     expect(await log.readBatch(1n, 0)).toEqual([]);
   });
 
+  it('writes zeros ahead of its records by default, which a reopen reads as free space', async () => {
+    await log.append([tx(1), tx(2)]);
+    const segment = join(tmp.dir, 'seg-00000000000000000001.log');
+    expect(statSync(segment).size).toBeGreaterThan(4 << 20);
+    log.close();
+    log = SequencerLog.open(tmp.dir);
+    expect(log.recovery()).toEqual({ segments: 1, records: 1, transactions: 2n, bytesTruncated: 0 });
+    expect(await log.append([tx(3)])).toEqual([{ ts: 3n, duplicate: false }]);
+    expect((await log.readBatch(1n, 10)).map((e) => e.bytes.toString())).toEqual(['tx 1', 'tx 2', 'tx 3']);
+    log.close();
+    log = SequencerLog.open(tmp.dir, { preallocate: 0 });
+    expect(log.recovery().bytesTruncated).toBe(0);
+    expect(log.lastTs()).toBe(3n);
+  });
+
   it('cuts a torn tail on reopen and reports it in recovery', async () => {
+    // Without zeros ahead, the file ends where the record does.
+    log.close();
+    log = SequencerLog.open(tmp.dir, { preallocate: 0 });
     await log.append([tx(1)]);
     log.close();
     const segment = join(tmp.dir, 'seg-00000000000000000001.log');

@@ -13,7 +13,15 @@ export interface LogOptions {
   maxTxSize?: number;
   /** How many recent transactions are remembered to detect duplicates (default 1,000,000). */
   dedupWindow?: number;
+  /**
+   * Bytes of zeros written ahead of the last record (default 4 MiB; 0: none), so that each
+   * append's fsync flushes data without also committing a new file size: measured on a 2-core
+   * VM (ext4), about half the CPU and the wall time per fsync (docs/sequencer.md).
+   */
+  preallocate?: number;
 }
+
+const PREALLOCATE = 4 << 20;
 
 export interface LogTx {
   /** 32 bytes naming the transaction: a digest seen again within the window is a duplicate. */
@@ -32,7 +40,7 @@ export class SequencerLog {
 
   /** Opens (creating, 0700) the log in `dir`, verifying it and cutting a torn tail. */
   static open(dir: string, options: LogOptions = {}): SequencerLog {
-    return new SequencerLog(NativeLog.open(dir, options));
+    return new SequencerLog(NativeLog.open(dir, { preallocate: PREALLOCATE, ...options }));
   }
 
   /**

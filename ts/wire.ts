@@ -91,7 +91,7 @@ const NONCE_BYTES = 32;
 const HANDSHAKE_FRAME_BYTES = 1024;
 const MAX_ROLE_BYTES = 255;
 const CLOSE_GRACE_MS = 2000;
-const packr = new Packr({ useRecords: false, int64AsType: 'bigint', copyBuffers: true });
+const packr = new Packr({ useRecords: false, int64AsType: 'bigint' });
 
 interface Settings {
   maxFrameBytes: number;
@@ -133,6 +133,26 @@ function mac(secret: Buffer, label: string, nonceC: Uint8Array, nonceS: Uint8Arr
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
 const isBytes = (v: unknown, n: number): v is Uint8Array => v instanceof Uint8Array && v.length === n;
 const isRole = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && Buffer.byteLength(v) <= MAX_ROLE_BYTES;
+
+/**
+ * `v` with every byte string copied out of the frame, which is a view of the socket's read
+ * buffer (up to 64 KiB): a received transaction or table outlives its frame, and a view would
+ * keep the whole buffer alive. Copied with `Buffer.from`, whose small copies share Node's
+ * 8 KiB pool; msgpackr's own copies (`copyBuffers`) make an ArrayBuffer each, three
+ * allocations and a sweep for the collector per transaction received.
+ */
+export function ownBytes(v: unknown): unknown {
+  if (v instanceof Uint8Array) return Buffer.from(v);
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) v[i] = ownBytes(v[i]);
+  } else if (v instanceof Map) {
+    for (const [k, x] of v) v.set(k, ownBytes(x));
+  } else if (typeof v === 'object' && v !== null) {
+    const o = v as Record<string, unknown>;
+    for (const k in o) o[k] = ownBytes(o[k]);
+  }
+  return v;
+}
 
 class Channel implements Conn {
   role = '';
@@ -281,7 +301,7 @@ class Channel implements Conn {
         // serialising the whole decoded value, which a 4 MiB frame turns into a long stall.
         const values: unknown[] = packr.unpackMultiple(body);
         if (values.length !== 1) throw new Error(`a frame must hold one msgpack value, this one holds ${values.length}`);
-        msg = values[0];
+        msg = ownBytes(values[0]);
       } catch (e) {
         this.fail(new Error(`protocol error: ${describe(e)}`));
         return;

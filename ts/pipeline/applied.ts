@@ -4,7 +4,7 @@
 import type { Outcome } from '../app/exec.js';
 import type { Write } from '../app/state.js';
 import type { Decision } from './merge.js';
-import { encodeWrites } from './records.js';
+import { encodeWrites, writeDigest } from './records.js';
 import { tableWrites, type ReceivedTable } from './table-bytes.js';
 
 export interface Applied {
@@ -47,17 +47,57 @@ export class AdoptedTx implements Applied {
     return (this.decoded ??= tableWrites(this.table.bytes, this.table.shape));
   }
 
-  /** The writes section as effects carry it: its count, then the entries as the table has them. */
-  writesBytes(): Buffer {
+  /** Bytes of the writes section as effects carry it: its count, then the entries as the table has them. */
+  get writesLength(): number {
+    return 2 + this.table.shape.restAt - this.table.shape.writesAt;
+  }
+
+  /** Writes that section at `at` of `out` (`writesLength` bytes). */
+  copyWrites(out: Buffer, at: number): void {
     const { bytes, shape } = this.table;
-    const out = Buffer.allocUnsafe(2 + shape.restAt - shape.writesAt);
-    out.writeUInt16LE(shape.writes, 0);
-    bytes.copy(out, 2, shape.writesAt, shape.restAt);
-    return out;
+    out.writeUInt16LE(shape.writes, at);
+    bytes.copy(out, at + 2, shape.writesAt, shape.restAt);
   }
 }
 
-/** `a`'s writes as effects.v1 carries them. */
-export function writesBytes(a: Applied): Buffer {
-  return a instanceof AdoptedTx ? a.writesBytes() : encodeWrites(a.writes);
+const HEAD = 8 + 32;
+
+/**
+ * effects.v1 for the transactions of `batch` that wrote something or were pre-executed (a
+ * member drops the guesses an abort left), in one buffer; null if there are none. Adopted
+ * transactions' writes are copied from their tables as they are.
+ */
+export function effectsOf(batch: readonly Applied[]): Buffer | null {
+  let size = 0;
+  // Encoded writes of those not adopted (re-executed, executed alone): few under load.
+  let encoded: Map<number, Buffer> | null = null;
+  for (let k = 0; k < batch.length; k++) {
+    const a = batch[k] as Applied;
+    if (a.writeCount === 0 && a.preExecutor === null) continue;
+    if (a instanceof AdoptedTx) size += HEAD + a.writesLength;
+    else {
+      const w = encodeWrites(a.writes);
+      (encoded ??= new Map()).set(k, w);
+      size += HEAD + w.length;
+    }
+  }
+  if (size === 0) return null;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (let k = 0; k < batch.length; k++) {
+    const a = batch[k] as Applied;
+    if (a.writeCount === 0 && a.preExecutor === null) continue;
+    out.writeBigUInt64LE(a.ts, at);
+    writeDigest(out, at + 8, a.digest);
+    at += HEAD;
+    const w = encoded?.get(k);
+    if (w === undefined) {
+      (a as AdoptedTx).copyWrites(out, at);
+      at += (a as AdoptedTx).writesLength;
+    } else {
+      w.copy(out, at);
+      at += w.length;
+    }
+  }
+  return out;
 }

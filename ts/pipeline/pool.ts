@@ -10,8 +10,9 @@ import type { Conn } from '../wire.js';
 import { ConflictFeedback, type FeedbackOptions } from './feedback.js';
 import { parsePreMessage, ProtocolError, type NodeToPre, type NodeToPreSent } from './messages.js';
 import type { Effect, Feedback } from './preexecutor.js';
-import { writesBytes, type Applied } from './primary.js';
-import { effectHead, encodeEffects } from './records.js';
+import type { Applied } from './primary.js';
+import { effectsOf } from './applied.js';
+import { encodeEffects } from './records.js';
 import { DEFAULT_POLICY, Scheduler, type Policy, type SchedulerOptions } from './scheduler.js';
 import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from './state-update.js';
 import { encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
@@ -449,13 +450,8 @@ export class PreExecutionPool {
   private updateMembers(batch: readonly Applied[]): void {
     if (this.stateUpdate === 'pull' || this.members.size === 0) return;
     if (!this.push) {
-      const parts: Buffer[] = [];
-      for (const a of batch) {
-        if (a.writeCount === 0 && a.preExecutor === null) continue;
-        parts.push(effectHead(a.ts, a.digest), writesBytes(a));
-      }
-      if (parts.length === 0) return;
-      const effects = Buffer.concat(parts);
+      const effects = effectsOf(batch);
+      if (effects === null) return;
       this.pendingEffects.push(effects);
       this.pendingEffectBytes += effects.length;
       if (this.handedSinceEffects || this.owedBy.size > 0 || this.flushScheduled || this.pendingEffectBytes >= EFFECTS_HELD_BYTES) {

@@ -44,7 +44,6 @@ export interface PrimaryStore {
 }
 
 export type { Applied } from './applied.js';
-export { writesBytes } from './applied.js';
 
 export interface PrimaryOptions {
   /** How long to wait, from delivery, for a pre-execution result before executing alone. */

@@ -27,6 +27,9 @@ export function encodeResults(results: readonly (readonly [digest: string, table
   return out;
 }
 
+/** Digests of one results.v1 batch, side by side, for one conversion to hex. */
+let digestScratch = Buffer.allocUnsafe(64 * DIGEST);
+
 /** Splits results.v1 into (hex digest, table view); `RecordError` if the framing lies. */
 export function splitResults(b: Buffer): [digest: string, table: Buffer][] {
   const out: [string, Buffer][] = [];
@@ -36,10 +39,43 @@ export function splitResults(b: Buffer): [digest: string, table: Buffer][] {
     const len = b.readUInt32LE(at + DIGEST);
     const end = at + DIGEST + 4 + len;
     if (end > b.length) throw new RecordError(`results: record ${out.length} says ${len} bytes, ${b.length - at - DIGEST - 4} left`);
-    out.push([b.toString('hex', at, at + DIGEST), b.subarray(at + DIGEST + 4, end)]);
+    if (digestScratch.length < (out.length + 1) * DIGEST) {
+      const grown = Buffer.allocUnsafe(2 * digestScratch.length);
+      digestScratch.copy(grown, 0, 0, out.length * DIGEST);
+      digestScratch = grown;
+    }
+    b.copy(digestScratch, out.length * DIGEST, at, at + DIGEST);
+    out.push(['', b.subarray(at + DIGEST + 4, end)]);
     at = end;
   }
+  // One hex string for the batch and a slice of it per record: a conversion per record costs
+  // a native call and a heap allocation each.
+  const hex = digestScratch.toString('hex', 0, out.length * DIGEST);
+  for (let i = 0; i < out.length; i++) (out[i] as [string, Buffer])[0] = hex.slice(2 * DIGEST * i, 2 * DIGEST * (i + 1));
   return out;
+}
+
+const HEX_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < 16; i++) {
+  HEX_VALUE['0123456789abcdef'.charCodeAt(i)] = i;
+  HEX_VALUE['0123456789ABCDEF'.charCodeAt(i)] = i;
+}
+
+/**
+ * Writes the 64 hex digits of `digest` as 32 bytes at `at`: `Buffer.write(hex, 'hex')` first
+ * copies the string out of the JavaScript heap, an allocation per transaction. Throws a
+ * `RecordError` if `digest` is not 64 hex digits (nothing reliable was written then).
+ */
+export function writeDigest(out: Buffer, at: number, digest: string): void {
+  if (digest.length !== 2 * DIGEST) throw new RecordError(`digest ${digest.slice(0, 16)}… is not 32 bytes of hex`);
+  let bad = 0;
+  for (let i = 0; i < DIGEST; i++) {
+    const hi = HEX_VALUE[digest.charCodeAt(2 * i)] ?? -1;
+    const lo = HEX_VALUE[digest.charCodeAt(2 * i + 1)] ?? -1;
+    bad |= hi | lo;
+    out[at + i] = (hi << 4) | lo;
+  }
+  if (bad < 0) throw new RecordError(`digest ${digest.slice(0, 16)}… is not 32 bytes of hex`);
 }
 
 /** Encodes writes as a table's writes section (nWrites u16 first, as effects carry them). */
@@ -69,7 +105,7 @@ export function encodeWrites(writes: readonly Write[]): Buffer {
 export function effectHead(ts: bigint, digest: string): Buffer {
   const out = Buffer.allocUnsafe(8 + DIGEST);
   out.writeBigUInt64LE(ts, 0);
-  out.write(digest, 8, 'hex');
+  writeDigest(out, 8, digest);
   return out;
 }
 

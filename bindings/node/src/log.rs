@@ -263,6 +263,8 @@ pub struct LogOptions {
     pub max_tx_size: Option<f64>,
     /// How many recent transactions are remembered for duplicate detection (default 1,000,000).
     pub dedup_window: Option<f64>,
+    /// Zeros written ahead of the last record, in runs of this many bytes (default 0).
+    pub preallocate: Option<f64>,
 }
 
 #[napi(object, object_to_js = false)]
@@ -365,6 +367,9 @@ impl NativeLog {
             if let Some(v) = o.dedup_window {
                 options.dedup_window = usize::try_from(whole("dedupWindow", v)?)
                     .map_err(|_| invalid("dedupWindow is too large"))?;
+            }
+            if let Some(v) = o.preallocate {
+                options.preallocate = whole("preallocate", v)?;
             }
         }
         let log = Log::open(&dir, options).map_err(log_err)?;

@@ -94,6 +94,13 @@ pub struct Options {
     /// How many of the most recently appended transactions are remembered for duplicate
     /// detection (0: only duplicates within one batch are caught). Default 1,000,000.
     pub dedup_window: usize,
+    /// Zeros written ahead of the last segment's last record, in runs of this many bytes (0:
+    /// none). An fsync after a write that grows the file must also commit its new size; one
+    /// after a write into space already written flushes the data alone: measured on the
+    /// project's 2-core VM (ext4, virtio), 52 against 90 µs of CPU and 109 against 208 µs of
+    /// wall time per 11 KB record. Recovery reads zeros after the last record as free space,
+    /// not damage. Default 0 (files hold records only); the node uses 4 MiB.
+    pub preallocate: u64,
 }
 
 impl Default for Options {
@@ -102,6 +109,7 @@ impl Default for Options {
             segment_size: 64 << 20,
             max_tx_size: 4 << 20,
             dedup_window: 1_000_000,
+            preallocate: 0,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The log: open with recovery, group-committed append, replay.
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::dedup::Dedup;
@@ -61,8 +61,12 @@ pub struct Log {
     dir: PathBuf,
     options: Options,
     segments: Vec<Segment>,
-    /// Append handle of the last segment; `None` while the log is empty.
+    /// Write handle of the last segment; `None` while the log is empty. Records are written
+    /// at the segment's verified length (`Segment::len`), not at the end of the file, which
+    /// may hold zeros written ahead (`Options::preallocate`).
     active: Option<File>,
+    /// Length of the active segment's file: from the last record's end to here it is zeros.
+    active_end: u64,
     last_ts: u64,
     dedup: Dedup,
     recovery: Recovery,
@@ -137,20 +141,23 @@ impl Log {
         let last_ts = next_ts - 1;
         recovery.segments = segments.len();
         recovery.transactions = last_ts;
-        let active = match segments.last() {
-            Some(seg) => Some(
-                OpenOptions::new()
-                    .append(true)
+        let (active, active_end) = match segments.last() {
+            Some(seg) => {
+                let file = OpenOptions::new()
+                    .write(true)
                     .open(&seg.path)
-                    .map_err(io_err("open", &seg.path))?,
-            ),
-            None => None,
+                    .map_err(io_err("open", &seg.path))?;
+                let len = file.metadata().map_err(io_err("stat", &seg.path))?.len();
+                (Some(file), len)
+            }
+            None => (None, 0),
         };
         Ok(Log {
             dir,
             options,
             segments,
             active,
+            active_end,
             last_ts,
             dedup,
             recovery,
@@ -342,26 +349,42 @@ impl Log {
     }
 
     fn write_active(&mut self, buf: &[u8]) -> Result<()> {
-        let (Some(file), Some(seg)) = (&mut self.active, self.segments.last()) else {
+        let (Some(file), Some(seg)) = (&self.active, self.segments.last()) else {
             return Err(Error::Poisoned);
         };
-        file.write_all(buf).map_err(io_err("write", &seg.path))?;
+        self.active_end = write_ahead(
+            file,
+            &seg.path,
+            seg.len,
+            buf,
+            self.active_end,
+            self.options.preallocate,
+        )?;
         file.sync_data().map_err(io_err("fsync", &seg.path))
     }
 
     fn create_segment(&mut self, first_ts: u64, buf: &[u8]) -> Result<()> {
         let path = self.dir.join(segment_file_name(first_ts));
-        let mut file = OpenOptions::new()
-            .append(true)
+        let file = OpenOptions::new()
+            .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)
             .map_err(io_err("create", &path))?;
-        file.write_all(buf).map_err(io_err("write", &path))?;
+        let end = write_ahead(&file, &path, 0, buf, 0, self.options.preallocate)?;
         file.sync_data().map_err(io_err("fsync", &path))?;
         // The new name must be durable too, or a crash could lose the whole file.
         sync_dir(&self.dir)?;
+        // The segment before keeps its records only. Not synced: a crash before the cut is
+        // made durable leaves zeros after its last record, which recovery reads as free space.
+        if let (Some(old), Some(seg)) = (&self.active, self.segments.last()) {
+            if self.active_end > seg.len {
+                old.set_len(seg.len)
+                    .map_err(io_err("truncate", &seg.path))?;
+            }
+        }
         self.active = Some(file);
+        self.active_end = end;
         self.segments.push(Segment::new(path, first_ts));
         Ok(())
     }
@@ -400,7 +423,7 @@ impl Log {
                 } else {
                     (SEGMENT_HEADER_LEN, seg.first_ts)
                 };
-                plan.push((seg.path.clone(), offset, at_ts));
+                plan.push((seg.path.clone(), offset, at_ts, seg.len));
             }
         }
         Ok(Reader::new(self.dir.clone(), plan, from, self.last_ts))
@@ -410,6 +433,36 @@ impl Log {
     pub fn read_batch(&self, from_ts: u64, max: usize) -> Result<Vec<Entry>> {
         self.read_from(from_ts)?.take(max).collect()
     }
+}
+
+/// Zeros for `write_ahead`, written a slice at a time.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// Writes `buf` at `at` of `file` (whose length is `end`); if it reaches past `end`, then also
+/// `preallocate` bytes of zeros after it, so that the next writes land in space the file
+/// already has. Returns the file's new length. The caller syncs.
+fn write_ahead(
+    file: &File,
+    path: &Path,
+    at: u64,
+    buf: &[u8],
+    end: u64,
+    preallocate: u64,
+) -> Result<u64> {
+    file.write_all_at(buf, at).map_err(io_err("write", path))?;
+    let written = at.saturating_add(buf.len() as u64);
+    if written <= end {
+        return Ok(end);
+    }
+    let mut pos = written;
+    let target = written.saturating_add(preallocate);
+    while pos < target {
+        let n = (target - pos).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], pos)
+            .map_err(io_err("write", path))?;
+        pos += n as u64;
+    }
+    Ok(target)
 }
 
 /// Cuts the last segment at `offset`, or deletes it when no record would remain. Returns the

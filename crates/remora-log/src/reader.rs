@@ -18,7 +18,9 @@ pub struct Entry {
 }
 
 /// Where to start reading a segment: path, offset, timestamp of the record there.
-pub(crate) type Start = (PathBuf, u64, u64);
+/// A segment to read: its file, where to start, the timestamp there, and its verified length
+/// (the file may go on with zeros written ahead of the records).
+pub(crate) type Start = (PathBuf, u64, u64, u64);
 
 struct OpenSegment {
     path: PathBuf,
@@ -66,7 +68,7 @@ impl Reader {
             let seg = match &mut self.current {
                 Some(seg) => seg,
                 None => {
-                    let Some((path, offset, first_ts)) = self.plan.next() else {
+                    let Some((path, offset, first_ts, len)) = self.plan.next() else {
                         return Err(corrupt(
                             &self.dir,
                             0,
@@ -84,7 +86,6 @@ impl Reader {
                         ));
                     }
                     let mut file = File::open(&path).map_err(io_err("open", &path))?;
-                    let len = file.metadata().map_err(io_err("stat", &path))?.len();
                     file.seek(SeekFrom::Start(offset))
                         .map_err(io_err("seek", &path))?;
                     self.current.insert(OpenSegment {

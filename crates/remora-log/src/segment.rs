@@ -179,6 +179,15 @@ pub(crate) fn scan(
     }
 
     let mut body = Vec::new();
+    // What is not a record is damage unless it is zeros to the end of the file: space written
+    // ahead of the records (`Options::preallocate`), or blocks the file system added and
+    // never wrote. No record starts with zeros, so none was lost there.
+    let stop = |segment: Segment, offset: u64, reason: String| {
+        if zeros_from(path, offset)? {
+            return Ok(Scanned { segment, bad: None });
+        }
+        stop(segment, offset, reason)
+    };
     loop {
         let offset = segment.len;
         let remaining = file_len.saturating_sub(offset);
@@ -206,6 +215,23 @@ pub(crate) fn scan(
             on_tx(digest, ts);
         }
         segment.push_record(record.first_ts, record.next_ts(), header.total_len());
+    }
+}
+
+/// Whether the file holds nothing but zero bytes from `offset` to its end.
+fn zeros_from(path: &Path, offset: u64) -> Result<bool> {
+    let mut file = File::open(path).map_err(io_err("open", path))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(io_err("seek", path))?;
+    let mut chunk = vec![0u8; READ_BUFFER];
+    loop {
+        let n = file.read(&mut chunk).map_err(io_err("read", path))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if chunk[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
     }
 }
 

@@ -137,7 +137,6 @@ fn garbage_after_the_last_record_is_cut() {
         .iter()
         .map(|&n| rng.bytes(n))
         .collect();
-    cases.push(vec![0; 4096]); // a block the file system extended but never wrote
     cases.push(vec![0xff; 64]);
     // A plausible header claiming a huge body.
     let mut lying = u32::MAX.to_le_bytes().to_vec();
@@ -153,6 +152,24 @@ fn garbage_after_the_last_record_is_cut() {
         let r = log.recovery().clone();
         assert_eq!(r.bytes_truncated, garbage.len() as u64);
         assert_eq!(r.torn_tail.as_ref().unwrap().offset, last.end);
+        check_recovered(&work, log, &all, last.last_ts);
+    }
+}
+
+#[test]
+fn zeros_after_the_last_record_are_free_space_not_damage() {
+    let tmp = TempDir::new("zeros");
+    let base = tmp.sub("base");
+    let (records, all) = build_until(&base, |r| r.len() == 17);
+    let last = records.last().unwrap().clone();
+    let work = tmp.sub("work");
+    // A block the file system extended but never wrote, or space written ahead.
+    for n in [1usize, 11, 12, 4096, 300_000] {
+        copy_dir(&base, &work);
+        append_bytes(&work.join(last.file.file_name().unwrap()), &vec![0; n]);
+        let log = open(&work).unwrap_or_else(|e| panic!("{n} zeros: {e}"));
+        let r = log.recovery().clone();
+        assert_eq!((r.bytes_truncated, r.torn_tail), (0, None), "{n} zeros");
         check_recovered(&work, log, &all, last.last_ts);
     }
 }
