@@ -13,6 +13,7 @@ import { startNatsCluster } from '../ts/engine/nats.js';
 import { JetStreamSequencer } from '../ts/pipeline/jetstream-sequencer.js';
 import { EmbeddedSequencer, type Sequencer } from '../ts/pipeline/sequencer.js';
 import { atExit } from '../ts/process.js';
+import { benchLogSync } from './log-sync.js';
 import { describeMachine, summariseMachine } from './machine.js';
 import { processCpuSeconds } from './proc-cpu.js';
 import { benchRestart } from './restart.js';
@@ -140,6 +141,9 @@ export async function runSequencerBench(opts: SequencerBenchOptions): Promise<nu
     // decoded just before it: holding every run's at once would make the process's heap, and
     // so its garbage collection, the thing measured.
     const pool = (n: number): DecodedTx[] => transactions(n);
+
+    // What one sync costs the log, growing its file or writing into zeros written ahead.
+    Object.assign(m, await benchLogSync({ quick: opts.quick, dir, log: say }));
 
     const embedded = new EmbeddedSequencer(join(dir, 'embedded'));
     embedded.subscribe(0n, () => undefined);

@@ -15,8 +15,8 @@ export interface LogOptions {
   dedupWindow?: number;
   /**
    * Bytes of zeros written ahead of the last record (default 4 MiB; 0: none), so that each
-   * append's fsync flushes data without also committing a new file size: measured on a 2-core
-   * VM (ext4), about half the CPU and the wall time per fsync (docs/sequencer.md).
+   * append's fsync flushes data without also committing a new file size: `bench sequencer`
+   * measured an append's p50 at 229 µs against 302 (docs/sequencer.md).
    */
   preallocate?: number;
 }

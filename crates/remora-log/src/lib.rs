@@ -96,10 +96,9 @@ pub struct Options {
     pub dedup_window: usize,
     /// Zeros written ahead of the last segment's last record, in runs of this many bytes (0:
     /// none). An fsync after a write that grows the file must also commit its new size; one
-    /// after a write into space already written flushes the data alone: measured on the
-    /// project's 2-core VM (ext4, virtio), 52 against 90 µs of CPU and 109 against 208 µs of
-    /// wall time per 11 KB record. Recovery reads zeros after the last record as free space,
-    /// not damage. Default 0 (files hold records only); the node uses 4 MiB.
+    /// after a write into space already written flushes the data alone (docs/sequencer.md has
+    /// the measurements). Recovery reads zeros after the last record as free space, not
+    /// damage. Default 0 (files hold records only); the node uses 4 MiB.
     pub preallocate: u64,
 }
 
