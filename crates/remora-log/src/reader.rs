@@ -17,7 +17,6 @@ pub struct Entry {
     pub bytes: Vec<u8>,
 }
 
-/// Where to start reading a segment: path, offset, timestamp of the record there.
 /// A segment to read: its file, where to start, the timestamp there, and its verified length
 /// (the file may go on with zeros written ahead of the records).
 pub(crate) type Start = (PathBuf, u64, u64, u64);
