@@ -116,6 +116,8 @@ describe('SequencerLog', () => {
   it('gives the crate\'s locked error to a second open, and "log is closed" after close', async () => {
     expect(() => SequencerLog.open(tmp.dir)).toThrow(/is locked by another open Log/);
     expect(() => SequencerLog.open(tmp.dir, { segmentSize: 0 })).toThrow(/segment_size must be positive/);
+    expect(() => SequencerLog.open(tmp.dir, { preallocate: 2 ** 31 })).toThrow(/preallocate must be at most 1 GiB/);
+    expect(() => SequencerLog.open(tmp.dir, { preallocate: -1 })).toThrow(/preallocate must be a non-negative integer/);
     log.close();
     expect(() => log.lastTs()).toThrow(/log is closed/);
     expect(() => log.recovery()).toThrow(/log is closed/);

@@ -98,9 +98,12 @@ pub struct Options {
     /// none). An fsync after a write that grows the file must also commit its new size; one
     /// after a write into space already written flushes the data alone (docs/sequencer.md has
     /// the measurements). Recovery reads zeros after the last record as free space, not
-    /// damage. Default 0 (files hold records only); the node uses 4 MiB.
+    /// damage. At most 1 GiB. Default 0 (files hold records only); the node uses 4 MiB.
     pub preallocate: u64,
 }
+
+/// The most zeros written ahead at once: more would only fill the disk.
+const MAX_PREALLOCATE: u64 = 1 << 30;
 
 impl Default for Options {
     fn default() -> Self {
@@ -120,6 +123,9 @@ impl Options {
         }
         if self.segment_size == 0 {
             return Err(Error::InvalidOptions("segment_size must be positive"));
+        }
+        if self.preallocate > MAX_PREALLOCATE {
+            return Err(Error::InvalidOptions("preallocate must be at most 1 GiB"));
         }
         Ok(())
     }

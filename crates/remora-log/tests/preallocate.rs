@@ -195,3 +195,26 @@ fn a_segment_left_with_zeros_by_a_crash_before_its_cut_reads_whole() {
     );
     assert_eq!(replay(&log), all);
 }
+
+#[test]
+fn more_than_a_gibibyte_ahead_is_refused() {
+    let tmp = TempDir::new("ahead-limit");
+    let over = Options {
+        preallocate: (1 << 30) + 1,
+        ..small(SEG)
+    };
+    let err = Log::open(tmp.path(), over).err().expect("refused");
+    assert!(
+        err.to_string()
+            .contains("preallocate must be at most 1 GiB"),
+        "{err}"
+    );
+    assert!(Log::open(
+        tmp.path(),
+        Options {
+            preallocate: 1 << 30,
+            ..small(SEG)
+        }
+    )
+    .is_ok());
+}
