@@ -68,9 +68,10 @@ export interface NodeOptions extends PoolOptions {
   delegation?: DelegationOptions;
   /**
    * Default true: a transaction admitted while no other is in flight (admitted, not yet
-   * answered) is not handed to a pre-executor; the primary executes it when it is ordered. An
-   * idle node has the time, and a lone client's reply then waits for the log alone, not also
-   * for a pre-executor's round trip. Submissions asking for an optimistic reply are always
+   * answered) is not handed to a pre-executor; the primary executes it while the log syncs it
+   * (`Primary.executeAhead`) and merges that when it is ordered. An idle node has the time, and
+   * a lone client's reply then waits for the log alone, not also for a pre-executor's round
+   * trip or for its own execution after the sync. Submissions asking for an optimistic reply are always
    * handed out (the reply comes from a pre-executor).
    */
   localWhenAlone?: boolean;
@@ -323,10 +324,11 @@ export class EmbeddedNode {
       }
       const s = new Submission(this.submissions, tx, done, onOptimistic !== undefined, this.opts.onReplied ? performance.now() : 0);
       this.inFlight++;
+      let alone = false;
       try {
         this.replies.listen(tx.digest, s);
         if (onOptimistic) this.optimistic.listen(tx.digest, onOptimistic);
-        const alone = this.localWhenAlone && this.inFlight === 1 && !onOptimistic;
+        alone = this.localWhenAlone && this.inFlight === 1 && !onOptimistic;
         // The primary waits for a result only if some pre-executor was handed the transaction.
         if (!alone && this.pool.dispatch(tx)) this.primary.expect(tx.digest);
       } catch (e) {
@@ -341,6 +343,8 @@ export class EmbeddedNode {
           (a) => s.accepted(a),
           (e: unknown) => s.failed(e),
         );
+      // After the append started: the transaction executes while the log syncs it.
+      if (alone) stages.time('merge', () => this.primary.executeAhead(tx));
     } finally {
       stages.leave(prev);
     }

@@ -17,7 +17,7 @@ import type { Sequenced } from './sequencer.js';
 import { stages } from '../stages.js';
 import { decodeTable, encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
 import { MIN_PARALLEL_RUN, type MergeThreads } from './merge-threads.js';
-import type { SnapshotEntry, Speculated } from './speculate.js';
+import { speculate, type SnapshotEntry, type Speculated } from './speculate.js';
 import { ChurnMap, ChurnSet } from './churn-map.js';
 
 /** What one native adoption run did (see `PrimaryStore.adopt`). */
@@ -80,7 +80,23 @@ export interface PrimaryStats {
   /** Executed by the merge threads ahead of the in-order merge, and of those, kept as executed. */
   speculated: number;
   speculationsKept: number;
+  /** Lone transactions executed at admission while the log synced (`executeAhead`), and of those, kept. */
+  executedAhead: number;
+  executionsAheadKept: number;
 }
+
+/** A lone transaction's execution at admission, kept until it is ordered. */
+interface Ahead {
+  guess: Speculated;
+  /** Digest of the app version it ran with: used only if the one at its timestamp is the same. */
+  app: string;
+}
+
+/**
+ * Executions ahead held at most: one per transaction admitted while nothing else was in
+ * flight, dropped as it is applied or refused, so more than a handful means the log stalled.
+ */
+const MAX_AHEAD = 64;
 
 interface Offer {
   table: ReceivedTable;
@@ -108,7 +124,10 @@ export class Primary {
     precompilesReused: 0,
     speculated: 0,
     speculationsKept: 0,
+    executedAhead: 0,
+    executionsAheadKept: 0,
   };
+  private readonly ahead = new ChurnMap<Ahead>();
 
   /** Versions loaded ahead of the upgrade transaction that activates them, by digest. */
   private readonly staged = new Map<string, LoadedApp>();
@@ -149,8 +168,35 @@ export class Primary {
     return this.store.get(ids);
   }
 
+  /**
+   * Executes `tx` now, against the store as it is, while the log syncs it: a transaction
+   * admitted with nothing else in flight is the primary's own (no pre-executor is handed it),
+   * and its execution would otherwise start only once the log delivers it. Merged when it is
+   * ordered by the one rule: kept if every read is still current, executed again otherwise.
+   */
+  executeAhead(tx: DecodedTx): void {
+    if (this.ahead.size >= MAX_AHEAD || isAdmin(tx)) return;
+    const version = this.versions.active;
+    const ids = tx.objects;
+    const state = this.store.get(ids).map((v, i): SnapshotEntry => [ids[i] as string, v.version, v.value ?? null]);
+    let guess: Speculated | undefined;
+    try {
+      [guess] = speculate(version.app, this.natives, [tx], [state]);
+    } catch {
+      // Only a head start: the in-order execution meets the same failure and reports it.
+      return;
+    }
+    if (guess && 'table' in guess) this.ahead.set(tx.digest, { guess, app: version.digest });
+  }
+
+  /** Executions ahead held for transactions not yet ordered. */
+  get pendingAhead(): number {
+    return this.ahead.size;
+  }
+
   /** Stops keeping results for `digest` (a duplicate applied long ago, or a table it cannot use). */
   forget(digest: string): void {
+    this.ahead.delete(digest);
     this.expected.delete(digest);
     this.offers.delete(digest);
     this.waitBounds.delete(digest);
@@ -184,7 +230,8 @@ export class Primary {
     const w0 = this.opts.onWaited ? performance.now() : 0;
     await this.awaitResults(batch);
     this.opts.onWaited?.(performance.now() - w0);
-    const speculated = this.opts.threads ? await this.speculate(this.opts.threads, batch) : null;
+    const threads = this.opts.threads ? await this.speculate(this.opts.threads, batch) : null;
+    const speculated = this.ahead.size > 0 ? this.takeAhead(batch, threads) : threads;
     const prev = stages.enter('merge');
     try {
       this.applyBatch(batch, speculated);
@@ -227,6 +274,21 @@ export class Primary {
     const results = await pending;
     const out: (Speculated | undefined)[] = new Array<Speculated | undefined>(batch.length);
     picked.forEach((k, i) => (out[k] = results[i]));
+    return out;
+  }
+
+  /**
+   * The batch's executions ahead (where the app version at its timestamp ran them and no table
+   * came), beside the merge threads' results, taken out of the map either way.
+   */
+  private takeAhead(batch: readonly Sequenced[], threads: (Speculated | undefined)[] | null): (Speculated | undefined)[] {
+    const out = threads ?? new Array<Speculated | undefined>(batch.length);
+    batch.forEach(({ ts, tx }, k) => {
+      const a = this.ahead.get(tx.digest);
+      if (a === undefined) return;
+      this.ahead.delete(tx.digest);
+      if (out[k] === undefined && !this.offers.has(tx.digest) && a.app === this.versions.at(ts).digest) out[k] = { ...a.guess, ahead: true };
+    });
     return out;
   }
 
@@ -371,11 +433,13 @@ export class Primary {
    * current, otherwise executed again here with its hints. Either way the primary executed the
    * transaction, so the decision stays `executed`.
    */
-  private mergeSpeculated(app: App, tx: DecodedTx, guess: { table: LookupTable; counts: ExecCounts }, state: StateSource): Merged {
+  private mergeSpeculated(app: App, tx: DecodedTx, guess: { table: LookupTable; counts: ExecCounts; ahead?: true }, state: StateSource): Merged {
     const m = merge(app, tx, guess.table, state, this.natives);
-    this.stats.speculated++;
+    if (guess.ahead) this.stats.executedAhead++;
+    else this.stats.speculated++;
     if (m.decision === 'adopted') {
-      this.stats.speculationsKept++;
+      if (guess.ahead) this.stats.executionsAheadKept++;
+      else this.stats.speculationsKept++;
       return { table: m.table, decision: 'executed', counts: guess.counts, conflicts: [] };
     }
     const counts = m.counts ?? guess.counts;

@@ -18,7 +18,8 @@ export interface SpeculationJob {
   state: SnapshotEntry[];
 }
 
-export type Speculated = { table: LookupTable; counts: ExecCounts } | { error: string };
+/** `ahead`: executed at admission, beside the log's sync (`Primary.executeAhead`), not by the merge threads. */
+export type Speculated = { table: LookupTable; counts: ExecCounts; ahead?: true } | { error: string };
 
 /**
  * Reads answered from the snapshot; an object outside it reads as never written. That read is
