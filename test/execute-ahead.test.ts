@@ -46,7 +46,7 @@ describe('execution ahead of the log', () => {
       const primary = new Primary(app, store, nativeFunctions, { deadlineMs: 0, onApplied: (b) => applied.push(...b) });
       const rand = xorshift(seed);
       let ts = 0n;
-      for (let i = 0; i < txs.length; ) {
+      for (let i = 0; i < txs.length;) {
         const size = 1 + Math.floor(rand() * 8);
         const batch = txs.slice(i, i + size);
         // Executed ahead against the state before this batch: the first of the batch sees
