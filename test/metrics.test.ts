@@ -155,6 +155,9 @@ describe('metrics', () => {
     expect(sample(samples, 'remora_hot_objects')).toBe(node.feedback.hot().size);
     expect(sample(samples, 'remora_optimistic_replies_total{verdict="sent"}')).toBe(0);
     expect(sample(samples, 'remora_native_signature_verifies_total')).toBe(stats.nativeVerifies);
+    // Every transaction was handed out (localWhenAlone off): none was executed ahead of the log.
+    expect(sample(samples, 'remora_primary_executed_ahead_total')).toBe(0);
+    expect(sample(samples, 'remora_primary_executions_ahead_kept_total')).toBe(0);
     expect(sample(samples, 'remora_signatures_from_tables_total')).toBe(stats.authFromTables);
     expect(sample(samples, 'remora_sequencer_last_ts')).toBe(applied);
     expect(samples.has('process_cpu_user_seconds_total')).toBe(true);

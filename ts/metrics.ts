@@ -257,6 +257,18 @@ export class NodeMetrics {
       registers,
       collect: mirror(() => this.source?.stats.speculationsKept),
     });
+    new Counter({
+      name: 'remora_primary_executed_ahead_total',
+      help: 'Transactions admitted while nothing else was in flight that the primary executed while the log synced them, ahead of their turn.',
+      registers,
+      collect: mirror(() => this.source?.stats.executedAhead),
+    });
+    new Counter({
+      name: 'remora_primary_executions_ahead_kept_total',
+      help: 'Of those, the ones whose execution the in-order merge kept (the rest were executed again: what they read changed before their turn).',
+      registers,
+      collect: mirror(() => this.source?.stats.executionsAheadKept),
+    });
     const seenEnds: Record<LeaseEnd, number> = { load: 0, expired: 0, member: 0 };
     new Counter({
       name: 'remora_delegation_leases_total',
