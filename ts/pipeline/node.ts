@@ -71,8 +71,8 @@ export interface NodeOptions extends PoolOptions {
    * answered) is not handed to a pre-executor; the primary executes it while the log syncs it
    * (`Primary.executeAhead`) and merges that when it is ordered. An idle node has the time, and
    * a lone client's reply then waits for the log alone, not also for a pre-executor's round
-   * trip or for its own execution after the sync. Submissions asking for an optimistic reply are always
-   * handed out (the reply comes from a pre-executor).
+   * trip or for its own execution after the sync. Submissions asking for an optimistic reply
+   * are always handed out (the reply comes from a pre-executor).
    */
   localWhenAlone?: boolean;
 }
