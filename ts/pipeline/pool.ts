@@ -99,6 +99,14 @@ interface Member {
   drained: (() => void)[] | null;
 }
 
+/** Who owes a transaction's result, handed it under which app version, and its digest as admitted. */
+interface Owed {
+  name: string;
+  /** The app version the member runs, when it told us. */
+  app: string | undefined;
+  digest: string;
+}
+
 export class PreExecutionPool {
   readonly scheduler: Scheduler;
   /** Conflicts per object and misses per member, fed by every applied transaction. */
@@ -110,10 +118,8 @@ export class PreExecutionPool {
   /** Results dropped because their sender did not owe them (late, or not handed the transaction). */
   unowedResults = 0;
   private readonly members = new Map<string, Member>();
-  /** Digest → the member that owes its result. */
-  private readonly owedBy = new ChurnMap<string>();
-  /** Digest → the app version the member owing it runs (when it told us). */
-  private readonly handedApp = new ChurnMap<string>();
+  /** Digest → who owes its result. */
+  private readonly owedBy = new ChurnMap<Owed>();
   /**
    * Digests delegated (`delegate`), which the scheduler never counted: their results do not
    * lower the owing member's load, so admission's view of it stays what admission handed it.
@@ -162,7 +168,6 @@ export class PreExecutionPool {
     this.push?.remove(name);
     for (const digest of p.owed) {
       this.owedBy.delete(digest);
-      this.handedApp.delete(digest);
       this.uncharged.delete(digest);
       this.supersededOnce.delete(digest);
     }
@@ -199,7 +204,7 @@ export class PreExecutionPool {
 
   /** The member that owes `digest`'s result, if any. */
   owing(digest: string): string | undefined {
-    return this.owedBy.get(digest);
+    return this.owedBy.get(digest)?.name;
   }
 
   /**
@@ -229,9 +234,8 @@ export class PreExecutionPool {
     best.queued.push(tx);
     this.handedSinceEffects = true;
     best.owed.add(tx.digest);
-    this.owedBy.set(tx.digest, name);
+    this.owedBy.set(tx.digest, { name, app: best.link.app, digest: tx.digest });
     if (!charged) this.uncharged.add(tx.digest);
-    if (best.link.app !== undefined) this.handedApp.set(tx.digest, best.link.app);
     this.scheduleFlush();
     return true;
   }
@@ -260,7 +264,7 @@ export class PreExecutionPool {
       m.queued = m.queued.filter((tx) => !digests.has(tx.digest));
     }
     for (const tx of txs) {
-      const prev = this.owedBy.get(tx.digest);
+      const prev = this.owedBy.get(tx.digest)?.name;
       if (prev === name) {
         // Its admission copy, executed out of order, comes back first: not the one wanted.
         if (!unsent.has(tx.digest)) this.supersededOnce.add(tx.digest);
@@ -268,10 +272,8 @@ export class PreExecutionPool {
       }
       if (prev !== undefined) this.reassign(tx.digest, prev);
       p.owed.add(tx.digest);
-      this.owedBy.set(tx.digest, name);
+      this.owedBy.set(tx.digest, { name, app: p.link.app, digest: tx.digest });
       this.uncharged.add(tx.digest);
-      if (p.link.app !== undefined) this.handedApp.set(tx.digest, p.link.app);
-      else this.handedApp.delete(tx.digest);
     }
     this.sendEffects();
     if (objects.length > 0) p.link.sendObjects(objects);
@@ -325,12 +327,16 @@ export class PreExecutionPool {
     stages.time('tables', () => this.intake(from, digest, table));
   }
 
-  private intake(from: string, digest: string, table: LookupTable | Uint8Array): void {
+  private intake(from: string, sent: string, table: LookupTable | Uint8Array): void {
     const p = this.members.get(from);
-    if (!p || this.owedBy.get(digest) !== from) {
+    const owed = this.owedBy.get(sent);
+    if (!p || owed?.name !== from) {
       this.unowedResults++;
       return;
     }
+    // The digest as admission made it, from here on: the maps it is looked up in next then
+    // meet the string they hold, not an equal one to compare character by character.
+    const { digest, app } = owed;
     if (this.supersededOnce.delete(digest)) {
       // Admission charged this copy; the delegated one is not charged.
       if (!this.uncharged.has(digest)) this.scheduler.completed(from);
@@ -340,7 +346,6 @@ export class PreExecutionPool {
     }
     if (!this.uncharged.delete(digest)) this.scheduler.completed(from);
     p.executed++;
-    const app = this.handedApp.get(digest);
     this.settle(digest, from, true);
     let received: ReceivedTable;
     try {
@@ -357,14 +362,13 @@ export class PreExecutionPool {
 
   /** `digest`'s result is no longer wanted (its transaction was applied or ordered without it). */
   done(digest: string): void {
-    this.settle(digest, this.owedBy.get(digest), false);
+    this.settle(digest, this.owedBy.get(digest)?.name, false);
   }
 
   /** `digest`'s result is no longer owed by `name` (returned, or no longer wanted). */
   private settle(digest: string, name: string | undefined, returned: boolean): void {
-    if (name === undefined || this.owedBy.get(digest) !== name) return;
+    if (name === undefined || this.owedBy.get(digest)?.name !== name) return;
     this.owedBy.delete(digest);
-    this.handedApp.delete(digest);
     this.uncharged.delete(digest);
     this.supersededOnce.delete(digest);
     const p = this.members.get(name);
@@ -522,6 +526,12 @@ export interface MemberAdmission {
   log: (msg: string) => void;
   /** Called when the member attached (after its config was sent) and when it left. */
   onPool?: (event: 'join' | 'leave', name: string) => void;
+  /**
+   * The node's own string for an app digest it accepted: the digest a table was computed with
+   * is compared with the node's for every transaction, and one object compares at once where
+   * an equal copy compares character by character.
+   */
+  canonicalApp?: (digest: string) => string;
 }
 
 /**
@@ -550,7 +560,7 @@ export function attachMember(pool: PreExecutionPool, conn: Conn, name: string, a
     }
     pool.add({
       name,
-      app: digest,
+      app: admission.canonicalApp?.(digest) ?? digest,
       send: (txs) => send({ t: 'exec', txs: Buffer.concat(txs.map((tx) => tx.bytes)) }),
       sendEffects: (effects) => send({ t: 'effects', effects }),
       sendObjects: (objects) => send({ t: 'objects', objects: [...objects] }),

@@ -239,6 +239,7 @@ function attachPreExecutor(node: EmbeddedNode, conn: Conn, log: (m: string) => v
   const served = opts.storeTransport ?? { transport: 'shm', address: null };
   attachMember(node.pool, conn, conn.role.slice(PRE_EXECUTOR_ROLE.length) || conn.peer, {
     refuse: (name, app, digest) => node.refuseMember(name, app, digest),
+    canonicalApp: (digest) => node.versions.all.find((v) => v.digest === digest)?.digest ?? digest,
     config: {
       t: 'config',
       stateUpdate: node.stateUpdate,
