@@ -270,8 +270,9 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
     // helper threads compiling what the new cluster and connections made hot (bench/README.md).
     const perRun = q ? 15_000 : 40_000;
     const warmupApplied = perRun;
-    // Identical runs differ by ±15 % in node CPU: at α 0, where the goal is judged, the two
-    // sides run as interleaved pairs and each side's figure is its median run.
+    // Identical runs measured from a cluster's start differed by ±15 % in node CPU, after the
+    // warm-up by about 1 %: at α 0, where the goal is judged, the two sides still run as
+    // interleaved pairs and each side's figure is its median run.
     const nodeCpu = async (alpha: number, pairs: number) => {
       const a = String(alpha).replace('.', '_');
       const runs: { executed: Run; adopted: Run }[] = [];
