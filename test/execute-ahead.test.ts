@@ -7,26 +7,16 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nativeFunctions } from '../ts/app/natives.js';
 import { executeSequentially } from '../ts/app/reference.js';
-import { decodeTx, type DecodedTx } from '../ts/app/tx.js';
+import { decodeTx } from '../ts/app/tx.js';
 import { builtinApps } from '../ts/apps/index.js';
 import { EmbeddedNode } from '../ts/pipeline/node.js';
 import { Primary, type Applied } from '../ts/pipeline/primary.js';
 import { EmbeddedSequencer } from '../ts/pipeline/sequencer.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import { Store } from '../ts/store.js';
-import { bankBench, kvWorkload } from '../ts/workload.js';
+import { bankBench } from '../ts/workload.js';
 import { tempCluster, xorshift } from './helpers.js';
-
-const jsonable = (_: string, v: unknown): unknown => (typeof v === 'bigint' ? `${v}n` : v);
-
-function stream(app: 'bank' | 'kv', seed: number, count: number): DecodedTx[] {
-  if (app === 'bank') {
-    const b = bankBench({ transfers: count, conflictRate: 0.3, seed, accounts: 64 });
-    return [...b.setup, ...b.transfers].map((t) => decodeTx(t));
-  }
-  const kv = kvWorkload({ keys: 200, hotKeys: 4, conflictRate: 0.3, dynamicRate: 0.2, seed });
-  return Array.from({ length: count }, () => decodeTx(kv.next().value));
-}
+import { expectSequential, jsonable, mixedStream } from './mixed-stream.js';
 
 describe('execution ahead of the log', () => {
   let cluster: ReturnType<typeof tempCluster>;
@@ -40,7 +30,7 @@ describe('execution ahead of the log', () => {
       const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
       console.log(`execution ahead: ${appName}, seed ${seed} (REMORA_SEED to replay)`);
       const app = builtinApps[appName];
-      const txs = stream(appName, seed, 2_000);
+      const txs = mixedStream(appName, seed, 2_000);
       const store = new NativePrimaryStore(Store.create({ dir: cluster.dir, name: `ahead-${appName}`, secret: cluster.secret }));
       const applied: Applied[] = [];
       const primary = new Primary(app, store, nativeFunctions, { deadlineMs: 0, onApplied: (b) => applied.push(...b) });
@@ -57,14 +47,7 @@ describe('execution ahead of the log', () => {
       }
       const digest = store.digest();
       store.store.close();
-      const reference = executeSequentially(
-        app,
-        txs.map((tx, k) => ({ ts: BigInt(k + 1), tx })),
-        nativeFunctions,
-      );
-      expect(digest).toBe(reference.state.digest());
-      const differing = applied.filter((a) => JSON.stringify(a.outcome, jsonable) !== JSON.stringify(reference.outcomes.get(a.ts), jsonable));
-      expect(differing).toEqual([]);
+      expectSequential(app, txs, digest, applied);
       expect(applied.every((a) => a.decision === 'executed')).toBe(true);
       // Both sides of the merge rule ran: kept as executed, and found stale and executed again.
       expect(primary.stats.executionsAheadKept).toBeGreaterThan(0);
@@ -74,7 +57,7 @@ describe('execution ahead of the log', () => {
 
   it('an execution ahead whose transaction is never ordered is dropped when it is forgotten', () => {
     const app = builtinApps.bank;
-    const [tx] = stream('bank', 7, 1);
+    const [tx] = mixedStream('bank', 7, 1);
     if (!tx) throw new Error('no transaction');
     const store = new NativePrimaryStore(Store.create({ dir: cluster.dir, name: 'ahead-forget', secret: cluster.secret }));
     const primary = new Primary(app, store, nativeFunctions, { deadlineMs: 0, onApplied: () => undefined });

@@ -4,30 +4,16 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { App } from '../ts/app/app.js';
-import type { Outcome } from '../ts/app/exec.js';
 import { nativeFunctions } from '../ts/app/natives.js';
-import { executeSequentially } from '../ts/app/reference.js';
-import { decodeTx, type DecodedTx } from '../ts/app/tx.js';
+import type { DecodedTx } from '../ts/app/tx.js';
 import { AppVersions } from '../ts/app/versions.js';
 import { builtinApps } from '../ts/apps/index.js';
 import { MergeThreads } from '../ts/pipeline/merge-threads.js';
 import { Primary, type Applied } from '../ts/pipeline/primary.js';
 import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
 import { Store } from '../ts/store.js';
-import { bankBench, kvWorkload } from '../ts/workload.js';
 import { tempCluster, xorshift } from './helpers.js';
-
-const jsonable = (_: string, v: unknown): unknown => (typeof v === 'bigint' ? `${v}n` : v);
-
-/** A mixed stream: signed bank transfers (30 % to hot accounts), or kv with undeclared reads. */
-function stream(app: 'bank' | 'kv', seed: number, count: number): DecodedTx[] {
-  if (app === 'bank') {
-    const b = bankBench({ transfers: count, conflictRate: 0.3, seed, accounts: 64 });
-    return [...b.setup, ...b.transfers].map((t) => decodeTx(t));
-  }
-  const kv = kvWorkload({ keys: 200, hotKeys: 4, conflictRate: 0.3, dynamicRate: 0.2, seed });
-  return Array.from({ length: count }, () => decodeTx(kv.next().value));
-}
+import { expectSequential, mixedStream } from './mixed-stream.js';
 
 describe('multi-core merge', () => {
   let cluster: ReturnType<typeof tempCluster>;
@@ -52,15 +38,7 @@ describe('multi-core merge', () => {
     }
     const digest = store.digest();
     store.store.close();
-    const reference = executeSequentially(
-      app,
-      txs.map((tx, k) => ({ ts: BigInt(k + 1), tx })),
-      nativeFunctions,
-    );
-    expect(digest).toBe(reference.state.digest());
-    const differing = applied.filter((a) => JSON.stringify(a.outcome, jsonable) !== JSON.stringify(reference.outcomes.get(a.ts), jsonable));
-    expect(differing.map((a) => ({ ts: a.ts, primary: a.outcome, reference: reference.outcomes.get(a.ts) as Outcome }))).toEqual([]);
-    expect(applied.length).toBe(txs.length);
+    expectSequential(app, txs, digest, applied);
     expect(applied.every((a) => a.decision === 'executed')).toBe(true);
     return primary.stats;
   }
@@ -70,7 +48,7 @@ describe('multi-core merge', () => {
       const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
       console.log(`multi-core merge: ${appName}, ${n} threads, seed ${seed} (REMORA_SEED to replay)`);
       const app = builtinApps[appName];
-      const txs = stream(appName, seed, 3_000);
+      const txs = mixedStream(appName, seed, 3_000);
       const threads = n > 1 ? new MergeThreads(n, nativeFunctions) : undefined;
       try {
         const stats = await run(app, new AppVersions({ app, spec: appName, digest: '' }), txs, threads, seed);
@@ -95,7 +73,7 @@ describe('multi-core merge', () => {
     const threads = new MergeThreads(2, nativeFunctions, (m) => logged.push(m));
     try {
       // The threads load the app by spec and refuse code other than the primary's.
-      const stats = await run(app, new AppVersions({ app, spec: 'bank', digest: 'not-the-digest-bank-loads' }), stream('bank', seed, 500), threads, seed);
+      const stats = await run(app, new AppVersions({ app, spec: 'bank', digest: 'not-the-digest-bank-loads' }), mixedStream('bank', seed, 500), threads, seed);
       expect(threads.stats.failed).toBeGreaterThan(0);
       expect(stats.speculated).toBeGreaterThan(0);
       expect(logged).toHaveLength(1);
