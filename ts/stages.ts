@@ -16,6 +16,10 @@ export interface StageTotals {
   cpu: number;
 }
 
+/** What `enter` returns when the stage was already running: `leave` then does nothing. */
+const SAME: unique symbol = Symbol('same stage');
+export type Entered = Stage | null | typeof SAME;
+
 class StageClock {
   private readonly ms = Object.fromEntries(STAGES.map((s) => [s, 0])) as Record<Stage, number>;
   private current: Stage | null = null;
@@ -32,8 +36,13 @@ class StageClock {
     }
   }
 
-  /** Enters `s`; give what it returns to `leave`. For stages that do not fit one call. */
-  enter(s: Stage): Stage | null {
+  /**
+   * Enters `s`; give what it returns to `leave`. For stages that do not fit one call. Entering
+   * the stage already running costs nothing (no clock read): a loop over a batch enters its
+   * stage once, and what it calls per transaction may enter it again for free.
+   */
+  enter(s: Stage): Entered {
+    if (this.current === s) return SAME;
     const now = performance.now();
     const prev = this.current;
     if (prev !== null) this.ms[prev] += now - this.since;
@@ -42,7 +51,8 @@ class StageClock {
     return prev;
   }
 
-  leave(prev: Stage | null): void {
+  leave(prev: Entered): void {
+    if (prev === SAME) return;
     const now = performance.now();
     if (this.current !== null) this.ms[this.current] += now - this.since;
     this.current = prev;

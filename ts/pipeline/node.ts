@@ -390,13 +390,19 @@ export class EmbeddedNode {
     const list = this.answered;
     this.answered = [];
     const onReplied = this.opts.onReplied;
-    for (const s of list) {
-      try {
-        s.answer(onReplied);
-      } catch (e) {
-        // One submitter's failure must not keep the others from their answers.
-        (this.opts.log ?? ((m: string) => console.error(m)))(`node: answering a submission failed: ${asError(e).message}`);
+    // One stage for the batch: each answer's own entry (the listener's reply) is then free.
+    const prev = stages.enter('replies');
+    try {
+      for (const s of list) {
+        try {
+          s.answer(onReplied);
+        } catch (e) {
+          // One submitter's failure must not keep the others from their answers.
+          (this.opts.log ?? ((m: string) => console.error(m)))(`node: answering a submission failed: ${asError(e).message}`);
+        }
       }
+    } finally {
+      stages.leave(prev);
     }
   };
 

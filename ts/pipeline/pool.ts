@@ -586,7 +586,10 @@ export function attachMember(pool: PreExecutionPool, conn: Conn, name: string, a
       }
       switch (m.t) {
         case 'results':
-          for (const [digest, table] of m.results) pool.result(name, digest, table);
+          // One stage for the batch: each result's own entry is then free.
+          stages.time('tables', () => {
+            for (const [digest, table] of m.results) pool.result(name, digest, table);
+          });
           return;
         case 'loaded':
           loads.shift()?.(m.digest);

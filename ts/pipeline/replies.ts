@@ -29,10 +29,15 @@ export class ReplyWaiters {
   /**
    * The outcomes of the last `remember` timestamps applied, at `ts % remember`: a duplicate is
    * asked for by the timestamp the log gave its first submission, so no per-digest map is
-   * needed, and keeping one costs no allocation per transaction.
+   * needed. The timestamp and the digest are kept as numbers in typed arrays, not as the
+   * transaction's bigint and string: anything kept this long outlives two scavenges and is
+   * copied into the old generation, and those two, per transaction, cost the node about a
+   * tenth of its CPU (docs/pipeline.md). An adopted transaction's common outcome is a shared
+   * object, so most slots of `recentOutcome` keep nothing alive either.
    */
-  private readonly recentTs: (bigint | undefined)[];
-  private readonly recentDigest: (string | undefined)[];
+  private readonly recentTs: Float64Array;
+  /** The digest's first 32 bits: the log names the first submission's timestamp, this checks it. */
+  private readonly recentDigest: Uint32Array;
   private readonly recentOutcome: (Outcome | undefined)[];
   private readonly recentDecision: (Decision | undefined)[];
   private appliedWaiters: { ts: bigint; resolve: () => void }[] = [];
@@ -41,8 +46,9 @@ export class ReplyWaiters {
   /** `remember`: outcomes kept for answering duplicates. */
   constructor(private readonly remember: number) {
     if (!Number.isSafeInteger(remember) || remember < 0) throw new RangeError(`outcomes remembered must be a non-negative integer, got ${remember}`);
-    this.recentTs = new Array<bigint | undefined>(remember).fill(undefined);
-    this.recentDigest = new Array<string | undefined>(remember).fill(undefined);
+    // -1: no timestamp is negative.
+    this.recentTs = new Float64Array(remember).fill(-1);
+    this.recentDigest = new Uint32Array(remember);
     this.recentOutcome = new Array<Outcome | undefined>(remember).fill(undefined);
     this.recentDecision = new Array<Decision | undefined>(remember).fill(undefined);
   }
@@ -88,7 +94,7 @@ export class ReplyWaiters {
     const slot = this.slot(ts);
     const outcome = this.recentOutcome[slot];
     const decision = this.recentDecision[slot];
-    if (this.recentTs[slot] !== ts || this.recentDigest[slot] !== digest || outcome === undefined || decision === undefined) return null;
+    if (this.recentTs[slot] !== Number(ts) || this.recentDigest[slot] !== fingerprint(digest) || outcome === undefined || decision === undefined) return null;
     return { ts, outcome, decision };
   }
 
@@ -109,8 +115,8 @@ export class ReplyWaiters {
       this.appliedTs = a.ts;
       if (this.remember > 0) {
         const slot = this.slot(a.ts);
-        this.recentTs[slot] = a.ts;
-        this.recentDigest[slot] = a.digest;
+        this.recentTs[slot] = Number(a.ts);
+        this.recentDigest[slot] = fingerprint(a.digest);
         this.recentOutcome[slot] = a.outcome;
         this.recentDecision[slot] = a.decision;
       }
@@ -127,4 +133,14 @@ export class ReplyWaiters {
       for (const w of due) w.resolve();
     }
   }
+}
+
+const HEX = new Uint8Array(128);
+for (let i = 0; i < 16; i++) HEX['0123456789abcdef'.charCodeAt(i)] = i;
+
+/** A digest's first 8 hex digits as a number, read in place (a slice and `parseInt` allocate). */
+function fingerprint(digest: string): number {
+  let h = 0;
+  for (let i = 0; i < 8; i++) h = (h << 4) | ((HEX[digest.charCodeAt(i)] ?? 0) & 15);
+  return h >>> 0;
 }

@@ -14,6 +14,7 @@ import { listen, type Conn, type Server } from '../wire.js';
 import { parseAdminMessage, parseClientMessage, ProtocolError, type NodeToAdmin, type NodeToClient, type SharedCheckpointInfo } from './messages.js';
 import type { EmbeddedNode, OptimisticReply, Reply, SubmitDone } from './node.js';
 import { attachMember } from './pool.js';
+import { readSubmitFrame, writeReplyFrame } from './client-frames.js';
 import type { NodeStatus } from './status.js';
 
 export const PRE_EXECUTOR_ROLE = 'pre-executor:';
@@ -152,10 +153,13 @@ export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) 
     }
   };
   conn.onDrain(reconsider);
+  conn.readWith(readSubmitFrame);
   const reply = (m: NodeToClient) => {
     const prev = stages.enter('replies');
     try {
-      conn.send(m);
+      const frame = m.t === 'reply' ? writeReplyFrame(m) : undefined;
+      if (frame !== undefined) conn.sendFrame(frame);
+      else conn.send(m);
     } catch {
       return; // The client left before its answer: nothing to tell it.
     } finally {

@@ -1,0 +1,286 @@
+// The submit frame's reader (ts/pipeline/client-frames.ts) answers only as the general path
+// would: msgpack's decoder, the copy of byte strings, then `parseClientMessage`. For every frame
+// it reads, that path must accept the frame with an equal message; a frame it leaves is the
+// general path's to accept or refuse.
+import { randomBytes } from 'node:crypto';
+import { Packr } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import { parseClientMessage, type ClientToNode, type NodeToClient } from '../ts/pipeline/messages.js';
+import { readSubmitFrame, writeReplyFrame } from '../ts/pipeline/client-frames.js';
+import { ownBytes } from '../ts/wire.js';
+import { xorshift } from './helpers.js';
+
+// As the wire packs and unpacks (ts/wire.ts).
+const packr = new Packr({ useRecords: false, int64AsType: 'bigint' });
+
+/** The general path: the message, or the error that closes the connection. */
+function general(body: Buffer): ClientToNode | Error {
+  try {
+    const values: unknown[] = packr.unpackMultiple(body);
+    if (values.length !== 1) return new Error('not one value');
+    return parseClientMessage(ownBytes(values[0]));
+  } catch (e) {
+    return e instanceof Error ? e : new Error(String(e));
+  }
+}
+
+/** A msgpack map of `entries` in this order, each key and value encoded by msgpack. */
+function mapOf(entries: [string, unknown][], header: 'fixmap' | 'map16'): Buffer {
+  const head = header === 'fixmap' ? Buffer.from([0x80 | entries.length]) : Buffer.from([0xde, 0, entries.length]);
+  return Buffer.concat([head, ...entries.flatMap(([k, v]) => [packr.pack(k), packr.pack(v)])]);
+}
+
+/** `read` and the general path's message are equal (bytes compared as bytes: vitest's deep equality walks them one by one). */
+function expectSame(read: ClientToNode | undefined, body: Buffer, what = ''): void {
+  const want = general(body);
+  if (want instanceof Error) throw new Error(`${what}: the reader took a frame the general path refuses: ${want.message}`);
+  expect(read, what).toBeDefined();
+  const { tx, ...rest } = read as ClientToNode;
+  const { tx: wantTx, ...wantRest } = want;
+  expect(rest, what).toEqual(wantRest);
+  expect(Buffer.isBuffer(tx) && Buffer.isBuffer(wantTx) && tx.equals(wantTx), what).toBe(true);
+}
+
+describe('the submit frame reader', () => {
+  it('reads what clients send exactly as the general path does', () => {
+    for (const id of [0, 1, 127, 128, 255, 256, 65_535, 65_536, 2 ** 32 - 1, 2 ** 32, Number.MAX_SAFE_INTEGER]) {
+      for (const size of [0, 1, 255, 256, 65_535, 65_536]) {
+        for (const optimistic of [undefined, true, false]) {
+          const tx = randomBytes(size);
+          const body = packr.pack(optimistic === undefined ? { t: 'submit', id, tx } : { t: 'submit', id, tx, optimistic });
+          const read = readSubmitFrame(body);
+          expectSame(read, body, `id ${id}, ${size} bytes, optimistic ${optimistic}`);
+          // A copy, not a view of the frame: the frame's buffer is the socket's, reused.
+          if (size > 0) expect((read?.tx as Buffer).buffer).not.toBe(body.buffer);
+        }
+      }
+    }
+  });
+
+  it('reads ids in every integer encoding, and a float id that is an integer', () => {
+    const tx = randomBytes(40);
+    const ids: [string, unknown][] = [
+      ['fixint', 7],
+      ['uint8', Buffer.from([0xcc, 200])],
+      ['uint16', Buffer.from([0xcd, 1, 0])],
+      ['uint32', Buffer.from([0xce, 0, 1, 0, 0])],
+      ['uint64', Buffer.from([0xcf, 0, 0, 0, 1, 0, 0, 0, 0])],
+      ['float64', Buffer.from([0xcb, 0x40, 0x14, 0, 0, 0, 0, 0, 0])],
+    ];
+    for (const [name, id] of ids) {
+      const idBytes = Buffer.isBuffer(id) ? id : packr.pack(id);
+      const body = Buffer.concat([Buffer.from([0x83]), packr.pack('t'), packr.pack('submit'), packr.pack('id'), idBytes, packr.pack('tx'), packr.pack(tx)]);
+      const read = readSubmitFrame(body);
+      expectSame(read, body, name);
+    }
+  });
+
+  it('leaves other shapes to the general path', () => {
+    const tx = randomBytes(40);
+    const left: [string, Buffer][] = [
+      [
+        'keys in another order',
+        mapOf(
+          [
+            ['id', 1],
+            ['t', 'submit'],
+            ['tx', tx],
+          ],
+          'fixmap',
+        ),
+      ],
+      [
+        'tx as { body, auth }',
+        mapOf(
+          [
+            ['t', 'submit'],
+            ['id', 1],
+            ['tx', { body: tx, auth: [] }],
+          ],
+          'fixmap',
+        ),
+      ],
+      [
+        'a negative id',
+        mapOf(
+          [
+            ['t', 'submit'],
+            ['id', -1],
+            ['tx', tx],
+          ],
+          'fixmap',
+        ),
+      ],
+      [
+        'a fractional id',
+        mapOf(
+          [
+            ['t', 'submit'],
+            ['id', 1.5],
+            ['tx', tx],
+          ],
+          'fixmap',
+        ),
+      ],
+      [
+        'an unsafe uint64 id',
+        Buffer.concat([
+          Buffer.from([0x83]),
+          packr.pack('t'),
+          packr.pack('submit'),
+          packr.pack('id'),
+          Buffer.from([0xcf, 0xff, 0, 0, 0, 0, 0, 0, 0]),
+          packr.pack('tx'),
+          packr.pack(tx),
+        ]),
+      ],
+      [
+        'another message type',
+        mapOf(
+          [
+            ['t', 'status'],
+            ['id', 1],
+            ['tx', tx],
+          ],
+          'fixmap',
+        ),
+      ],
+      [
+        'an extra key',
+        mapOf(
+          [
+            ['t', 'submit'],
+            ['id', 1],
+            ['tx', tx],
+            ['x', 1],
+          ],
+          'fixmap',
+        ),
+      ],
+      [
+        'optimistic not a boolean',
+        mapOf(
+          [
+            ['t', 'submit'],
+            ['id', 1],
+            ['tx', tx],
+            ['optimistic', 1],
+          ],
+          'fixmap',
+        ),
+      ],
+      ['trailing bytes', Buffer.concat([packr.pack({ t: 'submit', id: 1, tx }), Buffer.from([0xc0])])],
+      ['not a map', packr.pack(['submit', 1, tx])],
+      ['empty', Buffer.alloc(0)],
+    ];
+    for (const [name, body] of left) expect(readSubmitFrame(body), name).toBeUndefined();
+    // The general path still decides each: the extra key and the fractional id are its to refuse or take.
+    expect(general(left[0]?.[1] ?? Buffer.alloc(0))).toEqual({ t: 'submit', id: 1, tx, optimistic: false });
+    expect(general(left[3]?.[1] ?? Buffer.alloc(0))).toBeInstanceOf(Error);
+  });
+
+  it('never reads a damaged frame otherwise than the general path', () => {
+    const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
+    console.log(`client-frames test: seed ${seed} (REMORA_SEED to replay)`);
+    const next = xorshift(seed);
+    const rand = (n: number): number => Math.floor(next() * n);
+    let read = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const size = [0, 3, 200, 300, 70_000][rand(5)] ?? 0;
+      const msg =
+        rand(2) === 0
+          ? { t: 'submit', id: rand(2 ** 33), tx: randomBytes(size) }
+          : { t: 'submit', id: rand(300), tx: randomBytes(size), optimistic: rand(2) === 0 };
+      let body = Buffer.from(packr.pack(msg));
+      switch (rand(4)) {
+        case 0:
+          body[rand(Math.min(body.length, 40))] = rand(256);
+          break;
+        case 1:
+          body = body.subarray(0, rand(body.length));
+          break;
+        case 2:
+          body = Buffer.concat([body, randomBytes(1 + rand(3))]);
+          break;
+        default: {
+          const at = rand(body.length);
+          body[at] = (body[at] ?? 0) ^ (1 << rand(8));
+        }
+      }
+      const fast = readSubmitFrame(body);
+      if (fast === undefined) continue;
+      read++;
+      expectSame(fast, body, `case ${i}`);
+    }
+    // Damage past the header (a flipped bit in the bytes, most of all) leaves frames readable.
+    expect(read).toBeGreaterThan(1000);
+  });
+});
+
+describe('the reply writer', () => {
+  it('puts down the bytes msgpack would, for every id, timestamp, outcome and decision', () => {
+    const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
+    console.log(`client-frames reply test: seed ${seed} (REMORA_SEED to replay)`);
+    const next = xorshift(seed);
+    const rand = (n: number): number => Math.floor(next() * n);
+    const ids = [
+      0,
+      1,
+      31,
+      32,
+      127,
+      128,
+      255,
+      256,
+      65_535,
+      65_536,
+      2 ** 31,
+      2 ** 32 - 1,
+      2 ** 32,
+      Number.MAX_SAFE_INTEGER,
+      -1,
+      -32,
+      -33,
+      -128,
+      -129,
+      -32_768,
+      -32_769,
+      -(2 ** 31),
+      -(2 ** 31) - 1,
+      Number.MIN_SAFE_INTEGER,
+    ];
+    const outcomes = [
+      null,
+      { status: 'ok' as const, result: null },
+      { status: 'ok' as const, result: { balance: 12n, to: 'acct:7', list: [1, 2.5, 'x', Buffer.from([1, 2])] } },
+      { status: 'aborted' as const, reason: 'insufficient funds' },
+      { status: 'ok' as const, result: 'é'.repeat(300) },
+    ];
+    const decisions = [null, 'adopted', 'reexecuted', 'executed'] as const;
+    const optimistics = [undefined, 'confirmed', 'wrong', 'none'] as const;
+    for (let i = 0; i < 5_000; i++) {
+      const reply: Extract<NodeToClient, { t: 'reply' }> = {
+        t: 'reply',
+        id: i < ids.length ? (ids[i] ?? 0) : rand(2) === 0 ? rand(1000) : (ids[rand(ids.length)] ?? 0),
+        ts: [0n, 1n, 255n, BigInt(rand(2 ** 31)) * BigInt(rand(2 ** 31)), (1n << 63n) - 1n][rand(5)] ?? 0n,
+        duplicate: rand(2) === 0,
+        outcome: outcomes[rand(outcomes.length)] ?? null,
+        decision: decisions[rand(decisions.length)] ?? null,
+      };
+      const optimistic = optimistics[rand(optimistics.length)];
+      if (optimistic !== undefined) reply.optimistic = optimistic;
+      const frame = writeReplyFrame(reply);
+      expect(frame, `reply ${i}`).toBeDefined();
+      expect(
+        (frame as Buffer).subarray(4).equals(packr.pack(reply)),
+        `reply ${i}: ${JSON.stringify(reply, (_, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v))}`,
+      ).toBe(true);
+    }
+  });
+
+  it('leaves to the general encoder what it does not know', () => {
+    const reply = { t: 'reply' as const, id: 1, ts: 1n << 63n, duplicate: false, outcome: null, decision: null };
+    expect(writeReplyFrame(reply)).toBeUndefined();
+    expect(writeReplyFrame({ ...reply, ts: 1n, decision: 'guessed' as never })).toBeUndefined();
+  });
+});
