@@ -5,8 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { parseClientMessage, type ClientToNode, type NodeToClient } from '../ts/pipeline/messages.js';
-import { readSubmitFrame, writeReplyFrame } from '../ts/pipeline/client-frames.js';
+import { parseClientMessage, type ClientToNode } from '../ts/pipeline/messages.js';
+import { readSubmitFrame } from '../ts/pipeline/client-frames.js';
 import { ownBytes } from '../ts/wire.js';
 import { xorshift } from './helpers.js';
 
@@ -214,73 +214,5 @@ describe('the submit frame reader', () => {
     }
     // Damage past the header (a flipped bit in the bytes, most of all) leaves frames readable.
     expect(read).toBeGreaterThan(1000);
-  });
-});
-
-describe('the reply writer', () => {
-  it('puts down the bytes msgpack would, for every id, timestamp, outcome and decision', () => {
-    const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
-    console.log(`client-frames reply test: seed ${seed} (REMORA_SEED to replay)`);
-    const next = xorshift(seed);
-    const rand = (n: number): number => Math.floor(next() * n);
-    const ids = [
-      0,
-      1,
-      31,
-      32,
-      127,
-      128,
-      255,
-      256,
-      65_535,
-      65_536,
-      2 ** 31,
-      2 ** 32 - 1,
-      2 ** 32,
-      Number.MAX_SAFE_INTEGER,
-      -1,
-      -32,
-      -33,
-      -128,
-      -129,
-      -32_768,
-      -32_769,
-      -(2 ** 31),
-      -(2 ** 31) - 1,
-      Number.MIN_SAFE_INTEGER,
-    ];
-    const outcomes = [
-      null,
-      { status: 'ok' as const, result: null },
-      { status: 'ok' as const, result: { balance: 12n, to: 'acct:7', list: [1, 2.5, 'x', Buffer.from([1, 2])] } },
-      { status: 'aborted' as const, reason: 'insufficient funds' },
-      { status: 'ok' as const, result: 'é'.repeat(300) },
-    ];
-    const decisions = [null, 'adopted', 'reexecuted', 'executed'] as const;
-    const optimistics = [undefined, 'confirmed', 'wrong', 'none'] as const;
-    for (let i = 0; i < 5_000; i++) {
-      const reply: Extract<NodeToClient, { t: 'reply' }> = {
-        t: 'reply',
-        id: i < ids.length ? (ids[i] ?? 0) : rand(2) === 0 ? rand(1000) : (ids[rand(ids.length)] ?? 0),
-        ts: [0n, 1n, 255n, BigInt(rand(2 ** 31)) * BigInt(rand(2 ** 31)), (1n << 63n) - 1n][rand(5)] ?? 0n,
-        duplicate: rand(2) === 0,
-        outcome: outcomes[rand(outcomes.length)] ?? null,
-        decision: decisions[rand(decisions.length)] ?? null,
-      };
-      const optimistic = optimistics[rand(optimistics.length)];
-      if (optimistic !== undefined) reply.optimistic = optimistic;
-      const frame = writeReplyFrame(reply);
-      expect(frame, `reply ${i}`).toBeDefined();
-      expect(
-        (frame as Buffer).subarray(4).equals(packr.pack(reply)),
-        `reply ${i}: ${JSON.stringify(reply, (_, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v))}`,
-      ).toBe(true);
-    }
-  });
-
-  it('leaves to the general encoder what it does not know', () => {
-    const reply = { t: 'reply' as const, id: 1, ts: 1n << 63n, duplicate: false, outcome: null, decision: null };
-    expect(writeReplyFrame(reply)).toBeUndefined();
-    expect(writeReplyFrame({ ...reply, ts: 1n, decision: 'guessed' as never })).toBeUndefined();
   });
 });

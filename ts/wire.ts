@@ -26,8 +26,6 @@ export interface Conn {
   readonly role: string;
   /** Queues a message; returns false once the socket's buffer is over its high-water mark. */
   send(msg: unknown): boolean;
-  /** As `send`, for a message already encoded after 4 bytes left free for its length. */
-  sendFrame(frame: Buffer): boolean;
   /** Messages in order; those that arrive before the first handler is set wait for it. */
   onMessage(handler: (msg: unknown) => void): void;
   /**
@@ -206,11 +204,7 @@ class Channel implements Conn {
   send(msg: unknown): boolean {
     if (this.ending || this.peerEnded || this.closed) throw new Error(`wire: send on closed connection to ${this.peer}`);
     // Packed after 4 bytes left free for the length: the frame is the packer's own bytes, not a copy.
-    return this.sendFrame(packr.pack(msg, RESERVE_START_SPACE | 4));
-  }
-
-  sendFrame(frame: Buffer): boolean {
-    if (this.ending || this.peerEnded || this.closed) throw new Error(`wire: send on closed connection to ${this.peer}`);
+    const frame = packr.pack(msg, RESERVE_START_SPACE | 4);
     const length = frame.length - 4;
     if (length > this.o.maxFrameBytes) {
       throw new Error(`wire: message of ${length} bytes exceeds maxFrameBytes (${this.o.maxFrameBytes})`);

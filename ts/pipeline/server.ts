@@ -14,7 +14,7 @@ import { listen, type Conn, type Server } from '../wire.js';
 import { parseAdminMessage, parseClientMessage, ProtocolError, type NodeToAdmin, type NodeToClient, type SharedCheckpointInfo } from './messages.js';
 import type { EmbeddedNode, OptimisticReply, Reply, SubmitDone } from './node.js';
 import { attachMember } from './pool.js';
-import { readSubmitFrame, writeReplyFrame } from './client-frames.js';
+import { readSubmitFrame } from './client-frames.js';
 import type { NodeStatus } from './status.js';
 
 export const PRE_EXECUTOR_ROLE = 'pre-executor:';
@@ -157,9 +157,7 @@ export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) 
   const reply = (m: NodeToClient) => {
     const prev = stages.enter('replies');
     try {
-      const frame = m.t === 'reply' ? writeReplyFrame(m) : undefined;
-      if (frame !== undefined) conn.sendFrame(frame);
-      else conn.send(m);
+      conn.send(m);
     } catch {
       return; // The client left before its answer: nothing to tell it.
     } finally {
