@@ -90,11 +90,12 @@ interface Member {
   executed: number;
   queued: DecodedTx[];
   /**
-   * Digests handed to it whose results are still useful (not returned, not yet applied): what
-   * a retirement waits for. The scheduler's load counts results not returned, applied or not,
-   * so a member that stops answering keeps looking busy and stops being chosen.
+   * Results handed to it that are still useful (not returned, not yet applied): what a
+   * retirement waits for; which ones is `owedBy`'s to say. The scheduler's load counts results
+   * not returned, applied or not, so a member that stops answering keeps looking busy and stops
+   * being chosen.
    */
-  owed: ChurnSet;
+  owed: number;
   /** Set while retiring: called once nothing is owed. */
   drained: (() => void)[] | null;
 }
@@ -154,7 +155,7 @@ export class PreExecutionPool {
 
   add(link: PreExecutorLink): void {
     if (this.members.has(link.name)) throw new Error(`pre-executor ${link.name} is already attached`);
-    this.members.set(link.name, { link, executed: 0, queued: [], owed: new ChurnSet(), drained: null });
+    this.members.set(link.name, { link, executed: 0, queued: [], owed: 0, drained: null });
     this.scheduler.add(link.name);
     this.push?.add(link.name);
   }
@@ -166,12 +167,15 @@ export class PreExecutionPool {
     this.members.delete(name);
     this.scheduler.remove(name);
     this.push?.remove(name);
-    for (const digest of p.owed) {
+    // A scan of everything owed, once per departure: a set per member would cost every
+    // transaction an insertion and a deletion.
+    const orphans = p.owed === 0 ? [] : this.owedBy.keys().filter((digest) => this.owedBy.get(digest)?.name === name);
+    for (const digest of orphans) {
       this.owedBy.delete(digest);
       this.uncharged.delete(digest);
       this.supersededOnce.delete(digest);
     }
-    if (p.owed.size > 0) this.host.orphaned?.([...p.owed]);
+    if (orphans.length > 0) this.host.orphaned?.(orphans);
     for (const d of p.drained ?? []) d();
   }
 
@@ -187,7 +191,7 @@ export class PreExecutionPool {
     for (const tx of p.queued) this.settle(tx.digest, name, false);
     p.queued = [];
     return new Promise((resolve) => {
-      if (p.owed.size === 0) return resolve();
+      if (p.owed === 0) return resolve();
       (p.drained ??= []).push(resolve);
     });
   }
@@ -233,7 +237,7 @@ export class PreExecutionPool {
     if (!best || name === null) return false;
     best.queued.push(tx);
     this.handedSinceEffects = true;
-    best.owed.add(tx.digest);
+    best.owed++;
     this.owedBy.set(tx.digest, { name, app: best.link.app, digest: tx.digest });
     if (!charged) this.uncharged.add(tx.digest);
     this.scheduleFlush();
@@ -271,7 +275,7 @@ export class PreExecutionPool {
         continue;
       }
       if (prev !== undefined) this.reassign(tx.digest, prev);
-      p.owed.add(tx.digest);
+      p.owed++;
       this.owedBy.set(tx.digest, { name, app: p.link.app, digest: tx.digest });
       this.uncharged.add(tx.digest);
     }
@@ -287,8 +291,8 @@ export class PreExecutionPool {
     if (!this.uncharged.delete(digest)) this.scheduler.completed(prev);
     const q = this.members.get(prev);
     if (!q) return;
-    q.owed.delete(digest);
-    if (q.drained && q.owed.size === 0) for (const d of q.drained.splice(0)) d();
+    q.owed--;
+    if (q.drained && q.owed === 0) for (const d of q.drained.splice(0)) d();
   }
 
   private scheduleFlush(): void {
@@ -373,9 +377,9 @@ export class PreExecutionPool {
     this.supersededOnce.delete(digest);
     const p = this.members.get(name);
     if (!p) return;
-    p.owed.delete(digest);
+    p.owed--;
     if (!returned && !this.scheduler.has(name)) this.host.forget(digest);
-    if (p.drained && p.owed.size === 0) for (const d of p.drained.splice(0)) d();
+    if (p.drained && p.owed === 0) for (const d of p.drained.splice(0)) d();
   }
 
   /** Work per member: results returned and results still owed. */
@@ -383,7 +387,7 @@ export class PreExecutionPool {
     return [...this.members.values()].map((p) => ({
       name: p.link.name,
       executed: p.executed,
-      outstanding: p.owed.size,
+      outstanding: p.owed,
       retiring: !this.scheduler.has(p.link.name),
     }));
   }

@@ -18,7 +18,7 @@ import { stages } from '../stages.js';
 import { decodeTable, encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
 import { MIN_PARALLEL_RUN, type MergeThreads } from './merge-threads.js';
 import { speculate, type SnapshotEntry, type Speculated } from './speculate.js';
-import { ChurnMap, ChurnSet } from './churn-map.js';
+import { ChurnMap } from './churn-map.js';
 
 /** What one native adoption run did (see `PrimaryStore.adopt`). */
 export interface AdoptRun {
@@ -106,10 +106,13 @@ interface Offer {
 }
 
 export class Primary {
-  private readonly offers = new ChurnMap<Offer>();
+  /**
+   * Digests whose results are still useful (expected from admission or a delegate), with the
+   * result once one came: null until then. One map, not a set of the expected beside a map of
+   * the offers: each map a transaction passes through costs it an insertion and a deletion.
+   */
+  private readonly offers = new ChurnMap<Offer | null>();
   private readonly waiting = new ChurnMap<() => void>();
-  /** Digests whose results are still useful: sequenced, or expected from admission. */
-  private readonly expected = new ChurnSet();
   /** Delegated digests: waited for until this time (performance.now()), past the deadline. */
   private readonly waitBounds = new ChurnMap<number>();
   readonly stats: PrimaryStats = {
@@ -149,7 +152,7 @@ export class Primary {
 
   /** Admission tells the primary a result may come for `digest`, so it keeps the result. */
   expect(digest: string): void {
-    this.expected.add(digest);
+    if (!this.offers.has(digest)) this.offers.set(digest, null);
   }
 
   /**
@@ -158,8 +161,7 @@ export class Primary {
    * here is dropped: the delegate's, computed in sequence order, replaces it.
    */
   expectUntil(digest: string, until: number): void {
-    this.expected.add(digest);
-    this.offers.delete(digest);
+    this.offers.set(digest, null);
     this.waitBounds.set(digest, until);
   }
 
@@ -197,7 +199,6 @@ export class Primary {
   /** Stops keeping results for `digest` (a duplicate applied long ago, or a table it cannot use). */
   forget(digest: string): void {
     this.ahead.delete(digest);
-    this.expected.delete(digest);
     this.offers.delete(digest);
     this.waitBounds.delete(digest);
     this.arrived(digest);
@@ -215,12 +216,13 @@ export class Primary {
    * Kept until its transaction is applied; dropped if unexpected.
    */
   offer(digest: string, table: ReceivedTable | LookupTable, from: string, app?: string): void {
-    if (!this.expected.has(digest)) {
+    const held = this.offers.get(digest);
+    if (held === undefined) {
       this.stats.lateResults++;
       return;
     }
     const received = 'bytes' in table ? table : receiveTable(encodeTable(table));
-    if (!this.offers.has(digest)) this.offers.set(digest, { table: received, from, app });
+    if (held === null) this.offers.set(digest, { table: received, from, app });
     this.arrived(digest);
   }
 
@@ -252,7 +254,7 @@ export class Primary {
     for (let k = 0; k < batch.length; k++) {
       const item = batch[k] as Sequenced;
       if (isAdmin(item.tx)) break;
-      if (!this.offers.has(item.tx.digest)) picked.push(k);
+      if (!this.offers.get(item.tx.digest)) picked.push(k);
     }
     if (picked.length < MIN_PARALLEL_RUN) return null;
     const prev = stages.enter('merge');
@@ -287,19 +289,18 @@ export class Primary {
       const a = this.ahead.get(tx.digest);
       if (a === undefined) return;
       this.ahead.delete(tx.digest);
-      if (out[k] === undefined && !this.offers.has(tx.digest) && a.app === this.versions.at(ts).digest) out[k] = { ...a.guess, ahead: true };
+      if (out[k] === undefined && !this.offers.get(tx.digest) && a.app === this.versions.at(ts).digest) out[k] = { ...a.guess, ahead: true };
     });
     return out;
   }
 
   private applyBatch(batch: readonly Sequenced[], speculated: readonly (Speculated | undefined)[] | null): void {
     const t0 = this.opts.onMerged ? performance.now() : 0;
-    const offers = batch.map(({ tx }) => this.offers.get(tx.digest));
+    const offers = batch.map(({ tx }) => this.offers.get(tx.digest) ?? undefined);
     // Only delegation bounds waits: without it the map is empty and not asked per transaction.
     const bounded = this.waitBounds.size > 0;
     for (const { tx } of batch) {
       this.offers.delete(tx.digest);
-      this.expected.delete(tx.digest);
       if (bounded) this.waitBounds.delete(tx.digest);
     }
     const applied: Applied[] = [];
@@ -526,7 +527,7 @@ export class Primary {
    * at once, after the round trip the deadline is not sized for).
    */
   private async awaitResults(batch: readonly Sequenced[]): Promise<void> {
-    const isMissing = ({ tx }: Sequenced) => !this.offers.has(tx.digest) && this.expected.has(tx.digest);
+    const isMissing = ({ tx }: Sequenced) => this.offers.get(tx.digest) === null;
     // Usually every result is in: that is found without building the list.
     if (!batch.some(isMissing)) return;
     const missing = batch.filter(isMissing);
@@ -542,7 +543,8 @@ export class Primary {
       const bounded: Promise<void>[] = [];
       for (const [digest, arrival] of arrivals) {
         const bound = this.waitBounds.get(digest);
-        if (bound === undefined || this.offers.has(digest) || !this.expected.has(digest)) continue;
+        // Arrived, or no longer expected: not waited for.
+        if (bound === undefined || this.offers.get(digest) !== null) continue;
         until = Math.max(until, bound);
         bounded.push(arrival);
       }
