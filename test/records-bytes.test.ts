@@ -58,7 +58,8 @@ describe('effectsOf', () => {
     const expected: [bigint, [string, Uint8Array | null][], string][] = [];
     for (let k = 0; k < 40; k++) {
       const writes: [string, Uint8Array | null][] = Array.from({ length: k % 3 }, (_, i) => [`acct:${k}:${i}`, i === 1 ? null : randomBytes(k % 5)]);
-      const ts = BigInt(k + 1);
+      // Past 2^32 too: the timestamp is written as two 32-bit halves.
+      const ts = (BigInt(k + 1) << 33n) + BigInt(k);
       const digest = hex();
       if (k % 4 === 0) {
         // Executed here, alone: its writes are encoded.

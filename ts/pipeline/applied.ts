@@ -87,7 +87,11 @@ export function effectsOf(batch: readonly Applied[]): Buffer | null {
   for (let k = 0; k < batch.length; k++) {
     const a = batch[k] as Applied;
     if (a.writeCount === 0 && a.preExecutor === null) continue;
-    out.writeBigUInt64LE(a.ts, at);
+    // As two halves of a number: `writeBigUInt64LE` makes three bigints a call. Timestamps
+    // stay far below 2^53 (one per transaction), where the conversion is exact.
+    const ts = Number(a.ts);
+    out.writeUInt32LE(ts >>> 0, at);
+    out.writeUInt32LE(Math.floor(ts / 0x1_0000_0000), at + 4);
     writeDigest(out, at + 8, a.digest);
     at += HEAD;
     const w = encoded?.get(k);
