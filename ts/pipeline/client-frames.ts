@@ -30,7 +30,7 @@ function holds(b: Buffer, at: number, lit: Buffer): boolean {
  * The submit message in `body` (one frame's body), with `tx` copied out of it, or undefined
  * when this reader does not vouch for the frame and the general decoder must decide.
  */
-export function readSubmitFrame(body: Buffer): ClientToNode | undefined {
+export function readSubmitFrame(body: Buffer): SubmitFrame | undefined {
   let at: number;
   let entries: number;
   const h = body[0] ?? 0;
@@ -99,5 +99,16 @@ export function readSubmitFrame(body: Buffer): ClientToNode | undefined {
   }
   if (at !== body.length) return undefined;
   // Copied: the frame is a view of the socket's read buffer, which the transaction outlives.
-  return { t: 'submit', id, tx: Buffer.from(body.subarray(txAt, txAt + len)), optimistic };
+  return new SubmitFrame(id, Buffer.from(body.subarray(txAt, txAt + len)), optimistic);
+}
+
+/** A submit message this reader took: checked as `parseClientMessage` checks one, so not again. */
+export class SubmitFrame implements ClientToNode {
+  readonly t = 'submit';
+
+  constructor(
+    readonly id: number,
+    readonly tx: Buffer,
+    readonly optimistic: boolean,
+  ) {}
 }

@@ -14,7 +14,7 @@ import { listen, type Conn, type Server } from '../wire.js';
 import { parseAdminMessage, parseClientMessage, ProtocolError, type NodeToAdmin, type NodeToClient, type SharedCheckpointInfo } from './messages.js';
 import type { EmbeddedNode, OptimisticReply, Reply, SubmitDone } from './node.js';
 import { attachMember } from './pool.js';
-import { readSubmitFrame } from './client-frames.js';
+import { readSubmitFrame, SubmitFrame } from './client-frames.js';
 import type { NodeStatus } from './status.js';
 
 export const PRE_EXECUTOR_ROLE = 'pre-executor:';
@@ -176,13 +176,18 @@ export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) 
   conn.onMessage(
     guard(conn, log, (raw) => {
       stats.requests++;
-      const m = parseClientMessage(raw);
+      // What the reader took is checked already; anything else is checked here.
+      const m = raw instanceof SubmitFrame ? raw : parseClientMessage(raw);
       inFlight++;
       reconsider();
       const onOptimistic = m.optimistic ? (o: OptimisticReply) => reply({ t: 'optimistic', id: m.id, outcome: o.outcome, from: o.from }) : undefined;
       const answer = (e: unknown, r: Reply | null) => {
-        if (r !== null) reply({ t: 'reply', id: m.id, ...r });
-        else {
+        if (r !== null) {
+          // Spelled out, not spread: a literal of known shape, for every transaction.
+          const out: NodeToClient = { t: 'reply', id: m.id, ts: r.ts, duplicate: r.duplicate, outcome: r.outcome, decision: r.decision };
+          if (r.optimistic !== undefined) out.optimistic = r.optimistic;
+          reply(out);
+        } else {
           if (!(e instanceof TxError)) log(`submit from ${conn.peer} failed: ${e instanceof Error ? e.message : String(e)}`);
           reply({ t: 'rejected', id: m.id, error: e instanceof Error ? e.message : String(e) });
         }
