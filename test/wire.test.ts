@@ -240,6 +240,32 @@ describe('wire', () => {
     expect(got).toEqual(Array.from({ length: 10_000 }, (_, i) => i));
   });
 
+  it('hands on what a reader took and what it left to msgpack in the order sent', async () => {
+    const seen: unknown[] = [];
+    const server = await listen({
+      path: sockPath(),
+      secretFor: () => cluster.secret,
+      log: sink.log,
+      onConnection: (c) => {
+        // A reader of one shape: `{ i }` with an even `i` below 128 (map16 of one entry, as
+        // msgpackr writes it), read as { read: i }.
+        c.readWith((body) => (body.length === 6 && body[0] === 0xde && body[5] !== undefined && body[5] % 2 === 0 ? { read: body[5] } : undefined));
+        c.onMessage((m) => {
+          seen.push(m);
+          c.send(m);
+        });
+      },
+    });
+    servers.push(server);
+    const c = await client({ path: sockPath() });
+    const next = inbox(c);
+    for (let i = 0; i < 100; i++) c.send({ i });
+    const got: unknown[] = [];
+    for (let i = 0; i < 100; i++) got.push(await next());
+    expect(got).toEqual(Array.from({ length: 100 }, (_, i) => (i % 2 === 0 ? { read: i } : { i })));
+    expect(seen).toEqual(got);
+  });
+
   it('throws on send after close, and tells both ends', async () => {
     let onAccept: (c: Conn) => void = () => undefined;
     const accepted = new Promise<Conn>((resolve) => (onAccept = resolve));
