@@ -169,7 +169,7 @@ export class PreExecutionPool {
     this.push?.remove(name);
     // A scan of everything owed, once per departure: a set per member would cost every
     // transaction an insertion and a deletion.
-    const orphans = p.owed === 0 ? [] : this.owedBy.keys().filter((digest) => this.owedBy.get(digest)?.name === name);
+    const orphans = this.owedBy.keys().filter((digest) => this.owedBy.get(digest)?.name === name);
     for (const digest of orphans) {
       this.owedBy.delete(digest);
       this.uncharged.delete(digest);

@@ -31,9 +31,9 @@ export class ReplyWaiters {
    * asked for by the timestamp the log gave its first submission, so no per-digest map is
    * needed. The timestamp and the digest are kept as numbers in typed arrays, not as the
    * transaction's bigint and string: anything kept this long outlives two scavenges and is
-   * copied into the old generation, and those two, per transaction, cost the node about a
-   * tenth of its CPU (docs/pipeline.md). An adopted transaction's common outcome is a shared
-   * object, so most slots of `recentOutcome` keep nothing alive either.
+   * copied into the old generation, two objects per transaction for the full collections to
+   * trace (docs/pipeline.md). An adopted transaction's common outcome is a shared object, so
+   * most slots of `recentOutcome` keep nothing alive either.
    */
   private readonly recentTs: Float64Array;
   /** The digest's first 32 bits: the log names the first submission's timestamp, this checks it. */
