@@ -2,7 +2,7 @@
 // the timestamp of the first submission, for as long as its outcome is remembered.
 import { describe, expect, it } from 'vitest';
 import type { Applied } from '../ts/pipeline/primary.js';
-import { ReplyWaiters, type AppliedReply } from '../ts/pipeline/replies.js';
+import { ReplyWaiters } from '../ts/pipeline/replies.js';
 
 const applied = (ts: number, digest = `d${ts}`): Applied => ({
   ts: BigInt(ts),
@@ -43,7 +43,7 @@ describe('reply waiters', () => {
     const r = new ReplyWaiters(10);
     const heard: string[] = [];
     const first = r.wait('x');
-    r.listen('x', { onApplied: (a: AppliedReply) => heard.push(`listener ${a.a.ts}`) });
+    r.listen('x', { onApplied: (a) => heard.push(`listener ${a.ts}`) });
     const second = r.wait('x');
     r.listen('y', { onApplied: () => heard.push('y') });
     r.drop('y');

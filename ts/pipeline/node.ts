@@ -18,9 +18,9 @@ import { PreExecutionPool, type MemberStats, type PoolOptions, type PreExecutorL
 import { Primary, type Applied, type PrimaryOptions, type PrimaryStats, type PrimaryStore } from './primary.js';
 import type { ReceivedTable } from './table-bytes.js';
 import type { Scheduler } from './scheduler.js';
-import { EmbeddedSequencer, type Accepted, type Sequencer, type SequencingTicket } from './sequencer.js';
+import { EmbeddedSequencer, type Sequencer, type SequencingTicket } from './sequencer.js';
 import type { MissPush, StateUpdate } from './state-update.js';
-import { ReplyWaiters, type AppliedListener, type AppliedReply } from './replies.js';
+import { ReplyWaiters, type AppliedListener } from './replies.js';
 
 export type { MemberStats, PreExecutorLink } from './pool.js';
 export type { OptimisticReply, OptimisticStats } from './optimistic.js';
@@ -340,7 +340,7 @@ export class EmbeddedNode {
       if (this.sequencer instanceof EmbeddedSequencer) this.sequencer.enqueue(s);
       else
         this.sequencer.submit(tx).then(
-          (a) => s.accepted(a),
+          (a) => s.accepted(a.ts, a.duplicate),
           (e: unknown) => s.failed(e),
         );
       // After the append started: the transaction executes while the log syncs it.
@@ -352,18 +352,18 @@ export class EmbeddedNode {
 
   /** What a submission asks of the node as its answers come in; made once, not per transaction. */
   private readonly submissions: SubmissionHost = {
-    sequenced: (s, accepted) => {
+    sequenced: (s, ts, duplicate) => {
       this.opts.onSequenced?.(performance.now() - s.sequencedAt);
-      if (!(accepted.duplicate && accepted.ts <= this.replies.lastApplied)) return null;
+      if (!(duplicate && ts <= this.replies.lastApplied)) return null;
       // Applied before: answered with what the first submission got, if still remembered.
       const digest = s.tx.digest;
-      const first = this.replies.remembered(digest, accepted.ts);
+      const first = this.replies.remembered(digest, ts);
       this.replies.drop(digest);
       this.primary.forget(digest);
       this.optimistic.drop(digest);
       this.pool.done(digest);
       return {
-        ts: accepted.ts,
+        ts,
         duplicate: true,
         outcome: first?.outcome ?? null,
         decision: first?.decision ?? null,
@@ -419,7 +419,7 @@ export type SubmitDone = (error: Error | null, reply: Reply | null) => void;
 
 interface SubmissionHost {
   /** The log took `s`: the reply if it is a duplicate applied before, else null (wait for it to apply). */
-  sequenced(s: Submission, accepted: Accepted): Reply | null;
+  sequenced(s: Submission, ts: bigint, duplicate: boolean): Reply | null;
   /** The log refused `s`: nothing will apply it. */
   unsequenced(s: Submission): void;
   /** `s` has its answer: the host calls `s.answer` soon, outside whatever loop settled it. */
@@ -433,8 +433,11 @@ interface SubmissionHost {
  */
 class Submission implements SequencingTicket, AppliedListener {
   sequencedAt = 0;
-  private acceptedAs: Accepted | null = null;
-  private appliedAs: AppliedReply | null = null;
+  /** The log's answer (null until it came), kept as fields: no object per transaction. */
+  private acceptedTs: bigint | null = null;
+  private acceptedDuplicate = false;
+  private appliedAs: Applied | null = null;
+  private appliedOptimistic: OptimisticCheck = 'none';
   private settled = false;
   /** The answer, once settled: an error or a reply. */
   private error: Error | null = null;
@@ -448,34 +451,36 @@ class Submission implements SequencingTicket, AppliedListener {
     readonly submittedAt: number,
   ) {}
 
-  accepted(a: Accepted): void {
-    if (this.settled || this.acceptedAs !== null) return;
-    this.acceptedAs = a;
+  accepted(ts: bigint, isDuplicate: boolean): void {
+    if (this.settled || this.acceptedTs !== null) return;
+    this.acceptedTs = ts;
+    this.acceptedDuplicate = isDuplicate;
     let duplicate: Reply | null;
     try {
-      duplicate = this.host.sequenced(this, a);
+      duplicate = this.host.sequenced(this, ts, isDuplicate);
     } catch (e) {
       this.settle(asError(e), null);
       return;
     }
     if (duplicate !== null) this.settle(null, duplicate);
-    else if (this.appliedAs !== null) this.settleApplied(a, this.appliedAs);
+    else if (this.appliedAs !== null) this.settleApplied(this.appliedAs);
   }
 
   failed(e: unknown): void {
-    if (this.settled || this.acceptedAs !== null) return;
+    if (this.settled || this.acceptedTs !== null) return;
     this.host.unsequenced(this);
     this.settle(asError(e), null);
   }
 
-  onApplied(r: AppliedReply): void {
-    this.appliedAs = r;
-    if (this.acceptedAs !== null && !this.settled) this.settleApplied(this.acceptedAs, r);
+  onApplied(a: Applied, optimistic: OptimisticCheck): void {
+    this.appliedAs = a;
+    this.appliedOptimistic = optimistic;
+    if (this.acceptedTs !== null && !this.settled) this.settleApplied(a);
   }
 
-  private settleApplied(accepted: Accepted, { a, optimistic }: AppliedReply): void {
-    const reply: Reply = { ts: a.ts, duplicate: accepted.duplicate, outcome: a.outcome, decision: a.decision };
-    if (this.optimistic) reply.optimistic = optimistic;
+  private settleApplied(a: Applied): void {
+    const reply: Reply = { ts: a.ts, duplicate: this.acceptedDuplicate, outcome: a.outcome, decision: a.decision };
+    if (this.optimistic) reply.optimistic = this.appliedOptimistic;
     this.settle(null, reply);
   }
 

@@ -18,9 +18,12 @@ export interface RememberedOutcome {
   decision: Decision;
 }
 
-/** Who waits for a digest to be applied: an object, so a submission needs no closure for it. */
+/**
+ * Who waits for a digest to be applied: an object, so a submission needs no closure for it,
+ * told the applied record and how its optimistic reply fared, apart (no object per transaction).
+ */
 export interface AppliedListener {
-  onApplied(r: AppliedReply): void;
+  onApplied(a: Applied, optimistic: OptimisticCheck): void;
 }
 
 export class ReplyWaiters {
@@ -64,7 +67,7 @@ export class ReplyWaiters {
 
   /** Resolves when `digest` is applied. */
   wait(digest: string): Promise<AppliedReply> {
-    return new Promise((resolve) => this.listen(digest, { onApplied: resolve }));
+    return new Promise((resolve) => this.listen(digest, { onApplied: (a, optimistic) => resolve({ a, optimistic }) }));
   }
 
   /** Tells `listener` when `digest` is applied (unless dropped first). */
@@ -75,9 +78,9 @@ export class ReplyWaiters {
       first === undefined
         ? listener
         : {
-            onApplied: (r) => {
-              first.onApplied(r);
-              listener.onApplied(r);
+            onApplied: (a, optimistic) => {
+              first.onApplied(a, optimistic);
+              listener.onApplied(a, optimistic);
             },
           },
     );
@@ -124,7 +127,7 @@ export class ReplyWaiters {
       const w = this.waiters.get(a.digest);
       if (w !== undefined) {
         this.waiters.delete(a.digest);
-        w.onApplied({ a, optimistic });
+        w.onApplied(a, optimistic);
       }
     }
     if (this.appliedWaiters.length > 0) {

@@ -47,7 +47,8 @@ export interface Sequencer {
  */
 export interface SequencingTicket {
   readonly tx: DecodedTx;
-  accepted(a: Accepted): void;
+  /** Its place in the order (`duplicate`: as `Accepted` says), given apart: no object per transaction. */
+  accepted(ts: bigint, duplicate: boolean): void;
   failed(e: unknown): void;
 }
 
@@ -55,9 +56,13 @@ export interface SequencingTicket {
 class PromisedTicket implements SequencingTicket {
   constructor(
     readonly tx: DecodedTx,
-    readonly accepted: (a: Accepted) => void,
+    private readonly resolve: (a: Accepted) => void,
     readonly failed: (e: unknown) => void,
   ) {}
+
+  accepted(ts: bigint, duplicate: boolean): void {
+    this.resolve({ ts, duplicate });
+  }
 }
 
 const READ_BATCH = 1024;
@@ -188,7 +193,7 @@ export class EmbeddedSequencer implements Sequencer {
           if (ts === undefined) throw new Error('sequencer log returned fewer results than transactions');
           const duplicate = done.duplicate[i] === 1;
           if (keep && !duplicate) this.live.push({ ts, tx: p.tx });
-          p.accepted({ ts, duplicate });
+          p.accepted(ts, duplicate);
         }),
       );
       this.pump();
