@@ -50,8 +50,13 @@ describe('the submit frame reader', () => {
           const body = packr.pack(optimistic === undefined ? { t: 'submit', id, tx } : { t: 'submit', id, tx, optimistic });
           const read = readSubmitFrame(body);
           expectSame(read, body, `id ${id}, ${size} bytes, optimistic ${optimistic}`);
-          // A copy, not a view of the frame: the frame's buffer is the socket's, reused.
-          if (size > 0) expect((read?.tx as Buffer).buffer).not.toBe(body.buffer);
+          // A view of the frame until owned: the frame's buffer is the socket's read buffer.
+          if (size > 0) {
+            expect((read?.tx as Buffer).buffer).toBe(body.buffer);
+            const own = read?.ownTx();
+            expect(own?.buffer).not.toBe(body.buffer);
+            expect(own?.equals(tx)).toBe(true);
+          }
         }
       }
     }

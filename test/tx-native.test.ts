@@ -5,9 +5,9 @@
 // admission answers exactly as the `{ body, auth }` path (which never asks it) does.
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { vouchTx } from '../ts/binding.js';
+import { vouchTx, vouchTxs } from '../ts/binding.js';
 import { decode, encode, type Data } from '../ts/app/codec.js';
-import { decodeTx, encodeBody, encodeTxBytes, splitTxBytes, txDigest, TxError, type Authenticator } from '../ts/app/tx.js';
+import { decodeTx, decodeTxBatch, encodeBody, encodeTxBytes, splitTxBytes, txDigest, TxError, type Authenticator } from '../ts/app/tx.js';
 import { bankWorkload } from '../ts/workload.js';
 import { xorshift } from './helpers.js';
 
@@ -144,6 +144,72 @@ describe('the native admission check', () => {
     expect(vouched).toBeGreaterThan(800);
     expect(leftToJs).toBeGreaterThan(800);
     expect(damagedVouched).toBeGreaterThan(100);
+  });
+
+  it('answers a batch per transaction as it answers each alone, damaged framing included', () => {
+    const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
+    console.log(`native tx batch test: seed ${seed} (REMORA_SEED to replay)`);
+    const next = xorshift(seed);
+    const rand = (n: number): number => Math.floor(next() * n);
+    const data = randomData(rand);
+    const txs: Buffer[] = [];
+    for (let i = 0; i < 1500; i++) {
+      const auth: Authenticator[] = Array.from({ length: rand(3) }, () => ({
+        scheme: 'ed25519' as const,
+        publicKey: Buffer.from(Array.from({ length: 32 }, () => rand(256))),
+        signature: Buffer.from(Array.from({ length: 64 }, () => rand(256))),
+      }));
+      auth.sort((a, b) => Buffer.compare(a.publicKey, b.publicKey));
+      let bytes = encodeTxBytes({ body: encodeBody(`cmd${rand(3)}`, data(0), [`obj/${rand(100)}`]), auth });
+      const damage = rand(8);
+      if (damage === 0) bytes = bytes.subarray(0, rand(bytes.length));
+      else if (damage === 1) bytes = Buffer.concat([bytes, Buffer.from([rand(256)])]);
+      else if (damage === 2) bytes[rand(bytes.length)] = rand(256);
+      txs.push(bytes);
+    }
+    const alone = (bytes: Buffer): { digest: string; command: string; args: unknown; objects: string[] } | { refused: string } => {
+      try {
+        const { digest, command, args, objects } = decodeTx(bytes);
+        return { digest, command, args, objects };
+      } catch (e) {
+        return { refused: (e as Error).message };
+      }
+    };
+    let refused = 0;
+    for (let at = 0; at < txs.length;) {
+      const batch = txs.slice(at, (at += 1 + rand(64)));
+      const ends = new Uint32Array(batch.length);
+      batch.reduce((end, b, i) => (ends[i] = end + b.length), 0);
+      const digests = vouchTxs(Buffer.concat(batch), ends).toString('latin1');
+      expect(digests.length).toBe(64 * batch.length);
+      batch.forEach((b, i) => expect(digests.slice(64 * i, 64 * i + 64)).toBe(vouchTx(b) ?? '-'.repeat(64)));
+      decodeTxBatch(batch).forEach((got, i) => {
+        const want = alone(batch[i] as Buffer);
+        if ('refused' in want) {
+          refused++;
+          expect(got).toBeInstanceOf(TxError);
+          expect((got as Error).message).toBe(want.refused);
+        } else {
+          const { digest, command, args, objects } = got as Exclude<typeof got, Error>;
+          expect({ digest, command, args, objects }).toEqual(want);
+        }
+      });
+    }
+    expect(refused).toBeGreaterThan(200);
+    expect(refused).toBeLessThan(txs.length - 200);
+  });
+
+  it('refuses a batch whose ends are out of order or past its bytes, whole', () => {
+    const tx = encodeTxBytes({ body: encodeBody('c', null, []), auth: [] });
+    const two = Buffer.concat([tx, tx]);
+    expect(vouchTxs(two, Uint32Array.of(tx.length, 2 * tx.length)).toString('latin1')).toBe(vouchTx(tx)?.repeat(2));
+    expect(() => vouchTxs(two, Uint32Array.of(tx.length, tx.length - 1))).toThrow(
+      `vouchTxs: ends[1] = ${tx.length - 1} is before ${tx.length} or past the ${two.length} bytes`,
+    );
+    expect(() => vouchTxs(two, Uint32Array.of(2 * tx.length + 1))).toThrow(
+      `vouchTxs: ends[0] = ${2 * tx.length + 1} is before 0 or past the ${two.length} bytes`,
+    );
+    expect(vouchTxs(two, new Uint32Array(0)).length).toBe(0);
   });
 
   it('vouches for every transaction of the bank workload', () => {

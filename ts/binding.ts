@@ -19,6 +19,7 @@ export {
   readCheckpointHeader,
   verifyCheckpoint,
   vouchTx,
+  vouchTxs,
 } from './native/index.js';
 export type {
   CaughtUpShipment,

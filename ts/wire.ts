@@ -175,7 +175,10 @@ class Channel implements Conn {
   private closed = false;
   private failure: Error | undefined;
   private graceTimer: NodeJS.Timeout | undefined;
-  private corked = false;
+  /** Frames sent this turn of the event loop, not yet written. */
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private drainOwed = false;
   private reader: ((body: Buffer) => unknown) | undefined;
 
   constructor(
@@ -210,24 +213,37 @@ class Channel implements Conn {
       throw new Error(`wire: message of ${length} bytes exceeds maxFrameBytes (${this.o.maxFrameBytes})`);
     }
     frame.writeUInt32BE(length, 0);
-    // Messages sent in one turn of the event loop leave in one write (one system call).
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
-    return this.socket.write(frame);
+    // Messages sent in one turn of the event loop leave as one buffer in one write: a write
+    // per message costs the stream's bookkeeping per message, a copy of a few hundred bytes less.
+    this.out.push(frame);
+    this.outBytes += frame.length;
+    if (this.out.length === 1) process.nextTick(this.writeOut);
+    const ok = this.buffered < this.socket.writableHighWaterMark;
+    if (!ok) this.drainOwed = true;
+    return ok;
   }
 
   flush(): void {
-    if (!this.corked) return;
-    // The tick scheduled in `send` then finds nothing corked (uncorking twice is harmless).
-    this.corked = false;
-    this.socket.uncork();
+    this.writeOut();
   }
+
+  private readonly writeOut = (): void => {
+    const n = this.out.length;
+    if (n === 0) return;
+    const chunk = n === 1 ? (this.out[0] as Buffer) : Buffer.concat(this.out, this.outBytes);
+    this.out = [];
+    this.outBytes = 0;
+    if (this.socket.destroyed) return;
+    // A send that answered false is owed a 'drain'; the socket emits one only if this write
+    // leaves it over its mark, so otherwise it is given here.
+    const owed = this.drainOwed;
+    this.drainOwed = false;
+    if (this.socket.write(chunk) && owed) {
+      process.nextTick(() => {
+        for (const handler of this.drainHandlers) handler();
+      });
+    }
+  };
 
   onMessage(handler: (msg: unknown) => void): void {
     this.handlers.push(handler);
@@ -244,7 +260,7 @@ class Channel implements Conn {
   }
 
   get buffered(): number {
-    return this.socket.writableLength;
+    return this.socket.writableLength + this.outBytes;
   }
 
   pause(): void {
@@ -265,6 +281,7 @@ class Channel implements Conn {
   close(): void {
     if (this.ending || this.closed) return;
     this.ending = true;
+    this.writeOut();
     this.socket.end();
     this.graceTimer = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS);
   }

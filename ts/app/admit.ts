@@ -3,11 +3,32 @@
 // Heron's sequencer side admit through here, so a crafted body cannot route a transaction
 // away from the objects (or partitions) its command will write.
 import type { App } from './app.js';
-import { decodeTx, TxError, type DecodedTx } from './tx.js';
+import { decodeTx, decodeTxBatch, TxError, type DecodedTx } from './tx.js';
 
 /** Decodes `raw` and checks it against `app`; bad input throws a `TxError` a client can act on. */
 export function admitTx(app: App, raw: unknown): DecodedTx {
-  const tx = decodeTx(raw);
+  return checkAgainst(app, decodeTx(raw));
+}
+
+/**
+ * `admitTx` for a batch of `tx.v1` transactions read together: each is answered apart, with
+ * its decoding or the error `admitTx` would have thrown for it.
+ */
+export function admitTxs(app: App, raws: readonly Uint8Array[]): (DecodedTx | Error)[] {
+  const out = decodeTxBatch(raws);
+  for (let i = 0; i < out.length; i++) {
+    const tx = out[i];
+    if (tx === undefined || tx instanceof Error) continue;
+    try {
+      checkAgainst(app, tx);
+    } catch (e) {
+      out[i] = e instanceof Error ? e : new Error(String(e));
+    }
+  }
+  return out;
+}
+
+function checkAgainst(app: App, tx: DecodedTx): DecodedTx {
   // The node's own administrative transactions (versions.ts) are never a client's to submit.
   if (tx.command.startsWith('remora.')) throw new TxError(`command ${JSON.stringify(tx.command)}: names starting with "remora." are reserved for the node`);
   if (!Object.hasOwn(app.commands, tx.command)) {

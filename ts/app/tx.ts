@@ -11,7 +11,7 @@
 // duplicate. Together with execution's rule that every authenticator must verify and be asked
 // for by the command (exec.ts), a third party can resubmit a signed transaction only as itself.
 import { hash } from 'node:crypto';
-import { vouchTx } from '../binding.js';
+import { vouchTx, vouchTxs } from '../binding.js';
 import { decode, encode, type Data } from './codec.js';
 
 /** Tag that opens every body: a body of another format or version is never mistaken for one. */
@@ -199,16 +199,13 @@ class TxFromBytes implements DecodedTx {
 }
 
 /** `decodeTx` of `tx.v1` bytes: the checks of `splitTxBytes` and `decodeTxObject`, without views per authenticator. */
-function decodeTxBytes(b: Buffer): DecodedTx {
+function decodeTxBytes(b: Buffer, vouch = true): DecodedTx {
   // The native check vouches for most transactions in one pass (framing, canonical body,
   // digest), sparing the body's second encoding and the digest's copy; what it cannot vouch
-  // for, the checks below decide, and they alone say what is wrong.
-  const vouched = vouchTx(b);
-  if (vouched !== null) {
-    const body = b.subarray(5, 5 + b.readUInt32LE(1));
-    const { command, args, objects } = decodeBody(body);
-    return new TxFromBytes(command, args, objects, vouched, body, b);
-  }
+  // for, the checks below decide, and they alone say what is wrong. (`vouch` false: the
+  // batch's call already declined.)
+  const vouched = vouch ? vouchTx(b) : null;
+  if (vouched !== null) return fromVouched(b, vouched);
   const { bodyEnd, n, end } = frameTx(b, 0);
   if (end !== b.length) throw new TxError(`transaction bytes hold ${b.length - end} bytes after the transaction`);
   // Each key against the one before, in place (`compare`'s source is the earlier key, as in Buffer.compare(prev, cur)).
@@ -223,7 +220,49 @@ function decodeTxBytes(b: Buffer): DecodedTx {
   return new TxFromBytes(command, args, objects, hash('sha256', input, 'hex'), body, b);
 }
 
+/** The decoding of `b`, which the native check vouched for under `digest`: only the body is left to read. */
+function fromVouched(b: Buffer, digest: string): DecodedTx {
+  const body = b.subarray(5, 5 + b.readUInt32LE(1));
+  const { command, args, objects } = decodeBody(body);
+  return new TxFromBytes(command, args, objects, digest, body, b);
+}
+
 const UNSORTED_AUTH = 'authenticators must be sorted by public key, each key at most once';
+
+/** The dash `vouchTxs` writes 64 of for a transaction it did not vouch for. */
+const NOT_VOUCHED = 0x2d;
+
+/**
+ * `decodeTx` of a batch of `tx.v1` transactions, each answered apart: its decoding, or the
+ * error `decodeTx` would have thrown. The bytes are copied once into one buffer (the views
+ * handed in may be of a socket's read buffer), and the native check sees them in one call.
+ */
+export function decodeTxBatch(txs: readonly Uint8Array[]): (DecodedTx | Error)[] {
+  let total = 0;
+  for (const tx of txs) total += tx.length;
+  const all = Buffer.allocUnsafe(total);
+  const ends = new Uint32Array(txs.length);
+  let at = 0;
+  for (let i = 0; i < txs.length; i++) {
+    all.set(txs[i] as Uint8Array, at);
+    at += (txs[i] as Uint8Array).length;
+    ends[i] = at;
+  }
+  const digests = vouchTxs(all, ends);
+  const out: (DecodedTx | Error)[] = new Array<DecodedTx | Error>(txs.length);
+  let start = 0;
+  for (let i = 0; i < txs.length; i++) {
+    const b = all.subarray(start, ends[i]);
+    start = ends[i] as number;
+    try {
+      if (digests[64 * i] === NOT_VOUCHED) out[i] = decodeTxBytes(b, false);
+      else out[i] = fromVouched(b, digests.toString('latin1', 64 * i, 64 * i + 64));
+    } catch (e) {
+      out[i] = e instanceof Error ? e : new Error(String(e));
+    }
+  }
+  return out;
+}
 
 /** `bytes` as a Buffer: itself when it is one (as received), else a view, never a copy. */
 function asBuffer(bytes: Uint8Array): Buffer {

@@ -21,12 +21,15 @@ export class ChurnMap<V> {
     return this.map.size;
   }
 
+  // An empty map is answered without hashing the key: most of the node's maps are empty
+  // unless a rare path (delegation, optimistic replies, a late result) is in use, and the
+  // common path still asks each of them about every transaction.
   get(key: string): V | undefined {
-    return this.map.get(key);
+    return this.map.size === 0 ? undefined : this.map.get(key);
   }
 
   has(key: string): boolean {
-    return this.map.has(key);
+    return this.map.size !== 0 && this.map.has(key);
   }
 
   set(key: string, value: V): this {
@@ -35,7 +38,7 @@ export class ChurnMap<V> {
   }
 
   delete(key: string): boolean {
-    if (!this.map.delete(key)) return false;
+    if (this.map.size === 0 || !this.map.delete(key)) return false;
     if (++this.deleted >= RENEW && this.deleted >= this.map.size) {
       // Copied by forEach: `new Map(map)` walks an iterator, an entry array and a result per entry.
       const next = new Map<string, V>();

@@ -27,8 +27,8 @@ function holds(b: Buffer, at: number, lit: Buffer): boolean {
 }
 
 /**
- * The submit message in `body` (one frame's body), with `tx` copied out of it, or undefined
- * when this reader does not vouch for the frame and the general decoder must decide.
+ * The submit message in `body` (one frame's body), or undefined when this reader does not
+ * vouch for the frame and the general decoder must decide.
  */
 export function readSubmitFrame(body: Buffer): SubmitFrame | undefined {
   let at: number;
@@ -98,11 +98,15 @@ export function readSubmitFrame(body: Buffer): SubmitFrame | undefined {
     at += 1;
   }
   if (at !== body.length) return undefined;
-  // Copied: the frame is a view of the socket's read buffer, which the transaction outlives.
-  return new SubmitFrame(id, Buffer.from(body.subarray(txAt, txAt + len)), optimistic);
+  return new SubmitFrame(id, body.subarray(txAt, txAt + len), optimistic);
 }
 
-/** A submit message this reader took: checked as `parseClientMessage` checks one, so not again. */
+/**
+ * A submit message this reader took: checked as `parseClientMessage` checks one, so not again.
+ * `tx` is a view of the frame, so of the socket's read buffer: what keeps the transaction past
+ * this turn of the event loop copies it (`ownTx`, or a batch's one buffer), or it would hold
+ * the whole read buffer as long.
+ */
 export class SubmitFrame implements ClientToNode {
   readonly t = 'submit';
 
@@ -111,4 +115,9 @@ export class SubmitFrame implements ClientToNode {
     readonly tx: Buffer,
     readonly optimistic: boolean,
   ) {}
+
+  /** `tx` copied out of the frame. */
+  ownTx(): Buffer {
+    return Buffer.from(this.tx);
+  }
 }

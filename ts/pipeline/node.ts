@@ -2,7 +2,7 @@
 // through links (child processes in a cluster, in-process objects in unit tests).
 import type { App } from '../app/app.js';
 import type { LookupTable, Natives, Outcome } from '../app/exec.js';
-import { admitTx } from '../app/admit.js';
+import { admitTx, admitTxs } from '../app/admit.js';
 import type { LoadedApp } from '../app/module.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
 import { AppVersions, upgradeBody, type AppVersion } from '../app/versions.js';
@@ -322,32 +322,64 @@ export class EmbeddedNode {
         queueMicrotask(() => done(error, null));
         return;
       }
-      const s = new Submission(this.submissions, tx, done, onOptimistic !== undefined, this.opts.onReplied ? performance.now() : 0);
-      this.inFlight++;
-      let alone = false;
-      try {
-        this.replies.listen(tx.digest, s);
-        if (onOptimistic) this.optimistic.listen(tx.digest, onOptimistic);
-        alone = this.localWhenAlone && this.inFlight === 1 && !onOptimistic;
-        // The primary waits for a result only if some pre-executor was handed the transaction.
-        if (!alone && this.pool.dispatch(tx)) this.primary.expect(tx.digest);
-      } catch (e) {
-        // Not sequenced: nothing will apply it, and the submitter hears why.
-        s.failed(e);
-        return;
-      }
-      s.sequencedAt = this.opts.onSequenced ? performance.now() : 0;
-      if (this.sequencer instanceof EmbeddedSequencer) this.sequencer.enqueue(s);
-      else
-        this.sequencer.submit(tx).then(
-          (a) => s.accepted(a.ts, a.duplicate),
-          (e: unknown) => s.failed(e),
-        );
-      // After the append started: the transaction executes while the log syncs it.
-      if (alone) stages.time('merge', () => this.primary.executeAhead(tx));
+      this.admitted(tx, done, onOptimistic);
     } finally {
       stages.leave(prev);
     }
+  }
+
+  /**
+   * As `submitWith` for `tx.v1` transactions read together (`done[i]` answers `txs[i]`), in
+   * this order: one native check and one stage for the batch. The views in `txs` may be of a
+   * read buffer; they are copied before this returns.
+   */
+  submitBatch(txs: readonly Uint8Array[], done: readonly SubmitDone[]): void {
+    const prev = stages.enter('admission');
+    try {
+      const admitted = admitTxs(this.app, txs);
+      const batched = admitted.length > 1;
+      for (let i = 0; i < admitted.length; i++) {
+        const tx = admitted[i];
+        const d = done[i];
+        if (tx === undefined || d === undefined) continue;
+        if (tx instanceof Error) queueMicrotask(() => d(tx, null));
+        else this.admitted(tx, d, undefined, batched);
+      }
+      if (batched && this.sequencer instanceof EmbeddedSequencer) this.sequencer.appendHeld();
+    } finally {
+      stages.leave(prev);
+    }
+  }
+
+  /**
+   * Hands an admitted transaction to a pre-executor and to the sequencer; `done` hears the
+   * reply. `batched`: one of several admitted together, so never the node's alone, and its
+   * append waits for the batch's last.
+   */
+  private admitted(tx: DecodedTx, done: SubmitDone, onOptimistic: ((o: OptimisticReply) => void) | undefined, batched = false): void {
+    const s = new Submission(this.submissions, tx, done, onOptimistic !== undefined, this.opts.onReplied ? performance.now() : 0);
+    this.inFlight++;
+    let alone = false;
+    try {
+      this.replies.listen(tx.digest, s);
+      if (onOptimistic) this.optimistic.listen(tx.digest, onOptimistic);
+      alone = !batched && this.localWhenAlone && this.inFlight === 1 && !onOptimistic;
+      // The primary waits for a result only if some pre-executor was handed the transaction.
+      if (!alone && this.pool.dispatch(tx)) this.primary.expect(tx.digest);
+    } catch (e) {
+      // Not sequenced: nothing will apply it, and the submitter hears why.
+      s.failed(e);
+      return;
+    }
+    s.sequencedAt = this.opts.onSequenced ? performance.now() : 0;
+    if (this.sequencer instanceof EmbeddedSequencer) this.sequencer.enqueue(s, batched);
+    else
+      this.sequencer.submit(tx).then(
+        (a) => s.accepted(a.ts, a.duplicate),
+        (e: unknown) => s.failed(e),
+      );
+    // After the append started: the transaction executes while the log syncs it.
+    if (alone) stages.time('merge', () => this.primary.executeAhead(tx));
   }
 
   /** What a submission asks of the node as its answers come in; made once, not per transaction. */

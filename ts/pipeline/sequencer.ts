@@ -119,15 +119,22 @@ export class EmbeddedSequencer implements Sequencer {
 
   /**
    * As `submit`, answering `ticket` once `ticket.tx` is durable (or failed). A refusal is
-   * answered on a later microtask, as `submit`'s rejected promise would be.
+   * answered on a later microtask, as `submit`'s rejected promise would be. With `hold`, the
+   * ticket waits for the next `appendHeld` (or append): a batch of submissions goes out in one
+   * append, not as its first transaction alone and then the rest.
    */
-  enqueue(ticket: SequencingTicket): void {
+  enqueue(ticket: SequencingTicket, hold = false): void {
     if (this.closed || this.failure !== null) {
       const e = this.closed ? new Error('sequencer is closed') : asError(this.failure);
       queueMicrotask(() => ticket.failed(e));
       return;
     }
     this.pending.push(ticket);
+    if (!hold) this.startAppends();
+  }
+
+  /** Starts the append of what `enqueue` held, if none is running (it then goes with the next). */
+  appendHeld(): void {
     this.startAppends();
   }
 
@@ -181,7 +188,14 @@ export class EmbeddedSequencer implements Sequencer {
     try {
       if (results === null) throw error;
       const done = results;
-      for (const ts of done.ts) if (ts > this.handledTs) this.handledTs = ts;
+      // New entries' timestamps rise through the batch and a duplicate's is an earlier one,
+      // so the newest is the last new entry's: found without reading every timestamp.
+      for (let i = done.duplicate.length - 1; i >= 0; i--) {
+        if (done.duplicate[i] === 1) continue;
+        const ts = done.ts[i];
+        if (ts !== undefined && ts > this.handledTs) this.handledTs = ts;
+        break;
+      }
       // The next append goes out before this batch's submitters hear back.
       this.startAppends();
       // Only a subscriber takes entries out of `live`; without one, a later subscriber reads

@@ -132,6 +132,12 @@ export interface ClientSubmitter {
    * listener uses when there, as it spares a promise per request (`EmbeddedNode.submitWith`).
    */
   submitWith?(raw: unknown, done: SubmitDone, onOptimistic?: (o: OptimisticReply) => void): void;
+  /**
+   * As `submitWith` for `tx.v1` transactions read together, `done[i]` answering `txs[i]`:
+   * one pass of admission for the batch (`EmbeddedNode.submitBatch`). The views in `txs` may
+   * be of a read buffer: it copies what it keeps before returning.
+   */
+  submitBatch?(txs: readonly Uint8Array[], done: readonly SubmitDone[]): void;
 }
 
 /**
@@ -173,6 +179,25 @@ export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) 
     inFlight--;
     reconsider();
   };
+  // Submissions of one read, admitted together (`ClientSubmitter.submitBatch`).
+  const submitBatch = node.submitBatch?.bind(node);
+  let batchTxs: Uint8Array[] = [];
+  let batchDone: SubmitDone[] = [];
+  const admitBatch = () => {
+    if (batchTxs.length === 0 || !submitBatch) return;
+    const txs = batchTxs;
+    const answers = batchDone;
+    batchTxs = [];
+    batchDone = [];
+    try {
+      submitBatch(txs, answers);
+    } catch (e) {
+      // Each submission is answered apart, so this is the node's fault, not the client's:
+      // the connection closes as for a broken protocol, and the node keeps serving the others.
+      log(`client at ${conn.peer}: admitting a batch failed: ${e instanceof Error ? e.message : String(e)}; closing the connection`);
+      conn.close();
+    }
+  };
   conn.onMessage(
     guard(conn, log, (raw) => {
       stats.requests++;
@@ -193,9 +218,19 @@ export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) 
         }
         done();
       };
-      if (node.submitWith) node.submitWith(m.tx, answer, onOptimistic);
+      if (submitBatch && !onOptimistic && m.tx instanceof Uint8Array) {
+        // Admitted with the rest of this read, once its frames are all taken.
+        batchTxs.push(m.tx);
+        batchDone.push(answer);
+        if (batchTxs.length === 1) queueMicrotask(admitBatch);
+        return;
+      }
+      // In the order sent: what this read batched goes first.
+      admitBatch();
+      const tx = m instanceof SubmitFrame ? m.ownTx() : m.tx;
+      if (node.submitWith) node.submitWith(tx, answer, onOptimistic);
       else
-        node.submit(m.tx, onOptimistic).then(
+        node.submit(tx, onOptimistic).then(
           (r) => answer(null, r),
           (e: unknown) => answer(e, null),
         );
