@@ -49,11 +49,11 @@ describe('wire flush', () => {
     const { client, received, next } = await pair();
     client.send({ n: 1 });
     client.send({ n: 2 });
-    // Corked until the turn ends: queued in the connection, not yet written.
+    // Queued until the turn ends: held by the connection, not yet written.
     expect(client.buffered).toBeGreaterThan(0);
     client.flush();
     expect(client.buffered).toBe(0);
-    // Sent after the flush, in the same turn: corked again, and behind the first two.
+    // Sent after the flush, in the same turn: queued again, and behind the first two.
     client.send({ n: 3 });
     expect(client.buffered).toBeGreaterThan(0);
     client.flush();
@@ -61,5 +61,18 @@ describe('wire flush', () => {
     client.send({ n: 4 });
     await next(4);
     expect(received).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }]);
+  });
+
+  it("answers false once a turn's sends pass the socket's high-water mark, and a drain follows", async () => {
+    const { client, received, next } = await pair();
+    const drained = new Promise<void>((resolve) => client.onDrain(resolve));
+    const big = Buffer.alloc(4096, 7);
+    const answers = Array.from({ length: 8 }, (_, n) => client.send({ n, big }));
+    // 16 KiB, Node's default mark: the first sends fit under it, the last ones do not.
+    expect(answers.slice(0, 3)).toEqual([true, true, true]);
+    expect(answers.slice(4)).toEqual([false, false, false, false]);
+    await drained;
+    await next(8);
+    expect(received.map((m) => (m as { n: number }).n)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
   });
 });

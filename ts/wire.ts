@@ -213,8 +213,8 @@ class Channel implements Conn {
       throw new Error(`wire: message of ${length} bytes exceeds maxFrameBytes (${this.o.maxFrameBytes})`);
     }
     frame.writeUInt32BE(length, 0);
-    // Messages sent in one turn of the event loop leave as one buffer in one write: a write
-    // per message costs the stream's bookkeeping per message, a copy of a few hundred bytes less.
+    // Messages sent in one turn of the event loop leave as one buffer in one write: copying
+    // them into it costs less than the stream's bookkeeping for a write per message.
     this.out.push(frame);
     this.outBytes += frame.length;
     if (this.out.length === 1) process.nextTick(this.writeOut);

@@ -335,9 +335,9 @@ export class EmbeddedNode {
    */
   submitBatch(txs: readonly Uint8Array[], done: readonly SubmitDone[]): void {
     const prev = stages.enter('admission');
+    const batched = txs.length > 1;
     try {
       const admitted = admitTxs(this.app, txs);
-      const batched = admitted.length > 1;
       for (let i = 0; i < admitted.length; i++) {
         const tx = admitted[i];
         const d = done[i];
@@ -345,8 +345,9 @@ export class EmbeddedNode {
         if (tx instanceof Error) queueMicrotask(() => d(tx, null));
         else this.admitted(tx, d, undefined, batched);
       }
-      if (batched && this.sequencer instanceof EmbeddedSequencer) this.sequencer.appendHeld();
     } finally {
+      // Whatever was held goes out, even if the loop stopped short.
+      if (batched && this.sequencer instanceof EmbeddedSequencer) this.sequencer.appendHeld();
       stages.leave(prev);
     }
   }
