@@ -25,6 +25,25 @@ function viaObjects(bytes: Buffer): { digest: string; command: string; args: unk
 }
 
 /** Random plain data of every kind the codec writes, at its size boundaries, and some it leaves to JavaScript. */
+/** A random source from a printed seed (`REMORA_SEED` replays it), and random data from it. */
+function seeded(test: string): { rand: (n: number) => number; data: (depth: number) => Data } {
+  const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
+  console.log(`${test}: seed ${seed} (REMORA_SEED to replay)`);
+  const next = xorshift(seed);
+  const rand = (n: number): number => Math.floor(next() * n);
+  return { rand, data: randomData(rand) };
+}
+
+/** Up to two ed25519 authenticators of random bytes, sorted by key as admission requires. */
+function randomAuth(rand: (n: number) => number): Authenticator[] {
+  const auth: Authenticator[] = Array.from({ length: rand(3) }, () => ({
+    scheme: 'ed25519' as const,
+    publicKey: Buffer.from(Array.from({ length: 32 }, () => rand(256))),
+    signature: Buffer.from(Array.from({ length: 64 }, () => rand(256))),
+  }));
+  return auth.sort((a, b) => Buffer.compare(a.publicKey, b.publicKey));
+}
+
 function randomData(rand: (n: number) => number): (depth: number) => Data {
   const ints = [
     0,
@@ -86,21 +105,12 @@ function randomData(rand: (n: number) => number): (depth: number) => Data {
 
 describe('the native admission check', () => {
   it('vouches only for what the JavaScript check accepts, with the same digest, over random and damaged bodies', () => {
-    const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
-    console.log(`native tx check test: seed ${seed} (REMORA_SEED to replay)`);
-    const next = xorshift(seed);
-    const rand = (n: number): number => Math.floor(next() * n);
-    const data = randomData(rand);
+    const { rand, data } = seeded('native tx check test');
     let vouched = 0;
     let leftToJs = 0;
     let damagedVouched = 0;
     for (let round = 0; round < 4000; round++) {
-      const auth: Authenticator[] = Array.from({ length: rand(3) }, () => ({
-        scheme: 'ed25519' as const,
-        publicKey: Buffer.from(Array.from({ length: 32 }, () => rand(256))),
-        signature: Buffer.from(Array.from({ length: 64 }, () => rand(256))),
-      }));
-      auth.sort((a, b) => Buffer.compare(a.publicKey, b.publicKey));
+      const auth = randomAuth(rand);
       let body = encodeBody(`cmd${rand(3)}`, data(0), [`obj/${rand(100)}`]);
       const whole = rand(2) === 0;
       if (!whole) {
@@ -147,19 +157,10 @@ describe('the native admission check', () => {
   });
 
   it('answers a batch per transaction as it answers each alone, damaged framing included', () => {
-    const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());
-    console.log(`native tx batch test: seed ${seed} (REMORA_SEED to replay)`);
-    const next = xorshift(seed);
-    const rand = (n: number): number => Math.floor(next() * n);
-    const data = randomData(rand);
+    const { rand, data } = seeded('native tx batch test');
     const txs: Buffer[] = [];
     for (let i = 0; i < 1500; i++) {
-      const auth: Authenticator[] = Array.from({ length: rand(3) }, () => ({
-        scheme: 'ed25519' as const,
-        publicKey: Buffer.from(Array.from({ length: 32 }, () => rand(256))),
-        signature: Buffer.from(Array.from({ length: 64 }, () => rand(256))),
-      }));
-      auth.sort((a, b) => Buffer.compare(a.publicKey, b.publicKey));
+      const auth = randomAuth(rand);
       let bytes = encodeTxBytes({ body: encodeBody(`cmd${rand(3)}`, data(0), [`obj/${rand(100)}`]), auth });
       const damage = rand(8);
       if (damage === 0) bytes = bytes.subarray(0, rand(bytes.length));
