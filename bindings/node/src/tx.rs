@@ -11,10 +11,10 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// What `vouchTxs` writes for a transaction it does not vouch for: 64 characters no digest has.
 const NOT_VOUCHED: u8 = b'-';
 
-fn push_hex(out: &mut String, digest: &[u8; 32]) {
+fn push_hex(out: &mut Vec<u8>, digest: &[u8; 32]) {
     for &b in digest {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0x0f)]);
     }
 }
 
@@ -23,9 +23,10 @@ fn push_hex(out: &mut String, digest: &[u8; 32]) {
 #[napi(js_name = "vouchTx")]
 pub fn vouch_tx(bytes: &[u8]) -> Option<String> {
     let digest = remora_core::tx::vouch(bytes)?;
-    let mut out = String::with_capacity(64);
+    let mut out = Vec::with_capacity(64);
     push_hex(&mut out, &digest);
-    Some(out)
+    // Hex digits are ASCII: never refused.
+    String::from_utf8(out).ok()
 }
 
 /// `vouchTx` for a batch in one call: transaction `i` is `bytes[ends[i-1]..ends[i]]`
@@ -46,12 +47,7 @@ pub fn vouch_txs(bytes: &[u8], ends: Uint32Array) -> Result<Buffer> {
             )));
         };
         match remora_core::tx::vouch(tx) {
-            Some(digest) => {
-                for b in digest {
-                    out.push(HEX[usize::from(b >> 4)]);
-                    out.push(HEX[usize::from(b & 0x0f)]);
-                }
-            }
+            Some(digest) => push_hex(&mut out, &digest),
             None => out.extend_from_slice(&[NOT_VOUCHED; 64]),
         }
         start = end;
