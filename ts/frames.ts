@@ -1,4 +1,6 @@
 // Length-prefixed frames: a u32 big-endian body length, then the body.
+import { Buffer } from 'node:buffer';
+import { u32be } from './bytes.js';
 
 /** A peer broke the framing: the connection cannot continue. */
 export class FrameError extends Error {}
@@ -54,7 +56,7 @@ export class FrameDecoder {
   private readLength(): number {
     const first = this.chunks[0];
     if (first !== undefined && first.length - this.head >= 4) {
-      const length = first.readUInt32BE(this.head);
+      const length = u32be(first, this.head);
       this.skip(first, 4);
       return length;
     }

@@ -12,12 +12,14 @@
 // is seen (and logged) by the other. Until the handshake ends, frames are limited to 1 KiB, and
 // the whole handshake has one deadline; a listener caps its connections and, lower, those still
 // in their handshake, so idle or trickling peers cannot crowd out the others.
+import { Buffer } from 'node:buffer';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { FrameDecoder } from './frames.js';
 import { stages } from './stages.js';
+import { joinBytes, putU32be, u32be } from './bytes.js';
 
 export interface Conn {
   /** The other end: its address (server side) or the address dialled (client side). */
@@ -26,6 +28,12 @@ export interface Conn {
   readonly role: string;
   /** Queues a message; returns false once the socket's buffer is over its high-water mark. */
   send(msg: unknown): boolean;
+  /**
+   * As `send` for a message already encoded: `frame` is the whole frame, a u32 big-endian
+   * body length and then the msgpack body, which the caller vouches is what `send` would
+   * have written for it (the peer decodes it as such).
+   */
+  sendFrame(frame: Buffer): boolean;
   /** Messages in order; those that arrive before the first handler is set wait for it. */
   onMessage(handler: (msg: unknown) => void): void;
   /**
@@ -208,11 +216,17 @@ class Channel implements Conn {
     if (this.ending || this.peerEnded || this.closed) throw new Error(`wire: send on closed connection to ${this.peer}`);
     // Packed after 4 bytes left free for the length: the frame is the packer's own bytes, not a copy.
     const frame = packr.pack(msg, RESERVE_START_SPACE | 4);
+    putU32be(frame, 0, frame.length - 4);
+    return this.sendFrame(frame);
+  }
+
+  sendFrame(frame: Buffer): boolean {
+    if (this.ending || this.peerEnded || this.closed) throw new Error(`wire: send on closed connection to ${this.peer}`);
     const length = frame.length - 4;
     if (length > this.o.maxFrameBytes) {
       throw new Error(`wire: message of ${length} bytes exceeds maxFrameBytes (${this.o.maxFrameBytes})`);
     }
-    frame.writeUInt32BE(length, 0);
+    if (length < 0 || u32be(frame, 0) !== length) throw new Error(`wire: a frame of ${frame.length} bytes whose header does not give its body's length`);
     // Messages sent in one turn of the event loop leave as one buffer in one write: copying
     // them into it costs less than the stream's bookkeeping for a write per message.
     this.out.push(frame);
@@ -230,7 +244,7 @@ class Channel implements Conn {
   private readonly writeOut = (): void => {
     const n = this.out.length;
     if (n === 0) return;
-    const chunk = n === 1 ? (this.out[0] as Buffer) : Buffer.concat(this.out, this.outBytes);
+    const chunk = n === 1 ? (this.out[0] as Buffer) : joinBytes(this.out, this.outBytes);
     this.out = [];
     this.outBytes = 0;
     if (this.socket.destroyed) return;

@@ -10,9 +10,11 @@
 // transaction, so it can never take the digest of the real one and have it answered as a
 // duplicate. Together with execution's rule that every authenticator must verify and be asked
 // for by the command (exec.ts), a third party can resubmit a signed transaction only as itself.
+import { Buffer } from 'node:buffer';
 import { hash } from 'node:crypto';
 import { vouchTx, vouchTxs } from '../binding.js';
 import { decode, encode, type Data } from './codec.js';
+import { u32le } from '../bytes.js';
 
 /** Tag that opens every body: a body of another format or version is never mistaken for one. */
 export const TX_TAG = 'remora.tx.v1';
@@ -222,7 +224,7 @@ function decodeTxBytes(b: Buffer, vouch = true): DecodedTx {
 
 /** The decoding of `b`, which the native check vouched for under `digest`: only the body is left to read. */
 function fromVouched(b: Buffer, digest: string): DecodedTx {
-  const body = b.subarray(5, 5 + b.readUInt32LE(1));
+  const body = b.subarray(5, 5 + u32le(b, 1));
   const { command, args, objects } = decodeBody(body);
   return new TxFromBytes(command, args, objects, digest, body, b);
 }

@@ -23,6 +23,7 @@ export interface BankConfig {
 }
 
 export const accountId = (account: number): string => `acct/${account}`;
+const NO_ARGS: Args = Object.freeze({});
 export const stampId = (account: number): string => `stamp/${account}`;
 
 /** Account numbers are non-negative safe integers, so ids stay short and canonical. */
@@ -145,17 +146,19 @@ export function bankApp(config: BankConfig) {
     },
 
     objects(command, args): string[] {
-      // Admission calls this for every transaction: no Set or chained arrays per call.
-      const a = (typeof args === 'object' && args !== null ? args : {}) as Args;
-      const account = (name: string): string[] => (isAccountNumber(a[name]) ? [accountId(a[name])] : []);
+      // Admission calls this for every transaction: nothing made per call but the answer.
+      const a = (typeof args === 'object' && args !== null ? args : NO_ARGS) as Args;
       switch (command) {
         case 'open':
         case 'mint':
-        case 'balance':
-          return account('account');
+        case 'balance': {
+          const account = a['account'];
+          return isAccountNumber(account) ? [accountId(account)] : [];
+        }
         case 'transfer': {
-          const [from, to] = [a['from'], a['to']];
-          const ids = account('from');
+          const from = a['from'];
+          const to = a['to'];
+          const ids = isAccountNumber(from) ? [accountId(from)] : [];
           if (isAccountNumber(to) && to !== from) ids.push(accountId(to));
           return ids;
         }

@@ -1,11 +1,13 @@
 // What the primary reports per applied transaction. An adopted one keeps its effects in its
 // table's bytes (docs/binary-layouts.md): the node forwards them to pre-executors as they are,
 // and nothing decodes them unless someone asks for the writes as objects.
+import { Buffer } from 'node:buffer';
 import type { Outcome } from '../app/exec.js';
 import type { Write } from '../app/state.js';
 import type { Decision } from './merge.js';
 import { encodeWrites, writeDigest } from './records.js';
 import { tableWrites, type ReceivedTable } from './table-bytes.js';
+import { copyBytes, putU16le, putU32le } from '../bytes.js';
 
 export interface Applied {
   ts: bigint;
@@ -55,8 +57,8 @@ export class AdoptedTx implements Applied {
   /** Writes that section at `at` of `out` (`writesLength` bytes). */
   copyWrites(out: Buffer, at: number): void {
     const { bytes, shape } = this.table;
-    out.writeUInt16LE(shape.writes, at);
-    bytes.copy(out, at + 2, shape.writesAt, shape.restAt);
+    putU16le(out, at, shape.writes);
+    copyBytes(bytes, shape.writesAt, shape.restAt, out, at + 2);
   }
 }
 
@@ -90,8 +92,8 @@ export function effectsOf(batch: readonly Applied[]): Buffer | null {
     // As two halves of a number: `writeBigUInt64LE` makes three bigints a call. Timestamps
     // stay far below 2^53 (one per transaction), where the conversion is exact.
     const ts = Number(a.ts);
-    out.writeUInt32LE(ts >>> 0, at);
-    out.writeUInt32LE(Math.floor(ts / 0x1_0000_0000), at + 4);
+    putU32le(out, at, ts >>> 0);
+    putU32le(out, at + 4, Math.floor(ts / 0x1_0000_0000));
     writeDigest(out, at + 8, a.digest);
     at += HEAD;
     const w = encoded?.get(k);

@@ -8,6 +8,7 @@
 // what is wrong. `test/client-frames.test.ts` holds the two to the same answers. (Replies stay
 // with msgpack's encoder: written by hand they took 0.25 µs against its 0.29 when the outcome
 // is a shared object, and 0.53 when not, as the outcome still needs the encoder.)
+import { Buffer } from 'node:buffer';
 import type { ClientToNode } from './messages.js';
 
 /** `t`, `submit`, `id`, `tx`, `optimistic` as msgpack fixstr, each with its header byte. */

@@ -1,5 +1,6 @@
 // Messages between cluster members, and the checks that turn a peer's bytes into them. A
 // message that fails a check is a protocol error: the connection that sent it is closed.
+import { Buffer } from 'node:buffer';
 import type { Outcome } from '../app/exec.js';
 import type { Transaction } from '../app/tx.js';
 import type { Decision } from './merge.js';

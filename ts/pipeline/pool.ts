@@ -3,6 +3,7 @@
 // follow the applied state (state updates and conflict feedback). Its host decides what a
 // table is for: the pipeline's node offers it to the primary, Heron's launcher carries it in
 // the multicast.
+import { Buffer } from 'node:buffer';
 import type { LookupTable, Versioned } from '../app/exec.js';
 import type { DecodedTx } from '../app/tx.js';
 import { stages } from '../stages.js';
@@ -17,6 +18,7 @@ import { DEFAULT_POLICY, Scheduler, type Policy, type SchedulerOptions } from '.
 import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from './state-update.js';
 import { encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
 import { ChurnMap, ChurnSet } from './churn-map.js';
+import { joinBytes } from '../bytes.js';
 
 /**
  * `broadcast` effects held while members owe nothing go out at this size or after this long.
@@ -565,7 +567,7 @@ export function attachMember(pool: PreExecutionPool, conn: Conn, name: string, a
     pool.add({
       name,
       app: admission.canonicalApp?.(digest) ?? digest,
-      send: (txs) => send({ t: 'exec', txs: Buffer.concat(txs.map((tx) => tx.bytes)) }),
+      send: (txs) => send({ t: 'exec', txs: joinBytes(txs.map((tx) => tx.bytes)) }),
       sendEffects: (effects) => send({ t: 'effects', effects }),
       sendObjects: (objects) => send({ t: 'objects', objects: [...objects] }),
       sendFeedback: (feedback) => send({ t: 'feedback', feedback }),

@@ -19,6 +19,7 @@ import { decodeTable, encodeTable, receiveTable, TableError, type ReceivedTable 
 import { MIN_PARALLEL_RUN, type MergeThreads } from './merge-threads.js';
 import { speculate, type SnapshotEntry, type Speculated } from './speculate.js';
 import { ChurnMap } from './churn-map.js';
+import { joinBytes } from '../bytes.js';
 
 /** What one native adoption run did (see `PrimaryStore.adopt`). */
 export interface AdoptRun {
@@ -365,7 +366,7 @@ export class Primary {
       }
       ends[k] = end;
     });
-    return { tables: Buffer.concat(parts, end), ends, ts };
+    return { tables: joinBytes(parts, end), ends, ts };
   }
 
   private sameCode(offer: Offer, ts: bigint): boolean {

@@ -1,9 +1,11 @@
 // Batches of records between the node and its pre-executors (docs/binary-layouts.md): results
 // (digest, table) one way, effects (ts, digest, writes) the other. Each batch is one buffer,
 // built once; the node never decodes what it only forwards.
+import { Buffer } from 'node:buffer';
 import type { Write } from '../app/state.js';
 import { splitTxBytes } from '../app/tx.js';
 import type { Effect } from './preexecutor.js';
+import { copyBytes, u32le } from '../bytes.js';
 
 export class RecordError extends Error {
   override name = 'RecordError';
@@ -36,7 +38,7 @@ export function splitResults(b: Buffer): [digest: string, table: Buffer][] {
   let at = 0;
   while (at < b.length) {
     if (at + DIGEST + 4 > b.length) throw new RecordError(`results: record ${out.length} truncated`);
-    const len = b.readUInt32LE(at + DIGEST);
+    const len = u32le(b, at + DIGEST);
     const end = at + DIGEST + 4 + len;
     if (end > b.length) throw new RecordError(`results: record ${out.length} says ${len} bytes, ${b.length - at - DIGEST - 4} left`);
     if (digestScratch.length < (out.length + 1) * DIGEST) {
@@ -44,7 +46,7 @@ export function splitResults(b: Buffer): [digest: string, table: Buffer][] {
       digestScratch.copy(grown, 0, 0, out.length * DIGEST);
       digestScratch = grown;
     }
-    b.copy(digestScratch, out.length * DIGEST, at, at + DIGEST);
+    copyBytes(b, at, at + DIGEST, digestScratch, out.length * DIGEST);
     out.push(['', b.subarray(at + DIGEST + 4, end)]);
     at = end;
   }

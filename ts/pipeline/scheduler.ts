@@ -39,9 +39,10 @@ export class Scheduler {
   readonly slack: number;
   readonly affinityCapacity: number;
   readonly hotToPrimary: boolean;
-  /** Members in joining order, with their outstanding results. */
-  private readonly members: string[] = [];
-  private readonly load = new Map<string, number>();
+  /** Members' tags in joining order. */
+  private readonly members: number[] = [];
+  /** Tag → results its member still owes: asked several times a transaction, so not a map of names. */
+  private readonly load: number[] = [0];
   private cursor = 0;
   /**
    * Affinity memory: slot (a hash of the object id) → tag of the member last handed a
@@ -77,27 +78,27 @@ export class Scheduler {
   }
 
   add(name: string): void {
-    if (this.load.has(name)) throw new Error(`scheduler member ${name} already present`);
+    if (this.tags.has(name)) throw new Error(`scheduler member ${name} already present`);
     let tag = this.byTag.indexOf(undefined, 1);
     if (tag < 0) tag = this.byTag.length;
     if (tag > 0xffff) throw new Error(`scheduler: more than ${0xffff} members`);
     this.byTag[tag] = name;
     this.tags.set(name, tag);
-    this.members.push(name);
-    this.load.set(name, 0);
+    this.members.push(tag);
+    this.load[tag] = 0;
   }
 
   /** A member left: its pins go (re-pinned on next use), and what the affinity memory held for it. */
   remove(name: string): void {
-    const i = this.members.indexOf(name);
-    if (i < 0) return;
+    const tag = this.tags.get(name);
+    if (tag === undefined) return;
+    const i = this.members.indexOf(tag);
     this.members.splice(i, 1);
-    this.load.delete(name);
+    this.load[tag] = 0;
     if (i < this.cursor) this.cursor--;
     for (const [id, m] of this.pins) if (m === name) this.pins.delete(id);
     // Its slots are cleared so that a member joining later can take its tag (a scan of the
     // table, once per departure).
-    const tag = this.tags.get(name) ?? 0;
     this.tags.delete(name);
     this.byTag[tag] = undefined;
     const table = this.affinity;
@@ -105,18 +106,19 @@ export class Scheduler {
   }
 
   has(name: string): boolean {
-    return this.load.has(name);
+    return this.tags.has(name);
   }
 
   /** Results `name` still owes. */
   outstanding(name: string): number {
-    return this.load.get(name) ?? 0;
+    const tag = this.tags.get(name);
+    return tag === undefined ? 0 : (this.load[tag] ?? 0);
   }
 
   /** A result came back from `name`. */
   completed(name: string): void {
-    const n = this.load.get(name);
-    if (n !== undefined) this.load.set(name, Math.max(0, n - 1));
+    const tag = this.tags.get(name);
+    if (tag !== undefined) this.load[tag] = Math.max(0, (this.load[tag] ?? 0) - 1);
   }
 
   /** Replaces the hot set (from `ConflictFeedback.hot()`); objects no longer hot lose their pins. */
@@ -140,7 +142,7 @@ export class Scheduler {
    */
   choose(objects: readonly string[]): string | null {
     if (this.members.length === 0) return null;
-    let chosen: string;
+    let chosen: number;
     switch (this.policy) {
       case 'round-robin':
         chosen = this.next();
@@ -157,14 +159,15 @@ export class Scheduler {
         if (hot.length > 0 && this.hotToPrimary) return null;
         let pinned: string | undefined;
         for (const id of hot) if ((pinned = this.pins.get(id)) !== undefined) break;
-        chosen = pinned ?? this.affine(objects);
-        for (const id of hot) if (!this.pins.has(id)) this.pins.set(id, chosen);
+        chosen = pinned === undefined ? this.affine(objects) : (this.tags.get(pinned) ?? this.affine(objects));
+        const name = this.byTag[chosen] as string;
+        for (const id of hot) if (!this.pins.has(id)) this.pins.set(id, name);
         break;
       }
     }
-    this.load.set(chosen, this.outstanding(chosen) + 1);
+    this.load[chosen] = (this.load[chosen] ?? 0) + 1;
     if (this.policy === 'load+affinity' || this.policy === 'load+affinity+hot') this.remember(objects, chosen);
-    return chosen;
+    return this.byTag[chosen] as string;
   }
 
   private touchesHot(objects: readonly string[]): boolean {
@@ -173,33 +176,33 @@ export class Scheduler {
   }
 
   /** The member at the cursor; advances it. Requires a non-empty pool. */
-  private next(): string {
+  private next(): number {
     if (this.cursor >= this.members.length) this.cursor = 0;
-    const m = this.members[this.cursor] as string;
+    const m = this.members[this.cursor] as number;
     this.cursor = (this.cursor + 1) % this.members.length;
     return m;
   }
 
   /** Fewest outstanding, scanning from the cursor so ties take turns; advances past the pick. */
-  private leastLoaded(): string {
+  private leastLoaded(): number {
     const n = this.members.length;
     if (this.cursor >= n) this.cursor = 0;
     let best = this.cursor;
     let bestLoad = Infinity;
     for (let k = 0; k < n; k++) {
       const i = (this.cursor + k) % n;
-      const l = this.outstanding(this.members[i] as string);
+      const l = this.load[this.members[i] as number] ?? 0;
       if (l < bestLoad) {
         best = i;
         bestLoad = l;
       }
     }
     this.cursor = (best + 1) % n;
-    return this.members[best] as string;
+    return this.members[best] as number;
   }
 
   /** The member holding most of `objects`, if within `slack` of the least loaded; else the least loaded. */
-  private affine(objects: readonly string[]): string {
+  private affine(objects: readonly string[]): number {
     // Counted per member in the order members first appear among the objects; in arrays kept
     // between calls and counted in place (emptying an array frees its storage, and refilling it
     // allocates again, for every transaction).
@@ -218,25 +221,25 @@ export class Scheduler {
         } else counts[k] = (counts[k] ?? 0) + 1;
       }
     }
-    let affine: string | undefined;
+    const load = this.load;
+    let affine = 0;
     let most = 0;
     for (let k = 0; k < n; k++) {
-      const m = this.byTag[seen[k] ?? 0] as string;
+      const m = seen[k] ?? 0;
       const c = counts[k] ?? 0;
-      if (c > most || (c === most && affine !== undefined && this.outstanding(m) < this.outstanding(affine))) {
+      if (c > most || (c === most && affine !== 0 && (load[m] ?? 0) < (load[affine] ?? 0))) {
         affine = m;
         most = c;
       }
     }
-    if (affine === undefined) return this.leastLoaded();
+    if (affine === 0) return this.leastLoaded();
     let least = Infinity;
-    for (const m of this.members) least = Math.min(least, this.outstanding(m));
-    return this.outstanding(affine) - least > this.slack ? this.leastLoaded() : affine;
+    for (const m of this.members) least = Math.min(least, load[m] ?? 0);
+    return (load[affine] ?? 0) - least > this.slack ? this.leastLoaded() : affine;
   }
 
-  private remember(objects: readonly string[], member: string): void {
+  private remember(objects: readonly string[], tag: number): void {
     if (this.mask < 0) return;
-    const tag = this.tags.get(member) ?? 0;
     for (const id of objects) this.affinity[slotOf(id) & this.mask] = tag;
   }
 }

@@ -1,4 +1,5 @@
 // The embedded sequencer: the durable log, group-committed, delivering in timestamp order.
+import { Buffer } from 'node:buffer';
 import { decode } from '../app/codec.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
 import { asError } from '../errors.js';

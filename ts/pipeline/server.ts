@@ -5,6 +5,7 @@
 // requests in flight and a number of reply bytes it has not read: past either, the node stops
 // reading from it (backpressure), and a client whose unread replies still grow is cut off, so
 // one client cannot take the node's memory or time from the others.
+import { Buffer } from 'node:buffer';
 import { TxError } from '../app/tx.js';
 import { loadAppModule } from '../app/module.js';
 import { clientCredential } from '../secret.js';
@@ -15,6 +16,7 @@ import { parseAdminMessage, parseClientMessage, ProtocolError, type NodeToAdmin,
 import type { EmbeddedNode, OptimisticReply, Reply, SubmitDone } from './node.js';
 import { attachMember } from './pool.js';
 import { readSubmitFrame, SubmitFrame } from './client-frames.js';
+import { replyFrame } from './reply-frames.js';
 import type { NodeStatus } from './status.js';
 
 export const PRE_EXECUTOR_ROLE = 'pre-executor:';
@@ -160,10 +162,12 @@ export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) 
   };
   conn.onDrain(reconsider);
   conn.readWith(readSubmitFrame);
-  const reply = (m: NodeToClient) => {
+  /** Sends `m`, or the frame `replyFrame` wrote for it. */
+  const reply = (m: NodeToClient | Buffer) => {
     const prev = stages.enter('replies');
     try {
-      conn.send(m);
+      if (m instanceof Buffer) conn.sendFrame(m);
+      else conn.send(m);
     } catch {
       return; // The client left before its answer: nothing to tell it.
     } finally {
@@ -212,10 +216,14 @@ export function serveClient(node: ClientSubmitter, conn: Conn, log: (m: string) 
       const onOptimistic = m.optimistic ? (o: OptimisticReply) => reply({ t: 'optimistic', id: m.id, outcome: o.outcome, from: o.from }) : undefined;
       const answer = (e: unknown, r: Reply | null) => {
         if (r !== null) {
-          // Spelled out, not spread: a literal of known shape, for every transaction.
-          const out: NodeToClient = { t: 'reply', id: m.id, ts: r.ts, duplicate: r.duplicate, outcome: r.outcome, decision: r.decision };
-          if (r.optimistic !== undefined) out.optimistic = r.optimistic;
-          reply(out);
+          const frame = r.optimistic === undefined ? replyFrame(m.id, r.ts, r.duplicate, r.outcome, r.decision) : undefined;
+          if (frame !== undefined) reply(frame);
+          else {
+            // Spelled out, not spread: a literal of known shape.
+            const out: NodeToClient = { t: 'reply', id: m.id, ts: r.ts, duplicate: r.duplicate, outcome: r.outcome, decision: r.decision };
+            if (r.optimistic !== undefined) out.optimistic = r.optimistic;
+            reply(out);
+          }
         } else {
           if (!(e instanceof TxError)) log(`submit from ${conn.peer} failed: ${e instanceof Error ? e.message : String(e)}`);
           reply({ t: 'rejected', id: m.id, error: e instanceof Error ? e.message : String(e) });

@@ -3,10 +3,12 @@
 // adoption needs (reads, speculative reads, writes) are flat; the rest (dynamic reads, the
 // authenticators' results, pre-compiles, the outcome) is msgpack, decoded by the node once
 // at intake, since its outcome answers the client anyway.
+import { Buffer } from 'node:buffer';
 import { decode, encode, type Data } from '../app/codec.js';
 import { MAX_VALUE_BYTES, type LookupTable, type Outcome } from '../app/exec.js';
 import type { Write } from '../app/state.js';
 import { LIMITS } from '../app/tx.js';
+import { u16le, u32le } from '../bytes.js';
 
 const LAYOUT = 1;
 const OK = 1;
@@ -96,10 +98,10 @@ export function tableShape(b: Buffer): TableShape {
   if (b[0] !== LAYOUT) throw new TableError(`table: unknown layout ${b[0]}`);
   const flags = b[1] ?? 0;
   if ((flags & ~OK) !== 0) throw new TableError(`table: unknown flags ${flags}`);
-  const reads = b.readUInt16LE(2);
-  const speculative = b.readUInt16LE(4);
-  const writes = b.readUInt16LE(6);
-  const restLen = b.readUInt32LE(8);
+  const reads = u16le(b, 2);
+  const speculative = u16le(b, 4);
+  const writes = u16le(b, 6);
+  const restLen = u32le(b, 8);
   if ((flags & OK) === 0 && writes !== 0) throw new TableError('table: writes in a table whose outcome is not ok');
   // Module-level walkers, not closures: this runs for every table the node receives.
   let at = HEADER;
@@ -127,7 +129,7 @@ function skipId(b: Buffer, at: number, what: string, i: number): number {
 /** Past entry `i`'s value (length, or none, then bytes) at `at`, checked. */
 function skipValue(b: Buffer, at: number, what: string, i: number): number {
   if (at + 4 > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
-  const n = b.readUInt32LE(at);
+  const n = u32le(b, at);
   if (n === NONE) return at + 4;
   if (n > MAX_VALUE_BYTES) throw new TableError(`table: ${what} ${i}: value of ${n} bytes, over ${MAX_VALUE_BYTES}`);
   if (at + 4 + n > b.length) throw new TableError(`table: ${what} ${i}: truncated`);
@@ -144,6 +146,13 @@ const isPrecompile = (p: unknown): boolean => Array.isArray(p) && typeof p[0] ==
 const OK_BEFORE = Buffer.from([0x82, 0xa6, ...Buffer.from('result')]);
 const OK_AFTER = Buffer.from([0xa6, ...Buffer.from('status'), 0xa2, ...Buffer.from('ok')]);
 
+/** Whether `b` holds `lit` at `at` (byte by byte: `compare` validates and calls into C++ for a dozen bytes). */
+function holds(b: Buffer, at: number, lit: Buffer): boolean {
+  if (at + lit.length > b.length) return false;
+  for (let i = 0; i < lit.length; i++) if (b[at + i] !== lit[i]) return false;
+  return true;
+}
+
 /**
  * The rest nearly every table has, read without the msgpack decoder: no dynamic reads, at most
  * 15 authenticator results, no pre-compiles, an ok outcome whose result is one byte (nil, a
@@ -154,20 +163,26 @@ function commonRest(b: Buffer, at: number, ok: boolean): TableRest | null {
   const head = b[at + 2] ?? 0;
   const n = head & 0x0f;
   if (!ok || (head & 0xf0) !== 0x90 || b.length - at !== 5 + n + OK_BEFORE.length + OK_AFTER.length || b[at] !== 0x94 || b[at + 1] !== 0x90) return null;
-  const auth: (boolean | null)[] = [];
   let p = at + 3;
+  let allTrue = true;
   for (const end = p + n; p < end; p++) {
     const x = b[p];
-    if (x === 0xc3) auth.push(true);
-    else if (x === 0xc2) auth.push(false);
-    else if (x === 0xc0) auth.push(null);
-    else return null;
+    if (x === 0xc2 || x === 0xc0) allTrue = false;
+    else if (x !== 0xc3) return null;
   }
-  if (b[p] !== 0x90 || b.compare(OK_BEFORE, 0, OK_BEFORE.length, p + 1, p + 1 + OK_BEFORE.length) !== 0) return null;
-  p += 1 + OK_BEFORE.length;
-  if (b.compare(OK_AFTER, 0, OK_AFTER.length, p + 1) !== 0) return null;
-  const outcome = OK_OUTCOMES[b[p] ?? 0xc1];
-  if (outcome === undefined) return null;
+  if (b[p] !== 0x90 || !holds(b, p + 1, OK_BEFORE)) return null;
+  const r = b[p + 1 + OK_BEFORE.length] ?? 0xc1;
+  const outcome = OK_OUTCOMES[r];
+  if (outcome === undefined || !holds(b, p + 2 + OK_BEFORE.length, OK_AFTER)) return null;
+  if (allTrue)
+    return (VERIFIED_RESTS[n * 256 + r] ??= Object.freeze({
+      dynamic: NO_DYNAMIC,
+      auth: ALL_VERIFIED[n] as TableRest['auth'],
+      precompiles: NO_PRECOMPILES,
+      outcome,
+    }));
+  const auth: (boolean | null)[] = [];
+  for (let q = at + 3; q < at + 3 + n; q++) auth.push(b[q] === 0xc3 ? true : b[q] === 0xc2 ? false : null);
   return { dynamic: NO_DYNAMIC, auth, precompiles: NO_PRECOMPILES, outcome };
 }
 
@@ -186,9 +201,30 @@ const OK_OUTCOMES: (Outcome | undefined)[] = Array.from({ length: 256 }, (_, r) 
   return Object.freeze({ status: 'ok', result });
 });
 
+/** Each shared `ok` outcome's result byte. */
+const OK_BYTES = new Map<Outcome, number>();
+OK_OUTCOMES.forEach((o, r) => {
+  if (o !== undefined) OK_BYTES.set(o, r);
+});
+
+/**
+ * The result byte of `outcome` if it is one of the shared `ok` outcomes common tables carry
+ * (their msgpack is `{status: 'ok', result: <that byte>}`); undefined for any other object.
+ */
+export function commonOutcomeByte(outcome: Outcome): number | undefined {
+  return OK_BYTES.get(outcome);
+}
+
 // Shared by every common rest: nothing changes a received table's lists (frozen to make sure).
+/** `[true, …]` of each length: every signature verified, as in nearly every table. */
+const ALL_VERIFIED: readonly TableRest['auth'][] = Array.from(
+  { length: 16 },
+  (_, n) => Object.freeze(new Array<boolean>(n).fill(true)) as unknown as TableRest['auth'],
+);
 const NO_DYNAMIC = Object.freeze([]) as unknown as TableRest['dynamic'];
 const NO_PRECOMPILES = Object.freeze([]) as unknown as TableRest['precompiles'];
+/** The common rest with every signature verified, by authenticator count × 256 + result byte: one object, not one per table. */
+const VERIFIED_RESTS = new Array<TableRest | undefined>(16 * 256).fill(undefined);
 
 /** Decodes the msgpack rest, checking its shape; throws `TableError` if it is not a table's. */
 export function decodeTableRest(b: Buffer, shape: TableShape): TableRest {
