@@ -73,9 +73,9 @@ interface RunOptions {
 /** One client's first answers, not measured: steady state, as for the throughput runs' windows. */
 const LATENCY_WARMUP = { quick: 1000, full: 4000 } as const;
 /** Interleaved pairs of one-client runs (without, with pre-executors). */
-const LATENCY_PAIRS = { quick: 1, full: 3 } as const;
+const LATENCY_PAIRS = { quick: 1, full: 5 } as const;
 /** Interleaved pairs of node-CPU runs (executed, adopted) at Zipf α 0. */
-const NODE_CPU_PAIRS = { quick: 1, full: 3 } as const;
+const NODE_CPU_PAIRS = { quick: 1, full: 5 } as const;
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;

@@ -158,9 +158,12 @@ export function bankApp(config: BankConfig) {
         case 'transfer': {
           const from = a['from'];
           const to = a['to'];
-          const ids = isAccountNumber(from) ? [accountId(from)] : [];
-          if (isAccountNumber(to) && to !== from) ids.push(accountId(to));
-          return ids;
+          const hasFrom = isAccountNumber(from);
+          const hasTo = isAccountNumber(to) && to !== from;
+          // Literals of their final length: a push onto a one-element array grows its store to 17.
+          if (hasFrom && hasTo) return [accountId(from), accountId(to)];
+          if (hasFrom) return [accountId(from)];
+          return hasTo ? [accountId(to)] : [];
         }
         case 'stamp':
           return isAccountNumber(a['account']) ? [accountId(a['account']), stampId(a['account'])] : [];

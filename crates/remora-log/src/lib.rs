@@ -92,7 +92,7 @@ pub struct Options {
     /// Largest transaction accepted, in bytes (at most `u32::MAX`). Default 4 MiB.
     pub max_tx_size: usize,
     /// How many of the most recently appended transactions are remembered for duplicate
-    /// detection (0: only duplicates within one batch are caught). Default 1,000,000.
+    /// detection (0: only duplicates within one batch are caught). At most 2^30; default 1,000,000.
     pub dedup_window: usize,
     /// Zeros written ahead of the last segment's last record, in runs of this many bytes (0:
     /// none). An fsync after a write that grows the file must also commit its new size; one
@@ -101,6 +101,9 @@ pub struct Options {
     /// damage. At most 1 GiB. Default 0 (files hold records only); the node uses 4 MiB.
     pub preallocate: u64,
 }
+
+/// The largest dedup window: its index keeps timestamps modulo 2^31 (`dedup.rs`).
+const MAX_DEDUP_WINDOW: usize = 1 << 30;
 
 /// The most zeros written ahead at once: more would only fill the disk.
 const MAX_PREALLOCATE: u64 = 1 << 30;
@@ -126,6 +129,9 @@ impl Options {
         }
         if self.preallocate > MAX_PREALLOCATE {
             return Err(Error::InvalidOptions("preallocate must be at most 1 GiB"));
+        }
+        if self.dedup_window > MAX_DEDUP_WINDOW {
+            return Err(Error::InvalidOptions("dedup_window must be at most 2^30"));
         }
         Ok(())
     }
