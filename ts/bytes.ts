@@ -37,6 +37,13 @@ export function putU32be(b: Uint8Array, at: number, n: number): void {
   b[at + 3] = n & 0xff;
 }
 
+/** Whether `b` holds the bytes of `lit` at `at` (compared one by one: `compare` validates its arguments and calls into C++ for a dozen bytes). */
+export function holds(b: Uint8Array, at: number, lit: Uint8Array): boolean {
+  if (at + lit.length > b.length) return false;
+  for (let i = 0; i < lit.length; i++) if (b[at + i] !== lit[i]) return false;
+  return true;
+}
+
 /** Below this many bytes a loop copies faster than making a view to hand `set`. */
 const LOOP_BELOW = 64;
 

@@ -23,8 +23,8 @@ export interface BankConfig {
 }
 
 export const accountId = (account: number): string => `acct/${account}`;
-const NO_ARGS: Args = Object.freeze({});
 export const stampId = (account: number): string => `stamp/${account}`;
+const NO_ARGS: Args = Object.freeze({});
 
 /** Account numbers are non-negative safe integers, so ids stay short and canonical. */
 function accountArg(ctx: Ctx, args: Args, name: string): number {

@@ -8,7 +8,7 @@ import { decode, encode, type Data } from '../app/codec.js';
 import { MAX_VALUE_BYTES, type LookupTable, type Outcome } from '../app/exec.js';
 import type { Write } from '../app/state.js';
 import { LIMITS } from '../app/tx.js';
-import { u16le, u32le } from '../bytes.js';
+import { holds, u16le, u32le } from '../bytes.js';
 
 const LAYOUT = 1;
 const OK = 1;
@@ -145,13 +145,6 @@ const isPrecompile = (p: unknown): boolean => Array.isArray(p) && typeof p[0] ==
 /** `{status: 'ok', result: X}` as the codec writes it (keys sorted): before X, and after it. */
 const OK_BEFORE = Buffer.from([0x82, 0xa6, ...Buffer.from('result')]);
 const OK_AFTER = Buffer.from([0xa6, ...Buffer.from('status'), 0xa2, ...Buffer.from('ok')]);
-
-/** Whether `b` holds `lit` at `at` (byte by byte: `compare` validates and calls into C++ for a dozen bytes). */
-function holds(b: Buffer, at: number, lit: Buffer): boolean {
-  if (at + lit.length > b.length) return false;
-  for (let i = 0; i < lit.length; i++) if (b[at + i] !== lit[i]) return false;
-  return true;
-}
 
 /**
  * The rest nearly every table has, read without the msgpack decoder: no dynamic reads, at most

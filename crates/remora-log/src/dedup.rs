@@ -7,10 +7,9 @@
 //! check and each eviction a cache miss into 84 MB at the default window of a million; this
 //! table is 16 MB, and the ring is only read to confirm a tag's match.
 
+use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-
-use std::collections::hash_map::RandomState;
 
 use crate::Digest;
 
