@@ -47,6 +47,8 @@ interface Run {
   adopted: number;
   reexecuted: number;
   executed: number;
+  /** Transactions per log append (one write and one sync each) over the window. */
+  txPerAppend: number | null;
   load: LoadResults;
 }
 
@@ -141,6 +143,7 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
       if (o.warmupApplied !== undefined) await appliedMore(cluster, o.warmupApplied, finished);
       const pre0 = pids.map(processCpuSeconds);
       const s0 = { ...cluster.node.stats };
+      const appends0 = cluster.node.logAppends;
       const t0: StageTotals = stages.totals();
       const th0 = ownThreadsCpuSeconds();
       const w0 = performance.now();
@@ -150,6 +153,7 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
       const th1 = ownThreadsCpuSeconds();
       const pre1 = pids.map(processCpuSeconds);
       const s1 = cluster.node.stats;
+      const appends = (cluster.node.logAppends ?? 0) - (appends0 ?? 0);
       const load = await gens.results();
       const applied = s1.applied - s0.applied;
       const share = (k: 'adopted' | 'reexecuted' | 'executed') => round((s1[k] - s0[k]) / Math.max(1, applied), 3);
@@ -165,6 +169,7 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
         adopted: share('adopted'),
         reexecuted: share('reexecuted'),
         executed: share('executed'),
+        txPerAppend: appends0 === null || appends === 0 ? null : round(applied / appends, 1),
         load,
       };
     } finally {
@@ -271,13 +276,16 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
     // long: V8's optimizing compiler still spent 60–80 ms a second after 40,000 transfers,
     // 25–55 after 130,000, under 20 after 200,000 (bench/README.md). A node runs for hours, so
     // its cost per transaction is the steady one: the full run warms up on 200,000.
-    const perRun = q ? 15_000 : 40_000;
+    // Windows of 40,000 (1.5 s) differed by up to ±15 % run to run even after the warm-up (one
+    // round's adopted runs read 8.26 to 11.87 µs a transaction): a scavenge, a major
+    // collection's marking or a checkpoint more or less in the window. 120,000 averages over
+    // more of each, and the log writer's 10 ms ticks resolve three times finer.
+    const perRun = q ? 15_000 : 120_000;
     const warmupApplied = q ? 15_000 : 200_000;
     // A bound, not a target: the runs end when their transactions are answered.
     const nodeCpuSeconds = Math.max(2 * seconds, Math.ceil((warmupApplied + perRun) / 5_000));
-    // Identical runs measured from a cluster's start differed by ±15 % in node CPU, after the
-    // warm-up by about 1 %: at α 0, where the goal is judged, the two sides still run as
-    // interleaved pairs and each side's figure is its median run.
+    // At α 0, where the goal is judged, the two sides run as interleaved pairs and each side's
+    // figure is its median run.
     const nodeCpu = async (alpha: number, pairs: number) => {
       const a = String(alpha).replace('.', '_');
       const runs: { executed: Run; adopted: Run }[] = [];
@@ -332,7 +340,14 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
       detail[`bank_alpha_${a}`] = {
         executed: summary(executed),
         adopted: summary(adopted),
-        ...(pairs > 1 && { pairs: runs.map((r) => ({ executed: cpu(r.executed), adopted: cpu(r.adopted) })) }),
+        ...(pairs > 1 && {
+          pairs: runs.map((r) => ({
+            executed: cpu(r.executed),
+            adopted: cpu(r.adopted),
+            adopted_threads: r.adopted.threads,
+            adopted_tx_per_append: r.adopted.txPerAppend,
+          })),
+        }),
       };
     };
 
@@ -484,6 +499,7 @@ function summary(r: Run): Record<string, unknown> {
     adopted: r.adopted,
     reexecuted: r.reexecuted,
     executed: r.executed,
+    tx_per_append: r.txPerAppend,
     latency_us: r.load.latencyUs,
     committed: r.load.committed,
     aborted: r.load.aborted,

@@ -298,6 +298,11 @@ export class EmbeddedNode {
     return this.primary.stats;
   }
 
+  /** Appends (so syncs) the embedded log has made since it opened; null with another sequencer. */
+  get logAppends(): number | null {
+    return this.sequencer instanceof EmbeddedSequencer ? this.sequencer.appends : null;
+  }
+
   /**
    * Admits a transaction: checks it, hands it to a pre-executor and to the sequencer, and
    * resolves with the primary's final outcome. Bad input throws a `TxError` and changes nothing.
