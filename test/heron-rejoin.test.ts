@@ -118,6 +118,9 @@ describe('heron rejoin', () => {
       const r = check('rejoin', { operations: history });
       expect(r.out).toContain(`linearizable: ${history.length} operations`);
       expect(r.status).toBe(0);
+    } catch (e) {
+      console.log(`heron rejoin failed (seed ${seed}); the cluster's log:\n${logged.join('\n')}`);
+      throw e;
     } finally {
       summaries = await cluster.close();
     }

@@ -146,6 +146,9 @@ describe('heron over tcp', () => {
       const r = check('tcp-rejoin', { operations: history });
       expect(r.out).toContain(`linearizable: ${history.length} operations`);
       expect(r.status).toBe(0);
+    } catch (e) {
+      console.log(`heron tcp rejoin failed (seed ${seed}); the cluster's log:\n${logged.join('\n')}`);
+      throw e;
     } finally {
       summaries = await cluster.close();
     }

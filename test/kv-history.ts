@@ -71,6 +71,28 @@ export function nextOp(next: () => number, client: number, i: number): { tx: Ret
   return { tx: makeTx(kvApp, 'copy', { from: f, to: t, nonce }), input: { op: 'copy', from: f, to: t } };
 }
 
+/** How long one operation may go unanswered before the test fails saying where the replicas are. */
+const ANSWER_BOUND_MS = 90_000;
+
+/**
+ * `tx`'s reply, or a failure after ANSWER_BOUND_MS naming the operation and how far every
+ * replica answered: a stuck cluster fails the test with that, not with the test's timeout.
+ */
+export async function answered(cluster: HeronCluster, tx: ReturnType<typeof makeTx>, what: string): Promise<Awaited<ReturnType<HeronCluster['submit']>>> {
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const progress = JSON.stringify(cluster.progress(), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+      reject(new Error(`${what} unanswered after ${ANSWER_BOUND_MS} ms; answered/delivered: ${progress}; rejoins: ${cluster.rejoins.length}`));
+    }, ANSWER_BOUND_MS);
+  });
+  try {
+    return await Promise.race([cluster.submit(tx), stuck]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Closed-loop clients, each going on while `more(i)` says so; `after(n)` sees progress. */
 export async function runClients(
   cluster: HeronCluster,
@@ -90,7 +112,7 @@ export async function runClients(
       for (let i = 0; more(i); i++) {
         const { tx, input } = nextOp(next, client, i);
         const call = micros() - t0;
-        const reply = await cluster.submit(tx);
+        const reply = await answered(cluster, tx, `client ${client}'s operation ${i} (${JSON.stringify(input)})`);
         const ret = micros() - t0;
         if (reply.outcome.status !== 'ok') throw new Error(`op ${JSON.stringify(input)} aborted: ${reply.outcome.reason}`);
         history.push({ client, call, return: ret, input, output: JSON.stringify(reply.outcome.result) });
@@ -144,7 +166,7 @@ export async function killAndRejoin(cluster: HeronCluster, seed: number, t0: num
 export async function finalReads(cluster: HeronCluster, history: Op[], t0: number): Promise<void> {
   const tEnd = micros() - t0;
   for (const k of KEYS) {
-    const reply = await cluster.submit(makeTx(kvApp, 'get', { key: k, nonce: 'final' }));
+    const reply = await answered(cluster, makeTx(kvApp, 'get', { key: k, nonce: 'final' }), `the final read of ${k}`);
     history.push({
       client: 99,
       call: tEnd,
