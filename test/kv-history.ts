@@ -151,8 +151,10 @@ export async function killAndRejoin(cluster: HeronCluster, seed: number, t0: num
       }
     },
   );
-  expect(await rejoined).toBe(true);
-  history.push(...(await during));
+  // Together: an operation left unanswered fails the test at once, with its own message.
+  const [ok, ops] = await Promise.all([rejoined, during]);
+  expect(ok).toBe(true);
+  history.push(...ops);
   expect(killed).toBe(true);
   const [rejoin] = cluster.rejoins;
   expect(rejoin).toMatchObject({ partition: 1, replica: 2 });
