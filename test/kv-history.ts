@@ -71,6 +71,11 @@ export function nextOp(next: () => number, client: number, i: number): { tx: Ret
   return { tx: makeTx(kvApp, 'copy', { from: f, to: t, nonce }), input: { op: 'copy', from: f, to: t } };
 }
 
+/** How far every replica answered, against what it was delivered, as JSON (for failure messages). */
+function progressOf(cluster: HeronCluster): string {
+  return JSON.stringify(cluster.progress(), (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+}
+
 /** How long one operation may go unanswered before the test fails saying where the replicas are. */
 const ANSWER_BOUND_MS = 90_000;
 
@@ -82,8 +87,7 @@ export async function answered(cluster: HeronCluster, tx: ReturnType<typeof make
   let timer: NodeJS.Timeout | undefined;
   const stuck = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      const progress = JSON.stringify(cluster.progress(), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
-      reject(new Error(`${what} unanswered after ${ANSWER_BOUND_MS} ms; answered/delivered: ${progress}; rejoins: ${cluster.rejoins.length}`));
+      reject(new Error(`${what} unanswered after ${ANSWER_BOUND_MS} ms; answered/delivered: ${progressOf(cluster)}; rejoins: ${cluster.rejoins.length}`));
     }, ANSWER_BOUND_MS);
   });
   try {
@@ -190,9 +194,8 @@ export async function expectTransferOf(
   timeoutMs: number,
 ): Promise<void> {
   if (await cluster.waitTransferOf(lagger.partition, lagger.replica, timeoutMs)) return;
-  const progress = JSON.stringify(cluster.progress(), (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
   expect.fail(
-    `no state transfer of ${lagger.partition}.${lagger.replica} within ${timeoutMs} ms; answered/delivered: ${progress}; ` +
+    `no state transfer of ${lagger.partition}.${lagger.replica} within ${timeoutMs} ms; answered/delivered: ${progressOf(cluster)}; ` +
       `transfers: ${cluster.transfers.length}; log:\n${logs.slice(-40).join('\n')}`,
   );
 }
