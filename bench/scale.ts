@@ -20,6 +20,7 @@ import { mountHugeTmpfs, type HugeTmpfs } from './huge-tmpfs.js';
 import { benchAdopt } from './native.js';
 import { describeMachine, summariseMachine } from './machine.js';
 import { lineChart } from './plot.js';
+import { fullCollections } from './gc-count.js';
 import { ownThreadsCpuSeconds, processCpuSeconds, threadsUsPerTx } from './proc-cpu.js';
 
 export interface ScaleOptions {
@@ -49,6 +50,8 @@ interface Run {
   executed: number;
   /** Transactions per log append (one write and one sync each) over the window. */
   txPerAppend: number | null;
+  /** Full collections of the node's JavaScript heap in the window. */
+  fullCollections: number;
   load: LoadResults;
 }
 
@@ -146,6 +149,7 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
       const appends0 = cluster.node.logAppends;
       const t0: StageTotals = stages.totals();
       const th0 = ownThreadsCpuSeconds();
+      const gc0 = fullCollections();
       const w0 = performance.now();
       await finished;
       const elapsed = (performance.now() - w0) / 1000;
@@ -170,6 +174,7 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
         reexecuted: share('reexecuted'),
         executed: share('executed'),
         txPerAppend: appends0 === null || appends === 0 ? null : round(applied / appends, 1),
+        fullCollections: fullCollections() - gc0,
         load,
       };
     } finally {
@@ -467,7 +472,7 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
         'node CPU is getrusage of the node process (all threads) over the window divided by transactions applied; stages are ' +
         'time on its JavaScript thread inside each stage (ts/stages.ts), other = CPU minus stages; node_threads_cpu_us_per_tx splits ' +
         'the same CPU by thread (/proc/self/task, 10 ms ticks): main, runtime helpers (the collector, compiler, libuv pool) and the ' +
-        "core's named threads. Load generators are separate " +
+        "core's named threads; full_collections counts the node's full (mark-compact) collections in the window. Load generators are separate " +
         'processes that sign before the window. Pinned runs: node on core 0, pre-executor and load generator on core 1 (taskset). ' +
         'model_* figures are predicted by the capacity model, not measured.',
     };
@@ -500,6 +505,7 @@ function summary(r: Run): Record<string, unknown> {
     reexecuted: r.reexecuted,
     executed: r.executed,
     tx_per_append: r.txPerAppend,
+    full_collections: r.fullCollections,
     latency_us: r.load.latencyUs,
     committed: r.load.committed,
     aborted: r.load.aborted,

@@ -15,10 +15,9 @@
 // The node's JavaScript heap is small (about 25 MB live; the state is in the native store) and
 // barely grows, so V8's own heuristic picks a growth factor near its minimum, which leaves less
 // room below the limit than the young generation's size; V8 then starts incremental marking
-// again right after every full collection. In runs of 200,000 adopted transfers, 2–22 full
-// collections each without this (13, 19, 22, 15 in most runs), and 2 (both during start-up)
-// in every run with it; a run with that many cost 2.7–3.4 µs a transaction on the helper
-// threads against 1.2–1.6, and more on the main thread.
+// again right after every full collection. Most runs of the node measured 5–25 full
+// collections without this (some 2), every run 2 with it, both at start-up; a measured window
+// such a storm fell in cost 1–4 µs a transaction more on the collector's helper threads.
 import { setFlagsFromString } from 'node:v8';
 
 setFlagsFromString('--no-allocation-site-pretenuring');
