@@ -15,7 +15,7 @@ import { RoleProcess } from '../ts/process.js';
 import { destinations, hashPartition, partitionerOf } from '../ts/app/partition.js';
 import { bankApp } from '../ts/apps/bank.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
-import { buildChecker, check as checkIn, expectTransferOf, expectTransfersCounted, micros, rng, type Op } from './kv-history.js';
+import { buildChecker, check as checkIn, expectSettled, expectTransferOf, expectTransfersCounted, micros, rng, type Op } from './kv-history.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const work = mkdtempSync(join(tmpdir(), 'remora-heron-'));
@@ -442,7 +442,7 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       // Every replica of the other partition wrote the copied key twice since the copy, so
       // the versions the lagger's remote read needs are gone at all of them, not only at the
       // ones that answered first: it must lag.
-      expect(await cluster.settle(60_000, [1])).toBe(true);
+      await expectSettled(cluster, logs, [1], 60_000);
       cluster.signal(0, 2, 'SIGCONT');
       stopped = false;
       await expectTransferOf(cluster, logs, { partition: 0, replica: 2 }, 60_000);
@@ -455,6 +455,9 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       const r = check('lagger', { operations: history });
       expect(r.out).toContain('linearizable: 99 operations');
       expect(r.status).toBe(0);
+    } catch (e) {
+      console.log(`heron lagger failed (seed ${seed}); the cluster's log:\n${logs.join('\n')}`);
+      throw e;
     } finally {
       if (stopped) cluster.signal(0, 2, 'SIGCONT');
       const summaries = await cluster.close();

@@ -183,6 +183,14 @@ export async function finalReads(cluster: HeronCluster, history: Op[], t0: numbe
   }
 }
 
+/** Fails, saying how far each replica got, unless the replicas of `partitions` catch up within `timeoutMs`. */
+export async function expectSettled(cluster: HeronCluster, logs: readonly string[], partitions: readonly number[], timeoutMs: number): Promise<void> {
+  if (await cluster.settle(timeoutMs, partitions)) return;
+  expect.fail(
+    `partitions ${partitions.join(', ')} did not catch up within ${timeoutMs} ms; answered/delivered: ${progressOf(cluster)}; log:\n${logs.slice(-40).join('\n')}`,
+  );
+}
+
 /**
  * The stopped replica's state transfer, within `timeoutMs`. If none came, fails saying how far
  * every replica answered and what the cluster logged, so a failure in CI shows where it stopped.
