@@ -44,6 +44,8 @@ interface Run {
   threads: Record<string, number>;
   /** CPU per applied transaction (µs) of all pre-executors together, and of the load generators. */
   preCpuUs: number;
+  /** CPU per applied transaction (µs) of the admission processes together (0 without any). */
+  admissionCpuUs: number;
   loadCpuUs: number;
   adopted: number;
   reexecuted: number;
@@ -65,6 +67,8 @@ interface RunOptions {
   deadlineMs: number;
   /** Node on core 0, pre-executors and load generators on core 1. */
   pinned?: boolean;
+  /** Admission processes the load generators submit through (default 0: to the node itself). */
+  admissions?: number;
   /** Answers left out of the latencies, the generators' first (steady state only). */
   warmup?: number;
   /**
@@ -121,7 +125,8 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
     app: o.workload.app,
     preExecutors: o.preExecutors,
     deadlineMs: o.deadlineMs,
-    ...(prefix && { preExecutorPrefix: prefix }),
+    ...(prefix && { preExecutorPrefix: prefix, admissionPrefix: prefix }),
+    admissions: o.admissions ?? 0,
   });
   try {
     if (o.workload.app === 'bank') {
@@ -130,6 +135,7 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
     }
     const gens = await startLoadGenerators({
       dir,
+      sockets: cluster.admissionSockets,
       count: o.generators,
       workload: o.workload,
       mode: o.mode,
@@ -140,11 +146,13 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
     });
     try {
       const pids = [...cluster.children.values()].map((c) => c.pid);
+      const admissionPids = [...cluster.admissions.values()].map((c) => c.pid);
       const finished = gens.finished();
       const sent = cluster.node.stats.applied;
       gens.go();
       if (o.warmupApplied !== undefined) await appliedMore(cluster, o.warmupApplied, finished);
       const pre0 = pids.map(processCpuSeconds);
+      const adm0 = admissionPids.map(processCpuSeconds);
       const s0 = { ...cluster.node.stats };
       const appends0 = cluster.node.logAppends;
       const t0: StageTotals = stages.totals();
@@ -156,18 +164,21 @@ async function run(dir: string, o: RunOptions): Promise<Run> {
       const t1 = stages.totals();
       const th1 = ownThreadsCpuSeconds();
       const pre1 = pids.map(processCpuSeconds);
+      const adm1 = admissionPids.map(processCpuSeconds);
       const s1 = cluster.node.stats;
       const appends = (cluster.node.logAppends ?? 0) - (appends0 ?? 0);
       const load = await gens.results();
       const applied = s1.applied - s0.applied;
       const share = (k: 'adopted' | 'reexecuted' | 'executed') => round((s1[k] - s0[k]) / Math.max(1, applied), 3);
       const preCpu = pre1.reduce((a, c, i) => a + c - (pre0[i] ?? 0), 0);
+      const admissionCpu = adm1.reduce((a, c, i) => a + c - (adm0[i] ?? 0), 0);
       return {
         tps: Math.round(applied / elapsed),
         applied,
         node: Object.fromEntries(Object.entries(perTransaction(t0, t1, applied)).map(([k, v]) => [k, round(v, 2)])),
         threads: threadsUsPerTx(th0, th1, applied),
         preCpuUs: round((preCpu * 1e6) / Math.max(1, applied), 1),
+        admissionCpuUs: round((admissionCpu * 1e6) / Math.max(1, applied), 2),
         // The generators' CPU is for their whole run, warm-up included.
         loadCpuUs: round(load.cpuUs / Math.max(1, s1.applied - sent), 1),
         adopted: share('adopted'),
@@ -290,73 +301,89 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
     // A bound, not a target: the runs end when their transactions are answered.
     const nodeCpuSeconds = Math.max(2 * seconds, Math.ceil((warmupApplied + perRun) / 5_000));
     // At α 0, where the goal is judged, the two sides run as interleaved pairs and each side's
-    // figure is its median run.
-    const nodeCpu = async (alpha: number, pairs: number) => {
+    // figure is its median run. The load comes in through one admission process (the figures
+    // without a suffix), so the node's CPU is sequencing and merging alone; at α 0 the same
+    // pairs also run with the node admitting its clients itself (suffix `_node_admits`), the
+    // way the node ran before admission had processes of its own.
+    const VARIANTS = [
+      { admissions: 1, suffix: '', what: 'through 1 admission process' },
+      { admissions: 0, suffix: '_node_admits', what: 'the node admitting' },
+    ] as const;
+    const nodeCpu = async (alpha: number, pairs: number, variants: readonly (typeof VARIANTS)[number][]) => {
       const a = String(alpha).replace('.', '_');
-      const runs: { executed: Run; adopted: Run }[] = [];
+      const runs = variants.map(() => [] as { executed: Run; adopted: Run }[]);
       for (let pair = 0; pair < pairs; pair++) {
         const of = pairs > 1 ? ` (pair ${pair + 1})` : '';
-        say(`bank α ${alpha}: node CPU per transaction, 0 pre-executors${of}`);
-        const executed = await run(fresh(), {
-          workload: bank(alpha),
-          preExecutors: 0,
-          mode: closed,
-          transactions: warmupApplied + perRun,
-          warmupApplied,
-          seconds: nodeCpuSeconds,
-          generators: 2,
-          deadlineMs: 50,
-        });
-        say(`bank α ${alpha}: node CPU per transaction, 2 pre-executors, every result waited for${of}`);
-        const adopted = await run(fresh(), {
-          workload: bank(alpha),
-          preExecutors: 2,
-          mode: closed,
-          transactions: warmupApplied + perRun,
-          warmupApplied,
-          seconds: nodeCpuSeconds,
-          generators: 2,
-          deadlineMs: 2000,
-        });
-        runs.push({ executed, adopted });
+        for (const [v, variant] of variants.entries()) {
+          say(`bank α ${alpha}: node CPU per transaction, 0 pre-executors, ${variant.what}${of}`);
+          const executed = await run(fresh(), {
+            workload: bank(alpha),
+            preExecutors: 0,
+            admissions: variant.admissions,
+            mode: closed,
+            transactions: warmupApplied + perRun,
+            warmupApplied,
+            seconds: nodeCpuSeconds,
+            generators: 2,
+            deadlineMs: 50,
+          });
+          say(`bank α ${alpha}: node CPU per transaction, 2 pre-executors, every result waited for, ${variant.what}${of}`);
+          const adopted = await run(fresh(), {
+            workload: bank(alpha),
+            preExecutors: 2,
+            admissions: variant.admissions,
+            mode: closed,
+            transactions: warmupApplied + perRun,
+            warmupApplied,
+            seconds: nodeCpuSeconds,
+            generators: 2,
+            deadlineMs: 2000,
+          });
+          runs[v]?.push({ executed, adopted });
+        }
       }
       const cpu = (r: Run): number => r.node['total'] ?? NaN;
-      const medianRun = (side: 'executed' | 'adopted'): Run => {
-        // The middle run (the lower middle one for an even count), so its stages and rates go with its CPU.
-        const sorted = runs.map((r) => r[side]).sort((x, y) => cpu(x) - cpu(y));
-        const middle = sorted[(sorted.length - 1) >> 1];
-        if (!middle) throw new Error('bench scale: no node CPU runs');
-        return middle;
-      };
-      const executed = medianRun('executed');
-      const adopted = medianRun('adopted');
-      const suffix = alpha === 0 ? '' : `_alpha_${a}`;
-      m[`node_cpu_us_per_tx_executed${suffix}`] = cpu(executed);
-      m[`node_cpu_us_per_tx_adopted${suffix}`] = cpu(adopted);
-      m[`node_capacity_ratio${suffix}`] = round(cpu(executed) / cpu(adopted), 2);
-      m[`adopted_share${suffix}`] = adopted.adopted;
-      m[`e2e_tps_0_preexecutors${suffix}`] = executed.tps;
-      m[`e2e_tps_2_preexecutors${suffix}`] = adopted.tps;
-      const split = (r: Run) =>
-        Object.entries(r.threads)
-          .map(([k, v]) => `${k} ${v}`)
-          .join(', ');
-      say(`bank α ${alpha}: node µs/tx by thread, executing: ${split(executed)}; adopted: ${split(adopted)}`);
-      detail[`bank_alpha_${a}`] = {
-        executed: summary(executed),
-        adopted: summary(adopted),
-        ...(pairs > 1 && {
-          pairs: runs.map((r) => ({
-            executed: cpu(r.executed),
-            adopted: cpu(r.adopted),
-            adopted_threads: r.adopted.threads,
-            adopted_tx_per_append: r.adopted.txPerAppend,
-          })),
-        }),
-      };
+      for (const [v, variant] of variants.entries()) {
+        const mine = runs[v] ?? [];
+        const medianRun = (side: 'executed' | 'adopted'): Run => {
+          // The middle run (the lower middle one for an even count), so its stages and rates go with its CPU.
+          const sorted = mine.map((r) => r[side]).sort((x, y) => cpu(x) - cpu(y));
+          const middle = sorted[(sorted.length - 1) >> 1];
+          if (!middle) throw new Error('bench scale: no node CPU runs');
+          return middle;
+        };
+        const executed = medianRun('executed');
+        const adopted = medianRun('adopted');
+        const suffix = `${alpha === 0 ? '' : `_alpha_${a}`}${variant.suffix}`;
+        m[`node_cpu_us_per_tx_executed${suffix}`] = cpu(executed);
+        m[`node_cpu_us_per_tx_adopted${suffix}`] = cpu(adopted);
+        m[`node_capacity_ratio${suffix}`] = round(cpu(executed) / cpu(adopted), 2);
+        m[`adopted_share${suffix}`] = adopted.adopted;
+        m[`e2e_tps_0_preexecutors${suffix}`] = executed.tps;
+        m[`e2e_tps_2_preexecutors${suffix}`] = adopted.tps;
+        if (variant.admissions > 0) m[`admission_cpu_us_per_tx_adopted${suffix}`] = adopted.admissionCpuUs;
+        const split = (r: Run) =>
+          Object.entries(r.threads)
+            .map(([k, val]) => `${k} ${val}`)
+            .join(', ');
+        say(`bank α ${alpha}, ${variant.what}: node µs/tx by thread, executing: ${split(executed)}; adopted: ${split(adopted)}`);
+        detail[`bank_alpha_${a}${variant.suffix}`] = {
+          admission_processes: variant.admissions,
+          executed: summary(executed),
+          adopted: summary(adopted),
+          ...(pairs > 1 && {
+            pairs: mine.map((r) => ({
+              executed: cpu(r.executed),
+              adopted: cpu(r.adopted),
+              adopted_threads: r.adopted.threads,
+              adopted_tx_per_append: r.adopted.txPerAppend,
+            })),
+          }),
+        };
+      }
     };
 
-    await nodeCpu(0, NODE_CPU_PAIRS[q ? 'quick' : 'full']);
+    await nodeCpu(0, NODE_CPU_PAIRS[q ? 'quick' : 'full'], VARIANTS);
     // Latency: one closed-loop client with and without pre-executors, then open loop at half
     // the capacity just measured; before the heavier runs, which leave this process's heap larger.
     // Runs of one client differ by more than the gap being judged, so they are paired and
@@ -400,7 +427,7 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
     m['open_loop_p50_us'] = round(open.load.latencyUs?.p50 ?? NaN);
     m['open_loop_p99_us'] = round(open.load.latencyUs?.p99 ?? NaN);
     detail['open_loop'] = summary(open);
-    for (const alpha of [0.8, 1.2]) await nodeCpu(alpha, 1);
+    for (const alpha of [0.8, 1.2]) await nodeCpu(alpha, 1, VARIANTS.slice(0, 1));
 
     // Compute-heavy work, pinned: node on core 0, pre-executor and load generators on core 1.
     const rounds = q ? 20_000 : 40_000;
@@ -473,7 +500,8 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
         'time on its JavaScript thread inside each stage (ts/stages.ts), other = CPU minus stages; node_threads_cpu_us_per_tx splits ' +
         'the same CPU by thread (/proc/self/task, 10 ms ticks): main, runtime helpers (the collector, compiler, libuv pool) and the ' +
         "core's named threads; full_collections counts the node's full (mark-compact) collections in the window. Load generators are separate " +
-        'processes that sign before the window. Pinned runs: node on core 0, pre-executor and load generator on core 1 (taskset). ' +
+        'processes that sign before the window. The node CPU runs submit through one admission process (its CPU is ' +
+        "admission_processes_cpu_us_per_tx, not the node's); *_node_admits: the same runs with the node admitting its clients itself. Pinned runs: node on core 0, pre-executor and load generator on core 1 (taskset). " +
         'model_* figures are predicted by the capacity model, not measured.',
     };
     mkdirSync(dirname(opts.out), { recursive: true });
@@ -500,6 +528,7 @@ function summary(r: Run): Record<string, unknown> {
     node_cpu_us_per_tx: r.node,
     node_threads_cpu_us_per_tx: r.threads,
     pre_executors_cpu_us_per_tx: r.preCpuUs,
+    admission_processes_cpu_us_per_tx: r.admissionCpuUs,
     load_generators_cpu_us_per_tx: r.loadCpuUs,
     adopted: r.adopted,
     reexecuted: r.reexecuted,

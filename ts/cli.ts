@@ -10,6 +10,7 @@ import { report } from './cli/errors.js';
 import { heronReplicaRole } from './cli/heron-roles.js';
 import { loadgenRole } from './cli/loadgen-role.js';
 import { appOption, intOption, metricsPortOption, policyOption, seedOption, stateUpdateOption, transportOption, UsageError } from './cli/options.js';
+import { admissionRole } from './cli/admission-role.js';
 import { nodeRole, preExecutorRole, startCommand } from './cli/pipeline-roles.js';
 import { upgradeCommand } from './cli/upgrade.js';
 import { takeLifetimeFlag } from './process.js';
@@ -60,6 +61,7 @@ const USAGE = `Usage:
       --rate N                    open loop at N tx/s over all generators, instead of closed-loop clients
       --transactions N            built and signed before the window (default 12000 a second, or rate × seconds)
       --pre-executors N           pre-executor processes (default 2)
+      --admissions N              admission processes the generators submit through (default 0: the node)
       --deadline-ms N             primary's wait for a pre-execution result (default 50)
       --policy P                  scheduling: round-robin, load, load+affinity, load+affinity+hot (default load+affinity+hot)
       --state-update S            how pre-executors stay fresh: broadcast, push, pull (default broadcast)
@@ -72,6 +74,7 @@ const USAGE = `Usage:
                                   SIGINT/SIGTERM, whatever its stdin (closed under systemd or in a
                                   container: docs/deployment.md), then closes its store and exits 0
       --pre-executors N           pre-executor processes to start (default 2)
+      --admissions N              admission processes to start (default 0), clients at DIR/admission-adm-K.sock
       --autoscale MIN..MAX        grow and shrink the pool from measured load
       --policy P, --state-update S, --deadline-ms N, --metrics-port N   as for demo
       --listen HOST:PORT          also accept clients and pre-executors over TCP there
@@ -103,6 +106,12 @@ const USAGE = `Usage:
   remora start pre-executor --join HOST:PORT --secret-file FILE --app APP --name NAME
                                   the same from any host: the node's --listen address, and a copy of
                                   DIR/cluster.secret
+  remora start admission --join DIR --app APP --name NAME [--listen HOST:PORT]
+                                  an admission process for the node in DIR: clients connect to
+                                  DIR/admission-NAME.sock (or --listen) instead of the node, and their
+                                  framing, checks and replies run here, not on the node (docs/pipeline.md)
+  remora start admission --join HOST:PORT --secret-file FILE --socket PATH --app APP --name NAME
+                                  the same from any host
   remora start heron --config FILE --dir DIR [--listen HOST:PORT] [--pre-executors N] [--transport shm|tcp]
                                   a Heron cluster (partitions of replicas) described by a JSON file:
                                   {"app": "kv", "partitions": 2, "replicas": 3, "preExecutors": 2}
@@ -197,6 +206,7 @@ async function pipelineDemo(argv: string[]): Promise<number> {
       alpha: { type: 'string' },
       clients: { type: 'string' },
       'pre-executors': { type: 'string' },
+      admissions: { type: 'string' },
       'deadline-ms': { type: 'string' },
       policy: { type: 'string' },
       'state-update': { type: 'string' },
@@ -219,6 +229,7 @@ async function pipelineDemo(argv: string[]): Promise<number> {
     alpha,
     concurrency: intOption(values.clients, 'clients', 256, 1, 100_000),
     preExecutors: intOption(values['pre-executors'], 'pre-executors', 2, 0, 64),
+    admissions: intOption(values.admissions, 'admissions', 0, 0, 16),
     deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
     policy: policyOption(values.policy),
     stateUpdate: stateUpdateOption(values['state-update']),
@@ -349,6 +360,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   'transport-owner': transportOwnerRole,
   'transport-reader': transportReaderRole,
   'pre-executor': preExecutorRole,
+  admission: admissionRole,
   node: nodeRole,
   'heron-replica': heronReplicaRole,
   'heron-tpcc-loadgen': heronTpccLoadgenRole,

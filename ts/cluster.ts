@@ -87,6 +87,14 @@ export interface ClusterOptions {
    */
   preExecutorPrefix?: readonly string[];
   /**
+   * Admission processes to start (default 0): each serves clients at `DIR/admission-NAME.sock`
+   * (`admissionSockets`), checks what they submit and forwards it to the node, which then
+   * spends nothing on clients' framing, checks or replies (docs/pipeline.md).
+   */
+  admissions?: number;
+  /** As `preExecutorPrefix`, for the admission processes. */
+  admissionPrefix?: readonly string[];
+  /**
    * Applied transactions between checkpoints of the primary's store (default 50,000; 0: none).
    * A start installs the newest valid one and replays only the log after it (docs/checkpoints.md).
    */
@@ -113,6 +121,11 @@ export interface ClusterOptions {
 
 export const NODE_SOCKET = 'node.sock';
 
+/** The Unix socket an admission process named `name` serves clients on, in the cluster directory. */
+export function admissionSocket(name: string): string {
+  return `admission-${name}.sock`;
+}
+
 /** How a started node reached the state its sequencer held at start. */
 export interface StartedFrom {
   /** The checkpoint installed, or null: the whole log was replayed. */
@@ -131,6 +144,8 @@ export class EmbeddedCluster {
   /** Waiters for a pre-executor's handshake, by name. */
   private readonly joining = new Map<string, () => void>();
   private metrics: MetricsServer | null = null;
+  /** The admission processes, by name. */
+  readonly admissions = new Map<string, RoleProcess>();
 
   private constructor(
     readonly node: EmbeddedNode,
@@ -384,6 +399,7 @@ export class EmbeddedCluster {
         cluster.metrics = await serveMetrics(registry, { port: opts.metricsPort, readiness: () => c.readiness() });
       if (pendingUpgrade) await node.upgrade(loaded);
       for (let i = 0; i < opts.preExecutors; i++) await cluster.addPreExecutor();
+      for (let i = 0; i < (opts.admissions ?? 0); i++) await cluster.addAdmission();
     } catch (e) {
       await cluster.close();
       throw e;
@@ -408,6 +424,21 @@ export class EmbeddedCluster {
     // The child is ready once connected; its link is attached once the node saw the handshake.
     await Promise.race([attached, child.exited.then((e) => Promise.reject(new Error(`pre-executor ${name} exited before joining (${JSON.stringify(e)})`)))]);
     return name;
+  }
+
+  /** Starts one more admission process; resolves once it joined the node and serves clients. */
+  async addAdmission(): Promise<string> {
+    const name = `adm-${this.admissions.size + 1}`;
+    const args = ['--join', this.opts.dir, '--app', this.node.versions.active.spec, '--name', name];
+    const prefix = this.opts.admissionPrefix;
+    // Ready only once the node welcomed it and its socket listens.
+    this.admissions.set(name, await RoleProcess.start('admission', args, prefix ? { prefix } : {}));
+    return name;
+  }
+
+  /** Where clients of the admission processes connect (full paths), in the order they started. */
+  get admissionSockets(): string[] {
+    return [...this.admissions.keys()].map((name) => join(this.opts.dir, admissionSocket(name)));
   }
 
   /**
@@ -456,13 +487,15 @@ export class EmbeddedCluster {
     this.scaleTimer.unref();
   }
 
-  /** Stops the pre-executors, then the node; the log stays on disk for the next start. */
+  /** Stops the admission processes and pre-executors, then the node; the log stays on disk for the next start. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.scaleTimer) clearInterval(this.scaleTimer);
     await this.scaling;
     await this.metrics?.close();
+    // Admission first: nothing more comes in while the pre-executors stop.
+    await Promise.all([...this.admissions.values()].map((c) => c.stop(2000)));
     await Promise.all([...this.children.values()].map((c) => c.stop(2000)));
     await this.server.close();
     await this.sequencer.close();

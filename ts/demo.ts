@@ -34,6 +34,8 @@ export interface DemoOptions {
   /** Closed-loop clients over all generators (unless `rate`). */
   concurrency: number;
   preExecutors: number;
+  /** Admission processes the generators submit through (default 0: to the node itself). */
+  admissions?: number;
   deadlineMs: number;
   policy: Policy;
   stateUpdate: StateUpdate;
@@ -96,13 +98,14 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const what = app === 'bank' ? `bank, ${fmt(o.accounts)} accounts` : `work, ${fmt(rounds)} rounds a transaction on ${fmt(o.accounts)} counters`;
   const load = mode.kind === 'closed' ? `${o.concurrency} clients in closed loop` : `open loop at ${fmt(mode.rate)} tx/s`;
   say(
-    `demo: ${what} (Zipf α ${o.alpha}), ${o.preExecutors} pre-executor processes, ` +
+    `demo: ${what} (Zipf α ${o.alpha}), ${o.preExecutors} pre-executor processes, ${o.admissions ? `${o.admissions} admission processes, ` : ''}` +
       `${load} for ${o.seconds} s, policy ${o.policy}, state update ${o.stateUpdate}; seed ${o.seed}`,
   );
   const cluster = await EmbeddedCluster.start({
     dir,
     app,
     preExecutors: o.preExecutors,
+    admissions: o.admissions ?? 0,
     deadlineMs: o.deadlineMs,
     policy: o.policy,
     stateUpdate: o.stateUpdate,
@@ -119,7 +122,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       `demo: ${generators} load generator process${generators === 1 ? '' : 'es'} ` +
         `(seed${generators === 1 ? ` ${o.seed}` : `s ${o.seed}..${o.seed + generators - 1}`}) preparing ${fmt(transactions)} transactions…`,
     );
-    const gens = await startLoadGenerators({ dir, count: generators, workload, mode, transactions, seconds: o.seconds });
+    const gens = await startLoadGenerators({ dir, sockets: cluster.admissionSockets, count: generators, workload, mode, transactions, seconds: o.seconds });
     stopGenerators = () => gens.close();
     say(`demo: generators ready (built and signed in ${(Math.max(...gens.prepareMs) / 1000).toFixed(1)} s); go`);
 
@@ -167,7 +170,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const notes = [...(r.rejected > 0 ? [`${fmt(r.rejected)} rejected`] : []), ...(r.unanswered > 0 ? [`${fmt(r.unanswered)} UNANSWERED`] : [])];
     const out = [
       '',
-      `remora demo: ${app} on an embedded cluster (sequencer + primary + ${o.preExecutors} pre-executors), 2-core machine`,
+      `remora demo: ${app} on an embedded cluster (sequencer + primary + ${o.preExecutors} pre-executors` +
+        `${o.admissions ? ` + ${o.admissions} admission processes, whose CPU is not the node's` : ''}), 2-core machine`,
       `  throughput   ${fmt(r.elapsed > 0 ? answered / r.elapsed : 0)} tx/s (${fmt(answered)} ${noun} in ${r.elapsed.toFixed(1)} s; ` +
         `${fmt(r.committed)} committed, ${fmt(r.aborted)} aborted${notes.map((n) => `, ${n}`).join('')})` +
         (r.ranOut ? `; the generators ran out of transactions, raise --transactions` : ''),

@@ -347,6 +347,11 @@ export interface LoadGeneratorOptions {
   dir: string;
   /** Connect over TCP instead (the node's `--listen`), with a copy of `client.secret`. */
   tcp?: { address: string; secretFile: string };
+  /**
+   * Client sockets to use instead of the node's (admission processes', `admissionSockets`):
+   * generator `i` connects to `sockets[i % sockets.length]`.
+   */
+  sockets?: readonly string[];
   /** Generator processes. */
   count: number;
   workload: LoadWorkload;
@@ -387,7 +392,8 @@ export interface LoadGenerators {
 /** Arguments of the `loadgen` role for generator `index`. */
 export function loadgenArgs(o: LoadGeneratorOptions, index: number, latencies: string): string[] {
   const w = o.workload;
-  const where = o.tcp ? ['--node', o.tcp.address, '--secret-file', o.tcp.secretFile] : ['--dir', o.dir];
+  const socket = o.sockets?.length ? o.sockets[index % o.sockets.length] : undefined;
+  const where = o.tcp ? ['--node', o.tcp.address, '--secret-file', o.tcp.secretFile] : ['--dir', o.dir, ...(socket === undefined ? [] : ['--socket', socket])];
   const what =
     w.app === 'bank'
       ? ['--objects', String(w.accounts), '--alpha', String(w.alpha)]

@@ -200,6 +200,49 @@ class TxFromBytes implements DecodedTx {
   }
 }
 
+/**
+ * A transaction an admission process checked and forwarded (docs/pipeline.md, "Admission
+ * processes"): its digest, command and objects came with its bytes, so the node does not read
+ * the body until something executes it, which for an adopted transaction is never.
+ */
+class TxForwarded implements DecodedTx {
+  private decoded: { args: unknown; auth: Authenticator[] } | undefined;
+
+  constructor(
+    readonly command: string,
+    readonly objects: string[],
+    readonly digest: string,
+    readonly bytes: Buffer,
+  ) {}
+
+  get body(): Buffer {
+    return this.bytes.subarray(5, 5 + u32le(this.bytes, 1));
+  }
+
+  get args(): unknown {
+    return this.whole().args;
+  }
+
+  get auth(): Authenticator[] {
+    return this.whole().auth;
+  }
+
+  private whole(): { args: unknown; auth: Authenticator[] } {
+    // Admission decoded these bytes whole before forwarding them: a failure here is damage.
+    this.decoded ??= { args: decodeBody(this.body).args, auth: splitTxBytes(this.bytes).tx.auth };
+    return this.decoded;
+  }
+}
+
+/**
+ * The node's view of a transaction an admission process forwarded: `bytes` must be what that
+ * process admitted under `digest`, with this command and these objects (the admission role is
+ * trusted as pre-executors are, docs/security.md).
+ */
+export function forwardedTx(command: string, objects: string[], digest: string, bytes: Buffer): DecodedTx {
+  return new TxForwarded(command, objects, digest, bytes);
+}
+
 /** `decodeTx` of `tx.v1` bytes: the checks of `splitTxBytes` and `decodeTxObject`, without views per authenticator. */
 function decodeTxBytes(b: Buffer, vouch = true): DecodedTx {
   // The native check vouches for most transactions in one pass (framing, canonical body,

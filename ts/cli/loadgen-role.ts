@@ -61,7 +61,7 @@ function modeOption(v: Record<string, string | undefined>): LoadMode {
   throw new UsageError(`--mode must be closed or open, got '${mode}'`);
 }
 
-/** The node's socket and the client credential, from `--dir` or `--node` with `--secret-file`. */
+/** The node's socket (or `--socket`) and the client credential, from `--dir`; or `--node` with `--secret-file`. */
 function endpointOption(v: Record<string, string | undefined>): Parameters<typeof RemoraClient.connect>[0] {
   const node = v['node'];
   if (node !== undefined) {
@@ -70,7 +70,8 @@ function endpointOption(v: Record<string, string | undefined>): Parameters<typeo
     return { ...hp, secret: readSecretFile(required(v['secret-file'], 'secret-file')) };
   }
   const dir = required(v['dir'], 'dir');
-  return { path: join(dir, NODE_SOCKET), secret: readSecretFile(join(dir, CLIENT_SECRET_FILE)) };
+  // `--socket`: another client socket of the cluster, an admission process's.
+  return { path: v['socket'] ?? join(dir, NODE_SOCKET), secret: readSecretFile(join(dir, CLIENT_SECRET_FILE)) };
 }
 
 /** Resolves with 'go' at the start signal, 'stop' when stdin ends first; `onEnd` hears a later end. */
@@ -103,6 +104,7 @@ export async function loadgenRole(argv: string[]): Promise<never> {
     options: {
       dir: { type: 'string' },
       node: { type: 'string' },
+      socket: { type: 'string' },
       'secret-file': { type: 'string' },
       app: { type: 'string' },
       objects: { type: 'string' },

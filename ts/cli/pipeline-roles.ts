@@ -2,6 +2,7 @@
 import { rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { admissionRole } from './admission-role.js';
 import { heronStartCommand } from './heron-roles.js';
 import { installDeterminismGuard } from '../app/guard.js';
 import { nativeFunctions } from '../app/natives.js';
@@ -117,6 +118,7 @@ export function nodeRole(argv: string[]) {
       dir: { type: 'string' },
       app: { type: 'string' },
       'pre-executors': { type: 'string' },
+      admissions: { type: 'string' },
       'deadline-ms': { type: 'string' },
       policy: { type: 'string' },
       'state-update': { type: 'string' },
@@ -147,6 +149,7 @@ export function nodeRole(argv: string[]) {
     app: appOption(values.app),
     upgrade: values.upgrade ?? false,
     preExecutors: intOption(values['pre-executors'], 'pre-executors', 2, 0, 64),
+    admissions: intOption(values.admissions, 'admissions', 0, 0, 16),
     deadlineMs: intOption(values['deadline-ms'], 'deadline-ms', 50, 0, 60_000),
     policy: policyOption(values.policy),
     stateUpdate: stateUpdateOption(values['state-update']),
@@ -172,6 +175,7 @@ export function nodeRole(argv: string[]) {
       : `from the log: ${started.replayed} replayed`;
     process.stderr.write(`node: started ${from}\n`);
     if (cluster.address !== null) process.stderr.write(`node: clients and pre-executors may join at ${cluster.address}\n`);
+    for (const socket of cluster.admissionSockets) process.stderr.write(`node: clients may also submit through the admission process at ${socket}\n`);
     if (cluster.metricsPort !== null) process.stderr.write(`node: metrics at http://127.0.0.1:${cluster.metricsPort}/metrics\n`);
     return {
       info: { address: cluster.address, storeAddress: cluster.storeAddress, started: from, lastApplied: String(cluster.node.lastApplied) },
@@ -243,11 +247,12 @@ function autoscaleOption(raw: string | undefined): { min: number; max: number } 
   return { min, max };
 }
 
-/** `remora start node ...` or `remora start pre-executor --join DIR ...`. */
+/** `remora start node ...`, `remora start pre-executor --join DIR ...` or `remora start admission --join DIR ...`. */
 export function startCommand(argv: string[]): Promise<number> {
   const [what, ...rest] = argv;
   if (what === 'node') return nodeRole(rest);
   if (what === 'pre-executor') return preExecutorRole(rest);
+  if (what === 'admission') return admissionRole(rest);
   if (what === 'heron') return heronStartCommand(rest);
-  throw new UsageError(`start what? expected 'node', 'pre-executor' or 'heron', got ${what === undefined ? 'nothing' : `'${what}'`}`);
+  throw new UsageError(`start what? expected 'node', 'pre-executor', 'admission' or 'heron', got ${what === undefined ? 'nothing' : `'${what}'`}`);
 }

@@ -358,6 +358,25 @@ export class EmbeddedNode {
   }
 
   /**
+   * Transactions an admission process checked and forwarded together (admission-link.ts):
+   * handed on as `submitBatch` hands what it admitted, without checking them again.
+   */
+  submitForwarded(txs: readonly DecodedTx[], done: readonly SubmitDone[]): void {
+    const prev = stages.enter('admission');
+    const batched = txs.length > 1;
+    try {
+      for (let i = 0; i < txs.length; i++) {
+        const tx = txs[i];
+        const d = done[i];
+        if (tx !== undefined && d !== undefined) this.admitted(tx, d, undefined, batched);
+      }
+    } finally {
+      if (batched && this.sequencer instanceof EmbeddedSequencer) this.sequencer.appendHeld();
+      stages.leave(prev);
+    }
+  }
+
+  /**
    * Hands an admitted transaction to a pre-executor and to the sequencer; `done` hears the
    * reply. `batched`: one of several admitted together, so never the node's alone, and its
    * append waits for the batch's last.

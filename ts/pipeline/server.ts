@@ -1,10 +1,10 @@
 // The node's side of the wire: clients submit, pre-executors attach and return results.
 //
-// Clients authenticate with the client credential, pre-executors with the member credential
-// (secret.ts), so no client can attach as a pre-executor. Each client is held to a number of
-// requests in flight and a number of reply bytes it has not read: past either, the node stops
-// reading from it (backpressure), and a client whose unread replies still grow is cut off, so
-// one client cannot take the node's memory or time from the others.
+// Clients authenticate with the client credential, pre-executors and admission processes with
+// the member credential (secret.ts), so no client can attach as either. Each client is held to
+// a number of requests in flight and a number of reply bytes it has not read: past either, the
+// node stops reading from it (backpressure), and a client whose unread replies still grow is
+// cut off, so one client cannot take the node's memory or time from the others.
 import { Buffer } from 'node:buffer';
 import { TxError } from '../app/tx.js';
 import { loadAppModule } from '../app/module.js';
@@ -15,6 +15,8 @@ import { listen, type Conn, type Server } from '../wire.js';
 import { parseAdminMessage, parseClientMessage, ProtocolError, type NodeToAdmin, type NodeToClient, type SharedCheckpointInfo } from './messages.js';
 import type { EmbeddedNode, OptimisticReply, Reply, SubmitDone } from './node.js';
 import { attachMember } from './pool.js';
+import { ADMISSION_ROLE } from './admission-frames.js';
+import { attachAdmission } from './admission-link.js';
 import { readSubmitFrame, SubmitFrame } from './client-frames.js';
 import { replyFrame } from './reply-frames.js';
 import type { NodeStatus } from './status.js';
@@ -76,19 +78,26 @@ export interface NodeServer extends Server {
   readonly stats: ServeStats;
 }
 
-export async function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise<NodeServer> {
-  const log = opts.log ?? ((m: string) => console.error(m));
-  const limits: ClientLimits = { ...CLIENT_LIMITS, ...opts.clientLimits };
+/** `CLIENT_LIMITS` with `given` over them, as a listener applies them. */
+export function clientLimits(given: Partial<ClientLimits> | undefined): ClientLimits {
+  const limits: ClientLimits = { ...CLIENT_LIMITS, ...given };
   // A paused client is resumed on 'drain', which a socket emits only after its queue passed
   // the high-water mark: a pause below the mark could never be lifted.
   limits.pauseBytes = Math.max(limits.pauseBytes, MIN_PAUSE_BYTES);
+  return limits;
+}
+
+export async function serveNode(node: EmbeddedNode, opts: ServeOptions): Promise<NodeServer> {
+  const log = opts.log ?? ((m: string) => console.error(m));
+  const limits = clientLimits(opts.clientLimits);
   const stats: ServeStats = { requests: 0, paused: 0, cutOff: 0 };
   const client = clientCredential(opts.secret);
   const secretFor = (role: string): Buffer | undefined =>
-    role === CLIENT_ROLE ? client : role.startsWith(PRE_EXECUTOR_ROLE) || role === ADMIN_ROLE ? opts.secret : undefined;
+    role === CLIENT_ROLE ? client : role.startsWith(PRE_EXECUTOR_ROLE) || role.startsWith(ADMISSION_ROLE) || role === ADMIN_ROLE ? opts.secret : undefined;
   const onConnection = (conn: Conn) => {
     if (conn.role === CLIENT_ROLE) serveClient(node, conn, log, limits, stats);
     else if (conn.role.startsWith(PRE_EXECUTOR_ROLE)) attachPreExecutor(node, conn, log, opts);
+    else if (conn.role.startsWith(ADMISSION_ROLE)) attachAdmission(node, conn, conn.role.slice(ADMISSION_ROLE.length) || conn.peer, log);
     else if (conn.role === ADMIN_ROLE) serveAdmin(node, conn, log, opts);
     else {
       log(`${conn.peer}: unknown role ${JSON.stringify(conn.role)}, closing`);

@@ -208,6 +208,11 @@ export function commonOutcomeByte(outcome: Outcome): number | undefined {
   return OK_BYTES.get(outcome);
 }
 
+/** The shared `ok` outcome whose result byte is `byte` (`commonOutcomeByte`'s inverse), if any. */
+export function commonOutcome(byte: number): Outcome | undefined {
+  return OK_OUTCOMES[byte];
+}
+
 // Shared by every common rest: nothing changes a received table's lists (frozen to make sure).
 /** `[true, …]` of each length: every signature verified, as in nearly every table. */
 const ALL_VERIFIED: readonly TableRest['auth'][] = Array.from(
