@@ -153,9 +153,9 @@ describe('admission processes', () => {
     const bad: [string, Record<string, unknown>, RegExp][] = [
       ['before hello', good, /first message must be hello/],
       ['a lying end', { ...good, ends: Buffer.from([0xff, 0, 0, 0]) }, /ends at 255, outside the bytes/],
-      ['too few digests', { ...good, digests: 'ab' }, /other counts of objects, ends or digests/],
-      ['a digest not in hex', { ...good, digests: 'zz'.repeat(32) }, /other counts of objects, ends or digests/],
-      ['no transactions', { ...good, commands: [], objects: [], ends: Buffer.alloc(0), digests: '' }, /0 transactions, expected 1 to 8192/],
+      ['too few digest bytes', { ...good, digests: Buffer.alloc(31) }, /other counts of objects, ends or digests/],
+      ['digests in hex', { ...good, digests: 'ab'.repeat(32) }, /missing fields/],
+      ['no transactions', { ...good, commands: [], objects: [], ends: Buffer.alloc(0), digests: Buffer.alloc(0) }, /0 transactions, expected 1 to 8192/],
       ['bytes after the last', { ...good, bytes: Buffer.concat([good['bytes'] as Buffer, Buffer.from([0])]) }, /1 bytes after the last transaction/],
       ['a negative first', { ...good, first: -1 }, /first must be a uint32/],
       ['objects not strings', { ...good, objects: [[1]] }, /bad command or objects/],

@@ -29,17 +29,16 @@ function fail(what: string): never {
 }
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isText = (v: unknown, max: number): v is string => typeof v === 'string' && v.length <= max;
-const HEX = /^[0-9a-f]*$/;
 
 /** The `admit` message for `txs`, numbered from `first`. */
 export function admitMessage(first: number, txs: readonly DecodedTx[]): unknown {
-  let digests = '';
+  let hex = '';
   const commands: string[] = [];
   const objects: string[][] = [];
   const ends = Buffer.allocUnsafe(4 * txs.length);
   let end = 0;
   txs.forEach((tx, i) => {
-    digests += tx.digest;
+    hex += tx.digest;
     commands.push(tx.command);
     objects.push(tx.objects);
     end += tx.bytes.length;
@@ -48,7 +47,7 @@ export function admitMessage(first: number, txs: readonly DecodedTx[]): unknown 
   const bytes = Buffer.allocUnsafe(end);
   let at = 0;
   for (const tx of txs) at += tx.bytes.copy(bytes, at);
-  return { t: 'admit', first, digests, commands, objects, ends, bytes };
+  return { t: 'admit', first, digests: Buffer.from(hex, 'hex'), commands, objects, ends, bytes };
 }
 
 export function parseAdmissionMessage(m: unknown): AdmissionToNode {
@@ -61,14 +60,21 @@ export function parseAdmissionMessage(m: unknown): AdmissionToNode {
   if (m['t'] !== 'admit') fail(`expected hello or admit, got ${typeof m['t'] === 'string' ? JSON.stringify(m['t'].slice(0, 32)) : typeof m['t']}`);
   const { first, digests, commands, objects, ends, bytes } = m;
   if (typeof first !== 'number' || first >>> 0 !== first) fail('admit: first must be a uint32');
-  if (!Array.isArray(commands) || !Array.isArray(objects) || !(ends instanceof Uint8Array) || !(bytes instanceof Uint8Array) || typeof digests !== 'string')
+  if (
+    !Array.isArray(commands) ||
+    !Array.isArray(objects) ||
+    !(ends instanceof Uint8Array) ||
+    !(bytes instanceof Uint8Array) ||
+    !(digests instanceof Uint8Array)
+  )
     fail('admit: missing fields');
   const n = commands.length;
   if (n === 0 || n > MAX_FORWARDED) fail(`admit: ${n} transactions, expected 1 to ${MAX_FORWARDED}`);
-  if (objects.length !== n || ends.length !== 4 * n || digests.length !== 64 * n || !HEX.test(digests))
-    fail(`admit: ${n} commands but other counts of objects, ends or digests`);
+  if (objects.length !== n || ends.length !== 4 * n || digests.length !== 32 * n) fail(`admit: ${n} commands but other counts of objects, ends or digests`);
   const all = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const endsView = Buffer.from(ends.buffer, ends.byteOffset, ends.byteLength);
+  // One conversion for the batch, sliced per transaction: the node's maps key on hex.
+  const hex = Buffer.from(digests.buffer, digests.byteOffset, digests.byteLength).toString('hex');
   const txs: DecodedTx[] = new Array<DecodedTx>(n);
   let start = 0;
   for (let i = 0; i < n; i++) {
@@ -79,7 +85,7 @@ export function parseAdmissionMessage(m: unknown): AdmissionToNode {
     if (end < start + 7 || end > all.length) fail(`admit: transaction ${i} ends at ${end}, outside the bytes`);
     if (!isText(command, 256) || !Array.isArray(ids) || !ids.every((id) => typeof id === 'string'))
       fail(`admit: transaction ${i} has a bad command or objects`);
-    txs[i] = forwardedTx(command, ids, digests.slice(64 * i, 64 * i + 64), all.subarray(start, end));
+    txs[i] = forwardedTx(command, ids, hex.slice(64 * i, 64 * i + 64), all.subarray(start, end));
     start = end;
   }
   if (start !== all.length) fail(`admit: ${all.length - start} bytes after the last transaction`);
