@@ -315,30 +315,23 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
       for (let pair = 0; pair < pairs; pair++) {
         const of = pairs > 1 ? ` (pair ${pair + 1})` : '';
         for (const [v, variant] of variants.entries()) {
-          say(`bank α ${alpha}: node CPU per transaction, 0 pre-executors, ${variant.what}${of}`);
-          const executed = await run(fresh(), {
-            workload: bank(alpha),
-            preExecutors: 0,
-            admissions: variant.admissions,
-            mode: closed,
-            transactions: warmupApplied + perRun,
-            warmupApplied,
-            seconds: nodeCpuSeconds,
-            generators: 2,
-            deadlineMs: 50,
-          });
-          say(`bank α ${alpha}: node CPU per transaction, 2 pre-executors, every result waited for, ${variant.what}${of}`);
-          const adopted = await run(fresh(), {
-            workload: bank(alpha),
-            preExecutors: 2,
-            admissions: variant.admissions,
-            mode: closed,
-            transactions: warmupApplied + perRun,
-            warmupApplied,
-            seconds: nodeCpuSeconds,
-            generators: 2,
-            deadlineMs: 2000,
-          });
+          // Executing everything (a short deadline: nothing will come), then every result waited for.
+          const side = (preExecutors: number, deadlineMs: number, what: string): Promise<Run> => {
+            say(`bank α ${alpha}: node CPU per transaction, ${what}, ${variant.what}${of}`);
+            return run(fresh(), {
+              workload: bank(alpha),
+              preExecutors,
+              admissions: variant.admissions,
+              mode: closed,
+              transactions: warmupApplied + perRun,
+              warmupApplied,
+              seconds: nodeCpuSeconds,
+              generators: 2,
+              deadlineMs,
+            });
+          };
+          const executed = await side(0, 50, '0 pre-executors');
+          const adopted = await side(2, 2000, '2 pre-executors, every result waited for');
           runs[v]?.push({ executed, adopted });
         }
       }

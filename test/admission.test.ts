@@ -12,6 +12,7 @@ import { kvApp } from '../ts/apps/index.js';
 import { RemoraClient } from '../ts/client.js';
 import { EmbeddedCluster, NODE_SOCKET } from '../ts/cluster.js';
 import { startLoadGenerators, type LoadGenerators } from '../ts/loadgen.js';
+import { admissionMetrics, createRegistry } from '../ts/metrics.js';
 import { AdmissionFront } from '../ts/pipeline/admission.js';
 import { admitMessage, AnswerWriter, parseAdmissionMessage, readAnswers, type Answer } from '../ts/pipeline/admission-frames.js';
 import { ProtocolError } from '../ts/pipeline/messages.js';
@@ -242,6 +243,29 @@ describe('AdmissionFront', () => {
     const late = await new Promise<Error | null>((resolve) => front.submitWith(raws[0], ((e) => resolve(e)) as SubmitDone));
     expect(late?.message).toBe("the node's connection was lost: reset");
     expect(front.inFlight).toBe(0);
+  });
+
+  it('counts what it forwarded, refused and was answered for its metrics', async () => {
+    const { conn } = sentTo();
+    const front = new AdmissionFront(kvApp, conn);
+    const registry = createRegistry();
+    admissionMetrics(registry, { serving: { requests: 4, paused: 0, cutOff: 0 }, front });
+    const done: SubmitDone = () => undefined;
+    for (const k of [1, 2, 3]) front.submitWith(put(k), done);
+    front.submitWith({ body: encodeBody('nope', {}, []), auth: [] }, done);
+    await Promise.resolve();
+    const w = new AnswerWriter();
+    w.reply(0, 1n, false, null, 'executed');
+    front.answers(w.take());
+    const text = await registry.metrics();
+    for (const line of [
+      'remora_admission_requests_total 4',
+      'remora_admission_forwarded_total 3',
+      'remora_admission_refused_total 1',
+      'remora_admission_answered_total 1',
+      'remora_admission_in_flight 2',
+    ])
+      expect(text).toContain(`\n${line}\n`);
   });
 
   it('answers a submission the app refuses without forwarding it', async () => {

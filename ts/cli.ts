@@ -106,7 +106,7 @@ const USAGE = `Usage:
   remora start pre-executor --join HOST:PORT --secret-file FILE --app APP --name NAME
                                   the same from any host: the node's --listen address, and a copy of
                                   DIR/cluster.secret
-  remora start admission --join DIR --app APP --name NAME [--listen HOST:PORT]
+  remora start admission --join DIR --app APP --name NAME [--listen HOST:PORT] [--metrics-port N]
                                   an admission process for the node in DIR: clients connect to
                                   DIR/admission-NAME.sock (or --listen) instead of the node, and their
                                   framing, checks and replies run here, not on the node (docs/pipeline.md)

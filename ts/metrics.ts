@@ -410,6 +410,38 @@ export class PreExecutorMetrics {
   }
 }
 
+/** What an admission process's metrics read when scraped (admission.ts). */
+export interface AdmissionSource {
+  /** Requests read from clients, pauses, clients cut off (`ServeStats`). */
+  readonly serving: { readonly requests: number; readonly paused: number; readonly cutOff: number };
+  /** Forwarded to the node, refused here, answered by the node, waiting for it (`AdmissionFront`). */
+  readonly front: { readonly forwarded: number; readonly refused: number; readonly answered: number; readonly inFlight: number };
+}
+
+/** An admission process's metrics, read from `source` when scraped. */
+export function admissionMetrics(registry: Registry, source: AdmissionSource): void {
+  const registers = [registry];
+  const counter = (name: string, help: string, read: () => number) => new Counter({ name, help, registers, collect: mirror(read) });
+  counter('remora_admission_requests_total', 'Submissions read from clients.', () => source.serving.requests);
+  counter('remora_admission_forwarded_total', 'Transactions that passed the checks and went to the node.', () => source.front.forwarded);
+  counter(
+    'remora_admission_refused_total',
+    "Submissions refused here (malformed, unknown command, declared objects not the app's).",
+    () => source.front.refused,
+  );
+  counter('remora_admission_answered_total', 'Forwarded transactions the node answered.', () => source.front.answered);
+  counter('remora_admission_client_pauses_total', 'Times a client was not read: too many requests in flight or replies unread.', () => source.serving.paused);
+  counter('remora_admission_clients_cut_off_total', 'Clients disconnected for leaving too many replies unread.', () => source.serving.cutOff);
+  new Gauge({
+    name: 'remora_admission_in_flight',
+    help: 'Forwarded transactions waiting for the node to answer.',
+    registers,
+    collect() {
+      this.set(source.front.inFlight);
+    },
+  });
+}
+
 export interface MetricsServer {
   /** The port bound (the one asked for, or the one the system chose for 0). */
   readonly port: number;

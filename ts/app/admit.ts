@@ -28,6 +28,26 @@ export function admitTxs(app: App, raws: readonly Uint8Array[]): (DecodedTx | Er
   return out;
 }
 
+/**
+ * `admitTxs`, then `take` for each transaction admitted, with its `done`; each refusal goes to
+ * its `done` on a later microtask (never before this returns), as a submitter expects.
+ */
+export function admitEach<D extends (error: Error, reply: null) => void>(
+  app: App,
+  raws: readonly Uint8Array[],
+  done: readonly D[],
+  take: (tx: DecodedTx, done: D) => void,
+): void {
+  const admitted = admitTxs(app, raws);
+  for (let i = 0; i < admitted.length; i++) {
+    const tx = admitted[i];
+    const d = done[i];
+    if (tx === undefined || d === undefined) continue;
+    if (tx instanceof Error) queueMicrotask(() => d(tx, null));
+    else take(tx, d);
+  }
+}
+
 function checkAgainst(app: App, tx: DecodedTx): DecodedTx {
   // The node's own administrative transactions (versions.ts) are never a client's to submit.
   if (tx.command.startsWith('remora.')) throw new TxError(`command ${JSON.stringify(tx.command)}: names starting with "remora." are reserved for the node`);

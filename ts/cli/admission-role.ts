@@ -8,12 +8,14 @@ import { runAdmission } from '../pipeline/admission.js';
 import { serveRole } from '../process.js';
 import { loadOrCreateSecret, readSecretFile } from '../secret.js';
 import { parseHostPort } from '../transport.js';
-import { appOption, listenOption, required, UsageError } from './options.js';
+import { admissionMetrics, createRegistry, serveMetrics, type MetricsServer } from '../metrics.js';
+import { appOption, listenOption, metricsPortOption, required, UsageError } from './options.js';
 
 /**
  * `--join DIR` on the node's host (its socket and secret are in the directory; clients then
  * connect to `DIR/admission-NAME.sock`), or `--join HOST:PORT --secret-file FILE --socket PATH`
- * from anywhere. `--listen HOST:PORT` also serves clients over TCP.
+ * from anywhere. `--listen HOST:PORT` also serves clients over TCP; `--metrics-port N` serves its
+ * Prometheus metrics (docs/metrics.md).
  */
 export function admissionRole(argv: string[]): Promise<never> {
   const { values } = parseArgs({
@@ -25,6 +27,7 @@ export function admissionRole(argv: string[]): Promise<never> {
       'secret-file': { type: 'string' },
       socket: { type: 'string' },
       listen: { type: 'string' },
+      'metrics-port': { type: 'string' },
     },
   });
   const join_ = required(values.join, 'join');
@@ -38,6 +41,7 @@ export function admissionRole(argv: string[]): Promise<never> {
   const socket = values.socket ?? (remote === null ? join(join_, admissionSocket(name)) : null);
   if (socket === null) throw new UsageError('--join HOST:PORT needs --socket PATH: where this process serves clients on its host');
   const tcp = values.listen === undefined ? undefined : parseHostPort(listenOption(values.listen));
+  const metricsPort = metricsPortOption(values['metrics-port']);
   return serveRole(async () => {
     const app = await loadAppModule(spec);
     const a = await runAdmission({
@@ -50,12 +54,20 @@ export function admissionRole(argv: string[]): Promise<never> {
       log: (m) => process.stderr.write(`admission ${name}: ${m}\n`),
     });
     process.stderr.write(`admission ${name}: clients may connect at ${a.address}${a.tcpAddress ? ` and ${a.tcpAddress}` : ''}\n`);
+    let metrics: MetricsServer | null = null;
+    if (metricsPort !== undefined) {
+      const registry = createRegistry();
+      admissionMetrics(registry, { serving: a.stats, front: a.front });
+      metrics = await serveMetrics(registry, { port: metricsPort });
+      process.stderr.write(`admission ${name}: metrics at http://127.0.0.1:${metrics.port}/metrics\n`);
+    }
     return {
       info: { address: a.address, tcpAddress: a.tcpAddress },
       failed: a.ended.then((e) => {
         throw new Error(`the node's connection ended: ${e.message}`);
       }),
       stop: async () => {
+        await metrics?.close();
         await a.close();
         return { requests: a.stats.requests, paused: a.stats.paused, cutOff: a.stats.cutOff };
       },

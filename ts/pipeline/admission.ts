@@ -4,7 +4,7 @@
 // checking them again and answers each; the answers go back to the clients from here. As many
 // run as the clients need, so a client's framing, checks and reply cost the node nothing.
 import { Buffer } from 'node:buffer';
-import { admitTx, admitTxs } from '../app/admit.js';
+import { admitEach, admitTx } from '../app/admit.js';
 import type { App } from '../app/app.js';
 import type { LoadedApp } from '../app/module.js';
 import { TxError, type DecodedTx } from '../app/tx.js';
@@ -27,6 +27,10 @@ export class AdmissionFront implements ClientSubmitter {
   private queued: DecodedTx[] = [];
   private queuedDone: SubmitDone[] = [];
   private lostWith: Error | null = null;
+  /** Transactions sent to the node, submissions refused by the checks here, answers the node gave. */
+  forwarded = 0;
+  refused = 0;
+  answered = 0;
 
   constructor(
     private readonly app: App,
@@ -49,6 +53,7 @@ export class AdmissionFront implements ClientSubmitter {
       if (onOptimistic) throw new TxError('optimistic replies are not served by an admission process: submit to the node');
       this.forward(admitTx(this.app, raw), done);
     } catch (e) {
+      this.refused++;
       const error = asError(e);
       queueMicrotask(() => done(error, null));
     } finally {
@@ -59,14 +64,12 @@ export class AdmissionFront implements ClientSubmitter {
   submitBatch(txs: readonly Uint8Array[], done: readonly SubmitDone[]): void {
     const prev = stages.enter('admission');
     try {
-      const admitted = admitTxs(this.app, txs);
-      for (let i = 0; i < admitted.length; i++) {
-        const tx = admitted[i];
-        const d = done[i];
-        if (tx === undefined || d === undefined) continue;
-        if (tx instanceof Error) queueMicrotask(() => d(tx, null));
-        else this.forward(tx, d);
-      }
+      let forwarded = 0;
+      admitEach(this.app, txs, done, (tx, d) => {
+        forwarded++;
+        this.forward(tx, d);
+      });
+      this.refused += txs.length - forwarded;
     } finally {
       stages.leave(prev);
     }
@@ -93,6 +96,7 @@ export class AdmissionFront implements ClientSubmitter {
       const chunk = txs.slice(from, from + MAX_FORWARDED);
       const first = this.next;
       this.next = (this.next + chunk.length) >>> 0;
+      this.forwarded += chunk.length;
       chunk.forEach((_, i) => this.waiting.set((first + i) >>> 0, done[from + i] as SubmitDone));
       try {
         this.node.send(admitMessage(first, chunk));
@@ -111,6 +115,7 @@ export class AdmissionFront implements ClientSubmitter {
         const done = this.waiting.get(a.id);
         if (done === undefined) return;
         this.waiting.delete(a.id);
+        this.answered++;
         if ('reply' in a) done(null, a.reply);
         else done(a.txError ? new TxError(a.error) : new Error(a.error), null);
       });

@@ -2,7 +2,7 @@
 // through links (child processes in a cluster, in-process objects in unit tests).
 import type { App } from '../app/app.js';
 import type { LookupTable, Natives, Outcome } from '../app/exec.js';
-import { admitTx, admitTxs } from '../app/admit.js';
+import { admitEach, admitTx } from '../app/admit.js';
 import type { LoadedApp } from '../app/module.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
 import { AppVersions, upgradeBody, type AppVersion } from '../app/versions.js';
@@ -342,14 +342,7 @@ export class EmbeddedNode {
     const prev = stages.enter('admission');
     const batched = txs.length > 1;
     try {
-      const admitted = admitTxs(this.app, txs);
-      for (let i = 0; i < admitted.length; i++) {
-        const tx = admitted[i];
-        const d = done[i];
-        if (tx === undefined || d === undefined) continue;
-        if (tx instanceof Error) queueMicrotask(() => d(tx, null));
-        else this.admitted(tx, d, undefined, batched);
-      }
+      admitEach(this.app, txs, done, (tx, d) => this.admitted(tx, d, undefined, batched));
     } finally {
       // Whatever was held goes out, even if the loop stopped short.
       if (batched && this.sequencer instanceof EmbeddedSequencer) this.sequencer.appendHeld();
