@@ -89,6 +89,21 @@ describe('admission processes', () => {
     expect(logs.filter((m) => m.includes('closing'))).toEqual([]);
   });
 
+  it('forwards and answers a burst of the largest transactions without passing the frame limit', async () => {
+    // 100 puts of 60,000 bytes in one turn: one message for all would be 6 MB, over the 4 MiB
+    // a frame may hold, and a client could then cut every other client's link to the node.
+    cluster = await EmbeddedCluster.start({ dir: dir.dir, app: 'kv', preExecutors: 1, admissions: 1, log: () => undefined });
+    const [socket] = cluster.admissionSockets;
+    if (socket === undefined) throw new Error('one admission process was asked for');
+    const c = await clientOf(socket);
+    const big = (k: number): Transaction => makeTx(kvApp, 'put', { key: `big/${k}`, value: String(k).padEnd(60_000, 'x') });
+    const replies = await Promise.all(Array.from({ length: 100 }, (_, k) => c.submit(big(k))));
+    expect(replies.every((r) => r.outcome?.status === 'ok')).toBe(true);
+    const read = await Promise.all(Array.from({ length: 100 }, (_, k) => c.submit(makeTx(kvApp, 'get', { key: `big/${k}` }))));
+    expect(read.map((r) => (r.outcome?.status === 'ok' ? String(r.outcome.result).length : 0))).toEqual(new Array<number>(100).fill(60_000));
+    expect(cluster.node.lastApplied).toBe(200n);
+  });
+
   it('two admission processes under load: every transfer committed once, state equal to sequential re-execution', async () => {
     const seed = 43;
     const accounts = 24;

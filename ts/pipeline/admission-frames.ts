@@ -23,6 +23,20 @@ export type NodeToAdmission = { t: 'welcome' } | { t: 'refused'; reason: string 
 
 /** Most transactions in one `admit` message. */
 export const MAX_FORWARDED = 8192;
+/**
+ * Bytes past which an `admit` or `answers` message ends and the next begins: well under a
+ * frame's 4 MiB, and a transaction (64 KiB of body, 8 authenticators, 256 ids) or an answer is
+ * far smaller, so one always fits. A burst of large ones must not make one frame too large to
+ * send, which would cut the link every client of the process goes through.
+ */
+export const MESSAGE_BYTES = 1 << 20;
+
+/** About what `tx` adds to an `admit` message: its bytes, digest, end, command and objects. */
+export function forwardedBytes(tx: DecodedTx): number {
+  let n = tx.bytes.length + 48 + tx.command.length;
+  for (const id of tx.objects) n += id.length * 3 + 5;
+  return n;
+}
 
 function fail(what: string): never {
   throw new ProtocolError(what);

@@ -3,7 +3,7 @@
 // next `answers` message. The link holds the member credential, so no client can forward.
 import { TxError } from '../app/tx.js';
 import type { Conn } from '../wire.js';
-import { AnswerWriter, parseAdmissionMessage, type NodeToAdmission } from './admission-frames.js';
+import { AnswerWriter, MESSAGE_BYTES, parseAdmissionMessage, type NodeToAdmission } from './admission-frames.js';
 import { ProtocolError } from './messages.js';
 import type { EmbeddedNode, Reply, SubmitDone } from './node.js';
 
@@ -15,16 +15,19 @@ export function attachAdmission(node: EmbeddedNode, conn: Conn, name: string, lo
   let open = true;
   conn.onClose(() => (open = false));
   const send = (m: NodeToAdmission) => {
+    if (!open) return; // Gone: what it forwarded is still applied; nobody is left to answer.
     try {
       conn.send(m);
-    } catch {
-      // Gone: what it forwarded is still applied; nobody is left to answer.
+    } catch (e) {
+      // Answers that cannot be sent would leave its clients waiting: it hears why instead.
+      log(`admission ${name} at ${conn.peer}: ${e instanceof Error ? e.message : String(e)}; closing the connection`);
+      conn.fail(e instanceof Error ? e : new Error(String(e)));
     }
   };
   const flush = () => {
     flushing = false;
     const answers = writer.take();
-    if (open && answers.length > 0) send({ t: 'answers', answers });
+    if (answers.length > 0) send({ t: 'answers', answers });
   };
   const answered = () => {
     if (flushing) return;
@@ -36,7 +39,9 @@ export function attachAdmission(node: EmbeddedNode, conn: Conn, name: string, lo
     (e: Error | null, r: Reply | null) => {
       if (r !== null) writer.reply(id, r.ts, r.duplicate, r.outcome, r.decision);
       else writer.refused(id, e?.message ?? 'not sequenced', e instanceof TxError);
-      answered();
+      // Large outcomes go in several messages, each under a frame's limit.
+      if (writer.length >= MESSAGE_BYTES) flush();
+      else answered();
     };
   const refuse = (reason: string) => {
     log(`admission ${name} at ${conn.peer}: ${reason}; closing`);

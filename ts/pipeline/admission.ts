@@ -13,7 +13,7 @@ import { clientCredential } from '../secret.js';
 import { stages } from '../stages.js';
 import type { HostPort } from '../transport.js';
 import { connect, listen, type Conn, type Server } from '../wire.js';
-import { ADMISSION_ROLE, admitMessage, MAX_FORWARDED, parseNodeToAdmission, readAnswers } from './admission-frames.js';
+import { ADMISSION_ROLE, admitMessage, forwardedBytes, MAX_FORWARDED, MESSAGE_BYTES, parseNodeToAdmission, readAnswers } from './admission-frames.js';
 import type { OptimisticReply, Reply, SubmitDone } from './node.js';
 import { CLIENT_ROLE, clientLimits, serveClient, type ClientLimits, type ClientSubmitter, type ServeStats } from './server.js';
 
@@ -92,12 +92,16 @@ export class AdmissionFront implements ClientSubmitter {
     const done = this.queuedDone;
     this.queued = [];
     this.queuedDone = [];
-    for (let from = 0; from < txs.length; from += MAX_FORWARDED) {
-      const chunk = txs.slice(from, from + MAX_FORWARDED);
+    for (let from = 0; from < txs.length;) {
+      let to = from;
+      let bytes = 0;
+      while (to < txs.length && to - from < MAX_FORWARDED && (to === from || bytes < MESSAGE_BYTES)) bytes += forwardedBytes(txs[to++] as DecodedTx);
+      const chunk = txs.slice(from, to);
       const first = this.next;
       this.next = (this.next + chunk.length) >>> 0;
       this.forwarded += chunk.length;
       chunk.forEach((_, i) => this.waiting.set((first + i) >>> 0, done[from + i] as SubmitDone));
+      from = to;
       try {
         this.node.send(admitMessage(first, chunk));
       } catch (e) {
