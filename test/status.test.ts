@@ -3,21 +3,28 @@
 import { describe, expect, it } from 'vitest';
 import { makeTx } from '../ts/app/app.js';
 import { kvApp } from '../ts/apps/index.js';
+import { RemoraClient } from '../ts/client.js';
 import { askNode } from '../ts/cli/admin.js';
 import { EmbeddedCluster } from '../ts/cluster.js';
 import { parseNodeStatus, StatusError } from '../ts/pipeline/status.js';
+import { loadClientSecret } from '../ts/secret.js';
 import { CLI, clusterPerTest, runNode } from './helpers.js';
 
 describe('node status and readiness', () => {
   const dir = clusterPerTest();
 
-  it('reports applied, ordered, lag, decisions and the pool, in text, JSON and at /ready', async () => {
-    const cluster = await EmbeddedCluster.start({ dir: dir.dir, app: 'kv', preExecutors: 1, deadlineMs: 0, metricsPort: 0 });
+  it('reports applied, ordered, lag, decisions, the pool and admission, in text, JSON and at /ready', async () => {
+    const cluster = await EmbeddedCluster.start({ dir: dir.dir, app: 'kv', preExecutors: 1, admissions: 1, deadlineMs: 0, metricsPort: 0 });
     const port = cluster.metricsPort;
     if (port === null) throw new Error('no metrics port');
     try {
       await cluster.replayed();
-      await Promise.all(Array.from({ length: 25 }, (_, i) => cluster.node.submit(makeTx(kvApp, 'put', { key: `s/${i}`, value: i }))));
+      await Promise.all(Array.from({ length: 20 }, (_, i) => cluster.node.submit(makeTx(kvApp, 'put', { key: `s/${i}`, value: i }))));
+      const [socket] = cluster.admissionSockets;
+      if (socket === undefined) throw new Error('one admission process was asked for');
+      const client = await RemoraClient.connect({ path: socket, secret: loadClientSecret(dir.dir) });
+      await Promise.all(Array.from({ length: 5 }, (_, i) => client.submit(makeTx(kvApp, 'put', { key: `a/${i}`, value: i }))));
+      client.close();
 
       const ready = await fetch(`http://127.0.0.1:${port}/ready`);
       expect(ready.status).toBe(200);
@@ -35,6 +42,7 @@ describe('node status and readiness', () => {
       expect(s.transactions.applied).toBe(25);
       expect(s.transactions.adopted + s.transactions.reexecuted + s.transactions.executed).toBe(25);
       expect(s.pool.map((m) => m.name)).toEqual(['pre-1']);
+      expect(s.admissions).toEqual([{ name: 'adm-1', forwarded: 5, waiting: 0 }]);
 
       // The command as an operator runs it, in another process.
       const text = await runNode([CLI, 'status', dir.dir]);
@@ -44,6 +52,7 @@ describe('node status and readiness', () => {
         /^node: ready, up [\d.]+ s, app kv [0-9a-f]{12}\nlog: applied 25 of 25 ordered \(lag 0\)\ntransactions: 25 applied since start: /,
       );
       expect(text.stdout).toContain('pool: 1 pre-executor\n  pre-1: ');
+      expect(text.stdout).toContain('admission: 1 process\n  adm-1: 5 forwarded, 0 waiting for the node\n');
       const json = await runNode([CLI, 'status', '--dir', dir.dir, '--json']);
       expect(json.code).toBe(0);
       expect(JSON.parse(json.stdout)).toMatchObject({ ready: true, applied: '25', ordered: '25', lag: '0', transactions: { applied: 25 } });
@@ -79,6 +88,14 @@ describe('node status and readiness', () => {
       uptimeSeconds: 1.5,
     };
     expect(parseNodeStatus(good).lag).toBe(1n);
+    // A node from before admission processes says nothing of them: it has none.
+    expect(parseNodeStatus(good).admissions).toEqual([]);
+    expect(parseNodeStatus({ ...good, admissions: [{ name: 'adm-1', forwarded: 3, waiting: 1 }] }).admissions).toEqual([
+      { name: 'adm-1', forwarded: 3, waiting: 1 },
+    ]);
+    expect(() => parseNodeStatus({ ...good, admissions: [{ name: 'adm-1', forwarded: -1, waiting: 0 }] })).toThrow(
+      new StatusError('status: admissions[0].forwarded must be a count, got -1'),
+    );
     expect(() => parseNodeStatus({ ...good, applied: -1 })).toThrow(new StatusError('status: applied must be a timestamp, got -1'));
     expect(() => parseNodeStatus({ ...good, transactions: { ...good.transactions, adopted: 1.5 } })).toThrow(
       new StatusError('status: transactions.adopted must be a count, got 1.5'),

@@ -13,7 +13,11 @@ export function attachAdmission(node: EmbeddedNode, conn: Conn, name: string, lo
   const writer = new AnswerWriter();
   let flushing = false;
   let open = true;
-  conn.onClose(() => (open = false));
+  const counts = { forwarded: 0, waiting: 0 };
+  conn.onClose(() => {
+    open = false;
+    if (node.admissions.get(name) === counts) node.admissions.delete(name);
+  });
   const send = (m: NodeToAdmission) => {
     if (!open) return; // Gone: what it forwarded is still applied; nobody is left to answer.
     try {
@@ -37,6 +41,7 @@ export function attachAdmission(node: EmbeddedNode, conn: Conn, name: string, lo
   const answer =
     (id: number): SubmitDone =>
     (e: Error | null, r: Reply | null) => {
+      counts.waiting--;
       if (r !== null) writer.reply(id, r.ts, r.duplicate, r.outcome, r.decision);
       else writer.refused(id, e?.message ?? 'not sequenced', e instanceof TxError);
       // Large outcomes go in several messages, each under a frame's limit.
@@ -61,6 +66,7 @@ export function attachAdmission(node: EmbeddedNode, conn: Conn, name: string, lo
           return;
         }
         app = m.digest;
+        if (open) node.admissions.set(name, counts);
         send({ t: 'welcome' });
         log(`admission ${name} joined from ${conn.peer}`);
         return;
@@ -74,6 +80,8 @@ export function attachAdmission(node: EmbeddedNode, conn: Conn, name: string, lo
         refuse(`the node now runs app ${active.app.name} ${active.digest.slice(0, 12)} (${active.spec}): restart this admission process with that --app`);
         return;
       }
+      counts.forwarded += m.txs.length;
+      counts.waiting += m.txs.length;
       node.submitForwarded(
         m.txs,
         m.txs.map((_, i) => answer((m.first + i) >>> 0)),

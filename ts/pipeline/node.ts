@@ -273,6 +273,12 @@ export class EmbeddedNode {
     return this.pool.retire(name);
   }
 
+  /**
+   * The admission processes attached (admission-link.ts), by name: what each forwarded, and
+   * of that what is not answered yet. Their links keep these up to date.
+   */
+  readonly admissions = new Map<string, { forwarded: number; waiting: number }>();
+
   /** Names of the pre-executors being handed work (retiring ones excluded). */
   get members(): string[] {
     return this.pool.active;

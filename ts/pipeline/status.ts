@@ -10,6 +10,14 @@ export interface MemberStatus {
   retiring: boolean;
 }
 
+/** An admission process attached to the node (docs/pipeline.md, "Admission processes"). */
+export interface AdmissionStatus {
+  name: string;
+  /** Transactions it forwarded, and of those the ones not answered yet. */
+  forwarded: number;
+  waiting: number;
+}
+
 export interface NodeStatus {
   app: string;
   digest: string;
@@ -24,6 +32,7 @@ export interface NodeStatus {
   lag: bigint;
   transactions: { applied: number; adopted: number; reexecuted: number; executed: number };
   pool: MemberStatus[];
+  admissions: AdmissionStatus[];
   uptimeSeconds: number;
 }
 
@@ -49,6 +58,7 @@ export function nodeStatus(node: EmbeddedNode, source: StatusSource): NodeStatus
     lag: ordered > applied ? ordered - applied : 0n,
     transactions: { applied: s.applied, adopted: s.adopted, reexecuted: s.reexecuted, executed: s.executed },
     pool: node.poolStats().map((m) => ({ name: m.name, executed: m.executed, outstanding: m.outstanding, retiring: m.retiring })),
+    admissions: [...node.admissions].map(([name, a]) => ({ name, forwarded: a.forwarded, waiting: a.waiting })),
     uptimeSeconds: Math.round((performance.now() - source.startedAt) / 100) / 10,
   };
 }
@@ -80,6 +90,9 @@ export function parseNodeStatus(v: unknown): NodeStatus {
   if (!isObj(t)) throw new StatusError('status: transactions missing');
   const pool = v['pool'];
   if (!Array.isArray(pool)) throw new StatusError('status: pool must be a list');
+  // Absent from a node older than admission processes: it has none.
+  const admissions = v['admissions'] ?? [];
+  if (!Array.isArray(admissions)) throw new StatusError('status: admissions must be a list');
   const uptime = v['uptimeSeconds'];
   if (typeof uptime !== 'number' || !(uptime >= 0)) throw new StatusError('status: uptimeSeconds must be a number');
   if (typeof v['ready'] !== 'boolean') throw new StatusError('status: ready must be a boolean');
@@ -107,6 +120,14 @@ export function parseNodeStatus(v: unknown): NodeStatus {
         retiring: m['retiring'],
       };
     }),
+    admissions: admissions.map((a, i) => {
+      if (!isObj(a)) throw new StatusError(`status: admissions[${i}] is not an admission process`);
+      return {
+        name: text(a['name'], `admissions[${i}].name`),
+        forwarded: count(a['forwarded'], `admissions[${i}].forwarded`),
+        waiting: count(a['waiting'], `admissions[${i}].waiting`),
+      };
+    }),
     uptimeSeconds: uptime,
   };
 }
@@ -122,6 +143,12 @@ export function formatStatus(s: NodeStatus): string {
     `transactions: ${t.applied} applied since start: ${share(t.adopted, t.applied)} adopted, ${share(t.reexecuted, t.applied)} re-executed, ${share(t.executed, t.applied)} executed by the primary`,
     `pool: ${s.pool.length} pre-executor${s.pool.length === 1 ? '' : 's'}`,
     ...s.pool.map((m) => `  ${m.name}: ${m.executed} executed, ${m.outstanding} outstanding${m.retiring ? ', retiring' : ''}`),
+    ...(s.admissions.length === 0
+      ? []
+      : [
+          `admission: ${s.admissions.length} process${s.admissions.length === 1 ? '' : 'es'}`,
+          ...s.admissions.map((a) => `  ${a.name}: ${a.forwarded} forwarded, ${a.waiting} waiting for the node`),
+        ]),
   ];
   return `${lines.join('\n')}\n`;
 }
