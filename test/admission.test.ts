@@ -140,6 +140,38 @@ describe('admission processes', () => {
     expect(reference.state.digest()).toBe(digest);
   });
 
+  it('an admission process killed mid-run: the node keeps applying and serving, and forgets it', async () => {
+    let left: (m: string) => void = () => undefined;
+    const leaving = new Promise<string>((resolve) => (left = resolve));
+    const log = (m: string) => {
+      if (m.startsWith('admission adm-1 left')) left(m);
+    };
+    cluster = await EmbeddedCluster.start({ dir: dir.dir, app: 'kv', preExecutors: 1, admissions: 1, log });
+    const c = cluster;
+    const [socket] = c.admissionSockets;
+    const child = c.admissions.get('adm-1');
+    if (socket === undefined || child === undefined) throw new Error('one admission process was asked for');
+    const via = await clientOf(socket);
+    for (const r of await Promise.all(Array.from({ length: 20 }, (_, k) => via.submit(put(k))))) expect(r.outcome?.status).toBe('ok');
+    expect(c.node.admissions.get('adm-1')).toEqual({ forwarded: 20, waiting: 0 });
+    // Killed with submissions in flight: the node has them or not, and applies what it has.
+    const inFlight = Array.from({ length: 50 }, (_, k) => refusal(via.submit(put(100 + k))));
+    child.kill('SIGKILL');
+    await child.exited;
+    await Promise.all(inFlight);
+    expect(await leaving).toMatch(/^admission adm-1 left.*; \d+ of what it forwarded had no answer yet$/);
+    expect(c.node.admissions.size).toBe(0);
+    const direct = await clientOf(join(dir.dir, NODE_SOCKET));
+    const after = await direct.submit(put(1000));
+    expect(after.outcome).toEqual({ status: 'ok', result: null });
+    await c.node.whenApplied(after.ts);
+    // Whatever it forwarded before it died is in the log once, before the direct client's put.
+    const logged = c.node.lastApplied;
+    expect(logged).toBe(after.ts);
+    expect(logged).toBeGreaterThanOrEqual(21n);
+    expect(logged).toBeLessThanOrEqual(71n);
+  });
+
   it('refuses a client that claims the admission role, and a member that admits for other code', async () => {
     const logs: string[] = [];
     cluster = await EmbeddedCluster.start({ dir: dir.dir, app: 'kv', preExecutors: 0, log: (m) => logs.push(m) });

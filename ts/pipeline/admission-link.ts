@@ -14,9 +14,11 @@ export function attachAdmission(node: EmbeddedNode, conn: Conn, name: string, lo
   let flushing = false;
   let open = true;
   const counts = { forwarded: 0, waiting: 0 };
-  conn.onClose(() => {
+  conn.onClose((e) => {
     open = false;
-    if (node.admissions.get(name) === counts) node.admissions.delete(name);
+    if (node.admissions.get(name) !== counts) return;
+    node.admissions.delete(name);
+    log(`admission ${name} left${e ? ` (${e.message})` : ''}; ${counts.waiting} of what it forwarded had no answer yet`);
   });
   const send = (m: NodeToAdmission) => {
     if (!open) return; // Gone: what it forwarded is still applied; nobody is left to answer.
