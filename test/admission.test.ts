@@ -13,7 +13,9 @@ import { RemoraClient } from '../ts/client.js';
 import { EmbeddedCluster, NODE_SOCKET } from '../ts/cluster.js';
 import { startLoadGenerators, type LoadGenerators } from '../ts/loadgen.js';
 import { admissionMetrics, createRegistry } from '../ts/metrics.js';
-import { AdmissionFront } from '../ts/pipeline/admission.js';
+import { AdmissionFront, runAdmission } from '../ts/pipeline/admission.js';
+import { loadAppModule } from '../ts/app/module.js';
+import { parseHostPort } from '../ts/transport.js';
 import { admitMessage, AnswerWriter, parseAdmissionMessage, readAnswers, type Answer } from '../ts/pipeline/admission-frames.js';
 import { ProtocolError } from '../ts/pipeline/messages.js';
 import type { Reply, SubmitDone } from '../ts/pipeline/node.js';
@@ -170,6 +172,32 @@ describe('admission processes', () => {
     expect(logged).toBe(after.ts);
     expect(logged).toBeGreaterThanOrEqual(21n);
     expect(logged).toBeLessThanOrEqual(71n);
+  });
+
+  it('joins a node over TCP and serves clients over TCP, as from another host', async () => {
+    cluster = await EmbeddedCluster.start({ dir: dir.dir, app: 'kv', preExecutors: 0, listen: '127.0.0.1:0', log: () => undefined });
+    const node = parseHostPort(cluster.address ?? '');
+    if (node === null) throw new Error('the node listens on TCP');
+    const secret = loadOrCreateSecret(dir.dir);
+    const a = await runAdmission({
+      node,
+      secret,
+      name: 'far',
+      app: await loadAppModule('kv'),
+      path: join(dir.dir, 'far.sock'),
+      tcp: { host: '127.0.0.1', port: 0 },
+      log: () => undefined,
+    });
+    try {
+      const tcp = parseHostPort(a.tcpAddress ?? '');
+      if (tcp === null) throw new Error('the admission process listens on TCP');
+      const c = await RemoraClient.connect({ ...tcp, secret: loadClientSecret(dir.dir) });
+      clients.push(c);
+      expect((await c.submit(put(5))).outcome).toEqual({ status: 'ok', result: null });
+      expect(cluster.node.admissions.get('far')).toEqual({ forwarded: 1, waiting: 0 });
+    } finally {
+      await a.close();
+    }
   });
 
   it('refuses a client that claims the admission role, and a member that admits for other code', async () => {
