@@ -3,7 +3,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { NativeStore } from '../ts/binding.js';
 import { RemoteStore, Store } from '../ts/index.js';
 import { NO_HANDLE, type ReadBatch } from '../ts/store.js';
-import { tempCluster } from './helpers.js';
+import { NativePrimaryStore } from '../ts/pipeline/store-adapter.js';
+import { tempCluster, xorshift } from './helpers.js';
 
 describe('Store', () => {
   let cluster: ReturnType<typeof tempCluster>;
@@ -145,5 +146,62 @@ describe('Store', () => {
     const hs = await remote.handles(['k']);
     expect(() => remote.readMany(hs)).toThrow(/readInto needs the shm transport \(this peer reads over tcp\)/);
     expect(await remote.read(['k'])).toEqual([{ status: 'value', version: 1n, value: Buffer.from('v') }]);
+  });
+});
+
+describe("the primary's flat reads and writes (NativePrimaryStore)", () => {
+  let cluster: ReturnType<typeof tempCluster>;
+  let store: Store;
+
+  beforeEach(() => {
+    cluster = tempCluster();
+    store = Store.create({ dir: cluster.dir, name: 'flat', secret: cluster.secret });
+  });
+  afterEach(() => {
+    store.close();
+    cluster.cleanup();
+  });
+
+  it('answers as the checked read does, through growth, deletes, purges and oversized batches', () => {
+    const seed = (Date.now() ^ 0x5eed) >>> 0;
+    console.log(`flat store seed ${seed}`);
+    const rand = xorshift(seed);
+    const primary = new NativePrimaryStore(store);
+    const ids = Array.from({ length: 90 }, (_, k) => `obj:${k}`);
+    let ts = 0n;
+    for (let round = 0; round < 40; round++) {
+      // Some batches write one object twice, some values outgrow their slot or the scratch.
+      const writes: [string, bigint, Uint8Array | null][] = [];
+      for (let k = 0; k < 1 + Math.floor(rand() * 80); k++) {
+        const id = ids[Math.floor(rand() * ids.length)] as string;
+        const r = rand();
+        const len = r < 0.05 ? 70_000 + Math.floor(rand() * 1000) : Math.floor(rand() * (r < 0.5 ? 60 : 3000));
+        writes.push([id, ++ts, r > 0.85 ? null : Buffer.alloc(len, Number(ts % 251n))]);
+      }
+      primary.write(writes);
+      if (round % 9 === 8) store.purgeDeleted(ts + 1n);
+      const asked = [...ids, 'never-written'];
+      // Values as hex: a deep comparison of 70 KB buffers takes seconds.
+      const want = store
+        .get(asked)
+        .map((r) => (r.status === 'value' ? [r.version, r.value.toString('hex')] : [r.status === 'deleted' ? r.version : 0n, undefined]));
+      expect(primary.get(asked).map((v) => [v.version, v.value && Buffer.from(v.value).toString('hex')])).toEqual(want);
+    }
+  });
+
+  it('refuses a write whose value ends lie, or whose version is not newer, and changes nothing', () => {
+    const primary = new NativePrimaryStore(store);
+    primary.write([['x', 5n, Buffer.from('five')]]);
+    expect(() => primary.write([['x', 5n, Buffer.from('again')]])).toThrow(/x.*5/);
+    expect(() => store.writeFlat(['x', 'y'], Buffer.from('abc'), Uint32Array.from([2, 9]), BigUint64Array.from([6n, 6n]), Buffer.from([0, 0]))).toThrow(
+      'writeFlat: entry 1 ends at 9, before 2 or past the 3 value bytes',
+    );
+    expect(() => store.writeFlat(['x', 'y'], Buffer.from('abc'), Uint32Array.from([2]), BigUint64Array.from([6n, 6n]), Buffer.from([0, 0]))).toThrow(
+      'writeFlat: 2 ids need ends, timestamps and deleted of 2 (got 1, 2 and 2)',
+    );
+    expect(primary.get(['x', 'y'])).toEqual([
+      { version: 5n, value: Buffer.from('five') },
+      { version: 0n, value: undefined },
+    ]);
   });
 });

@@ -125,6 +125,26 @@ export class Store {
     return this.native.getMany(list(ids, 'get(ids)').map(idBytes));
   }
 
+  /**
+   * The newest version of each object into the caller's buffers (`kinds[i]`: 0 absent, 1 a
+   * value, 2 deleted; the value is `values[ends[i-1]..ends[i]]`): the owner's own read, as
+   * `get` answers it without an object per id, for the primary's merge. Returns the value
+   * bytes; when `values` is smaller, only `kinds` and `versions` were written: ask again with
+   * room for that many.
+   */
+  currentInto(ids: readonly string[], kinds: Buffer, versions: BigUint64Array, values: Buffer, ends: Uint32Array): number {
+    return this.native.currentInto(list(ids, 'currentInto(ids)') as string[], kinds, versions, values, ends);
+  }
+
+  /**
+   * Sets, or with `deleted[i]` 1 deletes, each object in one call: entry i's value is
+   * `values[ends[i-1]..ends[i]]`, at version `ts[i]` (arrays may be longer than `ids`). In
+   * order; all or nothing.
+   */
+  writeFlat(ids: readonly string[], values: Buffer, ends: Uint32Array, ts: BigUint64Array, deleted: Buffer): void {
+    this.native.writeFlat(list(ids, 'writeFlat(ids)') as string[], values, ends, ts, deleted);
+  }
+
   /** For each object, the newest version older than `before` (Heron's remote-read rule). */
   getBefore(reqs: readonly { id: ObjectId; before: bigint | number }[]): ReadResult[] {
     list(reqs, 'getBefore(requests)');

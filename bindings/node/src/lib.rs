@@ -3,7 +3,9 @@
 //! a Promise. Inputs are checked here or in the core, and every failure becomes a JS `Error`
 //! with the core's message.
 
-use napi::bindgen_prelude::{BigInt, BigUint64Array, Buffer, Uint32Array, Uint8Array};
+use napi::bindgen_prelude::{
+    BigInt, BigUint64Array, BigUint64ArraySlice, Buffer, BufferSlice, Uint32ArraySlice, Uint8Array,
+};
 use napi::{Error, Result, Status};
 use napi_derive::napi;
 use remora_core::{AdoptError, AnyServer, ControlServer, Lookup, Stop, Store, StoreConfig};
@@ -191,6 +193,44 @@ impl NativeStore {
         self.store()?.set_many(&puts).map_err(js_err)
     }
 
+    /// As `setMany` and `deleteMany` in one call, flat for the primary's writes (the first
+    /// `ids.length` entries of each array): entry i sets
+    /// `values[ends[i-1]..ends[i]]` as version `ts[i]` of `ids[i]`, or deletes it at `ts[i]` when
+    /// `deleted[i]` is 1 (an absent object's deletion does nothing). In order; all or nothing.
+    #[napi]
+    pub fn write_flat(
+        &self,
+        ids: Vec<String>,
+        values: BufferSlice<'_>,
+        ends: Uint32ArraySlice<'_>,
+        ts: BigUint64ArraySlice<'_>,
+        deleted: BufferSlice<'_>,
+    ) -> Result<()> {
+        let n = ids.len();
+        if ends.len() < n || ts.len() < n || deleted.len() < n {
+            return Err(invalid(format!(
+                "writeFlat: {n} ids need ends, timestamps and deleted of {n} (got {}, {} and {})",
+                ends.len(),
+                ts.len(),
+                deleted.len()
+            )));
+        }
+        let mut start = 0usize;
+        let mut puts = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let end = ends[i] as usize;
+            let value = values.get(start..end).ok_or_else(|| {
+                invalid(format!(
+                    "writeFlat: entry {i} ends at {end}, before {start} or past the {} value bytes",
+                    values.len()
+                ))
+            })?;
+            start = end;
+            puts.push((id.as_bytes(), (deleted[i] == 0).then_some(value), ts[i]));
+        }
+        self.store()?.set_many(&puts).map_err(js_err)
+    }
+
     /// Deletes each id at its timestamp (a tombstone version); all or nothing.
     #[napi]
     pub fn delete_many(&self, ids: Vec<Uint8Array>, ts: BigUint64Array) -> Result<()> {
@@ -219,9 +259,9 @@ impl NativeStore {
     #[napi]
     pub fn adopt_batch(
         &self,
-        tables: Uint8Array,
-        ends: Uint32Array,
-        ts: BigUint64Array,
+        tables: BufferSlice<'_>,
+        ends: Uint32ArraySlice<'_>,
+        ts: BigUint64ArraySlice<'_>,
         from: u32,
     ) -> Result<AdoptResult> {
         let run = self
@@ -252,6 +292,50 @@ impl NativeStore {
         let ids: Vec<&[u8]> = ids.iter().map(|i| &i[..]).collect();
         let found = self.store()?.get_many(&ids).map_err(js_err)?;
         Ok(found.into_iter().map(to_js).collect())
+    }
+
+    /// The newest version of each id into the caller's buffers, for the primary's merge: the
+    /// owner's own read, the same answers as `getMany` without an object or an allocation per
+    /// call. Entry i is `kinds[i]` (0 absent, 1 a value, 2 deleted) at version `versions[i]`,
+    /// its value `values[ends[i-1]..ends[i]]`. Returns the value bytes: when more than
+    /// `values` holds, nothing but `kinds` and `versions` is written, and the caller asks again
+    /// with room for that many.
+    #[napi]
+    pub fn current_into(
+        &self,
+        ids: Vec<String>,
+        mut kinds: BufferSlice<'_>,
+        mut versions: BigUint64ArraySlice<'_>,
+        mut values: BufferSlice<'_>,
+        mut ends: Uint32ArraySlice<'_>,
+    ) -> Result<u32> {
+        let n = ids.len();
+        if kinds.len() < n || versions.len() < n || ends.len() < n {
+            return Err(invalid(format!(
+                "currentInto: {n} ids need kinds, versions and ends of {n} (got {}, {} and {})",
+                kinds.len(),
+                versions.len(),
+                ends.len()
+            )));
+        }
+        let c = self.store()?.current_many(ids.iter().map(String::as_bytes));
+        let used = u32::try_from(c.values.len())
+            .map_err(|_| invalid("currentInto: the values exceed 4 GiB; ask for fewer ids"))?;
+        // SAFETY: this runs synchronously on the JavaScript thread, so no JavaScript touches
+        // `versions` or `ends` until the call returns; the slices live only until then.
+        let (versions, ends) = unsafe { (versions.as_mut(), ends.as_mut()) };
+        let kinds: &mut [u8] = &mut kinds;
+        kinds[..n].copy_from_slice(&c.kinds);
+        versions[..n].copy_from_slice(&c.versions);
+        let values: &mut [u8] = &mut values;
+        if let Some(room) = values.get_mut(..c.values.len()) {
+            room.copy_from_slice(&c.values);
+            for (e, &end) in ends.iter_mut().zip(&c.ends) {
+                // At most `used`, which is below 2^32.
+                *e = end as u32;
+            }
+        }
+        Ok(used)
     }
 
     #[napi]

@@ -24,7 +24,9 @@ pub use remote::{RemoteStats, RemoteStore};
 pub use remote_versions::Fresh;
 pub use server::{ServerLimits, ServerStats};
 pub use slot::Lookup;
-pub use store::{Addr, Store, StoreConfig, StoreStats};
+pub use store::{
+    Addr, Current, Store, StoreConfig, StoreStats, CURRENT_ABSENT, CURRENT_DELETED, CURRENT_VALUE,
+};
 pub use transport::shm::{ShmPeer, ShmTransport};
 pub use transport::tcp::{TcpPeer, TcpServer, TcpTransport};
 pub use transport::verbs::{VerbsPeer, VerbsServer, VerbsTransport};

@@ -220,6 +220,30 @@ fn load_bytes<W: Word>(words: &[W], len: usize, out: &mut Vec<u8>) {
     out.truncate(len);
 }
 
+/// Owner side: appends the data of version block `which` of a slot of class `class` (its
+/// words from the slot's start) to `out`, and returns the block's kind and timestamp. Read in
+/// place, unchecked: only for the owner, whose writes hold the lock it reads under, so the
+/// block is whole. Peers take [`checked_read_slot`] or [`checked_decode`].
+pub fn append_own_version<W: Word>(
+    slot: &[W],
+    class: usize,
+    which: usize,
+    out: &mut Vec<u8>,
+) -> (u32, u64) {
+    let at = version_offset(class, which) / 8;
+    let word = |i: usize| slot.get(at + i).map_or(0, |w| w.load(Ordering::Relaxed));
+    let (ts, meta) = (word(1), word(2));
+    let kind = (meta >> 32) as u32;
+    let len = ((meta & 0xffff_ffff) as usize).min(class_capacity(class));
+    let start = out.len();
+    let data = slot.get(at + VERSION_HEADER_WORDS..).unwrap_or_default();
+    for w in data.iter().take(len.div_ceil(8)) {
+        out.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+    out.truncate(start + len);
+    (kind, ts)
+}
+
 /// Runs `write` between the odd and the even store of the block's sequence word, with the
 /// fences that keep the data stores inside that window for a reader that re-checks it.
 fn sequenced<W: Word>(seq_word: &W, new_seq: u64, write: impl FnOnce()) {

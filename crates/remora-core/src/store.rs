@@ -164,13 +164,52 @@ impl Inner {
         }
     }
 
-    /// The newest version of `id` as a reader finds it, validated from the slot.
-    fn get(&self, id: &[u8]) -> Result<Lookup> {
-        match self.index.get(id) {
-            Some(obj) => Ok(snapshot(&self.regions, id, obj)?.get()),
-            None => Ok(Lookup::Absent),
+    /// The newest version of `obj` (`id`'s index entry) as its owner reads it in place, its
+    /// value appended to `out` when it has one: a `CURRENT_*` kind and the timestamp. No
+    /// checksum: the owner is the slot's only writer, and writes under the lock its reads hold.
+    fn current(&self, obj: &Obj, out: &mut Vec<u8>) -> (u8, u64) {
+        if obj.deleted {
+            return (CURRENT_DELETED, obj.ts);
+        }
+        if obj.gen == 0 {
+            return (CURRENT_ABSENT, 0);
+        }
+        let words = self.regions[obj.region as usize].slot_words(obj.slot as usize);
+        let start = out.len();
+        match slot::append_own_version(words, obj.class(), usize::from(obj.newest), out) {
+            (slot::KIND_VALUE, ts) => (CURRENT_VALUE, ts),
+            (slot::KIND_TOMBSTONE, ts) => (CURRENT_DELETED, ts),
+            _ => {
+                out.truncate(start);
+                (CURRENT_ABSENT, 0)
+            }
         }
     }
+
+    /// The newest value of `id` (`current`), or `None` when it is absent or deleted.
+    fn current_value<'b>(&self, id: &[u8], scratch: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+        scratch.clear();
+        let obj = self.index.get(id)?;
+        (self.current(obj, scratch).0 == CURRENT_VALUE).then_some(scratch.as_slice())
+    }
+}
+
+/// `Current::kinds`: no version (never written, or purged).
+pub const CURRENT_ABSENT: u8 = 0;
+/// `Current::kinds`: a value, `values[ends[i-1]..ends[i]]`.
+pub const CURRENT_VALUE: u8 = 1;
+/// `Current::kinds`: deleted at `versions[i]`.
+pub const CURRENT_DELETED: u8 = 2;
+
+/// The newest versions of a list of ids, one entry per id (`Store::current_many`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Current {
+    pub kinds: Vec<u8>,
+    /// The version's timestamp (0 when absent).
+    pub versions: Vec<u64>,
+    /// Values side by side; entry i's ends at `ends[i]` (empty unless it is a value).
+    pub values: Vec<u8>,
+    pub ends: Vec<usize>,
 }
 
 /// What a store holds, for metrics and tests.
@@ -458,6 +497,25 @@ impl Store {
 
     pub fn get(&self, id: &[u8]) -> Result<Lookup> {
         Ok(self.get_many(&[id])?.remove(0))
+    }
+
+    /// The newest version of each id, laid flat for the owner's merge: the index says which
+    /// block holds it, and the block is read in place without its checksum (the owner is its
+    /// only writer, and writes under the lock this read holds). Same answers as `get_many`
+    /// (`Lagging` aside, which only `get_before` gives), a fraction of its cost.
+    pub fn current_many<'a>(&self, ids: impl IntoIterator<Item = &'a [u8]>) -> Current {
+        let inner = self.read();
+        let mut out = Current::default();
+        for id in ids {
+            let (kind, ts) = match inner.index.get(id) {
+                None => (CURRENT_ABSENT, 0),
+                Some(obj) => inner.current(obj, &mut out.values),
+            };
+            out.kinds.push(kind);
+            out.versions.push(ts);
+            out.ends.push(out.values.len());
+        }
+        out
     }
 
     /// For each `(id, bound)`, the newest version with timestamp < bound, or `Lagging`.

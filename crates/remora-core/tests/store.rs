@@ -291,3 +291,53 @@ fn a_closed_owner_leaves_nothing_behind() {
         .unwrap();
     assert!(err.to_string().contains("unreachable"), "{err}");
 }
+
+/// What `current_many` answers, as `get_many` would: the owner's unchecked in-place read and
+/// the checked one must agree on every object, through moves to larger slots, deletes and
+/// purges.
+fn current_as_lookups(store: &Store, ids: &[&[u8]]) -> Vec<Lookup> {
+    let c = store.current_many(ids.iter().copied());
+    assert_eq!(c.kinds.len(), ids.len());
+    (0..ids.len())
+        .map(|i| {
+            let start = if i == 0 { 0 } else { c.ends[i - 1] };
+            match c.kinds[i] {
+                remora_core::CURRENT_VALUE => value(c.versions[i], &c.values[start..c.ends[i]]),
+                remora_core::CURRENT_DELETED => {
+                    assert_eq!(start, c.ends[i], "a deletion carries no value");
+                    Lookup::Deleted { ts: c.versions[i] }
+                }
+                k => {
+                    assert_eq!(k, remora_core::CURRENT_ABSENT);
+                    Lookup::Absent
+                }
+            }
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn the_owners_current_read_agrees_with_the_checked_one(
+        ops in proptest::collection::vec((0u8..6, 0usize..3, 0usize..5000), 1..60),
+    ) {
+        let c = Cluster::new("current");
+        let (store, _ctl) = c.store("s");
+        let ids: [&[u8]; 6] = [b"a", b"b", b"c", b"d", b"e", b"never-written"];
+        let mut ts = 0u64;
+        for (id, op, len) in ops {
+            ts += 1;
+            let id = ids[usize::from(id) % 5];
+            match op {
+                0 | 1 => store.set(id, &vec![ts as u8; len], ts).unwrap(),
+                _ => store.delete(id, ts).unwrap(),
+            }
+            if ts.is_multiple_of(17) {
+                store.purge_deleted(ts + 1);
+            }
+            let checked = store.get_many(&ids).unwrap();
+            proptest::prop_assert_eq!(current_as_lookups(&store, &ids), checked);
+        }
+    }
+}

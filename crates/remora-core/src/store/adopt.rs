@@ -11,7 +11,7 @@ use super::{Inner, Obj, Store};
 use crate::adopt::{check_batch, AdoptError, AdoptRun, Stop, Table, TableError};
 use crate::error::{show_id, Error, Result};
 use crate::index::Entry;
-use crate::slot::{self, Lookup, SIZE_CLASSES};
+use crate::slot::{self, SIZE_CLASSES};
 
 impl Store {
     /// Adopts the transactions of a batch in order from index `from`, the primary's merge
@@ -103,11 +103,13 @@ impl Store {
         if table.reads().any(|(id, v)| inner.newest_ts(id) != v) {
             return Ok(Some(Stop::Stale));
         }
-        // Speculative reads have no version to compare, only a value; they are rare.
+        // Speculative reads have no version to compare, only a value (what a pre-executor read
+        // of its own results not yet applied): compared with the newest value read in place.
+        let mut scratch = Vec::new();
         for (id, seen) in table.speculative() {
-            let same = match (inner.get(id)?, seen) {
-                (Lookup::Value { value, .. }, Some(seen)) => value == seen,
-                (Lookup::Absent | Lookup::Deleted { .. }, None) => true,
+            let same = match (inner.current_value(id, &mut scratch), seen) {
+                (Some(value), Some(seen)) => value == seen,
+                (None, None) => true,
                 _ => false,
             };
             if !same {
