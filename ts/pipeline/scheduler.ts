@@ -61,6 +61,8 @@ export class Scheduler {
   /** `affine`'s working space: tags among a transaction's objects, and how many ids each holds. */
   private readonly seen: number[] = [];
   private readonly counts: number[] = [];
+  /** The slot of each of the transaction's objects (`hash`), for `affine` and `remember`. */
+  private readonly slots: number[] = [];
 
   constructor(opts: SchedulerOptions = {}) {
     this.policy = opts.policy ?? DEFAULT_POLICY;
@@ -142,6 +144,8 @@ export class Scheduler {
    */
   choose(objects: readonly string[]): string | null {
     if (this.members.length === 0) return null;
+    const affinity = this.policy === 'load+affinity' || this.policy === 'load+affinity+hot';
+    if (affinity) this.hash(objects);
     let chosen: number;
     switch (this.policy) {
       case 'round-robin':
@@ -166,7 +170,7 @@ export class Scheduler {
       }
     }
     this.load[chosen] = (this.load[chosen] ?? 0) + 1;
-    if (this.policy === 'load+affinity' || this.policy === 'load+affinity+hot') this.remember(objects, chosen);
+    if (affinity) this.remember(objects.length, chosen);
     return this.byTag[chosen] as string;
   }
 
@@ -210,8 +214,8 @@ export class Scheduler {
     const counts = this.counts;
     let n = 0;
     if (this.mask >= 0) {
-      for (const id of objects) {
-        const tag = this.affinity[slotOf(id) & this.mask] ?? 0;
+      for (let i = 0; i < objects.length; i++) {
+        const tag = this.affinity[this.slots[i] as number] ?? 0;
         if (tag === 0) continue;
         let k = 0;
         while (k < n && seen[k] !== tag) k++;
@@ -238,9 +242,16 @@ export class Scheduler {
     return (load[affine] ?? 0) - least > this.slack ? this.leastLoaded() : affine;
   }
 
-  private remember(objects: readonly string[], tag: number): void {
+  /** Each object's slot in the affinity memory, into `slots`: hashed once for `affine` and `remember`. */
+  private hash(objects: readonly string[]): void {
     if (this.mask < 0) return;
-    for (const id of objects) this.affinity[slotOf(id) & this.mask] = tag;
+    for (let i = 0; i < objects.length; i++) this.slots[i] = slotOf(objects[i] as string) & this.mask;
+  }
+
+  /** The member handed the transaction whose `count` objects `hash` just placed. */
+  private remember(count: number, tag: number): void {
+    if (this.mask < 0) return;
+    for (let i = 0; i < count; i++) this.affinity[this.slots[i] as number] = tag;
   }
 }
 
