@@ -352,7 +352,7 @@ export class PreExecutionPool {
     }
     if (!this.uncharged.delete(digest)) this.scheduler.completed(from);
     p.executed++;
-    this.settle(digest, from, true);
+    this.settleOwed(digest, p, true);
     let received: ReceivedTable;
     try {
       received = receiveTable(
@@ -368,17 +368,28 @@ export class PreExecutionPool {
 
   /** `digest`'s result is no longer wanted (its transaction was applied or ordered without it). */
   done(digest: string): void {
-    this.settle(digest, this.owedBy.get(digest)?.name, false);
+    const owed = this.owedBy.get(digest);
+    if (owed !== undefined) this.settle(digest, owed.name, false, owed);
   }
 
-  /** `digest`'s result is no longer owed by `name` (returned, or no longer wanted). */
-  private settle(digest: string, name: string | undefined, returned: boolean): void {
-    if (name === undefined || this.owedBy.get(digest)?.name !== name) return;
+  /** `digest`'s result is no longer owed by `name` (returned, or no longer wanted); `owed`: its entry, if just looked up. */
+  private settle(digest: string, name: string | undefined, returned: boolean, owed = this.owedBy.get(digest)): void {
+    if (name === undefined || owed?.name !== name) return;
+    const p = this.members.get(name);
+    if (p) this.settleOwed(digest, p, returned);
+    else {
+      this.owedBy.delete(digest);
+      this.uncharged.delete(digest);
+      this.supersededOnce.delete(digest);
+    }
+  }
+
+  /** `settle` for a digest known to be owed by member `p` (as the caller just looked up). */
+  private settleOwed(digest: string, p: Member, returned: boolean): void {
     this.owedBy.delete(digest);
     this.uncharged.delete(digest);
     this.supersededOnce.delete(digest);
-    const p = this.members.get(name);
-    if (!p) return;
+    const name = p.link.name;
     p.owed--;
     if (!returned && !this.scheduler.has(name)) this.host.forget(digest);
     if (p.drained && p.owed === 0) for (const d of p.drained.splice(0)) d();

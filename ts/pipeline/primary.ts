@@ -231,13 +231,17 @@ export class Primary {
   async deliver(batch: readonly Sequenced[]): Promise<void> {
     if (batch.length === 0) return;
     const w0 = this.opts.onWaited ? performance.now() : 0;
-    await this.awaitResults(batch);
+    // Usually every result is in: the offers found looking are the batch's, no second lookup.
+    const held = this.heldOffers(batch);
+    if (held === null) await this.awaitResults(batch);
     this.opts.onWaited?.(performance.now() - w0);
     const threads = this.opts.threads ? await this.speculate(this.opts.threads, batch) : null;
     const speculated = this.ahead.size > 0 ? this.takeAhead(batch, threads) : threads;
     const prev = stages.enter('merge');
     try {
-      this.applyBatch(batch, speculated);
+      // Looked up again after any wait: results (or delegations) may have come meanwhile.
+      const offers = held !== null && !this.opts.threads ? held : batch.map(({ tx }) => this.offers.get(tx.digest) ?? undefined);
+      this.applyBatch(batch, speculated, offers);
     } finally {
       stages.leave(prev);
     }
@@ -295,9 +299,23 @@ export class Primary {
     return out;
   }
 
-  private applyBatch(batch: readonly Sequenced[], speculated: readonly (Speculated | undefined)[] | null): void {
+  /**
+   * The batch's offers if none of its expected results is missing (an expected one not yet in
+   * is null in the map); null otherwise.
+   */
+  private heldOffers(batch: readonly Sequenced[]): (Offer | undefined)[] | null {
+    const out = new Array<Offer | undefined>(batch.length);
+    for (let k = 0; k < batch.length; k++) {
+      const offer = this.offers.get((batch[k] as Sequenced).tx.digest);
+      if (offer === null) return null;
+      out[k] = offer;
+    }
+    return out;
+  }
+
+  /** Merges and stores `batch` with `offers[k]`, the result held for `batch[k]` (if any). */
+  private applyBatch(batch: readonly Sequenced[], speculated: readonly (Speculated | undefined)[] | null, offers: (Offer | undefined)[]): void {
     const t0 = this.opts.onMerged ? performance.now() : 0;
-    const offers = batch.map(({ tx }) => this.offers.get(tx.digest) ?? undefined);
     // Only delegation bounds waits: without it the map is empty and not asked per transaction.
     const bounded = this.waitBounds.size > 0;
     for (const { tx } of batch) {
@@ -528,10 +546,8 @@ export class Primary {
    * at once, after the round trip the deadline is not sized for).
    */
   private async awaitResults(batch: readonly Sequenced[]): Promise<void> {
-    const isMissing = ({ tx }: Sequenced) => this.offers.get(tx.digest) === null;
-    // Usually every result is in: that is found without building the list.
-    if (!batch.some(isMissing)) return;
-    const missing = batch.filter(isMissing);
+    const missing = batch.filter(({ tx }) => this.offers.get(tx.digest) === null);
+    if (missing.length === 0) return;
     if (this.waitBounds.size === 0) {
       if (this.opts.deadlineMs > 0) await this.allArrive(missing, this.opts.deadlineMs);
       return;
