@@ -20,6 +20,10 @@ const FULL: u64 = 1 << 31;
 const TS_BITS: u64 = FULL - 1;
 /// The most slots sized for at open (2^24: 128 MiB); a larger window grows as it fills.
 const PRESIZE_MAX_SLOTS: usize = 1 << 24;
+/// How many digests ahead of the one being checked or evicted its slot is prefetched: each
+/// probe is a cache miss into megabytes of table, and with this many in flight their loads
+/// overlap instead of following one another.
+const AHEAD: usize = 16;
 
 pub(crate) struct Dedup {
     window: usize,
@@ -35,6 +39,8 @@ pub(crate) struct Dedup {
     // give timestamps without storing them.
     order: VecDeque<Digest>,
     back_ts: u64,
+    /// `insert_batch`'s tags of the batch, kept to be reused.
+    tags: Vec<u64>,
 }
 
 impl Dedup {
@@ -50,12 +56,23 @@ impl Dedup {
         Self {
             window,
             hasher: RandomState::new(),
-            slots: vec![0; slots],
+            slots: huge_pages(vec![0; slots]),
             mask: slots - 1,
             entries: 0,
             order: VecDeque::with_capacity(window.saturating_add(1).min(PRESIZE_MAX_SLOTS / 2)),
             back_ts: 0,
+            tags: Vec::new(),
         }
+    }
+
+    /// Starts loading the cache line of the slot a probe for `tag` starts at.
+    fn prefetch(&self, tag: u64) {
+        prefetch(
+            self.slots
+                .as_ptr()
+                .wrapping_add((tag as usize) & self.mask)
+                .cast(),
+        );
     }
 
     /// The low 32 bits of the digest's keyed hash.
@@ -108,7 +125,7 @@ impl Dedup {
     }
 
     fn grow(&mut self) {
-        let doubled = vec![0; self.slots.len() * 2];
+        let doubled = huge_pages(vec![0; self.slots.len() * 2]);
         let old = std::mem::replace(&mut self.slots, doubled);
         self.mask = self.slots.len() - 1;
         for slot in old.into_iter().filter(|&s| s != 0) {
@@ -162,8 +179,42 @@ impl Dedup {
     /// The timestamp `digest` already has, or `None` after recording it at `ts` (always the
     /// next timestamp), hashing it once either way. Nothing is evicted until [`Self::evict`],
     /// so a batch checked this way sees the window as it was before the batch.
+    #[cfg(test)]
     pub(crate) fn insert_new(&mut self, digest: &Digest, ts: u64) -> Option<u64> {
         let tag = self.tag(digest);
+        self.insert_tagged(digest, tag, ts)
+    }
+
+    /// `insert_new` for the digest of each of `items` in order, the fresh ones taking
+    /// timestamps from `next_ts` up; `each` hears each answer. Their slots are loaded `AHEAD`
+    /// digests early.
+    pub(crate) fn insert_batch<T>(
+        &mut self,
+        items: &[T],
+        digest: impl Fn(&T) -> &Digest,
+        mut next_ts: u64,
+        mut each: impl FnMut(Option<u64>),
+    ) {
+        let mut tags = std::mem::take(&mut self.tags);
+        tags.clear();
+        tags.extend(items.iter().map(|it| self.tag(digest(it))));
+        for &t in tags.iter().take(AHEAD) {
+            self.prefetch(t);
+        }
+        for (k, (item, &tag)) in items.iter().zip(&tags).enumerate() {
+            if let Some(&ahead) = tags.get(k + AHEAD) {
+                self.prefetch(ahead);
+            }
+            let found = self.insert_tagged(digest(item), tag, next_ts);
+            if found.is_none() {
+                next_ts += 1;
+            }
+            each(found);
+        }
+        self.tags = tags;
+    }
+
+    fn insert_tagged(&mut self, digest: &Digest, tag: u64, ts: u64) -> Option<u64> {
         if let Some((_, first)) = self.find(digest, tag) {
             return Some(first);
         }
@@ -175,7 +226,18 @@ impl Dedup {
 
     /// Forgets the oldest digests beyond the window.
     pub(crate) fn evict(&mut self) {
+        let excess = self.order.len().saturating_sub(self.window);
+        for old in self.order.iter().take(excess.min(AHEAD)) {
+            self.prefetch(self.tag(old));
+        }
+        let mut left = excess;
         while self.order.len() > self.window {
+            if left > AHEAD {
+                if let Some(ahead) = self.order.get(AHEAD) {
+                    self.prefetch(self.tag(ahead));
+                }
+            }
+            left = left.saturating_sub(1);
             let Some(old) = self.order.pop_front() else {
                 break;
             };
@@ -197,6 +259,37 @@ impl Dedup {
             }
         }
     }
+}
+
+/// Asks the CPU to start loading the cache line at `p`: a hint, so any address will do.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address, and reads nothing the program
+    // sees; SSE, the feature it needs, is part of every x86_64 target.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Asks the kernel to back `table`'s whole 2 MiB pages with huge pages, where transparent huge
+/// pages are enabled on request (`madvise`): every probe of a table of many megabytes in 4 KiB
+/// pages also misses the TLB. A request only: refused or unsupported, the table works the same.
+fn huge_pages(table: Vec<u64>) -> Vec<u64> {
+    const HUGE: usize = 2 << 20;
+    let start = table.as_ptr() as usize;
+    let end = start + table.len() * std::mem::size_of::<u64>();
+    let (from, to) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    if from < to {
+        // SAFETY: `[from, to)` lies inside `table`'s allocation, which lives on; MADV_HUGEPAGE
+        // changes how the kernel backs those pages, never their contents or their mapping.
+        unsafe {
+            libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE);
+        }
+    }
+    table
 }
 
 #[cfg(test)]

@@ -269,22 +269,29 @@ impl Log {
         for &i in group {
             let txs = batches[i];
             let mut result = Vec::with_capacity(txs.len());
-            for (digest, bytes) in txs {
-                match self.dedup.insert_new(digest, ts + 1) {
-                    Some(first) => result.push(Appended {
-                        ts: first,
-                        duplicate: true,
-                    }),
-                    None => {
-                        ts += 1;
-                        fresh_lens += bytes.len() as u64;
-                        result.push(Appended {
-                            ts,
-                            duplicate: false,
-                        });
+            let mut lens = txs.iter().map(|(_, bytes)| bytes.len() as u64);
+            self.dedup.insert_batch(
+                txs,
+                |(digest, _)| digest,
+                ts + 1,
+                |found| {
+                    let len = lens.next().unwrap_or(0);
+                    match found {
+                        Some(first) => result.push(Appended {
+                            ts: first,
+                            duplicate: true,
+                        }),
+                        None => {
+                            ts += 1;
+                            fresh_lens += len;
+                            result.push(Appended {
+                                ts,
+                                duplicate: false,
+                            });
+                        }
                     }
-                }
-            }
+                },
+            );
             self.dedup.evict();
             results.push(result);
         }
