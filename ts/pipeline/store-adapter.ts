@@ -27,10 +27,11 @@ export class NativePrimaryStore implements PrimaryStore {
     const n = ids.length;
     if (n === 0) return [];
     if (n > this.kinds.length) this.grow(n);
-    let bytes = this.store.currentInto(ids, this.kinds, this.versions, this.values, this.ends);
+    const bytes = this.store.currentInto(ids, this.kinds, this.versions, this.values, this.ends);
     if (bytes > this.values.length) {
+      // Asked again with room: nothing changed in between (the call is synchronous).
       this.values = Buffer.allocUnsafe(Math.max(bytes, 2 * this.values.length));
-      bytes = this.store.currentInto(ids, this.kinds, this.versions, this.values, this.ends);
+      this.store.currentInto(ids, this.kinds, this.versions, this.values, this.ends);
     }
     const { kinds, versions, values, ends } = this;
     const out = new Array<Versioned>(n);
