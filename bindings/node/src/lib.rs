@@ -295,8 +295,8 @@ impl NativeStore {
     }
 
     /// The newest version of each id into the caller's buffers, for the primary's merge: the
-    /// owner's own read, the same answers as `getMany` without an object or an allocation per
-    /// call. Entry i is `kinds[i]` (0 absent, 1 a value, 2 deleted) at version `versions[i]`,
+    /// owner's own read, the same answers as `getMany` without a JavaScript object per id or a
+    /// buffer per call. Entry i is `kinds[i]` (0 absent, 1 a value, 2 deleted) at version `versions[i]`,
     /// its value `values[ends[i-1]..ends[i]]`. Returns the value bytes: when more than
     /// `values` holds, nothing but `kinds` and `versions` is written, and the caller asks again
     /// with room for that many.
