@@ -4,6 +4,7 @@
 // reads and dynamic reads all occur; malformed tables are dropped and executed instead.
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { makeTx } from '../ts/app/app.js';
 import type { Versioned } from '../ts/app/exec.js';
 import { nativeFunctions } from '../ts/app/natives.js';
 import { executeSequentially } from '../ts/app/reference.js';
@@ -11,7 +12,7 @@ import { applyWrites, stateDigest } from '../ts/app/state.js';
 import { decodeTx, type DecodedTx } from '../ts/app/tx.js';
 import { builtinApps } from '../ts/apps/index.js';
 import { PreExecutor, type Effect } from '../ts/pipeline/preexecutor.js';
-import { Primary, type Applied, type PrimaryStore } from '../ts/pipeline/primary.js';
+import { Primary, type AdoptRun, type Applied, type PrimaryStore } from '../ts/pipeline/primary.js';
 import { encodeTable, receiveTable, type ReceivedTable } from '../ts/pipeline/table-bytes.js';
 import { kvWorkload } from '../ts/workload.js';
 import { primaryStorePerTest, xorshift } from './helpers.js';
@@ -110,6 +111,48 @@ function withByte(t: Buffer, at: number, v: number): Buffer {
 
 describe('adoption', () => {
   const fx = primaryStorePerTest();
+
+  it('a cluster of stale transactions is merged in one run: one store read, one write, one more native call', async () => {
+    // Transactions 1-3 were pre-executed against the state before transaction 0, which writes
+    // the key they read: stale whatever comes first. Transaction 4's table is current, and it
+    // reads nothing they write.
+    const cas = (key: string, n: number, expected: number | null) =>
+      decodeTx(makeTx(kv, 'cas', { key, expected: expected === null ? null : { n: expected }, value: { n } }));
+    const txs = [cas('key/0', 0, null), cas('key/0', 1, 0), cas('key/0', 2, 1), cas('key/0', 3, 2), cas('key/1', 4, null)];
+    const early = txs.slice(0, 4).flatMap((tx) => new PreExecutor(kv, nativeFunctions, { speculate: false }).run([tx]));
+    const truth = new PreExecutor(kv, nativeFunctions, { speculate: false });
+    txs.slice(0, 4).forEach((tx, i) => {
+      const [[, t] = ['', undefined]] = truth.run([tx]);
+      truth.install([[BigInt(i + 1), t?.writes ?? [], tx.digest]]);
+    });
+    const late = truth.run([txs[4] as DecodedTx]);
+    // Test double: the native store, counting the calls the primary makes.
+    const calls = { adopt: [] as AdoptRun[], get: 0, write: 0 };
+    const store = fx.store;
+    const counting: PrimaryStore = {
+      get: (ids) => (calls.get++, store.get(ids)),
+      write: (writes) => (calls.write++, store.write(writes)),
+      adopt: (tables, ends, ts, from) => {
+        const run = store.adopt(tables, ends, ts, from);
+        calls.adopt.push(run);
+        return run;
+      },
+    };
+    const applied: Applied[] = [];
+    const primary = new Primary(kv, counting, nativeFunctions, { deadlineMs: 0, onApplied: (b) => applied.push(...b) });
+    for (const [digest, table] of [...early, ...late]) {
+      primary.expect(digest);
+      primary.offer(digest, table, 'pre');
+    }
+    await primary.deliver(txs.map((tx, i) => ({ ts: BigInt(i + 1), tx })));
+    expect(applied.map((a) => a.decision)).toEqual(['adopted', 'reexecuted', 'reexecuted', 'reexecuted', 'adopted']);
+    expect(applied.map((a) => a.outcome)).toEqual(txs.map(() => ({ status: 'ok', result: true })));
+    expect(calls.adopt.map((r) => [r.adopted, r.stop, r.staleAfter])).toEqual([
+      [1, 'stale', 2],
+      [1, 'end', 0],
+    ]);
+    expect([calls.get, calls.write]).toEqual([1, 1]);
+  });
 
   it('native check, JS merge and reference: same decisions, outcomes and state over random kv batches', async () => {
     const seed = Number(process.env['REMORA_SEED'] ?? randomBytes(4).readUInt32LE());

@@ -43,6 +43,8 @@ export interface AdoptRun {
   adopted: number;
   stop: 'end' | 'none' | 'stale' | 'malformed';
   error: string | null;
+  /** After `stale`: how many transactions after it will most likely not be adopted either (0 otherwise). */
+  staleAfter: number;
 }
 
 function list<T>(items: readonly T[], what: string): readonly T[] {
@@ -162,7 +164,7 @@ export class Store {
    */
   adoptBatch(tables: Buffer, ends: Uint32Array, ts: BigUint64Array, from: number): AdoptRun {
     const r = this.native.adoptBatch(tables, ends, ts, from);
-    return { adopted: r.adopted, stop: r.stop, error: r.stop === 'malformed' ? r.error : null };
+    return { adopted: r.adopted, stop: r.stop, error: r.stop === 'malformed' ? r.error : null, staleAfter: r.stop === 'stale' ? r.staleAfter : 0 };
   }
 
   /** Every object id the store holds (deleted ones until purged), as bytes. */

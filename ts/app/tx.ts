@@ -14,7 +14,7 @@ import { Buffer } from 'node:buffer';
 import { hash } from 'node:crypto';
 import { vouchTx, vouchTxs } from '../binding.js';
 import { decode, encode, type Data } from './codec.js';
-import { u32le } from '../bytes.js';
+import { copyBytes, u32le } from '../bytes.js';
 
 /** Tag that opens every body: a body of another format or version is never mistaken for one. */
 export const TX_TAG = 'remora.tx.v1';
@@ -58,6 +58,12 @@ export interface DecodedTx extends TxBody {
   auth: Authenticator[];
   /** The `tx.v1` bytes (docs/binary-layouts.md): what the log stores and pre-executors are handed. */
   bytes: Buffer;
+  /**
+   * Where the digest came as 32 bytes (forwarded by an admission process): copies them to `at`
+   * of `out` and returns true. The log and effects want bytes; decoding the hex costs three
+   * times a copy. Absent or false: the caller decodes `digest`.
+   */
+  copyDigest?(out: Uint8Array, at: number): boolean;
 }
 
 export class TxError extends Error {
@@ -213,7 +219,15 @@ class TxForwarded implements DecodedTx {
     readonly objects: string[],
     readonly digest: string,
     readonly bytes: Buffer,
+    /** The admit message's digests, this one at `digestAt`. */
+    private readonly digests: Uint8Array,
+    private readonly digestAt: number,
   ) {}
+
+  copyDigest(out: Uint8Array, at: number): boolean {
+    copyBytes(this.digests, this.digestAt, this.digestAt + 32, out, at);
+    return true;
+  }
 
   get body(): Buffer {
     return this.bytes.subarray(5, 5 + u32le(this.bytes, 1));
@@ -237,10 +251,10 @@ class TxForwarded implements DecodedTx {
 /**
  * The node's view of a transaction an admission process forwarded: `bytes` must be what that
  * process admitted under `digest`, with this command and these objects (the admission role is
- * trusted as pre-executors are, docs/security.md).
+ * trusted as pre-executors are, docs/security.md); `digests[digestAt..+32]` is `digest` as bytes.
  */
-export function forwardedTx(command: string, objects: string[], digest: string, bytes: Buffer): DecodedTx {
-  return new TxForwarded(command, objects, digest, bytes);
+export function forwardedTx(command: string, objects: string[], digest: string, bytes: Buffer, digests: Uint8Array, digestAt: number): DecodedTx {
+  return new TxForwarded(command, objects, digest, bytes, digests, digestAt);
 }
 
 /** `decodeTx` of `tx.v1` bytes: the checks of `splitTxBytes` and `decodeTxObject`, without views per authenticator. */

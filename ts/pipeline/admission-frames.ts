@@ -99,7 +99,7 @@ export function parseAdmissionMessage(m: unknown): AdmissionToNode {
     if (end < start + 7 || end > all.length) fail(`admit: transaction ${i} ends at ${end}, outside the bytes`);
     if (!isText(command, 256) || !Array.isArray(ids) || !ids.every((id) => typeof id === 'string'))
       fail(`admit: transaction ${i} has a bad command or objects`);
-    txs[i] = forwardedTx(command, ids, hex.slice(64 * i, 64 * i + 64), all.subarray(start, end));
+    txs[i] = forwardedTx(command, ids, hex.slice(64 * i, 64 * i + 64), all.subarray(start, end), digests, 32 * i);
     start = end;
   }
   if (start !== all.length) fail(`admit: ${all.length - start} bytes after the last transaction`);

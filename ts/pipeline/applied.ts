@@ -3,6 +3,7 @@
 // and nothing decodes them unless someone asks for the writes as objects.
 import { Buffer } from 'node:buffer';
 import type { Outcome } from '../app/exec.js';
+import type { DecodedTx } from '../app/tx.js';
 import type { Write } from '../app/state.js';
 import type { Decision } from './merge.js';
 import { encodeWrites, writeDigest } from './records.js';
@@ -35,7 +36,14 @@ export class AdoptedTx implements Applied {
     readonly digest: string,
     readonly preExecutor: string,
     private readonly table: ReceivedTable,
+    /** The transaction, where it can copy its digest as bytes (`DecodedTx.copyDigest`). */
+    private readonly tx?: Pick<DecodedTx, 'copyDigest'>,
   ) {}
+
+  /** Writes the digest's 32 bytes at `at` of `out`. */
+  putDigest(out: Buffer, at: number): void {
+    if (this.tx?.copyDigest?.(out, at) !== true) writeDigest(out, at, this.digest);
+  }
 
   get outcome(): Outcome {
     return this.table.rest.outcome;
@@ -94,7 +102,8 @@ export function effectsOf(batch: readonly Applied[]): Buffer | null {
     const ts = Number(a.ts);
     putU32le(out, at, ts >>> 0);
     putU32le(out, at + 4, Math.floor(ts / 0x1_0000_0000));
-    writeDigest(out, at + 8, a.digest);
+    if (a instanceof AdoptedTx) a.putDigest(out, at + 8);
+    else writeDigest(out, at + 8, a.digest);
     at += HEAD;
     const w = encoded?.get(k);
     if (w === undefined) {

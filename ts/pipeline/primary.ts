@@ -28,6 +28,12 @@ export interface AdoptRun {
   /** Why it stopped: `end` of the batch, or the next one had no table, a stale read, or a malformed table. */
   stop: 'end' | 'none' | 'stale' | 'malformed';
   error?: string | null;
+  /**
+   * After `stale`: how many transactions after that one will most likely not be adopted
+   * either (no table, a read the state has already passed, or a read of what a stale one before
+   * it wrote), so are merged in the same run. Only a hint: the run merges each by the one rule.
+   */
+  staleAfter?: number;
 }
 
 /** Where the primary keeps its state: the native store in production, memory in unit tests. */
@@ -329,6 +335,7 @@ export class Primary {
     let i = 0;
     while (i < batch.length) {
       let stale = false;
+      let staleAfter: number | undefined;
       if (native && this.store.adopt) {
         const store = this.store as Required<PrimaryStore>;
         const from = i;
@@ -337,12 +344,13 @@ export class Primary {
           const offer = offers[k];
           const item = batch[k];
           if (!offer || !item) throw new Error(`native adoption adopted transaction ${k}, which has no table`);
-          applied.push(new AdoptedTx(item.ts, item.tx.digest, offer.from, offer.table));
+          applied.push(new AdoptedTx(item.ts, item.tx.digest, offer.from, offer.table, item.tx));
           this.count('adopted', null);
         }
         i += run.adopted;
         if (run.stop === 'end' || i >= batch.length) break;
         stale = run.stop === 'stale';
+        staleAfter = run.staleAfter;
         if (run.stop === 'malformed') {
           this.stats.malformedTables++;
           this.opts.log?.(`primary: dropped the table of ${batch[i]?.tx.digest.slice(0, 12)} from ${offers[i]?.from}: ${run.error ?? 'malformed'}`);
@@ -350,10 +358,14 @@ export class Primary {
         }
       }
       // Merged here: this transaction and, when it has no table for the native check, those
-      // after it that have none either (without native adoption: the rest of the batch).
+      // after it that have none either; when it is stale, those after it the native check
+      // found would most likely not be adopted either (without native adoption: the rest of
+      // the batch). A run costs a store read and a write whatever its length, and under
+      // contention stale transactions come in clusters.
       let j = i + 1;
       if (!native) j = batch.length;
-      else if (!stale) while (j < batch.length && noTable(j)) j++;
+      else if (stale) j = Math.min(batch.length, j + (staleAfter ?? 0));
+      else while (j < batch.length && noTable(j)) j++;
       this.mergeRun(batch, offers, i, j, applied, upgrades, speculated);
       i = j;
     }

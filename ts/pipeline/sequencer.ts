@@ -5,6 +5,7 @@ import { decodeTx, type DecodedTx } from '../app/tx.js';
 import { asError } from '../errors.js';
 import { SequencerLog } from '../log.js';
 import { stages } from '../stages.js';
+import { writeDigest } from './records.js';
 
 /** A transaction with its place in the order. */
 export interface Sequenced {
@@ -161,13 +162,13 @@ export class EmbeddedSequencer implements Sequencer {
   }
 
   private appendBatch(batch: readonly SequencingTicket[]): ReturnType<SequencerLog['appendFlat']> {
-    // The digests go as one hex string: the log decodes it off this thread.
-    let digests = '';
+    // Digests as bytes: copied where they came as bytes (forwarded), decoded from hex otherwise.
+    const digests = Buffer.allocUnsafe(32 * batch.length);
     const ends = new Uint32Array(batch.length);
     let end = 0;
-    batch.forEach((p, i) => {
-      digests += p.tx.digest;
-      end += p.tx.bytes.length;
+    batch.forEach(({ tx }, i) => {
+      if (tx.copyDigest?.(digests, 32 * i) !== true) writeDigest(digests, 32 * i, tx.digest);
+      end += tx.bytes.length;
       ends[i] = end;
     });
     const bytes = Buffer.allocUnsafe(end);

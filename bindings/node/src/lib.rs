@@ -81,10 +81,22 @@ fn same_len(what: &str, a: usize, b: usize) -> Result<()> {
     object_from_js = false
 )]
 pub enum AdoptResult {
-    End { adopted: u32 },
-    None { adopted: u32 },
-    Stale { adopted: u32 },
-    Malformed { adopted: u32, error: String },
+    End {
+        adopted: u32,
+    },
+    None {
+        adopted: u32,
+    },
+    /// `stale_after`: how many transactions after the stale one will most likely not be
+    /// adopted either (`AdoptRun::stale_after`): merge them in the same run.
+    Stale {
+        adopted: u32,
+        stale_after: u32,
+    },
+    Malformed {
+        adopted: u32,
+        error: String,
+    },
 }
 
 #[napi(object)]
@@ -276,7 +288,10 @@ impl NativeStore {
         Ok(match run.stop {
             Stop::End => AdoptResult::End { adopted },
             Stop::NoTable => AdoptResult::None { adopted },
-            Stop::Stale => AdoptResult::Stale { adopted },
+            Stop::Stale => AdoptResult::Stale {
+                adopted,
+                stale_after: run.stale_after as u32,
+            },
             Stop::Malformed(error) => AdoptResult::Malformed { adopted, error },
         })
     }

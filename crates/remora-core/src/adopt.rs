@@ -496,6 +496,14 @@ pub struct AdoptRun {
     /// the one `stop` is about, and nothing of it was applied.
     pub adopted: usize,
     pub stop: Stop,
+    /// After a [`Stop::Stale`]: how many transactions right after the stale one the caller
+    /// will most likely have to merge too. Each has no table, a read whose version the store
+    /// has already passed (versions only grow, so it stays stale), or a read of an object a
+    /// stale table before it wrote (its re-execution most likely writes it again). The caller
+    /// merges them in the same run rather than calling again to hear each one refused; it
+    /// merges each by the rule, so a wrong guess costs time, never a result. 0 after other
+    /// stops.
+    pub stale_after: usize,
 }
 
 /// A call of [`Store::adopt_batch`] that could not run: the caller's arguments disagree, or

@@ -175,6 +175,67 @@ fn well_formed_tables_are_adopted_and_their_writes_carry_the_batch_timestamps() 
 }
 
 #[test]
+fn a_stale_stop_counts_the_transactions_after_it_that_will_not_be_adopted_either() {
+    let f = fixture("stale-after");
+    f.store.set(b"a", b"a1", 5).unwrap();
+    f.store.set(b"b", b"b1", 6).unwrap();
+    let tables = [
+        TableData::ok().read("a", 5).write("a", Some("a2")).encode(),
+        // Stale: `a` is at 10 by now.
+        TableData::ok().read("a", 1).write("c", Some("c1")).encode(),
+        // Read a version the store has passed: stale whatever is applied first.
+        TableData::ok().read("b", 2).write("b", Some("b2")).encode(),
+        // No table: merged by the caller in any case.
+        Vec::new(),
+        // Read `c` as current, but the stale transaction wrote it: its re-execution most
+        // likely writes it again.
+        TableData::ok().read("c", 0).encode(),
+        // Read a version newer than the store's (a pre-executor's own result not yet
+        // applied): it may hold once the transactions before it are, so the count ends.
+        TableData::ok()
+            .read("d", 11)
+            .write("d", Some("d2"))
+            .encode(),
+        TableData::ok().read("b", 1).encode(),
+    ];
+    let (bytes, ends) = batch(&tables);
+    let ts = [10, 11, 12, 13, 14, 15, 16];
+    let run = f.store.adopt_batch(&bytes, &ends, &ts, 0).unwrap();
+    assert_eq!(
+        (run.adopted, &run.stop, run.stale_after),
+        (1, &Stop::Stale, 3)
+    );
+    // From the transaction where the count ended, once the caller merged the ones before.
+    f.store.set(b"d", b"d1", 11).unwrap();
+    let run = f.store.adopt_batch(&bytes, &ends, &ts, 5).unwrap();
+    assert_eq!(
+        (run.adopted, &run.stop, run.stale_after),
+        (1, &Stop::Stale, 0)
+    );
+    // Other stops count nothing; a malformed table ends the count.
+    let tables = [
+        TableData::ok().read("a", 1).encode(),
+        b"\xff not a table".to_vec(),
+        TableData::ok().read("a", 1).encode(),
+    ];
+    let (bytes, ends) = batch(&tables);
+    let run = f
+        .store
+        .adopt_batch(&bytes, &ends, &[20, 21, 22], 0)
+        .unwrap();
+    assert_eq!(
+        (run.adopted, &run.stop, run.stale_after),
+        (0, &Stop::Stale, 0)
+    );
+    let run = f
+        .store
+        .adopt_batch(&bytes, &ends, &[20, 21, 22], 1)
+        .unwrap();
+    assert!(matches!(run.stop, Stop::Malformed(_)));
+    assert_eq!(run.stale_after, 0);
+}
+
+#[test]
 fn a_stale_read_stops_the_run_and_nothing_of_that_transaction_is_applied() {
     let f = fixture("stale");
     f.store.set(b"a", b"a1", 1).unwrap();

@@ -32,12 +32,18 @@ impl Store {
         from: usize,
     ) -> Result<AdoptRun, AdoptError> {
         check_batch(tables.len(), ends, ts.len(), from)?;
-        // A software pipeline over windows of WINDOW transactions: while window k is checked
-        // and applied, window k + 2 is parsed and the index entries of its objects prefetched,
-        // and window k + 1's slot blocks (their addresses are in those entries) are. In an
-        // index and regions larger than the caches, cache and TLB misses are most of the
-        // cost; prefetched a whole window at a time, their page walks run in parallel rather
-        // than one per object, each stalling the work behind it.
+        // A software pipeline over windows of transactions: while a window is checked and
+        // applied, the window two ahead is parsed and the index entries of its objects
+        // prefetched, and the next window's slot blocks (their addresses are in those entries)
+        // are. In an index and regions larger than the caches, cache and TLB misses are most
+        // of the cost; prefetched a whole window at a time, their page walks run in parallel
+        // rather than one per object, each stalling the work behind it.
+        //
+        // The window starts at one transaction and doubles up to WINDOW: a run that stops
+        // early (a stale read under contention stops one every few transactions, and the
+        // primary calls again after merging it) then parses and prefetches little that it
+        // does not adopt, where a full window from the start cost each call 3 * WINDOW tables
+        // parsed and their entries looked up.
         let mut inner = self.write();
         let next_start = from
             .checked_sub(1)
@@ -50,23 +56,22 @@ impl Store {
             ring: std::array::from_fn(|_| None),
         };
         let mut queue = Prefetches::new();
-        for tx in from..from + 2 * WINDOW {
-            ahead.parse(&inner, tx, &mut queue);
-        }
-        queue.issue();
-        for tx in from..from + WINDOW {
-            ahead.prefetch_blocks(&inner, tx, &mut queue);
-        }
-        queue.issue();
+        let (mut parsed_to, mut blocks_to) = (from, from);
+        let (mut window, mut refill) = (0, from);
         for tx in from..ends.len() {
-            if (tx - from).is_multiple_of(WINDOW) {
-                for later in tx + 2 * WINDOW..tx + 3 * WINDOW {
+            if tx == refill {
+                window = (2 * window).clamp(1, WINDOW);
+                refill = tx + window;
+                // At most RING tables from `tx` on are held: `tx + 3 * window` is within.
+                for later in parsed_to..tx + 3 * window {
                     ahead.parse(&inner, later, &mut queue);
                 }
+                parsed_to = parsed_to.max(tx + 3 * window);
                 queue.issue();
-                for next in tx + WINDOW..tx + 2 * WINDOW {
+                for next in blocks_to..tx + 2 * window {
                     ahead.prefetch_blocks(&inner, next, &mut queue);
                 }
+                blocks_to = blocks_to.max(tx + 2 * window);
                 queue.issue();
             }
             let parsed = ahead.get(tx);
@@ -78,15 +83,21 @@ impl Store {
                     source,
                 })?;
             if let Some(stop) = stop {
+                let stale_after = match stop {
+                    Stop::Stale => ahead.stale_after(&inner, tx),
+                    _ => 0,
+                };
                 return Ok(AdoptRun {
                     adopted: tx - from,
                     stop,
+                    stale_after,
                 });
             }
         }
         Ok(AdoptRun {
             adopted: ends.len() - from,
             stop: Stop::End,
+            stale_after: 0,
         })
     }
 
@@ -196,8 +207,11 @@ fn first_repeat<'a>(table: &Table<'a>) -> Option<(usize, &'a [u8])> {
 /// A transaction's table as `adopt_batch` reads it ahead: `None` when it has none.
 type Parsed<'a> = Option<Result<Table<'a>, TableError>>;
 
-/// Transactions `adopt_batch` prefetches for at a time.
+/// Transactions `adopt_batch` prefetches for at a time, once a run has gone that far.
 const WINDOW: usize = 8;
+/// Objects `stale_after` remembers as written by the stale tables it counts: past that many,
+/// a read of one not remembered ends the count a little early, which costs one more call.
+const MAX_WRITTEN: usize = 64;
 /// Parsed tables `adopt_batch` keeps: the window being adopted and the two read ahead.
 const RING: usize = 3 * WINDOW;
 
@@ -239,6 +253,50 @@ impl<'a> ReadAhead<'a> {
 
     fn get(&self, tx: usize) -> &Parsed<'a> {
         self.ring.get(tx % RING).unwrap_or(&None)
+    }
+
+    /// How many transactions after `stale` the caller will most likely have to merge too: no
+    /// table; a read of a version the store has already passed (versions only grow, so it
+    /// stays stale); or a read of an object a stale table before it wrote, which its
+    /// re-execution will most likely write again, at a newer version than any table read. A
+    /// malformed table ends the count (the next call reports it), as does the first table that
+    /// may still hold.
+    fn stale_after(&self, inner: &Inner, stale: usize) -> usize {
+        let mut written: Vec<&'a [u8]> = Vec::new();
+        if let Some(Some(Ok(table))) = self.ring.get(stale % RING) {
+            note_writes(table, &mut written);
+        }
+        let mut start = self.ends.get(stale).map_or(0, |&e| e as usize);
+        let mut n = 0;
+        for &end in self.ends.iter().skip(stale + 1) {
+            // `check_batch` made every range from `from` on valid; empty is "no table".
+            let bytes = self.tables.get(start..end as usize).unwrap_or_default();
+            start = end as usize;
+            if !bytes.is_empty() {
+                let Ok(table) = Table::parse(bytes) else {
+                    break;
+                };
+                let passed = table
+                    .reads()
+                    .any(|(id, v)| inner.newest_ts(id) > v || written.contains(&id))
+                    || table.speculative().any(|(id, _)| written.contains(&id));
+                if !passed {
+                    break;
+                }
+                note_writes(&table, &mut written);
+            }
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Adds the objects `table` writes to `written`, up to `MAX_WRITTEN` of them.
+fn note_writes<'a>(table: &Table<'a>, written: &mut Vec<&'a [u8]>) {
+    for (id, _) in table.writes() {
+        if written.len() < MAX_WRITTEN && !written.contains(&id) {
+            written.push(id);
+        }
     }
 }
 
