@@ -446,6 +446,11 @@ export class Primary {
       this.count(m.decision, m.counts);
       overlay.apply(m.table.writes, ts);
       for (const [id, value] of m.table.writes) writes.push([id, ts, value]);
+      // Adopted here as the native check would have: its effects and outcome stay in the table's bytes.
+      if (m.decision === 'adopted' && offer) {
+        applied.push(new AdoptedTx(ts, tx.digest, offer.from, offer.table, tx));
+        continue;
+      }
       applied.push({
         ts,
         digest: tx.digest,
