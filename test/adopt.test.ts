@@ -151,7 +151,7 @@ describe('adoption', () => {
       [1, 'stale', 2],
       [1, 'end', 0],
     ]);
-    expect([calls.get, calls.write]).toEqual([1, 1]);
+    expect([calls.get, calls.write, primary.stats.mergeRuns]).toEqual([1, 1, 1]);
   });
 
   it('native check, JS merge and reference: same decisions, outcomes and state over random kv batches', async () => {

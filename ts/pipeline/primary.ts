@@ -90,6 +90,11 @@ export interface PrimaryStats {
   /** Lone transactions executed at admission while the log synced (`executeAhead`), and of those, kept. */
   executedAhead: number;
   executionsAheadKept: number;
+  /**
+   * Runs of transactions merged in JavaScript. Each costs a store read and a write, and with
+   * the native check one more native call, whatever its length.
+   */
+  mergeRuns: number;
 }
 
 /** A lone transaction's execution at admission, kept until it is ordered. */
@@ -136,6 +141,7 @@ export class Primary {
     speculationsKept: 0,
     executedAhead: 0,
     executionsAheadKept: 0,
+    mergeRuns: 0,
   };
   private readonly ahead = new ChurnMap<Ahead>();
 
@@ -413,6 +419,7 @@ export class Primary {
     upgrades: [AppVersion, bigint][],
     speculated: readonly (Speculated | undefined)[] | null,
   ): void {
+    this.stats.mergeRuns++;
     const tables: (LookupTable | undefined)[] = [];
     for (let k = from; k < to; k++) tables.push(this.decoded(batch[k], offers, k));
     const overlay = new Overlay(this.store, batch.slice(from, to), tables);
