@@ -5,12 +5,14 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { Scheduler, slotOf } from '../ts/pipeline/scheduler.js';
 
-/** `load+affinity` written plainly: a Map from slot to the member's name, names never reused. */
+/** `load+affinity` written plainly: a Map from slot to the member's name and when, names never reused. */
 class ReferenceAffinity {
   private readonly members: string[] = [];
   private readonly load = new Map<string, number>();
   private cursor = 0;
-  private readonly affinity = new Map<number, string>();
+  /** Slot → the member last handed an id there, and when (a count of transactions handed). */
+  private readonly affinity = new Map<number, { member: string; at: number }>();
+  private handed = 0;
   private readonly slots: number;
 
   constructor(
@@ -65,17 +67,14 @@ class ReferenceAffinity {
 
   choose(objects: readonly string[]): string | null {
     if (this.members.length === 0) return null;
-    const counts = new Map<string, number>();
+    // The member last handed the most recently handed of the objects.
+    let affine: string | undefined;
+    let newest = -1;
     for (const id of objects) {
       const m = this.slots === 0 ? undefined : this.affinity.get(this.slot(id));
-      if (m !== undefined && this.load.has(m)) counts.set(m, (counts.get(m) ?? 0) + 1);
-    }
-    let affine: string | undefined;
-    let most = 0;
-    for (const [m, c] of counts) {
-      if (c > most || (c === most && affine !== undefined && this.outstanding(m) < this.outstanding(affine))) {
-        affine = m;
-        most = c;
+      if (m !== undefined && this.load.has(m.member) && m.at > newest) {
+        affine = m.member;
+        newest = m.at;
       }
     }
     let chosen: string;
@@ -85,7 +84,8 @@ class ReferenceAffinity {
       chosen = this.outstanding(affine) - least > this.slack ? this.leastLoaded() : affine;
     }
     this.load.set(chosen, this.outstanding(chosen) + 1);
-    if (this.slots > 0) for (const id of objects) this.affinity.set(this.slot(id), chosen);
+    if (this.slots > 0) for (const id of objects) this.affinity.set(this.slot(id), { member: chosen, at: this.handed });
+    this.handed++;
     return chosen;
   }
 }

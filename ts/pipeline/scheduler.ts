@@ -5,8 +5,9 @@
 /**
  * - `round-robin`: members in turn, whatever their load.
  * - `load`: fewest outstanding results (ties in turn, so work spreads).
- * - `load+affinity`: the member last handed most of the transaction's declared objects, unless
- *   its outstanding count exceeds the least-loaded member's by more than `slack`.
+ * - `load+affinity`: the member last handed the most recently handed of the transaction's
+ *   declared objects, unless its outstanding count exceeds the least-loaded member's by more
+ *   than `slack`.
  * - `load+affinity+hot`: as `load+affinity`, but each hot object is pinned to one member, which
  *   is handed every transaction on it (or, with `hotToPrimary`, nobody is: the primary executes).
  */
@@ -45,22 +46,22 @@ export class Scheduler {
   private readonly load: number[] = [0];
   private cursor = 0;
   /**
-   * Affinity memory: slot (a hash of the object id) → tag of the member last handed a
-   * transaction declaring an id there; 0 is nobody. A map of ids, with its entries and the
-   * order of their use, cost ~2 µs a transaction in the node (cache misses on entries the rest
-   * of the turn had evicted); the table is one typed array, one miss per id at most.
+   * Affinity memory: slot (a hash of the object id) → at `2·slot` the tag of the member last
+   * handed a transaction declaring an id there (0 is nobody), at `2·slot + 1` when (`handed`
+   * then). A map of ids, with its entries and the order of their use, cost ~2 µs a
+   * transaction in the node (cache misses on entries the rest of the turn had evicted); the
+   * table is one typed array, one miss per id at most.
    */
-  private readonly affinity: Uint16Array;
+  private readonly affinity: Uint32Array;
   private readonly mask: number;
+  /** Transactions handed out with their objects remembered, modulo 2³² (ages are differences). */
+  private handed = 0;
   /** Tag → member name (index 0 unused); a member's tag is freed, and its slots cleared, when it leaves. */
   private readonly byTag: (string | undefined)[] = [undefined];
   private readonly tags = new Map<string, number>();
   private hotSet: ReadonlySet<string> = new Set();
   /** Hot object id → the member every transaction on it goes to. */
   private readonly pins = new Map<string, string>();
-  /** `affine`'s working space: tags among a transaction's objects, and how many ids each holds. */
-  private readonly seen: number[] = [];
-  private readonly counts: number[] = [];
   /** The slot of each of the transaction's objects (`hash`), for `affine` and `remember`. */
   private readonly slots: number[] = [];
 
@@ -75,7 +76,7 @@ export class Scheduler {
       throw new RangeError(`affinityCapacity must be a non-negative integer, got ${this.affinityCapacity}`);
     }
     const slots = this.affinityCapacity === 0 ? 0 : 2 ** Math.ceil(Math.log2(2 * this.affinityCapacity));
-    this.affinity = new Uint16Array(slots);
+    this.affinity = new Uint32Array(2 * slots);
     this.mask = slots - 1;
   }
 
@@ -104,7 +105,7 @@ export class Scheduler {
     this.tags.delete(name);
     this.byTag[tag] = undefined;
     const table = this.affinity;
-    for (let k = 0; k < table.length; k++) if (table[k] === tag) table[k] = 0;
+    for (let k = 0; k < table.length; k += 2) if (table[k] === tag) table[k] = 0;
   }
 
   has(name: string): boolean {
@@ -205,38 +206,31 @@ export class Scheduler {
     return this.members[best] as number;
   }
 
-  /** The member holding most of `objects`, if within `slack` of the least loaded; else the least loaded. */
+  /**
+   * The member last handed the most recently handed of `objects`, if within `slack` of the least
+   * loaded; else the least loaded. The newest memory, not the most ids: a memory is worth
+   * following while that member may still hold a write to the object not yet applied (its
+   * speculation then reads it), and the newest is the likeliest to. A majority of old memories
+   * sent a transaction away from a write still in flight as often as not (at α 0, 10,000
+   * accounts: nearly every re-execution read an object another member had been handed).
+   */
   private affine(objects: readonly string[]): number {
-    // Counted per member in the order members first appear among the objects; in arrays kept
-    // between calls and counted in place (emptying an array frees its storage, and refilling it
-    // allocates again, for every transaction).
-    const seen = this.seen;
-    const counts = this.counts;
-    let n = 0;
-    if (this.mask >= 0) {
-      for (let i = 0; i < objects.length; i++) {
-        const tag = this.affinity[this.slots[i] as number] ?? 0;
-        if (tag === 0) continue;
-        let k = 0;
-        while (k < n && seen[k] !== tag) k++;
-        if (k === n) {
-          seen[n] = tag;
-          counts[n++] = 1;
-        } else counts[k] = (counts[k] ?? 0) + 1;
-      }
-    }
-    const load = this.load;
     let affine = 0;
-    let most = 0;
-    for (let k = 0; k < n; k++) {
-      const m = seen[k] ?? 0;
-      const c = counts[k] ?? 0;
-      if (c > most || (c === most && affine !== 0 && (load[m] ?? 0) < (load[affine] ?? 0))) {
-        affine = m;
-        most = c;
+    if (this.mask >= 0) {
+      let youngest = Infinity;
+      for (let i = 0; i < objects.length; i++) {
+        const at = 2 * (this.slots[i] as number);
+        const tag = this.affinity[at] ?? 0;
+        if (tag === 0) continue;
+        const age = (this.handed - (this.affinity[at + 1] ?? 0)) >>> 0;
+        if (age < youngest) {
+          affine = tag;
+          youngest = age;
+        }
       }
     }
     if (affine === 0) return this.leastLoaded();
+    const load = this.load;
     let least = Infinity;
     for (const m of this.members) least = Math.min(least, load[m] ?? 0);
     return (load[affine] ?? 0) - least > this.slack ? this.leastLoaded() : affine;
@@ -251,7 +245,13 @@ export class Scheduler {
   /** The member handed the transaction whose `count` objects `hash` just placed. */
   private remember(count: number, tag: number): void {
     if (this.mask < 0) return;
-    for (let i = 0; i < count; i++) this.affinity[this.slots[i] as number] = tag;
+    const stamp = this.handed;
+    for (let i = 0; i < count; i++) {
+      const at = 2 * (this.slots[i] as number);
+      this.affinity[at] = tag;
+      this.affinity[at + 1] = stamp;
+    }
+    this.handed = (stamp + 1) >>> 0;
   }
 }
 
