@@ -117,14 +117,21 @@ interface Offer {
   app: string | undefined;
 }
 
+/** A digest whose result is still useful: the result once one came, and who waits for it. */
+class Expected {
+  offer: Offer | null = null;
+  /** Set while a delivery waits for the result; called (once) when it comes or none will. */
+  wake: (() => void) | null = null;
+}
+
 export class Primary {
   /**
    * Digests whose results are still useful (expected from admission or a delegate), with the
-   * result once one came: null until then. One map, not a set of the expected beside a map of
-   * the offers: each map a transaction passes through costs it an insertion and a deletion.
+   * result once one came and the delivery waiting for it. One map, not a set of the expected
+   * beside maps of the offers and of the waiters: each map a transaction passes through costs
+   * it an insertion, a deletion and the lookups between.
    */
-  private readonly offers = new ChurnMap<Offer | null>();
-  private readonly waiting = new ChurnMap<() => void>();
+  private readonly expected = new ChurnMap<Expected>();
   /** Delegated digests: waited for until this time (performance.now()), past the deadline. */
   private readonly waitBounds = new ChurnMap<number>();
   readonly stats: PrimaryStats = {
@@ -165,7 +172,7 @@ export class Primary {
 
   /** Admission tells the primary a result may come for `digest`, so it keeps the result. */
   expect(digest: string): void {
-    if (!this.offers.has(digest)) this.offers.set(digest, null);
+    if (this.expected.get(digest) === undefined) this.expected.set(digest, new Expected());
   }
 
   /**
@@ -174,7 +181,9 @@ export class Primary {
    * here is dropped: the delegate's, computed in sequence order, replaces it.
    */
   expectUntil(digest: string, until: number): void {
-    this.offers.set(digest, null);
+    const e = this.expected.get(digest);
+    if (e === undefined) this.expected.set(digest, new Expected());
+    else e.offer = null;
     this.waitBounds.set(digest, until);
   }
 
@@ -212,9 +221,12 @@ export class Primary {
   /** Stops keeping results for `digest` (a duplicate applied long ago, or a table it cannot use). */
   forget(digest: string): void {
     this.ahead.delete(digest);
-    this.offers.delete(digest);
     this.waitBounds.delete(digest);
-    this.arrived(digest);
+    const e = this.expected.get(digest);
+    if (e === undefined) return;
+    this.expected.delete(digest);
+    e.offer = null;
+    arrived(e);
   }
 
   /** A table found malformed before it reached the primary: counted; the transaction is executed here. */
@@ -229,14 +241,14 @@ export class Primary {
    * Kept until its transaction is applied; dropped if unexpected.
    */
   offer(digest: string, table: ReceivedTable | LookupTable, from: string, app?: string): void {
-    const held = this.offers.get(digest);
-    if (held === undefined) {
+    const e = this.expected.get(digest);
+    if (e === undefined) {
       this.stats.lateResults++;
       return;
     }
     const received = 'bytes' in table ? table : receiveTable(encodeTable(table));
-    if (held === null) this.offers.set(digest, { table: received, from, app });
-    this.arrived(digest);
+    e.offer ??= { table: received, from, app };
+    arrived(e);
   }
 
   /** Merges and applies one ordered batch. */
@@ -252,7 +264,7 @@ export class Primary {
     const prev = stages.enter('merge');
     try {
       // Looked up again after any wait: results (or delegations) may have come meanwhile.
-      const offers = held !== null && !this.opts.threads ? held : batch.map(({ tx }) => this.offers.get(tx.digest) ?? undefined);
+      const offers = held !== null && !this.opts.threads ? held : batch.map(({ tx }) => this.expected.get(tx.digest)?.offer ?? undefined);
       this.applyBatch(batch, speculated, offers);
     } finally {
       stages.leave(prev);
@@ -271,7 +283,7 @@ export class Primary {
     for (let k = 0; k < batch.length; k++) {
       const item = batch[k] as Sequenced;
       if (isAdmin(item.tx)) break;
-      if (!this.offers.get(item.tx.digest)) picked.push(k);
+      if (!this.expected.get(item.tx.digest)?.offer) picked.push(k);
     }
     if (picked.length < MIN_PARALLEL_RUN) return null;
     const prev = stages.enter('merge');
@@ -306,7 +318,7 @@ export class Primary {
       const a = this.ahead.get(tx.digest);
       if (a === undefined) return;
       this.ahead.delete(tx.digest);
-      if (out[k] === undefined && !this.offers.get(tx.digest) && a.app === this.versions.at(ts).digest) out[k] = { ...a.guess, ahead: true };
+      if (out[k] === undefined && !this.expected.get(tx.digest)?.offer && a.app === this.versions.at(ts).digest) out[k] = { ...a.guess, ahead: true };
     });
     return out;
   }
@@ -318,9 +330,10 @@ export class Primary {
   private heldOffers(batch: readonly Sequenced[]): (Offer | undefined)[] | null {
     const out = new Array<Offer | undefined>(batch.length);
     for (let k = 0; k < batch.length; k++) {
-      const offer = this.offers.get((batch[k] as Sequenced).tx.digest);
-      if (offer === null) return null;
-      out[k] = offer;
+      const e = this.expected.get((batch[k] as Sequenced).tx.digest);
+      if (e === undefined) continue;
+      if (e.offer === null) return null;
+      out[k] = e.offer;
     }
     return out;
   }
@@ -331,7 +344,7 @@ export class Primary {
     // Only delegation bounds waits: without it the map is empty and not asked per transaction.
     const bounded = this.waitBounds.size > 0;
     for (const { tx } of batch) {
-      this.offers.delete(tx.digest);
+      this.expected.delete(tx.digest);
       if (bounded) this.waitBounds.delete(tx.digest);
     }
     const applied: Applied[] = [];
@@ -533,34 +546,26 @@ export class Primary {
     }
   }
 
-  /** A result for `digest` is in, or none will come: whoever waits for it stops (once). */
-  private arrived(digest: string): void {
-    const w = this.waiting.get(digest);
-    if (w === undefined) return;
-    this.waiting.delete(digest);
-    w();
-  }
-
   /**
    * Without delegation: resolves once every one of `missing` has its result (or none will
    * come), or after `ms`. One count for the batch, not a promise per transaction.
    */
-  private async allArrive(missing: readonly Sequenced[], ms: number): Promise<void> {
+  private async allArrive(missing: readonly Expected[], ms: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const all = new Promise<void>((resolve) => {
       let left = missing.length;
-      // `arrived` takes a digest's entry out as it calls it, so each counts once.
+      // `arrived` clears an entry's waiter as it calls it, so each counts once.
       const one = () => {
         if (--left === 0) resolve();
       };
-      for (const { tx } of missing) this.waiting.set(tx.digest, one);
+      for (const e of missing) e.wake = one;
       timer = setTimeout(resolve, ms);
     });
     try {
       await all;
     } finally {
       clearTimeout(timer);
-      for (const { tx } of missing) this.waiting.delete(tx.digest);
+      for (const e of missing) e.wake = null;
     }
   }
 
@@ -570,14 +575,22 @@ export class Primary {
    * at once, after the round trip the deadline is not sized for).
    */
   private async awaitResults(batch: readonly Sequenced[]): Promise<void> {
-    const missing = batch.filter(({ tx }) => this.offers.get(tx.digest) === null);
+    const missing: [string, Expected][] = [];
+    for (const { tx } of batch) {
+      const e = this.expected.get(tx.digest);
+      if (e !== undefined && e.offer === null) missing.push([tx.digest, e]);
+    }
     if (missing.length === 0) return;
     if (this.waitBounds.size === 0) {
-      if (this.opts.deadlineMs > 0) await this.allArrive(missing, this.opts.deadlineMs);
+      if (this.opts.deadlineMs > 0)
+        await this.allArrive(
+          missing.map(([, e]) => e),
+          this.opts.deadlineMs,
+        );
       return;
     }
-    if (this.opts.deadlineMs <= 0 && !missing.some(({ tx }) => this.waitBounds.has(tx.digest))) return;
-    const arrivals = new Map(missing.map(({ tx }) => [tx.digest, new Promise<void>((resolve) => this.waiting.set(tx.digest, resolve))]));
+    if (this.opts.deadlineMs <= 0 && !missing.some(([digest]) => this.waitBounds.has(digest))) return;
+    const arrivals = new Map(missing.map(([digest, e]) => [digest, new Promise<void>((resolve) => (e.wake = resolve))]));
     try {
       if (this.opts.deadlineMs > 0) await within([...arrivals.values()], this.opts.deadlineMs);
       let until = -Infinity;
@@ -585,16 +598,24 @@ export class Primary {
       for (const [digest, arrival] of arrivals) {
         const bound = this.waitBounds.get(digest);
         // Arrived, or no longer expected: not waited for.
-        if (bound === undefined || this.offers.get(digest) !== null) continue;
+        if (bound === undefined || this.expected.get(digest)?.offer !== null) continue;
         until = Math.max(until, bound);
         bounded.push(arrival);
       }
       const left = until - performance.now();
       if (bounded.length > 0 && left > 0) await within(bounded, left);
     } finally {
-      for (const digest of arrivals.keys()) this.waiting.delete(digest);
+      for (const [, e] of missing) e.wake = null;
     }
   }
+}
+
+/** A result for `e` is in, or none will come: whoever waits for it stops (once). */
+function arrived(e: Expected): void {
+  const w = e.wake;
+  if (w === null) return;
+  e.wake = null;
+  w();
 }
 
 /** Resolves when every one of `arrivals` has, or after `ms`, whichever is first. */
