@@ -7,6 +7,7 @@ import { decodeTx, type DecodedTx } from '../ts/app/tx.js';
 import { kvApp } from '../ts/apps/kv.js';
 import { buildNatsServer, haveGo, startNatsCluster, type NatsCluster } from '../ts/engine/nats.js';
 import { decodeMessage, JetStreamSequencer } from '../ts/pipeline/jetstream-sequencer.js';
+import { TRANSIENT } from '../ts/pipeline/jetstream-stream.js';
 import type { Accepted, Sequenced } from '../ts/pipeline/sequencer.js';
 import { tempCluster, xorshift } from './helpers.js';
 
@@ -313,6 +314,16 @@ describe.skipIf(!GO)('JetStreamSequencer on one node', () => {
     await cluster.start(0);
     await t.close();
   }, 60_000);
+});
+
+describe('JetStream set-up errors', () => {
+  it('retries what a cluster outlives, and only that', () => {
+    // As the servers word them: a stream created before the meta leader heard from every peer.
+    for (const m of ['no suitable peers for placement, peer offline', 'JetStream system temporarily unavailable', 'TIMEOUT', 'no responders'])
+      expect(TRANSIENT.test(m), m).toBe(true);
+    for (const m of ['stream name already in use with a different configuration', 'insufficient resources', 'maximum number of streams reached'])
+      expect(TRANSIENT.test(m), m).toBe(false);
+  });
 });
 
 describe('JetStream message layout', () => {

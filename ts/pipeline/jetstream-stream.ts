@@ -6,8 +6,12 @@ import { nanos, type NatsConnection } from '@nats-io/transport-node';
 /** Largest stream message: the server's default max_payload. */
 const STREAM_MAX_MSG = 1 << 20;
 const SETUP_TIMEOUT_MS = 30_000;
-/** Errors a retry can outlive: elections, reconnections, a server not ready yet. */
-export const TRANSIENT = /temporarily unavailable|timeout|no responders|not ready|not enabled|disconnect|connection/i;
+/**
+ * Errors a retry can outlive: elections, reconnections, a server not ready yet, and a cluster
+ * whose meta leader has not yet heard from every peer ("no suitable peers for placement, peer
+ * offline" when a replicated stream is created seconds after the servers started).
+ */
+export const TRANSIENT = /temporarily unavailable|timeout|no responders|not ready|not enabled|disconnect|connection|no suitable peers|peer offline/i;
 
 export function message(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
