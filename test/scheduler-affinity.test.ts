@@ -3,7 +3,7 @@
 // leaving and joining (and so tags reused) included, however long it runs.
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { Scheduler, slotOf } from '../ts/pipeline/scheduler.js';
+import { Scheduler, slotOf, YOUNG_SLACK } from '../ts/pipeline/scheduler.js';
 
 /** `load+affinity` written plainly: a Map from slot to the member's name and when, names never reused. */
 class ReferenceAffinity {
@@ -80,8 +80,13 @@ class ReferenceAffinity {
     let chosen: string;
     if (affine === undefined) chosen = this.leastLoaded();
     else {
-      const least = Math.min(...this.members.map((m) => this.outstanding(m)));
-      chosen = this.outstanding(affine) - least > this.slack ? this.leastLoaded() : affine;
+      const loads = this.members.map((m) => this.outstanding(m));
+      const ahead = this.outstanding(affine) - Math.min(...loads);
+      const owed = loads.reduce((a, b) => a + b, 0);
+      // Past the slack, a young memory (younger than twice the results owed) is followed up to
+      // YOUNG_SLACK times the slack.
+      const young = this.handed - newest < 2 * owed;
+      chosen = ahead <= this.slack || (young && ahead <= YOUNG_SLACK * this.slack) ? affine : this.leastLoaded();
     }
     this.load.set(chosen, this.outstanding(chosen) + 1);
     if (this.slots > 0) for (const id of objects) this.affinity.set(this.slot(id), { member: chosen, at: this.handed });

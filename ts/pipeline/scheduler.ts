@@ -7,7 +7,8 @@
  * - `load`: fewest outstanding results (ties in turn, so work spreads).
  * - `load+affinity`: the member last handed the most recently handed of the transaction's
  *   declared objects, unless its outstanding count exceeds the least-loaded member's by more
- *   than `slack`.
+ *   than `slack` (`YOUNG_SLACK` times `slack` when that handing is recent enough that its
+ *   write is likely still in flight).
  * - `load+affinity+hot`: as `load+affinity`, but each hot object is pinned to one member, which
  *   is handed every transaction on it (or, with `hotToPrimary`, nobody is: the primary executes).
  */
@@ -34,6 +35,8 @@ export interface SchedulerOptions {
 }
 
 const NONE: readonly string[] = [];
+/** How many times the slack a member may be ahead and still be handed what follows a young memory. */
+export const YOUNG_SLACK = 4;
 
 export class Scheduler {
   readonly policy: Policy;
@@ -208,7 +211,8 @@ export class Scheduler {
 
   /**
    * The member last handed the most recently handed of `objects`, if within `slack` of the least
-   * loaded; else the least loaded. The newest memory, not the most ids: a memory is worth
+   * loaded (or within `YOUNG_SLACK` times it, for a young memory); else the least loaded. The
+   * newest memory, not the most ids: a memory is worth
    * following while that member may still hold a write to the object not yet applied (its
    * speculation then reads it), and the newest is the likeliest to. A majority of old memories
    * sent a transaction away from a write still in flight as often as not (at α 0, 10,000
@@ -216,8 +220,8 @@ export class Scheduler {
    */
   private affine(objects: readonly string[]): number {
     let affine = 0;
+    let youngest = Infinity;
     if (this.mask >= 0) {
-      let youngest = Infinity;
       for (let i = 0; i < objects.length; i++) {
         const at = 2 * (this.slots[i] as number);
         const tag = this.affinity[at] ?? 0;
@@ -232,8 +236,18 @@ export class Scheduler {
     if (affine === 0) return this.leastLoaded();
     const load = this.load;
     let least = Infinity;
-    for (const m of this.members) least = Math.min(least, load[m] ?? 0);
-    return (load[affine] ?? 0) - least > this.slack ? this.leastLoaded() : affine;
+    let owed = 0;
+    for (const m of this.members) {
+      const l = load[m] ?? 0;
+      least = Math.min(least, l);
+      owed += l;
+    }
+    const ahead = (load[affine] ?? 0) - least;
+    if (ahead <= this.slack) return affine;
+    // Past the slack, a memory younger than twice the results owed is most likely a write not
+    // yet applied, which any other member would read stale: followed up to YOUNG_SLACK times
+    // the slack, so a member's backlog stays bounded.
+    return youngest < 2 * owed && ahead <= YOUNG_SLACK * this.slack ? affine : this.leastLoaded();
   }
 
   /** Each object's slot in the affinity memory, into `slots`: hashed once for `affine` and `remember`. */
