@@ -212,9 +212,9 @@ export class Scheduler {
   /**
    * The member last handed the most recently handed of `objects`, if within `slack` of the least
    * loaded (or within `YOUNG_SLACK` times it, for a young memory); else the least loaded. The
-   * newest memory, not the most ids: a memory is worth
-   * following while that member may still hold a write to the object not yet applied (its
-   * speculation then reads it), and the newest is the likeliest to. A majority of old memories
+   * newest memory, not the most ids: a memory is worth following while that member may still
+   * hold a write to the object not yet applied (its speculation then reads it), and the newest
+   * is the likeliest to. A majority of old memories
    * sent a transaction away from a write still in flight as often as not (at α 0, 10,000
    * accounts: nearly every re-execution read an object another member had been handed).
    */
