@@ -18,7 +18,7 @@ import { intOption, UsageError } from './cli/options.js';
 import { EmbeddedCluster } from './cluster.js';
 import { startLoadGenerators, type LoadMode, type LoadWorkload } from './loadgen.js';
 import type { PrimaryStats } from './pipeline/primary.js';
-import type { Policy } from './pipeline/scheduler.js';
+import { YOUNG_SLACK, type Policy } from './pipeline/scheduler.js';
 import type { StateUpdate } from './pipeline/state-update.js';
 import { readSequence } from './pipeline/sequencer.js';
 import { atExit } from './process.js';
@@ -183,7 +183,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       `  pre-executors ${handed.map((p) => `${p.name} ${fmt(p.n)}`).join(', ')} transactions` +
         (lopsided
           ? ` (policy ${o.policy} keeps ${noun} on the same ${app === 'bank' ? 'accounts' : 'objects'} on one pre-executor, ` +
-            `which chains them without conflicts; others get work once it owes ${slack} more results than they do` +
+            `which chains them without conflicts; others get work once it owes ${slack} more results than they do ` +
+            `(${YOUNG_SLACK * slack} while a transaction's objects were just handed to it)` +
             `${o.policy.includes('hot') ? ', except for hot objects' : ''}: docs/pipeline.md, Scheduling)`
           : ''),
       `  check        primary state ${reference.state.digest() === digest ? 'equals' : 'DIFFERS FROM'} sequential re-execution of all ${fmt(entries.length)} logged transactions`,
