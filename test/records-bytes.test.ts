@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { AdoptedTx, effectsOf, type Applied } from '../ts/pipeline/applied.js';
-import { decodeEffects, encodeResults, encodeWrites, RecordError, splitResults, writeDigest } from '../ts/pipeline/records.js';
+import { decodeEffects, digestIs, encodeResults, encodeWrites, frameResults, RecordError, resultTable, writeDigest } from '../ts/pipeline/records.js';
 import { encodeTable, receiveTable } from '../ts/pipeline/table-bytes.js';
 import type { LookupTable } from '../ts/app/exec.js';
 import { ownBytes } from '../ts/wire.js';
@@ -15,20 +15,39 @@ function table(writes: [string, Uint8Array | null][]): LookupTable {
   return { reads: [['a', 1n]], dynamic: [], speculative: [], writes, auth: [], precompiles: [], outcome: { status: 'ok', result: null } };
 }
 
-describe('splitResults', () => {
-  it('gives every record its digest and table, across batches larger than its scratch space', () => {
+describe('frameResults', () => {
+  it('gives every record its digest and table', () => {
     for (const n of [0, 1, 63, 64, 65, 300]) {
       const records = Array.from({ length: n }, (_, i) => [hex(), randomBytes(i % 7)] as [string, Buffer]);
-      const split = splitResults(encodeResults(records));
-      expect(split.map(([d]) => d)).toEqual(records.map(([d]) => d));
-      expect(split.map(([, t]) => Buffer.from(t).toString('hex'))).toEqual(records.map(([, t]) => t.toString('hex')));
+      const { bytes, starts } = frameResults(encodeResults(records));
+      expect(starts.map((at) => bytes.toString('hex', at, at + 32))).toEqual(records.map(([d]) => d));
+      expect(starts.map((at) => resultTable(bytes, at).toString('hex'))).toEqual(records.map(([, t]) => t.toString('hex')));
     }
   });
 
-  it('still refuses a record whose length runs past the batch', () => {
+  it('refuses a record whose length runs past the batch, or that is cut short', () => {
     const b = encodeResults([[hex(), randomBytes(10)]]);
+    expect(() => frameResults(b.subarray(0, 20))).toThrow('results: record 0 truncated');
     b.writeUInt32LE(11, 32);
-    expect(() => splitResults(b)).toThrow(RecordError);
+    expect(() => frameResults(b)).toThrow(RecordError);
+  });
+});
+
+describe('digestIs', () => {
+  it('is Buffer.toString(hex) equality, compared in place', () => {
+    for (let i = 0; i < 200; i++) {
+      const b = randomBytes(40);
+      const d = b.toString('hex', 5, 37);
+      expect(digestIs(b, 5, d)).toBe(true);
+      // One digit off, anywhere: not the digest.
+      const k = i % 64;
+      const other = d.slice(0, k) + (d[k] === '0' ? '1' : '0') + d.slice(k + 1);
+      expect(digestIs(b, 5, other)).toBe(false);
+      expect(digestIs(b, 4, d)).toBe(b.toString('hex', 4, 36) === d);
+    }
+    // Past the end, or not 64 digits: never equal.
+    expect(digestIs(Buffer.alloc(31), 0, '00'.repeat(32))).toBe(false);
+    expect(digestIs(Buffer.alloc(32), 0, '00'.repeat(31))).toBe(false);
   });
 });
 

@@ -64,6 +64,12 @@ export interface DecodedTx extends TxBody {
    * times a copy. Absent or false: the caller decodes `digest`.
    */
   copyDigest?(out: Uint8Array, at: number): boolean;
+  /**
+   * Where the digest came as bytes: whether the 32 bytes at `at` of `b` are it, compared byte
+   * by byte (a third of the time of comparing them with the hex). Absent: the caller compares
+   * with `digest`.
+   */
+  isDigestAt?(b: Uint8Array, at: number): boolean;
 }
 
 export class TxError extends Error {
@@ -226,6 +232,14 @@ class TxForwarded implements DecodedTx {
 
   copyDigest(out: Uint8Array, at: number): boolean {
     copyBytes(this.digests, this.digestAt, this.digestAt + 32, out, at);
+    return true;
+  }
+
+  isDigestAt(b: Uint8Array, at: number): boolean {
+    if (at + 32 > b.length) return false;
+    const own = this.digests;
+    const from = this.digestAt;
+    for (let i = 0; i < 32; i++) if (b[at + i] !== own[from + i]) return false;
     return true;
   }
 

@@ -5,7 +5,7 @@ import type { Outcome } from '../app/exec.js';
 import type { Transaction } from '../app/tx.js';
 import type { Decision } from './merge.js';
 import type { Effect, Feedback } from './preexecutor.js';
-import { decodeEffects, RecordError, splitResults } from './records.js';
+import { decodeEffects, frameResults, RecordError, type ResultBatch } from './records.js';
 import { STATE_UPDATES, type PushedObject, type StateUpdate } from './state-update.js';
 import { isTransport, type Transport } from '../transport.js';
 import type { NodeStatus } from './status.js';
@@ -76,7 +76,7 @@ export type NodeToPreSent = Exclude<NodeToPre, { t: 'effects' }> | { t: 'effects
 
 export type PreToNode =
   /** results.v1 bytes; the tables in them are checked by the node's intake (node.ts). */
-  | { t: 'results'; results: [digest: string, table: Buffer][] }
+  | { t: 'results'; results: ResultBatch }
   /** The first message of a member: the app it loaded. */
   | { t: 'hello'; app: string; digest: string }
   /** Answer to `load`: the digest of what it loaded, or why it could not. */
@@ -177,7 +177,7 @@ export function parsePreMessage(m: unknown): PreToNode {
   if (isObj(m) && m['t'] === 'load-failed' && isText(m['reason'])) return { t: 'load-failed', reason: m['reason'] };
   const tables = isObj(m) ? m['tables'] : undefined;
   if (!isObj(m) || m['t'] !== 'results' || !isBytes(tables)) fail(`expected hello, results or loaded, got ${describe(m)}`);
-  return { t: 'results', results: recorded(() => splitResults(asBuffer(tables))) };
+  return { t: 'results', results: recorded(() => frameResults(asBuffer(tables))) };
 }
 
 const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);

@@ -17,6 +17,7 @@ import { encodeEffects } from './records.js';
 import { DEFAULT_POLICY, Scheduler, type Policy, type SchedulerOptions } from './scheduler.js';
 import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from './state-update.js';
 import { encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
+import { DIGEST_BYTES, digestIs, resultTable, type ResultBatch } from './records.js';
 import { ChurnMap, ChurnSet } from './churn-map.js';
 import { joinBytes } from '../bytes.js';
 
@@ -39,6 +40,12 @@ export interface PreExecutorLink {
   load?(v: { spec: string; digest: string }): Promise<string>;
   /** Tells it `digest` is now active: what it is handed from here on runs with that version. */
   upgrade?(digest: string): void;
+  /**
+   * Returns one result for each transaction sent, in the order sent, through `results` (a
+   * member over the wire): its results are then matched to what it owes in order, without a
+   * lookup by digest (`PreExecutionPool.results`).
+   */
+  readonly ordered?: boolean;
   /** Applied writes as effects.v1 bytes: one buffer per batch, shared by every member. */
   sendEffects(effects: Buffer): void;
   sendObjects(objects: readonly PushedObject[]): void;
@@ -91,6 +98,15 @@ interface Member {
   link: PreExecutorLink;
   executed: number;
   queued: DecodedTx[];
+  /** What each queued transaction is owed as, in the same order. */
+  queuedOwed: Owed[];
+  /**
+   * An `ordered` member's transactions sent, in order, from `head` on: its next result is
+   * most likely the first one's. A hint beside `owedBy`, which says what is owed: an entry
+   * that is no longer (`settled`) leaves the front as it reaches it.
+   */
+  sent: Owed[];
+  head: number;
   /**
    * Results handed to it that are still useful (not returned, not yet applied): what a
    * retirement waits for; which ones is `owedBy`'s to say. The scheduler's load counts results
@@ -108,6 +124,10 @@ interface Owed {
   /** The app version the member runs, when it told us. */
   app: string | undefined;
   digest: string;
+  /** No longer `owedBy`'s entry for its digest: returned, no longer wanted, or owed by another. */
+  settled: boolean;
+  /** The transaction, which may compare its digest as bytes (`DecodedTx.isDigestAt`). */
+  tx: DecodedTx;
 }
 
 export class PreExecutionPool {
@@ -157,7 +177,7 @@ export class PreExecutionPool {
 
   add(link: PreExecutorLink): void {
     if (this.members.has(link.name)) throw new Error(`pre-executor ${link.name} is already attached`);
-    this.members.set(link.name, { link, executed: 0, queued: [], owed: 0, drained: null });
+    this.members.set(link.name, { link, executed: 0, queued: [], queuedOwed: [], sent: [], head: 0, owed: 0, drained: null });
     this.scheduler.add(link.name);
     this.push?.add(link.name);
   }
@@ -173,7 +193,7 @@ export class PreExecutionPool {
     // transaction an insertion and a deletion.
     const orphans = this.owedBy.keys().filter((digest) => this.owedBy.get(digest)?.name === name);
     for (const digest of orphans) {
-      this.owedBy.delete(digest);
+      this.unown(digest);
       this.uncharged.delete(digest);
       this.supersededOnce.delete(digest);
     }
@@ -192,6 +212,7 @@ export class PreExecutionPool {
     // Queued but not yet sent: nobody must wait for those.
     for (const tx of p.queued) this.settle(tx.digest, name, false);
     p.queued = [];
+    p.queuedOwed = [];
     return new Promise((resolve) => {
       if (p.owed === 0) return resolve();
       (p.drained ??= []).push(resolve);
@@ -237,10 +258,12 @@ export class PreExecutionPool {
     }
     const best = name === null ? undefined : this.members.get(name);
     if (!best || name === null) return false;
+    const owed: Owed = { name, app: best.link.app, digest: tx.digest, settled: false, tx };
     best.queued.push(tx);
+    best.queuedOwed.push(owed);
     this.handedSinceEffects = true;
     best.owed++;
-    this.owedBy.set(tx.digest, { name, app: best.link.app, digest: tx.digest });
+    this.owedBy.set(tx.digest, owed);
     if (!charged) this.uncharged.add(tx.digest);
     this.scheduleFlush();
     return true;
@@ -267,23 +290,31 @@ export class PreExecutionPool {
     for (const m of this.members.values()) {
       if (!m.queued.some((tx) => digests.has(tx.digest))) continue;
       for (const tx of m.queued) if (digests.has(tx.digest)) unsent.add(tx.digest);
+      m.queuedOwed = m.queuedOwed.filter((_, i) => !digests.has((m.queued[i] as DecodedTx).digest));
       m.queued = m.queued.filter((tx) => !digests.has(tx.digest));
     }
+    const sent: Owed[] = [];
     for (const tx of txs) {
-      const prev = this.owedBy.get(tx.digest)?.name;
-      if (prev === name) {
+      const before = this.owedBy.get(tx.digest);
+      const prev = before?.name;
+      if (before !== undefined && prev === name) {
         // Its admission copy, executed out of order, comes back first: not the one wanted.
         if (!unsent.has(tx.digest)) this.supersededOnce.add(tx.digest);
+        sent.push(before);
         continue;
       }
       if (prev !== undefined) this.reassign(tx.digest, prev);
       p.owed++;
-      this.owedBy.set(tx.digest, { name, app: p.link.app, digest: tx.digest });
+      const owed: Owed = { name, app: p.link.app, digest: tx.digest, settled: false, tx };
+      if (before !== undefined) before.settled = true;
+      this.owedBy.set(tx.digest, owed);
       this.uncharged.add(tx.digest);
+      sent.push(owed);
     }
     this.sendEffects();
     if (objects.length > 0) p.link.sendObjects(objects);
     // Last: a link may fail as it sends (a crashed member is removed then, owing these).
+    if (p.link.ordered === true) p.sent.push(...sent);
     p.link.send(txs);
     return true;
   }
@@ -319,7 +350,15 @@ export class PreExecutionPool {
     for (const p of this.members.values()) {
       if (p.queued.length === 0) continue;
       const txs = p.queued;
+      const owed = p.queuedOwed;
       p.queued = [];
+      p.queuedOwed = [];
+      if (p.link.ordered === true) {
+        if (p.head === p.sent.length) {
+          p.sent = owed;
+          p.head = 0;
+        } else for (const o of owed) p.sent.push(o);
+      }
       p.link.send(txs);
     }
   }
@@ -333,6 +372,56 @@ export class PreExecutionPool {
     stages.time('tables', () => this.intake(from, digest, table));
   }
 
+  /**
+   * A batch of results.v1 from `from`, as `result` takes each. An `ordered` member's are
+   * matched to what it was sent in order, by comparing digests in place: no digest becomes a
+   * string, nor is looked up, unless the member skipped or reordered one.
+   */
+  results(from: string, batch: ResultBatch): void {
+    stages.time('tables', () => {
+      const p = this.members.get(from);
+      const { bytes, starts } = batch;
+      for (let i = 0; i < starts.length; i++) {
+        const at = starts[i] as number;
+        const table = resultTable(bytes, at);
+        const owed = p === undefined ? undefined : this.nextSent(p, bytes, at);
+        if (owed === undefined) this.intake(from, bytes.toString('hex', at, at + DIGEST_BYTES), table);
+        else if (owed === null) this.unowedResults++;
+        else this.take(p as Member, owed, table);
+      }
+    });
+  }
+
+  /**
+   * The entry at the front of what `p` was sent, if the digest at `at` of `b` is its: null if
+   * that entry is settled (its result is no longer owed), undefined if the digest is another
+   * (the caller looks it up). Settled entries ahead of it leave the front.
+   */
+  private nextSent(p: Member, b: Buffer, at: number): Owed | null | undefined {
+    while (p.head < p.sent.length) {
+      const o = p.sent[p.head] as Owed;
+      if (o.tx.isDigestAt?.(b, at) ?? digestIs(b, at, o.digest)) {
+        this.advance(p, p.head + 1);
+        return o.settled ? null : o;
+      }
+      if (!o.settled) return undefined;
+      this.advance(p, p.head + 1);
+    }
+    return undefined;
+  }
+
+  /** `p`'s sent entries before `head` are done with; the array is cut once most of it is. */
+  private advance(p: Member, head: number): void {
+    p.head = head;
+    if (head === p.sent.length) {
+      p.sent = [];
+      p.head = 0;
+    } else if (head >= 1024 && 2 * head >= p.sent.length) {
+      p.sent = p.sent.slice(head);
+      p.head = 0;
+    }
+  }
+
   private intake(from: string, sent: string, table: LookupTable | Uint8Array): void {
     const p = this.members.get(from);
     const owed = this.owedBy.get(sent);
@@ -340,6 +429,18 @@ export class PreExecutionPool {
       this.unowedResults++;
       return;
     }
+    if (p.link.ordered === true) {
+      // Out of order (the member skipped what it was sent before this): those are no
+      // longer expected first.
+      const i = p.sent.indexOf(owed, p.head);
+      if (i >= 0) this.advance(p, i + 1);
+    }
+    this.take(p, owed, table);
+  }
+
+  /** `table` is `owed`'s result, from the member `p` that owes it. */
+  private take(p: Member, owed: Owed, table: LookupTable | Uint8Array): void {
+    const from = p.link.name;
     // The digest as admission made it, from here on: the maps it is looked up in next then
     // meet the string they hold, not an equal one to compare character by character.
     const { digest, app } = owed;
@@ -352,7 +453,7 @@ export class PreExecutionPool {
     }
     if (!this.uncharged.delete(digest)) this.scheduler.completed(from);
     p.executed++;
-    this.settleOwed(digest, p, true);
+    this.settleOwed(digest, p, true, owed);
     let received: ReceivedTable;
     try {
       received = receiveTable(
@@ -376,17 +477,24 @@ export class PreExecutionPool {
   private settle(digest: string, name: string | undefined, returned: boolean, owed = this.owedBy.get(digest)): void {
     if (name === undefined || owed?.name !== name) return;
     const p = this.members.get(name);
-    if (p) this.settleOwed(digest, p, returned);
+    if (p) this.settleOwed(digest, p, returned, owed);
     else {
-      this.owedBy.delete(digest);
+      this.unown(digest, owed);
       this.uncharged.delete(digest);
       this.supersededOnce.delete(digest);
     }
   }
 
-  /** `settle` for a digest known to be owed by member `p` (as the caller just looked up). */
-  private settleOwed(digest: string, p: Member, returned: boolean): void {
+  /** `digest`'s entry leaves `owedBy`, and is marked so where `sent` still holds it. */
+  private unown(digest: string, owed = this.owedBy.get(digest)): void {
+    if (owed === undefined) return;
+    owed.settled = true;
     this.owedBy.delete(digest);
+  }
+
+  /** `settle` for a digest known to be owed (as `owed`) by member `p`. */
+  private settleOwed(digest: string, p: Member, returned: boolean, owed: Owed): void {
+    this.unown(digest, owed);
     this.uncharged.delete(digest);
     this.supersededOnce.delete(digest);
     const name = p.link.name;
@@ -578,6 +686,8 @@ export function attachMember(pool: PreExecutionPool, conn: Conn, name: string, a
     pool.add({
       name,
       app: admission.canonicalApp?.(digest) ?? digest,
+      // It runs what it is sent in order and answers each in a `results` batch (preexecutor-main.ts).
+      ordered: true,
       send: (txs) => send({ t: 'exec', txs: joinBytes(txs.map((tx) => tx.bytes)) }),
       sendEffects: (effects) => send({ t: 'effects', effects }),
       sendObjects: (objects) => send({ t: 'objects', objects: [...objects] }),
@@ -603,10 +713,7 @@ export function attachMember(pool: PreExecutionPool, conn: Conn, name: string, a
       }
       switch (m.t) {
         case 'results':
-          // One stage for the batch: each result's own entry is then free.
-          stages.time('tables', () => {
-            for (const [digest, table] of m.results) pool.result(name, digest, table);
-          });
+          pool.results(name, m.results);
           return;
         case 'loaded':
           loads.shift()?.(m.digest);

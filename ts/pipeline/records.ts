@@ -5,13 +5,14 @@ import { Buffer } from 'node:buffer';
 import type { Write } from '../app/state.js';
 import { splitTxBytes } from '../app/tx.js';
 import type { Effect } from './preexecutor.js';
-import { copyBytes, u32le } from '../bytes.js';
+import { u32le } from '../bytes.js';
 
 export class RecordError extends Error {
   override name = 'RecordError';
 }
 
 const DIGEST = 32;
+export const DIGEST_BYTES = DIGEST;
 const NONE = 0xffffffff;
 
 /** results.v1: digest (32), table length (u32), table; repeated. */
@@ -29,32 +30,46 @@ export function encodeResults(results: readonly (readonly [digest: string, table
   return out;
 }
 
-/** Digests of one results.v1 batch, side by side, for one conversion to hex. */
-let digestScratch = Buffer.allocUnsafe(64 * DIGEST);
+/**
+ * A results.v1 batch whose framing was checked: where each record starts (its digest). The
+ * node matches most records to what it sent by comparing digests in place (`digestIs`), so no
+ * record's digest need become a string.
+ */
+export interface ResultBatch {
+  bytes: Buffer;
+  starts: number[];
+}
 
-/** Splits results.v1 into (hex digest, table view); `RecordError` if the framing lies. */
-export function splitResults(b: Buffer): [digest: string, table: Buffer][] {
-  const out: [string, Buffer][] = [];
+/** Checks results.v1's framing; `RecordError` if it lies. */
+export function frameResults(b: Buffer): ResultBatch {
+  const starts: number[] = [];
   let at = 0;
   while (at < b.length) {
-    if (at + DIGEST + 4 > b.length) throw new RecordError(`results: record ${out.length} truncated`);
+    if (at + DIGEST + 4 > b.length) throw new RecordError(`results: record ${starts.length} truncated`);
     const len = u32le(b, at + DIGEST);
     const end = at + DIGEST + 4 + len;
-    if (end > b.length) throw new RecordError(`results: record ${out.length} says ${len} bytes, ${b.length - at - DIGEST - 4} left`);
-    if (digestScratch.length < (out.length + 1) * DIGEST) {
-      const grown = Buffer.allocUnsafe(2 * digestScratch.length);
-      digestScratch.copy(grown, 0, 0, out.length * DIGEST);
-      digestScratch = grown;
-    }
-    copyBytes(b, at, at + DIGEST, digestScratch, out.length * DIGEST);
-    out.push(['', b.subarray(at + DIGEST + 4, end)]);
+    if (end > b.length) throw new RecordError(`results: record ${starts.length} says ${len} bytes, ${b.length - at - DIGEST - 4} left`);
+    starts.push(at);
     at = end;
   }
-  // One hex string for the batch and a slice of it per record: a conversion per record costs
-  // a native call and a heap allocation each.
-  const hex = digestScratch.toString('hex', 0, out.length * DIGEST);
-  for (let i = 0; i < out.length; i++) (out[i] as [string, Buffer])[0] = hex.slice(2 * DIGEST * i, 2 * DIGEST * (i + 1));
-  return out;
+  return { bytes: b, starts };
+}
+
+/** The table of the record starting at `at` of a framed batch (a view). */
+export function resultTable(b: Buffer, at: number): Buffer {
+  return b.subarray(at + DIGEST + 4, at + DIGEST + 4 + u32le(b, at + DIGEST));
+}
+
+const HEX_DIGIT = Buffer.from('0123456789abcdef', 'latin1');
+
+/** Whether the 32 bytes at `at` of `b` are the digest written as `hex` (lowercase): compared in place. */
+export function digestIs(b: Buffer, at: number, hex: string): boolean {
+  if (hex.length !== 2 * DIGEST || at + DIGEST > b.length) return false;
+  for (let i = 0; i < DIGEST; i++) {
+    const v = b[at + i] as number;
+    if (hex.charCodeAt(2 * i) !== HEX_DIGIT[v >> 4] || hex.charCodeAt(2 * i + 1) !== HEX_DIGIT[v & 15]) return false;
+  }
+  return true;
 }
 
 const HEX_VALUE = new Int8Array(128).fill(-1);

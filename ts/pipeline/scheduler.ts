@@ -25,9 +25,12 @@ export interface SchedulerOptions {
   /** How much busier than the least-loaded member an affine member may be (default 32). */
   slack?: number;
   /**
-   * Object ids the affinity memory is sized for (default 100,000): a table of at least twice as
+   * Object ids the affinity memory is sized for (default 16,384): a table of at least twice as
    * many slots, each holding the member an id hashing there was last handed to. An id whose
-   * slot a later id takes is forgotten, as the least recently used were by an exact map.
+   * slot a later id takes is forgotten, as the least recently used were by an exact map. A
+   * memory is worth following while its write may be in flight, a few thousand ids at most;
+   * a larger table only spreads each transaction's two misses over more of the cache the rest
+   * of the node needs (docs/pipeline.md, "Scheduling").
    */
   affinityCapacity?: number;
   /** `load+affinity+hot` only: transactions touching a hot object are not pre-executed. */
@@ -71,7 +74,7 @@ export class Scheduler {
   constructor(opts: SchedulerOptions = {}) {
     this.policy = opts.policy ?? DEFAULT_POLICY;
     this.slack = opts.slack ?? 32;
-    this.affinityCapacity = opts.affinityCapacity ?? 100_000;
+    this.affinityCapacity = opts.affinityCapacity ?? 16_384;
     this.hotToPrimary = opts.hotToPrimary ?? false;
     if (!POLICIES.includes(this.policy)) throw new RangeError(`unknown scheduling policy ${JSON.stringify(this.policy)}`);
     if (!(this.slack >= 0)) throw new RangeError(`slack must be non-negative, got ${this.slack}`);
