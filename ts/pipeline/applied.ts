@@ -6,6 +6,7 @@ import type { Outcome } from '../app/exec.js';
 import type { DecodedTx } from '../app/tx.js';
 import type { Write } from '../app/state.js';
 import type { Decision } from './merge.js';
+import type { Flight } from './in-flight.js';
 import { encodeWrites, writeDigest } from './records.js';
 import { tableWrites, type ReceivedTable } from './table-bytes.js';
 import { copyBytes, putU16le, putU32le } from '../bytes.js';
@@ -23,6 +24,8 @@ export interface Applied {
   readonly writeCount: number;
   /** Re-executed only: objects whose version the pre-executor saw was no longer current. */
   conflicts: string[];
+  /** The node's entry for it (in-flight.ts), if it was delivered with one. */
+  flight?: Flight | undefined;
 }
 
 /** An adopted transaction: its effects stay in its table's bytes unless someone asks. */
@@ -38,6 +41,7 @@ export class AdoptedTx implements Applied {
     private readonly table: ReceivedTable,
     /** The transaction, where it can copy its digest as bytes (`DecodedTx.copyDigest`). */
     private readonly tx?: Pick<DecodedTx, 'copyDigest'>,
+    readonly flight?: Flight,
   ) {}
 
   /** Writes the digest's 32 bytes at `at` of `out`. */

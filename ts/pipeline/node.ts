@@ -21,6 +21,7 @@ import type { Scheduler } from './scheduler.js';
 import { EmbeddedSequencer, type Sequencer, type SequencingTicket } from './sequencer.js';
 import type { MissPush, StateUpdate } from './state-update.js';
 import { ReplyWaiters, type AppliedListener } from './replies.js';
+import { Flights, type Flight } from './in-flight.js';
 
 export type { MemberStats, PreExecutorLink } from './pool.js';
 export type { OptimisticReply, OptimisticStats } from './optimistic.js';
@@ -91,6 +92,7 @@ export class EmbeddedNode {
   /** Submissions admitted and not yet answered: one alone is executed by the primary (`localWhenAlone`). */
   private inFlight = 0;
   private readonly localWhenAlone: boolean;
+  private readonly flights: Flights;
 
   constructor(
     app: App | AppVersions,
@@ -99,11 +101,14 @@ export class EmbeddedNode {
     store: PrimaryStore,
     private readonly opts: NodeOptions,
   ) {
-    this.replies = new ReplyWaiters(opts.rememberOutcomes ?? 100_000);
+    // One entry per transaction in flight for the replies, the pool and the primary together.
+    const flights = new Flights();
+    this.flights = flights;
+    this.replies = new ReplyWaiters(opts.rememberOutcomes ?? 100_000, flights);
     this.localWhenAlone = opts.localWhenAlone ?? true;
     this.pool = new PreExecutionPool(
       {
-        offer: (digest, table, from, app) => this.offer(digest, table, from, app),
+        offer: (digest, table, from, app, flight) => this.offer(digest, table, from, app, flight),
         malformed: (digest, from, e) => this.primary.malformed(digest, from, e),
         forget: (digest) => this.primary.forget(digest),
         orphaned: (digests) => {
@@ -116,9 +121,11 @@ export class EmbeddedNode {
       },
       // The node's options are the pool's plus its own; the pool reads only its part.
       opts,
+      flights,
     );
     this.primary = new Primary(app, store, natives, {
       deadlineMs: opts.deadlineMs,
+      flights,
       onApplied: (batch) => this.applied(batch),
       onUpgrade: (v, ts) => this.upgraded(v, ts),
       ...(opts.onMerged ? { onMerged: opts.onMerged } : {}),
@@ -290,9 +297,17 @@ export class EmbeddedNode {
   }
 
   /** A checked table from the pool: the first one answers optimistic waiters, then the primary keeps it. */
-  private offer(digest: string, received: ReceivedTable, from: string, app: string | undefined): void {
+  private offer(digest: string, received: ReceivedTable, from: string, app: string | undefined, flight: Flight): void {
     this.optimistic.offer(digest, received.rest.outcome, from);
-    this.primary.offer(digest, received, from, app);
+    this.primary.offer(digest, received, from, app, flight);
+  }
+
+  /**
+   * Digests the node holds anything for (a waiting submitter, a result owed or kept): none
+   * once every transaction submitted is answered and nothing more is owed.
+   */
+  get heldDigests(): number {
+    return this.flights.size;
   }
 
   /** Work per pre-executor: results returned and results still owed. */
@@ -385,11 +400,14 @@ export class EmbeddedNode {
     this.inFlight++;
     let alone = false;
     try {
-      this.replies.listen(tx.digest, s);
+      // One lookup for the transaction's stay: each part is handed its entry.
+      const f = this.flights.open(tx.digest);
+      s.flight = f;
+      this.replies.listenOn(f, s);
       if (onOptimistic) this.optimistic.listen(tx.digest, onOptimistic);
       alone = !batched && this.localWhenAlone && this.inFlight === 1 && !onOptimistic;
       // The primary waits for a result only if some pre-executor was handed the transaction.
-      if (!alone && this.pool.dispatch(tx)) this.primary.expect(tx.digest);
+      if (!alone && this.pool.dispatch(tx, f)) this.primary.expectOn(f);
     } catch (e) {
       // Not sequenced: nothing will apply it, and the submitter hears why.
       s.failed(e);
@@ -489,6 +507,8 @@ interface SubmissionHost {
  */
 class Submission implements SequencingTicket, AppliedListener {
   sequencedAt = 0;
+  /** Its entry in the node's flights, carried with it through the log (`Sequenced.flight`). */
+  flight: Flight | undefined = undefined;
   /** The log's answer (null until it came), kept as fields: no object per transaction. */
   private acceptedTs: bigint | null = null;
   private acceptedDuplicate = false;

@@ -18,7 +18,8 @@ import { DEFAULT_POLICY, Scheduler, type Policy, type SchedulerOptions } from '.
 import { MissPush, type PushedObject, type PushOptions, type StateUpdate } from './state-update.js';
 import { encodeTable, receiveTable, TableError, type ReceivedTable } from './table-bytes.js';
 import { DIGEST_BYTES, digestIs, resultTable, type ResultBatch } from './records.js';
-import { ChurnMap, ChurnSet } from './churn-map.js';
+import { Flights, type Flight, type Owed } from './in-flight.js';
+import { ChurnSet } from './churn-map.js';
 import { joinBytes } from '../bytes.js';
 
 /**
@@ -55,7 +56,7 @@ export interface PreExecutorLink {
 /** What the pool needs from the process it runs in. */
 export interface PoolHost {
   /** A member's well-formed table for `digest`, computed with app `app` when it said which. */
-  offer(digest: string, table: ReceivedTable, from: string, app: string | undefined): void;
+  offer(digest: string, table: ReceivedTable, from: string, app: string | undefined, flight: Flight): void;
   /** A member's table that does not decode: its transaction is executed as if none came. */
   malformed(digest: string, from: string, e: TableError): void;
   /** A retiring member will not be waited for on `digest`. */
@@ -118,18 +119,6 @@ interface Member {
   drained: (() => void)[] | null;
 }
 
-/** Who owes a transaction's result, handed it under which app version, and its digest as admitted. */
-interface Owed {
-  name: string;
-  /** The app version the member runs, when it told us. */
-  app: string | undefined;
-  digest: string;
-  /** No longer `owedBy`'s entry for its digest: returned, no longer wanted, or owed by another. */
-  settled: boolean;
-  /** The transaction, which may compare its digest as bytes (`DecodedTx.isDigestAt`). */
-  tx: DecodedTx;
-}
-
 export class PreExecutionPool {
   readonly scheduler: Scheduler;
   /** Conflicts per object and misses per member, fed by every applied transaction. */
@@ -141,8 +130,10 @@ export class PreExecutionPool {
   /** Results dropped because their sender did not owe them (late, or not handed the transaction). */
   unowedResults = 0;
   private readonly members = new Map<string, Member>();
-  /** Digest → who owes its result. */
-  private readonly owedBy = new ChurnMap<Owed>();
+  /** Who owes each digest's result: a flight's `owed`, shared with the node's other parts. */
+  private readonly flights: Flights;
+  /** Flights with an `owed`: whether any member owes anything. */
+  private owedCount = 0;
   /**
    * Digests delegated (`delegate`), which the scheduler never counted: their results do not
    * lower the owing member's load, so admission's view of it stays what admission handed it.
@@ -167,7 +158,9 @@ export class PreExecutionPool {
   constructor(
     private readonly host: PoolHost,
     private readonly opts: PoolOptions = {},
+    flights?: Flights,
   ) {
+    this.flights = flights ?? new Flights();
     this.scheduler = new Scheduler({ ...opts.scheduling, policy: opts.policy ?? DEFAULT_POLICY });
     this.feedback = new ConflictFeedback(opts.feedback);
     this.stateUpdate = opts.stateUpdate ?? 'broadcast';
@@ -191,9 +184,12 @@ export class PreExecutionPool {
     this.push?.remove(name);
     // A scan of everything owed, once per departure: a set per member would cost every
     // transaction an insertion and a deletion.
-    const orphans = this.owedBy.keys().filter((digest) => this.owedBy.get(digest)?.name === name);
+    const orphans = this.flights
+      .all()
+      .filter((f) => f.owed?.name === name)
+      .map((f) => f.digest);
     for (const digest of orphans) {
-      this.unown(digest);
+      this.unown(this.owedOf(digest));
       this.uncharged.delete(digest);
       this.supersededOnce.delete(digest);
     }
@@ -231,16 +227,29 @@ export class PreExecutionPool {
 
   /** The member that owes `digest`'s result, if any. */
   owing(digest: string): string | undefined {
-    return this.owedBy.get(digest)?.name;
+    return this.owedOf(digest)?.name;
+  }
+
+  /** Who owes `digest`'s result; `flight`: its flight as held, if live, spares the lookup. */
+  private owedOf(digest: string, flight?: Flight): Owed | undefined {
+    return (flight?.live === true ? flight : this.flights.get(digest))?.owed ?? undefined;
+  }
+
+  /** `owed` is what is owed for its digest from here on. */
+  private own(digest: string, owed: Owed): void {
+    const f = owed.flight;
+    if (f.owed === null) this.owedCount++;
+    else f.owed.settled = true;
+    f.owed = owed;
   }
 
   /**
    * Hands `tx` to the member the scheduler picks; sent in one message per member per tick.
    * False when nobody was handed it (no member, or the policy keeps it from the pool).
    */
-  dispatch(tx: DecodedTx): boolean {
+  dispatch(tx: DecodedTx, flight?: Flight): boolean {
     // A resubmission while a member still owes the result: that result will do.
-    if (this.owedBy.has(tx.digest)) return true;
+    if (this.owedOf(tx.digest, flight) !== undefined) return true;
     const lease = this.lease;
     // Under a lease, a transaction on a leased object is the delegate's once it is ordered:
     // executed now, out of order, it would only be thrown away.
@@ -258,12 +267,19 @@ export class PreExecutionPool {
     }
     const best = name === null ? undefined : this.members.get(name);
     if (!best || name === null) return false;
-    const owed: Owed = { name, app: best.link.app, digest: tx.digest, settled: false, tx };
+    const owed: Owed = {
+      name,
+      app: best.link.app,
+      digest: tx.digest,
+      settled: false,
+      tx,
+      flight: flight?.live === true ? flight : this.flights.open(tx.digest),
+    };
     best.queued.push(tx);
     best.queuedOwed.push(owed);
     this.handedSinceEffects = true;
     best.owed++;
-    this.owedBy.set(tx.digest, owed);
+    this.own(tx.digest, owed);
     if (!charged) this.uncharged.add(tx.digest);
     this.scheduleFlush();
     return true;
@@ -295,7 +311,7 @@ export class PreExecutionPool {
     }
     const sent: Owed[] = [];
     for (const tx of txs) {
-      const before = this.owedBy.get(tx.digest);
+      const before = this.owedOf(tx.digest);
       const prev = before?.name;
       if (before !== undefined && prev === name) {
         // Its admission copy, executed out of order, comes back first: not the one wanted.
@@ -305,9 +321,8 @@ export class PreExecutionPool {
       }
       if (prev !== undefined) this.reassign(tx.digest, prev);
       p.owed++;
-      const owed: Owed = { name, app: p.link.app, digest: tx.digest, settled: false, tx };
-      if (before !== undefined) before.settled = true;
-      this.owedBy.set(tx.digest, owed);
+      const owed: Owed = { name, app: p.link.app, digest: tx.digest, settled: false, tx, flight: this.flights.open(tx.digest) };
+      this.own(tx.digest, owed);
       this.uncharged.add(tx.digest);
       sent.push(owed);
     }
@@ -424,7 +439,7 @@ export class PreExecutionPool {
 
   private intake(from: string, sent: string, table: LookupTable | Uint8Array): void {
     const p = this.members.get(from);
-    const owed = this.owedBy.get(sent);
+    const owed = this.owedOf(sent);
     if (!p || owed?.name !== from) {
       this.unowedResults++;
       return;
@@ -464,37 +479,41 @@ export class PreExecutionPool {
       this.host.malformed(digest, from, e);
       return;
     }
-    this.host.offer(digest, received, from, app);
+    this.host.offer(digest, received, from, app, owed.flight);
   }
 
   /** `digest`'s result is no longer wanted (its transaction was applied or ordered without it). */
-  done(digest: string): void {
-    const owed = this.owedBy.get(digest);
+  done(digest: string, flight?: Flight): void {
+    const owed = this.owedOf(digest, flight);
     if (owed !== undefined) this.settle(digest, owed.name, false, owed);
   }
 
   /** `digest`'s result is no longer owed by `name` (returned, or no longer wanted); `owed`: its entry, if just looked up. */
-  private settle(digest: string, name: string | undefined, returned: boolean, owed = this.owedBy.get(digest)): void {
+  private settle(digest: string, name: string | undefined, returned: boolean, owed = this.owedOf(digest)): void {
     if (name === undefined || owed?.name !== name) return;
     const p = this.members.get(name);
     if (p) this.settleOwed(digest, p, returned, owed);
     else {
-      this.unown(digest, owed);
+      this.unown(owed);
       this.uncharged.delete(digest);
       this.supersededOnce.delete(digest);
     }
   }
 
-  /** `digest`'s entry leaves `owedBy`, and is marked so where `sent` still holds it. */
-  private unown(digest: string, owed = this.owedBy.get(digest)): void {
-    if (owed === undefined) return;
+  /** `owed` is no longer owed: its flight lets it go, and `sent` sees it is settled. */
+  private unown(owed: Owed | undefined): void {
+    if (owed === undefined || owed.settled) return;
     owed.settled = true;
-    this.owedBy.delete(digest);
+    const f = owed.flight;
+    if (f.owed !== owed) return;
+    f.owed = null;
+    this.owedCount--;
+    this.flights.release(f);
   }
 
   /** `settle` for a digest known to be owed (as `owed`) by member `p`. */
   private settleOwed(digest: string, p: Member, returned: boolean, owed: Owed): void {
-    this.unown(digest, owed);
+    this.unown(owed);
     this.uncharged.delete(digest);
     this.supersededOnce.delete(digest);
     const name = p.link.name;
@@ -545,7 +564,11 @@ export class PreExecutionPool {
    * members' copies move forward, and its decisions feed the scheduler.
    */
   applied(batch: readonly Applied[]): void {
-    for (const a of batch) this.done(a.digest);
+    for (const a of batch) {
+      // Its flight let go: nothing is owed for it.
+      if (a.flight?.live === false) continue;
+      this.done(a.digest, a.flight);
+    }
     stages.time('state-update', () => this.updateMembers(batch));
     this.decided(batch);
   }
@@ -588,7 +611,7 @@ export class PreExecutionPool {
       if (effects === null) return;
       this.pendingEffects.push(effects);
       this.pendingEffectBytes += effects.length;
-      if (this.handedSinceEffects || this.owedBy.size > 0 || this.flushScheduled || this.pendingEffectBytes >= EFFECTS_HELD_BYTES) {
+      if (this.handedSinceEffects || this.owedCount > 0 || this.flushScheduled || this.pendingEffectBytes >= EFFECTS_HELD_BYTES) {
         // After this turn of the event loop: the batch's replies leave first, members hear next.
         this.scheduleFlush();
       } else {

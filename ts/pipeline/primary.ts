@@ -19,6 +19,7 @@ import { decodeTable, encodeTable, receiveTable, TableError, type ReceivedTable 
 import { MIN_PARALLEL_RUN, type MergeThreads } from './merge-threads.js';
 import { speculate, type SnapshotEntry, type Speculated } from './speculate.js';
 import { ChurnMap } from './churn-map.js';
+import { Flights, type Flight } from './in-flight.js';
 import { joinBytes } from '../bytes.js';
 
 /** What one native adoption run did (see `PrimaryStore.adopt`). */
@@ -70,6 +71,8 @@ export interface PrimaryOptions {
    * the batch is merged in order (docs/pipeline.md, "Multi-core merge"). Absent: one thread.
    */
   threads?: MergeThreads;
+  /** Where the results kept for digests are held (a flight's `expected`), shared with the node's other parts. */
+  flights?: Flights;
 }
 
 export interface PrimaryStats {
@@ -110,28 +113,19 @@ interface Ahead {
  */
 const MAX_AHEAD = 64;
 
-interface Offer {
+export interface Offer {
   table: ReceivedTable;
   from: string;
   /** Digest of the app version the table was computed with; undefined: the one at its position. */
   app: string | undefined;
 }
 
-/** A digest whose result is still useful: the result once one came, and who waits for it. */
-class Expected {
-  offer: Offer | null = null;
-  /** Set while a delivery waits for the result; called (once) when it comes or none will. */
-  wake: (() => void) | null = null;
-}
-
 export class Primary {
   /**
-   * Digests whose results are still useful (expected from admission or a delegate), with the
-   * result once one came and the delivery waiting for it. One map, not a set of the expected
-   * beside maps of the offers and of the waiters: each map a transaction passes through costs
-   * it an insertion, a deletion and the lookups between.
+   * Digests whose results are still useful (expected from admission or a delegate: a flight's
+   * `expected`), with the result once one came and the delivery waiting for it.
    */
-  private readonly expected = new ChurnMap<Expected>();
+  private readonly flights: Flights;
   /** Delegated digests: waited for until this time (performance.now()), past the deadline. */
   private readonly waitBounds = new ChurnMap<number>();
   readonly stats: PrimaryStats = {
@@ -163,6 +157,26 @@ export class Primary {
     private readonly opts: PrimaryOptions,
   ) {
     this.versions = app instanceof AppVersions ? app : new AppVersions({ app, spec: app.name, digest: '' });
+    this.flights = opts.flights ?? new Flights();
+  }
+
+  /** `digest`'s flight if a result for it is expected; `f`: its flight as held, if live, spares the lookup. */
+  private expected(digest: string, f?: Flight): Flight | undefined {
+    const found = f?.live === true ? f : this.flights.get(digest);
+    return found?.expected === true ? found : undefined;
+  }
+
+  /** The flight of a delivered transaction if a result for it is expected. */
+  private expectedFor(item: Sequenced): Flight | undefined {
+    return this.expected(item.tx.digest, item.flight);
+  }
+
+  /** `f` no longer expects a result (any it holds is dropped); whoever waited stops. */
+  private unexpect(f: Flight): void {
+    f.expected = false;
+    f.offer = null;
+    arrived(f);
+    this.flights.release(f);
   }
 
   /** Makes `v` available to the upgrade transaction that will activate it. */
@@ -172,7 +186,14 @@ export class Primary {
 
   /** Admission tells the primary a result may come for `digest`, so it keeps the result. */
   expect(digest: string): void {
-    if (this.expected.get(digest) === undefined) this.expected.set(digest, new Expected());
+    this.expectOn(this.flights.open(digest));
+  }
+
+  /** As `expect`, on the digest's flight (live, from the registry this was made with). */
+  expectOn(f: Flight): void {
+    if (f.expected) return;
+    f.expected = true;
+    f.offer = null;
   }
 
   /**
@@ -181,9 +202,9 @@ export class Primary {
    * here is dropped: the delegate's, computed in sequence order, replaces it.
    */
   expectUntil(digest: string, until: number): void {
-    const e = this.expected.get(digest);
-    if (e === undefined) this.expected.set(digest, new Expected());
-    else e.offer = null;
+    const f = this.flights.open(digest);
+    f.expected = true;
+    f.offer = null;
     this.waitBounds.set(digest, until);
   }
 
@@ -222,11 +243,8 @@ export class Primary {
   forget(digest: string): void {
     this.ahead.delete(digest);
     this.waitBounds.delete(digest);
-    const e = this.expected.get(digest);
-    if (e === undefined) return;
-    this.expected.delete(digest);
-    e.offer = null;
-    arrived(e);
+    const f = this.expected(digest);
+    if (f !== undefined) this.unexpect(f);
   }
 
   /** A table found malformed before it reached the primary: counted; the transaction is executed here. */
@@ -240,15 +258,15 @@ export class Primary {
    * A pre-executor's result (as received, or a table an in-process pre-executor computed).
    * Kept until its transaction is applied; dropped if unexpected.
    */
-  offer(digest: string, table: ReceivedTable | LookupTable, from: string, app?: string): void {
-    const e = this.expected.get(digest);
-    if (e === undefined) {
+  offer(digest: string, table: ReceivedTable | LookupTable, from: string, app?: string, flight?: Flight): void {
+    const f = this.expected(digest, flight);
+    if (f === undefined) {
       this.stats.lateResults++;
       return;
     }
     const received = 'bytes' in table ? table : receiveTable(encodeTable(table));
-    e.offer ??= { table: received, from, app };
-    arrived(e);
+    f.offer ??= { table: received, from, app };
+    arrived(f);
   }
 
   /** Merges and applies one ordered batch. */
@@ -264,7 +282,7 @@ export class Primary {
     const prev = stages.enter('merge');
     try {
       // Looked up again after any wait: results (or delegations) may have come meanwhile.
-      const offers = held !== null && !this.opts.threads ? held : batch.map(({ tx }) => this.expected.get(tx.digest)?.offer ?? undefined);
+      const offers = held !== null && !this.opts.threads ? held : batch.map((item) => this.expectedFor(item)?.offer ?? undefined);
       this.applyBatch(batch, speculated, offers);
     } finally {
       stages.leave(prev);
@@ -283,7 +301,7 @@ export class Primary {
     for (let k = 0; k < batch.length; k++) {
       const item = batch[k] as Sequenced;
       if (isAdmin(item.tx)) break;
-      if (!this.expected.get(item.tx.digest)?.offer) picked.push(k);
+      if (!this.expectedFor(item)?.offer) picked.push(k);
     }
     if (picked.length < MIN_PARALLEL_RUN) return null;
     const prev = stages.enter('merge');
@@ -314,11 +332,12 @@ export class Primary {
    */
   private takeAhead(batch: readonly Sequenced[], threads: (Speculated | undefined)[] | null): (Speculated | undefined)[] {
     const out = threads ?? new Array<Speculated | undefined>(batch.length);
-    batch.forEach(({ ts, tx }, k) => {
+    batch.forEach((item, k) => {
+      const { ts, tx } = item;
       const a = this.ahead.get(tx.digest);
       if (a === undefined) return;
       this.ahead.delete(tx.digest);
-      if (out[k] === undefined && !this.expected.get(tx.digest)?.offer && a.app === this.versions.at(ts).digest) out[k] = { ...a.guess, ahead: true };
+      if (out[k] === undefined && !this.expectedFor(item)?.offer && a.app === this.versions.at(ts).digest) out[k] = { ...a.guess, ahead: true };
     });
     return out;
   }
@@ -330,10 +349,10 @@ export class Primary {
   private heldOffers(batch: readonly Sequenced[]): (Offer | undefined)[] | null {
     const out = new Array<Offer | undefined>(batch.length);
     for (let k = 0; k < batch.length; k++) {
-      const e = this.expected.get((batch[k] as Sequenced).tx.digest);
-      if (e === undefined) continue;
-      if (e.offer === null) return null;
-      out[k] = e.offer;
+      const f = this.expectedFor(batch[k] as Sequenced);
+      if (f === undefined) continue;
+      if (f.offer === null) return null;
+      out[k] = f.offer;
     }
     return out;
   }
@@ -343,9 +362,14 @@ export class Primary {
     const t0 = this.opts.onMerged ? performance.now() : 0;
     // Only delegation bounds waits: without it the map is empty and not asked per transaction.
     const bounded = this.waitBounds.size > 0;
-    for (const { tx } of batch) {
-      this.expected.delete(tx.digest);
-      if (bounded) this.waitBounds.delete(tx.digest);
+    for (const item of batch) {
+      const f = this.expectedFor(item);
+      if (f !== undefined) {
+        f.expected = false;
+        f.offer = null;
+        this.flights.release(f);
+      }
+      if (bounded) this.waitBounds.delete(item.tx.digest);
     }
     const applied: Applied[] = [];
     const upgrades: [AppVersion, bigint][] = [];
@@ -363,7 +387,7 @@ export class Primary {
           const offer = offers[k];
           const item = batch[k];
           if (!offer || !item) throw new Error(`native adoption adopted transaction ${k}, which has no table`);
-          applied.push(new AdoptedTx(item.ts, item.tx.digest, offer.from, offer.table, item.tx));
+          applied.push(new AdoptedTx(item.ts, item.tx.digest, offer.from, offer.table, item.tx, item.flight));
           this.count('adopted', null);
         }
         i += run.adopted;
@@ -452,6 +476,7 @@ export class Primary {
           writes: [],
           writeCount: 0,
           conflicts: [],
+          flight: item.flight,
         });
         continue;
       }
@@ -468,7 +493,7 @@ export class Primary {
       for (const [id, value] of m.table.writes) writes.push([id, ts, value]);
       // Adopted here as the native check would have: its effects and outcome stay in the table's bytes.
       if (m.decision === 'adopted' && offer) {
-        applied.push(new AdoptedTx(ts, tx.digest, offer.from, offer.table, tx));
+        applied.push(new AdoptedTx(ts, tx.digest, offer.from, offer.table, tx, item.flight));
         continue;
       }
       applied.push({
@@ -480,6 +505,7 @@ export class Primary {
         writes: m.table.writes,
         writeCount: m.table.writes.length,
         conflicts: m.conflicts,
+        flight: item.flight,
       });
     }
     if (writes.length > 0) stages.time('store', () => this.store.write(writes));
@@ -550,7 +576,7 @@ export class Primary {
    * Without delegation: resolves once every one of `missing` has its result (or none will
    * come), or after `ms`. One count for the batch, not a promise per transaction.
    */
-  private async allArrive(missing: readonly Expected[], ms: number): Promise<void> {
+  private async allArrive(missing: readonly Flight[], ms: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const all = new Promise<void>((resolve) => {
       let left = missing.length;
@@ -575,10 +601,10 @@ export class Primary {
    * at once, after the round trip the deadline is not sized for).
    */
   private async awaitResults(batch: readonly Sequenced[]): Promise<void> {
-    const missing: [string, Expected][] = [];
-    for (const { tx } of batch) {
-      const e = this.expected.get(tx.digest);
-      if (e !== undefined && e.offer === null) missing.push([tx.digest, e]);
+    const missing: [string, Flight][] = [];
+    for (const item of batch) {
+      const f = this.expectedFor(item);
+      if (f !== undefined && f.offer === null) missing.push([item.tx.digest, f]);
     }
     if (missing.length === 0) return;
     if (this.waitBounds.size === 0) {
@@ -598,7 +624,7 @@ export class Primary {
       for (const [digest, arrival] of arrivals) {
         const bound = this.waitBounds.get(digest);
         // Arrived, or no longer expected: not waited for.
-        if (bound === undefined || this.expected.get(digest)?.offer !== null) continue;
+        if (bound === undefined || this.expected(digest)?.offer !== null) continue;
         until = Math.max(until, bound);
         bounded.push(arrival);
       }
@@ -611,7 +637,7 @@ export class Primary {
 }
 
 /** A result for `e` is in, or none will come: whoever waits for it stops (once). */
-function arrived(e: Expected): void {
+function arrived(e: Flight): void {
   const w = e.wake;
   if (w === null) return;
   e.wake = null;

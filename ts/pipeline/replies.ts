@@ -4,7 +4,7 @@ import type { Outcome } from '../app/exec.js';
 import type { Decision } from './merge.js';
 import type { OptimisticCheck } from './messages.js';
 import type { Applied } from './primary.js';
-import { ChurnMap } from './churn-map.js';
+import { Flights, type Flight } from './in-flight.js';
 
 export interface AppliedReply {
   a: Applied;
@@ -27,8 +27,6 @@ export interface AppliedListener {
 }
 
 export class ReplyWaiters {
-  /** Digest → who waits for it; a second submitter of the same digest is chained to the first. */
-  private readonly waiters = new ChurnMap<AppliedListener>();
   /**
    * The outcomes of the last `remember` timestamps applied, at `ts % remember`: a duplicate is
    * asked for by the timestamp the log gave its first submission, so no per-digest map is
@@ -46,8 +44,15 @@ export class ReplyWaiters {
   private appliedWaiters: { ts: bigint; resolve: () => void }[] = [];
   private appliedTs = 0n;
 
-  /** `remember`: outcomes kept for answering duplicates. */
-  constructor(private readonly remember: number) {
+  /**
+   * `remember`: outcomes kept for answering duplicates. `flights`: where who waits for a
+   * digest is kept (a flight's `listener`; a second submitter of the same digest is chained to
+   * the first), shared with the node's other parts.
+   */
+  constructor(
+    private readonly remember: number,
+    private readonly flights = new Flights(),
+  ) {
     if (!Number.isSafeInteger(remember) || remember < 0) throw new RangeError(`outcomes remembered must be a non-negative integer, got ${remember}`);
     // -1: no timestamp is negative.
     this.recentTs = new Float64Array(remember).fill(-1);
@@ -72,23 +77,29 @@ export class ReplyWaiters {
 
   /** Tells `listener` when `digest` is applied (unless dropped first). */
   listen(digest: string, listener: AppliedListener): void {
-    const first = this.waiters.get(digest);
-    this.waiters.set(
-      digest,
-      first === undefined
+    this.listenOn(this.flights.open(digest), listener);
+  }
+
+  /** As `listen`, on the digest's flight (live, from the registry this was made with). */
+  listenOn(f: Flight, listener: AppliedListener): void {
+    const first = f.listener;
+    f.listener =
+      first === null
         ? listener
         : {
             onApplied: (a, optimistic) => {
               first.onApplied(a, optimistic);
               listener.onApplied(a, optimistic);
             },
-          },
-    );
+          };
   }
 
   /** No reply will come for `digest` from applying it (refused, or a duplicate already applied). */
   drop(digest: string): void {
-    this.waiters.delete(digest);
+    const f = this.flights.get(digest);
+    if (f === undefined) return;
+    f.listener = null;
+    this.flights.release(f);
   }
 
   /** The first submission's outcome, if it was applied at `ts` and is still remembered. */
@@ -124,9 +135,11 @@ export class ReplyWaiters {
         this.recentDecision[slot] = a.decision;
       }
       const optimistic = check(a);
-      const w = this.waiters.get(a.digest);
-      if (w !== undefined) {
-        this.waiters.delete(a.digest);
+      const f = a.flight?.live === true ? a.flight : this.flights.get(a.digest);
+      const w = f?.listener ?? null;
+      if (f !== undefined && w !== null) {
+        f.listener = null;
+        this.flights.release(f);
         w.onApplied(a, optimistic);
       }
     }

@@ -1,4 +1,5 @@
 // The embedded sequencer: the durable log, group-committed, delivering in timestamp order.
+import type { Flight } from './in-flight.js';
 import { Buffer } from 'node:buffer';
 import { decode } from '../app/codec.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
@@ -11,6 +12,8 @@ import { writeDigest } from './records.js';
 export interface Sequenced {
   ts: bigint;
   tx: DecodedTx;
+  /** The node's entry for it (in-flight.ts), when delivered as the node admitted it: no lookup by digest. */
+  flight?: Flight | undefined;
 }
 
 export interface Accepted {
@@ -49,6 +52,8 @@ export interface Sequencer {
  */
 export interface SequencingTicket {
   readonly tx: DecodedTx;
+  /** Carried to the subscriber with the transaction (`Sequenced.flight`). */
+  readonly flight?: Flight | undefined;
   /** Its place in the order (`duplicate`: as `Accepted` says), given apart: no object per transaction. */
   accepted(ts: bigint, duplicate: boolean): void;
   failed(e: unknown): void;
@@ -208,7 +213,7 @@ export class EmbeddedSequencer implements Sequencer {
           const ts = done.ts[i];
           if (ts === undefined) throw new Error('sequencer log returned fewer results than transactions');
           const duplicate = done.duplicate[i] === 1;
-          if (keep && !duplicate) this.live.push({ ts, tx: p.tx });
+          if (keep && !duplicate) this.live.push({ ts, tx: p.tx, flight: p.flight });
           p.accepted(ts, duplicate);
         }),
       );
