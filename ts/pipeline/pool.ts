@@ -103,14 +103,14 @@ interface Member {
   queuedOwed: Owed[];
   /**
    * An `ordered` member's transactions sent, in order, from `head` on: its next result is
-   * most likely the first one's. A hint beside `owedBy`, which says what is owed: an entry
+   * most likely the first one's. A hint beside the flights, which say what is owed: an entry
    * that is no longer (`settled`) leaves the front as it reaches it.
    */
   sent: Owed[];
   head: number;
   /**
    * Results handed to it that are still useful (not returned, not yet applied): what a
-   * retirement waits for; which ones is `owedBy`'s to say. The scheduler's load counts results
+   * retirement waits for; which ones is the flights' to say. The scheduler's load counts results
    * not returned, applied or not, so a member that stops answering keeps looking busy and stops
    * being chosen.
    */
@@ -236,7 +236,7 @@ export class PreExecutionPool {
   }
 
   /** `owed` is what is owed for its digest from here on. */
-  private own(digest: string, owed: Owed): void {
+  private own(owed: Owed): void {
     const f = owed.flight;
     if (f.owed === null) this.owedCount++;
     else f.owed.settled = true;
@@ -279,7 +279,7 @@ export class PreExecutionPool {
     best.queuedOwed.push(owed);
     this.handedSinceEffects = true;
     best.owed++;
-    this.own(tx.digest, owed);
+    this.own(owed);
     if (!charged) this.uncharged.add(tx.digest);
     this.scheduleFlush();
     return true;
@@ -322,7 +322,7 @@ export class PreExecutionPool {
       if (prev !== undefined) this.reassign(tx.digest, prev);
       p.owed++;
       const owed: Owed = { name, app: p.link.app, digest: tx.digest, settled: false, tx, flight: this.flights.open(tx.digest) };
-      this.own(tx.digest, owed);
+      this.own(owed);
       this.uncharged.add(tx.digest);
       sent.push(owed);
     }
