@@ -9,6 +9,7 @@ import type { DecodedTx } from '../ts/app/tx.js';
 import { PreExecutionPool, type PreExecutorLink } from '../ts/pipeline/pool.js';
 import { encodeResults, frameResults } from '../ts/pipeline/records.js';
 import { encodeTable } from '../ts/pipeline/table-bytes.js';
+import { rng } from './kv-history.js';
 
 const TABLE = encodeTable({
   reads: [],
@@ -23,18 +24,6 @@ const MEMBERS = ['m1', 'm2', 'm3'];
 
 function tx(digest: string): DecodedTx {
   return { digest, objects: [`o${digest.slice(0, 2)}`], command: 'put' } as unknown as DecodedTx;
-}
-
-/** Mulberry32: the runs are replayable from the printed seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 /** A pool whose members are test doubles recording what they are sent; `ordered` as a wire member is. */
@@ -72,7 +61,7 @@ describe('PreExecutionPool.results', () => {
   it('decides as the lookup by digest does, whatever order results come in', () => {
     for (let run = 0; run < 40; run++) {
       const seed = randomBytes(4).readUInt32LE(0);
-      const rand = prng(seed);
+      const rand = rng(seed);
       const pick = <T>(xs: readonly T[]): T | undefined => xs[Math.floor(rand() * xs.length)];
       const digest = () => Buffer.from(Array.from({ length: 32 }, () => Math.floor(rand() * 256))).toString('hex');
       const a = pool(true);
