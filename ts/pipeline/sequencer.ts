@@ -1,5 +1,4 @@
 // The embedded sequencer: the durable log, group-committed, delivering in timestamp order.
-import type { Flight } from './in-flight.js';
 import { Buffer } from 'node:buffer';
 import { decode } from '../app/codec.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
@@ -7,6 +6,7 @@ import { asError } from '../errors.js';
 import { SequencerLog } from '../log.js';
 import { stages } from '../stages.js';
 import { writeDigest } from './records.js';
+import type { Flight } from './in-flight.js';
 
 /** A transaction with its place in the order. */
 export interface Sequenced {
