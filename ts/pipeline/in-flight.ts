@@ -13,10 +13,9 @@ export interface Owed {
   name: string;
   /** The app version the member runs, when it told us. */
   app: string | undefined;
-  digest: string;
   /** No longer its flight's `owed`: returned, no longer wanted, or owed by another. */
   settled: boolean;
-  /** The transaction, which may compare its digest as bytes (`DecodedTx.isDigestAt`). */
+  /** The transaction, with its digest as admission made it (which may compare itself as bytes, `DecodedTx.isDigestAt`). */
   tx: DecodedTx;
   flight: Flight;
 }

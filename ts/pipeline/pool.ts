@@ -270,7 +270,6 @@ export class PreExecutionPool {
     const owed: Owed = {
       name,
       app: best.link.app,
-      digest: tx.digest,
       settled: false,
       tx,
       flight: flight?.live === true ? flight : this.flights.open(tx.digest),
@@ -321,7 +320,7 @@ export class PreExecutionPool {
       }
       if (prev !== undefined) this.reassign(tx.digest, prev);
       p.owed++;
-      const owed: Owed = { name, app: p.link.app, digest: tx.digest, settled: false, tx, flight: this.flights.open(tx.digest) };
+      const owed: Owed = { name, app: p.link.app, settled: false, tx, flight: this.flights.open(tx.digest) };
       this.own(owed);
       this.uncharged.add(tx.digest);
       sent.push(owed);
@@ -415,7 +414,7 @@ export class PreExecutionPool {
   private nextSent(p: Member, b: Buffer, at: number): Owed | null | undefined {
     while (p.head < p.sent.length) {
       const o = p.sent[p.head] as Owed;
-      if (o.tx.isDigestAt?.(b, at) ?? digestIs(b, at, o.digest)) {
+      if (o.tx.isDigestAt?.(b, at) ?? digestIs(b, at, o.tx.digest)) {
         this.advance(p, p.head + 1);
         return o.settled ? null : o;
       }
@@ -458,7 +457,8 @@ export class PreExecutionPool {
     const from = p.link.name;
     // The digest as admission made it, from here on: the maps it is looked up in next then
     // meet the string they hold, not an equal one to compare character by character.
-    const { digest, app } = owed;
+    const { app } = owed;
+    const digest = owed.tx.digest;
     if (this.supersededOnce.delete(digest)) {
       // Admission charged this copy; the delegated one is not charged.
       if (!this.uncharged.has(digest)) this.scheduler.completed(from);
