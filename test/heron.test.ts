@@ -466,4 +466,48 @@ describe('heron cluster (2 partitions x 3 replicas, kv)', () => {
       expectTransfersCounted(cluster, summaries, { partition: 0, replica: 2 }, logs);
     }
   });
+
+  it('reads at another replica when the one it reads from is stopped mid-lookup', async () => {
+    // Replica 1.2 starts its reads at 0.2 (its own index). It connects there on a first copy,
+    // stops, and resumes to a copy of a key it never looked up, after 0.2 executed that copy
+    // and stopped: the lookup at 0.2 gets no answer, and 1.2 must read at 0.0 or 0.1.
+    const dir = join(work, 'silent-peer');
+    const logs: string[] = [];
+    const cluster = await HeronCluster.start({ dir, app: 'kv', partitions: 2, replicas: 3, log: (m) => logs.push(m) });
+    const part = partitionerOf(kvApp, 2);
+    const [x0, x1] = KEYS.filter((k) => part(`kv/${k}`) === 0);
+    const y = KEYS.find((k) => part(`kv/${k}`) === 1);
+    if (x0 === undefined || x1 === undefined || y === undefined) throw new Error('KEYS must hold two keys of partition 0 and one of 1');
+    const t0 = micros();
+    const history: Op[] = [];
+    const stopped = new Set<string>();
+    const stop = (h: number, q: number) => (cluster.signal(h, q, 'SIGSTOP'), stopped.add(`${h}.${q}`));
+    const resume = (h: number, q: number) => (cluster.signal(h, q, 'SIGCONT'), stopped.delete(`${h}.${q}`));
+    try {
+      await one(cluster, history, t0, 0, 'put', { key: x1, value: 7 });
+      await one(cluster, history, t0, 0, 'copy', { from: x0, to: y });
+      await expectSettled(cluster, logs, [0, 1], 60_000);
+      stop(1, 2);
+      await one(cluster, history, t0, 0, 'copy', { from: x1, to: y });
+      await expectSettled(cluster, logs, [0], 60_000);
+      stop(0, 2);
+      resume(1, 2);
+      await expectSettled(cluster, logs, [1], 60_000);
+      const reply = await one(cluster, history, t0, 0, 'copy', { from: x1, to: y });
+      expect(reply.outcome.status).toBe('ok');
+      resume(0, 2);
+      await expectSettled(cluster, logs, [0, 1], 60_000);
+    } catch (e) {
+      console.log(`heron silent-peer test failed; the cluster's log:\n${logs.join('\n')}`);
+      throw e;
+    } finally {
+      for (const r of stopped) {
+        const [h, q] = r.split('.').map(Number);
+        cluster.signal(h ?? 0, q ?? 0, 'SIGCONT');
+      }
+      const summaries = await cluster.close();
+      expect(summaries.length).toBe(6);
+      expectAgreement(summaries, cluster, 2);
+    }
+  });
 });

@@ -7,6 +7,24 @@ import type { Transport } from '../transport.js';
 import { storeName, type Delivered } from './messages.js';
 import { DEFAULT_REMOTE_CACHE_ENTRIES, RemoteCache, VersionedRemote } from './remote-cache.js';
 
+/**
+ * A peer whose request failed (gone, or silent past the transport's timeout: a stopped
+ * process holds a lookup until then) is tried last for this long, so the reads after the
+ * first one that met it do not each wait out the timeout again; afterwards reads spread to it
+ * again.
+ */
+export const SUSPECT_MS = 30_000;
+
+/**
+ * The order to try `candidates` in: from the one at `start` round the list (spreading
+ * readers by their index), with `suspect` ones moved to the end in the same order.
+ */
+export function readOrder(candidates: readonly number[], start: number, suspect: (q: number) => boolean): number[] {
+  const n = candidates.length;
+  const rotated = candidates.map((_, k) => candidates[(k + start) % n] ?? 0);
+  return [...rotated.filter((q) => !suspect(q)), ...rotated.filter((q) => suspect(q))];
+}
+
 /** Every replica that reached phase 2 already overwrote both versions a read needs. */
 export class LaggingError extends Error {}
 
@@ -36,6 +54,8 @@ export class RemoteReads {
   private readonly servedBy = new Map<number, number>();
   /** Peers (as `remotes`) with a prefetch under way: at most one each. */
   private readonly prefetching = new Set<number>();
+  /** Peers (as `remotes`) whose last request failed, and when (`performance.now()`). */
+  private readonly failedAt = new Map<number, number>();
 
   constructor(private readonly opts: RemoteReadsOptions) {
     this.cache = new RemoteCache(opts.cacheEntries ?? DEFAULT_REMOTE_CACHE_ENTRIES);
@@ -70,12 +90,12 @@ export class RemoteReads {
     for (const [h, group] of byPartition) {
       // Only replicas that reached phase 2 have applied everything before `ts` (Algorithm 2,
       // line 15). Start at a replica picked by our own index to spread the reads.
-      const candidates = reached[dest.indexOf(h)] ?? [];
+      const candidates = readOrder(reached[dest.indexOf(h)] ?? [], this.opts.replica, (q) => this.suspect(h, q));
       const errors: string[] = [];
       let done = false;
       let laggingAnswers = 0;
-      for (let k = 0; k < candidates.length && !done; k++) {
-        const q = candidates[(k + this.opts.replica) % candidates.length] ?? 0;
+      for (const q of candidates) {
+        if (done) break;
         try {
           const found = await this.readBefore(h, q, group, ts);
           const lagging = found.findIndex((r) => r.status === 'lagging');
@@ -94,10 +114,12 @@ export class RemoteReads {
           });
           this.reads += group.length;
           this.servedBy.set(h, q);
+          this.failedAt.delete(h * this.opts.replicas + q);
           done = true;
         } catch (e) {
-          // The peer is gone (Algorithm 2, lines 19-21): forget it and try another.
+          // The peer is gone or silent (Algorithm 2, lines 19-21): forget it and try another.
           this.remotes.delete(h * this.opts.replicas + q);
+          this.failedAt.set(h * this.opts.replicas + q, performance.now());
           this.retries++;
           errors.push(`replica ${h}.${q}: ${e instanceof Error ? e.message : String(e)}`);
         }
@@ -110,6 +132,12 @@ export class RemoteReads {
         throw new Error(`transaction ${ts}: no replica of partition ${h} could serve its remote reads (${errors.join('; ') || 'none reached phase 2'})`);
       }
     }
+  }
+
+  /** Whether replica h.q failed a request within the last `SUSPECT_MS`. */
+  private suspect(h: number, q: number): boolean {
+    const at = this.failedAt.get(h * this.opts.replicas + q);
+    return at !== undefined && performance.now() - at < SUSPECT_MS;
   }
 
   /** Replica h.q's store, connected once (a failed connection is forgotten, tried again next time). */
@@ -176,7 +204,7 @@ export class RemoteReads {
     for (const [h, set] of byPartition) {
       const q = this.servedBy.get(h);
       const key = h * replicas + (q ?? 0);
-      if (q === undefined || this.prefetching.has(key)) continue;
+      if (q === undefined || this.prefetching.has(key) || this.suspect(h, q)) continue;
       const ids = [...set];
       this.prefetching.add(key);
       void this.peer(h, q)
@@ -184,7 +212,7 @@ export class RemoteReads {
           await r.resolve(ids);
           r.prefetch(ids, this.cache);
         })
-        .catch(() => undefined)
+        .catch(() => this.failedAt.set(key, performance.now()))
         .finally(() => this.prefetching.delete(key));
     }
   }

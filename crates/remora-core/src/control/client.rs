@@ -1,5 +1,5 @@
 //! A peer's end of the control channel: one blocking Unix-socket connection, authenticated
-//! before its first request.
+//! before its first request, whose every reply is bounded in time.
 
 use super::{
     decode_lookup, encode_lookup, read_frame, write_frame, OP_LOOKUP, REPLY_ERR, REPLY_OK,
@@ -7,6 +7,7 @@ use super::{
 use crate::error::{Error, IoContext, Result};
 use crate::handshake::{check_secret, handshake_client_within, Timeouts};
 use crate::store::Addr;
+use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -14,43 +15,88 @@ use std::time::Duration;
 /// A client whose peer does not finish the handshake in this time gives up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A peer's end of the control channel.
+/// How long a call waits for the owner's reply before the owner counts as gone, as long as a
+/// `tcp` peer's default: an owner that is stopped (or hung) must not hold its reader, and the
+/// thread the reader runs on, until it resumes.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A peer's end of the control channel. After a call fails other than by the owner's error
+/// reply, the connection is out of step (a late reply would answer the next request), so
+/// every later call fails too: connect again.
 pub struct ControlClient {
     stream: UnixStream,
     peer: String,
+    timeout: Duration,
+    broken: bool,
 }
 
 impl ControlClient {
+    /// Connects with replies bounded by [`CALL_TIMEOUT`].
     pub fn connect(path: &Path, secret: &[u8]) -> Result<Self> {
+        Self::connect_within(path, secret, CALL_TIMEOUT)
+    }
+
+    /// Connects with the handshake and every reply bounded by `timeout` (the handshake by
+    /// five seconds at most).
+    pub fn connect_within(path: &Path, secret: &[u8], timeout: Duration) -> Result<Self> {
         check_secret(secret)?;
+        let timeout = timeout.max(Duration::from_millis(1));
         let peer = format!("control socket {}", path.display());
         let mut stream = UnixStream::connect(path).map_err(|e| Error::PeerGone {
             peer: peer.clone(),
             why: e.to_string(),
         })?;
-        handshake_client_within(&mut stream, secret, &peer, HANDSHAKE_TIMEOUT)?;
+        handshake_client_within(&mut stream, secret, &peer, HANDSHAKE_TIMEOUT.min(timeout))?;
         stream
-            .set_timeouts(None)
-            .ctx(|| "clearing a timeout".into())?;
-        Ok(ControlClient { stream, peer })
+            .set_timeouts(Some(timeout))
+            .ctx(|| "bounding the control channel's replies".into())?;
+        Ok(ControlClient {
+            stream,
+            peer,
+            timeout,
+            broken: false,
+        })
     }
 
     fn call(&mut self, req: &[u8]) -> Result<Vec<u8>> {
-        let gone = |e: &dyn std::fmt::Display| Error::PeerGone {
-            peer: self.peer.clone(),
-            why: e.to_string(),
+        if self.broken {
+            return Err(Error::PeerGone {
+                peer: self.peer.clone(),
+                why: "an earlier call on this connection failed".into(),
+            });
+        }
+        let r = self.exchange(req);
+        self.broken = matches!(&r, Err(e) if !matches!(e, Error::Remote { .. }));
+        r
+    }
+
+    fn exchange(&mut self, req: &[u8]) -> Result<Vec<u8>> {
+        let peer = &self.peer;
+        let timeout = self.timeout;
+        let gone = |why: String| Error::PeerGone {
+            peer: peer.clone(),
+            why,
         };
-        write_frame(&mut self.stream, req).map_err(|e| gone(&e))?;
-        let reply =
-            read_frame(&mut self.stream, &self.peer)?.ok_or_else(|| gone(&"connection closed"))?;
+        let silent = |e: Error| match e {
+            Error::Io { source, .. }
+                if matches!(source.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                gone(format!("no reply within {timeout:?}"))
+            }
+            e => e,
+        };
+        write_frame(&mut self.stream, req).map_err(|e| gone(e.to_string()))?;
+        let reply = read_frame(&mut self.stream, peer)
+            .map_err(silent)?
+            .ok_or_else(|| gone("connection closed".into()))?;
         match reply.split_first() {
             Some((&REPLY_OK, body)) => Ok(body.to_vec()),
             Some((&REPLY_ERR, msg)) => Err(Error::Remote {
-                peer: self.peer.clone(),
+                peer: peer.clone(),
                 message: String::from_utf8_lossy(msg).into_owned(),
             }),
             _ => Err(Error::Frame {
-                peer: self.peer.clone(),
+                peer: peer.clone(),
                 why: "reply without a status byte".into(),
             }),
         }

@@ -18,7 +18,7 @@ mod lookup;
 mod server;
 
 pub use crate::handshake::{check_secret, handshake_client, handshake_server, MIN_SECRET};
-pub use client::ControlClient;
+pub use client::{ControlClient, CALL_TIMEOUT};
 pub use cursor::Cursor;
 pub(crate) use frame::read_frame_into;
 pub use frame::{read_frame, write_frame, MAX_FRAME};

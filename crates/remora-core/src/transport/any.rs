@@ -102,12 +102,11 @@ impl AnyTransport {
         })
     }
 
-    /// How long a network peer may stay silent (set-up, each reply or completion) before it
-    /// counts as gone. `shm` never waits on a peer's reply for reads or writes, so it keeps
-    /// no timeout.
+    /// How long a peer may stay silent (set-up, each reply or completion) before it counts
+    /// as gone. Over `shm` only the control channel's lookups wait on the peer.
     pub fn with_timeout(self, timeout: Duration) -> Self {
         match self {
-            AnyTransport::Shm(t) => AnyTransport::Shm(t),
+            AnyTransport::Shm(t) => AnyTransport::Shm(t.with_timeout(timeout)),
             AnyTransport::Tcp(t) => AnyTransport::Tcp(t.with_timeout(timeout)),
             AnyTransport::Verbs(t) => AnyTransport::Verbs(t.with_timeout(timeout)),
         }
