@@ -20,9 +20,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// thread the reader runs on, until it resumes.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A peer's end of the control channel. After a call fails other than by the owner's error
-/// reply, the connection is out of step (a late reply would answer the next request), so
-/// every later call fails too: connect again.
+/// A peer's end of the control channel. After a call fails the connection is done: the owner
+/// closes it after an error reply, and after a silence a late reply would answer the next
+/// request. Every later call fails too: connect again.
 pub struct ControlClient {
     stream: UnixStream,
     peer: String,
@@ -66,7 +66,7 @@ impl ControlClient {
             });
         }
         let r = self.exchange(req);
-        self.broken = matches!(&r, Err(e) if !matches!(e, Error::Remote { .. }));
+        self.broken = r.is_err();
         r
     }
 

@@ -3,7 +3,7 @@
 
 use super::{RemoteMemory, Transport};
 use crate::control::{check_secret, ControlClient, CALL_TIMEOUT, SOCKET_NAME};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::region::{AttachedRegions, Region, RegionInfo};
 use crate::slot::{self, Reject, Snapshot};
 use crate::store::{check_name, Addr};
@@ -61,8 +61,8 @@ impl Transport for ShmTransport {
 }
 
 /// A peer's mapped regions and its control channel. A control call that fails drops the
-/// connection (it is out of step); the next lookup connects again, so a peer that was
-/// stopped for a while serves lookups once it resumes.
+/// connection (the owner closed it, or it is out of step); the next lookup connects again, so
+/// a peer that was stopped for a while serves lookups once it resumes.
 pub struct ShmPeer {
     name: String,
     regions: AttachedRegions,
@@ -122,7 +122,7 @@ impl RemoteMemory for ShmPeer {
             )?),
         };
         let r = control.lookup(ids);
-        if matches!(&r, Err(e) if !matches!(e, Error::Remote { .. })) {
+        if r.is_err() {
             *guard = None;
         }
         r
@@ -133,6 +133,7 @@ impl RemoteMemory for ShmPeer {
 mod tests {
     use super::*;
     use crate::control::{handshake_server, read_frame, write_frame};
+    use crate::Error;
     use std::os::unix::net::UnixListener;
     use std::sync::mpsc;
     use std::time::Instant;
@@ -140,8 +141,8 @@ mod tests {
     const SECRET: &[u8] = b"shm-transport-test-secret-0123";
 
     /// A test double of a peer's control server: its first connection takes one request and
-    /// never answers (an owner stopped mid-call); every later one answers each request with
-    /// an error reply, which only a fresh connection can get.
+    /// never answers (an owner stopped mid-call); the next two each answer one request with an
+    /// error reply and are closed, as the owner closes a connection after an error reply.
     fn silent_once_owner(socket: PathBuf) -> mpsc::Sender<()> {
         let listener = UnixListener::bind(&socket).unwrap();
         let (done, wait) = mpsc::channel::<()>();
@@ -157,11 +158,14 @@ mod tests {
                     held.push(s);
                     continue;
                 }
-                while let Ok(Some(_)) = read_frame(&mut s, "test client") {
+                // As the owner does after an error reply, the connection is closed.
+                if let Ok(Some(_)) = read_frame(&mut s, "test client") {
                     let _ = write_frame(&mut s, b"\x01fresh connection");
                 }
-                let _ = wait.recv();
-                return;
+                if n == 2 {
+                    let _ = wait.recv();
+                    return;
+                }
             }
         });
         done
@@ -188,11 +192,15 @@ mod tests {
         );
         // Bounded by the timeout, not by the owner: it never answers this connection.
         assert!(started.elapsed() < Duration::from_secs(5));
-        let second = peer.lookup(&[b"obj/1"]).unwrap_err();
-        assert!(
-            matches!(&second, Error::Remote { message, .. } if message == "fresh connection"),
-            "{second}"
-        );
+        // Each answered with an error reply, after which the owner closes the connection: each
+        // on a connection of its own.
+        for _ in 0..2 {
+            let again = peer.lookup(&[b"obj/1"]).unwrap_err();
+            assert!(
+                matches!(&again, Error::Remote { message, .. } if message == "fresh connection"),
+                "{again}"
+            );
+        }
         let _ = done.send(());
         let _ = std::fs::remove_dir_all(&dir);
     }
