@@ -96,6 +96,7 @@ export class RemoteReads {
       let laggingAnswers = 0;
       for (const q of candidates) {
         if (done) break;
+        const key = h * this.opts.replicas + q;
         try {
           const found = await this.readBefore(h, q, group, ts);
           const lagging = found.findIndex((r) => r.status === 'lagging');
@@ -114,12 +115,12 @@ export class RemoteReads {
           });
           this.reads += group.length;
           this.servedBy.set(h, q);
-          this.failedAt.delete(h * this.opts.replicas + q);
+          this.failedAt.delete(key);
           done = true;
         } catch (e) {
           // The peer is gone or silent (Algorithm 2, lines 19-21): forget it and try another.
-          this.remotes.delete(h * this.opts.replicas + q);
-          this.failedAt.set(h * this.opts.replicas + q, performance.now());
+          this.remotes.delete(key);
+          this.failedAt.set(key, performance.now());
           this.retries++;
           errors.push(`replica ${h}.${q}: ${e instanceof Error ? e.message : String(e)}`);
         }
