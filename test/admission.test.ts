@@ -20,6 +20,7 @@ import { admitMessage, AnswerWriter, parseAdmissionMessage, readAnswers, type An
 import { ProtocolError } from '../ts/pipeline/messages.js';
 import type { Reply, SubmitDone } from '../ts/pipeline/node.js';
 import { readSequence } from '../ts/pipeline/sequencer.js';
+import { slotOf } from '../ts/pipeline/scheduler.js';
 import { loadClientSecret, loadOrCreateSecret } from '../ts/secret.js';
 import { bankWorkload } from '../ts/workload.js';
 import { connect, type Conn } from '../ts/wire.js';
@@ -229,12 +230,16 @@ describe('admission processes', () => {
     const bad: [string, Record<string, unknown>, RegExp][] = [
       ['before hello', good, /first message must be hello/],
       ['a lying end', { ...good, ends: Buffer.from([0xff, 0, 0, 0]) }, /ends at 255, outside the bytes/],
-      ['too few digest bytes', { ...good, digests: Buffer.alloc(31) }, /other counts of objects, ends or digests/],
+      ['too few digest bytes', { ...good, digests: Buffer.alloc(31) }, /1 transactions but 31 bytes of digests/],
       ['digests in hex', { ...good, digests: 'ab'.repeat(32) }, /missing fields/],
-      ['no transactions', { ...good, commands: [], objects: [], ends: Buffer.alloc(0), digests: Buffer.alloc(0) }, /0 transactions, expected 1 to 8192/],
+      ['ends not whole', { ...good, ends: Buffer.alloc(5) }, /ends of 5 bytes, not a whole number of u32/],
+      ['no transactions', { ...good, ends: Buffer.alloc(0), digests: Buffer.alloc(0), slots: Buffer.alloc(0) }, /0 transactions, expected 1 to 8192/],
       ['bytes after the last', { ...good, bytes: Buffer.concat([good['bytes'] as Buffer, Buffer.from([0])]) }, /1 bytes after the last transaction/],
       ['a negative first', { ...good, first: -1 }, /first must be a uint32/],
-      ['objects not strings', { ...good, objects: [[1]] }, /bad command or objects/],
+      ['slots cut short', { ...good, slots: Buffer.alloc(1) }, /the slots of transaction 0 do not fit \(no count\)/],
+      ['a lying slot count', { ...good, slots: Buffer.from([2, 0, 1, 2, 3, 4]) }, /the slots of transaction 0 do not fit \(2 objects\)/],
+      ['too many objects', { ...good, slots: Buffer.concat([Buffer.from([1, 1]), Buffer.alloc(4 * 257)]) }, /\(257 objects\)/],
+      ['slots after the last', { ...good, slots: Buffer.concat([good['slots'] as Buffer, Buffer.alloc(4)]) }, /4 bytes of slots after the last transaction/],
     ];
     for (const [what, message, why] of bad) {
       const member = await connect({ path: node, role: `admission:${what.replaceAll(' ', '-')}`, secret: loadOrCreateSecret(dir.dir), log: () => undefined });
@@ -303,7 +308,16 @@ describe('AdmissionFront', () => {
     const batch = parseAdmissionMessage(sent[0]);
     if (batch.t !== 'admit') throw new Error('an admit message');
     expect(batch.first).toBe(0);
-    expect(batch.txs.map((t) => t.digest)).toEqual(raws.map((raw) => admitTx(kvApp, raw).digest));
+    const admitted = raws.map((raw) => admitTx(kvApp, raw));
+    expect(batch.txs.map((t) => t.digest)).toEqual(admitted.map((t) => t.digest));
+    // What the node reads only when it executes: the body's, as admission decoded it.
+    expect(batch.txs.map((t) => [t.command, t.objects, t.args])).toEqual(admitted.map((t) => [t.command, t.objects, t.args]));
+    // The scheduler's hashes came along, equal to hashing the objects.
+    const slots: number[] = [];
+    for (const [i, t] of batch.txs.entries()) {
+      expect(t.slotsInto?.(slots, 0xffff)).toBe(admitted[i]?.objects.length);
+      expect(slots.slice(0, admitted[i]?.objects.length)).toEqual(admitted[i]?.objects.map((id) => slotOf(id) & 0xffff));
+    }
     const w = new AnswerWriter();
     w.reply(2, 30n, false, null, 'executed');
     w.refused(0, 'sequencer is closed', false);

@@ -297,19 +297,30 @@ describe('elastic pre-execution', () => {
     const p1 = new RecordingLink('p1', node);
     node.addPreExecutor(p1);
     node.start();
-    await node.submit(put('a', '1'));
-    // Replied to and applied; the member, owing nothing, has not been woken for it.
+    for (const [k, v] of [
+      ['a', '1'],
+      ['x', '9'],
+      ['y', '8'],
+    ])
+      await node.submit(put(k as string, v as string));
+    // Replied to and applied; the member, owing nothing, has not been woken for them.
     expect(p1.sent).toEqual([]);
-    // The second of a pair is handed out: the held effects go first, so the member reads a = 1.
+    // The second of a pair is handed out: the held effects go first, all in one message, so
+    // the member reads a = 1.
     const pair = await Promise.all([node.submit(put('b', '2')), node.submit(copy('a', 'c'))]);
     expect(pair[1]?.decision).toBe('adopted');
     expect(p1.sent.slice(0, 2)).toEqual(['effects', 'exec']);
-    expect(p1.effects[0]?.[0]).toBe(1n);
+    expect(p1.effects.slice(0, 4).map(([ts, writes]) => [ts, writes.map(([id]) => id)])).toEqual([
+      [1n, [kvId('a')]],
+      [2n, [kvId('x')]],
+      [3n, [kvId('y')]],
+      [4n, [kvId('b')]],
+    ]);
     // An idle node still brings the member up to date, soon after.
-    const caughtUp = new Promise<void>((resolve) => (p1.onEffects = () => p1.pre.appliedTs >= 4n && resolve()));
+    const caughtUp = new Promise<void>((resolve) => (p1.onEffects = () => p1.pre.appliedTs >= 6n && resolve()));
     await node.submit(put('e', '5'));
     await caughtUp;
-    expect(p1.pre.state.read(kvId('e'))?.version).toBe(4n);
+    expect(p1.pre.state.read(kvId('e'))?.version).toBe(6n);
   });
 });
 

@@ -10,7 +10,7 @@ import { ConflictFeedback } from '../ts/pipeline/feedback.js';
 import { merge } from '../ts/pipeline/merge.js';
 import { PreExecutor } from '../ts/pipeline/preexecutor.js';
 import type { Applied } from '../ts/pipeline/primary.js';
-import { DEFAULT_POLICY, Scheduler, slotOf, YOUNG_SLACK, type SchedulerOptions } from '../ts/pipeline/scheduler.js';
+import { DEFAULT_POLICY, Scheduler, slotOf, YOUNG_SLACK, type Schedulable, type SchedulerOptions } from '../ts/pipeline/scheduler.js';
 
 const pool = (opts: SchedulerOptions, names = ['a', 'b', 'c']): Scheduler => {
   const s = new Scheduler(opts);
@@ -176,6 +176,34 @@ describe('scheduler', () => {
     for (let i = 0; i < 50; i++) expect(s.choose(['y', 'X'])).toBeNull();
     expect(total()).toBe(sent);
     expect(s.choose(['y'])).not.toBeNull();
+  });
+
+  it("asks a forwarded transaction for its objects only when one of its hashes is a hot object's", () => {
+    const s = pool({ policy: 'load+affinity+hot', slack: 0 });
+    let asked = 0;
+    // The shape of a transaction an admission process forwarded: its objects' hashes came with
+    // it, and reading its objects decodes its body.
+    const forwarded = (objects: string[]): Schedulable => ({
+      get objects(): string[] {
+        asked++;
+        return objects;
+      },
+      slotsInto: (out, mask) => {
+        objects.forEach((id, i) => (out[i] = (slotOf(id) & mask) >>> 0));
+        return objects.length;
+      },
+    });
+    s.choose(forwarded(['X', 'y']));
+    expect(asked).toBe(0);
+    s.setHot(new Set(['X']));
+    for (let i = 0; i < 20; i++) s.choose(forwarded([`k${i}`, `q${i}`]));
+    expect(asked).toBe(0);
+    const pinned = s.choose(forwarded(['X', 'y']));
+    expect(asked).toBe(1);
+    expect(s.pinnedTo('X')).toBe(pinned);
+    // Hashed or by ids, a transaction on the hot object follows its pin.
+    expect(s.choose(['X'])).toBe(pinned);
+    expect(s.choose(forwarded(['z', 'X']))).toBe(pinned);
   });
 
   it('other policies ignore the hot set', () => {

@@ -3,7 +3,8 @@
 // transaction, the same digest and authenticators, and for damaged bytes the same refusal.
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { decodeTx, encodeBody, encodeTxBytes, splitTxBytes, TxError, type Authenticator, type DecodedTx } from '../ts/app/tx.js';
+import { decodeTx, encodeBody, encodeTxBytes, forwardedTx, splitTxBytes, TxError, type Authenticator, type DecodedTx } from '../ts/app/tx.js';
+import { isAdmin } from '../ts/app/versions.js';
 import { xorshift } from './helpers.js';
 
 /** What decoding gave, or the refusal's message; anything other than a `TxError` fails the test. */
@@ -77,5 +78,37 @@ describe('decodeTx of tx.v1 bytes', () => {
     const tx = decodeTx(encodeTxBytes({ body: encodeBody('c', null, ['a']), auth }));
     expect(tx.auth).toEqual(auth);
     expect(tx.auth).toBe(tx.auth);
+  });
+});
+
+describe('a forwarded transaction', () => {
+  /** As the node holds one an admission process forwarded: digest and slots beside its bytes. */
+  const forwarded = (command: string, objects: string[]): DecodedTx => {
+    const bytes = encodeTxBytes({ body: encodeBody(command, { n: 1 }, objects), auth: [] });
+    const slots = Buffer.alloc(2 + 4 * objects.length);
+    slots.writeUInt16LE(objects.length, 0);
+    return forwardedTx('ab'.repeat(32), bytes, Buffer.alloc(32, 0xab), 0, slots, 0);
+  };
+
+  it("tells the node's own commands from its bytes as the decoded command does", () => {
+    const commands = [
+      'transfer',
+      'remora.upgrade',
+      'remora.',
+      'remora',
+      'remor.x',
+      'Remora.upgrade',
+      'x'.repeat(40),
+      `remora.${'y'.repeat(50)}`,
+      `${'z'.repeat(31)}`,
+    ];
+    for (const command of commands) {
+      const tx = forwarded(command, ['a', 'b']);
+      // Asked before the command, so the body is still undecoded when it answers.
+      const admin = tx.admin;
+      expect(admin, command).toBe(command.startsWith('remora.'));
+      expect(isAdmin(tx), command).toBe(admin);
+      expect([tx.command, tx.objects, tx.args]).toEqual([command, ['a', 'b'], { n: 1 }]);
+    }
   });
 });

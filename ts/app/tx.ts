@@ -19,6 +19,12 @@ import { copyBytes, u32le } from '../bytes.js';
 /** Tag that opens every body: a body of another format or version is never mistaken for one. */
 export const TX_TAG = 'remora.tx.v1';
 
+/** Commands with this prefix are the node's own; no app may define one, no client submit one. */
+export const ADMIN_PREFIX = 'remora.';
+const ADMIN_PREFIX_BYTES = Buffer.from(ADMIN_PREFIX);
+/** Where a canonical body's command header is: after `fixarray(4)` and the tag as a fixstr. */
+const COMMAND_AT = 2 + TX_TAG.length;
+
 export const LIMITS = {
   /** Encoded body, bytes. */
   bodyBytes: 64 * 1024,
@@ -70,6 +76,14 @@ export interface DecodedTx extends TxBody {
    * with `digest`.
    */
   isDigestAt?(b: Uint8Array, at: number): boolean;
+  /**
+   * Where the objects' affinity hashes came with the transaction (forwarded by an admission
+   * process): writes each, masked by `mask`, to `out` and returns how many there are, without
+   * reading `objects`. Absent: the caller hashes `objects`.
+   */
+  slotsInto?(out: number[], mask: number): number;
+  /** Whether the command is the node's own (`ADMIN_PREFIX`), where known without decoding the body. */
+  readonly admin?: boolean;
 }
 
 export class TxError extends Error {
@@ -214,20 +228,23 @@ class TxFromBytes implements DecodedTx {
 
 /**
  * A transaction an admission process checked and forwarded (docs/pipeline.md, "Admission
- * processes"): its digest, command and objects came with its bytes, so the node does not read
- * the body until something executes it, which for an adopted transaction is never.
+ * processes"): its digest and its objects' affinity hashes came with its bytes, so the node
+ * does not read the body until something asks for its command or objects (executing it, a
+ * lease, the hot-object policy), which for an adopted transaction is never.
  */
 class TxForwarded implements DecodedTx {
-  private decoded: { args: unknown; auth: Authenticator[] } | undefined;
+  private decoded: TxBody | undefined;
+  private authOf: Authenticator[] | undefined;
 
   constructor(
-    readonly command: string,
-    readonly objects: string[],
     readonly digest: string,
     readonly bytes: Buffer,
     /** The admit message's digests, this one at `digestAt`. */
     private readonly digests: Uint8Array,
     private readonly digestAt: number,
+    /** The admit message's slots, this transaction's (u16le count, then u32le each) at `slotsAt`. */
+    private readonly slots: Buffer,
+    private readonly slotsAt: number,
   ) {}
 
   copyDigest(out: Uint8Array, at: number): boolean {
@@ -243,32 +260,75 @@ class TxForwarded implements DecodedTx {
     return true;
   }
 
+  slotsInto(out: number[], mask: number): number {
+    const s = this.slots;
+    const n = s.readUInt16LE(this.slotsAt);
+    for (let i = 0, at = this.slotsAt + 2; i < n; i++, at += 4) out[i] = (s.readUInt32LE(at) & mask) >>> 0;
+    return n;
+  }
+
   get body(): Buffer {
     return this.bytes.subarray(5, 5 + u32le(this.bytes, 1));
   }
 
+  /**
+   * Read in place where a canonical body has its command (every body admission forwards is
+   * canonical): the primary asks this of every transaction it applies, and the command alone
+   * would decode the whole body.
+   */
+  get admin(): boolean {
+    const b = this.bytes;
+    const at = 5 + COMMAND_AT;
+    if (b[5] !== 0x94 || b[6] !== (0xa0 | TX_TAG.length)) return this.command.startsWith(ADMIN_PREFIX);
+    const h = b[at] ?? 0;
+    // A command is at most 64 characters: a fixstr or a str8.
+    let start = -1;
+    let len = 0;
+    if ((h & 0xe0) === 0xa0) {
+      start = at + 1;
+      len = h & 0x1f;
+    } else if (h === 0xd9) {
+      start = at + 2;
+      len = b[at + 1] ?? 0;
+    } else return this.command.startsWith(ADMIN_PREFIX);
+    if (len < ADMIN_PREFIX_BYTES.length || start + ADMIN_PREFIX_BYTES.length > b.length) return false;
+    for (let i = 0; i < ADMIN_PREFIX_BYTES.length; i++) if (b[start + i] !== ADMIN_PREFIX_BYTES[i]) return false;
+    return true;
+  }
+
+  get command(): string {
+    return this.read().command;
+  }
+
+  get objects(): string[] {
+    return this.read().objects;
+  }
+
   get args(): unknown {
-    return this.whole().args;
+    return this.read().args;
   }
 
   get auth(): Authenticator[] {
-    return this.whole().auth;
+    // Admission split these bytes whole before forwarding them: a failure here is damage.
+    this.authOf ??= splitTxBytes(this.bytes).tx.auth;
+    return this.authOf;
   }
 
-  private whole(): { args: unknown; auth: Authenticator[] } {
-    // Admission decoded these bytes whole before forwarding them: a failure here is damage.
-    this.decoded ??= { args: decodeBody(this.body).args, auth: splitTxBytes(this.bytes).tx.auth };
+  private read(): TxBody {
+    // Admission decoded this body whole before forwarding it: a failure here is damage.
+    this.decoded ??= decodeBody(this.body);
     return this.decoded;
   }
 }
 
 /**
  * The node's view of a transaction an admission process forwarded: `bytes` must be what that
- * process admitted under `digest`, with this command and these objects (the admission role is
- * trusted as pre-executors are, docs/security.md); `digests[digestAt..+32]` is `digest` as bytes.
+ * process admitted under `digest` (the admission role is trusted as pre-executors are,
+ * docs/security.md); `digests[digestAt..+32]` is `digest` as bytes, and `slots` at `slotsAt`
+ * holds its declared objects' count (u16le) and their `slotOf` hashes (u32le each).
  */
-export function forwardedTx(command: string, objects: string[], digest: string, bytes: Buffer, digests: Uint8Array, digestAt: number): DecodedTx {
-  return new TxForwarded(command, objects, digest, bytes, digests, digestAt);
+export function forwardedTx(digest: string, bytes: Buffer, digests: Uint8Array, digestAt: number, slots: Buffer, slotsAt: number): DecodedTx {
+  return new TxForwarded(digest, bytes, digests, digestAt, slots, slotsAt);
 }
 
 /** `decodeTx` of `tx.v1` bytes: the checks of `splitTxBytes` and `decodeTxObject`, without views per authenticator. */

@@ -6,13 +6,13 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { App } from './app.js';
 import { AppLoadError, loadAppModule, type LoadedApp } from './module.js';
-import { encodeBody, TxError, type DecodedTx } from './tx.js';
+import { ADMIN_PREFIX, encodeBody, TxError, type DecodedTx } from './tx.js';
 
-/** Commands with this prefix are the node's own; no app may define one, no client submit one. */
-export const ADMIN_PREFIX = 'remora.';
+export { ADMIN_PREFIX };
 export const UPGRADE_COMMAND = 'remora.upgrade';
 
-export const isAdmin = (tx: { command: string }): boolean => tx.command.startsWith(ADMIN_PREFIX);
+/** Whether `tx` is the node's own; a transaction that knows without decoding its body says so. */
+export const isAdmin = (tx: { command: string; readonly admin?: boolean }): boolean => tx.admin ?? tx.command.startsWith(ADMIN_PREFIX);
 
 /**
  * The body of the administrative transaction that activates `v` after its own timestamp.

@@ -5,9 +5,10 @@
 import { Buffer } from 'node:buffer';
 import type { Outcome } from '../app/exec.js';
 import { decode, encode } from '../app/codec.js';
-import { forwardedTx, type DecodedTx } from '../app/tx.js';
+import { forwardedTx, LIMITS, type DecodedTx } from '../app/tx.js';
 import type { Decision } from './merge.js';
 import { ProtocolError } from './messages.js';
+import { slotOf } from './scheduler.js';
 import { commonOutcome, commonOutcomeByte } from './table-bytes.js';
 
 /** The role an admission process announces, followed by its name. */
@@ -31,11 +32,9 @@ export const MAX_FORWARDED = 8192;
  */
 export const MESSAGE_BYTES = 1 << 20;
 
-/** About what `tx` adds to an `admit` message: its bytes, digest, end, command and objects. */
+/** What `tx` adds to an `admit` message: its bytes, digest, end and its objects' slots. */
 export function forwardedBytes(tx: DecodedTx): number {
-  let n = tx.bytes.length + 48 + tx.command.length;
-  for (const id of tx.objects) n += id.length * 3 + 5;
-  return n;
+  return tx.bytes.length + 38 + 4 * tx.objects.length;
 }
 
 function fail(what: string): never {
@@ -44,24 +43,33 @@ function fail(what: string): never {
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isText = (v: unknown, max: number): v is string => typeof v === 'string' && v.length <= max;
 
-/** The `admit` message for `txs`, numbered from `first`. */
+/**
+ * The `admit` message for `txs`, numbered from `first`. Nothing in it is per-transaction
+ * msgpack: `digests` (32 bytes each), `ends` (u32le, where each transaction's bytes end in
+ * `bytes`) and `slots` (per transaction a u16le count of its declared objects, then each one's
+ * `slotOf` as u32le, what the node's scheduler hashes them to). The node reads the command and
+ * the objects from the bytes only if it executes the transaction; decoding an array of strings
+ * per transaction was most of what reading the message cost.
+ */
 export function admitMessage(first: number, txs: readonly DecodedTx[]): unknown {
   let hex = '';
-  const commands: string[] = [];
-  const objects: string[][] = [];
+  let slotBytes = 0;
+  for (const tx of txs) slotBytes += 2 + 4 * tx.objects.length;
   const ends = Buffer.allocUnsafe(4 * txs.length);
+  const slots = Buffer.allocUnsafe(slotBytes);
   let end = 0;
+  let at = 0;
   txs.forEach((tx, i) => {
     hex += tx.digest;
-    commands.push(tx.command);
-    objects.push(tx.objects);
     end += tx.bytes.length;
     ends.writeUInt32LE(end, 4 * i);
+    at = slots.writeUInt16LE(tx.objects.length, at);
+    for (const id of tx.objects) at = slots.writeUInt32LE(slotOf(id), at);
   });
   const bytes = Buffer.allocUnsafe(end);
-  let at = 0;
-  for (const tx of txs) at += tx.bytes.copy(bytes, at);
-  return { t: 'admit', first, digests: Buffer.from(hex, 'hex'), commands, objects, ends, bytes };
+  let to = 0;
+  for (const tx of txs) to += tx.bytes.copy(bytes, to);
+  return { t: 'admit', first, digests: Buffer.from(hex, 'hex'), ends, slots, bytes };
 }
 
 export function parseAdmissionMessage(m: unknown): AdmissionToNode {
@@ -72,37 +80,35 @@ export function parseAdmissionMessage(m: unknown): AdmissionToNode {
     return { t: 'hello', app, digest };
   }
   if (m['t'] !== 'admit') fail(`expected hello or admit, got ${typeof m['t'] === 'string' ? JSON.stringify(m['t'].slice(0, 32)) : typeof m['t']}`);
-  const { first, digests, commands, objects, ends, bytes } = m;
+  const { first, digests, slots, ends, bytes } = m;
   if (typeof first !== 'number' || first >>> 0 !== first) fail('admit: first must be a uint32');
-  if (
-    !Array.isArray(commands) ||
-    !Array.isArray(objects) ||
-    !(ends instanceof Uint8Array) ||
-    !(bytes instanceof Uint8Array) ||
-    !(digests instanceof Uint8Array)
-  )
+  if (!(ends instanceof Uint8Array) || !(bytes instanceof Uint8Array) || !(digests instanceof Uint8Array) || !(slots instanceof Uint8Array))
     fail('admit: missing fields');
-  const n = commands.length;
+  if (ends.length % 4 !== 0) fail(`admit: ends of ${ends.length} bytes, not a whole number of u32`);
+  const n = ends.length / 4;
   if (n === 0 || n > MAX_FORWARDED) fail(`admit: ${n} transactions, expected 1 to ${MAX_FORWARDED}`);
-  if (objects.length !== n || ends.length !== 4 * n || digests.length !== 32 * n) fail(`admit: ${n} commands but other counts of objects, ends or digests`);
+  if (digests.length !== 32 * n) fail(`admit: ${n} transactions but ${digests.length} bytes of digests`);
   const all = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const endsView = Buffer.from(ends.buffer, ends.byteOffset, ends.byteLength);
+  const slotsView = Buffer.from(slots.buffer, slots.byteOffset, slots.byteLength);
   // One conversion for the batch, sliced per transaction: the node's maps key on hex.
   const hex = Buffer.from(digests.buffer, digests.byteOffset, digests.byteLength).toString('hex');
   const txs: DecodedTx[] = new Array<DecodedTx>(n);
   let start = 0;
+  let at = 0;
   for (let i = 0; i < n; i++) {
     const end = endsView.readUInt32LE(4 * i);
-    const command: unknown = commands[i];
-    const ids: unknown = objects[i];
     // A tx.v1 is at least its layout byte, body length and authenticator count.
     if (end < start + 7 || end > all.length) fail(`admit: transaction ${i} ends at ${end}, outside the bytes`);
-    if (!isText(command, 256) || !Array.isArray(ids) || !ids.every((id) => typeof id === 'string'))
-      fail(`admit: transaction ${i} has a bad command or objects`);
-    txs[i] = forwardedTx(command, ids, hex.slice(64 * i, 64 * i + 64), all.subarray(start, end), digests, 32 * i);
+    const count = at + 2 <= slotsView.length ? slotsView.readUInt16LE(at) : -1;
+    if (count < 0 || count > LIMITS.objects || at + 2 + 4 * count > slotsView.length)
+      fail(`admit: the slots of transaction ${i} do not fit (${count < 0 ? 'no count' : `${count} objects`})`);
+    txs[i] = forwardedTx(hex.slice(64 * i, 64 * i + 64), all.subarray(start, end), digests, 32 * i, slotsView, at);
     start = end;
+    at += 2 + 4 * count;
   }
   if (start !== all.length) fail(`admit: ${all.length - start} bytes after the last transaction`);
+  if (at !== slotsView.length) fail(`admit: ${slotsView.length - at} bytes of slots after the last transaction`);
   return { t: 'admit', first, txs };
 }
 

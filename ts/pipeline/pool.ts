@@ -23,12 +23,13 @@ import { ChurnSet } from './churn-map.js';
 import { joinBytes } from '../bytes.js';
 
 /**
- * `broadcast` effects held while members owe nothing go out at this size or after this long.
+ * `broadcast` effects held while members owe nothing go out at this many transactions or after
+ * this long.
  * Each flush wakes every member at once, on cores a lone client's transaction needs: flushed
  * every 20 ms, one client's p99 with 2 members was 0.79–1.1 ms; every 250 ms, 0.50–0.83 ms
  * (one outlier 1.2) against 0.41–0.55 ms without members (docs/pipeline.md).
  */
-const EFFECTS_HELD_BYTES = 256 * 1024;
+const EFFECTS_HELD_TXS = 2048;
 const EFFECTS_HELD_MS = 250;
 
 /** How the pool reaches one pre-executor. */
@@ -148,7 +149,9 @@ export class PreExecutionPool {
   private pendingObjects: PushedObject[] = [];
   /** `broadcast` effects held back while no member owes anything (`updateMembers`). */
   private pendingEffects: Buffer[] = [];
-  private pendingEffectBytes = 0;
+  /** Batches applied while effects are held, older than any of `pendingEffects`; built at the flush. */
+  private heldApplied: (readonly Applied[])[] = [];
+  private heldTxs = 0;
   private effectsTimer: NodeJS.Timeout | null = null;
   /** Some member was handed a transaction since effects last went out: members are busy. */
   private handedSinceEffects = false;
@@ -254,7 +257,7 @@ export class PreExecutionPool {
     // Under a lease, a transaction on a leased object is the delegate's once it is ordered:
     // executed now, out of order, it would only be thrown away.
     if (lease && tx.objects.some((id) => lease.objects.has(id))) return false;
-    let name = this.scheduler.choose(tx.objects);
+    let name = this.scheduler.choose(tx);
     let charged = true;
     if (lease && name === lease.member) {
       // The delegate stays free for the leased objects: another member takes this one.
@@ -607,22 +610,25 @@ export class PreExecutionPool {
   private updateMembers(batch: readonly Applied[]): void {
     if (this.stateUpdate === 'pull' || this.members.size === 0) return;
     if (!this.push) {
-      const effects = effectsOf(batch);
-      if (effects === null) return;
-      this.pendingEffects.push(effects);
-      this.pendingEffectBytes += effects.length;
-      if (this.handedSinceEffects || this.owedCount > 0 || this.flushScheduled || this.pendingEffectBytes >= EFFECTS_HELD_BYTES) {
-        // After this turn of the event loop: the batch's replies leave first, members hear next.
-        this.scheduleFlush();
-      } else {
+      if (!this.handedSinceEffects && this.owedCount === 0 && !this.flushScheduled && this.heldTxs + batch.length <= EFFECTS_HELD_TXS) {
         // No member was handed anything since the last effects went out (a loaded node hands
         // out nearly every transaction) and none owes a result, so nothing reads a stale copy
         // meanwhile: the effects go out before the next transactions a member is handed. Sent
         // now, they would wake every member as a lone client's reply leaves (measured: +50 µs
         // on its p50 with 2 members on 2 cores). The timer bounds how long an idle node's
-        // members lag.
+        // members lag. The batch is kept as applied and its effects are built at the flush,
+        // with the others held, as one buffer: a lone client's transactions come one to a
+        // batch, and building a buffer for each, and sending each, sat on its path.
+        this.heldApplied.push(batch);
+        this.heldTxs += batch.length;
         this.effectsTimer ??= setTimeout(() => this.flush(), EFFECTS_HELD_MS).unref();
+        return;
       }
+      this.buildHeld();
+      const effects = effectsOf(batch);
+      if (effects !== null) this.pendingEffects.push(effects);
+      // After this turn of the event loop: the batch's replies leave first, members hear next.
+      if (this.pendingEffects.length > 0) this.scheduleFlush();
       return;
     }
     // Effects first: the pushed versions read from the store below are at least as new.
@@ -645,14 +651,24 @@ export class PreExecutionPool {
       this.effectsTimer = null;
     }
     this.handedSinceEffects = false;
+    this.buildHeld();
     if (this.pendingEffects.length === 0) return;
-    // One message per applied batch, as built: joining them would copy every byte again.
+    // One message per buffer, as built: joining them would copy every byte again.
     const out = this.pendingEffects;
     this.pendingEffects = [];
-    this.pendingEffectBytes = 0;
     stages.time('state-update', () => {
       for (const p of this.members.values()) for (const effects of out) p.link.sendEffects(effects);
     });
+  }
+
+  /** The held batches' effects, as one buffer ahead of any pending. */
+  private buildHeld(): void {
+    if (this.heldApplied.length === 0) return;
+    const held = this.heldApplied;
+    this.heldApplied = [];
+    this.heldTxs = 0;
+    const effects = stages.time('state-update', () => effectsOf(held.length === 1 ? (held[0] as Applied[]) : held.flat()));
+    if (effects !== null) this.pendingEffects.unshift(effects);
   }
 
   private sendFeedback(): void {

@@ -66,6 +66,10 @@ export class Scheduler {
   private readonly byTag: (string | undefined)[] = [undefined];
   private readonly tags = new Map<string, number>();
   private hotSet: ReadonlySet<string> = new Set();
+  /** `slotOf` of each hot object: a forwarded transaction's hashes are checked against these first. */
+  private hotSlots = new Set<number>();
+  /** A forwarded transaction's hashes, unmasked, for that check. */
+  private readonly hashes: number[] = [];
   /** Hot object id → the member every transaction on it goes to. */
   private readonly pins = new Map<string, string>();
   /** The slot of each of the transaction's objects (`hash`), for `affine` and `remember`. */
@@ -133,6 +137,8 @@ export class Scheduler {
   /** Replaces the hot set (from `ConflictFeedback.hot()`); objects no longer hot lose their pins. */
   setHot(hot: ReadonlySet<string>): void {
     this.hotSet = hot;
+    this.hotSlots = new Set();
+    for (const id of hot) this.hotSlots.add(slotOf(id));
     for (const id of this.pins.keys()) if (!hot.has(id)) this.pins.delete(id);
   }
 
@@ -146,13 +152,15 @@ export class Scheduler {
   }
 
   /**
-   * Chooses the member to hand a transaction declaring `objects`, counts it as outstanding
-   * there and remembers the affinity; null when nobody should pre-execute it.
+   * Chooses the member to hand a transaction declaring `objects` (or `tx`'s), counts it as
+   * outstanding there and remembers the affinity; null when nobody should pre-execute it. A
+   * transaction whose objects' hashes came with it (`slotsInto`) is not asked for its objects
+   * unless the hot set is in use.
    */
-  choose(objects: readonly string[]): string | null {
+  choose(tx: readonly string[] | Schedulable): string | null {
     if (this.members.length === 0) return null;
     const affinity = this.policy === 'load+affinity' || this.policy === 'load+affinity+hot';
-    if (affinity) this.hash(objects);
+    const count = affinity ? this.hash(tx) : 0;
     let chosen: number;
     switch (this.policy) {
       case 'round-robin':
@@ -162,23 +170,36 @@ export class Scheduler {
         chosen = this.leastLoaded();
         break;
       case 'load+affinity':
-        chosen = this.affine(objects);
+        chosen = this.affine(count);
         break;
       case 'load+affinity+hot': {
         // Most transactions touch no hot object: those allocate nothing here.
-        const hot = this.hotSet.size === 0 || !this.touchesHot(objects) ? NONE : objects.filter((id) => this.hotSet.has(id));
+        const objects = this.mayTouchHot(tx) ? objectsOf(tx) : NONE;
+        const hot = objects === NONE || !this.touchesHot(objects) ? NONE : objects.filter((id) => this.hotSet.has(id));
         if (hot.length > 0 && this.hotToPrimary) return null;
         let pinned: string | undefined;
         for (const id of hot) if ((pinned = this.pins.get(id)) !== undefined) break;
-        chosen = pinned === undefined ? this.affine(objects) : (this.tags.get(pinned) ?? this.affine(objects));
+        chosen = pinned === undefined ? this.affine(count) : (this.tags.get(pinned) ?? this.affine(count));
         const name = this.byTag[chosen] as string;
         for (const id of hot) if (!this.pins.has(id)) this.pins.set(id, name);
         break;
       }
     }
     this.load[chosen] = (this.load[chosen] ?? 0) + 1;
-    if (affinity) this.remember(objects.length, chosen);
+    if (affinity) this.remember(count, chosen);
     return this.byTag[chosen] as string;
+  }
+
+  /**
+   * False when `tx` surely declares no hot object: none is hot, or its hashes came with it and
+   * none is a hot object's (then its objects, which would decode its body, are not read).
+   */
+  private mayTouchHot(tx: readonly string[] | Schedulable): boolean {
+    if (this.hotSet.size === 0) return false;
+    if (isIds(tx) || !tx.slotsInto) return true;
+    const n = tx.slotsInto(this.hashes, 0xffffffff);
+    for (let i = 0; i < n; i++) if (this.hotSlots.has(this.hashes[i] as number)) return true;
+    return false;
   }
 
   private touchesHot(objects: readonly string[]): boolean {
@@ -221,11 +242,11 @@ export class Scheduler {
    * sent a transaction away from a write still in flight as often as not (at α 0, 10,000
    * accounts: nearly every re-execution read an object another member had been handed).
    */
-  private affine(objects: readonly string[]): number {
+  private affine(count: number): number {
     let affine = 0;
     let youngest = Infinity;
     if (this.mask >= 0) {
-      for (let i = 0; i < objects.length; i++) {
+      for (let i = 0; i < count; i++) {
         const at = 2 * (this.slots[i] as number);
         const tag = this.affinity[at] ?? 0;
         if (tag === 0) continue;
@@ -253,10 +274,16 @@ export class Scheduler {
     return youngest < 2 * owed && ahead <= YOUNG_SLACK * this.slack ? affine : this.leastLoaded();
   }
 
-  /** Each object's slot in the affinity memory, into `slots`: hashed once for `affine` and `remember`. */
-  private hash(objects: readonly string[]): void {
-    if (this.mask < 0) return;
+  /**
+   * Each object's slot in the affinity memory, into `slots`: hashed once for `affine` and
+   * `remember`. Returns how many (0 without an affinity memory).
+   */
+  private hash(tx: readonly string[] | Schedulable): number {
+    if (this.mask < 0) return 0;
+    if (!isIds(tx) && tx.slotsInto) return tx.slotsInto(this.slots, this.mask);
+    const objects = objectsOf(tx);
     for (let i = 0; i < objects.length; i++) this.slots[i] = slotOf(objects[i] as string) & this.mask;
+    return objects.length;
   }
 
   /** The member handed the transaction whose `count` objects `hash` just placed. */
@@ -271,6 +298,15 @@ export class Scheduler {
     this.handed = (stamp + 1) >>> 0;
   }
 }
+
+/** What the scheduler needs of a transaction: its objects, or their hashes if they came with it. */
+export interface Schedulable {
+  readonly objects: readonly string[];
+  slotsInto?(out: number[], mask: number): number;
+}
+
+const isIds = (tx: readonly string[] | Schedulable): tx is readonly string[] => Array.isArray(tx);
+const objectsOf = (tx: readonly string[] | Schedulable): readonly string[] => (isIds(tx) ? tx : tx.objects);
 
 /**
  * The affinity table's hash of an object id: FNV-1a over its UTF-16 code units, then mixed so
