@@ -3,6 +3,7 @@
 // gives, and neither a client nor a member can turn the admission link against the node.
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { unpack } from 'msgpackr';
 import { makeTx } from '../ts/app/app.js';
 import { nativeFunctions } from '../ts/app/natives.js';
 import { executeSequentially } from '../ts/app/reference.js';
@@ -291,10 +292,18 @@ describe('answers.v1', () => {
 });
 
 describe('AdmissionFront', () => {
-  /** A test double of the node's connection: keeps what is sent. */
+  /** A test double of the node's connection: keeps what is sent, as msgpack's decoder reads the frame. */
   const sentTo = () => {
     const sent: unknown[] = [];
-    return { sent, conn: { send: (m: unknown) => sent.push(m) > 0 } };
+    return {
+      sent,
+      conn: {
+        sendFrame: (frame: Buffer) => {
+          expect(frame.readUInt32BE(0)).toBe(frame.length - 4);
+          return sent.push(unpack(frame.subarray(4))) > 0;
+        },
+      },
+    };
   };
 
   it('forwards a turn as one batch and routes each answer to its submitter', async () => {

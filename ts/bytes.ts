@@ -29,6 +29,22 @@ export function putU32le(b: Uint8Array, at: number, n: number): void {
   b[at + 3] = n >>> 24;
 }
 
+const EXACT = BigInt(Number.MAX_SAFE_INTEGER);
+
+/**
+ * Writes `n` (a u64) little-endian at `at`: as two u32 halves of a number while that is exact,
+ * as timestamps (one per transaction) always are; `writeBigUInt64LE` makes three bigints a call.
+ */
+export function putU64le(b: Buffer, at: number, n: bigint): void {
+  if (n > EXACT || n < 0n) {
+    b.writeBigUInt64LE(n, at);
+    return;
+  }
+  const v = Number(n);
+  putU32le(b, at, v >>> 0);
+  putU32le(b, at + 4, Math.floor(v / 0x1_0000_0000));
+}
+
 /** Writes `n` (a u32) big-endian at `at`. */
 export function putU32be(b: Uint8Array, at: number, n: number): void {
   b[at] = n >>> 24;

@@ -5,6 +5,7 @@
 import { Buffer } from 'node:buffer';
 import type { Outcome } from '../app/exec.js';
 import { decode, encode } from '../app/codec.js';
+import { putU64le } from '../bytes.js';
 import { forwardedTx, LIMITS, type DecodedTx } from '../app/tx.js';
 import type { Decision } from './merge.js';
 import { ProtocolError } from './messages.js';
@@ -43,6 +44,17 @@ function fail(what: string): never {
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isText = (v: unknown, max: number): v is string => typeof v === 'string' && v.length <= max;
 
+/** An `admit` message as sent (`flatFrame` writes it). */
+export interface AdmitMessage {
+  [field: string]: string | number | Buffer;
+  t: 'admit';
+  first: number;
+  digests: Buffer;
+  ends: Buffer;
+  slots: Buffer;
+  bytes: Buffer;
+}
+
 /**
  * The `admit` message for `txs`, numbered from `first`. Nothing in it is per-transaction
  * msgpack: `digests` (32 bytes each), `ends` (u32le, where each transaction's bytes end in
@@ -51,7 +63,7 @@ const isText = (v: unknown, max: number): v is string => typeof v === 'string' &
  * the objects from the bytes only if it executes the transaction; decoding an array of strings
  * per transaction was most of what reading the message cost.
  */
-export function admitMessage(first: number, txs: readonly DecodedTx[]): unknown {
+export function admitMessage(first: number, txs: readonly DecodedTx[]): AdmitMessage {
   let hex = '';
   let slotBytes = 0;
   for (const tx of txs) slotBytes += 2 + 4 * tx.objects.length;
@@ -150,7 +162,7 @@ export class AnswerWriter {
     let at = this.at;
     b.writeUInt32LE(id, at);
     b[at + 4] = 0;
-    b.writeBigUInt64LE(ts, at + 5);
+    putU64le(b, at + 5, ts);
     b[at + 13] = duplicate ? 1 : 0;
     b[at + 14] = DECISIONS.indexOf(decision);
     at += 15;

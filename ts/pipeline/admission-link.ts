@@ -2,6 +2,7 @@
 // node's own admission hands what it checked, and each transaction's answer goes back in the
 // next `answers` message. The link holds the member credential, so no client can forward.
 import { TxError } from '../app/tx.js';
+import { flatFrame, readFlatMap } from '../flat-frames.js';
 import type { Conn } from '../wire.js';
 import { AnswerWriter, MESSAGE_BYTES, parseAdmissionMessage, type NodeToAdmission } from './admission-frames.js';
 import { ProtocolError } from './messages.js';
@@ -23,7 +24,8 @@ export function attachAdmission(node: EmbeddedNode, conn: Conn, name: string, lo
   const send = (m: NodeToAdmission) => {
     if (!open) return; // Gone: what it forwarded is still applied; nobody is left to answer.
     try {
-      conn.send(m);
+      if (m.t === 'answers') conn.sendFrame(flatFrame(m));
+      else conn.send(m);
     } catch (e) {
       // Answers that cannot be sent would leave its clients waiting: it hears why instead.
       log(`admission ${name} at ${conn.peer}: ${e instanceof Error ? e.message : String(e)}; closing the connection`);
@@ -55,6 +57,7 @@ export function attachAdmission(node: EmbeddedNode, conn: Conn, name: string, lo
     send({ t: 'refused', reason });
     conn.close();
   };
+  conn.readWith(readFlatMap);
   conn.onMessage((raw) => {
     try {
       const m = parseAdmissionMessage(raw);

@@ -9,6 +9,7 @@ import type { App } from '../app/app.js';
 import type { LoadedApp } from '../app/module.js';
 import { TxError, type DecodedTx } from '../app/tx.js';
 import { asError } from '../errors.js';
+import { flatFrame, readFlatMap } from '../flat-frames.js';
 import { clientCredential } from '../secret.js';
 import { stages } from '../stages.js';
 import type { HostPort } from '../transport.js';
@@ -34,7 +35,7 @@ export class AdmissionFront implements ClientSubmitter {
 
   constructor(
     private readonly app: App,
-    private readonly node: Pick<Conn, 'send'>,
+    private readonly node: Pick<Conn, 'sendFrame'>,
   ) {}
 
   /** Forwarded and not yet answered. */
@@ -103,7 +104,7 @@ export class AdmissionFront implements ClientSubmitter {
       chunk.forEach((_, i) => this.waiting.set((first + i) >>> 0, done[from + i] as SubmitDone));
       from = to;
       try {
-        this.node.send(admitMessage(first, chunk));
+        this.node.sendFrame(flatFrame(admitMessage(first, chunk)));
       } catch (e) {
         this.lost(asError(e));
         return;
@@ -182,6 +183,7 @@ export async function runAdmission(opts: AdmissionOptions): Promise<AdmissionPro
     front.lost(reason);
     ended(reason);
   });
+  conn.readWith(readFlatMap);
   conn.onMessage((raw) => {
     try {
       const m = parseNodeToAdmission(raw);

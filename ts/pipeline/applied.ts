@@ -9,7 +9,7 @@ import type { Decision } from './merge.js';
 import type { Flight } from './in-flight.js';
 import { encodeWrites, writeDigest } from './records.js';
 import { tableWrites, type ReceivedTable } from './table-bytes.js';
-import { copyBytes, putU16le, putU32le } from '../bytes.js';
+import { copyBytes, putU16le, putU64le } from '../bytes.js';
 
 export interface Applied {
   ts: bigint;
@@ -101,11 +101,7 @@ export function effectsOf(batch: readonly Applied[]): Buffer | null {
   for (let k = 0; k < batch.length; k++) {
     const a = batch[k] as Applied;
     if (a.writeCount === 0 && a.preExecutor === null) continue;
-    // As two halves of a number: `writeBigUInt64LE` makes three bigints a call. Timestamps
-    // stay far below 2^53 (one per transaction), where the conversion is exact.
-    const ts = Number(a.ts);
-    putU32le(out, at, ts >>> 0);
-    putU32le(out, at + 4, Math.floor(ts / 0x1_0000_0000));
+    putU64le(out, at, a.ts);
     if (a instanceof AdoptedTx) a.putDigest(out, at + 8);
     else writeDigest(out, at + 8, a.digest);
     at += HEAD;

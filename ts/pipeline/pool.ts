@@ -20,7 +20,7 @@ import { encodeTable, receiveTable, TableError, type ReceivedTable } from './tab
 import { DIGEST_BYTES, digestIs, resultTable, type ResultBatch } from './records.js';
 import { Flights, type Flight, type Owed } from './in-flight.js';
 import { ChurnSet } from './churn-map.js';
-import { joinBytes } from '../bytes.js';
+import { BytesParts, flatFrame, readFlatMap } from '../flat-frames.js';
 
 /**
  * `broadcast` effects held while members owe nothing go out at this many transactions or after
@@ -656,8 +656,9 @@ export class PreExecutionPool {
     // One message per buffer, as built: joining them would copy every byte again.
     const out = this.pendingEffects;
     this.pendingEffects = [];
+    // Buffer by buffer, so a link that frames one for the wire frames it once for all members.
     stages.time('state-update', () => {
-      for (const p of this.members.values()) for (const effects of out) p.link.sendEffects(effects);
+      for (const effects of out) for (const p of this.members.values()) p.link.sendEffects(effects);
     });
   }
 
@@ -679,6 +680,17 @@ export class PreExecutionPool {
       p.link.sendFeedback({ misses: misses.get(name) ?? 0, pushes: this.push?.pushes(name) ?? 0, hot });
     }
   }
+}
+
+/**
+ * The frame of the effects buffer framed last: `sendEffects` hands every member the same
+ * buffer in turn, and each link framing it again would copy it once per member.
+ */
+let framed: { effects: Buffer; frame: Buffer } | null = null;
+
+function effectsFrame(effects: Buffer): Buffer {
+  if (framed?.effects !== effects) framed = { effects, frame: flatFrame({ t: 'effects', effects }) };
+  return framed.frame;
 }
 
 /** How a member connected over the wire is admitted (`attachMember`). */
@@ -705,9 +717,10 @@ export interface MemberAdmission {
  */
 export function attachMember(pool: PreExecutionPool, conn: Conn, name: string, admission: MemberAdmission): void {
   const { log } = admission;
-  const send = (m: NodeToPreSent) => {
+  const send = (m: NodeToPreSent | Buffer) => {
     try {
-      conn.send(m);
+      if (m instanceof Buffer) conn.sendFrame(m);
+      else conn.send(m);
     } catch {
       // Closing: the member is detached on close, and the host handles what it owed.
     }
@@ -727,8 +740,8 @@ export function attachMember(pool: PreExecutionPool, conn: Conn, name: string, a
       app: admission.canonicalApp?.(digest) ?? digest,
       // It runs what it is sent in order and answers each in a `results` batch (preexecutor-main.ts).
       ordered: true,
-      send: (txs) => send({ t: 'exec', txs: joinBytes(txs.map((tx) => tx.bytes)) }),
-      sendEffects: (effects) => send({ t: 'effects', effects }),
+      send: (txs) => send(flatFrame({ t: 'exec', txs: new BytesParts(txs.map((tx) => tx.bytes)) })),
+      sendEffects: (effects) => send(effectsFrame(effects)),
       sendObjects: (objects) => send({ t: 'objects', objects: [...objects] }),
       sendFeedback: (feedback) => send({ t: 'feedback', feedback }),
       load: (v) =>
@@ -742,6 +755,7 @@ export function attachMember(pool: PreExecutionPool, conn: Conn, name: string, a
     send(admission.config);
     admission.onPool?.('join', name);
   };
+  conn.readWith(readFlatMap);
   conn.onMessage((raw) => {
     try {
       const m = parsePreMessage(raw);

@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Natives } from '../app/exec.js';
+import { flatFrame, readFlatMap } from '../flat-frames.js';
 import { HERON_SOCKET } from '../heron/messages.js';
 import { loadAppModule, type LoadedApp } from '../app/module.js';
 import { decodeTx, type DecodedTx } from '../app/tx.js';
@@ -78,9 +79,10 @@ export async function runPreExecutor(opts: {
     if (puller) await puller.refresh(txs);
     const tables = encodeResults(pre.run(txs).map(([digest, table]) => [digest, encodeTable(table)]));
     opts.onBatch?.(txs.length, performance.now() - t0);
-    conn.send({ t: 'results', tables });
+    conn.sendFrame(flatFrame({ t: 'results', tables }));
   };
 
+  conn.readWith(readFlatMap);
   conn.onMessage((raw) => {
     try {
       const m = parseNodeToPre(raw);
