@@ -85,6 +85,9 @@ const LATENCY_WARMUP = { quick: 1000, full: 4000 } as const;
 const LATENCY_PAIRS = { quick: 1, full: 5 } as const;
 /** Interleaved pairs of node-CPU runs (executed, adopted) at Zipf α 0. */
 const NODE_CPU_PAIRS = { quick: 1, full: 5 } as const;
+/** Clients of the batch-size sweep beside the 256 of the pairs, and each run's window (after as many warming up). */
+const SWEEP_CLIENTS = { quick: [16, 64], full: [16, 48, 128] } as const;
+const SWEEP_RUN = { quick: 15_000, full: 60_000 } as const;
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
@@ -377,6 +380,37 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
     };
 
     await nodeCpu(0, NODE_CPU_PAIRS[q ? 'quick' : 'full'], VARIANTS);
+    // The adopted node's cost splits into a part per transaction and a part per batch (an
+    // append, the messages around it): at 256 clients ~128 transactions share each batch, and a
+    // node loaded to its capacity would share them among more. Fewer clients make smaller
+    // batches; cost = a + b / (transactions an append), fitted over those runs and the median
+    // one above, says what is left per transaction however large batches grow.
+    const sweep: { clients: number; tx_per_append: number; node_cpu_us_per_tx: number }[] = [];
+    const pairsRun = detail['bank_alpha_0'] as { adopted: { tx_per_append: number | null } } | undefined;
+    if (pairsRun?.adopted.tx_per_append)
+      sweep.push({ clients: 256, tx_per_append: pairsRun.adopted.tx_per_append, node_cpu_us_per_tx: m['node_cpu_us_per_tx_adopted'] ?? NaN });
+    for (const clients of SWEEP_CLIENTS[q ? 'quick' : 'full']) {
+      say(`bank α 0: node CPU per transaction at ${clients} clients, 2 pre-executors, through 1 admission process`);
+      const r = await run(fresh(), {
+        workload: bank(0),
+        preExecutors: 2,
+        admissions: 1,
+        mode: { kind: 'closed', clients },
+        transactions: 2 * SWEEP_RUN[q ? 'quick' : 'full'],
+        warmupApplied: SWEEP_RUN[q ? 'quick' : 'full'],
+        seconds: nodeCpuSeconds,
+        generators: 2,
+        deadlineMs: 2000,
+      });
+      if (r.txPerAppend !== null) sweep.push({ clients, tx_per_append: r.txPerAppend, node_cpu_us_per_tx: r.node['total'] ?? NaN });
+    }
+    const fit = perBatchFit(sweep.map((p) => [p.tx_per_append, p.node_cpu_us_per_tx]));
+    if (fit) {
+      m['model_node_cpu_us_per_tx_adopted_per_tx'] = round(fit.perTx, 2);
+      m['model_node_cpu_us_per_batch_adopted'] = round(fit.perBatch, 0);
+      m['model_node_capacity_ratio_large_batches'] = round((m['node_cpu_us_per_tx_executed'] ?? NaN) / fit.perTx, 2);
+    }
+    detail['batch_sweep'] = { points: sweep, fit: 'node_cpu_us_per_tx = a + b / tx_per_append, least squares; a, b are model_* metrics' };
     // Latency: one closed-loop client with and without pre-executors, then open loop at half
     // the capacity just measured; before the heavier runs, which leave this process's heap larger.
     // Runs of one client differ by more than the gap being judged, so they are paired and
@@ -468,6 +502,12 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
         seconds_at_most: nodeCpuSeconds,
         interleaved_pairs_alpha_0: NODE_CPU_PAIRS[q ? 'quick' : 'full'],
         figure: 'node CPU: the median run of each side over the pairs (α 0); one pair at α 0.8 and 1.2',
+        batch_sweep: {
+          clients: SWEEP_CLIENTS[q ? 'quick' : 'full'],
+          transactions_per_run: SWEEP_RUN[q ? 'quick' : 'full'],
+          warmup_applied_per_run: SWEEP_RUN[q ? 'quick' : 'full'],
+          figure: 'one adopted run each (2 pre-executors, 1 admission process), with the median adopted run at 256 clients',
+        },
       },
       work: { rounds, objects: 100_000, clients: 64 },
       latency_1client: {
@@ -495,7 +535,7 @@ export async function runScale(opts: ScaleOptions): Promise<number> {
         "core's named threads; full_collections counts the node's full (mark-compact) collections in the window. Load generators are separate " +
         'processes that sign before the window. The node CPU runs submit through one admission process (its CPU is ' +
         "admission_processes_cpu_us_per_tx, not the node's); *_node_admits: the same runs with the node admitting its clients itself. Pinned runs: node on core 0, pre-executor and load generator on core 1 (taskset). " +
-        'model_* figures are predicted by the capacity model, not measured.',
+        'model_* figures are predicted by the capacity model or fitted (model_node_*: the batch sweep), not measured.',
     };
     mkdirSync(dirname(opts.out), { recursive: true });
     writeFileSync(`${opts.out}.tmp`, `${JSON.stringify({ suite: 'scale', machine, settings, metrics: m, detail, model: model?.describe ?? null }, null, 2)}\n`);
@@ -539,6 +579,27 @@ interface Model {
   predict(k: number): number;
   describe: Record<string, unknown>;
   plot(): string;
+}
+
+/**
+ * Least squares of cost = a + b / x over `points` of (x, cost): a per transaction, b per
+ * batch of x; null with fewer than two distinct x.
+ */
+export function perBatchFit(points: readonly (readonly [x: number, cost: number])[]): { perTx: number; perBatch: number } | null {
+  const ok = points.filter(([x, c]) => x > 0 && Number.isFinite(c));
+  if (new Set(ok.map(([x]) => x)).size < 2) return null;
+  const us = ok.map(([x]) => 1 / x);
+  const mu = us.reduce((s, u) => s + u, 0) / ok.length;
+  const mc = ok.reduce((s, [, c]) => s + c, 0) / ok.length;
+  let num = 0;
+  let den = 0;
+  ok.forEach(([, c], i) => {
+    const du = (us[i] as number) - mu;
+    num += du * (c - mc);
+    den += du * du;
+  });
+  const perBatch = num / den;
+  return { perTx: mc - perBatch * mu, perBatch };
 }
 
 /**
