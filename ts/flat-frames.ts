@@ -72,36 +72,25 @@ function writeValue(b: Buffer, at: number, v: FlatValue): number {
     }
     return at + b.write(v, at, 'latin1');
   }
-  if (typeof v === 'number') {
-    if (v < 0x80) b[at++] = v;
-    else if (v < 0x100) {
-      b[at++] = 0xcc;
-      b[at++] = v;
-    } else if (v < 0x10000) {
-      b[at++] = 0xcd;
-      at = b.writeUInt16BE(v, at);
-    } else {
-      b[at++] = 0xce;
-      at = b.writeUInt32BE(v, at);
-    }
-    return at;
-  }
+  if (typeof v === 'number') return v < 0x80 ? ((b[at] = v), at + 1) : sized(b, at, v, 0xcc);
   const n = bytesLength(v);
-  if (n < 0x100) {
-    b[at++] = 0xc4;
-    b[at++] = n;
-  } else if (n < 0x10000) {
-    b[at++] = 0xc5;
-    at = b.writeUInt16BE(n, at);
-  } else {
-    b[at++] = 0xc6;
-    at = b.writeUInt32BE(n, at);
-  }
+  at = sized(b, at, n, 0xc4);
   for (const p of v instanceof BytesParts ? v.parts : [v]) {
     b.set(p, at);
     at += p.length;
   }
   return at;
+}
+
+/** `n` after the first of three type bytes (`first`, +1, +2) whose width, 1, 2 or 4 bytes, holds it. */
+function sized(b: Buffer, at: number, n: number, first: number): number {
+  if (n < 0x100) {
+    b[at] = first;
+    b[at + 1] = n;
+    return at + 2;
+  }
+  b[at] = n < 0x10000 ? first + 1 : first + 2;
+  return n < 0x10000 ? b.writeUInt16BE(n, at + 1) : b.writeUInt32BE(n, at + 1);
 }
 
 /**
